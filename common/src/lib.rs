@@ -1,0 +1,21 @@
+//! Wire types shared by the csd firmware and the host shell.
+//!
+//! This crate holds data only: commands, completions, status codes, zone descriptors and the
+//! kernel ABI constants. It must never hold logic beyond encoding helpers, never use `usize` in
+//! a wire type (the firmware is 32-bit, the host 64-bit), and only ever append enum variants:
+//! every serialized form is pinned by a golden-bytes test.
+#![no_std]
+
+pub mod abi;
+pub mod program;
+pub mod status;
+pub mod zns;
+
+pub use status::Status;
+
+/// Version of the wire envelope. Bumped on any incompatible change; the firmware refuses an
+/// envelope with another version.
+pub const WIRE_VERSION: u16 = 1;
+
+/// Size of one logical block (LBA) in bytes.
+pub const LBA_BYTES: u32 = 4096;

@@ -1,0 +1,2 @@
+//! Project automation (written next).
+fn main() {}
