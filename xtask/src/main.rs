@@ -1,2 +1,66 @@
-//! Project automation (written next).
-fn main() {}
+//! `cargo xtask`: the project's automation, one entry point for every check.
+//!
+//! - `deps`: install what the project needs on a bare Debian bookworm machine (as root), or say
+//!   exactly what to install (otherwise).
+//! - `test`: everything CI checks, in order: deps, formatting, lints, kernels, host tests, the
+//!   Cortex-R builds of the firmware, the board image and its QEMU self-test.
+//! - `demo`: the main job on a built-in default.
+//! - `kernels`: build the C eBPF kernels with clang.
+//! - `board run|test|size`: the Cortex-R52 image in QEMU.
+
+mod board;
+mod cmd;
+mod demo;
+mod deps;
+mod kernels;
+mod test;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Project automation for csd.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install the Debian packages and toolchains the project needs (idempotent).
+    Deps,
+    /// Run every check CI runs.
+    Test,
+    /// Make a device, put data on it, offload a kernel and show what crossed the link.
+    Demo,
+    /// Build the C kernels into target/kernels/.
+    Kernels,
+    /// Build, run, test or measure the Cortex-R52 board image.
+    Board {
+        #[command(subcommand)]
+        action: board::Action,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Deps => deps::run(),
+        Task::Test => test::run(),
+        Task::Demo => demo::run(),
+        Task::Kernels => kernels::build().map(|_| ()),
+        Task::Board { action } => board::run(action),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The workspace root (the parent of this crate's folder).
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}

@@ -1,0 +1,181 @@
+//! `cargo xtask board run|test|size`: the firmware on the Cortex-R52 in QEMU.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+
+use crate::cmd;
+
+/// What to do with the board image.
+#[derive(Debug, Subcommand)]
+pub enum Action {
+    /// Build the self-test image and boot it in QEMU, showing its output.
+    Run,
+    /// Boot the self-test image and diff its output against tests/selftest.expected.
+    Test,
+    /// Report code (text + rodata) and static RAM (data + bss) of the image.
+    Size,
+}
+
+const BOARD: &str = "boards/mps3-an536";
+const TARGET: &str = "armv8r-none-eabihf";
+const SELFTEST: &str = "selftest";
+const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs `action`.
+pub fn run(action: Action) -> Result<()> {
+    match action {
+        Action::Run => {
+            let elf = build()?;
+            let out = boot(&elf)?;
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            if out.code != Some(0) {
+                bail!("the board exited with {:?}", out.code);
+            }
+            Ok(())
+        }
+        Action::Test => test(),
+        Action::Size => {
+            let elf = build()?;
+            let size = size(&elf)?;
+            println!(
+                "{}: code {} bytes (text + rodata), static RAM {} bytes (data + bss)",
+                elf.display(),
+                size.code,
+                size.ram
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Builds the board image (release profile: optimized for size) and returns the ELF's path.
+pub fn build() -> Result<PathBuf> {
+    let dir = crate::root().join(BOARD);
+    cmd::run(cmd::cross_cargo(&dir).args(["build", "--release", "--bin", SELFTEST]))?;
+    Ok(dir
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join(SELFTEST))
+}
+
+/// Builds the image, boots it, and compares its output with the reference file.
+pub fn test() -> Result<()> {
+    let elf = build()?;
+    let out = boot(&elf)?;
+    let expected_path = crate::root().join(BOARD).join("tests/selftest.expected");
+    let expected = fs::read_to_string(&expected_path)
+        .with_context(|| format!("could not read {}", expected_path.display()))?;
+    if out.stdout != expected {
+        eprintln!("--- expected ({})\n{expected}", expected_path.display());
+        eprintln!("--- got\n{}", out.stdout);
+        eprintln!("--- stderr\n{}", out.stderr);
+        bail!(
+            "the board self-test output differs from {}",
+            expected_path.display()
+        );
+    }
+    if out.code != Some(0) {
+        bail!(
+            "the board self-test exited with {:?}: {}",
+            out.code,
+            out.stderr.trim()
+        );
+    }
+    eprintln!(
+        "board: self-test output matches {} ({} lines)",
+        expected_path.display(),
+        expected.lines().count()
+    );
+    Ok(())
+}
+
+/// What a QEMU run printed and how it ended.
+pub struct Boot {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: Option<i32>,
+}
+
+/// Boots `elf` on QEMU's mps3-an536 machine with semihosting, ending it after a time limit.
+pub fn boot(elf: &Path) -> Result<Boot> {
+    let mut child = Command::new("qemu-system-arm")
+        .args([
+            "-machine",
+            "mps3-an536",
+            "-cpu",
+            "cortex-r52",
+            "-semihosting",
+            "-nographic",
+        ])
+        .args(["-monitor", "none", "-serial", "null"])
+        .arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("could not start qemu-system-arm: run `cargo xtask deps`")?;
+    let started = std::time::Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > QEMU_TIMEOUT {
+            child.kill().ok();
+            child.wait().ok();
+            bail!(
+                "the board did not finish within {} s",
+                QEMU_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output()?;
+    Ok(Boot {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code(),
+    })
+}
+
+/// Code and static RAM of an image, in bytes.
+pub struct Size {
+    pub code: u64,
+    pub ram: u64,
+}
+
+/// Sums the allocated sections of `elf`: read-only ones are code, writable ones static RAM.
+pub fn size(elf: &Path) -> Result<Size> {
+    use object::{Object, ObjectSection, SectionFlags};
+    let bytes = fs::read(elf).with_context(|| format!("could not read {}", elf.display()))?;
+    let file = object::File::parse(&*bytes).context("the board image is not an ELF file")?;
+    let mut size = Size { code: 0, ram: 0 };
+    for section in file.sections() {
+        let SectionFlags::Elf { sh_flags, .. } = section.flags() else {
+            continue;
+        };
+        if !sh_flags.contains(object::elf::SHF_ALLOC) {
+            continue;
+        }
+        let name = section.name().unwrap_or("");
+        // The stacks are reserved RAM, not static data of the firmware.
+        if name == ".stacks" || name.starts_with(".filler") {
+            continue;
+        }
+        if sh_flags.contains(object::elf::SHF_WRITE) {
+            size.ram += section.size();
+        } else {
+            size.code += section.size();
+        }
+    }
+    Ok(size)
+}
