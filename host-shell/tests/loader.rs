@@ -133,11 +133,18 @@ fn plain_kernel_links_with_entry_at_zero() {
     );
     assert_eq!(image.text, function_bytes(&obj, "csd_main"));
     assert!(image.rodata.is_empty());
-    assert_eq!(insn(&image, image.insn_count() - 1).code, 0x95, "ends with exit");
+    assert_eq!(
+        insn(&image, image.insn_count() - 1).code,
+        0x95,
+        "ends with exit"
+    );
 
     let bytes = image.to_bytes();
     assert_eq!(&bytes[..4], b"CSDP");
-    assert_eq!(u16::from_le_bytes([bytes[4], bytes[5]]), abi::image::VERSION);
+    assert_eq!(
+        u16::from_le_bytes([bytes[4], bytes[5]]),
+        abi::image::VERSION
+    );
     assert_eq!(u16::from_le_bytes([bytes[6], bytes[7]]), 0);
     let text_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     let rodata_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap());
@@ -169,7 +176,10 @@ fn bpf_to_bpf_calls_point_at_the_callee() {
         })
         .collect();
     callees.sort();
-    let mut expected = vec![function_bytes(&obj, "twice"), function_bytes(&obj, "thrice")];
+    let mut expected = vec![
+        function_bytes(&obj, "twice"),
+        function_bytes(&obj, "thrice"),
+    ];
     expected.sort();
     assert_eq!(callees, expected);
 }
@@ -187,7 +197,11 @@ fn entry_not_first_gets_an_entry_jump() {
     let ja = insn(&image, 0);
     assert_eq!(ja.code, 0x05, "instruction 0 is ja");
     let entry = 1 + ja.off as usize;
-    assert_eq!(entry, 1 + first.len() / 8, "ja reaches csd_main, after `first`");
+    assert_eq!(
+        entry,
+        1 + first.len() / 8,
+        "ja reaches csd_main, after `first`"
+    );
     let main = function_bytes(&obj, "csd_main");
     assert_eq!(insn(&image, entry).code, main[0]);
 
@@ -259,7 +273,11 @@ fn string_literal_is_relocated() {
     let table: Vec<u8> = [7u64, 8, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
     let table_offset = find(&image.rodata, &table).expect("table in rodata") as u64;
     assert!(targets.contains(&(RODATA_BASE + table_offset)));
-    assert_eq!(table_offset % 8, 0, "the u64 table stays aligned in the blob");
+    assert_eq!(
+        table_offset % 8,
+        0,
+        "the u64 table stays aligned in the blob"
+    );
 }
 
 /// A table of string pointers in .rodata (R_BPF_64_ABS64 relocations in data): each entry
@@ -280,7 +298,9 @@ fn pointer_table_in_rodata_is_relocated() {
         .collect();
     let offset = find(&image.rodata, &table).expect("relocated pointer table") as u64;
     let loads = lddws(&image);
-    assert!(loads.iter().any(|&i| lddw_imm(&image, i) == RODATA_BASE + offset));
+    assert!(loads
+        .iter()
+        .any(|&i| lddw_imm(&image, i) == RODATA_BASE + offset));
 }
 
 /// The features test kernel (noinline call, nibble table in .rodata.cst16, log string) links,
@@ -324,7 +344,10 @@ fn data_global_is_rejected() {
          uint64_t counter = 5;\n\
          uint64_t csd_main(const struct csd_ctx *ctx) { counter += ctx->param0; return counter; }\n",
     );
-    assert!(matches!(&e, LoadError::WritableData { section } if section == ".data"), "{e}");
+    assert!(
+        matches!(&e, LoadError::WritableData { section } if section == ".data"),
+        "{e}"
+    );
     assert!(e.to_string().contains("`.data`"));
 }
 
@@ -336,7 +359,10 @@ fn bss_global_is_rejected() {
          static uint64_t counter;\n\
          uint64_t csd_main(const struct csd_ctx *ctx) { counter += ctx->param0; return counter; }\n",
     );
-    assert!(matches!(&e, LoadError::WritableData { section } if section == ".bss"), "{e}");
+    assert!(
+        matches!(&e, LoadError::WritableData { section } if section == ".bss"),
+        "{e}"
+    );
 }
 
 /// A libbpf-style legacy `maps` section is rejected, naming it.
@@ -348,7 +374,10 @@ fn maps_section_is_rejected() {
          struct map_def counts __attribute__((section(\"maps\"), used)) = {1, 4, 8, 16};\n\
          uint64_t csd_main(const struct csd_ctx *ctx) { return ctx->param0; }\n",
     );
-    assert!(matches!(&e, LoadError::MapsSection { section } if section == "maps"), "{e}");
+    assert!(
+        matches!(&e, LoadError::MapsSection { section } if section == "maps"),
+        "{e}"
+    );
 }
 
 /// A BTF-style `.maps` section is rejected too.
@@ -359,7 +388,10 @@ fn btf_maps_section_is_rejected() {
          struct { int (*type)[2]; } events __attribute__((section(\".maps\"), used));\n\
          uint64_t csd_main(const struct csd_ctx *ctx) { return ctx->param0; }\n",
     );
-    assert!(matches!(&e, LoadError::MapsSection { section } if section == ".maps"), "{e}");
+    assert!(
+        matches!(&e, LoadError::MapsSection { section } if section == ".maps"),
+        "{e}"
+    );
 }
 
 /// A call to a function the object does not define is rejected, naming the function.
@@ -475,7 +507,10 @@ fn big_endian_object_is_rejected() {
         &["-O2", "-target", "bpfeb", "-ffreestanding", &include],
         "#include <csd.h>\nuint64_t csd_main(const struct csd_ctx *ctx) { return ctx->len; }\n",
     );
-    assert!(matches!(loader::link(&obj).unwrap_err(), LoadError::BigEndian));
+    assert!(matches!(
+        loader::link(&obj).unwrap_err(),
+        LoadError::BigEndian
+    ));
 }
 
 /// Read-only data over abi::MAX_RODATA_BYTES is rejected with its size.

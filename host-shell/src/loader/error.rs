@@ -17,7 +17,9 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The bytes are not an ELF file at all.
-    #[error("the kernel object is not an ELF file: compile the kernel with `clang -O2 -target bpf -c`")]
+    #[error(
+        "the kernel object is not an ELF file: compile the kernel with `clang -O2 -target bpf -c`"
+    )]
     NotElf,
     /// The file is a 32-bit ELF; eBPF objects are ELF64.
     #[error("the kernel object is a 32-bit ELF file, not an eBPF object (ELF64): compile it with `clang -target bpf`")]
@@ -85,7 +87,9 @@ pub enum LoadError {
         offset: u64,
     },
     /// A relocation the loader does not support, or one it supports used where it cannot be.
-    #[error("relocation {kind} at {section}+{offset:#x} against `{symbol}` is not supported: {reason}")]
+    #[error(
+        "relocation {kind} at {section}+{offset:#x} against `{symbol}` is not supported: {reason}"
+    )]
     UnsupportedRelocation {
         /// The relocation type's name (`R_BPF_64_ABS32`, or `type N`).
         kind: String,
@@ -99,7 +103,9 @@ pub enum LoadError {
         reason: &'static str,
     },
     /// The linked code has more instructions than a program may have.
-    #[error("the kernel has {insns} instructions, over the limit of {max}: split it or simplify it")]
+    #[error(
+        "the kernel has {insns} instructions, over the limit of {max}: split it or simplify it"
+    )]
     TooManyInstructions {
         /// Instruction slots after linking.
         insns: u64,

@@ -1,8 +1,7 @@
 //! The linked program image and its byte encoding (`common::abi::image`).
 
 use common::abi::image::{
-    FLAGS_OFFSET, HEADER_BYTES, MAGIC, RODATA_LEN_OFFSET, TEXT_LEN_OFFSET, VERSION,
-    VERSION_OFFSET,
+    FLAGS_OFFSET, HEADER_BYTES, MAGIC, RODATA_LEN_OFFSET, TEXT_LEN_OFFSET, VERSION, VERSION_OFFSET,
 };
 
 /// Size of one eBPF instruction slot in bytes.

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 
 use object::read::elf::ElfFile64;
 use object::{
-    Endianness, Object, ObjectSection, ObjectSymbol, Relocation, RelocationFlags,
-    RelocationTarget, SectionIndex, SymbolKind, SymbolSection,
+    Endianness, Object, ObjectSection, ObjectSymbol, Relocation, RelocationFlags, RelocationTarget,
+    SectionIndex, SymbolKind, SymbolSection,
 };
 
 use super::error::LoadError;
@@ -230,12 +230,11 @@ impl Linker<'_, '_> {
             kind,
             symbol: &target.name,
         };
-        let &(base, count) = self
-            .code
-            .placed
-            .get(&section)
-            .ok_or_else(|| LoadError::malformed(format!("`{section_name}` was not laid out")))?;
-        if offset % INSN_BYTES as u64 != 0 || offset / INSN_BYTES as u64 >= count {
+        let &(base, count) =
+            self.code.placed.get(&section).ok_or_else(|| {
+                LoadError::malformed(format!("`{section_name}` was not laid out"))
+            })?;
+        if !offset.is_multiple_of(INSN_BYTES as u64) || offset / INSN_BYTES as u64 >= count {
             return Err(LoadError::malformed(format!(
                 "relocation at {section_name}+{offset:#x} is not at an instruction"
             )));
@@ -270,9 +269,9 @@ impl Linker<'_, '_> {
             }
             r_bpf::R_64_32 => {
                 if code != opcode::CALL || src_reg != PSEUDO_CALL {
-                    return Err(site.unsupported(
-                        "it is not on a bpf-to-bpf call (call with src_reg 1)",
-                    ));
+                    return Err(
+                        site.unsupported("it is not on a bpf-to-bpf call (call with src_reg 1)")
+                    );
                 }
                 let Place::Code(target_section) = target.place else {
                     return Err(site.unsupported("a call must target a function in a code section"));
@@ -281,7 +280,7 @@ impl Linker<'_, '_> {
                     self.code.placed.get(&target_section).ok_or_else(|| {
                         LoadError::malformed(format!("`{}` was not laid out", target.name))
                     })?;
-                if target.value % INSN_BYTES as u64 != 0 {
+                if !target.value.is_multiple_of(INSN_BYTES as u64) {
                     return Err(LoadError::malformed(format!(
                         "function `{}` is not at an instruction boundary",
                         target.name
@@ -301,9 +300,10 @@ impl Linker<'_, '_> {
                 write_u32(text, at + IMM_OFFSET, rel as u32);
                 Ok(())
             }
-            r_bpf::ABS64 | r_bpf::ABS32 | r_bpf::NODYLD32 => Err(site.unsupported(
-                "absolute data relocations are meaningful only in data sections",
-            )),
+            r_bpf::ABS64 | r_bpf::ABS32 | r_bpf::NODYLD32 => {
+                Err(site
+                    .unsupported("absolute data relocations are meaningful only in data sections"))
+            }
             _ => Err(site.unsupported(
                 "the loader supports only R_BPF_64_64, R_BPF_64_32 and R_BPF_64_ABS64",
             )),
@@ -356,9 +356,7 @@ impl Linker<'_, '_> {
             r_bpf::ABS32 => Err(site.unsupported(
                 "a 32-bit field cannot hold a kernel address (read-only data lives above 4 GiB)",
             )),
-            _ => Err(site.unsupported(
-                "read-only data supports only R_BPF_64_ABS64 relocations",
-            )),
+            _ => Err(site.unsupported("read-only data supports only R_BPF_64_ABS64 relocations")),
         }
     }
 
@@ -370,9 +368,10 @@ impl Linker<'_, '_> {
         addend: i64,
         site: &Site<'_>,
     ) -> Result<u64, LoadError> {
-        let &(start, len) = self.rodata.placed.get(&section).ok_or_else(|| {
-            LoadError::malformed(format!("`{}` was not laid out", target.name))
-        })?;
+        let &(start, len) =
+            self.rodata.placed.get(&section).ok_or_else(|| {
+                LoadError::malformed(format!("`{}` was not laid out", target.name))
+            })?;
         let in_section = i128::from(target.value) + i128::from(addend);
         if in_section < 0 || in_section > i128::from(len) {
             return Err(site.unsupported("the address lies outside its read-only data section"));

@@ -108,7 +108,7 @@ impl<'data> KernelObject<'data> {
                 if data.is_empty() {
                     continue;
                 }
-                if data.len() % INSN_BYTES != 0 {
+                if !data.len().is_multiple_of(INSN_BYTES) {
                     return Err(LoadError::malformed(format!(
                         "code section `{name}` is {} bytes, not a whole number of 8-byte instructions",
                         data.len()
@@ -172,7 +172,7 @@ fn find_entry(
         .find(|c| c.index == section)
         .ok_or(LoadError::MissingEntry)?;
     let offset = symbol.address();
-    if offset % INSN_BYTES as u64 != 0 || offset >= code_section.data.len() as u64 {
+    if !offset.is_multiple_of(INSN_BYTES as u64) || offset >= code_section.data.len() as u64 {
         return Err(LoadError::malformed(format!(
             "`{ENTRY_SYMBOL}` is at byte {offset} of `{}`, not at an instruction of it",
             code_section.name
