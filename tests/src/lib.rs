@@ -17,7 +17,9 @@ pub fn workspace_root() -> PathBuf {
 /// If the kernel has not been built: the tests need the real clang-built objects, built by
 /// `cargo xtask kernels` (which `cargo xtask test` runs first).
 pub fn kernel_object(name: &str) -> PathBuf {
-    let path = workspace_root().join("target/kernels").join(format!("{name}.o"));
+    let path = workspace_root()
+        .join("target/kernels")
+        .join(format!("{name}.o"));
     assert!(
         path.is_file(),
         "kernel object {} is missing: run `cargo xtask kernels` (or `cargo xtask test`) first",
@@ -25,3 +27,5 @@ pub fn kernel_object(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod reference;
