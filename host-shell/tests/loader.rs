@@ -231,23 +231,59 @@ fn named_code_section_is_linked_and_called() {
     assert_eq!(&image.text[target * 8..], &other[..]);
 }
 
-/// A `static const` table read with an index: the lddw immediate is RODATA_BASE plus the
-/// table's offset in the rodata blob, and the blob holds the table's bytes.
+/// `static const` tables read with an index: each lddw immediate is RODATA_BASE plus its
+/// table's offset in the rodata blob (the second table's offset comes from the addend clang
+/// left in the immediate), and the blob holds the tables' bytes.
 #[test]
-fn rodata_table_is_relocated_to_rodata_base() {
+fn rodata_tables_are_relocated_to_rodata_base() {
     let (_, image) = link_ok(
         "#include <csd.h>\n\
-         static const uint64_t table[5] = {0x1111, 0x2222, 0x3333, 0x4444, 0x5555};\n\
-         uint64_t csd_main(const struct csd_ctx *ctx) { return table[ctx->param0 % 5]; }\n",
+         static const uint64_t first[5] = {0x1111, 0x2222, 0x3333, 0x4444, 0x5555};\n\
+         static const uint64_t second[5] = {0x6666, 0x7777, 0x8888, 0x9999, 0xaaaa};\n\
+         uint64_t csd_main(const struct csd_ctx *ctx) {\n\
+             return first[ctx->param0 % 5] + second[ctx->param1 % 5];\n\
+         }\n",
     );
-    let table: Vec<u8> = [0x1111u64, 0x2222, 0x3333, 0x4444, 0x5555]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
+    let bytes = |t: [u64; 5]| -> Vec<u8> { t.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let first = find(
+        &image.rodata,
+        &bytes([0x1111, 0x2222, 0x3333, 0x4444, 0x5555]),
+    )
+    .expect("first table in rodata") as u64;
+    let second = find(
+        &image.rodata,
+        &bytes([0x6666, 0x7777, 0x8888, 0x9999, 0xaaaa]),
+    )
+    .expect("second table in rodata") as u64;
+    assert_ne!(first, second);
+    let mut targets: Vec<u64> = lddws(&image)
+        .into_iter()
+        .map(|i| lddw_imm(&image, i))
         .collect();
-    let offset = find(&image.rodata, &table).expect("table bytes in rodata") as u64;
-    let loads = lddws(&image);
-    assert_eq!(loads.len(), 1);
-    assert_eq!(lddw_imm(&image, loads[0]), RODATA_BASE + offset);
+    targets.sort();
+    let mut expected = vec![RODATA_BASE + first, RODATA_BASE + second];
+    expected.sort();
+    assert_eq!(targets, expected);
+}
+
+/// An object built with debug info (-g: .BTF, .BTF.ext, .debug_* and their relocations)
+/// links to the same image as without it.
+#[test]
+fn debug_sections_are_ignored() {
+    let source = "#include <csd.h>\n\
+         static const uint32_t t[4] = {1, 2, 3, 4};\n\
+         static __attribute__((noinline)) uint64_t f(uint64_t x) { return t[x & 3]; }\n\
+         uint64_t csd_main(const struct csd_ctx *ctx) { return f(ctx->param0) + 1; }\n";
+    let include = format!("-I{}", repo().join("kernels/include").display());
+    let plain = loader::link(&clang_bpf(source)).expect("links");
+    let debug_obj = compile_with(
+        "clang-19",
+        &["-O2", "-g", "-target", "bpf", "-ffreestanding", &include],
+        source,
+    );
+    let file = object::File::parse(&*debug_obj).expect("parse");
+    assert!(file.section_by_name(".BTF").is_some(), "clang emitted BTF");
+    assert_eq!(loader::link(&debug_obj).expect("links with -g"), plain);
 }
 
 /// A string literal (.rodata.str1.1) passed to csd_log: the lddw points at its bytes.
