@@ -49,10 +49,8 @@ const IMM_OFFSET: usize = 4;
 
 /// Links the checked object into a program image.
 pub(crate) fn link(obj: &KernelObject<'_>) -> Result<ProgramImage, LoadError> {
-    let code = CodeLayout::new(obj)?;
-    let rodata = RodataLayout::new(obj)?;
-    let mut text = code.text.clone();
-    let mut blob = rodata.blob.clone();
+    let (mut text, code) = CodeLayout::new(obj)?;
+    let (mut blob, rodata) = RodataLayout::new(obj)?;
     let linker = Linker {
         obj,
         code: &code,
@@ -75,13 +73,13 @@ pub(crate) fn link(obj: &KernelObject<'_>) -> Result<ProgramImage, LoadError> {
 
 /// Where each code section landed in the linked text.
 struct CodeLayout {
-    text: Vec<u8>,
     /// Section -> (first instruction index in the text, instruction count).
     placed: HashMap<SectionIndex, (u64, u64)>,
 }
 
 impl CodeLayout {
-    fn new(obj: &KernelObject<'_>) -> Result<Self, LoadError> {
+    /// Lays out the code; returns the unrelocated text and where each section went.
+    fn new(obj: &KernelObject<'_>) -> Result<(Vec<u8>, Self), LoadError> {
         let entry_section = obj
             .code_section(obj.entry.section)
             .ok_or(LoadError::MissingEntry)?;
@@ -117,7 +115,7 @@ impl CodeLayout {
             placed.insert(section.index, (base, count));
             text.extend_from_slice(section.data);
         }
-        Ok(CodeLayout { text, placed })
+        Ok((text, CodeLayout { placed }))
     }
 }
 
@@ -131,13 +129,13 @@ fn ja(off: i16) -> [u8; INSN_BYTES] {
 
 /// Where each read-only data section landed in the linked blob.
 struct RodataLayout {
-    blob: Vec<u8>,
     /// Section -> (byte offset in the blob, length).
     placed: HashMap<SectionIndex, (u64, u64)>,
 }
 
 impl RodataLayout {
-    fn new(obj: &KernelObject<'_>) -> Result<Self, LoadError> {
+    /// Lays out the read-only data; returns the unrelocated blob and where each section went.
+    fn new(obj: &KernelObject<'_>) -> Result<(Vec<u8>, Self), LoadError> {
         let max = u64::from(MAX_RODATA_BYTES);
         let too_large = |bytes: u64| LoadError::RodataTooLarge {
             bytes,
@@ -163,7 +161,7 @@ impl RodataLayout {
                 blob[start as usize..(start + len) as usize].copy_from_slice(section.data);
             }
         }
-        Ok(RodataLayout { blob, placed })
+        Ok((blob, RodataLayout { placed }))
     }
 }
 
