@@ -27,3 +27,5 @@ pub fn kernel_object(name: &str) -> PathBuf {
     );
     path
 }
+
+pub mod reference;
