@@ -87,6 +87,8 @@ impl From<VerifyError> for LoadError {
 pub struct Program {
     pub(crate) insns: Vec<Insn>,
     pub(crate) rodata: Vec<u8>,
+    /// FNV-1a hash of the image, so a run can tell its program from another.
+    pub(crate) fingerprint: u64,
 }
 
 impl Program {
@@ -134,6 +136,7 @@ impl Program {
         Ok(Program {
             insns,
             rodata: bytes[text_end..].to_vec(),
+            fingerprint: fnv1a(bytes),
         })
     }
 
@@ -147,6 +150,14 @@ impl Program {
     pub fn rodata(&self) -> &[u8] {
         &self.rodata
     }
+}
+
+/// FNV-1a, 64-bit: a fingerprint, not a security check (the same program object is
+/// expected; this only catches a caller mixing up programs between slices).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Builds an image from instruction bytes and read-only data (the layout the host's loader

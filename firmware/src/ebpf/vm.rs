@@ -188,7 +188,7 @@ pub struct Vm {
     fuel_left: u64,
     stats: RunStats,
     state: State,
-    prog_id: (usize, usize),
+    prog_id: u64,
 }
 
 impl Vm {
@@ -205,7 +205,7 @@ impl Vm {
             fuel_left: 0,
             stats: RunStats::default(),
             state: State::Idle,
-            prog_id: (0, 0),
+            prog_id: 0,
         }
     }
 
@@ -258,7 +258,7 @@ impl Vm {
         self.fuel_left = fuel;
         self.stats = RunStats::default();
         self.state = State::Running;
-        self.prog_id = (program.insns.len(), program.rodata.len());
+        self.prog_id = program.fingerprint;
     }
 
     /// Runs the started program for at most `slice` fuel (and never past the run's total).
@@ -275,7 +275,7 @@ impl Vm {
         if self.state != State::Running {
             return Err(ExecError::NotRunning);
         }
-        if self.prog_id != (program.insns.len(), program.rodata.len()) {
+        if self.prog_id != program.fingerprint {
             return Err(ExecError::ProgramMismatch);
         }
         let budget = slice.min(self.fuel_left).min(i64::MAX as u64) as i64;

@@ -111,3 +111,8 @@ pub fn r0_bytes(text: &[u8]) -> u64 {
     let p = load(text).unwrap_or_else(|e| panic!("load: {e}"));
     run(&p).unwrap_or_else(|e| panic!("run: {e}")).0
 }
+
+/// Runs a program to its end with a default context and the given environment.
+pub fn run_env(p: &Program, env: &mut TestEnv) -> Result<(u64, RunStats), ExecError> {
+    ebpf::run_to_end(p, &ctx(), env, FUEL)
+}
