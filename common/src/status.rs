@@ -165,7 +165,10 @@ mod tests {
     fn display_names_status_and_code() {
         extern crate alloc;
         use alloc::string::ToString;
-        assert_eq!(Status::TooManyOpenZones.to_string(), "Too Many Open Zones (1BEh)");
+        assert_eq!(
+            Status::TooManyOpenZones.to_string(),
+            "Too Many Open Zones (1BEh)"
+        );
         assert_eq!(Status::LbaOutOfRange.to_string(), "LBA Out of Range (080h)");
     }
 

@@ -17,7 +17,16 @@ use proptest::prelude::*;
 fn ctx_bytes() -> Vec<u8> {
     let c = ctx();
     let mut b = Vec::new();
-    for v in [c.op, c.file_size, c.offset, c.len, c.param0, c.param1, c.out_cap, 0] {
+    for v in [
+        c.op,
+        c.file_size,
+        c.offset,
+        c.len,
+        c.param0,
+        c.param1,
+        c.out_cap,
+        0,
+    ] {
         b.extend_from_slice(&v.to_le_bytes());
     }
     b
@@ -30,7 +39,10 @@ fn with_epilogue(mut text: Vec<u8>) -> Vec<u8> {
         src.push_str(&format!("mul64 r0, 1000003\nxor64 r0, r{r}\n"));
     }
     for k in 1..=8 {
-        src.push_str(&format!("ldxdw r1, [r10-{}]\nmul64 r0, 1000003\nxor64 r0, r1\n", 8 * k));
+        src.push_str(&format!(
+            "ldxdw r1, [r10-{}]\nmul64 r0, 1000003\nxor64 r0, r1\n",
+            8 * k
+        ));
     }
     src.push_str("exit");
     text.extend(asm(&src));
@@ -78,13 +90,46 @@ fn hand_written_programs_agree() {
 /// One generated operation.
 #[derive(Clone, Debug)]
 enum G {
-    Alu { code: u8, alu64: bool, dst: u8, src: Option<u8>, imm: i32 },
-    Neg { alu64: bool, dst: u8 },
-    Endian { be: bool, width: i32, dst: u8 },
-    Lddw { dst: u8, value: u64 },
-    Jump { code: u8, jmp32: bool, dst: u8, src: Option<u8>, imm: i32, skip: u8 },
-    Store { size: u8, slot: u8, src: Option<u8>, imm: i32 },
-    Load { size: u8, slot: u8, dst: u8, ctx: bool },
+    Alu {
+        code: u8,
+        alu64: bool,
+        dst: u8,
+        src: Option<u8>,
+        imm: i32,
+    },
+    Neg {
+        alu64: bool,
+        dst: u8,
+    },
+    Endian {
+        be: bool,
+        width: i32,
+        dst: u8,
+    },
+    Lddw {
+        dst: u8,
+        value: u64,
+    },
+    Jump {
+        code: u8,
+        jmp32: bool,
+        dst: u8,
+        src: Option<u8>,
+        imm: i32,
+        skip: u8,
+    },
+    Store {
+        size: u8,
+        slot: u8,
+        src: Option<u8>,
+        imm: i32,
+    },
+    Load {
+        size: u8,
+        slot: u8,
+        dst: u8,
+        ctx: bool,
+    },
 }
 
 /// Data registers: r0..r8 (r9 holds the context pointer, r10 the frame).
@@ -158,7 +203,13 @@ fn encode(ops: &[G], init: &[u64; 9]) -> Vec<u8> {
 
 fn encode_one(op: &G) -> Vec<Vec<u8>> {
     match *op {
-        G::Alu { code, alu64, dst, src, imm } => {
+        G::Alu {
+            code,
+            alu64,
+            dst,
+            src,
+            imm,
+        } => {
             let class = if alu64 { 0x07 } else { 0x04 };
             match src {
                 Some(s) => {
@@ -171,7 +222,11 @@ fn encode_one(op: &G) -> Vec<Vec<u8>> {
                     v
                 }
                 None => {
-                    let imm = if (code == 0x30 || code == 0x90) && imm == 0 { 3 } else { imm };
+                    let imm = if (code == 0x30 || code == 0x90) && imm == 0 {
+                        3
+                    } else {
+                        imm
+                    };
                     vec![raw(code | class, dst, 0, 0, imm)]
                 }
             }
@@ -184,19 +239,35 @@ fn encode_one(op: &G) -> Vec<Vec<u8>> {
             raw(0x18, dst, 0, 0, value as u32 as i32),
             raw(0, 0, 0, 0, (value >> 32) as u32 as i32),
         ],
-        G::Jump { code, jmp32, dst, src, imm, .. } => {
+        G::Jump {
+            code,
+            jmp32,
+            dst,
+            src,
+            imm,
+            ..
+        } => {
             let class = if jmp32 { 0x06 } else { 0x05 };
             match src {
                 Some(s) => vec![raw(code | 0x08 | class, dst, s, 0, 0)],
                 None => {
                     // rbpf zero-extends the immediate of unsigned 64-bit compares.
                     let unsigned = matches!(code, 0x10 | 0x20 | 0x30 | 0x50 | 0xa0 | 0xb0);
-                    let imm = if unsigned && !jmp32 { imm & i32::MAX } else { imm };
+                    let imm = if unsigned && !jmp32 {
+                        imm & i32::MAX
+                    } else {
+                        imm
+                    };
                     vec![raw(code | class, dst, 0, 0, imm)]
                 }
             }
         }
-        G::Store { size, slot, src, imm } => {
+        G::Store {
+            size,
+            slot,
+            src,
+            imm,
+        } => {
             let (bits, len) = SIZES[size as usize];
             let off = -64 + i16::from(slot) % (64 - len + 1);
             match src {
@@ -204,7 +275,12 @@ fn encode_one(op: &G) -> Vec<Vec<u8>> {
                 None => vec![raw(0x62 | bits, 10, 0, off, imm)],
             }
         }
-        G::Load { size, slot, dst, ctx } => {
+        G::Load {
+            size,
+            slot,
+            dst,
+            ctx,
+        } => {
             let (bits, len) = SIZES[size as usize];
             if ctx {
                 let off = i16::from(slot) % (64 - len + 1);

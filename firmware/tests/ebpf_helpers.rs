@@ -107,12 +107,17 @@ fn input_stream() {
         mov64 r0, r7
         add64 r0, r6
         exit";
-    let mut env = TestEnv::default();
-    env.input = Some(vec![1, 0, 0, 0, 0, 0, 0, 0]);
+    let mut env = TestEnv {
+        input: Some(vec![1, 0, 0, 0, 0, 0, 0, 0]),
+        ..Default::default()
+    };
     assert_eq!(run_env(&prog(src), &mut env).map(|r| r.0), Ok(1 + 8));
     let mut env = TestEnv::default();
-    let (r0, _) = run_env(&prog("mov64 r1, r10\nsub64 r1, 8\nmov64 r2, 8\ncall 5\nexit"), &mut env)
-        .expect("run");
+    let (r0, _) = run_env(
+        &prog("mov64 r1, r10\nsub64 r1, 8\nmov64 r2, 8\ncall 5\nexit"),
+        &mut env,
+    )
+    .expect("run");
     assert_eq!(r0 as i64, abi::err::NOT_SUPPORTED);
 }
 

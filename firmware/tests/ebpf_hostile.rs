@@ -22,7 +22,10 @@ fn infinite_loop_runs_out_of_fuel() {
     let e = vm
         .run_to_end(&p, &ctx(), &mut TestEnv::default(), 1000)
         .expect_err("must not finish");
-    assert!(matches!(e, ExecError::OutOfFuel { instructions: 1000 }), "{e:?}");
+    assert!(
+        matches!(e, ExecError::OutOfFuel { instructions: 1000 }),
+        "{e:?}"
+    );
     assert_eq!(vm.stats().instructions, 1000);
     assert_eq!(vm.stats().fuel_used, 1000);
 }
@@ -87,7 +90,10 @@ fn load_straddling_region_end() {
         }
     );
     // The last whole word is fine.
-    assert_eq!(run(&prog("ldxdw r0, [r1+56]\nexit")).map(|r| r.0), Ok(u64::from(abi::DEFAULT_SCRATCH_BYTES)));
+    assert_eq!(
+        run(&prog("ldxdw r0, [r1+56]\nexit")).map(|r| r.0),
+        Ok(u64::from(abi::DEFAULT_SCRATCH_BYTES))
+    );
 }
 
 /// Loads and stores outside the stack: above the top, below the entry frame, and into a
@@ -96,7 +102,12 @@ fn load_straddling_region_end() {
 fn stack_bounds() {
     assert!(matches!(
         fault("ldxb r0, [r10+0]\nexit"),
-        ExecError::MemoryFault { pc: 0, len: 1, write: false, .. }
+        ExecError::MemoryFault {
+            pc: 0,
+            len: 1,
+            write: false,
+            ..
+        }
     ));
     assert!(matches!(
         fault("ldxw r0, [r10-2]\nexit"),
@@ -104,7 +115,12 @@ fn stack_bounds() {
     ));
     assert!(matches!(
         fault("stb [r10-513], 1\nexit"),
-        ExecError::MemoryFault { pc: 0, len: 1, write: true, .. }
+        ExecError::MemoryFault {
+            pc: 0,
+            len: 1,
+            write: true,
+            ..
+        }
     ));
     // The callee stores to its own frame; the caller reads it after return: not live.
     let src = "
@@ -116,7 +132,11 @@ fn stack_bounds() {
         exit";
     assert!(matches!(
         fault(src),
-        ExecError::MemoryFault { pc: 2, write: false, .. }
+        ExecError::MemoryFault {
+            pc: 2,
+            write: false,
+            ..
+        }
     ));
 }
 
@@ -135,7 +155,11 @@ fn read_only_regions() {
     );
     assert!(matches!(
         fault("mov64 r2, 5\nstxdw [r1+8], r2\nexit"),
-        ExecError::MemoryFault { pc: 1, write: true, .. }
+        ExecError::MemoryFault {
+            pc: 1,
+            write: true,
+            ..
+        }
     ));
     let text = asm(&format!(
         "lddw r1, {:#x}\nldxw r0, [r1+0]\nstb [r1+0], 1\nexit",
@@ -144,7 +168,11 @@ fn read_only_regions() {
     let p = Program::load(&encode_image(&text, b"abcd")).expect("load");
     assert!(matches!(
         run(&p),
-        Err(ExecError::MemoryFault { pc: 3, write: true, .. })
+        Err(ExecError::MemoryFault {
+            pc: 3,
+            write: true,
+            ..
+        })
     ));
     let text = asm(&format!(
         "lddw r1, {:#x}\nldxw r0, [r1+0]\nldxw r0, [r1+1]\nexit",
@@ -153,7 +181,12 @@ fn read_only_regions() {
     let p = Program::load(&encode_image(&text, b"abcd")).expect("load");
     assert!(matches!(
         run(&p),
-        Err(ExecError::MemoryFault { pc: 3, len: 4, write: false, .. })
+        Err(ExecError::MemoryFault {
+            pc: 3,
+            len: 4,
+            write: false,
+            ..
+        })
     ));
 }
 
@@ -175,7 +208,11 @@ fn scratch_and_unmapped() {
     ));
     assert!(matches!(
         fault("mov64 r1, -1\nldxdw r0, [r1+0]\nexit"),
-        ExecError::MemoryFault { pc: 1, addr: u64::MAX, .. }
+        ExecError::MemoryFault {
+            pc: 1,
+            addr: u64::MAX,
+            ..
+        }
     ));
     assert!(matches!(
         fault("lddw r1, 0x2ffffffff\nldxdw r0, [r1+0]\nexit"),
@@ -183,7 +220,12 @@ fn scratch_and_unmapped() {
     ));
     let mut vm = Vm::new(0);
     let e = vm
-        .run_to_end(&prog("call 3\nldxb r0, [r0+0]\nexit"), &ctx(), &mut TestEnv::default(), FUEL)
+        .run_to_end(
+            &prog("call 3\nldxb r0, [r0+0]\nexit"),
+            &ctx(),
+            &mut TestEnv::default(),
+            FUEL,
+        )
         .expect_err("no scratch");
     assert!(matches!(e, ExecError::MemoryFault { pc: 1, .. }));
 }
@@ -194,11 +236,26 @@ fn scratch_and_unmapped() {
 fn bad_helper_pointers() {
     let cases = [
         ("mov64 r1, 0\nmov64 r2, 8\ncall 2\nexit", abi::helper::EMIT),
-        ("mov64 r1, r10\nsub64 r1, 8\nmov64 r2, 16\ncall 2\nexit", abi::helper::EMIT),
-        ("mov64 r1, r10\nsub64 r1, 8\nmov64 r2, -1\ncall 2\nexit", abi::helper::EMIT),
-        ("mov64 r2, r1\nmov64 r1, 0\nmov64 r3, 8\ncall 1\nexit", abi::helper::READ),
-        ("mov64 r2, r10\nsub64 r2, 520\nmov64 r3, 8\ncall 1\nexit", abi::helper::READ),
-        ("call 3\nmov64 r2, r0\nmov64 r1, 0\nlddw r3, 0x100000000\ncall 1\nexit", abi::helper::READ),
+        (
+            "mov64 r1, r10\nsub64 r1, 8\nmov64 r2, 16\ncall 2\nexit",
+            abi::helper::EMIT,
+        ),
+        (
+            "mov64 r1, r10\nsub64 r1, 8\nmov64 r2, -1\ncall 2\nexit",
+            abi::helper::EMIT,
+        ),
+        (
+            "mov64 r2, r1\nmov64 r1, 0\nmov64 r3, 8\ncall 1\nexit",
+            abi::helper::READ,
+        ),
+        (
+            "mov64 r2, r10\nsub64 r2, 520\nmov64 r3, 8\ncall 1\nexit",
+            abi::helper::READ,
+        ),
+        (
+            "call 3\nmov64 r2, r0\nmov64 r1, 0\nlddw r3, 0x100000000\ncall 1\nexit",
+            abi::helper::READ,
+        ),
         ("mov64 r1, 12\nmov64 r2, 8\ncall 4\nexit", abi::helper::LOG),
         ("mov64 r2, 8\ncall 5\nexit", abi::helper::INPUT),
     ];
@@ -219,7 +276,10 @@ fn bad_helper_pointers() {
 fn unknown_helper_refused() {
     assert!(matches!(
         load(&asm("call 99\nexit")),
-        Err(LoadError::Verify(VerifyError::UnknownHelper { pc: 0, id: 99 }))
+        Err(LoadError::Verify(VerifyError::UnknownHelper {
+            pc: 0,
+            id: 99
+        }))
     ));
 }
 
@@ -275,6 +335,10 @@ fn runs_do_not_leak_memory() {
     let reader = prog("ldxdw r0, [r10-8]\ncall 3\nldxdw r1, [r0+0]\nmov64 r0, r1\nldxdw r1, [r10-8]\nadd64 r0, r1\nexit");
     let mut vm = Vm::new(4096);
     let mut env = TestEnv::default();
-    vm.run_to_end(&writer, &ctx(), &mut env, FUEL).expect("writer");
-    assert_eq!(vm.run_to_end(&reader, &ctx(), &mut env, FUEL).map(|r| r.0), Ok(0));
+    vm.run_to_end(&writer, &ctx(), &mut env, FUEL)
+        .expect("writer");
+    assert_eq!(
+        vm.run_to_end(&reader, &ctx(), &mut env, FUEL).map(|r| r.0),
+        Ok(0)
+    );
 }

@@ -44,9 +44,15 @@ fn alu64_bitwise_and_shifts() {
     assert_eq!(r0("mov64 r0, 1\nlsh64 r0, 63\nexit"), 1 << 63);
     assert_eq!(r0("mov64 r0, -1\nrsh64 r0, 60\nexit"), 0xf);
     assert_eq!(r0("mov64 r0, -16\narsh64 r0, 2\nexit"), (-4i64) as u64);
-    assert_eq!(r0("mov64 r0, -16\nmov64 r1, 66\narsh64 r0, r1\nexit"), (-4i64) as u64);
+    assert_eq!(
+        r0("mov64 r0, -16\nmov64 r1, 66\narsh64 r0, r1\nexit"),
+        (-4i64) as u64
+    );
     assert_eq!(r0("mov64 r0, 5\nneg64 r0\nexit"), (-5i64) as u64);
-    assert_eq!(r0("mov64 r0, 9\nmov64 r1, r0\nmov64 r0, 0\nadd64 r0, r1\nexit"), 9);
+    assert_eq!(
+        r0("mov64 r0, 9\nmov64 r1, r0\nmov64 r0, 0\nadd64 r0, r1\nexit"),
+        9
+    );
 }
 
 /// 32-bit ALU operations zero-extend their result and use 32-bit immediates.
@@ -71,9 +77,15 @@ fn alu32_div_mod() {
     assert_eq!(r0("mov32 r0, 100\nmod32 r0, 7\nexit"), 2);
     assert_eq!(r0("lddw r0, 0x100000064\ndiv32 r0, 10\nexit"), 10);
     assert_eq!(r0("mov32 r0, 100\nmov32 r1, 0\ndiv32 r0, r1\nexit"), 0);
-    assert_eq!(r0("lddw r0, 0x100000007\nmov32 r1, 0\nmod32 r0, r1\nexit"), 7);
+    assert_eq!(
+        r0("lddw r0, 0x100000007\nmov32 r1, 0\nmod32 r0, r1\nexit"),
+        7
+    );
     // The divisor's upper half is ignored.
-    assert_eq!(r0("mov32 r0, 100\nlddw r1, 0x100000000\ndiv32 r0, r1\nexit"), 0);
+    assert_eq!(
+        r0("mov32 r0, 100\nlddw r1, 0x100000000\ndiv32 r0, r1\nexit"),
+        0
+    );
 }
 
 /// 32-bit shifts are masked to 5 bits; arsh32 sign-fills within 32 bits.
@@ -83,14 +95,20 @@ fn alu32_shifts() {
     assert_eq!(r0("mov32 r0, 1\nlsh32 r0, 31\nexit"), 0x8000_0000);
     assert_eq!(r0("mov32 r0, -1\nrsh32 r0, 28\nexit"), 0xf);
     assert_eq!(r0("lddw r0, 0x80000000\narsh32 r0, 4\nexit"), 0xf800_0000);
-    assert_eq!(r0("lddw r0, 0x180000000\nmov32 r1, 36\narsh32 r0, r1\nexit"), 0xf800_0000);
+    assert_eq!(
+        r0("lddw r0, 0x180000000\nmov32 r1, 36\narsh32 r0, r1\nexit"),
+        0xf800_0000
+    );
 }
 
 fn sdiv(alu64: bool, dst: i64, divisor: i64, modulo: bool) -> u64 {
     let class = if alu64 { 0x07 } else { 0x04 };
     let code = if modulo { 0x90 } else { 0x30 };
     r0_bytes(&cat(&[
-        asm(&format!("lddw r0, {:#x}\nlddw r1, {:#x}", dst as u64, divisor as u64)),
+        asm(&format!(
+            "lddw r0, {:#x}\nlddw r1, {:#x}",
+            dst as u64, divisor as u64
+        )),
         raw(code | 0x08 | class, 0, 1, 1, 0),
         raw(EXIT, 0, 0, 0, 0),
     ]))
@@ -171,7 +189,10 @@ fn byte_swaps() {
 #[test]
 fn loads_and_stores_every_size() {
     assert_eq!(r0("stdw [r10-8], -1\nldxdw r0, [r10-8]\nexit"), u64::MAX);
-    assert_eq!(r0("stw [r10-8], 0x11223344\nldxw r0, [r10-8]\nexit"), 0x1122_3344);
+    assert_eq!(
+        r0("stw [r10-8], 0x11223344\nldxw r0, [r10-8]\nexit"),
+        0x1122_3344
+    );
     assert_eq!(r0("sth [r10-8], 0x1122\nldxh r0, [r10-8]\nexit"), 0x1122);
     assert_eq!(r0("stb [r10-8], 0x11\nldxb r0, [r10-8]\nexit"), 0x11);
     assert_eq!(
@@ -219,13 +240,19 @@ fn sign_extending_loads() {
 fn context_layout() {
     assert_eq!(r0("ldxdw r0, [r1+0]\nexit"), abi::op::FILE_JOB);
     assert_eq!(r0("ldxdw r0, [r1+48]\nexit"), 4096);
-    assert_eq!(r0("ldxdw r0, [r1+56]\nexit"), u64::from(abi::DEFAULT_SCRATCH_BYTES));
+    assert_eq!(
+        r0("ldxdw r0, [r1+56]\nexit"),
+        u64::from(abi::DEFAULT_SCRATCH_BYTES)
+    );
 }
 
 /// lddw loads a full 64-bit immediate and takes two slots.
 #[test]
 fn lddw_full_width() {
-    assert_eq!(r0("lddw r0, 0xdeadbeefcafebabe\nexit"), 0xdead_beef_cafe_babe);
+    assert_eq!(
+        r0("lddw r0, 0xdeadbeefcafebabe\nexit"),
+        0xdead_beef_cafe_babe
+    );
     assert_eq!(r0("lddw r0, 0x80000000\nexit"), 0x8000_0000);
 }
 
@@ -378,8 +405,13 @@ fn atomics() {
         ]);
         let program = ebpf_util::load(&p).expect("load");
         let mut vm = firmware::ebpf::Vm::new(0);
-        vm.run_to_end(&program, &ebpf_util::ctx(), &mut ebpf_util::TestEnv::default(), 100)
-            .expect("run");
+        vm.run_to_end(
+            &program,
+            &ebpf_util::ctx(),
+            &mut ebpf_util::TestEnv::default(),
+            100,
+        )
+        .expect("run");
         let st = vm.stack();
         let word = |off: usize| {
             let at = st.len() - off;

@@ -36,7 +36,10 @@ fn malformed_headers() {
     ));
     let mut bad = good.clone();
     bad[0] = b'X';
-    assert!(matches!(Program::load(&bad), Err(LoadError::BadMagic { .. })));
+    assert!(matches!(
+        Program::load(&bad),
+        Err(LoadError::BadMagic { .. })
+    ));
     let mut bad = good.clone();
     bad[image::VERSION_OFFSET] = 9;
     assert!(matches!(
@@ -72,7 +75,10 @@ fn malformed_headers() {
         Program::load(&encode_image(&asm("exit"), &big)),
         Err(LoadError::RodataTooLarge { .. })
     ));
-    assert!(matches!(Program::load(&[]), Err(LoadError::TooShort { len: 0 })));
+    assert!(matches!(
+        Program::load(&[]),
+        Err(LoadError::TooShort { len: 0 })
+    ));
 }
 
 /// Empty and oversized programs are refused.
@@ -93,17 +99,36 @@ fn size_limits() {
 #[test]
 fn unknown_and_unsupported_opcodes() {
     let bad = cat(&[raw(0xff, 0, 0, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&bad), VerifyError::UnknownOpcode { pc: 0, opcode: 0xff });
+    assert_eq!(
+        verify(&bad),
+        VerifyError::UnknownOpcode {
+            pc: 0,
+            opcode: 0xff
+        }
+    );
     let neg_x = cat(&[raw(0x8f, 0, 1, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert!(matches!(verify(&neg_x), VerifyError::UnknownOpcode { pc: 0, .. }));
+    assert!(matches!(
+        verify(&neg_x),
+        VerifyError::UnknownOpcode { pc: 0, .. }
+    ));
     let exit32 = cat(&[raw(0x96, 0, 0, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert!(matches!(verify(&exit32), VerifyError::UnknownOpcode { pc: 0, .. }));
+    assert!(matches!(
+        verify(&exit32),
+        VerifyError::UnknownOpcode { pc: 0, .. }
+    ));
     let ldabs = cat(&[asm("ldabsw 4"), raw(EXIT, 0, 0, 0, 0)]);
     assert!(matches!(
         verify(&ldabs),
-        VerifyError::UnsupportedOpcode { pc: 0, opcode: 0x20 }
+        VerifyError::UnsupportedOpcode {
+            pc: 0,
+            opcode: 0x20
+        }
     ));
-    let map_load = cat(&[raw(0x18, 1, 1, 0, 0), raw(0, 0, 0, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
+    let map_load = cat(&[
+        raw(0x18, 1, 1, 0, 0),
+        raw(0, 0, 0, 0, 0),
+        raw(EXIT, 0, 0, 0, 0),
+    ]);
     assert!(matches!(
         verify(&map_load),
         VerifyError::UnsupportedOpcode { pc: 0, .. }
@@ -121,11 +146,20 @@ fn bad_modifiers() {
     let sdiv2 = cat(&[raw(0x3f, 0, 1, 2, 0), raw(EXIT, 0, 0, 0, 0)]);
     assert_eq!(verify(&sdiv2), VerifyError::InvalidOffset { pc: 0, off: 2 });
     let movsx7 = cat(&[raw(0xbf, 0, 1, 7, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&movsx7), VerifyError::InvalidOffset { pc: 0, off: 7 });
+    assert_eq!(
+        verify(&movsx7),
+        VerifyError::InvalidOffset { pc: 0, off: 7 }
+    );
     let movsx32_32 = cat(&[raw(0xbc, 0, 1, 32, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert!(matches!(verify(&movsx32_32), VerifyError::InvalidOffset { .. }));
+    assert!(matches!(
+        verify(&movsx32_32),
+        VerifyError::InvalidOffset { .. }
+    ));
     let be24 = cat(&[raw(0xdc, 0, 0, 0, 24), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&be24), VerifyError::InvalidImmediate { pc: 0, imm: 24 });
+    assert_eq!(
+        verify(&be24),
+        VerifyError::InvalidImmediate { pc: 0, imm: 24 }
+    );
     let atomic_sub = cat(&[raw(0xdb, 10, 1, -8, 0x10), raw(EXIT, 0, 0, 0, 0)]);
     assert_eq!(
         verify(&atomic_sub),
@@ -138,9 +172,15 @@ fn bad_modifiers() {
 #[test]
 fn registers() {
     let r11 = cat(&[raw(0xb7, 11, 0, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&r11), VerifyError::InvalidRegister { pc: 0, reg: 11 });
+    assert_eq!(
+        verify(&r11),
+        VerifyError::InvalidRegister { pc: 0, reg: 11 }
+    );
     let src15 = cat(&[raw(0xbf, 0, 15, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&src15), VerifyError::InvalidRegister { pc: 0, reg: 15 });
+    assert_eq!(
+        verify(&src15),
+        VerifyError::InvalidRegister { pc: 0, reg: 15 }
+    );
     assert_eq!(
         verify(&asm("mov64 r10, 0\nexit")),
         VerifyError::WriteToFrameRegister { pc: 0 }
@@ -154,7 +194,10 @@ fn registers() {
         VerifyError::WriteToFrameRegister { pc: 0 }
     );
     let fetch_r10 = cat(&[raw(0xdb, 1, 10, 0, 0x01), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&fetch_r10), VerifyError::WriteToFrameRegister { pc: 0 });
+    assert_eq!(
+        verify(&fetch_r10),
+        VerifyError::WriteToFrameRegister { pc: 0 }
+    );
     assert!(load(&asm("stdw [r10-8], 1\nmov64 r0, r10\nexit")).is_ok());
 }
 
@@ -185,8 +228,15 @@ fn jump_targets() {
 fn malformed_wide_load() {
     let cut = raw(0x18, 0, 0, 0, 1);
     assert_eq!(verify(&cut), VerifyError::MalformedWideLoad { pc: 0 });
-    let bad_second = cat(&[raw(0x18, 0, 0, 0, 1), raw(0x07, 0, 0, 0, 0), raw(EXIT, 0, 0, 0, 0)]);
-    assert_eq!(verify(&bad_second), VerifyError::MalformedWideLoad { pc: 0 });
+    let bad_second = cat(&[
+        raw(0x18, 0, 0, 0, 1),
+        raw(0x07, 0, 0, 0, 0),
+        raw(EXIT, 0, 0, 0, 0),
+    ]);
+    assert_eq!(
+        verify(&bad_second),
+        VerifyError::MalformedWideLoad { pc: 0 }
+    );
 }
 
 /// Helper ids outside 1..=MAX_ID are refused.

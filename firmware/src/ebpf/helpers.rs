@@ -147,11 +147,11 @@ pub(crate) fn call<E: Env + ?Sized>(
                 if stats.bytes_returned.saturating_add(len) > out_cap {
                     (abi::err::NO_SPACE as u64, 0)
                 } else {
-                match env.emit(src) {
-                    Ok(()) => {
-                        stats.bytes_returned += len;
-                        (len, src.len())
-                    }
+                    match env.emit(src) {
+                        Ok(()) => {
+                            stats.bytes_returned += len;
+                            (len, src.len())
+                        }
                         Err(e) => (e.code() as u64, 0),
                     }
                 }

@@ -101,9 +101,8 @@ impl Program {
             });
         };
         let u16_at = |o: usize| u16::from_le_bytes([header[o], header[o + 1]]);
-        let u32_at = |o: usize| {
-            u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]])
-        };
+        let u32_at =
+            |o: usize| u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]]);
         let magic = [header[0], header[1], header[2], header[3]];
         if magic != image::MAGIC {
             return Err(LoadError::BadMagic { found: magic });

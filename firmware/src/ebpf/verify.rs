@@ -81,7 +81,10 @@ impl fmt::Display for VerifyError {
                 write!(f, "invalid offset {off} for the opcode at instruction {pc}")
             }
             VerifyError::InvalidImmediate { pc, imm } => {
-                write!(f, "invalid immediate {imm} for the opcode at instruction {pc}")
+                write!(
+                    f,
+                    "invalid immediate {imm} for the opcode at instruction {pc}"
+                )
             }
             VerifyError::JumpOutOfRange { pc, target } => {
                 write!(f, "jump at instruction {pc} to {target} leaves the program")
@@ -105,7 +108,10 @@ impl fmt::Display for VerifyError {
                 abi::MAX_CALL_DEPTH
             ),
             VerifyError::DivisionByZero { pc } => {
-                write!(f, "division or modulo by the constant zero at instruction {pc}")
+                write!(
+                    f,
+                    "division or modulo by the constant zero at instruction {pc}"
+                )
             }
             VerifyError::FallsOffEnd => write!(
                 f,
@@ -409,7 +415,13 @@ fn decode_alu(pc: u32, r: RawInsn) -> Result<Op, VerifyError> {
         (false, false) => ops.2,
         (false, true) => ops.3,
     };
-    let plain = |ops| if r.off == 0 { Ok(pick(ops)) } else { Err(bad_off) };
+    let plain = |ops| {
+        if r.off == 0 {
+            Ok(pick(ops))
+        } else {
+            Err(bad_off)
+        }
+    };
     match code {
         0x00 => plain((Add64Imm, Add64Reg, Add32Imm, Add32Reg)),
         0x10 => plain((Sub64Imm, Sub64Reg, Sub32Imm, Sub32Reg)),

@@ -448,12 +448,8 @@ impl Vm {
                 Op::Lsh32Reg => r[d] = u64::from((r[d] as u32).wrapping_shl(r[s] as u32)),
                 Op::Rsh32Imm => r[d] = u64::from((r[d] as u32).wrapping_shr(imm as u32)),
                 Op::Rsh32Reg => r[d] = u64::from((r[d] as u32).wrapping_shr(r[s] as u32)),
-                Op::Arsh32Imm => {
-                    r[d] = u64::from((r[d] as i32).wrapping_shr(imm as u32) as u32)
-                }
-                Op::Arsh32Reg => {
-                    r[d] = u64::from((r[d] as i32).wrapping_shr(r[s] as u32) as u32)
-                }
+                Op::Arsh32Imm => r[d] = u64::from((r[d] as i32).wrapping_shr(imm as u32) as u32),
+                Op::Arsh32Reg => r[d] = u64::from((r[d] as i32).wrapping_shr(r[s] as u32) as u32),
                 Op::Neg32 => r[d] = u64::from((r[d] as u32).wrapping_neg()),
                 Op::Mov32Imm => r[d] = u64::from(imm as u32),
                 Op::Mov32Reg => r[d] = u64::from(r[s] as u32),
