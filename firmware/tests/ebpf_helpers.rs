@@ -160,6 +160,7 @@ fn zero_length_helpers() {
         "mov64 r2, 0\nmov64 r3, 0\ncall 1\nexit",
         "mov64 r1, 0\nmov64 r2, 0\ncall 2\nexit",
         "mov64 r1, 0\nmov64 r2, 0\ncall 5\nexit",
+        "mov64 r1, 0\nmov64 r2, 0\ncall 4\nexit",
     ] {
         let mut env = TestEnv::default();
         assert_eq!(run_env(&prog(src), &mut env).map(|r| r.0), Ok(0), "{src}");

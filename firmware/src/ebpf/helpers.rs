@@ -160,10 +160,14 @@ pub(crate) fn call<E: Env + ?Sized>(
         helper::SCRATCH => (abi::region::SCRATCH_BASE, 0),
         helper::LOG => {
             let (ptr, len) = (r[1], r[2].min(u64::from(abi::LOG_MAX_BYTES)));
-            // `len` is at most LOG_MAX_BYTES here.
-            let msg = mem.slice(ptr, len as usize).ok_or(fault(ptr, r[2]))?;
-            env.log(msg);
-            (len, msg.len())
+            if len == 0 {
+                (0, 0)
+            } else {
+                // `len` is at most LOG_MAX_BYTES here.
+                let msg = mem.slice(ptr, len as usize).ok_or(fault(ptr, r[2]))?;
+                env.log(msg);
+                (len, msg.len())
+            }
         }
         helper::INPUT => {
             let (ptr, len) = (r[1], r[2]);
