@@ -78,8 +78,9 @@ pub mod ctx {
 pub mod region {
     /// The read-only context (`r1` at entry).
     pub const CTX_BASE: u64 = 0x1_0000_0000;
-    /// The stack: `r10` at entry is `STACK_BASE + STACK_BYTES` of the outermost frame;
-    /// each bpf-to-bpf call frame gets its own [`super::STACK_BYTES`] below the caller's.
+    /// The stack: [`super::MAX_CALL_DEPTH`] frames of [`super::STACK_BYTES`]. `r10` at entry
+    /// is the top, `STACK_BASE + STACK_BYTES * MAX_CALL_DEPTH`; each bpf-to-bpf call frame
+    /// gets its own [`super::STACK_BYTES`] below the caller's. Only live frames are addressable.
     pub const STACK_BASE: u64 = 0x2_0000_0000;
     /// Scratch memory, read-write, returned by `csd_scratch()`.
     pub const SCRATCH_BASE: u64 = 0x3_0000_0000;
