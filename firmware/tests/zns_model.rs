@@ -10,11 +10,32 @@ use zns_support::{config, formatted, page, pages, reboot, Model};
 #[derive(Clone, Debug)]
 enum Op {
     /// Write `nlb` LBAs at the zone's write pointer plus `skew` (0 most of the time).
-    Write { zone: u32, skew: u8, nlb: u8 },
-    Append { zone: u32, nlb: u8, misaligned: bool },
-    Read { lba: u64, nlb: u8 },
-    Action { zone: u32, action: ZoneAction, all: bool, misaligned: bool },
-    Report { zone: u32, filter: ReportFilter, max: u32, partial: bool },
+    Write {
+        zone: u32,
+        skew: u8,
+        nlb: u8,
+    },
+    Append {
+        zone: u32,
+        nlb: u8,
+        misaligned: bool,
+    },
+    Read {
+        lba: u64,
+        nlb: u8,
+    },
+    Action {
+        zone: u32,
+        action: ZoneAction,
+        all: bool,
+        misaligned: bool,
+    },
+    Report {
+        zone: u32,
+        filter: ReportFilter,
+        max: u32,
+        partial: bool,
+    },
     Reboot,
 }
 

@@ -1,6 +1,9 @@
 //! Shared helpers of the zone manager tests: a small geometry, page patterns, reboots, and a
 //! plain reference model of NVMe ZNS semantics (a zone table and a map of written LBAs).
-#![allow(dead_code, reason = "each test file uses a different part of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the helpers"
+)]
 
 use std::collections::BTreeMap;
 
@@ -48,7 +51,9 @@ pub fn reboot(m: Manager, config: ZoneConfig) -> Manager {
 /// The 4096-byte content written for `seed` (distinct seeds give distinct pages).
 pub fn page(seed: u32) -> Vec<u8> {
     let x = seed.wrapping_mul(0x9E37_79B9) | 1;
-    (0..4096u32).map(|i| (x.rotate_left(i % 32) ^ i) as u8).collect()
+    (0..4096u32)
+        .map(|i| (x.rotate_left(i % 32) ^ i) as u8)
+        .collect()
 }
 
 /// The pages of `seeds`, concatenated.
@@ -81,7 +86,11 @@ pub struct Model {
 
 impl Model {
     pub fn new(nr_zones: u32, size: u64, config: &ZoneConfig) -> Self {
-        let zone = MZone { state: ZoneState::Empty, written: 0, opened_at: 0 };
+        let zone = MZone {
+            state: ZoneState::Empty,
+            written: 0,
+            opened_at: 0,
+        };
         Model {
             zones: vec![zone; nr_zones as usize],
             data: BTreeMap::new(),
@@ -106,7 +115,10 @@ impl Model {
 
     fn active_count(&self) -> u32 {
         let active = |s| {
-            matches!(s, ZoneState::ImplicitlyOpened | ZoneState::ExplicitlyOpened | ZoneState::Closed)
+            matches!(
+                s,
+                ZoneState::ImplicitlyOpened | ZoneState::ExplicitlyOpened | ZoneState::Closed
+            )
         };
         self.zones.iter().filter(|z| active(z.state)).count() as u32
     }
@@ -203,12 +215,15 @@ impl Model {
         if (first..=last).any(|z| self.zones[z].state == ZoneState::Offline) {
             return Err(Status::ZoneOffline);
         }
-        Ok((slba..slba + nlb).map(|l| self.data.get(&l).copied()).collect())
+        Ok((slba..slba + nlb)
+            .map(|l| self.data.get(&l).copied())
+            .collect())
     }
 
     fn release(&mut self, z: usize, state: ZoneState) {
         let zslba = z as u64 * self.size;
-        self.data.retain(|&l, _| l < zslba || l >= zslba + self.size);
+        self.data
+            .retain(|&l, _| l < zslba || l >= zslba + self.size);
         self.zones[z].state = state;
         self.zones[z].written = 0;
     }
@@ -250,14 +265,20 @@ impl Model {
         let selected = |s: S| match action {
             ZoneAction::Open => s == S::Closed,
             ZoneAction::Close => matches!(s, S::ImplicitlyOpened | S::ExplicitlyOpened),
-            ZoneAction::Finish => matches!(s, S::ImplicitlyOpened | S::ExplicitlyOpened | S::Closed),
+            ZoneAction::Finish => {
+                matches!(s, S::ImplicitlyOpened | S::ExplicitlyOpened | S::Closed)
+            }
             ZoneAction::Reset => {
-                matches!(s, S::ImplicitlyOpened | S::ExplicitlyOpened | S::Closed | S::Full)
+                matches!(
+                    s,
+                    S::ImplicitlyOpened | S::ExplicitlyOpened | S::Closed | S::Full
+                )
             }
             ZoneAction::Offline => s == S::ReadOnly,
         };
-        let list: Vec<usize> =
-            (0..self.zones.len()).filter(|&z| selected(self.zones[z].state)).collect();
+        let list: Vec<usize> = (0..self.zones.len())
+            .filter(|&z| selected(self.zones[z].state))
+            .collect();
         for z in list {
             self.act_one(z, action)?;
         }
@@ -306,8 +327,16 @@ impl Model {
         let matched: Vec<usize> = ((slba / self.size) as usize..self.zones.len())
             .filter(|&z| want(self.zones[z].state))
             .collect();
-        let descs: Vec<_> = matched.iter().take(max as usize).map(|&z| self.descriptor(z)).collect();
-        let n = if partial { descs.len() as u64 } else { matched.len() as u64 };
+        let descs: Vec<_> = matched
+            .iter()
+            .take(max as usize)
+            .map(|&z| self.descriptor(z))
+            .collect();
+        let n = if partial {
+            descs.len() as u64
+        } else {
+            matched.len() as u64
+        };
         Ok((n, descs))
     }
 
@@ -318,7 +347,11 @@ impl Model {
                 z.state,
                 ZoneState::ImplicitlyOpened | ZoneState::ExplicitlyOpened | ZoneState::Closed
             ) {
-                z.state = if z.written > 0 { ZoneState::Closed } else { ZoneState::Empty };
+                z.state = if z.written > 0 {
+                    ZoneState::Closed
+                } else {
+                    ZoneState::Empty
+                };
             }
         }
     }
