@@ -1,5 +1,6 @@
 //! Model-based test: random ZNS command sequences, with power cycles, against the reference
 //! model in `zns_support`, comparing every status, appended LBA, report and byte read.
+#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 mod zns_support;
 

@@ -257,7 +257,7 @@ impl Model {
             if slba >= self.nsze() {
                 return Err(Status::LbaOutOfRange);
             }
-            if slba % self.size != 0 {
+            if !slba.is_multiple_of(self.size) {
                 return Err(Status::InvalidField);
             }
             return self.act_one((slba / self.size) as usize, action);
