@@ -11,10 +11,12 @@
 //! bounded work per command (at most MDTS pages plus a checkpoint; mount reads the metadata
 //! log, page 0 of each block and a binary search per zone).
 //!
-//! Modules: [`config`] (layout), `state` (zone table and transitions), `manager` (commands),
+//! Modules: [`config`] (layout), `state` (zone table and transitions), `manager` (Read, Write, Append),
+//! `actions` (Zone Management Send),
 //! `recovery` (format, mount), `report` (Zone Management Receive, Identify), `record` (the
 //! spare-area record), `checkpoint` (the metadata log).
 
+mod actions;
 mod checkpoint;
 pub mod config;
 mod manager;
