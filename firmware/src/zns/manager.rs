@@ -1,4 +1,4 @@
-//! The zone manager: ZNS Read, Write, Zone Append and Zone Management Send over raw NAND.
+//! The zone manager's data path: ZNS Read, Write and Zone Append over raw NAND.
 //!
 //! Each LBA is one NAND page (4096 bytes), programmed before the command completes: there is
 //! no volatile write cache. A zone's slot gets its block when its first page is written: the
