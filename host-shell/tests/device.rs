@@ -8,7 +8,9 @@ use host_shell::{
 };
 
 fn small_header() -> Header {
-    let geometry = Preset::Small.geometry(16 << 20).expect("16 MiB fits the small preset");
+    let geometry = Preset::Small
+        .geometry(16 << 20)
+        .expect("16 MiB fits the small preset");
     Header {
         geometry,
         zones: ZoneConfig::for_geometry(&geometry),
