@@ -46,7 +46,8 @@ pub enum OpArg {
 pub struct RunArgs {
     /// The device image.
     image: PathBuf,
-    /// The kernel: an eBPF object built with `clang -O2 -target bpf -c`.
+    /// The kernel: an eBPF object built with `clang -O2 -target bpf -c`, or a program image
+    /// from `csd kernel asm`.
     kernel: PathBuf,
     /// Run over the written blocks of this zone (zslba to the write pointer; a full zone's
     /// whole capacity).
@@ -133,9 +134,7 @@ fn file_name(path: &Path) -> String {
 }
 
 fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
-    let image = loader::load_object(&args.kernel)
-        .with_context(|| format!("could not link {}", args.kernel.display()))?
-        .to_bytes();
+    let image = program_image(&args.kernel)?;
     let input = match (args.op, &args.input) {
         (OpArg::WriteStream, Some(path)) => super::read_input(path)?,
         (OpArg::WriteStream, None) => {
@@ -245,6 +244,18 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
         Ok(Run { result, output })
     })?;
     report_run(args, &run)
+}
+
+/// The program image of `path`: a kernel object linked by the loader, or an image as is.
+fn program_image(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    if bytes.starts_with(&abi::image::MAGIC) {
+        return Ok(bytes);
+    }
+    Ok(loader::link(&bytes)
+        .with_context(|| format!("could not link {}", path.display()))?
+        .to_bytes())
 }
 
 /// One sentence for a kernel that did not exit.

@@ -92,12 +92,14 @@ pub struct ReportArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("target").required(true).args(["zone", "all"])))]
+#[command(group(ArgGroup::new("target").required(true).args(["zones", "all"])))]
 pub struct TargetArgs {
     /// The device image.
     image: PathBuf,
-    /// The zone's index (0 is the first zone).
-    zone: Option<u32>,
+    /// The zone's index (0 is the first zone); several zones are acted on in order, in one
+    /// session of the device, stopping at the first failure.
+    #[arg(value_name = "ZONE")]
+    zones: Vec<u32>,
     /// Every zone the action applies to (NVMe Select All: open acts on closed zones, close on
     /// open zones, finish on open and closed zones, reset on open, closed and full zones).
     #[arg(long)]
@@ -217,14 +219,17 @@ struct ZoneJson {
 }
 
 fn action(args: &TargetArgs, action: ZoneAction, what: &str) -> anyhow::Result<()> {
-    with_device(&args.image, |_, driver| match args.zone {
-        Some(zone) if !args.all => {
+    with_device(&args.image, |_, driver| {
+        if args.all {
+            return driver.zone_action(0, action, true).during(what);
+        }
+        for &zone in &args.zones {
             let zslba = zone_start(driver, zone)?;
             driver
                 .zone_action(zslba, action, false)
-                .during(&format!("{what} of zone {zone}"))
+                .during(&format!("{what} of zone {zone}"))?;
         }
-        _ => driver.zone_action(0, action, true).during(what),
+        Ok(())
     })
 }
 
