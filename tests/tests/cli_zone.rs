@@ -201,6 +201,27 @@ fn full_zone_and_state_changes() {
     csd_ok(["zone", "reset", img_s, "--all"]);
     assert!(report(&img).iter().all(|z| z["state"] == "empty"));
 
+    // An append larger than the room left is refused before any of it is written.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, data(zcap * BLOCK + 1, 2)).unwrap();
+    let err = csd_fails(
+        1,
+        [
+            "zone",
+            "append",
+            img_s,
+            "2",
+            "--input",
+            big.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("does not fit in zone 2"), "{err}");
+    let z = &report(&img)[2];
+    assert_eq!(
+        (&z["state"], &z["wp"]),
+        (&Value::from("empty"), &z["zslba"])
+    );
+
     let zones = report(&img).len();
     let err = csd_fails(1, ["zone", "open", img_s, &zones.to_string()]);
     assert!(err.contains("does not exist"), "{err}");

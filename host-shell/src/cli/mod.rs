@@ -257,7 +257,8 @@ pub(crate) fn spinner(what: &str) -> ProgressBar {
 /// Prints `value` as pretty JSON on stdout.
 pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value).context("could not write to stdout")?;
-    writeln!(out).context("could not write to stdout")?;
-    Ok(())
+    serde_json::to_writer_pretty(&mut out, value)
+        .map_err(std::io::Error::from)
+        .and_then(|()| writeln!(out))
+        .context("could not write to stdout")
 }

@@ -11,7 +11,10 @@ use common::{
     zns::{ReportFilter, ZoneAction, ZoneState},
     LBA_BYTES,
 };
-use host_shell::units::parse_size;
+use host_shell::{
+    driver::Driver,
+    units::{parse_size, Bytes},
+};
 use serde_json::json;
 
 use super::{
@@ -238,6 +241,7 @@ fn append(args: &AppendArgs) -> anyhow::Result<()> {
     pad_to_blocks(&mut data);
     let lbas = with_device(&args.image, |_, driver| {
         let zslba = zone_start(driver, args.zone)?;
+        check_room(driver, args.zone, zslba, data.len() as u64)?;
         let step = driver.info().zasl_lbas.max(1) as usize * LBA_BYTES as usize;
         let bar = progress(data.len() as u64, "appending");
         let mut lbas = Vec::with_capacity(data.len().div_ceil(step));
@@ -258,6 +262,32 @@ fn append(args: &AppendArgs) -> anyhow::Result<()> {
         println!("{first}");
         Ok(())
     }
+}
+
+/// Refuses an append that cannot fit in what is left of the zone, before any of it is written.
+/// A full zone is left to the device, which answers Zone Is Full.
+fn check_room(driver: &Driver, zone: u32, zslba: u64, len_bytes: u64) -> anyhow::Result<()> {
+    let (_, zones) = driver
+        .report(zslba, ReportFilter::All, 1)
+        .during("zone report")?;
+    let Some(z) = zones.first() else {
+        return Ok(());
+    };
+    if z.state == ZoneState::Full {
+        return Ok(());
+    }
+    let lba = u64::from(LBA_BYTES);
+    let room = (z.zslba + z.zcap).saturating_sub(z.wp) * lba;
+    if len_bytes > room {
+        return Err(anyhow!(
+            "{} does not fit in zone {zone}: it has room for {} more (capacity {}, {} written); nothing was appended",
+            Bytes(len_bytes),
+            Bytes(room),
+            Bytes(z.zcap * lba),
+            Bytes((z.wp - z.zslba) * lba)
+        ));
+    }
+    Ok(())
 }
 
 /// `csd zone append --json`: the first LBA, and every piece's LBA when split.
