@@ -1,13 +1,8 @@
-//! `csd`: the command line of the csd computational storage device.
+//! `csd`: the command line of the csd computational storage device. The commands live in
+//! [`cli`]; this file only hands the process over to it.
 
-use clap::Parser;
+mod cli;
 
-/// Command line of the csd computational storage device.
-#[derive(Debug, Parser)]
-#[command(name = "csd", version, about)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+fn main() -> std::process::ExitCode {
+    cli::main()
 }

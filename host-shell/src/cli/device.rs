@@ -1,0 +1,334 @@
+//! `csd device create|info`: making images and describing them.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Subcommand};
+use common::{zns::ZoneState, LBA_BYTES};
+use firmware::{
+    nand::Geometry,
+    zns::{Layout, ZoneConfig},
+};
+use host_shell::{
+    device::create_image,
+    nand::{image::Header, preset::Preset},
+    units::{parse_size, Bytes, SizeError},
+};
+use serde_json::json;
+
+use super::{print_json, spinner, with_device, zone::state_name, During};
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Create and format a new device image file (sparse: it takes disk space as it fills).
+    Create(CreateArgs),
+    /// Show a device's geometry, zones, limits, wear, bad blocks and counters.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Path of the new image; it must not exist.
+    image: PathBuf,
+    /// NAND shape and timing.
+    #[arg(long, value_enum, default_value_t = Preset::Small)]
+    preset: Preset,
+    /// Raw NAND capacity, e.g. 64M or 1G: whole erase blocks on every die [default: 64M for
+    /// small, 1G for zn540].
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    capacity: Option<u64>,
+    /// Zone size, e.g. 1M: a power of two and a whole number of erase blocks (256K on small,
+    /// 1M on zn540) [default: one erase block per die].
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    zone_size: Option<u64>,
+    /// Writable bytes of each zone: whole 4 KiB blocks, at most the zone size and more than half
+    /// of it (the zone size is the capacity rounded up to a power of two). Without --zone-size,
+    /// each zone gets just enough erase blocks for it [default: the whole zone].
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    zone_capacity: Option<u64>,
+    /// Most zones open at once (0: no limit) [default: 14, like a ZN540].
+    #[arg(long, value_name = "N")]
+    max_open: Option<u32>,
+    /// Most zones active (open or closed) at once (0: no limit) [default: 14, and at least
+    /// --max-open].
+    #[arg(long, value_name = "N")]
+    max_active: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// The device image.
+    image: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn size_arg(text: &str) -> Result<u64, SizeError> {
+    parse_size(text)
+}
+
+pub fn run(command: DeviceCommand) -> anyhow::Result<()> {
+    match command {
+        DeviceCommand::Create(args) => create(&args),
+        DeviceCommand::Info(args) => info(&args),
+    }
+}
+
+fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    let capacity = args
+        .capacity
+        .unwrap_or_else(|| args.preset.default_capacity());
+    let geometry = args.preset.geometry(capacity)?;
+    let zones = zone_config(&geometry, args)?;
+    let layout = Layout::new(geometry, zones).map_err(|err| {
+        anyhow!(
+            "these zones do not fit the NAND: {err} ({} blocks of {} in all, 2 for metadata, {} spare)",
+            geometry.blocks(),
+            Bytes(block_bytes(&geometry)),
+            zones.spare_blocks
+        )
+    })?;
+    let bar = spinner("formatting");
+    let result = create_image(&args.image, Header { geometry, zones });
+    bar.finish_and_clear();
+    result?;
+    let lba = u64::from(LBA_BYTES);
+    println!(
+        "created {}: {} preset, {} raw NAND, {} zones of {} (capacity {}), max open {}, max active {}",
+        args.image.display(),
+        args.preset.name(),
+        Bytes(capacity),
+        layout.nr_zones,
+        Bytes(layout.zone_size * lba),
+        Bytes(layout.zone_cap * lba),
+        limit(zones.max_open),
+        limit(zones.max_active),
+    );
+    Ok(())
+}
+
+fn limit(n: u32) -> String {
+    if n == 0 {
+        "unlimited".into()
+    } else {
+        n.to_string()
+    }
+}
+
+fn block_bytes(geometry: &Geometry) -> u64 {
+    u64::from(geometry.pages_per_block) * u64::from(LBA_BYTES)
+}
+
+/// Whole 4 KiB blocks of `bytes`, or an error naming `what`.
+fn in_blocks(bytes: u64, what: &str) -> anyhow::Result<u64> {
+    let lba = u64::from(LBA_BYTES);
+    if bytes == 0 || !bytes.is_multiple_of(lba) {
+        return Err(anyhow!(
+            "{what} {bytes} bytes is not a positive whole number of {lba}-byte blocks"
+        ));
+    }
+    Ok(bytes / lba)
+}
+
+/// Maps the size and limit options onto the zone manager's configuration. A zone is a number of
+/// whole erase blocks, and its size is its capacity rounded up to a power of two (see
+/// `firmware::zns::Layout`).
+fn zone_config(geometry: &Geometry, args: &CreateArgs) -> anyhow::Result<ZoneConfig> {
+    let mut zones = ZoneConfig::for_geometry(geometry);
+    let ppb = u64::from(geometry.pages_per_block);
+    let erase_block = Bytes(block_bytes(geometry));
+    let size = args
+        .zone_size
+        .map(|bytes| -> anyhow::Result<u64> {
+            let lbas = in_blocks(bytes, "the zone size")?;
+            if !lbas.is_power_of_two() || !lbas.is_multiple_of(ppb) {
+                return Err(anyhow!(
+                    "the zone size {} must be a power of two and a whole number of {erase_block} erase blocks",
+                    Bytes(bytes)
+                ));
+            }
+            Ok(lbas)
+        })
+        .transpose()?;
+    let cap = args
+        .zone_capacity
+        .map(|bytes| in_blocks(bytes, "the zone capacity"))
+        .transpose()?;
+    let blocks_for = |lbas: u64| -> anyhow::Result<u32> {
+        u32::try_from(lbas.div_ceil(ppb)).map_err(|_| anyhow!("the zone is too large"))
+    };
+    match (size, cap) {
+        (Some(size), cap) => {
+            zones.zone_blocks = blocks_for(size)?;
+            if let Some(cap) = cap {
+                if cap > size || cap <= size / 2 {
+                    return Err(anyhow!(
+                        "the zone capacity {} must be at most the zone size {} and more than half of it",
+                        Bytes(cap * u64::from(LBA_BYTES)),
+                        Bytes(size * u64::from(LBA_BYTES))
+                    ));
+                }
+                zones.zone_cap_lbas = Some(cap);
+            }
+        }
+        (None, Some(cap)) => {
+            zones.zone_blocks = blocks_for(cap)?;
+            zones.zone_cap_lbas = Some(cap);
+        }
+        (None, None) => {}
+    }
+    let (default_open, default_active) = (zones.max_open, zones.max_active);
+    match (args.max_open, args.max_active) {
+        (Some(open), Some(active)) => {
+            if active != 0 && (open == 0 || open > active) {
+                return Err(anyhow!(
+                    "--max-open {open} must be between 1 and --max-active {active}"
+                ));
+            }
+            (zones.max_open, zones.max_active) = (open, active);
+        }
+        (Some(open), None) => {
+            zones.max_open = open;
+            zones.max_active = if open == 0 {
+                0
+            } else {
+                open.max(default_active)
+            };
+        }
+        (None, Some(active)) => {
+            zones.max_active = active;
+            zones.max_open = if active == 0 {
+                default_open
+            } else {
+                active.min(default_open)
+            };
+        }
+        (None, None) => {}
+    }
+    Ok(zones)
+}
+
+fn info(args: &InfoArgs) -> anyhow::Result<()> {
+    let image_bytes = std::fs::metadata(&args.image)
+        .with_context(|| format!("could not read {}", args.image.display()))?
+        .len();
+    let report = with_device(&args.image, |device, driver| {
+        let identify = driver.identify().during("identify")?;
+        let health = driver.health().during("get health")?;
+        let zones = driver.all_zones().during("zone report")?;
+        Ok((identify, health, zones, device.stats()))
+    })?;
+    let (identify, health, zones, stats) = report;
+    let mut states: Vec<(&str, usize)> = Vec::new();
+    for state in [
+        ZoneState::Empty,
+        ZoneState::ImplicitlyOpened,
+        ZoneState::ExplicitlyOpened,
+        ZoneState::Closed,
+        ZoneState::Full,
+        ZoneState::ReadOnly,
+        ZoneState::Offline,
+    ] {
+        let n = zones.iter().filter(|z| z.state == state).count();
+        states.push((state_name(state), n));
+    }
+    let nand = identify.nand;
+    let raw = u64::from(nand.channels)
+        * u64::from(nand.dies_per_channel)
+        * u64::from(nand.blocks_per_die)
+        * u64::from(nand.pages_per_block)
+        * u64::from(nand.page_bytes);
+    let lba = u64::from(identify.lba_bytes);
+    if args.json {
+        let states: serde_json::Map<String, serde_json::Value> = states
+            .iter()
+            .map(|(name, n)| ((*name).to_string(), json!(n)))
+            .collect();
+        return print_json(&json!({
+            "image": args.image.display().to_string(),
+            "image_bytes": image_bytes,
+            "geometry": {
+                "channels": nand.channels,
+                "dies_per_channel": nand.dies_per_channel,
+                "blocks_per_die": nand.blocks_per_die,
+                "pages_per_block": nand.pages_per_block,
+                "page_bytes": nand.page_bytes,
+                "spare_bytes": nand.spare_bytes,
+                "raw_bytes": raw,
+            },
+            "zones": {
+                "count": identify.nr_zones,
+                "size_lbas": identify.zone_size_lbas,
+                "capacity_lbas": identify.zone_cap_lbas,
+                "lba_bytes": identify.lba_bytes,
+                "states": states,
+            },
+            "limits": {
+                "max_open": identify.max_open,
+                "max_active": identify.max_active,
+                "zasl_lbas": identify.zasl_lbas,
+                "mdts_lbas": identify.mdts_lbas,
+                "cross_zone_read": identify.cross_zone_read,
+            },
+            "health": health,
+            "counters": stats,
+        }));
+    }
+    let states: Vec<String> = states
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    println!(
+        "image        {} ({})",
+        args.image.display(),
+        Bytes(image_bytes)
+    );
+    println!(
+        "geometry     {} channels x {} dies, {} blocks per die, {} pages per block, {}+{} bytes per page ({} raw)",
+        nand.channels,
+        nand.dies_per_channel,
+        nand.blocks_per_die,
+        nand.pages_per_block,
+        nand.page_bytes,
+        nand.spare_bytes,
+        Bytes(raw)
+    );
+    println!(
+        "zones        {} zones of {} ({} LBAs), capacity {} ({} LBAs), {}-byte LBAs",
+        identify.nr_zones,
+        Bytes(identify.zone_size_lbas * lba),
+        identify.zone_size_lbas,
+        Bytes(identify.zone_cap_lbas * lba),
+        identify.zone_cap_lbas,
+        identify.lba_bytes
+    );
+    println!("zone states  {}", states.join(", "));
+    println!(
+        "limits       max open {}, max active {}, append limit {} LBAs, transfer limit {} LBAs",
+        limit(identify.max_open),
+        limit(identify.max_active),
+        identify.zasl_lbas,
+        identify.mdts_lbas
+    );
+    println!(
+        "health       {} blocks, {} bad, {} free; erase counts {} to {} (total {})",
+        health.total_blocks,
+        health.bad_blocks,
+        health.free_blocks,
+        health.erase_min,
+        health.erase_max,
+        health.erase_total
+    );
+    println!(
+        "counters     {} commands, {} to the device, {} to the host; NAND {} reads, {} programs, {} erases (this session)",
+        stats.commands,
+        Bytes(stats.link_to_device_bytes),
+        Bytes(stats.link_to_host_bytes),
+        stats.nand_reads,
+        stats.nand_programs,
+        stats.nand_erases
+    );
+    Ok(())
+}

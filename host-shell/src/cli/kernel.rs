@@ -1,0 +1,414 @@
+//! `csd kernel run|asm|disasm`: running clang-built kernels on the device, and eBPF text.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, Context};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use common::{
+    abi,
+    program::{
+        ExecFault, ExecOutcome, ExecResult, ExecuteProgram, Extent, ProgramOp, ProgramSlot,
+        RangeSetId,
+    },
+    zns::ZoneState,
+    LBA_BYTES,
+};
+use host_shell::{driver::DriverError, loader, units::parse_size};
+
+use super::{driver_error, output_writer, print_json, with_device, zone_start, During};
+
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// Load a kernel into the device and run it over a zone's data or an LBA range.
+    Run(RunArgs),
+    /// Assemble eBPF assembler text (rbpf's syntax) into a program image.
+    Asm(AsmArgs),
+    /// Disassemble a kernel object (.o), a program image or raw eBPF instructions.
+    Disasm(DisasmArgs),
+}
+
+/// What the kernel is run for (`csd_ctx.op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OpArg {
+    /// One whole-file job over the data.
+    FileJob,
+    /// One read-stream request over the data.
+    ReadStream,
+    /// One write-stream request: the kernel transforms the bytes of --input (`csd_input`).
+    WriteStream,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("data").args(["zone", "lba"])))]
+pub struct RunArgs {
+    /// The device image.
+    image: PathBuf,
+    /// The kernel: an eBPF object built with `clang -O2 -target bpf -c`, or a program image
+    /// from `csd kernel asm`.
+    kernel: PathBuf,
+    /// Run over the written blocks of this zone (zslba to the write pointer; a full zone's
+    /// whole capacity).
+    #[arg(long)]
+    zone: Option<u32>,
+    /// Run over the bytes from this LBA (needs --len).
+    #[arg(long, requires = "len")]
+    lba: Option<u64>,
+    /// Bytes from --lba, e.g. 64K: the kernel's file size.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "lba")]
+    len: Option<u64>,
+    /// The kernel's first parameter (`ctx->param0`).
+    #[arg(long, default_value_t = 0)]
+    param0: u64,
+    /// The kernel's second parameter (`ctx->param1`).
+    #[arg(long, default_value_t = 0)]
+    param1: u64,
+    /// The run's fuel budget (instructions plus helper costs; 0: the device's default).
+    #[arg(long, default_value_t = 0)]
+    fuel: u64,
+    /// What the kernel is run for.
+    #[arg(long, value_enum, default_value_t = OpArg::FileJob)]
+    op: OpArg,
+    /// The incoming bytes of a write stream (`-`: stdin); the kernel reads them with
+    /// csd_input. --zone or --lba are optional then.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Most output bytes the kernel may emit.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "16M")]
+    out_cap: u64,
+    /// Write the kernel's output to this file (`-`: stdout) instead of printing it as hex.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Print JSON: ret, instructions, fuel_used, device_bytes_read, bytes_returned, and
+    /// output_hex unless --output is given; on a fault or out of fuel, also "error".
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AsmArgs {
+    /// eBPF assembler text, one instruction per line, e.g. `mov64 r0, 1` and `exit`.
+    input: PathBuf,
+    /// The output file.
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+    /// Write the raw 8-byte instructions instead of a program image (header, text, no rodata).
+    #[arg(long)]
+    raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DisasmArgs {
+    /// A kernel object (ELF, linked first as `csd kernel run` would), a program image (starts
+    /// with "CSDP"), or raw little-endian eBPF instructions.
+    input: PathBuf,
+}
+
+pub fn run(command: KernelCommand) -> anyhow::Result<()> {
+    match command {
+        KernelCommand::Run(args) => run_kernel(&args),
+        KernelCommand::Asm(args) => asm(&args),
+        KernelCommand::Disasm(args) => disasm(&args),
+    }
+}
+
+/// The program slot and range set the CLI uses; each invocation has the device to itself.
+const SLOT: ProgramSlot = ProgramSlot(0);
+const RANGES: RangeSetId = RangeSetId(0);
+/// Bytes per Read Output command.
+const OUTPUT_CHUNK: u32 = 1 << 20;
+
+/// How a run ended, and what it produced.
+struct Run {
+    result: ExecResult,
+    output: Vec<u8>,
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    )
+}
+
+fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
+    let image = program_image(&args.kernel)?;
+    let input = match (args.op, &args.input) {
+        (OpArg::WriteStream, Some(path)) => super::read_input(path)?,
+        (OpArg::WriteStream, None) => {
+            return Err(anyhow!(
+                "--op write-stream needs --input FILE: the bytes being written"
+            ))
+        }
+        (_, Some(_)) => return Err(anyhow!("--input is only for --op write-stream")),
+        (_, None) => Vec::new(),
+    };
+    if args.op != OpArg::WriteStream && args.zone.is_none() && args.lba.is_none() {
+        return Err(anyhow!(
+            "give the kernel its data: --zone ZONE or --lba LBA --len BYTES"
+        ));
+    }
+    let out_cap = u32::try_from(args.out_cap)
+        .map_err(|_| anyhow!("--out-cap {} is over 4 GiB", args.out_cap))?;
+    let run = with_device(&args.image, |_, driver| {
+        let (extents, file_size) = match (args.zone, args.lba, args.len) {
+            (Some(zone), _, _) => {
+                let zslba = zone_start(driver, zone)?;
+                let (_, zones) = driver
+                    .report(zslba, common::zns::ReportFilter::All, 1)
+                    .during("zone report")?;
+                let z = zones
+                    .first()
+                    .ok_or_else(|| anyhow!("the device reported no zone {zone}"))?;
+                let end = if z.state == ZoneState::Full {
+                    z.zslba + z.zcap
+                } else {
+                    z.wp
+                };
+                let blocks = end - z.zslba;
+                let extents = if blocks == 0 {
+                    Vec::new()
+                } else {
+                    vec![Extent {
+                        start_lba: zslba,
+                        lba_count: u32::try_from(blocks)
+                            .map_err(|_| anyhow!("zone {zone} is too large for one extent"))?,
+                    }]
+                };
+                (extents, blocks * u64::from(LBA_BYTES))
+            }
+            (None, Some(lba), Some(len)) => {
+                if len == 0 {
+                    return Err(anyhow!(
+                        "--len 0 gives the kernel no data: give a positive length"
+                    ));
+                }
+                let blocks = u32::try_from(len.div_ceil(u64::from(LBA_BYTES)))
+                    .map_err(|_| anyhow!("--len {len} is too large for one extent"))?;
+                (
+                    vec![Extent {
+                        start_lba: lba,
+                        lba_count: blocks,
+                    }],
+                    len,
+                )
+            }
+            _ => (Vec::new(), 0),
+        };
+        driver.load_program(SLOT, &image).map_err(|err| match err {
+            DriverError::Rejected(reason) => {
+                anyhow!("the device refused {}: {reason}", file_name(&args.kernel))
+            }
+            other => driver_error("load program", other),
+        })?;
+        driver.activate(SLOT, true).during("program activation")?;
+        driver
+            .set_ranges(RANGES, &extents, file_size, out_cap)
+            .during("memory range set")?;
+        let exec = ExecuteProgram {
+            slot: SLOT,
+            range_set: RANGES,
+            op: match args.op {
+                OpArg::FileJob => ProgramOp::FileJob,
+                OpArg::ReadStream => ProgramOp::ReadStream,
+                OpArg::WriteStream => ProgramOp::WriteStream,
+            },
+            offset: 0,
+            len: if args.op == OpArg::WriteStream {
+                input.len() as u64
+            } else {
+                file_size
+            },
+            param0: args.param0,
+            param1: args.param1,
+            fuel: args.fuel,
+        };
+        let result = driver.execute(exec, input).during("execute program")?;
+        let mut output = Vec::new();
+        if matches!(result.outcome, ExecOutcome::Exited { .. }) {
+            let total = u32::try_from(result.stats.bytes_returned.min(u64::from(out_cap)))
+                .unwrap_or(out_cap);
+            while (output.len() as u32) < total {
+                let offset = output.len() as u32;
+                let chunk = driver
+                    .read_output(RANGES, offset, (total - offset).min(OUTPUT_CHUNK))
+                    .during("read output")?;
+                if chunk.is_empty() {
+                    break;
+                }
+                output.extend_from_slice(&chunk);
+            }
+        }
+        Ok(Run { result, output })
+    })?;
+    report_run(args, &run)
+}
+
+/// The program image of `path`: a kernel object linked by the loader, or an image as is.
+fn program_image(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    if bytes.starts_with(&abi::image::MAGIC) {
+        return Ok(bytes);
+    }
+    Ok(loader::link(&bytes)
+        .with_context(|| format!("could not link {}", path.display()))?
+        .to_bytes())
+}
+
+/// One sentence for a kernel that did not exit.
+fn fault_sentence(fault: ExecFault, stats: &common::program::RunStats) -> String {
+    match fault {
+        ExecFault::OutOfFuel => format!(
+            "kernel ran out of fuel after {} instructions ({} fuel used); give it more with --fuel",
+            stats.instructions, stats.fuel_used
+        ),
+        ExecFault::MemoryFault {
+            pc,
+            addr,
+            len,
+            write,
+        } => format!(
+            "kernel faulted: memory fault at pc {pc} ({len} bytes at {addr:#x}, {})",
+            if write { "write" } else { "read" }
+        ),
+        ExecFault::HelperFault {
+            pc,
+            helper,
+            addr,
+            len,
+        } => format!(
+            "kernel faulted: helper {helper} was given {len} bytes at {addr:#x}, outside the kernel's memory, at pc {pc}"
+        ),
+        ExecFault::CallDepthExceeded { pc } => format!(
+            "kernel faulted: calls nested deeper than {} frames at pc {pc}",
+            abi::MAX_CALL_DEPTH
+        ),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// `csd kernel run --json`.
+#[derive(Debug, serde::Serialize)]
+struct RunJson {
+    /// `r0` at exit; null when the kernel did not exit.
+    ret: Option<u64>,
+    instructions: u64,
+    fuel_used: u64,
+    device_bytes_read: u64,
+    bytes_returned: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_hex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn report_run(args: &RunArgs, run: &Run) -> anyhow::Result<()> {
+    let stats = run.result.stats;
+    let (ret, error) = match run.result.outcome {
+        ExecOutcome::Exited { r0 } => (Some(r0), None),
+        ExecOutcome::Faulted(fault) => (None, Some(fault_sentence(fault, &stats))),
+    };
+    if error.is_none() {
+        if let Some(path) = &args.output {
+            let mut out = output_writer(Some(path))?;
+            out.write_all(&run.output)
+                .and_then(|()| out.flush())
+                .with_context(|| format!("could not write {}", path.display()))?;
+        }
+    }
+    let to_stdout = args.output.as_deref().is_some_and(super::is_stdio);
+    if args.json && !to_stdout {
+        print_json(&RunJson {
+            ret,
+            instructions: stats.instructions,
+            fuel_used: stats.fuel_used,
+            device_bytes_read: stats.device_bytes_read,
+            bytes_returned: stats.bytes_returned,
+            output_hex: args.output.is_none().then(|| hex(&run.output)),
+            error: error.clone(),
+        })?;
+    } else if !to_stdout {
+        if let Some(ret) = ret {
+            println!("ret                {ret} ({})", ret as i64);
+        }
+        println!("instructions       {}", stats.instructions);
+        println!("fuel used          {}", stats.fuel_used);
+        println!("device bytes read  {}", stats.device_bytes_read);
+        println!("bytes returned     {}", stats.bytes_returned);
+        if args.output.is_none() && error.is_none() {
+            println!("output             {}", hex(&run.output));
+        }
+    }
+    match error {
+        Some(error) => Err(anyhow!(error)),
+        None => Ok(()),
+    }
+}
+
+fn asm(args: &AsmArgs) -> anyhow::Result<()> {
+    let source = std::fs::read_to_string(&args.input)
+        .with_context(|| format!("could not read {}", args.input.display()))?;
+    let text = rbpf::assembler::assemble(&source)
+        .map_err(|e| anyhow!("{} does not assemble: {e}", args.input.display()))?;
+    let bytes = if args.raw {
+        text
+    } else {
+        firmware::ebpf::encode_image(&text, &[])
+    };
+    std::fs::write(&args.output, bytes)
+        .with_context(|| format!("could not write {}", args.output.display()))
+}
+
+/// The instructions of a kernel object, a program image or a raw instruction file.
+fn instructions(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("could not read {}", path.display()))?;
+    if bytes.starts_with(b"\x7fELF") {
+        let image =
+            loader::link(&bytes).with_context(|| format!("could not link {}", path.display()))?;
+        return Ok(image.text);
+    }
+    if bytes.starts_with(&abi::image::MAGIC) {
+        let header = bytes
+            .get(..abi::image::HEADER_BYTES)
+            .ok_or_else(|| anyhow!("{} is a truncated program image", path.display()))?;
+        let at = abi::image::TEXT_LEN_OFFSET;
+        let text_len =
+            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let end = abi::image::HEADER_BYTES + text_len as usize;
+        return bytes
+            .get(abi::image::HEADER_BYTES..end)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| anyhow!("{} is a truncated program image", path.display()));
+    }
+    if bytes.is_empty() || !bytes.len().is_multiple_of(8) {
+        return Err(anyhow!(
+            "{} is not a kernel object, a program image or whole 8-byte eBPF instructions",
+            path.display()
+        ));
+    }
+    Ok(bytes)
+}
+
+fn disasm(args: &DisasmArgs) -> anyhow::Result<()> {
+    let text = instructions(&args.input)?;
+    let mut out = std::io::stdout().lock();
+    let mut pc = 0usize;
+    for insn in rbpf::disassembler::to_insn_vec(&text) {
+        writeln!(out, "{pc:>5}: {}", insn.desc)?;
+        // A 64-bit immediate load takes two instruction slots.
+        pc += if insn.opc == 0x18 { 2 } else { 1 };
+    }
+    Ok(())
+}
