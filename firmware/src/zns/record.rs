@@ -17,14 +17,16 @@
 //!
 //! A page is *valid* only if both CRCs match, so a torn program is never mistaken for data.
 
-use crc::{Crc, CRC_32_ISCSI};
+use crc::{Crc, Table, CRC_32_ISCSI};
 
 use crate::nand::{Nand, NandError, NandErrorKind, PageAddr};
 
 /// Bytes of the record at the start of the spare area.
 pub const RECORD_BYTES: usize = 32;
 
-const CRC32C: Crc<u32> = Crc::<u32>::new(&CRC_32_ISCSI);
+// Slice-by-16 tables (16 KiB of read-only data): every page program and read checksums 4 KiB,
+// and the byte-at-a-time table held the zone manager to about 400 MB/s.
+const CRC32C: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
 const KIND: usize = 0;
 const VERSION: usize = 1;
