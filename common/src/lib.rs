@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod link;
 pub mod program;
 pub mod status;
 pub mod zns;
