@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod abi;
+pub mod command;
 pub mod link;
 pub mod program;
 pub mod status;

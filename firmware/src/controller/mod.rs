@@ -1,1 +1,257 @@
-//! (being written)
+//! The controller: NVMe-shaped commands in, completions out.
+//!
+//! Sans-IO, as the whole firmware: the runner hands it a [`Submission`] and a [`Dma`] window on
+//! the command's host memory, and gets a [`Completion`] back, or `None` when the command goes on
+//! in the background. Only Execute Program does: kernels run in fuel-bounded slices, one slice
+//! per [`Controller::poll`], so a runner that serves its queues between polls keeps regular I/O
+//! flowing while a long kernel runs, as a single-core controller must.
+
+mod dma;
+mod programs;
+
+pub use dma::{Dma, DmaError, SliceDma};
+pub use programs::ProgramConfig;
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use common::{
+    command::{Command, CommandResult, Completion, DeviceHealth, ReportHeader, Submission},
+    Status, LBA_BYTES, WIRE_VERSION,
+};
+
+use crate::{
+    nand::{BlockId, Nand},
+    zns::ZoneManager,
+};
+
+use programs::Programs;
+
+/// The device controller over a zone manager. See the module docs.
+#[derive(Debug)]
+pub struct Controller<N: Nand> {
+    zones: ZoneManager<N>,
+    programs: Programs,
+    /// Bounce buffer for block transfers when host memory is not directly addressable.
+    bounce: Vec<u8>,
+}
+
+impl<N: Nand> Controller<N> {
+    /// A controller serving `zones`, with `config` for its program slots.
+    pub fn new(zones: ZoneManager<N>, config: ProgramConfig) -> Self {
+        Controller {
+            zones,
+            programs: Programs::new(config),
+            bounce: Vec::new(),
+        }
+    }
+
+    /// The zone manager.
+    pub fn zones(&self) -> &ZoneManager<N> {
+        &self.zones
+    }
+
+    /// The zone manager, mutably (for the runner's inspection and fault injection).
+    pub fn zones_mut(&mut self) -> &mut ZoneManager<N> {
+        &mut self.zones
+    }
+
+    /// Powers the controller off and gives the zone manager back.
+    pub fn into_zones(self) -> ZoneManager<N> {
+        self.zones
+    }
+
+    /// Serves one command from submission queue `sqid`. Returns its completion, or `None` when
+    /// it goes on in the background (Execute Program): [`Controller::poll`] reports it then.
+    pub fn submit(&mut self, sqid: u16, sub: &Submission, dma: &mut dyn Dma) -> Option<Completion> {
+        let cid = sub.cid;
+        if sub.version != WIRE_VERSION {
+            return Some(Completion::status(cid, Status::UnsupportedVersion));
+        }
+        let result = match sub.command {
+            Command::Identify => self.identify(dma),
+            Command::Read { slba, nlb } => self.read(slba, nlb, dma),
+            Command::Write { slba, nlb } => self.write(slba, nlb, dma, false),
+            Command::ZoneAppend { zslba, nlb } => self.write(zslba, nlb, dma, true),
+            Command::ZoneManagementSend {
+                slba,
+                action,
+                select_all,
+            } => self
+                .zones
+                .zone_action(slba, action, select_all)
+                .map(|()| CommandResult::None),
+            Command::ZoneManagementReceive {
+                slba,
+                filter,
+                max_zones,
+                partial,
+            } => self.report(slba, filter, max_zones, partial, dma),
+            Command::Flush => Ok(CommandResult::None),
+            Command::LoadProgram(load) => self.programs.load(load, dma),
+            Command::ActivateProgram(act) => self.programs.activate(act),
+            Command::MemoryRangeSet(set) => {
+                let nsze = self.zones.layout().nsze();
+                self.programs.set_ranges(set, nsze, dma)
+            }
+            Command::ExecuteProgram(exec) => match self.programs.enqueue(sqid, cid, exec, dma) {
+                Ok(()) => return None,
+                Err(status) => Err(status),
+            },
+            Command::ReadOutput(read) => self.programs.read_output(read, dma),
+            Command::GetHealth => self.health(dma),
+        };
+        Some(match result {
+            Ok(result) => Completion::ok(cid, result),
+            Err(status) => Completion::status(cid, status),
+        })
+    }
+
+    /// Runs one slice of the kernel at the head of the run queue. Returns the command that
+    /// finished, with its submission queue, if one did.
+    pub fn poll(&mut self) -> Option<(u16, Completion)> {
+        self.programs.poll(&mut self.zones)
+    }
+
+    /// The last `csd_log` messages (at most [`programs::LOG_MESSAGES`]) of the latest run over
+    /// range set `range_set`, oldest first.
+    pub fn kernel_log(
+        &self,
+        range_set: common::program::RangeSetId,
+    ) -> impl Iterator<Item = &[u8]> {
+        self.programs.log(range_set.0)
+    }
+
+    /// Whether kernels are running or waiting to run.
+    pub fn busy(&self) -> bool {
+        self.programs.busy()
+    }
+
+    fn identify(&mut self, dma: &mut dyn Dma) -> Result<CommandResult, Status> {
+        let identify = self.zones.identify();
+        encode_to_host(&identify, dma)
+    }
+
+    fn read(&mut self, slba: u64, nlb: u32, dma: &mut dyn Dma) -> Result<CommandResult, Status> {
+        let len = transfer_len(nlb, dma)?;
+        if let Some(memory) = dma.host_memory() {
+            self.zones.read(slba, &mut memory[..len])?;
+        } else {
+            self.bounce.resize(len, 0);
+            self.zones.read(slba, &mut self.bounce)?;
+            dma.write_to_host(0, &self.bounce)
+                .map_err(|_| Status::DataTransferError)?;
+        }
+        Ok(CommandResult::Transferred(len as u32))
+    }
+
+    fn write(
+        &mut self,
+        slba: u64,
+        nlb: u32,
+        dma: &mut dyn Dma,
+        append: bool,
+    ) -> Result<CommandResult, Status> {
+        let len = transfer_len(nlb, dma)?;
+        let data: &[u8] = match dma.host_memory() {
+            Some(memory) => &memory[..len],
+            None => {
+                self.bounce.resize(len, 0);
+                dma.read_from_host(0, &mut self.bounce)
+                    .map_err(|_| Status::DataTransferError)?;
+                &self.bounce
+            }
+        };
+        if append {
+            self.zones.append(slba, data).map(CommandResult::Lba)
+        } else {
+            self.zones.write(slba, data).map(|()| CommandResult::None)
+        }
+    }
+
+    fn report(
+        &mut self,
+        slba: u64,
+        filter: common::zns::ReportFilter,
+        max_zones: u32,
+        partial: bool,
+        dma: &mut dyn Dma,
+    ) -> Result<CommandResult, Status> {
+        let report = self.zones.report(slba, filter, max_zones, partial)?;
+        let header = ReportHeader {
+            nr_zones: report.nr_zones,
+            descriptors: report.descriptors.len() as u32,
+        };
+        let mut bytes = postcard::to_allocvec(&header).map_err(|_| Status::InternalError)?;
+        for descriptor in &report.descriptors {
+            let encoded = postcard::to_allocvec(descriptor).map_err(|_| Status::InternalError)?;
+            bytes.extend_from_slice(&encoded);
+        }
+        dma.write_to_host(0, &bytes)
+            .map_err(|_| Status::DataTransferError)?;
+        Ok(CommandResult::Transferred(bytes.len() as u32))
+    }
+
+    fn health(&mut self, dma: &mut dyn Dma) -> Result<CommandResult, Status> {
+        let layout = *self.zones.layout();
+        let total = layout.geometry.blocks();
+        let mut bound = vec![false; total as usize];
+        for zone in 0..layout.nr_zones {
+            for slot in 0..layout.config.zone_blocks as usize {
+                if let Some(block) = self.zones.slot_block(zone, slot) {
+                    if let Some(b) = bound.get_mut(block.0 as usize) {
+                        *b = true;
+                    }
+                }
+            }
+        }
+        let mut health = DeviceHealth {
+            total_blocks: total,
+            erase_min: u32::MAX,
+            ..Default::default()
+        };
+        for b in 0..total {
+            let block = BlockId(b);
+            if self.zones.is_bad(block) {
+                health.bad_blocks += 1;
+                continue;
+            }
+            if !bound[b as usize] && !layout.is_meta(block) {
+                health.free_blocks += 1;
+            }
+            let count = self.zones.erase_count(block).unwrap_or(0);
+            health.erase_min = health.erase_min.min(count);
+            health.erase_max = health.erase_max.max(count);
+            health.erase_total += u64::from(count);
+        }
+        if health.erase_min == u32::MAX {
+            health.erase_min = 0;
+        }
+        encode_to_host(&health, dma)
+    }
+}
+
+/// Bytes of a transfer of `nlb` blocks, checked against the host memory provided.
+fn transfer_len(nlb: u32, dma: &dyn Dma) -> Result<usize, Status> {
+    let len = (nlb as usize)
+        .checked_mul(LBA_BYTES as usize)
+        .ok_or(Status::InvalidField)?;
+    if nlb == 0 {
+        return Err(Status::InvalidField);
+    }
+    if len > dma.host_len() {
+        return Err(Status::DataTransferError);
+    }
+    Ok(len)
+}
+
+/// Sends `value` postcard-encoded to the host.
+fn encode_to_host<T: serde::Serialize>(
+    value: &T,
+    dma: &mut dyn Dma,
+) -> Result<CommandResult, Status> {
+    let bytes = postcard::to_allocvec(value).map_err(|_| Status::InternalError)?;
+    dma.write_to_host(0, &bytes)
+        .map_err(|_| Status::DataTransferError)?;
+    Ok(CommandResult::Transferred(bytes.len() as u32))
+}

@@ -1,0 +1,207 @@
+//! The command envelope: what a host submits to the device and what comes back.
+//!
+//! Shaped after NVMe: a submission carries a command id chosen by the host, a completion echoes
+//! it with a status and a small result. Bulk data (blocks, zone reports, program images, extent
+//! lists, kernel output) never travels inline: the runner moves it through the DMA-like
+//! interface, and the command says how many bytes. Over the serial link the same envelope is
+//! postcard-encoded inside a frame.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    program::{
+        ActivateProgram, ExecResult, ExecuteProgram, LoadProgram, MemoryRangeSet, ReadOutput,
+    },
+    zns::{ReportFilter, ZoneAction},
+    Status, WIRE_VERSION,
+};
+
+/// A host-chosen command identifier, unique among the commands in flight on one queue.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CommandId(pub u16);
+
+/// One submission queue entry.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Submission {
+    /// [`WIRE_VERSION`] of the host that built it.
+    pub version: u16,
+    /// Echoed in the completion.
+    pub cid: CommandId,
+    /// What to do.
+    pub command: Command,
+}
+
+impl Submission {
+    /// A submission of the current wire version.
+    pub const fn new(cid: CommandId, command: Command) -> Self {
+        Submission {
+            version: WIRE_VERSION,
+            cid,
+            command,
+        }
+    }
+}
+
+/// The device's command set. Variants are append-only.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Command {
+    /// Identify the zoned namespace; the postcard-encoded [`crate::zns::IdentifyZns`] goes to
+    /// the host by DMA.
+    Identify,
+    /// Read `nlb` logical blocks from `slba` into the host buffer.
+    Read { slba: u64, nlb: u32 },
+    /// Write `nlb` logical blocks from the host buffer at `slba`, which must be the zone's
+    /// write pointer.
+    Write { slba: u64, nlb: u32 },
+    /// Append `nlb` logical blocks from the host buffer to the zone starting at `zslba`; the
+    /// completion's [`CommandResult::Lba`] says where they landed.
+    ZoneAppend { zslba: u64, nlb: u32 },
+    /// Zone Management Send: `action` on the zone starting at `slba`, or on every zone the
+    /// action applies to when `select_all` is set.
+    ZoneManagementSend {
+        slba: u64,
+        action: ZoneAction,
+        select_all: bool,
+    },
+    /// Zone Management Receive: report up to `max_zones` zones from the zone holding `slba`
+    /// that match `filter`. A postcard-encoded [`ReportHeader`] followed by its `descriptors`
+    /// postcard-encoded [`crate::zns::ZoneDescriptor`]s go to the host by DMA.
+    ZoneManagementReceive {
+        slba: u64,
+        filter: ReportFilter,
+        max_zones: u32,
+        partial: bool,
+    },
+    /// Make every completed write durable. (Writes are programmed before they complete, so this
+    /// has nothing to wait for; it exists because hosts send it.)
+    Flush,
+    /// Download one chunk of a program image.
+    LoadProgram(LoadProgram),
+    /// Activate or deactivate a loaded program.
+    ActivateProgram(ActivateProgram),
+    /// Define a memory range set: a file snapshot's extents and an output buffer.
+    MemoryRangeSet(MemoryRangeSet),
+    /// Run a program; completes when it exits or faults, with [`CommandResult::Exec`].
+    ExecuteProgram(ExecuteProgram),
+    /// Copy a range set's output to the host.
+    ReadOutput(ReadOutput),
+    /// Report wear and bad blocks; the postcard-encoded [`DeviceHealth`]
+    /// goes to the host by DMA.
+    GetHealth,
+}
+
+/// The start of a zone report.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReportHeader {
+    /// Zones matching the filter from the starting zone on (with `partial`: only those
+    /// reported).
+    pub nr_zones: u64,
+    /// Descriptors that follow this header.
+    pub descriptors: u32,
+}
+
+/// Wear and bad-block summary of the NAND behind the namespace.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DeviceHealth {
+    /// Erase blocks in the device.
+    pub total_blocks: u32,
+    /// Blocks retired after a failed program or erase (or marked bad from the factory).
+    pub bad_blocks: u32,
+    /// Good blocks bound to no zone.
+    pub free_blocks: u32,
+    /// Lowest erase count of a good block.
+    pub erase_min: u32,
+    /// Highest erase count of a good block.
+    pub erase_max: u32,
+    /// Sum of all erase counts.
+    pub erase_total: u64,
+}
+
+/// The small result a completion carries besides its status.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CommandResult {
+    /// Nothing beyond the status.
+    None,
+    /// The LBA a Zone Append wrote its first block at.
+    Lba(u64),
+    /// How many bytes went to the host by DMA.
+    Transferred(u32),
+    /// How an Execute Program run ended.
+    Exec(ExecResult),
+}
+
+/// One completion queue entry.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Completion {
+    /// The submission's command id.
+    pub cid: CommandId,
+    /// How it ended.
+    pub status: Status,
+    /// What it returned.
+    pub result: CommandResult,
+}
+
+impl Completion {
+    /// A completion with a status and no result.
+    pub const fn status(cid: CommandId, status: Status) -> Self {
+        Completion {
+            cid,
+            status,
+            result: CommandResult::None,
+        }
+    }
+
+    /// A successful completion.
+    pub const fn ok(cid: CommandId, result: CommandResult) -> Self {
+        Completion {
+            cid,
+            status: Status::Success,
+            result,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::ProgramSlot;
+
+    /// The envelope's serialized form is pinned: a change here breaks the device link.
+    #[test]
+    fn golden_submission_bytes() {
+        let sub = Submission::new(
+            CommandId(7),
+            Command::ZoneAppend {
+                zslba: 0x100,
+                nlb: 2,
+            },
+        );
+        let bytes = postcard::to_allocvec(&sub).unwrap();
+        assert_eq!(bytes, [1, 7, 3, 0x80, 0x02, 2]);
+        let sub = Submission::new(
+            CommandId(1),
+            Command::ActivateProgram(ActivateProgram {
+                slot: ProgramSlot(2),
+                activate: true,
+            }),
+        );
+        assert_eq!(postcard::to_allocvec(&sub).unwrap(), [1, 1, 8, 2, 1]);
+    }
+
+    /// Completions round-trip and their first bytes are pinned.
+    #[test]
+    fn golden_completion_bytes() {
+        let done = Completion::ok(CommandId(300), CommandResult::Lba(4096));
+        let bytes = postcard::to_allocvec(&done).unwrap();
+        assert_eq!(bytes, [0xAC, 0x02, 0, 1, 0x80, 0x20]);
+        let back: Completion = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, done);
+    }
+}
