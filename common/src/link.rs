@@ -35,8 +35,9 @@ use serde::{Deserialize, Serialize};
 /// Version of the link framing. A receiver rejects a frame of another version.
 pub const LINK_VERSION: u16 = 1;
 
-/// Most DMA bytes one request or response carries.
-pub const MAX_DATA_BYTES: u32 = 64 * 1024;
+/// Most DMA bytes one request or response carries: 1 MiB, four times the controller's largest
+/// Read or Write (64 LBAs), room for a large extent list or kernel output.
+pub const MAX_DATA_BYTES: u32 = 1024 * 1024;
 
 /// Room for a message's fields besides its data (the submission or completion).
 const MAX_FIELDS_BYTES: usize = 256;
@@ -61,15 +62,26 @@ pub const DELIMITER: u8 = 0x00;
 
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
+/// What the host sends over the link.
+pub type HostMessage<'a> = ToDevice<'a, crate::command::Submission>;
+
+/// What the device sends over the link.
+pub type DeviceMessage<'a> = ToHost<'a, crate::command::Completion>;
+
 /// A message from the host to the device. `S` is the command envelope (`Submission`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToDevice<'a, S> {
     /// Opens a session: the device forgets its remembered response and answers with
     /// [`ToHost::Hello`].
     Hello,
-    /// One command, with the bytes the device reads from host memory (Write data, a program
-    /// chunk, an extent list); empty when the command moves no data to the device.
-    Request { submission: S, data: &'a [u8] },
+    /// One command. `host_len` is the size of the command's host memory (its data buffer);
+    /// `data` is what the device may read of it (Write data, a program chunk, an extent list),
+    /// empty when the command only moves data to the host.
+    Request {
+        submission: S,
+        host_len: u32,
+        data: &'a [u8],
+    },
 }
 
 /// A message from the device to the host. `C` is the completion envelope (`Completion`).
@@ -78,7 +90,8 @@ pub enum ToHost<'a, C> {
     /// The answer to [`ToDevice::Hello`].
     Hello(DeviceInfo),
     /// The completion of the request with the same sequence number, with the bytes the device
-    /// wrote to host memory (Read data, a zone report, a kernel's output).
+    /// wrote to host memory (Read data, a zone report, a kernel's output): host memory from
+    /// offset 0 up to the end of the furthest write.
     Response { completion: C, data: &'a [u8] },
     /// The device received a frame it could not use; the host should send its request again.
     Nak(NakReason),

@@ -43,7 +43,11 @@ where
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 enum OwnedReq {
     Hello,
-    Request { submission: Sub, data: Vec<u8> },
+    Request {
+        submission: Sub,
+        host_len: u32,
+        data: Vec<u8>,
+    },
 }
 
 /// A Hello frame's bytes are pinned: header, postcard variant 0, CRC, COBS, delimiters
@@ -64,15 +68,55 @@ fn golden_request() {
             opcode: 2,
             lba: 300,
         },
+        host_len: 3,
         data: &[0xAA, 0x00, 0xBB],
     };
     assert_eq!(
         frame(0x0102_0304, &msg),
         [
-            0x00, 0x02, 0x01, 0x0b, 0x04, 0x03, 0x02, 0x01, 0x01, 0x02, 0xac, 0x02, 0x03, 0xaa,
-            0x06, 0xbb, 0xaf, 0x8f, 0x1c, 0x10, 0x00
+            0x00, 0x02, 0x01, 0x0c, 0x04, 0x03, 0x02, 0x01, 0x01, 0x02, 0xac, 0x02, 0x03, 0x03,
+            0xaa, 0x06, 0xbb, 0x35, 0xde, 0x75, 0x2b, 0x00
         ]
     );
+}
+
+/// The real command envelope and completion travel in frames both ways.
+#[test]
+fn roundtrip_real_envelope() {
+    use crate::command::{Command, CommandId, CommandResult, Completion, Submission};
+    let sub = Submission::new(CommandId(5), Command::Read { slba: 8, nlb: 2 });
+    let msg = HostMessage::Request {
+        submission: sub,
+        host_len: 8192,
+        data: &[],
+    };
+    let bytes = frame(77, &msg);
+    let mut reader = FrameReader::new(vec![0u8; MAX_FRAME_BYTES]);
+    let got: Vec<_> = bytes
+        .iter()
+        .filter_map(|&b| {
+            reader
+                .push(b)
+                .map(|r| r.map(|f| (f.seq, f.decode::<HostMessage<'_>>().map(|m| m == msg))))
+        })
+        .collect();
+    assert_eq!(got, [Ok((77, Ok(true)))]);
+
+    let done = DeviceMessage::Response {
+        completion: Completion::ok(CommandId(5), CommandResult::Transferred(8192)),
+        data: &[7; 8192],
+    };
+    let bytes = frame(77, &done);
+    let mut reader = FrameReader::new(vec![0u8; MAX_FRAME_BYTES]);
+    let got: Vec<_> = bytes
+        .iter()
+        .filter_map(|&b| {
+            reader
+                .push(b)
+                .map(|r| r.map(|f| f.decode::<DeviceMessage<'_>>().map(|m| m == done)))
+        })
+        .collect();
+    assert_eq!(got, [Ok(Ok(true))]);
 }
 
 /// Every device message survives the trip, the sequence number with it.
@@ -114,6 +158,7 @@ fn largest_data_fits_and_more_is_refused() {
             opcode: 0xFF,
             lba: u64::MAX,
         },
+        host_len: MAX_DATA_BYTES,
         data: &big,
     };
     let bytes = frame(u32::MAX, &msg);
@@ -126,6 +171,7 @@ fn largest_data_fits_and_more_is_refused() {
     let too_big = vec![0u8; MAX_MESSAGE_BYTES];
     let msg = Req::Request {
         submission: Sub { opcode: 0, lba: 0 },
+        host_len: 0,
         data: &too_big,
     };
     let mut body = vec![0u8; MAX_BODY_BYTES];
@@ -188,10 +234,12 @@ fn trailing_bytes_are_corrupt() {
 fn request(seq: u32, lba: u64, data: &[u8]) -> (u32, OwnedReq, Vec<u8>) {
     let msg = Req::Request {
         submission: Sub { opcode: 1, lba },
+        host_len: data.len() as u32,
         data,
     };
     let owned = OwnedReq::Request {
         submission: Sub { opcode: 1, lba },
+        host_len: data.len() as u32,
         data: data.to_vec(),
     };
     (seq, owned, frame(seq, &msg))
