@@ -1,9 +1,17 @@
 //! The `std` shell around the csd firmware: everything that turns it into a device a person can
 //! use on a laptop.
 //!
-//! [`loader`] links clang-built eBPF objects into program images for the device. The emulated
-//! NAND, the device runner and host driver, the file system and the FUSE mount grow here too.
-//! Nothing in this crate may reach into the firmware's internals: it drives the firmware only
+//! - [`nand`]: device images in files, presets, the timing model (the strict emulator itself is
+//!   the firmware's).
+//! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
+//! - [`driver`]: the typed host API over a queue pair.
+//! - [`loader`]: links clang-built eBPF objects into program images.
+//!
+//! Nothing in this crate reaches into the firmware's internals: it drives the firmware only
 //! through its public, sans-IO interfaces.
 
+pub mod device;
+pub mod driver;
 pub mod loader;
+pub mod nand;
+pub mod units;

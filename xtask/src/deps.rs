@@ -275,7 +275,11 @@ fn backports_configured() -> bool {
 /// The mirror URI the machine's existing source uses for the `bookworm` suite, read from the
 /// deb822 `.sources` files or the one-line `sources.list` format.
 fn bookworm_mirror() -> Result<String> {
-    for (_, text) in apt_sources() {
+    mirror_in(apt_sources().iter().map(|(_, text)| text.as_str()))
+}
+
+fn mirror_in<'a>(sources: impl Iterator<Item = &'a str>) -> Result<String> {
+    for text in sources {
         // deb822: stanzas separated by blank lines.
         for stanza in text.split("\n\n") {
             let field = |name: &str| {
@@ -312,4 +316,43 @@ fn bookworm_mirror() -> Result<String> {
         }
     }
     bail!("no apt source names the Debian `bookworm` suite, so the mirror for {BACKPORTS} is unknown; add a bookworm source first")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mirror is read from a deb822 stanza whose suites include bookworm, skipping security.
+    #[test]
+    fn mirror_from_deb822() {
+        let text = "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n\
+                    Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n";
+        assert_eq!(
+            mirror_in([text].into_iter()).unwrap(),
+            "http://mirror.example/debian"
+        );
+    }
+
+    /// The one-line format works with and without options in brackets.
+    #[test]
+    fn mirror_from_one_line_format() {
+        let plain = "# comment\ndeb http://m.example/debian bookworm main\n";
+        assert_eq!(
+            mirror_in([plain].into_iter()).unwrap(),
+            "http://m.example/debian"
+        );
+        let opts = "deb [arch=amd64 signed-by=/k.gpg] http://o.example/debian bookworm main\n";
+        assert_eq!(
+            mirror_in([opts].into_iter()).unwrap(),
+            "http://o.example/debian"
+        );
+    }
+
+    /// Without any bookworm source the error says so instead of guessing a host.
+    #[test]
+    fn no_bookworm_source_is_an_error() {
+        let text = "deb http://m.example/debian trixie main\n";
+        let err = mirror_in([text].into_iter()).unwrap_err().to_string();
+        assert!(err.contains("bookworm"), "{err}");
+    }
 }

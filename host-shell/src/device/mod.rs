@@ -1,0 +1,218 @@
+//! The emulated device: the firmware's controller running in its own thread as the controller
+//! CPU, fed by NVMe-style queue pairs, over NAND in a file or in RAM.
+//!
+//! Every open runs the firmware's power-on recovery ([`ZoneManager::mount`]) over the media, so
+//! every CLI invocation on an image exercises it.
+
+pub mod inprocess;
+pub mod queue;
+pub mod runner;
+
+use std::{path::Path, sync::Arc};
+
+use firmware::{
+    controller::{Controller, ProgramConfig},
+    nand::{
+        sim::{PageStore, RamStore, SimNand},
+        Geometry,
+    },
+    zns::{MountError, ZoneConfig, ZoneManager},
+};
+
+use crate::{
+    driver::Driver,
+    nand::{
+        file::{FileStore, ImageError},
+        image::Header,
+        timing::{Timed, TimingModel},
+    },
+};
+use inprocess::{Counters, InProcess, Stats};
+use runner::Runner;
+
+/// How a device runs.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceOptions {
+    /// Submission/completion queue pairs.
+    pub queues: u16,
+    /// Commands in flight per queue pair.
+    pub queue_depth: usize,
+    /// The timing model, if modeled device time should be accounted.
+    pub timing: Option<TimingModel>,
+    /// Limits of the computational side.
+    pub programs: ProgramConfig,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            queues: 4,
+            queue_depth: 32,
+            timing: None,
+            programs: ProgramConfig::default(),
+        }
+    }
+}
+
+/// Why a device could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("the device could not be formatted: {0}")]
+    Format(String),
+    #[error("{path}: {reason}")]
+    Mount { path: String, reason: String },
+    #[error("could not start the device thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("the device stopped unexpectedly (its thread panicked); see the message above")]
+    Crashed,
+}
+
+const NO_TIMING: TimingModel = TimingModel {
+    read_ns: 0,
+    program_ns: 0,
+    erase_ns: 0,
+    channel_bytes_per_s: 0,
+    link_bytes_per_s: 0,
+};
+
+/// Media a device runs on.
+pub trait Media: PageStore + Send + std::fmt::Debug + 'static {}
+impl<T: PageStore + Send + std::fmt::Debug + 'static> Media for T {}
+
+/// A running device.
+#[derive(Debug)]
+pub struct Device<S: Media> {
+    runner: Runner<InProcess<S>>,
+    counters: Arc<Counters>,
+    identify: common::zns::IdentifyZns,
+}
+
+/// A device over an image file.
+pub type FileDevice = Device<FileStore>;
+/// A device over RAM.
+pub type RamDevice = Device<RamStore>;
+
+/// Creates a device image at `path` (which must not exist) and formats it.
+pub fn create_image(path: &Path, header: Header) -> Result<(), DeviceError> {
+    let store = FileStore::create(path, header)?;
+    let result = ZoneManager::format(SimNand::with_store(store), header.zones);
+    match result {
+        Ok(_) => Ok(()),
+        Err(err) => {
+            // Leave no half-made image behind.
+            let _ = std::fs::remove_file(path);
+            Err(DeviceError::Format(err.to_string()))
+        }
+    }
+}
+
+impl Device<FileStore> {
+    /// Opens the image at `path`: checks it, runs power-on recovery and starts the device.
+    pub fn open(path: &Path, options: DeviceOptions) -> Result<Self, DeviceError> {
+        let store = FileStore::open(path)?;
+        let zones = store.header().zones;
+        Self::mount(store, zones, options, &path.display().to_string())
+    }
+}
+
+impl Device<RamStore> {
+    /// A freshly formatted device in RAM.
+    pub fn in_ram(
+        geometry: Geometry,
+        zones: ZoneConfig,
+        options: DeviceOptions,
+    ) -> Result<Self, DeviceError> {
+        let nand = Timed::new(SimNand::new(geometry), options.timing.unwrap_or(NO_TIMING));
+        let manager =
+            ZoneManager::format(nand, zones).map_err(|e| DeviceError::Format(e.to_string()))?;
+        Self::start(manager, options)
+    }
+}
+
+impl<S: Media> Device<S> {
+    /// Mounts existing media and starts the device.
+    pub fn mount(
+        store: S,
+        zones: ZoneConfig,
+        options: DeviceOptions,
+        name: &str,
+    ) -> Result<Self, DeviceError> {
+        let nand = Timed::new(
+            SimNand::with_store(store),
+            options.timing.unwrap_or(NO_TIMING),
+        );
+        let manager = ZoneManager::mount(nand, zones).map_err(|e| DeviceError::Mount {
+            path: name.to_string(),
+            reason: mount_reason(&e),
+        })?;
+        Self::start(manager, options)
+    }
+
+    fn start(
+        manager: ZoneManager<Timed<SimNand<S>>>,
+        options: DeviceOptions,
+    ) -> Result<Self, DeviceError> {
+        let identify = manager.identify();
+        let counters = Arc::new(Counters::default());
+        let backend = InProcess::new(
+            Controller::new(manager, options.programs),
+            Arc::clone(&counters),
+        );
+        let runner = Runner::start(backend, options.queues, options.queue_depth)?;
+        Ok(Device {
+            runner,
+            counters,
+            identify,
+        })
+    }
+
+    /// A driver on queue pair 0.
+    pub fn driver(&self) -> Driver {
+        self.driver_on(0)
+    }
+
+    /// A driver on queue pair `qid` (modulo the number of queues).
+    pub fn driver_on(&self, qid: u16) -> Driver {
+        Driver::new(self.runner.queue(qid), self.identify)
+    }
+
+    /// Number of queue pairs.
+    pub fn queue_count(&self) -> u16 {
+        self.runner.queue_count()
+    }
+
+    /// What the device said when it started.
+    pub fn identify(&self) -> common::zns::IdentifyZns {
+        self.identify
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the device (after the commands it has taken) and gives the media back.
+    pub fn close(self) -> Result<S, DeviceError> {
+        let backend = self.runner.stop().ok_or(DeviceError::Crashed)?;
+        Ok(backend
+            .into_controller()
+            .into_zones()
+            .into_nand()
+            .into_inner()
+            .into_store())
+    }
+}
+
+fn mount_reason<E: std::fmt::Debug>(err: &MountError<E>) -> String {
+    match err {
+        MountError::Unformatted => {
+            "the device holds no zone metadata (it was never formatted); create it with `csd device create`".into()
+        }
+        MountError::Corrupted => {
+            "the device's zone metadata is corrupt; the image cannot be mounted".into()
+        }
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,346 @@
+//! The host driver: a typed API over one queue pair of a device.
+//!
+//! Used by the CLI, the file system and the tests. Every device error comes back as
+//! [`DriverError::Device`], naming the command and the status (`Zone Append failed: Zone Is
+//! Full (1B9h)`). Transfers larger than the device's limits are split here, as an NVMe driver
+//! splits by MDTS.
+
+use common::{
+    command::{Command, CommandResult, DeviceHealth, ReportHeader, Submission},
+    program::{
+        ActivateProgram, ExecResult, ExecuteProgram, Extent, LoadProgram, MemoryRangeSet,
+        ProgramSlot, RangeSetId, ReadOutput,
+    },
+    zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor},
+    Status, LBA_BYTES,
+};
+
+use crate::device::{
+    queue::{Closed, Done},
+    runner::Queue,
+};
+
+/// Bytes of one Load Program chunk.
+pub const LOAD_CHUNK_BYTES: usize = 64 * 1024;
+/// Host buffer for small structured replies (identify, health).
+const SMALL_REPLY_BYTES: usize = 4096;
+
+/// Why a driver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("{command} failed: {status}")]
+    Device {
+        command: &'static str,
+        status: Status,
+    },
+    #[error("the device has stopped")]
+    Stopped,
+    #[error("the device sent a malformed {0}")]
+    Malformed(&'static str),
+    #[error("the kernel was rejected: {0}")]
+    Rejected(firmware::ebpf::LoadError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<Closed> for DriverError {
+    fn from(_: Closed) -> Self {
+        DriverError::Stopped
+    }
+}
+
+impl DriverError {
+    /// The device status, if the device refused the command.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            DriverError::Device { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The name of a command as errors report it.
+fn name(command: &Command) -> &'static str {
+    match command {
+        Command::Identify => "Identify",
+        Command::Read { .. } => "Read",
+        Command::Write { .. } => "Write",
+        Command::ZoneAppend { .. } => "Zone Append",
+        Command::ZoneManagementSend { .. } => "Zone Management Send",
+        Command::ZoneManagementReceive { .. } => "Zone Management Receive",
+        Command::Flush => "Flush",
+        Command::LoadProgram(_) => "Load Program",
+        Command::ActivateProgram(_) => "Program Activation",
+        Command::MemoryRangeSet(_) => "Memory Range Set",
+        Command::ExecuteProgram(_) => "Execute Program",
+        Command::ReadOutput(_) => "Read Output",
+        Command::GetHealth => "Get Health",
+    }
+}
+
+/// A typed handle on one queue pair. Cheap to clone; each clone shares the queue.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    queue: Queue,
+    identify: IdentifyZns,
+}
+
+impl Driver {
+    /// A driver over `queue` of a device that identified itself as `identify`.
+    pub fn new(queue: Queue, identify: IdentifyZns) -> Self {
+        Driver { queue, identify }
+    }
+
+    /// What the device said at start-up.
+    pub fn info(&self) -> &IdentifyZns {
+        &self.identify
+    }
+
+    /// Submits `command` with `buffer` and waits; a status other than success is an error.
+    pub fn call(&self, command: Command, buffer: Vec<u8>) -> Result<Done, DriverError> {
+        let done = self
+            .queue
+            .call(|cid| Submission::new(cid, command), buffer)?;
+        if done.completion.status != Status::Success {
+            return Err(DriverError::Device {
+                command: name(&command),
+                status: done.completion.status,
+            });
+        }
+        Ok(done)
+    }
+
+    /// Identify, asked again of the device.
+    pub fn identify(&self) -> Result<IdentifyZns, DriverError> {
+        let done = self.call(Command::Identify, vec![0; SMALL_REPLY_BYTES])?;
+        postcard::from_bytes(&done.buffer).map_err(|_| DriverError::Malformed("identify reply"))
+    }
+
+    /// Wear and bad blocks.
+    pub fn health(&self) -> Result<DeviceHealth, DriverError> {
+        let done = self.call(Command::GetHealth, vec![0; SMALL_REPLY_BYTES])?;
+        postcard::from_bytes(&done.buffer).map_err(|_| DriverError::Malformed("health reply"))
+    }
+
+    fn max_lbas(&self) -> u64 {
+        u64::from(self.identify.mdts_lbas.max(1))
+    }
+
+    /// Reads `nlb` blocks from `slba`.
+    pub fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, DriverError> {
+        let mut out = Vec::with_capacity((nlb * u64::from(LBA_BYTES)) as usize);
+        let mut lba = slba;
+        let end = slba
+            .checked_add(nlb)
+            .ok_or_else(|| DriverError::Invalid("LBA range overflows".into()))?;
+        while lba < end {
+            let n = (end - lba).min(self.max_lbas());
+            let buffer = vec![0; (n * u64::from(LBA_BYTES)) as usize];
+            let done = self.call(
+                Command::Read {
+                    slba: lba,
+                    nlb: n as u32,
+                },
+                buffer,
+            )?;
+            out.extend_from_slice(&done.buffer);
+            lba += n;
+        }
+        Ok(out)
+    }
+
+    fn check_blocks(data: &[u8]) -> Result<u64, DriverError> {
+        if data.is_empty() || !data.len().is_multiple_of(LBA_BYTES as usize) {
+            return Err(DriverError::Invalid(format!(
+                "{} bytes is not a whole number of {LBA_BYTES}-byte blocks",
+                data.len()
+            )));
+        }
+        Ok((data.len() / LBA_BYTES as usize) as u64)
+    }
+
+    /// Writes `data` (whole blocks) at `slba`, the zone's write pointer.
+    pub fn write(&self, slba: u64, data: &[u8]) -> Result<(), DriverError> {
+        Self::check_blocks(data)?;
+        let step = (self.max_lbas() * u64::from(LBA_BYTES)) as usize;
+        for (i, chunk) in data.chunks(step).enumerate() {
+            let lba = slba + (i * step / LBA_BYTES as usize) as u64;
+            let nlb = (chunk.len() / LBA_BYTES as usize) as u32;
+            self.call(Command::Write { slba: lba, nlb }, chunk.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Zone Append of `data` (whole blocks, at most the device's append limit); returns the LBA
+    /// of its first block.
+    pub fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, DriverError> {
+        let nlb = Self::check_blocks(&data)?;
+        if nlb > u64::from(self.identify.zasl_lbas) {
+            return Err(DriverError::Invalid(format!(
+                "an append of {nlb} blocks passes the device's limit of {} blocks",
+                self.identify.zasl_lbas
+            )));
+        }
+        let done = self.call(
+            Command::ZoneAppend {
+                zslba,
+                nlb: nlb as u32,
+            },
+            data,
+        )?;
+        match done.completion.result {
+            CommandResult::Lba(lba) => Ok(lba),
+            _ => Err(DriverError::Malformed("append completion")),
+        }
+    }
+
+    /// Appends `data` in as many Zone Appends as the device's limit needs; returns the LBA of
+    /// each piece's first block, in order.
+    pub fn append_all(&self, zslba: u64, data: &[u8]) -> Result<Vec<u64>, DriverError> {
+        Self::check_blocks(data)?;
+        let step = self.identify.zasl_lbas.max(1) as usize * LBA_BYTES as usize;
+        data.chunks(step)
+            .map(|chunk| self.append(zslba, chunk.to_vec()))
+            .collect()
+    }
+
+    /// Zone Management Send.
+    pub fn zone_action(
+        &self,
+        slba: u64,
+        action: ZoneAction,
+        select_all: bool,
+    ) -> Result<(), DriverError> {
+        self.call(
+            Command::ZoneManagementSend {
+                slba,
+                action,
+                select_all,
+            },
+            Vec::new(),
+        )
+        .map(|_| ())
+    }
+
+    /// Zone Management Receive: the matching zones from the zone holding `slba`, at most
+    /// `max_zones`, and how many matched in all.
+    pub fn report(
+        &self,
+        slba: u64,
+        filter: ReportFilter,
+        max_zones: u32,
+    ) -> Result<(u64, Vec<ZoneDescriptor>), DriverError> {
+        // A descriptor takes at most 40 bytes in postcard, the header 15.
+        let len = 16 + 40 * max_zones as usize;
+        let command = Command::ZoneManagementReceive {
+            slba,
+            filter,
+            max_zones,
+            partial: false,
+        };
+        let done = self.call(command, vec![0; len])?;
+        let malformed = || DriverError::Malformed("zone report");
+        let (header, mut rest): (ReportHeader, &[u8]) =
+            postcard::take_from_bytes(&done.buffer).map_err(|_| malformed())?;
+        let mut zones = Vec::with_capacity(header.descriptors as usize);
+        for _ in 0..header.descriptors {
+            let (descriptor, tail) = postcard::take_from_bytes(rest).map_err(|_| malformed())?;
+            zones.push(descriptor);
+            rest = tail;
+        }
+        Ok((header.nr_zones, zones))
+    }
+
+    /// Every zone's descriptor.
+    pub fn all_zones(&self) -> Result<Vec<ZoneDescriptor>, DriverError> {
+        self.report(0, ReportFilter::All, self.identify.nr_zones)
+            .map(|(_, zones)| zones)
+    }
+
+    /// Downloads a program image into `slot` in chunks. The image is verified here first, so
+    /// a rejected kernel gets the verifier's precise reason; the device verifies it again.
+    pub fn load_program(&self, slot: ProgramSlot, image: &[u8]) -> Result<(), DriverError> {
+        firmware::ebpf::Program::load(image).map_err(DriverError::Rejected)?;
+        let total_len = u32::try_from(image.len())
+            .map_err(|_| DriverError::Invalid("the program image is over 4 GiB".into()))?;
+        for (i, chunk) in image.chunks(LOAD_CHUNK_BYTES).enumerate() {
+            let load = LoadProgram {
+                slot,
+                offset: (i * LOAD_CHUNK_BYTES) as u32,
+                total_len,
+                chunk_len: chunk.len() as u32,
+            };
+            self.call(Command::LoadProgram(load), chunk.to_vec())?;
+        }
+        Ok(())
+    }
+
+    /// Activates (or deactivates) the program in `slot`.
+    pub fn activate(&self, slot: ProgramSlot, activate: bool) -> Result<(), DriverError> {
+        self.call(
+            Command::ActivateProgram(ActivateProgram { slot, activate }),
+            Vec::new(),
+        )
+        .map(|_| ())
+    }
+
+    /// Defines range set `id`: a file snapshot of `file_size` bytes in `extents`, and an output
+    /// buffer of `out_cap` bytes.
+    pub fn set_ranges(
+        &self,
+        id: RangeSetId,
+        extents: &[Extent],
+        file_size: u64,
+        out_cap: u32,
+    ) -> Result<(), DriverError> {
+        let bytes: Vec<u8> = extents.iter().flat_map(|e| e.to_le_bytes()).collect();
+        let set = MemoryRangeSet {
+            id,
+            extent_count: extents.len() as u32,
+            file_size,
+            out_cap,
+        };
+        self.call(Command::MemoryRangeSet(set), bytes).map(|_| ())
+    }
+
+    /// Runs a program. A kernel that ran and then faulted or ran out of fuel is still an
+    /// `Ok(ExecResult)` (its outcome says how it ended, its stats what it did); a command the
+    /// device refused is an error.
+    pub fn execute(&self, exec: ExecuteProgram, input: Vec<u8>) -> Result<ExecResult, DriverError> {
+        let command = Command::ExecuteProgram(exec);
+        let done = self
+            .queue
+            .call(|cid| Submission::new(cid, command), input)?;
+        match done.completion.result {
+            CommandResult::Exec(result) => Ok(result),
+            _ => Err(DriverError::Device {
+                command: name(&command),
+                status: done.completion.status,
+            }),
+        }
+    }
+
+    /// Reads up to `len` bytes of range set `id`'s output from `offset`.
+    pub fn read_output(
+        &self,
+        id: RangeSetId,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u8>, DriverError> {
+        let done = self.call(
+            Command::ReadOutput(ReadOutput {
+                range_set: id,
+                offset,
+                len,
+            }),
+            vec![0; len as usize],
+        )?;
+        let n = match done.completion.result {
+            CommandResult::Transferred(n) => n as usize,
+            _ => return Err(DriverError::Malformed("read-output completion")),
+        };
+        let mut buffer = done.buffer;
+        buffer.truncate(n);
+        Ok(buffer)
+    }
+}

@@ -1,0 +1,122 @@
+//! Device presets: NAND shapes a person can ask for by name.
+
+use firmware::nand::Geometry;
+
+use super::timing::TimingModel;
+
+/// A named NAND shape and timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// 2 channels x 2 dies, 256 KiB blocks: small and quick, for tests and trying things.
+    Small,
+    /// 8 channels x 4 dies, 1 MiB blocks, with the timing of a WD ZN540 as NVMeVirt models it.
+    Zn540,
+}
+
+/// The capacity asked for does not fit the preset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a {preset} device holds between {min} and {max} bytes in steps of {step} bytes; {asked} does not fit")]
+pub struct CapacityError {
+    preset: &'static str,
+    asked: u64,
+    min: u64,
+    max: u64,
+    step: u64,
+}
+
+impl Preset {
+    /// The preset's name as the CLI spells it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Preset::Small => "small",
+            Preset::Zn540 => "zn540",
+        }
+    }
+
+    /// Raw capacity when none is asked for.
+    pub const fn default_capacity(self) -> u64 {
+        match self {
+            Preset::Small => 64 << 20,
+            Preset::Zn540 => 1 << 30,
+        }
+    }
+
+    /// Channels, dies per channel, pages per block, spare bytes.
+    const fn shape(self) -> (u32, u32, u32, u32) {
+        match self {
+            Preset::Small => (2, 2, 64, 64),
+            Preset::Zn540 => (8, 4, 256, 128),
+        }
+    }
+
+    /// The timing model of this preset's NAND.
+    pub const fn timing(self) -> TimingModel {
+        match self {
+            Preset::Small => TimingModel {
+                read_ns: 50_000,
+                program_ns: 500_000,
+                erase_ns: 3_000_000,
+                channel_bytes_per_s: 450_000_000,
+                link_bytes_per_s: 3_050_000_000,
+            },
+            Preset::Zn540 => TimingModel::ZN540,
+        }
+    }
+
+    /// The geometry holding `capacity` raw bytes (a whole number of blocks on every die).
+    pub fn geometry(self, capacity: u64) -> Result<Geometry, CapacityError> {
+        let (channels, dies_per_channel, pages_per_block, spare_bytes) = self.shape();
+        let page_bytes = common::LBA_BYTES;
+        let step = u64::from(channels * dies_per_channel)
+            * u64::from(pages_per_block)
+            * u64::from(page_bytes);
+        // At least 8 blocks per die: the metadata log and spare blocks need room beside the zones.
+        let (min, max) = (8 * step, (1u64 << 16) * step);
+        if !capacity.is_multiple_of(step) || capacity < min || capacity > max {
+            return Err(CapacityError {
+                preset: self.name(),
+                asked: capacity,
+                min,
+                max,
+                step,
+            });
+        }
+        Ok(Geometry {
+            channels,
+            dies_per_channel,
+            blocks_per_die: (capacity / step) as u32,
+            pages_per_block,
+            page_bytes,
+            spare_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Default capacities give whole blocks on every die.
+    #[test]
+    fn default_capacities_fit() {
+        let small = Preset::Small
+            .geometry(Preset::Small.default_capacity())
+            .unwrap();
+        assert_eq!((small.dies(), small.blocks_per_die), (4, 64));
+        let zn = Preset::Zn540
+            .geometry(Preset::Zn540.default_capacity())
+            .unwrap();
+        assert_eq!(
+            (zn.dies(), zn.blocks_per_die, zn.pages_per_block),
+            (32, 32, 256)
+        );
+    }
+
+    /// A capacity that is not a whole number of block stripes is refused with the step size.
+    #[test]
+    fn odd_capacity_is_refused() {
+        let err = Preset::Small.geometry((64 << 20) + 4096).unwrap_err();
+        assert!(err.to_string().contains("steps of 1048576 bytes"), "{err}");
+        assert!(Preset::Small.geometry(0).is_err());
+    }
+}

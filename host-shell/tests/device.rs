@@ -1,0 +1,143 @@
+//! The device through its queues: image files, reopening, several queues from several threads.
+
+use common::{zns::ZoneState, Status, LBA_BYTES};
+use firmware::zns::ZoneConfig;
+use host_shell::{
+    device::{create_image, DeviceError, DeviceOptions, FileDevice, RamDevice},
+    nand::{file::ImageError, image::Header, preset::Preset},
+};
+
+fn small_header() -> Header {
+    let geometry = Preset::Small
+        .geometry(16 << 20)
+        .expect("16 MiB fits the small preset");
+    Header {
+        geometry,
+        zones: ZoneConfig::for_geometry(&geometry),
+    }
+}
+
+fn block(fill: u8) -> Vec<u8> {
+    vec![fill; LBA_BYTES as usize]
+}
+
+/// Appends survive closing the device and opening the image again in a new device.
+#[test]
+fn image_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.img");
+    create_image(&path, small_header()).unwrap();
+
+    let device = FileDevice::open(&path, DeviceOptions::default()).unwrap();
+    let driver = device.driver();
+    let zone = driver.all_zones().unwrap()[1];
+    let a = driver
+        .append(zone.zslba, [block(1), block(2)].concat())
+        .unwrap();
+    let b = driver.append(zone.zslba, block(3)).unwrap();
+    assert_eq!((a, b), (zone.zslba, zone.zslba + 2));
+    device.close().unwrap();
+
+    let device = FileDevice::open(&path, DeviceOptions::default()).unwrap();
+    let driver = device.driver();
+    assert_eq!(
+        driver.read(zone.zslba, 3).unwrap(),
+        [block(1), block(2), block(3)].concat()
+    );
+    let after = driver.all_zones().unwrap()[1];
+    assert_eq!(after.wp, zone.zslba + 3);
+    assert_eq!(
+        after.state,
+        ZoneState::Closed,
+        "an open zone comes back Closed after power-off"
+    );
+}
+
+/// A device refuses to create over an existing file, and refuses files that are not images.
+#[test]
+fn bad_images_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dev.img");
+    create_image(&path, small_header()).unwrap();
+    assert!(matches!(
+        create_image(&path, small_header()),
+        Err(DeviceError::Image(ImageError::Exists { .. }))
+    ));
+
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello").unwrap();
+    let err = FileDevice::open(&text, DeviceOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, DeviceError::Image(ImageError::Header { .. })),
+        "{err}"
+    );
+
+    // A flipped byte in the header's geometry fails its checksum.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[20] ^= 0x01;
+    let corrupt = dir.path().join("corrupt.img");
+    std::fs::write(&corrupt, &bytes).unwrap();
+    let err = FileDevice::open(&corrupt, DeviceOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+
+    // A truncated image is refused with both lengths named.
+    let short = dir.path().join("short.img");
+    std::fs::write(&short, &std::fs::read(&path).unwrap()[..8192]).unwrap();
+    let err = FileDevice::open(&short, DeviceOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, DeviceError::Image(ImageError::WrongLength { .. })),
+        "{err}"
+    );
+}
+
+/// Four threads on four queues append to their own zones at once; every completion matches
+/// its command and every block lands in its own zone.
+#[test]
+fn queues_from_many_threads() {
+    let geometry = Preset::Small.geometry(16 << 20).unwrap();
+    let device = RamDevice::in_ram(
+        geometry,
+        ZoneConfig::for_geometry(&geometry),
+        DeviceOptions::default(),
+    )
+    .unwrap();
+    let zones = device.driver().all_zones().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u16 {
+            let driver = device.driver_on(t);
+            let zslba = zones[usize::from(t)].zslba;
+            s.spawn(move || {
+                for i in 0..32u8 {
+                    let lba = driver.append(zslba, block(t as u8 * 64 + i)).unwrap();
+                    assert_eq!(lba, zslba + u64::from(i));
+                }
+            });
+        }
+    });
+    let driver = device.driver();
+    for t in 0..4u8 {
+        let data = driver.read(zones[usize::from(t)].zslba, 32).unwrap();
+        for (i, chunk) in data.chunks(LBA_BYTES as usize).enumerate() {
+            assert!(chunk.iter().all(|&b| b == t * 64 + i as u8));
+        }
+    }
+    let stats = device.stats();
+    assert!(stats.commands >= 4 * 32 + 5);
+    assert!(stats.link_to_device_bytes >= 4 * 32 * u64::from(LBA_BYTES));
+}
+
+/// Device errors come back typed and name the command: a write away from the write pointer.
+#[test]
+fn device_errors_are_typed() {
+    let geometry = Preset::Small.geometry(16 << 20).unwrap();
+    let device = RamDevice::in_ram(
+        geometry,
+        ZoneConfig::for_geometry(&geometry),
+        DeviceOptions::default(),
+    )
+    .unwrap();
+    let driver = device.driver();
+    let err = driver.write(5, &block(0)).unwrap_err();
+    assert_eq!(err.status(), Some(Status::ZoneInvalidWrite));
+    assert_eq!(err.to_string(), "Write failed: Zone Invalid Write (1BCh)");
+}
