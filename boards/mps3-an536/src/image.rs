@@ -1,26 +1,12 @@
 //! A NAND image in a host file, reached through semihosting, so a device outlives QEMU.
 //!
-//! # Image format (version 1, little-endian)
+//! The format is the host shell's (`docs/FORMAT.md`, section 2; `host-shell/src/nand/image.rs`),
+//! so `csd` and the board open the same image file: a 4096-byte header (magic `CSDIMAGE`,
+//! version, geometry, zone configuration, CRC-32), one state byte per page padded to 4096
+//! bytes, then every page's data and spare bytes. Erased pages are never read from the file.
 //!
-//! ```text
-//! 0     8 bytes  magic "CSDIMAGE"
-//! 8     u32      format version (1)
-//! 12    u32 x 6  geometry: channels, dies per channel, blocks per die, pages per block,
-//!                page bytes, spare bytes
-//! 36    u32      zone blocks
-//! 40    u64      zone capacity in LBAs (0: every page of the zone's blocks)
-//! 48    u32      number of zones (0: as many as fit)
-//! 52    u32 x 5  spare blocks, max open, max active, ZASL (LBAs), MDTS (LBAs)
-//! 72    u8       cross-zone read (0 or 1)
-//! 73..HEADER_CRC zero
-//! 124   u32      CRC-32 (ISO-HDLC) of bytes 0..124
-//! 128..4096      zero
-//! 4096           one state byte per page (0 erased, 1 programmed, 2 torn, 3 undefined),
-//!                pages numbered block after block
-//! data_offset    per page: data then spare bytes (data_offset = 4096 + pages rounded up to
-//!                4096). The page of an erased state reads as 0xFF whatever the file holds, so
-//!                a new image is its header and states only.
-//! ```
+//! The header code mirrors host-shell's field for field (the host's needs `std`); both would
+//! better share one `no_std` definition in `firmware::nand`.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -37,7 +23,18 @@ const MAGIC: &[u8; 8] = b"CSDIMAGE";
 const FORMAT_VERSION: u32 = 1;
 /// Bytes of the header block.
 pub const HEADER_BYTES: usize = 4096;
-const HEADER_CRC: usize = 124;
+const VERSION: usize = 8;
+const HEADER_LEN: usize = 12;
+const GEOMETRY: usize = 16;
+const ZONE_BLOCKS: usize = 40;
+const ZONE_CAP: usize = 44;
+const NR_ZONES: usize = 52;
+/// Spare blocks, max open, max active, ZASL and MDTS, one u32 each.
+const LIMITS: usize = 56;
+const CROSS_ZONE_READ: usize = 76;
+const HEADER_CRC: usize = 80;
+/// Most pages an image may hold (as the host's `MAX_PAGES`).
+const MAX_PAGES: u64 = 1 << 28;
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
 /// Why an image could not be opened or created.
@@ -89,7 +86,8 @@ impl Header {
         let g = &self.geometry;
         let z = &self.zones;
         b[..8].copy_from_slice(MAGIC);
-        put32(&mut b, 8, FORMAT_VERSION);
+        put32(&mut b, VERSION, FORMAT_VERSION);
+        put32(&mut b, HEADER_LEN, HEADER_BYTES as u32);
         for (i, v) in [
             g.channels,
             g.dies_per_channel,
@@ -101,11 +99,11 @@ impl Header {
         .into_iter()
         .enumerate()
         {
-            put32(&mut b, 12 + 4 * i, v);
+            put32(&mut b, GEOMETRY + 4 * i, v);
         }
-        put32(&mut b, 36, z.zone_blocks);
-        b[40..48].copy_from_slice(&z.zone_cap_lbas.unwrap_or(0).to_le_bytes());
-        put32(&mut b, 48, z.nr_zones.unwrap_or(0));
+        put32(&mut b, ZONE_BLOCKS, z.zone_blocks);
+        b[ZONE_CAP..ZONE_CAP + 8].copy_from_slice(&z.zone_cap_lbas.unwrap_or(0).to_le_bytes());
+        put32(&mut b, NR_ZONES, z.nr_zones.unwrap_or(0));
         for (i, v) in [
             z.spare_blocks,
             z.max_open,
@@ -116,9 +114,9 @@ impl Header {
         .into_iter()
         .enumerate()
         {
-            put32(&mut b, 52 + 4 * i, v);
+            put32(&mut b, LIMITS + 4 * i, v);
         }
-        b[72] = u8::from(z.cross_zone_read);
+        b[CROSS_ZONE_READ] = u8::from(z.cross_zone_read);
         let crc = CRC32.checksum(&b[..HEADER_CRC]);
         put32(&mut b, HEADER_CRC, crc);
         b
@@ -126,34 +124,42 @@ impl Header {
 
     /// Checks and reads a header block.
     pub fn decode(b: &[u8]) -> Result<Self, ImageError> {
-        if b.len() < 128 || &b[..8] != MAGIC || get32(b, 8) != FORMAT_VERSION {
+        if b.len() < 128 || &b[..8] != MAGIC || get32(b, VERSION) != FORMAT_VERSION {
             return Err(ImageError::NotAnImage);
         }
-        if CRC32.checksum(&b[..HEADER_CRC]) != get32(b, HEADER_CRC) {
+        if CRC32.checksum(&b[..HEADER_CRC]) != get32(b, HEADER_CRC)
+            || get32(b, HEADER_LEN) as usize != HEADER_BYTES
+        {
             return Err(ImageError::BadHeader);
         }
+        let g = |i: usize| get32(b, GEOMETRY + 4 * i);
         let geometry = Geometry {
-            channels: get32(b, 12),
-            dies_per_channel: get32(b, 16),
-            blocks_per_die: get32(b, 20),
-            pages_per_block: get32(b, 24),
-            page_bytes: get32(b, 28),
-            spare_bytes: get32(b, 32),
+            channels: g(0),
+            dies_per_channel: g(1),
+            blocks_per_die: g(2),
+            pages_per_block: g(3),
+            page_bytes: g(4),
+            spare_bytes: g(5),
         };
+        let pages = u64::from(geometry.blocks()) * u64::from(geometry.pages_per_block);
+        if pages == 0 || pages > MAX_PAGES || geometry.page_bytes != common::LBA_BYTES {
+            return Err(ImageError::BadHeader);
+        }
         let mut cap = [0u8; 8];
-        cap.copy_from_slice(&b[40..48]);
+        cap.copy_from_slice(&b[ZONE_CAP..ZONE_CAP + 8]);
         let cap = u64::from_le_bytes(cap);
-        let nr_zones = get32(b, 48);
+        let nr_zones = get32(b, NR_ZONES);
+        let limit = |i: usize| get32(b, LIMITS + 4 * i);
         let zones = ZoneConfig {
-            zone_blocks: get32(b, 36),
+            zone_blocks: get32(b, ZONE_BLOCKS),
             zone_cap_lbas: (cap != 0).then_some(cap),
             nr_zones: (nr_zones != 0).then_some(nr_zones),
-            spare_blocks: get32(b, 52),
-            max_open: get32(b, 56),
-            max_active: get32(b, 60),
-            zasl_lbas: get32(b, 64),
-            mdts_lbas: get32(b, 68),
-            cross_zone_read: b[72] != 0,
+            spare_blocks: limit(0),
+            max_open: limit(1),
+            max_active: limit(2),
+            zasl_lbas: limit(3),
+            mdts_lbas: limit(4),
+            cross_zone_read: b[CROSS_ZONE_READ] != 0,
         };
         Ok(Header { geometry, zones })
     }
@@ -225,6 +231,12 @@ impl FileStore {
         let pages = header.pages() as usize;
         let erased = vec![state_byte(PageState::Erased); pages.div_ceil(4096) * 4096];
         file.write_all(&erased)?;
+        // The host checks the file's exact length: end it after the last page (the bytes
+        // between are a hole, read as zero, never read while their pages are erased).
+        let g = &header.geometry;
+        let end = header.data_offset() + header.pages() * u64::from(g.page_bytes + g.spare_bytes);
+        file.seek(SeekFrom::Start(end - 1))?;
+        file.write_all(&[0xFF])?;
         Ok(FileStore {
             file,
             header,
@@ -303,7 +315,10 @@ impl PageStore for FileStore {
     fn save(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], state: PageState) {
         let i = self.index(addr);
         if state != PageState::Erased {
-            must("seeking", self.file.seek(SeekFrom::Start(self.page_offset(i))));
+            must(
+                "seeking",
+                self.file.seek(SeekFrom::Start(self.page_offset(i))),
+            );
             must("writing a page", self.file.write_all(data));
             must("writing a spare area", self.file.write_all(spare));
         }
@@ -311,7 +326,10 @@ impl PageStore for FileStore {
             "seeking",
             self.file.seek(SeekFrom::Start(HEADER_BYTES as u64 + i)),
         );
-        must("writing a page state", self.file.write_all(&[state_byte(state)]));
+        must(
+            "writing a page state",
+            self.file.write_all(&[state_byte(state)]),
+        );
         self.states[i as usize] = state;
     }
 }

@@ -49,4 +49,3 @@ unsafe impl defmt::Logger for Logger {
         unsafe { (*ENCODER.0.get()).write(bytes, emit) }
     }
 }
-

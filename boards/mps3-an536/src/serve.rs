@@ -62,7 +62,10 @@ impl Dma for LinkDma<'_> {
         let had = self.output.len();
         if end > had {
             // Bytes the device skips over keep the host's contents.
-            let keep = self.input.get(had..end.min(self.input.len())).unwrap_or(&[]);
+            let keep = self
+                .input
+                .get(had..end.min(self.input.len()))
+                .unwrap_or(&[]);
             self.output.extend_from_slice(keep);
             self.output.resize(end, 0);
         }
