@@ -167,3 +167,29 @@ fn corrupt_and_truncated_frames_are_rejected_and_the_link_recovers() {
     assert_eq!(bytes, data);
     board.stop();
 }
+
+/// Reads and writes 1 MiB over the link and checks it; prints the link's throughput (a
+/// relative figure: QEMU TCG and a polled one-byte UART).
+#[test]
+fn link_throughput() {
+    let device = QemuDevice::start(&QemuOptions::new(None)).expect("QEMU device starts");
+    let driver = device.driver();
+    let data = pattern(1 << 20, 7);
+    let started = std::time::Instant::now();
+    driver.write(0, &data).expect("write 1 MiB");
+    let wrote = started.elapsed();
+    let started = std::time::Instant::now();
+    let back = driver
+        .read(0, (data.len() / LBA_BYTES as usize) as u64)
+        .expect("read 1 MiB");
+    let read = started.elapsed();
+    assert_eq!(back, data);
+    let stats = device.stop().expect("device stops");
+    eprintln!(
+        "link: write {:.0} KiB/s, read {:.0} KiB/s ({} frames, {} retransmits)",
+        1024.0 / wrote.as_secs_f64(),
+        1024.0 / read.as_secs_f64(),
+        stats.frames_sent,
+        stats.retransmits
+    );
+}

@@ -19,13 +19,16 @@ pub enum Action {
     Run,
     /// Boot the self-test image and diff its output against tests/selftest.expected.
     Test,
-    /// Report code (text + rodata) and static RAM (data + bss) of the image.
+    /// Report code (text + rodata) and static RAM (data + bss) of the images.
     Size,
+    /// Build the images (the self-test and the link device that `--device qemu` boots).
+    Build,
 }
 
 const BOARD: &str = "boards/mps3-an536";
 const TARGET: &str = "armv8r-none-eabihf";
 const SELFTEST: &str = "selftest";
+const LINK: &str = "link";
 const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `action`.
@@ -43,28 +46,38 @@ pub fn run(action: Action) -> Result<()> {
         }
         Action::Test => test(),
         Action::Size => {
-            let elf = build()?;
-            let size = size(&elf)?;
-            println!(
-                "{}: code {} bytes (text + rodata), static RAM {} bytes (data + bss)",
-                elf.display(),
-                size.code,
-                size.ram
-            );
+            let selftest = build()?;
+            for elf in [elf_path(LINK), selftest] {
+                let size = size(&elf)?;
+                println!(
+                    "{}: code {} bytes (text + rodata), static RAM {} bytes (data + bss)",
+                    elf.display(),
+                    size.code,
+                    size.ram
+                );
+            }
             Ok(())
         }
+        Action::Build => build().map(|_| ()),
     }
 }
 
-/// Builds the board image (release profile: optimized for size) and returns the ELF's path.
+/// Builds the board images (release profile: optimized for size), the self-test and the link
+/// device, and returns the self-test ELF's path.
 pub fn build() -> Result<PathBuf> {
     let dir = crate::root().join(BOARD);
-    cmd::run(cmd::cross_cargo(&dir).args(["build", "--release", "--bin", SELFTEST]))?;
-    Ok(dir
+    cmd::run(cmd::cross_cargo(&dir).args(["build", "--release", "--bins"]))?;
+    Ok(elf_path(SELFTEST))
+}
+
+/// Where the release build leaves binary `name`.
+fn elf_path(name: &str) -> PathBuf {
+    crate::root()
+        .join(BOARD)
         .join("target")
         .join(TARGET)
         .join("release")
-        .join(SELFTEST))
+        .join(name)
 }
 
 /// Builds the image, boots it, and compares its output with the reference file.

@@ -224,7 +224,9 @@ impl<P: Port + std::fmt::Debug> Link<P> {
             }
         })?;
         let started = Instant::now();
-        let mut wait = self.first_wait;
+        // The emulated UART moves host-to-board bytes at some KiB/s: give a large frame time to
+        // arrive (about 150 us per byte) before calling it lost.
+        let mut wait = self.first_wait + Duration::from_micros(150 * len as u64);
         let mut chunk = vec![0u8; 64 * 1024];
         self.send_frame(len)?;
         loop {
