@@ -2,6 +2,7 @@
 
 use std::{
     fs,
+    io::Read,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -65,8 +66,14 @@ pub fn run(action: Action) -> Result<()> {
 /// Builds the board images (release profile: optimized for size), the self-test and the link
 /// device, and returns the self-test ELF's path.
 pub fn build() -> Result<PathBuf> {
+    crate::deps::require_cross_toolchain()?;
     let dir = crate::root().join(BOARD);
-    cmd::run(cmd::cross_cargo(&dir).args(["build", "--release", "--bins"]))?;
+    let target_dir = dir.join("target");
+    cmd::run(
+        cmd::cross_cargo(&dir)
+            .args(["build", "--locked", "--release", "--bins", "--target-dir"])
+            .arg(&target_dir),
+    )?;
     Ok(elf_path(SELFTEST))
 }
 
@@ -119,44 +126,72 @@ pub struct Boot {
 }
 
 /// Boots `elf` on QEMU's mps3-an536 machine with semihosting, ending it after a time limit.
+/// Its output is read while it runs, so a chatty board never blocks on a full pipe.
 pub fn boot(elf: &Path) -> Result<Boot> {
-    let mut child = Command::new("qemu-system-arm")
-        .args([
-            "-machine",
-            "mps3-an536",
-            "-cpu",
-            "cortex-r52",
-            "-semihosting",
-            "-nographic",
-        ])
-        .args(["-monitor", "none", "-serial", "null"])
-        .arg("-kernel")
-        .arg(elf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut qemu = Command::new("qemu-system-arm");
+    qemu.args([
+        "-machine",
+        "mps3-an536",
+        "-cpu",
+        "cortex-r52",
+        "-semihosting",
+        "-nographic",
+    ])
+    .args(["-monitor", "none", "-serial", "null"])
+    .arg("-kernel")
+    .arg(elf)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = qemu
         .spawn()
         .context("could not start qemu-system-arm: run `cargo xtask deps`")?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let started = std::time::Instant::now();
-    loop {
-        if child.try_wait()?.is_some() {
-            break;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
         }
         if started.elapsed() > QEMU_TIMEOUT {
             child.kill().ok();
             child.wait().ok();
-            bail!(
-                "the board did not finish within {} s",
-                QEMU_TIMEOUT.as_secs()
-            );
+            break None;
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output()?;
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let Some(status) = status else {
+        bail!(
+            "the board did not finish within {} s (`{}`); it printed:\n{stdout}{stderr}",
+            QEMU_TIMEOUT.as_secs(),
+            cmd::show(&qemu)
+        );
+    };
     Ok(Boot {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        code: out.status.code(),
+        stdout,
+        stderr,
+        code: status.code(),
     })
 }
 

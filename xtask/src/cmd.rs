@@ -50,16 +50,25 @@ pub fn cargo(root: &Path) -> Command {
 /// with build-std allowed on that stable compiler.
 pub fn cross_cargo(dir: &Path) -> Command {
     let mut cmd = Command::new("cargo");
-    cmd.arg("+debian-cross")
+    cmd.arg(format!("+{}", crate::deps::CROSS_TOOLCHAIN))
         .current_dir(dir)
         .env("RUSTC_BOOTSTRAP", "1");
-    // Flags meant for the host toolchain must not leak into the cross build.
-    cmd.env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS");
+    // Flags and target directories meant for the host build must not leak into the cross build
+    // (CARGO_ENCODED_RUSTFLAGS and CARGO_TARGET_<TRIPLE>_RUSTFLAGS would replace its link script).
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let leaks = key.ends_with("RUSTFLAGS")
+            || key == "CARGO_TARGET_DIR"
+            || key == "CARGO_BUILD_TARGET_DIR";
+        if leaks {
+            cmd.env_remove(key);
+        }
+    }
     cmd
 }
 
-fn show(cmd: &Command) -> String {
+/// The command line of `cmd`, as it would be typed.
+pub fn show(cmd: &Command) -> String {
     let mut line = cmd.get_program().to_string_lossy().into_owned();
     for arg in cmd.get_args() {
         line.push(' ');

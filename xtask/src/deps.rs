@@ -69,10 +69,10 @@ pub const CROSS_TOOLCHAIN: &str = "debian-cross";
 
 /// Checks and installs everything; see the module docs.
 pub fn run() -> Result<()> {
+    check_rust_components()?;
     let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !installed(p.name)).collect();
     let qemu_ok = qemu_has_board();
-    let cross_linked = cross_toolchain_linked()?;
-    if missing.is_empty() && qemu_ok && cross_linked {
+    if missing.is_empty() && qemu_ok && cross_toolchain_linked()? {
         check_fuse_device()?;
         eprintln!("deps: everything is installed");
         return Ok(());
@@ -92,10 +92,6 @@ pub fn run() -> Result<()> {
     if !qemu_ok {
         steps.push(Step::InstallBackports(QEMU.name));
     }
-    if !cross_linked {
-        steps.push(Step::LinkToolchain);
-    }
-
     for p in &missing {
         eprintln!("deps: missing {} ({})", p.name, p.why);
     }
@@ -105,18 +101,17 @@ pub fn run() -> Result<()> {
             QEMU.name, QEMU.why
         );
     }
-    if !cross_linked {
-        eprintln!("deps: rustup has no `{CROSS_TOOLCHAIN}` toolchain (the Debian cross compiler)");
-    }
 
-    if !is_root() {
-        let mut text = String::from("run these commands as root, then try again:\n");
+    if !steps.is_empty() && !is_root() {
+        let mut text = String::from(
+            "run these commands as root (or with sudo), then run `cargo xtask deps` again:\n",
+        );
         for step in &steps {
             text.push_str("    ");
             text.push_str(&step.shell());
             text.push('\n');
         }
-        bail!("missing tools, and installing them needs root; {text}");
+        bail!("missing packages, and installing them needs root; {text}");
     }
     for step in &steps {
         step.apply()?;
@@ -124,8 +119,54 @@ pub fn run() -> Result<()> {
     if !qemu_has_board() {
         bail!("qemu-system-arm was installed but has no mps3-an536 machine; install it from {BACKPORTS}");
     }
+    // Linking is per user (rustup keeps toolchains in the caller's home), so it never needs root.
+    if !cross_toolchain_linked()? {
+        eprintln!("deps: linking the Debian cross compiler into rustup as `{CROSS_TOOLCHAIN}`");
+        cmd::run(&mut link_command())?;
+        if !cross_toolchain_linked()? {
+            bail!("the `{CROSS_TOOLCHAIN}` toolchain is linked but /usr has no usable rustc, rust-src or rust-lld; reinstall rustc-web rust-web-src rust-web-llvm lld-22");
+        }
+    }
     check_fuse_device()?;
     eprintln!("deps: everything is installed");
+    Ok(())
+}
+
+/// Fails with what to do when the cross toolchain is not ready (for tasks that need it).
+pub fn require_cross_toolchain() -> Result<()> {
+    if !cross_toolchain_linked()? {
+        bail!(
+            "the `{CROSS_TOOLCHAIN}` cross toolchain is not set up: run `cargo xtask deps` first"
+        );
+    }
+    Ok(())
+}
+
+fn link_command() -> Command {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["toolchain", "link", CROSS_TOOLCHAIN, "/usr"]);
+    cmd
+}
+
+/// rustfmt and clippy come with the rustup toolchain and cannot be downloaded here.
+fn check_rust_components() -> Result<()> {
+    for (tool, args) in [
+        ("rustfmt", ["fmt", "--version"]),
+        ("clippy", ["clippy", "--version"]),
+    ] {
+        let ok = Command::new("cargo")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!(
+                "cargo {} is not available: add it with `rustup component add {tool}`",
+                args[0]
+            );
+        }
+    }
     Ok(())
 }
 
@@ -135,7 +176,6 @@ enum Step {
     Update,
     Install(Vec<&'static str>),
     InstallBackports(&'static str),
-    LinkToolchain,
 }
 
 impl Step {
@@ -146,51 +186,64 @@ impl Step {
         )
     }
 
-    fn shell(&self) -> String {
+    fn command(&self) -> Option<Command> {
         match self {
-            Step::AddBackports { uri } => format!(
-                "printf '{}' > {BACKPORTS_SOURCE}",
-                Self::backports_source(uri).replace('\n', "\\n")
-            ),
-            Step::Update => "apt-get update".into(),
+            Step::AddBackports { .. } => None,
+            Step::Update => {
+                let mut cmd = apt();
+                cmd.arg("update");
+                Some(cmd)
+            }
             Step::Install(names) => {
-                format!(
-                    "DEBIAN_FRONTEND=noninteractive apt-get install -y {}",
-                    names.join(" ")
-                )
+                let mut cmd = apt_install();
+                cmd.args(names);
+                Some(cmd)
             }
             Step::InstallBackports(name) => {
-                format!("DEBIAN_FRONTEND=noninteractive apt-get install -y -t {BACKPORTS} {name}")
+                let mut cmd = apt_install();
+                cmd.args(["-t", BACKPORTS, name]);
+                Some(cmd)
             }
-            Step::LinkToolchain => format!("rustup toolchain link {CROSS_TOOLCHAIN} /usr"),
+        }
+    }
+
+    /// The step as a line to paste into a root shell.
+    fn shell(&self) -> String {
+        match (self, self.command()) {
+            (Step::AddBackports { uri }, _) => format!(
+                "printf '{}' | tee {BACKPORTS_SOURCE}",
+                Self::backports_source(uri).replace('\n', "\\n")
+            ),
+            (_, Some(cmd)) => format!("DEBIAN_FRONTEND=noninteractive {}", cmd::show(&cmd)),
+            (_, None) => String::new(),
         }
     }
 
     fn apply(&self) -> Result<()> {
-        match self {
-            Step::AddBackports { uri } => {
+        match (self, self.command()) {
+            (Step::AddBackports { uri }, _) => {
                 eprintln!("+ write {BACKPORTS_SOURCE} (mirror {uri})");
                 fs::write(BACKPORTS_SOURCE, Self::backports_source(uri))
                     .with_context(|| format!("could not write {BACKPORTS_SOURCE}"))
             }
-            Step::Update => cmd::run(Command::new("apt-get").arg("update")),
-            Step::Install(names) => cmd::run(apt_install().args(names)),
-            Step::InstallBackports(name) => cmd::run(apt_install().args(["-t", BACKPORTS, name])),
-            Step::LinkToolchain => cmd::run(Command::new("rustup").args([
-                "toolchain",
-                "link",
-                CROSS_TOOLCHAIN,
-                "/usr",
-            ])),
+            (_, Some(mut cmd)) => cmd::run(&mut cmd),
+            (_, None) => Ok(()),
         }
     }
 }
 
-fn apt_install() -> Command {
+/// apt-get, quiet, waiting for a lock held by the machine's own boot-time apt runs.
+fn apt() -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y", "--no-install-recommends"])
+        .args(["-q", "-o", "DPkg::Lock::Timeout=300"])
         .stdin(Stdio::null());
+    cmd
+}
+
+fn apt_install() -> Command {
+    let mut cmd = apt();
+    cmd.args(["install", "-y", "--no-install-recommends"]);
     cmd
 }
 
@@ -263,13 +316,69 @@ fn apt_sources() -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether an enabled `deb` source already names bookworm-backports.
 fn backports_configured() -> bool {
     apt_sources().iter().any(|(_, text)| {
-        text.lines().any(|line| {
-            let line = line.trim();
-            !line.starts_with('#') && line.split_whitespace().any(|word| word == BACKPORTS)
-        })
+        stanzas(text).any(|st| {
+            st.is_deb()
+                && st.enabled()
+                && st.field("Suites").is_some_and(|s| has_word(s, BACKPORTS))
+        }) || text
+            .lines()
+            .map(str::trim)
+            .any(|l| l.starts_with("deb ") && has_word(l, BACKPORTS))
     })
+}
+
+fn has_word(text: &str, word: &str) -> bool {
+    text.split_whitespace().any(|w| w == word)
+}
+
+/// One deb822 stanza.
+struct Stanza<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl Stanza<'_> {
+    /// A field's value; field names are case-insensitive in deb822.
+    fn field(&self, name: &str) -> Option<&str> {
+        self.lines.iter().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+
+    fn is_deb(&self) -> bool {
+        self.field("Types").is_none_or(|t| has_word(t, "deb"))
+    }
+
+    fn enabled(&self) -> bool {
+        !self
+            .field("Enabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+    }
+}
+
+/// The deb822 stanzas of `text` (separated by blank lines; comments skipped).
+fn stanzas(text: &str) -> impl Iterator<Item = Stanza<'_>> {
+    let mut all = Vec::new();
+    let mut current = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() {
+            if !current.is_empty() {
+                all.push(Stanza {
+                    lines: std::mem::take(&mut current),
+                });
+            }
+        } else if !trimmed.starts_with('#') {
+            current.push(trimmed);
+        }
+    }
+    if !current.is_empty() {
+        all.push(Stanza { lines: current });
+    }
+    all.into_iter()
 }
 
 /// The mirror URI the machine's existing source uses for the `bookworm` suite, read from the
@@ -280,23 +389,11 @@ fn bookworm_mirror() -> Result<String> {
 
 fn mirror_in<'a>(sources: impl Iterator<Item = &'a str>) -> Result<String> {
     for text in sources {
-        // deb822: stanzas separated by blank lines.
-        for stanza in text.split("\n\n") {
-            let field = |name: &str| {
-                stanza.lines().find_map(|l| {
-                    let l = l.trim();
-                    l.strip_prefix(name)
-                        .and_then(|rest| rest.strip_prefix(':'))
-                        .map(str::trim)
-                })
-            };
-            if let (Some(uris), Some(suites)) = (field("URIs"), field("Suites")) {
-                let is_deb =
-                    field("Types").is_none_or(|t| t.split_whitespace().any(|t| t == "deb"));
-                if is_deb && suites.split_whitespace().any(|s| s == "bookworm") {
-                    if let Some(uri) = uris.split_whitespace().next() {
-                        return Ok(uri.to_string());
-                    }
+        for st in stanzas(text) {
+            let suites = st.field("Suites").unwrap_or("");
+            if st.is_deb() && st.enabled() && has_word(suites, "bookworm") {
+                if let Some(uri) = st.field("URIs").and_then(|u| u.split_whitespace().next()) {
+                    return Ok(uri.to_string());
                 }
             }
         }
@@ -330,6 +427,26 @@ mod tests {
         assert_eq!(
             mirror_in([text].into_iter()).unwrap(),
             "http://mirror.example/debian"
+        );
+    }
+
+    /// The machine's own deb822 file, verbatim (comments between fields included).
+    #[test]
+    fn mirror_from_the_machines_debian_sources() {
+        let text = "Types: deb\n# http://snapshot.example/archive/debian/20250520T000000Z\nURIs: http://deb.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\nTypes: deb\n# http://snapshot.example/archive/debian-security/20250520T000000Z\nURIs: http://deb.example/debian-security\nSuites: bookworm-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+        assert_eq!(
+            mirror_in([text].into_iter()).unwrap(),
+            "http://deb.example/debian"
+        );
+    }
+
+    /// A disabled stanza is not a mirror, and blank lines with spaces still separate stanzas.
+    #[test]
+    fn disabled_stanzas_are_skipped() {
+        let text = "Types: deb\nURIs: http://old.example/debian\nSuites: bookworm\nEnabled: no\n  \nTypes: deb\nuris: http://new.example/debian\nsuites: bookworm\n";
+        assert_eq!(
+            mirror_in([text].into_iter()).unwrap(),
+            "http://new.example/debian"
         );
     }
 

@@ -53,6 +53,7 @@ fn clippy() -> Result<()> {
     let root = crate::root();
     cmd::run(cmd::cargo(&root).args([
         "clippy",
+        "--locked",
         "--workspace",
         "--all-targets",
         "--",
@@ -62,27 +63,35 @@ fn clippy() -> Result<()> {
     // The firmware alone, without the emulator feature the rest of the workspace turns on: the
     // code that ships to the controller. (Debian's cross toolchain has no clippy, so the
     // firmware is linted on the host target; the Cortex-R builds below prove it is no_std.)
-    cmd::run(cmd::cargo(&root).args(["clippy", "-p", "firmware", "--lib", "--", "-D", "warnings"]))
+    cmd::run(cmd::cargo(&root).args([
+        "clippy", "--locked", "-p", "firmware", "--lib", "--", "-D", "warnings",
+    ]))
 }
 
 fn host_tests() -> Result<()> {
-    cmd::run(cmd::cargo(&crate::root()).args(["test", "--workspace"]))
+    cmd::run(cmd::cargo(&crate::root()).args(["test", "--locked", "--workspace"]))
 }
 
 fn cortex_r_builds() -> Result<()> {
     let root = crate::root();
     for target in CORTEX_R_TARGETS {
-        cmd::run(cmd::cross_cargo(&root).args([
-            "build",
-            "-p",
-            "firmware",
-            "--release",
-            "--target",
-            target,
-            "-Zbuild-std=core,alloc",
-            "--target-dir",
-            "target/cross",
-        ]))?;
+        // Warnings are errors here too: Cortex-R-only code has no other lint.
+        cmd::run(
+            cmd::cross_cargo(&root)
+                .env("RUSTFLAGS", "-Dwarnings")
+                .args([
+                    "build",
+                    "--locked",
+                    "-p",
+                    "firmware",
+                    "--release",
+                    "--target",
+                    target,
+                    "-Zbuild-std=core,alloc",
+                    "--target-dir",
+                    "target/cross",
+                ]),
+        )?;
     }
     Ok(())
 }

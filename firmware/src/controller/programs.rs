@@ -85,6 +85,9 @@ struct RangeSet {
     output: Vec<u8>,
     /// Incoming bytes of a write-stream execution.
     input: Vec<u8>,
+    /// How many of `input` the running kernel has taken. Kept here, not in the per-slice
+    /// [`Snapshot`], so that a run resumed in a later slice goes on where it stopped.
+    input_at: usize,
     /// The last messages of `csd_log`, oldest first.
     log: VecDeque<Vec<u8>>,
 }
@@ -270,6 +273,7 @@ impl Programs {
             .get_mut(&exec.range_set.0)
             .ok_or(Status::InvalidMemoryRange)?;
         set.input.clear();
+        set.input_at = 0;
         if exec.op == ProgramOp::WriteStream {
             let len = usize::try_from(exec.len).map_err(|_| Status::InvalidField)?;
             if len > self.config.max_output_bytes as usize {
@@ -357,7 +361,7 @@ impl Programs {
         let mut env = Snapshot {
             zones,
             set,
-            input_at: 0,
+            write_stream: exec.op == ProgramOp::WriteStream,
             page: None,
             page_buf: [0; LBA_BYTES as usize],
         };
@@ -397,7 +401,8 @@ impl Programs {
 struct Snapshot<'a, N: Nand> {
     zones: &'a mut ZoneManager<N>,
     set: &'a mut RangeSet,
-    input_at: usize,
+    /// Whether the run is a write stream (the only op with input).
+    write_stream: bool,
     /// The LBA held in `page_buf`.
     page: Option<u64>,
     page_buf: [u8; LBA_BYTES as usize],
@@ -468,10 +473,13 @@ impl<N: Nand> Env for Snapshot<'_, N> {
     }
 
     fn input(&mut self, dst: &mut [u8]) -> Result<usize, HelperError> {
-        let rest = &self.set.input[self.input_at.min(self.set.input.len())..];
+        if !self.write_stream {
+            return Err(HelperError::NotSupported);
+        }
+        let rest = &self.set.input[self.set.input_at.min(self.set.input.len())..];
         let n = rest.len().min(dst.len());
         dst[..n].copy_from_slice(&rest[..n]);
-        self.input_at += n;
+        self.set.input_at += n;
         Ok(n)
     }
 }
