@@ -9,6 +9,8 @@ fn main() {
     // aarch32-rt's linker script, which includes memory.x. Passed from here rather than from
     // rustflags so that no RUSTFLAGS in the environment can drop it.
     println!("cargo:rustc-link-arg-bins=-Tlink.x");
+    // defmt's linker script (the interned log strings the host decodes).
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
 }

@@ -8,6 +8,7 @@
 
 pub mod abi;
 pub mod command;
+pub mod link;
 pub mod program;
 pub mod status;
 pub mod zns;

@@ -6,12 +6,14 @@
 //! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
 //! - [`driver`]: the typed host API over a queue pair.
 //! - [`loader`]: links clang-built eBPF objects into program images.
+//! - [`link`]: the firmware on a board in QEMU, driven over an emulated serial link.
 //!
 //! Nothing in this crate reaches into the firmware's internals: it drives the firmware only
 //! through its public, sans-IO interfaces.
 
 pub mod device;
 pub mod driver;
+pub mod link;
 pub mod loader;
 pub mod nand;
 pub mod units;

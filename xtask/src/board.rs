@@ -20,13 +20,16 @@ pub enum Action {
     Run,
     /// Boot the self-test image and diff its output against tests/selftest.expected.
     Test,
-    /// Report code (text + rodata) and static RAM (data + bss) of the image.
+    /// Report code (text + rodata) and static RAM (data + bss) of the images.
     Size,
+    /// Build the images (the self-test and the link device that `--device qemu` boots).
+    Build,
 }
 
 const BOARD: &str = "boards/mps3-an536";
 const TARGET: &str = "armv8r-none-eabihf";
 const SELFTEST: &str = "selftest";
+const LINK: &str = "link";
 const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Runs `action`.
@@ -44,37 +47,44 @@ pub fn run(action: Action) -> Result<()> {
         }
         Action::Test => test(),
         Action::Size => {
-            let elf = build()?;
-            let size = size(&elf)?;
-            println!(
-                "{}: code {} bytes (text + rodata), static RAM {} bytes (data + bss)",
-                elf.display(),
-                size.code,
-                size.ram
-            );
+            let selftest = build()?;
+            for elf in [elf_path(LINK), selftest] {
+                let size = size(&elf)?;
+                println!(
+                    "{}: code {} bytes (text + rodata), static RAM {} bytes (data + bss)",
+                    elf.display(),
+                    size.code,
+                    size.ram
+                );
+            }
             Ok(())
         }
+        Action::Build => build().map(|_| ()),
     }
 }
 
-/// Builds the board image (release profile: optimized for size) and returns the ELF's path.
+/// Builds the board images (release profile: optimized for size), the self-test and the link
+/// device, and returns the self-test ELF's path.
 pub fn build() -> Result<PathBuf> {
     crate::deps::require_cross_toolchain()?;
     let dir = crate::root().join(BOARD);
     let target_dir = dir.join("target");
     cmd::run(
         cmd::cross_cargo(&dir)
-            .args([
-                "build",
-                "--locked",
-                "--release",
-                "--bin",
-                SELFTEST,
-                "--target-dir",
-            ])
+            .args(["build", "--locked", "--release", "--bins", "--target-dir"])
             .arg(&target_dir),
     )?;
-    Ok(target_dir.join(TARGET).join("release").join(SELFTEST))
+    Ok(elf_path(SELFTEST))
+}
+
+/// Where the release build leaves binary `name`.
+fn elf_path(name: &str) -> PathBuf {
+    crate::root()
+        .join(BOARD)
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join(name)
 }
 
 /// Builds the image, boots it, and compares its output with the reference file.

@@ -18,9 +18,10 @@ pub fn run() -> Result<()> {
         ("fmt", fmt),
         ("kernels", || kernels::build().map(|_| ())),
         ("clippy", clippy),
+        // Before the host tests: they drive the board's link image in QEMU.
+        ("board in QEMU", board::test),
         ("host tests", host_tests),
         ("firmware on Cortex-R", cortex_r_builds),
-        ("board in QEMU", board::test),
     ];
     let mut done = Vec::new();
     for (name, step) in steps {

@@ -1,8 +1,18 @@
 //! Board support for csd on the MPS3 AN536 (Cortex-R52) as QEMU models it.
 //!
 //! All `unsafe`, linker and semihosting detail of the project lives here: the heap, the panic
-//! and exception handlers that report and exit. The firmware crate itself never sees the board.
+//! and exception handlers that report and exit, the UART driver ([`uart`]), the NAND image in
+//! a host file ([`image`]), the defmt logger, and the device end of the serial link
+//! ([`serve`]). The firmware crate itself never sees the board.
 #![no_std]
+
+extern crate alloc;
+
+pub mod image;
+mod log;
+pub mod serve;
+pub mod store;
+pub mod uart;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 

@@ -1,0 +1,224 @@
+//! The device end of the serial link: frames in from the UART, the controller, frames out.
+//!
+//! Stop and wait (see `common::link`): one request at a time, answered before the next is read.
+//! The last response is kept and sent again, without touching the controller, when the host
+//! retransmits a request with the same sequence number, so a lost response never runs a
+//! command twice. Execute Program is served to its end (slice after slice) before answering.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use common::command::{Completion, Submission};
+use common::link::{
+    self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason, MAX_BODY_BYTES,
+    MAX_DATA_BYTES, MAX_FRAME_BYTES,
+};
+use common::{Status, WIRE_VERSION};
+use embedded_io::{Read, Write};
+use firmware::controller::{Controller, Dma, DmaError};
+use firmware::nand::Nand;
+
+/// The submission queue the link's commands belong to.
+const LINK_SQ: u16 = 0;
+
+/// A command's host memory as carried by one request frame and its response.
+struct LinkDma<'a> {
+    /// The host memory the host sent (what the device may read).
+    input: &'a [u8],
+    host_len: usize,
+    /// Host memory from offset 0 to the furthest device write, sent back in the response.
+    output: &'a mut Vec<u8>,
+}
+
+impl Dma for LinkDma<'_> {
+    fn host_len(&self) -> usize {
+        self.host_len
+    }
+
+    fn read_from_host(&mut self, offset: usize, dst: &mut [u8]) -> Result<(), DmaError> {
+        let range = offset..offset.saturating_add(dst.len());
+        match self.input.get(range) {
+            Some(src) => {
+                dst.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(DmaError {
+                offset,
+                len: dst.len(),
+                host_len: self.input.len(),
+            }),
+        }
+    }
+
+    fn write_to_host(&mut self, offset: usize, src: &[u8]) -> Result<(), DmaError> {
+        let end = offset.saturating_add(src.len());
+        if end > self.host_len || end > MAX_DATA_BYTES as usize {
+            return Err(DmaError {
+                offset,
+                len: src.len(),
+                host_len: self.host_len,
+            });
+        }
+        let had = self.output.len();
+        if end > had {
+            // Bytes the device skips over keep the host's contents.
+            let keep = self
+                .input
+                .get(had..end.min(self.input.len()))
+                .unwrap_or(&[]);
+            self.output.extend_from_slice(keep);
+            self.output.resize(end, 0);
+        }
+        self.output[offset..end].copy_from_slice(src);
+        Ok(())
+    }
+}
+
+/// The link server around a controller.
+#[derive(Debug)]
+pub struct Server<N: Nand> {
+    controller: Controller<N>,
+    reader: FrameReader<Vec<u8>>,
+    body: Vec<u8>,
+    /// The last response frame and the sequence number it answered.
+    last: Option<(u32, Vec<u8>)>,
+    output: Vec<u8>,
+    served: u32,
+}
+
+impl<N: Nand> Server<N> {
+    /// A server for `controller`, with its frame buffers allocated.
+    pub fn new(controller: Controller<N>) -> Self {
+        Server {
+            controller,
+            reader: FrameReader::new(vec![0u8; MAX_FRAME_BYTES]),
+            body: vec![0u8; MAX_BODY_BYTES],
+            last: None,
+            output: Vec::new(),
+            served: 0,
+        }
+    }
+
+    /// Serves requests from `port` forever.
+    pub fn run<P: Read + Write>(&mut self, port: &mut P) -> ! {
+        let mut chunk = [0u8; 64];
+        loop {
+            let n = match port.read(&mut chunk) {
+                Ok(n) => n,
+                Err(_) => continue,
+            };
+            for &b in &chunk[..n] {
+                self.take(b, port);
+            }
+        }
+    }
+
+    fn take<P: Write>(&mut self, byte: u8, port: &mut P) {
+        let Some(frame) = self.reader.push(byte) else {
+            return;
+        };
+        let (seq, msg) = match frame.and_then(|f| Ok((f.seq, f.decode::<HostMessage<'_>>()?))) {
+            Ok(v) => v,
+            Err(e) => {
+                defmt::warn!("link: rejected a frame: {}", e);
+                let nak = DeviceMessage::Nak(NakReason::from(e));
+                send(port, &mut self.body, 0, &nak);
+                return;
+            }
+        };
+        match msg {
+            HostMessage::Hello => {
+                self.last = None;
+                let info = DeviceMessage::Hello(DeviceInfo {
+                    wire_version: WIRE_VERSION,
+                    max_data_bytes: MAX_DATA_BYTES,
+                });
+                send(port, &mut self.body, seq, &info);
+            }
+            HostMessage::Request {
+                submission,
+                host_len,
+                data,
+            } => {
+                if let Some((last_seq, frame)) = &self.last {
+                    if *last_seq == seq {
+                        defmt::info!("link: request {} again, sending its response again", seq);
+                        write_all(port, frame);
+                        return;
+                    }
+                }
+                self.output.clear();
+                let completion = serve_one(
+                    &mut self.controller,
+                    &submission,
+                    host_len,
+                    data,
+                    &mut self.output,
+                );
+                let response = DeviceMessage::Response {
+                    completion,
+                    data: &self.output,
+                };
+                let mut frame = vec![0u8; MAX_FRAME_BYTES];
+                let len = link::encode(seq, &response, &mut self.body, &mut frame)
+                    .unwrap_or_else(|_| panic!("a response never outgrows a frame"));
+                frame.truncate(len);
+                write_all(port, &frame);
+                self.last = Some((seq, frame));
+                self.served += 1;
+                if self.served.is_power_of_two() {
+                    defmt::info!("link: {} requests served", self.served);
+                }
+            }
+        }
+    }
+}
+
+/// Runs one command to its completion.
+fn serve_one<N: Nand>(
+    controller: &mut Controller<N>,
+    submission: &Submission,
+    host_len: u32,
+    data: &[u8],
+    output: &mut Vec<u8>,
+) -> Completion {
+    let cid = submission.cid;
+    let host_len = host_len as usize;
+    if host_len > MAX_DATA_BYTES as usize || data.len() > host_len {
+        return Completion::status(cid, Status::DataTransferError);
+    }
+    let mut dma = LinkDma {
+        input: data,
+        host_len,
+        output,
+    };
+    if let Some(done) = controller.submit(LINK_SQ, submission, &mut dma) {
+        return done;
+    }
+    // Execute Program goes on in slices; nothing else is in flight on the link.
+    loop {
+        match controller.poll() {
+            Some((_, done)) if done.cid == cid => return done,
+            Some(_) => {}
+            None if !controller.busy() => {
+                defmt::error!("link: command {} vanished from the run queue", cid.0);
+                return Completion::status(cid, Status::InternalError);
+            }
+            None => {}
+        }
+    }
+}
+
+fn send<P: Write>(port: &mut P, body: &mut [u8], seq: u32, msg: &DeviceMessage<'_>) {
+    let mut frame = [0u8; 64];
+    match link::encode(seq, msg, body, &mut frame) {
+        Ok(len) => write_all(port, &frame[..len]),
+        Err(_) => panic!("a control message never outgrows 64 bytes"),
+    }
+}
+
+fn write_all<P: Write>(port: &mut P, bytes: &[u8]) {
+    // The UART never fails; a port that does loses this frame and the host retransmits.
+    let _ = port.write_all(bytes);
+    let _ = port.flush();
+}

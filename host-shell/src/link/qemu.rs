@@ -1,0 +1,331 @@
+//! The board image in QEMU (`mps3-an536`, Cortex-R52), its UART0 on a Unix socket, and the
+//! device thread's backend over it.
+
+use std::{
+    fs::File,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    process::{Child, Command as Process, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use common::{
+    command::{Command, Completion, Submission},
+    link::DeviceInfo,
+    zns::IdentifyZns,
+    Status,
+};
+
+use super::{reads_host_memory, Link, LinkError, LinkStats};
+use crate::{
+    device::{
+        queue::Entry,
+        runner::{Backend, Runner},
+    },
+    driver::Driver,
+};
+
+/// How to start the board.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// The board's `link` ELF image.
+    pub elf: PathBuf,
+    /// The NAND image file the board opens (created by the board if missing); `None` keeps the
+    /// NAND in board memory.
+    pub image: Option<PathBuf>,
+    /// The QEMU binary.
+    pub qemu: PathBuf,
+    /// Queue pairs the host side offers.
+    pub queues: u16,
+    /// Commands in flight per queue pair.
+    pub queue_depth: usize,
+}
+
+impl QemuOptions {
+    /// The board image built by `cargo xtask board build` in this source tree (or the path in
+    /// `CSD_BOARD_ELF`), over the NAND image `image`.
+    pub fn new(image: Option<PathBuf>) -> Self {
+        let elf = std::env::var_os("CSD_BOARD_ELF")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_elf);
+        QemuOptions {
+            elf,
+            image,
+            qemu: PathBuf::from("qemu-system-arm"),
+            queues: 4,
+            queue_depth: 32,
+        }
+    }
+}
+
+/// Where `cargo xtask board build` leaves the link image.
+pub fn default_elf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../boards/mps3-an536/target/armv8r-none-eabihf/release/link")
+}
+
+/// A QEMU process running the board, and the link to it.
+#[derive(Debug)]
+pub struct QemuBoard {
+    child: Child,
+    link: Link<UnixStream>,
+    dir: PathBuf,
+}
+
+static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+impl QemuBoard {
+    /// Starts QEMU (which waits for the host on the socket, so no byte is lost), connects, and
+    /// opens the session.
+    pub fn start(options: &QemuOptions) -> Result<Self, LinkError> {
+        if !options.elf.is_file() {
+            return Err(LinkError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no board image at {}: build it with `cargo xtask board build`",
+                    options.elf.display()
+                ),
+            )));
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "csd-qemu-{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("uart0.sock");
+        let mut semihosting = String::from("enable=on,target=native,arg=link");
+        if let Some(image) = &options.image {
+            let image = std::path::absolute(image)?;
+            let image = image.to_str().ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "image path is not UTF-8")
+            })?;
+            if image.contains(',') {
+                return Err(LinkError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "QEMU cannot take an image path with a comma",
+                )));
+            }
+            semihosting.push_str(",arg=");
+            semihosting.push_str(image);
+        }
+        let child = Process::new(&options.qemu)
+            .args(["-machine", "mps3-an536", "-cpu", "cortex-r52", "-nographic"])
+            .args(["-monitor", "none", "-semihosting-config", &semihosting])
+            .arg("-serial")
+            .arg(format!("unix:{},server=on,wait=on", socket.display()))
+            .arg("-kernel")
+            .arg(&options.elf)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("defmt.bin"))?)
+            .stderr(File::create(dir.join("qemu.log"))?)
+            .spawn()
+            .map_err(|e| {
+                LinkError::Io(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "could not start {}: {e} (install it with `cargo xtask deps`)",
+                        options.qemu.display()
+                    ),
+                ))
+            })?;
+        let mut board = QemuBoard {
+            child,
+            link: Link::new(connect(&socket)?),
+            dir,
+        };
+        board.link.hello().map_err(|e| board.explain(e))?;
+        Ok(board)
+    }
+
+    /// The link.
+    pub fn link(&mut self) -> &mut Link<UnixStream> {
+        &mut self.link
+    }
+
+    /// QEMU's own messages and the board's panics.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default()
+    }
+
+    /// The board's defmt frames so far (decode with `defmt-print -e ELF`).
+    pub fn defmt_path(&self) -> PathBuf {
+        self.dir.join("defmt.bin")
+    }
+
+    /// Turns a failure into one that says whether QEMU died.
+    fn explain(&mut self, e: LinkError) -> LinkError {
+        match self.child.try_wait() {
+            Ok(Some(status)) => LinkError::Exited(format!("{status}: {}", self.log().trim())),
+            _ => e,
+        }
+    }
+
+    /// Runs one command over the link.
+    pub fn call(
+        &mut self,
+        submission: &Submission,
+        host_len: usize,
+        data: &[u8],
+    ) -> Result<(Completion, Vec<u8>), LinkError> {
+        self.link
+            .call(submission, host_len, data)
+            .map_err(|e| self.explain(e))
+    }
+
+    /// Stops QEMU (the board has no shutdown command: every completed write is already on the
+    /// NAND image, as after a power cut).
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for QemuBoard {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Connects to QEMU's socket, waiting for QEMU to create it.
+fn connect(socket: &Path) -> Result<UnixStream, LinkError> {
+    let started = Instant::now();
+    loop {
+        match UnixStream::connect(socket) {
+            Ok(s) => return Ok(s),
+            Err(e) if started.elapsed() > Duration::from_secs(20) => return Err(e.into()),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// The device thread's backend over the link: one command at a time, answered in full
+/// (Execute Program included), so nothing runs in the background on the host side.
+#[derive(Debug)]
+pub struct QemuBackend {
+    board: QemuBoard,
+}
+
+impl QemuBackend {
+    /// A backend over a started board.
+    pub fn new(board: QemuBoard) -> Self {
+        QemuBackend { board }
+    }
+
+    /// The board.
+    pub fn board(&mut self) -> &mut QemuBoard {
+        &mut self.board
+    }
+}
+
+impl Backend for QemuBackend {
+    fn submit(&mut self, _sqid: u16, entry: &mut Entry) -> Option<Completion> {
+        let sub = entry.submission;
+        let data: &[u8] = if reads_host_memory(&sub.command) {
+            &entry.buffer
+        } else {
+            &[]
+        };
+        match self.board.call(&sub, entry.buffer.len(), data) {
+            Ok((completion, written)) => {
+                let n = written.len().min(entry.buffer.len());
+                entry.buffer[..n].copy_from_slice(&written[..n]);
+                Some(completion)
+            }
+            Err(e) => {
+                eprintln!("csd: {e}");
+                let status = match e {
+                    LinkError::TooLarge { .. } => Status::DataTransferError,
+                    _ => Status::CommandAborted,
+                };
+                Some(Completion::status(sub.cid, status))
+            }
+        }
+    }
+
+    fn poll(&mut self) -> Option<(u16, Completion)> {
+        None
+    }
+
+    fn busy(&self) -> bool {
+        false
+    }
+}
+
+/// A device running in QEMU behind the host's queue pairs: the same driver as in-process.
+#[derive(Debug)]
+pub struct QemuDevice {
+    runner: Runner<QemuBackend>,
+    identify: IdentifyZns,
+    info: DeviceInfo,
+}
+
+impl QemuDevice {
+    /// Starts QEMU with the board image and the device thread in front of it.
+    pub fn start(options: &QemuOptions) -> Result<Self, LinkError> {
+        let mut board = QemuBoard::start(options)?;
+        let info = board.link().info().unwrap_or(DeviceInfo {
+            wire_version: common::WIRE_VERSION,
+            max_data_bytes: common::link::MAX_DATA_BYTES,
+        });
+        let identify = identify(&mut board)?;
+        let runner = Runner::start(QemuBackend::new(board), options.queues, options.queue_depth)?;
+        Ok(QemuDevice {
+            runner,
+            identify,
+            info,
+        })
+    }
+
+    /// A driver on queue pair 0.
+    pub fn driver(&self) -> Driver {
+        self.driver_on(0)
+    }
+
+    /// A driver on queue pair `qid` (modulo the number of queues).
+    pub fn driver_on(&self, qid: u16) -> Driver {
+        Driver::new(self.runner.queue(qid), self.identify)
+    }
+
+    /// What the device said when it started.
+    pub fn identify(&self) -> IdentifyZns {
+        self.identify
+    }
+
+    /// What the board said when the link opened.
+    pub fn info(&self) -> DeviceInfo {
+        self.info
+    }
+
+    /// Stops the device thread and QEMU; returns the link's counters.
+    pub fn stop(self) -> Option<LinkStats> {
+        let mut backend = self.runner.stop()?;
+        let stats = backend.board().link().stats();
+        backend.board.stop();
+        Some(stats)
+    }
+}
+
+/// Asks the board to identify itself.
+fn identify(board: &mut QemuBoard) -> Result<IdentifyZns, LinkError> {
+    let sub = Submission::new(common::command::CommandId(0), Command::Identify);
+    let (done, bytes) = board.call(&sub, 4096, &[])?;
+    if done.status != Status::Success {
+        return Err(LinkError::Io(std::io::Error::other(format!(
+            "the board refused Identify: {}",
+            done.status
+        ))));
+    }
+    postcard::from_bytes(&bytes).map_err(|_| {
+        LinkError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the board's Identify reply is malformed",
+        ))
+    })
+}
