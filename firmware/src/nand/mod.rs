@@ -18,6 +18,7 @@
 //!
 //! The strict emulator in [`sim`] (feature `sim`) panics when a caller breaks these duties.
 
+pub mod image;
 #[cfg(feature = "sim")]
 pub mod sim;
 

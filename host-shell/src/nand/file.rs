@@ -23,11 +23,10 @@ use std::{
 };
 
 use firmware::nand::{
+    image::{decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES},
     sim::{PageState, PageStore},
     Geometry, PageAddr,
 };
-
-use super::image::{Header, HeaderError, HEADER_BYTES};
 
 /// Why an image could not be created or opened.
 #[derive(Debug, thiserror::Error)]
@@ -54,28 +53,6 @@ pub enum ImageError {
 }
 
 const STATE_ERASED: u8 = 0;
-const STATE_PROGRAMMED: u8 = 1;
-const STATE_TORN: u8 = 2;
-const STATE_UNDEFINED: u8 = 3;
-
-fn encode_state(state: PageState) -> u8 {
-    match state {
-        PageState::Erased => STATE_ERASED,
-        PageState::Programmed => STATE_PROGRAMMED,
-        PageState::Torn => STATE_TORN,
-        PageState::Undefined => STATE_UNDEFINED,
-    }
-}
-
-fn decode_state(value: u8) -> Option<PageState> {
-    Some(match value {
-        STATE_ERASED => PageState::Erased,
-        STATE_PROGRAMMED => PageState::Programmed,
-        STATE_TORN => PageState::Torn,
-        STATE_UNDEFINED => PageState::Undefined,
-        _ => return None,
-    })
-}
 
 /// NAND pages in a file. See the module docs.
 #[derive(Debug)]
@@ -89,33 +66,14 @@ pub struct FileStore {
     stride: u64,
 }
 
-/// Where the parts of an image sit, derived from its geometry.
-struct Layout {
-    pages: u64,
-    stride: u64,
-    pages_at: u64,
-    len: u64,
-}
-
-fn layout(g: &Geometry) -> Layout {
-    let pages = u64::from(g.blocks()) * u64::from(g.pages_per_block);
-    let stride = u64::from(g.page_bytes) + u64::from(g.spare_bytes);
-    let states_len = pages.div_ceil(4096) * 4096;
-    let pages_at = HEADER_BYTES as u64 + states_len;
-    Layout {
-        pages,
-        stride,
-        pages_at,
-        len: pages_at + pages * stride,
-    }
-}
-
 impl FileStore {
     /// Creates a new, fully erased image at `path` (which must not exist).
     pub fn create(path: &Path, header: Header) -> Result<Self, ImageError> {
-        super::image::check_geometry(&header.geometry).map_err(|source| ImageError::Header {
-            path: path.into(),
-            source,
+        firmware::nand::image::check_geometry(&header.geometry).map_err(|source| {
+            ImageError::Header {
+                path: path.into(),
+                source,
+            }
         })?;
         let io = |source| ImageError::Io {
             path: path.into(),
@@ -130,7 +88,7 @@ impl FileStore {
                 std::io::ErrorKind::AlreadyExists => ImageError::Exists { path: path.into() },
                 _ => io(e),
             })?;
-        let lay = layout(&header.geometry);
+        let lay = ImageLayout::of(&header.geometry);
         // Sparse: state bytes of zero mean "erased", and erased pages are never read.
         file.set_len(lay.len).map_err(io)?;
         file.write_all_at(&header.encode(), 0).map_err(io)?;
@@ -162,7 +120,7 @@ impl FileStore {
             path: path.into(),
             source,
         })?;
-        let lay = layout(&header.geometry);
+        let lay = ImageLayout::of(&header.geometry);
         if actual != lay.len {
             return Err(ImageError::WrongLength {
                 path: path.into(),

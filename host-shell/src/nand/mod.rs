@@ -4,6 +4,6 @@
 //! gives it storage that outlives the process and a clock.
 
 pub mod file;
-pub mod image;
+pub use firmware::nand::image;
 pub mod preset;
 pub mod timing;

@@ -12,9 +12,10 @@ extern crate alloc;
 use alloc::ffi::CString;
 
 use firmware::controller::{Controller, ProgramConfig};
+use firmware::nand::image::Header;
 use firmware::nand::sim::{RamStore, SimNand};
 use firmware::zns::{MountError, ZoneConfig, ZoneManager};
-use mps3_an536::image::{FileStore, Header};
+use mps3_an536::image::FileStore;
 use mps3_an536::serve::Server;
 use mps3_an536::store::{BoardStore, BOARD_GEOMETRY};
 use mps3_an536::uart::Uart;

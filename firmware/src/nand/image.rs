@@ -21,10 +21,13 @@
 //!     80    4 CRC-32 (ISO-HDLC) of bytes 0..80
 //!     84 4012 zero
 //! ```
-//! After the header: one state byte per page (see [`super::file`]), padded to a multiple of
-//! 4096 bytes, then every page's data and spare bytes, page after page.
+//! After the header: one state byte per page ([`encode_state`]), padded to a multiple of 4096
+//! bytes, then every page's data and spare bytes, page after page ([`ImageLayout`]).
+//!
+//! The one definition of the format: the host shell's image files and the board's semihosting
+//! files both use it, so `csd` and the Cortex-R52 open the same image.
 
-use firmware::{nand::Geometry, zns::ZoneConfig};
+use crate::{nand::Geometry, zns::ZoneConfig};
 
 /// First bytes of every image.
 pub const MAGIC: [u8; 8] = *b"CSDIMAGE";
@@ -52,26 +55,55 @@ const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 /// What an image header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// The NAND's shape.
     pub geometry: Geometry,
+    /// How the zone manager carves it into zones.
     pub zones: ZoneConfig,
 }
 
 /// Why a header was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderError {
-    #[error("it is not a csd device image (no CSDIMAGE signature at its start)")]
+    /// No `CSDIMAGE` signature at the start.
     NotAnImage,
-    #[error(
-        "it is a csd device image of format {found}, but this csd reads format {FORMAT_VERSION}"
-    )]
-    UnsupportedVersion { found: u32 },
-    #[error("its header is corrupt (checksum mismatch)")]
+    /// Another format version.
+    UnsupportedVersion {
+        /// The version the header names.
+        found: u32,
+    },
+    /// The checksum or a fixed field does not match.
     Corrupt,
-    #[error("its header describes an impossible geometry ({0})")]
+    /// The geometry is impossible.
     BadGeometry(&'static str),
-    #[error("it is shorter than its header ({len} bytes)")]
-    Truncated { len: usize },
+    /// Fewer bytes than a header.
+    Truncated {
+        /// Bytes available.
+        len: usize,
+    },
 }
+
+impl core::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HeaderError::NotAnImage => {
+                f.write_str("it is not a csd device image (no CSDIMAGE signature at its start)")
+            }
+            HeaderError::UnsupportedVersion { found } => write!(
+                f,
+                "it is a csd device image of format {found}, but this csd reads format {FORMAT_VERSION}"
+            ),
+            HeaderError::Corrupt => f.write_str("its header is corrupt (checksum mismatch)"),
+            HeaderError::BadGeometry(why) => {
+                write!(f, "its header describes an impossible geometry ({why})")
+            }
+            HeaderError::Truncated { len } => {
+                write!(f, "it is shorter than its header ({len} bytes)")
+            }
+        }
+    }
+}
+
+impl core::error::Error for HeaderError {}
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut v = [0u8; 4];
@@ -200,4 +232,66 @@ pub fn check_geometry(g: &Geometry) -> Result<(), HeaderError> {
         return Err(HeaderError::BadGeometry("more than 2^28 pages"));
     }
     Ok(())
+}
+
+/// Where the parts of an image sit, derived from its geometry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLayout {
+    /// Pages in the array.
+    pub pages: u64,
+    /// Bytes of one page in the file: data then spare.
+    pub stride: u64,
+    /// Offset of the first page state byte.
+    pub states_at: u64,
+    /// Offset of the first page.
+    pub pages_at: u64,
+    /// Length of the whole file.
+    pub len: u64,
+}
+
+impl ImageLayout {
+    /// The layout of an image of `geometry`.
+    pub fn of(geometry: &Geometry) -> Self {
+        let pages = u64::from(geometry.blocks()) * u64::from(geometry.pages_per_block);
+        let stride = u64::from(geometry.page_bytes) + u64::from(geometry.spare_bytes);
+        let states_at = HEADER_BYTES as u64;
+        let pages_at = states_at + pages.div_ceil(4096) * 4096;
+        ImageLayout {
+            pages,
+            stride,
+            states_at,
+            pages_at,
+            len: pages_at + pages * stride,
+        }
+    }
+
+    /// Offset of page `index` (block-major) in the file.
+    pub fn page_offset(&self, index: u64) -> u64 {
+        self.pages_at + index * self.stride
+    }
+}
+
+/// The state byte of a page in an image.
+#[cfg(feature = "sim")]
+pub const fn encode_state(state: crate::nand::sim::PageState) -> u8 {
+    use crate::nand::sim::PageState;
+    match state {
+        PageState::Erased => 0,
+        PageState::Programmed => 1,
+        PageState::Torn => 2,
+        PageState::Undefined => 3,
+    }
+}
+
+/// The page state a state byte stands for; `None` for a byte no image holds.
+#[cfg(feature = "sim")]
+pub const fn decode_state(value: u8) -> Option<crate::nand::sim::PageState> {
+    use crate::nand::sim::PageState;
+    Some(match value {
+        0 => PageState::Erased,
+        1 => PageState::Programmed,
+        2 => PageState::Torn,
+        3 => PageState::Undefined,
+        _ => return None,
+    })
 }
