@@ -6,8 +6,10 @@
 //!   Cortex-R builds of the firmware, the board image and its QEMU self-test.
 //! - `demo`: the main job on a built-in default.
 //! - `kernels`: build the C eBPF kernels with clang.
+//! - `bench [--quick]`: measure csd against its peers.
 //! - `board run|test|size`: the Cortex-R52 image in QEMU.
 
+mod bench;
 mod board;
 mod cmd;
 mod demo;
@@ -37,6 +39,12 @@ enum Task {
     Demo,
     /// Build the C kernels into target/kernels/.
     Kernels,
+    /// Measure csd against its peers; writes target/bench/report.{json,md}.
+    Bench {
+        /// A small version that runs in seconds.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build, run, test or measure the Cortex-R52 board image.
     Board {
         #[command(subcommand)]
@@ -51,6 +59,7 @@ fn main() {
         Task::Test => test::run(),
         Task::Demo => demo::run(),
         Task::Kernels => kernels::build().map(|_| ()),
+        Task::Bench { quick } => bench::run(quick),
         Task::Board { action } => board::run(action),
     };
     if let Err(err) = result {

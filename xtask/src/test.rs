@@ -22,6 +22,8 @@ pub fn run() -> Result<()> {
         ("board in QEMU", board::test),
         ("host tests", host_tests),
         ("firmware on Cortex-R", cortex_r_builds),
+        // The harness's quick run, so it never rots; no figure is asserted.
+        ("bench --quick", || crate::bench::run(true)),
     ];
     let mut done = Vec::new();
     for (name, step) in steps {

@@ -1,0 +1,257 @@
+//! `executor`: this executor against rbpf's interpreter (the goal: at least 2x), rbpf's JIT and
+//! native Rust, on the C kernels over the same data.
+//!
+//! Each kernel is the clang-built object from `target/kernels/`, linked by the host loader; our
+//! executor and rbpf run the same linked instructions over the same bytes, and their outputs
+//! must match before any time counts. Instructions per second use the instruction count our
+//! metered run reports (the same program on the same input takes the same path on both).
+
+mod rbpf_shim;
+
+use std::{path::Path, time::Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use common::abi;
+use firmware::ebpf::{Context, Env, HelperError, Program, Vm};
+use serde::Serialize;
+
+use crate::report::Spread;
+
+/// One kernel's figures.
+#[derive(Debug, Serialize)]
+pub struct KernelFigures {
+    pub kernel: &'static str,
+    pub data_bytes: u64,
+    pub instructions: u64,
+    /// Seconds per run, this executor.
+    pub csd: Spread,
+    pub rbpf_interp: Spread,
+    /// `None` when rbpf's JIT cannot run the kernel (say, bpf-to-bpf calls).
+    pub rbpf_jit: Option<Spread>,
+    pub native: Spread,
+    /// Instructions per second (medians).
+    pub csd_insns_per_s: f64,
+    pub rbpf_interp_insns_per_s: f64,
+    /// rbpf interpreter time / this executor's time (medians).
+    pub speedup_vs_rbpf_interp: f64,
+    pub speedup_vs_rbpf_jit: Option<f64>,
+    /// Native time / this executor's time (below 1: how far from native).
+    pub ratio_vs_native: f64,
+}
+
+struct Kernel {
+    name: &'static str,
+    param0: u64,
+    param1: u64,
+    native: fn(&[u8], u64, u64) -> Vec<u8>,
+}
+
+const KERNELS: [Kernel; 3] = [
+    Kernel {
+        name: "entropy",
+        param0: 0,
+        param1: 0,
+        native: |data, _, _| {
+            tests::reference::histogram_bytes(&tests::reference::entropy_histogram(data))
+        },
+    },
+    Kernel {
+        name: "filter_u32",
+        param0: 0x8000_0000,
+        param1: 0,
+        native: |data, threshold, _| {
+            tests::reference::filter_u32_count(data, threshold)
+                .to_le_bytes()
+                .to_vec()
+        },
+    },
+    Kernel {
+        name: "pattern",
+        param0: u64::from_le_bytes(*b"zone\0\0\0\0"),
+        param1: 4,
+        native: |data, pattern, len| {
+            tests::reference::pattern_count(data, pattern, len)
+                .unwrap_or(0)
+                .to_le_bytes()
+                .to_vec()
+        },
+    },
+];
+
+/// The file a kernel sees, for our executor.
+struct FileEnv<'a> {
+    file: &'a [u8],
+    out: Vec<u8>,
+}
+
+impl Env for FileEnv<'_> {
+    fn read(&mut self, file_off: u64, dst: &mut [u8]) -> Result<usize, HelperError> {
+        let start = (file_off as usize).min(self.file.len());
+        let n = dst.len().min(self.file.len() - start);
+        dst[..n].copy_from_slice(&self.file[start..start + n]);
+        Ok(n)
+    }
+
+    fn emit(&mut self, src: &[u8]) -> Result<(), HelperError> {
+        self.out.extend_from_slice(src);
+        Ok(())
+    }
+
+    fn log(&mut self, _msg: &[u8]) {}
+
+    fn input(&mut self, _dst: &mut [u8]) -> Result<usize, HelperError> {
+        Err(HelperError::NotSupported)
+    }
+}
+
+fn context(len: u64, param0: u64, param1: u64) -> Context {
+    Context {
+        op: abi::op::FILE_JOB,
+        file_size: len,
+        offset: 0,
+        len,
+        param0,
+        param1,
+        out_cap: 1 << 20,
+    }
+}
+
+fn context_bytes(ctx: &Context, scratch_len: u32) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    let fields = [
+        (abi::ctx::OP, ctx.op),
+        (abi::ctx::FILE_SIZE, ctx.file_size),
+        (abi::ctx::OFFSET, ctx.offset),
+        (abi::ctx::LEN, ctx.len),
+        (abi::ctx::PARAM0, ctx.param0),
+        (abi::ctx::PARAM1, ctx.param1),
+        (abi::ctx::OUT_CAP, ctx.out_cap),
+        (abi::ctx::SCRATCH_LEN, u64::from(scratch_len)),
+    ];
+    for (at, value) in fields {
+        b[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    b
+}
+
+/// Sample data: text-like words from a fixed-seed generator.
+pub fn sample_data(len: usize) -> Vec<u8> {
+    const WORDS: [&[u8]; 8] = [
+        b"zone ",
+        b"append ",
+        b"kernel ",
+        b"flash ",
+        b"\x00\x00\x80\xff",
+        b"page ",
+        b"data ",
+        b"near\n",
+    ];
+    let mut out = Vec::with_capacity(len + 8);
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(WORDS[(state % 8) as usize]);
+    }
+    out.truncate(len);
+    out
+}
+
+fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Spread, T)> {
+    let mut times = Vec::with_capacity(reps);
+    let mut last = None;
+    for _ in 0..reps {
+        let started = Instant::now();
+        last = Some(f()?);
+        times.push(started.elapsed().as_secs_f64());
+    }
+    let last = last.context("at least one repetition")?;
+    Ok((Spread::of(&times), last))
+}
+
+/// Measures every kernel over `data_bytes` bytes, `reps` times each.
+pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Vec<KernelFigures>> {
+    let data = sample_data(data_bytes);
+    let scratch_len = abi::DEFAULT_SCRATCH_BYTES;
+    let mut figures = Vec::new();
+    for kernel in &KERNELS {
+        let object = root
+            .join("target/kernels")
+            .join(format!("{}.o", kernel.name));
+        ensure!(
+            object.is_file(),
+            "{} is missing: run `cargo xtask kernels`",
+            object.display()
+        );
+        let image = host_shell::loader::load_object(&object)?;
+        let program = Program::load(&image.to_bytes())?;
+        let ctx = context(data.len() as u64, kernel.param0, kernel.param1);
+
+        let mut vm = Vm::new(scratch_len);
+        let (csd, (r0, stats, out)) = time(reps, || {
+            let mut env = FileEnv {
+                file: &data,
+                out: Vec::new(),
+            };
+            let (r0, stats) = vm.run_to_end(&program, &ctx, &mut env, u64::MAX)?;
+            Ok((r0, stats, env.out))
+        })?;
+        let expected = (kernel.native)(&data, kernel.param0, kernel.param1);
+        if out != expected {
+            bail!(
+                "{}: this executor's output differs from the native computation",
+                kernel.name
+            );
+        }
+
+        let ctx_bytes = context_bytes(&ctx, scratch_len);
+        let mode = rbpf_shim::Mode::Interpreter;
+        let (rbpf_interp, (rbpf_r0, rbpf_out)) = time(reps, || {
+            rbpf_shim::run(&image.text, &data, &ctx_bytes, scratch_len as usize, mode)
+        })?;
+        if (rbpf_r0, &rbpf_out) != (r0, &out) {
+            bail!(
+                "{}: rbpf's interpreter disagrees with this executor",
+                kernel.name
+            );
+        }
+        let rbpf_jit = time(reps, || {
+            rbpf_shim::run(
+                &image.text,
+                &data,
+                &ctx_bytes,
+                scratch_len as usize,
+                rbpf_shim::Mode::Jit,
+            )
+        })
+        .ok()
+        .filter(|(_, (jr0, jout))| (*jr0, jout) == (r0, &out))
+        .map(|(spread, _)| spread);
+
+        let (native, _) = time(reps, || {
+            Ok((kernel.native)(
+                std::hint::black_box(&data),
+                kernel.param0,
+                kernel.param1,
+            ))
+        })?;
+
+        let insns = stats.instructions as f64;
+        figures.push(KernelFigures {
+            kernel: kernel.name,
+            data_bytes: data.len() as u64,
+            instructions: stats.instructions,
+            csd_insns_per_s: insns / csd.median,
+            rbpf_interp_insns_per_s: insns / rbpf_interp.median,
+            speedup_vs_rbpf_interp: rbpf_interp.median / csd.median,
+            speedup_vs_rbpf_jit: rbpf_jit.map(|jit| jit.median / csd.median),
+            ratio_vs_native: native.median / csd.median,
+            csd,
+            rbpf_interp,
+            rbpf_jit,
+            native,
+        });
+    }
+    Ok(figures)
+}
