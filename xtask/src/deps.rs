@@ -53,7 +53,12 @@ const PACKAGES: &[Package] = &[
     },
     Package {
         name: "lld-22",
-        why: "rust-lld, the linker of the Cortex-R builds",
+        why: "the LLVM linker behind rust-lld",
+    },
+    // Only recommended by rustc-web, and we install without recommends.
+    Package {
+        name: "rust-web-llvm",
+        why: "rust-lld (a link to lld-22), the linker of the board image",
     },
 ];
 
@@ -274,12 +279,12 @@ fn cross_toolchain_linked() -> Result<bool> {
     let linked = list
         .lines()
         .any(|l| l.split_whitespace().next() == Some(CROSS_TOOLCHAIN));
-    // A link to a /usr without the Debian compiler is as good as none.
-    Ok(
-        linked
-            && Path::new("/usr/bin/rustc").exists()
-            && Path::new("/usr/lib/rustlib/src").exists(),
-    )
+    // A link to a /usr without the Debian compiler is as good as none; `exists` follows
+    // rust-lld's link, so a dangling one (lld-22 missing) counts as missing too.
+    Ok(linked
+        && Path::new("/usr/bin/rustc").exists()
+        && Path::new("/usr/lib/rustlib/src").exists()
+        && Path::new("/usr/bin/rust-lld").exists())
 }
 
 fn is_root() -> bool {
