@@ -53,8 +53,14 @@ fn main() {
     let memcpy_s = started.elapsed().as_secs_f64();
 
     let mb = bytes as f64 / 1e6;
-    println!("appended {:.0} MB in {}-byte appends over {total_zones} zones", mb, append_bytes);
+    println!(
+        "appended {:.0} MB in {}-byte appends over {total_zones} zones",
+        mb, append_bytes
+    );
     println!("zone append: {:>9.1} MB/s", mb / append_s);
     println!("memcpy:      {:>9.1} MB/s", mb / memcpy_s);
-    println!("ratio:       {:>9.3} (append / memcpy)", (mb / append_s) / (mb / memcpy_s));
+    println!(
+        "ratio:       {:>9.3} (append / memcpy)",
+        (mb / append_s) / (mb / memcpy_s)
+    );
 }

@@ -5,6 +5,7 @@
 //!   the firmware's).
 //! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
 //! - [`driver`]: the typed host API over a queue pair.
+//! - [`lfs`]: the log-structured file system on the zones.
 //! - [`loader`]: links clang-built eBPF objects into program images.
 //!
 //! Nothing in this crate reaches into the firmware's internals: it drives the firmware only
@@ -12,6 +13,7 @@
 
 pub mod device;
 pub mod driver;
+pub mod lfs;
 pub mod loader;
 pub mod nand;
 pub mod units;

@@ -41,6 +41,10 @@ pub struct DeviceOptions {
     pub timing: Option<TimingModel>,
     /// Limits of the computational side.
     pub programs: ProgramConfig,
+    /// Fault injection for power-loss tests: the NAND loses power after this many operations
+    /// (counted from when the device starts, power-on recovery included); the operation in
+    /// flight is torn and every later command fails. `None` in normal use.
+    pub power_cut_after_ops: Option<u64>,
 }
 
 impl Default for DeviceOptions {
@@ -50,6 +54,7 @@ impl Default for DeviceOptions {
             queue_depth: 32,
             timing: None,
             programs: ProgramConfig::default(),
+            power_cut_after_ops: None,
         }
     }
 }
@@ -125,8 +130,11 @@ impl Device<RamStore> {
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
         let nand = Timed::new(SimNand::new(geometry), options.timing.unwrap_or(NO_TIMING));
-        let manager =
+        let mut manager =
             ZoneManager::format(nand, zones).map_err(|e| DeviceError::Format(e.to_string()))?;
+        if let Some(n) = options.power_cut_after_ops {
+            manager.nand_mut().inner_mut().cut_power_after_ops(n);
+        }
         Self::start(manager, options)
     }
 }
@@ -139,10 +147,11 @@ impl<S: Media> Device<S> {
         options: DeviceOptions,
         name: &str,
     ) -> Result<Self, DeviceError> {
-        let nand = Timed::new(
-            SimNand::with_store(store),
-            options.timing.unwrap_or(NO_TIMING),
-        );
+        let mut sim = SimNand::with_store(store);
+        if let Some(n) = options.power_cut_after_ops {
+            sim.cut_power_after_ops(n);
+        }
+        let nand = Timed::new(sim, options.timing.unwrap_or(NO_TIMING));
         let manager = ZoneManager::mount(nand, zones).map_err(|e| DeviceError::Mount {
             path: name.to_string(),
             reason: mount_reason(&e),
