@@ -74,13 +74,28 @@ impl State {
         }))
     }
 
+    /// Where block `b` of `ino` is on the device, and how many blocks continue the run (or,
+    /// for a hole, how many blocks the hole has). Blocks cut by a buffered truncation are
+    /// holes even while the device's map still has them.
+    pub(super) fn device_block(&self, ino: InodeNo, b: u64) -> Result<(Option<u64>, u64)> {
+        let inode = self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)?;
+        let trunc = self.dirty.get(&ino).and_then(|d| d.trunc).map(blocks_of);
+        match trunc {
+            Some(t) if b >= t => Ok((None, u64::MAX)),
+            Some(t) => {
+                let (lba, run) = inode.extents.lookup(b);
+                Ok((lba, run.min(t - b)))
+            }
+            None => Ok(inode.extents.lookup(b)),
+        }
+    }
+
     /// Block `b` of `ino` as it is now (buffered, on the device, or zeros).
     fn load_block(&mut self, ino: InodeNo, b: u64) -> Result<Vec<u8>> {
         if let Some(block) = self.dirty.get(&ino).and_then(|d| d.blocks.get(&b)) {
             return Ok(block.clone());
         }
-        let inode = self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)?;
-        match inode.extents.lookup(b).0 {
+        match self.device_block(ino, b)?.0 {
             Some(lba) => {
                 self.stats.data_read_blocks += 1;
                 Ok(self.driver.read(lba, 1)?)
@@ -111,10 +126,7 @@ impl State {
         let (first, last) = (offset / BLOCK_BYTES as u64, (end - 1) / BLOCK_BYTES as u64);
         // Admission: blocks that will take new space must fit.
         let mapped = |s: &State, b: u64| {
-            s.meta
-                .inodes
-                .get(&ino)
-                .is_some_and(|i| i.extents.lookup(b).0.is_some())
+            s.device_block(ino, b).is_ok_and(|(lba, _)| lba.is_some())
                 || s.dirty.get(&ino).is_some_and(|d| d.blocks.contains_key(&b))
         };
         let new = (first..=last).filter(|&b| !mapped(self, b)).count() as u64;
@@ -195,8 +207,7 @@ impl State {
                 b += 1;
                 continue;
             }
-            let inode = self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)?;
-            let (lba, run) = inode.extents.lookup(b);
+            let (lba, run) = self.device_block(ino, b)?;
             // Stop the run at the next buffered block.
             let next_dirty = self
                 .dirty

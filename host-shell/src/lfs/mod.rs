@@ -193,6 +193,7 @@ impl State {
             });
         }
         // Holes become zero blocks: an extent list has no way to say "zeros".
+        self.flush_file(ino)?;
         let blocks = meta::blocks_of(attr.size);
         let mut b = 0;
         while b < blocks {
