@@ -41,9 +41,9 @@ pub struct DeviceOptions {
     pub timing: Option<TimingModel>,
     /// Limits of the computational side.
     pub programs: ProgramConfig,
-    /// Fault injection for power-loss tests: the NAND loses power after this many operations
-    /// (counted from when the device starts, power-on recovery included); the operation in
-    /// flight is torn and every later command fails. `None` in normal use.
+    /// Fault injection for power-loss tests: the NAND loses power after this many operations,
+    /// counted from when the device is ready (after format or power-on recovery); the
+    /// operation in flight is torn and every later command fails. `None` in normal use.
     pub power_cut_after_ops: Option<u64>,
 }
 
@@ -130,11 +130,8 @@ impl Device<RamStore> {
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
         let nand = Timed::new(SimNand::new(geometry), options.timing.unwrap_or(NO_TIMING));
-        let mut manager =
+        let manager =
             ZoneManager::format(nand, zones).map_err(|e| DeviceError::Format(e.to_string()))?;
-        if let Some(n) = options.power_cut_after_ops {
-            manager.nand_mut().inner_mut().cut_power_after_ops(n);
-        }
         Self::start(manager, options)
     }
 }
@@ -147,11 +144,10 @@ impl<S: Media> Device<S> {
         options: DeviceOptions,
         name: &str,
     ) -> Result<Self, DeviceError> {
-        let mut sim = SimNand::with_store(store);
-        if let Some(n) = options.power_cut_after_ops {
-            sim.cut_power_after_ops(n);
-        }
-        let nand = Timed::new(sim, options.timing.unwrap_or(NO_TIMING));
+        let nand = Timed::new(
+            SimNand::with_store(store),
+            options.timing.unwrap_or(NO_TIMING),
+        );
         let manager = ZoneManager::mount(nand, zones).map_err(|e| DeviceError::Mount {
             path: name.to_string(),
             reason: mount_reason(&e),
@@ -160,9 +156,12 @@ impl<S: Media> Device<S> {
     }
 
     fn start(
-        manager: ZoneManager<Timed<SimNand<S>>>,
+        mut manager: ZoneManager<Timed<SimNand<S>>>,
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
+        if let Some(n) = options.power_cut_after_ops {
+            manager.nand_mut().inner_mut().cut_power_after_ops(n);
+        }
         let identify = manager.identify();
         let counters = Arc::new(Counters::default());
         let backend = InProcess::new(

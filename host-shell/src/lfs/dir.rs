@@ -18,7 +18,7 @@ pub struct Entry {
 pub const FIRST_COOKIE: u64 = 3;
 
 /// A directory's entries.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Dir {
     entries: BTreeMap<Vec<u8>, Entry>,
     by_cookie: BTreeMap<u64, Vec<u8>>,
@@ -34,6 +34,16 @@ impl Default for Dir {
         }
     }
 }
+
+/// Equal when the entries are: the next cookie is not stored (after a remount it restarts
+/// above the highest cookie in use).
+impl PartialEq for Dir {
+    fn eq(&self, other: &Dir) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Dir {}
 
 impl Dir {
     pub fn get(&self, name: &[u8]) -> Option<Entry> {
