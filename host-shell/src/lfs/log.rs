@@ -191,8 +191,17 @@ pub fn replay(
                 pos = zones.zslba(next);
             }
             ChunkKind::Image | ChunkKind::Log => {
-                if (header.kind == ChunkKind::Image) != in_image {
-                    return Err(corrupted(format!("a chunk of the wrong kind at LBA {pos}")));
+                if header.kind == ChunkKind::Log && in_image {
+                    return Err(corrupted(format!("a log chunk inside the image at LBA {pos}")));
+                }
+                if header.kind == ChunkKind::Image && !in_image {
+                    // A later checkpoint whose record never landed: its image restates the
+                    // state replayed so far, and the log may go on after it.
+                    pos += blocks;
+                    log_blocks += blocks;
+                    seq += 1;
+                    index = index.saturating_add(1);
+                    continue;
                 }
                 let payload = header
                     .payload(&bytes)
