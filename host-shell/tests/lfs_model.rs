@@ -97,11 +97,14 @@ fn run(seed: u64, ops: usize, remount_every: usize) {
                     0,
                     0,
                 );
-                if model.contains_key(&path) {
-                    assert!(matches!(r, Err(LfsError::Exists)), "{path}: {r:?}");
-                } else {
-                    r.expect("create");
-                    model.insert(path, Node::File(Vec::new()));
+                match model.entry(path) {
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        assert!(matches!(r, Err(LfsError::Exists)), "{}: {r:?}", e.key())
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        r.expect("create");
+                        e.insert(Node::File(Vec::new()));
+                    }
                 }
             }
             1..=3 => {

@@ -138,9 +138,8 @@ impl State {
             let block_start = b * BLOCK_BYTES as u64;
             let from = (offset.max(block_start) - block_start) as usize;
             let to = ((end - block_start) as usize).min(BLOCK_BYTES);
-            let mut block = if from == 0 && to == BLOCK_BYTES {
-                vec![0; BLOCK_BYTES]
-            } else if block_start >= attr.size {
+            let whole = from == 0 && to == BLOCK_BYTES;
+            let mut block = if whole || block_start >= attr.size {
                 vec![0; BLOCK_BYTES]
             } else {
                 self.load_block(ino, b)?

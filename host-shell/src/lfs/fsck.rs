@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::checkpoint::find_latest;
-use super::format::BLOCK_BYTES;
 use super::inode::{FileKind, InodeNo};
 use super::layout::{Zones, CKPT_ZONES};
 use super::log::replay;
@@ -182,19 +181,18 @@ impl State {
                 );
             }
         }
-        for z in 0..self.zones.nr() as usize {
-            if live[z] != self.meta.live[z] {
+        for (z, &found) in live.iter().enumerate() {
+            if found != self.meta.live[z] {
                 p(
                     "space",
                     format!(
-                        "zone {z} holds {} live blocks but is counted as {}",
-                        live[z], self.meta.live[z]
+                        "zone {z} holds {found} live blocks but is counted as {}",
+                        self.meta.live[z]
                     ),
                 );
             }
             let zone = z as u32;
-            if device.wp[z] > 0 && live[z] == 0 && self.zones.pins[z] == 0 && !self.is_special(zone)
-            {
+            if device.wp[z] > 0 && found == 0 && self.zones.pins[z] == 0 && !self.is_special(zone) {
                 p(
                     "space",
                     format!("zone {z} holds nothing live but was not reset"),
@@ -319,7 +317,6 @@ impl State {
                 format!("the next inode number {} is in use", self.meta.next_ino),
             );
         }
-        let _ = BLOCK_BYTES;
         out
     }
 }

@@ -192,7 +192,9 @@ pub fn replay(
             }
             ChunkKind::Image | ChunkKind::Log => {
                 if header.kind == ChunkKind::Log && in_image {
-                    return Err(corrupted(format!("a log chunk inside the image at LBA {pos}")));
+                    return Err(corrupted(format!(
+                        "a log chunk inside the image at LBA {pos}"
+                    )));
                 }
                 if header.kind == ChunkKind::Image && !in_image {
                     // A later checkpoint whose record never landed: its image restates the

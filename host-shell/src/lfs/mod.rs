@@ -2,8 +2,8 @@
 //!
 //! Nothing is overwritten in place: file data is appended to a hot zone, data the cleaner
 //! moves to a cold zone, metadata changes to a stream of checksummed chunks in metadata
-//! zones, and checkpoints (an image of all metadata plus a one-block record in zones 0 and
-//! 1) bound the replay at mount. `fsync` makes a file durable by writing its buffered
+//! zones, and checkpoints (an image of all metadata plus a one-block record in zones 0
+//! and 1) bound the replay at mount. `fsync` makes a file durable by writing its buffered
 //! blocks and then the log; after a power cut, mount replays the log from the latest
 //! checkpoint up to the first torn chunk, so every fsync'ed byte is there and every
 //! operation that was not synced is either wholly there or not at all.
