@@ -5,6 +5,7 @@
 //!   the firmware's).
 //! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
 //! - [`driver`]: the typed host API over a queue pair.
+//! - [`lfs`]: the log-structured file system on the zones.
 //! - [`loader`]: links clang-built eBPF objects into program images.
 //! - [`link`]: the firmware on a board in QEMU, driven over an emulated serial link.
 //!
@@ -13,6 +14,7 @@
 
 pub mod device;
 pub mod driver;
+pub mod lfs;
 pub mod link;
 pub mod loader;
 pub mod nand;

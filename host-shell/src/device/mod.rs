@@ -41,6 +41,10 @@ pub struct DeviceOptions {
     pub timing: Option<TimingModel>,
     /// Limits of the computational side.
     pub programs: ProgramConfig,
+    /// Fault injection for power-loss tests: the NAND loses power after this many operations,
+    /// counted from when the device is ready (after format or power-on recovery); the
+    /// operation in flight is torn and every later command fails. `None` in normal use.
+    pub power_cut_after_ops: Option<u64>,
 }
 
 impl Default for DeviceOptions {
@@ -50,6 +54,7 @@ impl Default for DeviceOptions {
             queue_depth: 32,
             timing: None,
             programs: ProgramConfig::default(),
+            power_cut_after_ops: None,
         }
     }
 }
@@ -151,9 +156,12 @@ impl<S: Media> Device<S> {
     }
 
     fn start(
-        manager: ZoneManager<Timed<SimNand<S>>>,
+        mut manager: ZoneManager<Timed<SimNand<S>>>,
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
+        if let Some(n) = options.power_cut_after_ops {
+            manager.nand_mut().inner_mut().cut_power_after_ops(n);
+        }
         let identify = manager.identify();
         let counters = Arc::new(Counters::default());
         let backend = InProcess::new(

@@ -1,0 +1,131 @@
+//! Checkpoints: the whole metadata state written as an image into the metadata stream, and a
+//! one-block record in the checkpoint log (zones 0 and 1) pointing at it. The record also
+//! carries the superblock's fields, so the checkpoint log is the superblock log too: mount
+//! takes the valid record with the highest sequence number in either zone.
+
+use super::error::{bug, Result};
+use super::format::{encode_records, CheckpointRecord, ChunkHeader, ChunkKind, BLOCK_BYTES};
+use super::layout::{Zones, CKPT_ZONES};
+use super::State;
+use crate::driver::Driver;
+
+/// The checkpoint log's writer state.
+#[derive(Debug, Clone, Copy)]
+pub struct CkptLog {
+    /// The zone the latest record is in.
+    pub zone: u32,
+    /// The latest record (its sequence, and the fields every record repeats).
+    pub last: CheckpointRecord,
+}
+
+/// The newest valid checkpoint record in the checkpoint zones, and its zone.
+pub fn find_latest(driver: &Driver, zones: &Zones) -> Result<Option<CkptLog>> {
+    let mut best: Option<CkptLog> = None;
+    for zone in CKPT_ZONES {
+        let written = zones.wp[zone as usize];
+        if written == 0 {
+            continue;
+        }
+        let bytes = match driver.read(zones.zslba(zone), written) {
+            Ok(b) => b,
+            // A damaged zone: the other one holds the latest record.
+            Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for block in bytes.chunks(BLOCK_BYTES) {
+            let Some(rec) = CheckpointRecord::decode(block) else {
+                continue;
+            };
+            if rec.zone_size_lbas != zones.zone_lbas
+                || rec.zone_cap_lbas != zones.cap
+                || rec.nr_zones != zones.nr()
+            {
+                continue;
+            }
+            if best.is_none_or(|b| rec.seq > b.last.seq) {
+                best = Some(CkptLog { zone, last: rec });
+            }
+        }
+    }
+    Ok(best)
+}
+
+impl State {
+    /// Writes a checkpoint: flushes every dirty file and the log, writes the image of the
+    /// whole state into the stream (into a fresh zone if the stream has no clean end), then
+    /// the record; zones the new chain no longer holds are reset.
+    pub(super) fn checkpoint(&mut self) -> Result<()> {
+        self.flush_all_files()?;
+        if self.stream.tail.is_some() {
+            self.flush_log()?;
+        } else if !self.stream.pending.is_empty() {
+            // The pending records go into the image instead of the (broken) log.
+            self.stream.pending.clear();
+        }
+        let records = self.meta.image();
+        if self.stream.tail.is_none() {
+            let zone = self.take_reserved_zone()?;
+            self.stream.tail = Some(zone);
+            self.stream.chain.push(zone);
+        }
+        // The image starts where the stream ends now.
+        let cap = ChunkHeader::capacity(self.stream.max_chunk_blocks);
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        let mut current = Vec::new();
+        for r in records {
+            let bytes = encode_records(std::slice::from_ref(&r));
+            if !current.is_empty() && current.len() + bytes.len() > cap {
+                chunks.push(std::mem::take(&mut current));
+            }
+            current.extend_from_slice(&bytes);
+        }
+        chunks.push(current);
+        let mut start: Option<(u64, u64, usize)> = None;
+        let mut blocks = 0;
+        for payload in &chunks {
+            let before_seq = self.stream.next_seq;
+            let chain_len = self.stream.chain.len();
+            blocks += self.append_chunk(ChunkKind::Image, payload)?;
+            if start.is_none() {
+                // The first image chunk is the last chunk written (a link may precede it).
+                let tail = self.stream.tail.ok_or_else(|| bug("no stream tail"))?;
+                let blocks_of_chunk = ChunkHeader::blocks_for(payload.len()) as u64;
+                let lba = self.zones.zslba(tail) + self.zones.wp[tail as usize] - blocks_of_chunk;
+                let linked = self.stream.chain.len() - chain_len;
+                start = Some((lba, before_seq + linked as u64, self.stream.chain.len() - 1));
+            }
+        }
+        let (image_lba, image_seq, chain_at) = start.ok_or_else(|| bug("an empty image"))?;
+        let image_chunks = (self.stream.next_seq - image_seq) as u32;
+        let rec = CheckpointRecord {
+            seq: self.ckpt.last.seq + 1,
+            image_lba,
+            image_seq,
+            image_chunks,
+            ..self.ckpt.last
+        };
+        self.write_ckpt_record(rec)?;
+        self.stream.chain.drain(..chain_at);
+        self.stream.log_blocks = 0;
+        self.stream.image_blocks = blocks;
+        self.stats.checkpoints += 1;
+        for z in self.reclaimable_zones() {
+            self.reset_zone(z)?;
+        }
+        Ok(())
+    }
+
+    fn write_ckpt_record(&mut self, rec: CheckpointRecord) -> Result<()> {
+        let mut zone = self.ckpt.zone;
+        if self.zones.room(zone) == 0 {
+            let other = CKPT_ZONES[usize::from(zone == CKPT_ZONES[0])];
+            self.reset_zone(other)?;
+            zone = other;
+        }
+        let lba = self.driver.append(self.zones.zslba(zone), rec.encode())?;
+        self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + 1;
+        self.ckpt = CkptLog { zone, last: rec };
+        self.stats.meta_blocks += 1;
+        Ok(())
+    }
+}

@@ -1,0 +1,357 @@
+//! File data: a write buffer of whole blocks per file, flushed out of place to the hot zone
+//! on fsync, release, pressure or checkpoint, and the read path that merges it with the
+//! blocks on the device.
+//!
+//! The bytes of a file's last block past its size are always zero on the device (new blocks
+//! start zeroed; truncation zeroes the tail), so growing a file never shows stale bytes.
+
+use std::collections::BTreeMap;
+
+use super::error::{bug, LfsError, Result};
+use super::extent::Run;
+use super::format::{Record, ZoneUse, BLOCK_BYTES};
+use super::inode::{Attr, FileKind, InodeNo, Time};
+use super::meta::blocks_of;
+use super::State;
+
+/// Largest file.
+pub const MAX_FILE_BYTES: u64 = 1 << 40;
+/// Dirty blocks of one file that trigger its flush.
+const FILE_DIRTY_LIMIT: usize = 256;
+/// Dirty blocks of all files that trigger a flush.
+const TOTAL_DIRTY_LIMIT: usize = 2048;
+
+/// A file's changes not yet on the device.
+#[derive(Debug, Clone)]
+pub struct Dirty {
+    /// The file's current attributes (size, times).
+    pub attr: Attr,
+    /// Whole blocks by file block number.
+    pub blocks: BTreeMap<u64, Vec<u8>>,
+    /// The smallest size the file was truncated to since the last flush.
+    pub trunc: Option<u64>,
+}
+
+impl State {
+    /// The current attributes of `ino`, buffered changes included.
+    pub(super) fn attr(&self, ino: InodeNo) -> Result<Attr> {
+        if let Some(d) = self.dirty.get(&ino) {
+            return Ok(d.attr);
+        }
+        self.meta
+            .inodes
+            .get(&ino)
+            .map(|i| i.attr)
+            .ok_or(LfsError::NotFound)
+    }
+
+    /// Dirty blocks that are not mapped on the device yet (new space they will take).
+    pub(super) fn dirty_new_blocks(&self) -> u64 {
+        let mut n = 0;
+        for (ino, d) in &self.dirty {
+            let Some(inode) = self.meta.inodes.get(ino) else {
+                continue;
+            };
+            n += d
+                .blocks
+                .keys()
+                .filter(|&&b| inode.extents.lookup(b).0.is_none())
+                .count() as u64;
+        }
+        n
+    }
+
+    fn total_dirty(&self) -> usize {
+        self.dirty.values().map(|d| d.blocks.len()).sum()
+    }
+
+    fn dirty_entry(&mut self, ino: InodeNo) -> Result<&mut Dirty> {
+        let attr = self.attr(ino)?;
+        Ok(self.dirty.entry(ino).or_insert_with(|| Dirty {
+            attr,
+            blocks: BTreeMap::new(),
+            trunc: None,
+        }))
+    }
+
+    /// Where block `b` of `ino` is on the device, and how many blocks continue the run (or,
+    /// for a hole, how many blocks the hole has). Blocks cut by a buffered truncation are
+    /// holes even while the device's map still has them.
+    pub(super) fn device_block(&self, ino: InodeNo, b: u64) -> Result<(Option<u64>, u64)> {
+        let inode = self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)?;
+        let trunc = self.dirty.get(&ino).and_then(|d| d.trunc).map(blocks_of);
+        match trunc {
+            Some(t) if b >= t => Ok((None, u64::MAX)),
+            Some(t) => {
+                let (lba, run) = inode.extents.lookup(b);
+                Ok((lba, run.min(t - b)))
+            }
+            None => Ok(inode.extents.lookup(b)),
+        }
+    }
+
+    /// Block `b` of `ino` as it is now (buffered, on the device, or zeros).
+    fn load_block(&mut self, ino: InodeNo, b: u64) -> Result<Vec<u8>> {
+        if let Some(block) = self.dirty.get(&ino).and_then(|d| d.blocks.get(&b)) {
+            return Ok(block.clone());
+        }
+        match self.device_block(ino, b)?.0 {
+            Some(lba) => {
+                self.stats.data_read_blocks += 1;
+                Ok(self.driver.read(lba, 1)?)
+            }
+            None => Ok(vec![0; BLOCK_BYTES]),
+        }
+    }
+
+    fn file_attr(&self, ino: InodeNo) -> Result<Attr> {
+        let attr = self.attr(ino)?;
+        match attr.kind {
+            FileKind::File => Ok(attr),
+            FileKind::Dir => Err(LfsError::IsDir),
+            FileKind::Symlink => Err(LfsError::InvalidArgument("not a regular file")),
+        }
+    }
+
+    /// Writes `data` at `offset` of file `ino` into its buffer.
+    pub(super) fn write(&mut self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
+        let attr = self.file_attr(ino)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_BYTES)
+            .ok_or(LfsError::FileTooBig)?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let (first, last) = (offset / BLOCK_BYTES as u64, (end - 1) / BLOCK_BYTES as u64);
+        // Admission: blocks that will take new space must fit.
+        let mapped = |s: &State, b: u64| {
+            s.device_block(ino, b).is_ok_and(|(lba, _)| lba.is_some())
+                || s.dirty.get(&ino).is_some_and(|d| d.blocks.contains_key(&b))
+        };
+        let new = (first..=last).filter(|&b| !mapped(self, b)).count() as u64;
+        if self.used_blocks() + new > self.capacity_blocks() {
+            return Err(LfsError::NoSpace);
+        }
+        let mut pos = 0usize;
+        for b in first..=last {
+            let block_start = b * BLOCK_BYTES as u64;
+            let from = (offset.max(block_start) - block_start) as usize;
+            let to = ((end - block_start) as usize).min(BLOCK_BYTES);
+            let whole = from == 0 && to == BLOCK_BYTES;
+            let mut block = if whole || block_start >= attr.size {
+                vec![0; BLOCK_BYTES]
+            } else {
+                self.load_block(ino, b)?
+            };
+            block[from..to].copy_from_slice(&data[pos..pos + (to - from)]);
+            pos += to - from;
+            self.dirty_entry(ino)?.blocks.insert(b, block);
+        }
+        let now = Time::now();
+        let d = self.dirty_entry(ino)?;
+        d.attr.size = d.attr.size.max(end);
+        d.attr.mtime = now;
+        d.attr.ctime = now;
+        if d.blocks.len() >= FILE_DIRTY_LIMIT || self.total_dirty() >= TOTAL_DIRTY_LIMIT {
+            self.flush_file(ino)?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Sets the size of file `ino`.
+    pub(super) fn truncate(&mut self, ino: InodeNo, size: u64) -> Result<()> {
+        let attr = self.file_attr(ino)?;
+        if size > MAX_FILE_BYTES {
+            return Err(LfsError::FileTooBig);
+        }
+        if size < attr.size {
+            let keep = blocks_of(size);
+            let tail = size % BLOCK_BYTES as u64;
+            let partial = if tail != 0 {
+                let mut block = self.load_block(ino, keep - 1)?;
+                block[tail as usize..].fill(0);
+                Some(block)
+            } else {
+                None
+            };
+            let d = self.dirty_entry(ino)?;
+            d.blocks.retain(|&b, _| b < keep);
+            d.trunc = Some(d.trunc.map_or(size, |t| t.min(size)));
+            if let Some(block) = partial {
+                d.blocks.insert(keep - 1, block);
+            }
+        }
+        let now = Time::now();
+        let d = self.dirty_entry(ino)?;
+        d.attr.size = size;
+        d.attr.mtime = now;
+        d.attr.ctime = now;
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at `offset` of file `ino`.
+    pub(super) fn read(&mut self, ino: InodeNo, offset: u64, len: u32) -> Result<Vec<u8>> {
+        let attr = self.file_attr(ino)?;
+        if offset >= attr.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = attr.size.min(offset + u64::from(len));
+        let (first, last) = (offset / BLOCK_BYTES as u64, (end - 1) / BLOCK_BYTES as u64);
+        let mut out = Vec::with_capacity(((last - first + 1) as usize) * BLOCK_BYTES);
+        let mut b = first;
+        while b <= last {
+            if let Some(block) = self.dirty.get(&ino).and_then(|d| d.blocks.get(&b)) {
+                out.extend_from_slice(block);
+                b += 1;
+                continue;
+            }
+            let (lba, run) = self.device_block(ino, b)?;
+            // Stop the run at the next buffered block.
+            let next_dirty = self
+                .dirty
+                .get(&ino)
+                .and_then(|d| d.blocks.range(b..).next().map(|(&k, _)| k))
+                .unwrap_or(u64::MAX);
+            let n = run.min(last + 1 - b).min(next_dirty - b);
+            match lba {
+                Some(lba) => {
+                    out.extend(self.driver.read(lba, n)?);
+                    self.stats.data_read_blocks += n;
+                }
+                None => out.resize(out.len() + n as usize * BLOCK_BYTES, 0),
+            }
+            b += n;
+        }
+        let skip = (offset - first * BLOCK_BYTES as u64) as usize;
+        out.drain(..skip);
+        out.truncate((end - offset) as usize);
+        Ok(out)
+    }
+
+    /// Appends `data` (whole blocks) to the hot or cold zone; returns where it landed.
+    pub(super) fn write_data(&mut self, use_: ZoneUse, data: &[u8]) -> Result<Vec<Run>> {
+        let mut runs = Vec::new();
+        let mut rest = data;
+        let max_piece = self.driver.info().zasl_lbas.max(1) as u64;
+        while !rest.is_empty() {
+            let active = match use_ {
+                ZoneUse::Cold => self.meta.cold,
+                _ => self.meta.hot,
+            };
+            let zone = match active {
+                Some(z) if self.zones.room(z) > 0 => z,
+                _ => self.open_data_zone(use_)?,
+            };
+            let blocks = (rest.len() / BLOCK_BYTES) as u64;
+            let n = blocks.min(self.zones.room(zone)).min(max_piece);
+            let (piece, tail) = rest.split_at(n as usize * BLOCK_BYTES);
+            let lba = self.driver.append(self.zones.zslba(zone), piece.to_vec())?;
+            self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + n;
+            self.stats.data_write_blocks += n;
+            runs.push(Run { lba, count: n });
+            rest = tail;
+        }
+        Ok(runs)
+    }
+
+    /// Opens a new hot or cold zone (the old one, if any, is full).
+    fn open_data_zone(&mut self, use_: ZoneUse) -> Result<u32> {
+        let old = match use_ {
+            ZoneUse::Cold => self.meta.cold,
+            _ => self.meta.hot,
+        };
+        let zone = match use_ {
+            ZoneUse::Cold => self.take_reserved_zone()?,
+            _ => self.take_user_zone()?,
+        };
+        self.clock += 1;
+        let mut records = Vec::new();
+        if let Some(old) = old {
+            let born = self.meta.born.get(&old).copied().unwrap_or(0);
+            records.push(Record::Zone {
+                zone: old,
+                use_: ZoneUse::Data,
+                born,
+            });
+        }
+        records.push(Record::Zone {
+            zone,
+            use_,
+            born: self.clock,
+        });
+        self.commit(records)?;
+        if let Some(old) = old {
+            self.finish_zone(old)?;
+        }
+        Ok(zone)
+    }
+
+    /// Writes the buffered blocks of `ino` and logs its new map and attributes in one
+    /// transaction.
+    pub(super) fn flush_file(&mut self, ino: InodeNo) -> Result<()> {
+        let Some(d) = self.dirty.remove(&ino) else {
+            return Ok(());
+        };
+        if !self.meta.inodes.contains_key(&ino) {
+            return Err(bug(format!(
+                "inode {} has buffered data but no inode",
+                ino.0
+            )));
+        }
+        let result = self.write_dirty(ino, &d);
+        if result.is_err() {
+            // Keep the buffer: a later flush may find room (nothing of it was logged).
+            self.dirty.insert(ino, d);
+        }
+        result
+    }
+
+    fn write_dirty(&mut self, ino: InodeNo, d: &Dirty) -> Result<()> {
+        let keep = blocks_of(d.attr.size);
+        let mut records = Vec::new();
+        if let Some(t) = d.trunc {
+            records.push(Record::Truncate { ino, size: t });
+        }
+        // Runs of consecutive file blocks, written together.
+        let blocks: Vec<(u64, &Vec<u8>)> = d
+            .blocks
+            .iter()
+            .filter(|(b, _)| **b < keep)
+            .map(|(b, v)| (*b, v))
+            .collect();
+        let mut i = 0;
+        while i < blocks.len() {
+            let mut j = i + 1;
+            while j < blocks.len() && blocks[j].0 == blocks[j - 1].0 + 1 {
+                j += 1;
+            }
+            let data: Vec<u8> = blocks[i..j]
+                .iter()
+                .flat_map(|(_, b)| b.iter().copied())
+                .collect();
+            let mut file_block = blocks[i].0;
+            for run in self.write_data(ZoneUse::Hot, &data)? {
+                records.push(Record::Map {
+                    ino,
+                    file_block,
+                    lba: run.lba,
+                    count: run.count as u32,
+                });
+                file_block += run.count;
+            }
+            i = j;
+        }
+        records.push(Record::Inode(d.attr));
+        self.commit(records)
+    }
+
+    /// Flushes every file's buffer.
+    pub(super) fn flush_all_files(&mut self) -> Result<()> {
+        let inos: Vec<InodeNo> = self.dirty.keys().copied().collect();
+        for ino in inos {
+            self.flush_file(ino)?;
+        }
+        Ok(())
+    }
+}

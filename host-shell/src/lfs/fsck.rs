@@ -1,0 +1,322 @@
+//! fsck: checks every invariant of a mounted file system against the device.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::checkpoint::find_latest;
+use super::inode::{FileKind, InodeNo};
+use super::layout::{Zones, CKPT_ZONES};
+use super::log::replay;
+use super::meta::blocks_of;
+use super::State;
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// A stable short name of the check that failed (for `--json`).
+    pub check: &'static str,
+    /// What exactly is wrong, naming inodes, zones and LBAs.
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.check, self.detail)
+    }
+}
+
+impl State {
+    /// Every problem found; the caller has flushed the log so that media and memory agree.
+    pub(super) fn fsck(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut p = |check: &'static str, detail: String| out.push(Problem { check, detail });
+        let report = match self.driver.all_zones() {
+            Ok(r) => r,
+            Err(e) => {
+                p("device", format!("the zone report failed: {e}"));
+                return out;
+            }
+        };
+        let device = Zones::from_report(self.zones.zone_lbas, self.zones.cap, &report);
+        for z in 0..self.zones.nr() as usize {
+            if device.wp[z] < self.zones.wp[z] {
+                p(
+                    "write-pointer",
+                    format!(
+                        "zone {z}: the device has {} blocks written, the file system counts {}",
+                        device.wp[z], self.zones.wp[z]
+                    ),
+                );
+            }
+        }
+
+        // The metadata on the media replays to the state in memory (all checksums hold).
+        match find_latest(&self.driver, &device) {
+            Ok(Some(c)) if c.last == self.ckpt.last => {
+                let r = c.last;
+                match replay(
+                    &self.driver,
+                    &device,
+                    r.fs_id,
+                    r.image_lba,
+                    r.image_seq,
+                    r.image_chunks,
+                ) {
+                    Ok(rep) => {
+                        if rep.next_seq != self.stream.next_seq {
+                            p(
+                                "metadata-log",
+                                format!(
+                                    "the log replays to chunk {} but {} were written",
+                                    rep.next_seq, self.stream.next_seq
+                                ),
+                            );
+                        }
+                        for (ino, inode) in &self.meta.inodes {
+                            match rep.meta.inodes.get(ino) {
+                                None => p(
+                                    "metadata-log",
+                                    format!("inode {} is not on the media", ino.0),
+                                ),
+                                Some(m) if m != inode => p(
+                                    "metadata-log",
+                                    format!("inode {} on the media differs from memory", ino.0),
+                                ),
+                                _ => {}
+                            }
+                        }
+                        for ino in rep.meta.inodes.keys() {
+                            if !self.meta.inodes.contains_key(ino) {
+                                p(
+                                    "metadata-log",
+                                    format!("inode {} is on the media but was freed", ino.0),
+                                );
+                            }
+                        }
+                        if (rep.meta.hot, rep.meta.cold, &rep.meta.born)
+                            != (self.meta.hot, self.meta.cold, &self.meta.born)
+                        {
+                            p(
+                                "metadata-log",
+                                "the zone uses on the media differ from memory".into(),
+                            );
+                        }
+                    }
+                    Err(e) => p("metadata-log", format!("replay failed: {e}")),
+                }
+            }
+            Ok(Some(c)) => p(
+                "checkpoint",
+                format!(
+                    "the latest checkpoint on the media is {} but {} was written",
+                    c.last.seq, self.ckpt.last.seq
+                ),
+            ),
+            Ok(None) => p("checkpoint", "no valid checkpoint record".into()),
+            Err(e) => p(
+                "checkpoint",
+                format!("reading the checkpoint log failed: {e}"),
+            ),
+        }
+
+        // Extents: inside a data zone, below its write pointer, never shared.
+        let mut runs: Vec<(u64, u64, InodeNo)> = Vec::new();
+        let mut live = vec![0u64; self.zones.nr() as usize];
+        for (ino, inode) in &self.meta.inodes {
+            if inode.attr.kind != FileKind::File && !inode.extents.is_empty() {
+                p(
+                    "extent",
+                    format!("inode {} is not a file but maps blocks", ino.0),
+                );
+            }
+            let last = blocks_of(inode.attr.size);
+            for (fb, run) in inode.extents.iter() {
+                let z = self.meta.zone_of(run.lba);
+                let off = run.lba % self.zones.zone_lbas;
+                if z >= self.zones.nr() || CKPT_ZONES.contains(&z) || self.stream.chain.contains(&z)
+                {
+                    p(
+                        "extent",
+                        format!(
+                            "inode {} block {fb}: LBA {} is not in a data zone",
+                            ino.0, run.lba
+                        ),
+                    );
+                    continue;
+                }
+                if off + run.count > device.wp[z as usize] {
+                    p(
+                        "extent",
+                        format!(
+                            "inode {} block {fb}: LBAs {}..{} pass zone {z}'s write pointer",
+                            ino.0,
+                            run.lba,
+                            run.lba + run.count
+                        ),
+                    );
+                }
+                if fb + run.count > last {
+                    p(
+                        "extent",
+                        format!(
+                            "inode {} maps block {} past its size {}",
+                            ino.0,
+                            fb + run.count - 1,
+                            inode.attr.size
+                        ),
+                    );
+                }
+                live[z as usize] += run.count;
+                runs.push((run.lba, run.count, *ino));
+            }
+        }
+        runs.sort();
+        for w in runs.windows(2) {
+            if w[0].0 + w[0].1 > w[1].0 {
+                p(
+                    "shared-block",
+                    format!(
+                        "LBA {} is mapped by inode {} and inode {}",
+                        w[1].0, w[0].2 .0, w[1].2 .0
+                    ),
+                );
+            }
+        }
+        for (z, &found) in live.iter().enumerate() {
+            if found != self.meta.live[z] {
+                p(
+                    "space",
+                    format!(
+                        "zone {z} holds {found} live blocks but is counted as {}",
+                        self.meta.live[z]
+                    ),
+                );
+            }
+            let zone = z as u32;
+            if device.wp[z] > 0 && found == 0 && self.zones.pins[z] == 0 && !self.is_special(zone) {
+                p(
+                    "space",
+                    format!("zone {z} holds nothing live but was not reset"),
+                );
+            }
+        }
+
+        // The tree: connected from the root, entries name live inodes of their kind, link
+        // counts match.
+        let mut links: BTreeMap<InodeNo, u32> = BTreeMap::new();
+        let mut seen_dirs: BTreeMap<InodeNo, u32> = BTreeMap::new();
+        let mut queue = VecDeque::from([InodeNo::ROOT]);
+        if !self.meta.inodes.contains_key(&InodeNo::ROOT) {
+            p("tree", "the root directory is missing".into());
+        }
+        while let Some(d) = queue.pop_front() {
+            let Some(inode) = self.meta.inodes.get(&d) else {
+                continue;
+            };
+            let Some(dir) = &inode.dir else {
+                p(
+                    "tree",
+                    format!("inode {} is listed as a directory but is not one", d.0),
+                );
+                continue;
+            };
+            let mut subdirs = 0;
+            for (name, e) in dir.iter() {
+                let shown = String::from_utf8_lossy(name);
+                match self.meta.inodes.get(&e.ino) {
+                    None => p(
+                        "tree",
+                        format!(
+                            "directory {} entry {shown:?} names missing inode {}",
+                            d.0, e.ino.0
+                        ),
+                    ),
+                    Some(child) if child.attr.kind != e.kind => p(
+                        "tree",
+                        format!("directory {} entry {shown:?} has the wrong kind", d.0),
+                    ),
+                    Some(child) => {
+                        *links.entry(e.ino).or_insert(0) += 1;
+                        if e.kind == FileKind::Dir {
+                            subdirs += 1;
+                            if child.attr.parent != d {
+                                p(
+                                    "tree",
+                                    format!(
+                                        "directory {} sits in {} but names {} as its parent",
+                                        e.ino.0, d.0, child.attr.parent.0
+                                    ),
+                                );
+                            }
+                            let n = seen_dirs.entry(e.ino).or_insert(0);
+                            *n += 1;
+                            if *n == 1 {
+                                queue.push_back(e.ino);
+                            } else {
+                                p(
+                                    "tree",
+                                    format!("directory {} has more than one name", e.ino.0),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            if inode.attr.nlink != 2 + subdirs {
+                p(
+                    "link-count",
+                    format!(
+                        "directory {} has nlink {} but {} subdirectories",
+                        d.0, inode.attr.nlink, subdirs
+                    ),
+                );
+            }
+        }
+        for (ino, inode) in &self.meta.inodes {
+            if *ino == InodeNo::ROOT || inode.attr.kind == FileKind::Dir {
+                if *ino != InodeNo::ROOT && !seen_dirs.contains_key(ino) {
+                    p(
+                        "tree",
+                        format!("directory {} is not reachable from the root", ino.0),
+                    );
+                }
+                continue;
+            }
+            let n = links.get(ino).copied().unwrap_or(0);
+            let open = self.open.get(ino).copied().unwrap_or(0) > 0;
+            if n != inode.attr.nlink {
+                p(
+                    "link-count",
+                    format!(
+                        "inode {} has nlink {} but {} names",
+                        ino.0, inode.attr.nlink, n
+                    ),
+                );
+            }
+            if n == 0 && !open {
+                p(
+                    "tree",
+                    format!("inode {} has no name and no open handle", ino.0),
+                );
+            }
+            if inode.attr.kind == FileKind::Symlink && inode.attr.size != inode.target.len() as u64
+            {
+                p(
+                    "symlink",
+                    format!(
+                        "symlink {} has size {} but a {}-byte target",
+                        ino.0,
+                        inode.attr.size,
+                        inode.target.len()
+                    ),
+                );
+            }
+        }
+        if self.meta.next_ino <= self.meta.inodes.keys().next_back().map_or(0, |i| i.0) {
+            p(
+                "inode-numbers",
+                format!("the next inode number {} is in use", self.meta.next_ino),
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,210 @@
+//! Inodes: numbers, kinds, attributes, times and the POSIX permission check.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::error::{LfsError, Result};
+
+/// An inode number. The root directory is [`InodeNo::ROOT`], as FUSE expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InodeNo(pub u64);
+
+impl InodeNo {
+    pub const ROOT: InodeNo = InodeNo(1);
+}
+
+/// What an inode is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File = 1,
+    Dir = 2,
+    Symlink = 3,
+}
+
+impl FileKind {
+    pub fn from_u8(v: u8) -> Option<FileKind> {
+        match v {
+            1 => Some(FileKind::File),
+            2 => Some(FileKind::Dir),
+            3 => Some(FileKind::Symlink),
+            _ => None,
+        }
+    }
+
+    /// The `S_IFMT` bits of this kind.
+    pub fn mode_bits(self) -> u32 {
+        match self {
+            FileKind::File => 0o100000,
+            FileKind::Dir => 0o040000,
+            FileKind::Symlink => 0o120000,
+        }
+    }
+}
+
+/// A time stamp: seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Time {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Time {
+    /// The wall clock now.
+    pub fn now() -> Time {
+        Time::from(SystemTime::now())
+    }
+}
+
+impl From<SystemTime> for Time {
+    fn from(t: SystemTime) -> Time {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Time {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                if d.subsec_nanos() == 0 {
+                    Time {
+                        sec: -(d.as_secs() as i64),
+                        nsec: 0,
+                    }
+                } else {
+                    Time {
+                        sec: -(d.as_secs() as i64) - 1,
+                        nsec: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An inode's attributes, as getattr reports them and the metadata log stores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: InodeNo,
+    pub kind: FileKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    /// Bytes (for a symlink, its target's length).
+    pub size: u64,
+    pub atime: Time,
+    pub mtime: Time,
+    pub ctime: Time,
+    /// For a directory, the directory holding it (the root's is itself); otherwise unused.
+    pub parent: InodeNo,
+}
+
+impl Attr {
+    /// The full `st_mode`.
+    pub fn mode(&self) -> u32 {
+        self.kind.mode_bits() | u32::from(self.perm)
+    }
+}
+
+/// The attributes a setattr may change; `None` leaves one as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits (the file type bits are ignored).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<Time>,
+    pub mtime: Option<Time>,
+}
+
+/// Access mask bits, as `access(2)` has them.
+pub mod access {
+    pub const F_OK: u32 = 0;
+    pub const X_OK: u32 = 1;
+    pub const W_OK: u32 = 2;
+    pub const R_OK: u32 = 4;
+}
+
+/// POSIX permission check of `mask` (`R_OK | W_OK | X_OK`) for a caller (`uid`, `gid`) on
+/// `attr`: the owner's bits if the caller owns it, else the group's if in its group, else the
+/// others'. Root may read and write anything, and execute when any execute bit is set (or it
+/// is a directory).
+pub fn check_access(attr: &Attr, uid: u32, gid: u32, mask: u32) -> Result<()> {
+    let mask = mask & 0o7;
+    if mask == access::F_OK {
+        return Ok(());
+    }
+    let perm = u32::from(attr.perm);
+    if uid == 0 {
+        let exec_ok = attr.kind == FileKind::Dir || perm & 0o111 != 0;
+        return if mask & access::X_OK == 0 || exec_ok {
+            Ok(())
+        } else {
+            Err(LfsError::PermissionDenied)
+        };
+    }
+    let bits = if uid == attr.uid {
+        (perm >> 6) & 0o7
+    } else if gid == attr.gid {
+        (perm >> 3) & 0o7
+    } else {
+        perm & 0o7
+    };
+    if bits & mask == mask {
+        Ok(())
+    } else {
+        Err(LfsError::PermissionDenied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(perm: u16, kind: FileKind) -> Attr {
+        Attr {
+            ino: InodeNo(2),
+            kind,
+            perm,
+            uid: 1000,
+            gid: 100,
+            nlink: 1,
+            size: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            parent: InodeNo::ROOT,
+        }
+    }
+
+    /// Owner, group and other bits apply in that order of precedence; root bypasses r/w.
+    #[test]
+    fn posix_access_rules() {
+        use access::*;
+        let a = attr(0o640, FileKind::File);
+        assert!(check_access(&a, 1000, 1, R_OK | W_OK).is_ok());
+        assert!(check_access(&a, 1000, 1, X_OK).is_err());
+        assert!(check_access(&a, 2000, 100, R_OK).is_ok());
+        assert!(check_access(&a, 2000, 100, W_OK).is_err());
+        assert!(check_access(&a, 2000, 7, R_OK).is_err());
+        assert!(check_access(&a, 0, 0, R_OK | W_OK).is_ok());
+        assert!(check_access(&a, 0, 0, X_OK).is_err());
+        assert!(check_access(&attr(0o000, FileKind::Dir), 0, 0, X_OK).is_ok());
+        // The owner's bits decide even when the group's would allow more.
+        let b = attr(0o070, FileKind::File);
+        assert!(check_access(&b, 1000, 100, R_OK).is_err());
+    }
+
+    /// Times before the epoch keep nanoseconds positive.
+    #[test]
+    fn time_before_epoch() {
+        let t = Time::from(UNIX_EPOCH - std::time::Duration::from_millis(1500));
+        assert_eq!(
+            t,
+            Time {
+                sec: -2,
+                nsec: 500_000_000
+            }
+        );
+    }
+}
