@@ -3,6 +3,7 @@
 use firmware::nand::Geometry;
 
 use super::timing::TimingModel;
+use crate::units::Bytes;
 
 /// A named NAND shape and timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -15,7 +16,10 @@ pub enum Preset {
 
 /// The capacity asked for does not fit the preset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a {preset} device holds between {min} and {max} bytes in steps of {step} bytes; {asked} does not fit")]
+#[error(
+    "a {preset} device holds between {} and {} in steps of {}; {} ({asked} bytes) does not fit",
+    Bytes(*min), Bytes(*max), Bytes(*step), Bytes(*asked)
+)]
 pub struct CapacityError {
     preset: &'static str,
     asked: u64,
@@ -116,7 +120,7 @@ mod tests {
     #[test]
     fn odd_capacity_is_refused() {
         let err = Preset::Small.geometry((64 << 20) + 4096).unwrap_err();
-        assert!(err.to_string().contains("steps of 1048576 bytes"), "{err}");
+        assert!(err.to_string().contains("steps of 1.0 MiB"), "{err}");
         assert!(Preset::Small.geometry(0).is_err());
     }
 }
