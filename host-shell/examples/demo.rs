@@ -1,40 +1,77 @@
 //! The main job on a built-in default, run by `cargo xtask demo` (which first builds the
 //! kernels with clang): `cargo run --release -p host-shell --example demo`.
 //!
-//! Makes a device image (ZN540 preset, timing model on), writes 64 MiB of sample data into its
-//! zones, and computes the data's Shannon entropy twice: the regular way (read every block over
-//! the host link, count bytes on the host) and offloaded (the clang-built `entropy.o` kernel
-//! runs on the device next to the data; only its 2 KiB histogram crosses the link). It prints
-//! both results, the bytes that crossed the link for each, and the modeled device time.
+//! Makes a device image (ZN540 preset, timing model on) with a file system, mounts it with
+//! FUSE in a temporary directory, writes 64 MiB of sample data with ordinary file I/O, copies
+//! the clang-built `entropy.o` into the mount, and computes the file's Shannon entropy twice:
+//! the regular way (read the file through the mount: every byte crosses the host link) and
+//! offloaded (`setxattr user.csd.file_job /kernels/entropy.o`: the kernel runs on the device
+//! next to the data, and `getxattr user.csd.result` returns its 2 KiB histogram). It prints
+//! both results, the bytes that crossed the link for each (the device's link counters), and
+//! unmounts, also when a step fails.
 
-use std::time::Instant;
-
-use anyhow::{bail, Context, Result};
-use common::{
-    program::{ExecOutcome, ExecuteProgram, Extent, ProgramOp, ProgramSlot, RangeSetId},
-    LBA_BYTES,
+use std::{
+    fs,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
+
+use anyhow::{anyhow, bail, Context, Result};
 use host_shell::{
     device::{create_image, DeviceOptions, FileDevice},
-    loader,
+    fuse::{self, MountConfig},
+    lfs::Lfs,
     nand::{image::Header, preset::Preset},
     units::Bytes,
 };
 
 const DATA_BYTES: usize = 64 << 20;
 
-fn main() -> Result<()> {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(std::path::PathBuf::from)
-        .context("the workspace root")?;
-    let dir = root.join("target/demo");
-    std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    let image = dir.join("device.img");
-    if image.exists() {
-        std::fs::remove_file(&image)
-            .with_context(|| format!("could not remove {}", image.display()))?;
+/// Unmounts the session and waits for it (and its checkpoint) when dropped.
+struct Unmount {
+    unmounter: fuser::SessionUnmounter,
+    session: Option<JoinHandle<Result<(), fuse::ServeError>>>,
+}
+
+impl Unmount {
+    fn finish(mut self) -> Result<()> {
+        self.unmounter.unmount().context("could not unmount")?;
+        match self.session.take().map(JoinHandle::join) {
+            Some(Ok(served)) => served.context("the mount did not end cleanly"),
+            Some(Err(_)) => bail!("the mount's thread panicked"),
+            None => Ok(()),
+        }
     }
+}
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = self.unmounter.unmount();
+            let _ = session.join();
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .context("the workspace root")?;
+    let object = root.join("target/kernels/entropy.o");
+    if !object.is_file() {
+        bail!(
+            "{} is missing: build the kernels with `cargo xtask kernels`",
+            object.display()
+        );
+    }
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let image = dir.path().join("device.img");
+    let mnt = dir.path().join("mnt");
+    fs::create_dir(&mnt).context("the mount point")?;
 
     let preset = Preset::Zn540;
     let geometry = preset.geometry(preset.default_capacity())?;
@@ -44,121 +81,123 @@ fn main() -> Result<()> {
         timing: Some(preset.timing()),
         ..DeviceOptions::default()
     };
-    let device = FileDevice::open(&image, options)?;
+    let device = Arc::new(FileDevice::open(&image, options)?);
     let driver = device.driver();
+    Lfs::mkfs(&driver, 0, 0)?;
     let info = *driver.info();
     println!(
-        "device  {} ({} preset): {} zones of {}, {} channels x {} dies",
-        image.display(),
+        "device  {} preset: {} zones of {}, {} channels x {} dies; mounted on {}",
         preset.name(),
         info.nr_zones,
-        Bytes(info.zone_cap_lbas * u64::from(LBA_BYTES)),
+        Bytes(info.zone_cap_lbas * u64::from(common::LBA_BYTES)),
         geometry.channels,
-        geometry.dies_per_channel
+        geometry.dies_per_channel,
+        mnt.display()
     );
 
-    // Write the sample data zone after zone; remember where it went.
-    let data = sample_data(DATA_BYTES);
-    let started = Instant::now();
-    let mut extents: Vec<Extent> = Vec::new();
-    let zone_bytes = (info.zone_cap_lbas * u64::from(LBA_BYTES)) as usize;
-    for (i, chunk) in data.chunks(zone_bytes).enumerate() {
-        let zslba = i as u64 * info.zone_size_lbas;
-        let mut padded = chunk.to_vec();
-        padded.resize(
-            chunk.len().div_ceil(LBA_BYTES as usize) * LBA_BYTES as usize,
-            0,
-        );
-        let lbas = driver.append_all(zslba, &padded)?;
-        let first = *lbas.first().context("an empty append")?;
-        extents.push(Extent {
-            start_lba: first,
-            lba_count: (padded.len() / LBA_BYTES as usize) as u32,
-        });
+    let counters = Arc::clone(&device);
+    let link = Box::new(move || {
+        let s = counters.stats();
+        (s.link_to_device_bytes, s.link_to_host_bytes)
+    });
+    let mut mounted = fuse::mount(&driver, &mnt, &MountConfig::default(), link)?;
+    let unmount = Unmount {
+        unmounter: mounted.unmounter(),
+        session: Some(std::thread::spawn(move || mounted.run())),
+    };
+    let shown = job(&device, &object, &mnt);
+    let unmounted = unmount.finish();
+    drop(driver);
+    let device = Arc::try_unwrap(device).map_err(|_| anyhow!("the device is still shared"))?;
+    let closed = device.close();
+    shown?;
+    unmounted?;
+    closed?;
+    println!("unmounted: the file system checkpointed and the device closed");
+    Ok(())
+}
+
+fn histogram(bytes: &[u8]) -> Result<[u64; 256]> {
+    let mut counts = [0u64; 256];
+    if bytes.len() != 2048 {
+        bail!("the histogram is {} bytes, not 2048", bytes.len());
     }
+    for (count, b) in counts.iter_mut().zip(bytes.chunks_exact(8)) {
+        *count = u64::from_le_bytes(b.try_into().context("a short histogram")?);
+    }
+    Ok(counts)
+}
+
+/// Writes the data, then computes the entropy both ways through the mount.
+fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
+    let data = sample_data(DATA_BYTES);
+    let file = mnt.join("sample.txt");
+    let started = Instant::now();
+    let mut f = fs::File::create(&file).context("create the sample file")?;
+    f.write_all(&data).context("write the sample file")?;
+    f.sync_all().context("fsync the sample file")?;
+    drop(f);
+    fs::create_dir(mnt.join("kernels")).context("mkdir /kernels")?;
+    fs::copy(object, mnt.join("kernels/entropy.o")).context("copy entropy.o into the mount")?;
     println!(
-        "wrote   {} of sample data in {:.2} s",
+        "wrote   {} to {} with ordinary file I/O in {:.2} s",
         Bytes(data.len() as u64),
+        file.display(),
         started.elapsed().as_secs_f64()
     );
 
-    // Regular: every block crosses the link, the host counts.
+    // Regular: read the file through the mount; every byte crosses the link.
     let before = device.stats();
     let started = Instant::now();
     let mut counts = [0u64; 256];
-    let mut left = data.len();
-    for extent in &extents {
-        let bytes = driver.read(extent.start_lba, u64::from(extent.lba_count))?;
-        for &b in &bytes[..left.min(bytes.len())] {
+    let mut reader = fs::File::open(&file).context("open the sample file")?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).context("read the sample file")?;
+        if n == 0 {
+            break;
+        }
+        for &b in &buf[..n] {
             counts[usize::from(b)] += 1;
         }
-        left = left.saturating_sub(bytes.len());
     }
     let regular_wall = started.elapsed();
     let regular = device.stats().since(&before);
 
-    // Offloaded: the kernel runs on the device, only the histogram comes back.
-    let object = root.join("target/kernels/entropy.o");
-    if !object.is_file() {
-        bail!(
-            "{} is missing: build the kernels with `cargo xtask kernels`",
-            object.display()
-        );
-    }
-    let program = loader::load_object(&object)?.to_bytes();
+    // Offloaded: one setxattr runs the kernel on the device; getxattr returns the histogram.
     let before = device.stats();
     let started = Instant::now();
-    let (slot, set) = (ProgramSlot(0), RangeSetId(0));
-    driver.load_program(slot, &program)?;
-    driver.activate(slot, true)?;
-    driver.set_ranges(set, &extents, data.len() as u64, 2048)?;
-    let exec = ExecuteProgram {
-        slot,
-        range_set: set,
-        op: ProgramOp::FileJob,
-        offset: 0,
-        len: data.len() as u64,
-        param0: 0,
-        param1: 0,
-        fuel: 0,
-    };
-    let result = driver.execute(exec, Vec::new())?;
-    if let ExecOutcome::Faulted(fault) = result.outcome {
-        bail!("the entropy kernel faulted on the device: {fault:?}");
-    }
-    let output = driver.read_output(set, 0, 2048)?;
+    rustix::fs::setxattr(
+        &file,
+        "user.csd.file_job",
+        b"/kernels/entropy.o",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .context("setxattr user.csd.file_job")?;
+    let mut result = vec![0u8; 4096];
+    let n = rustix::fs::getxattr(&file, "user.csd.result", &mut result[..])
+        .context("getxattr user.csd.result")?;
     let offload_wall = started.elapsed();
     let offloaded = device.stats().since(&before);
-    let mut device_counts = [0u64; 256];
-    for (count, bytes) in device_counts.iter_mut().zip(output.chunks_exact(8)) {
-        *count = u64::from_le_bytes(bytes.try_into().context("a short histogram")?);
-    }
+    let device_counts = histogram(&result[..n])?;
+    let mut stats = vec![0u8; 256];
+    let n = rustix::fs::getxattr(&file, "user.csd.stats", &mut stats[..])
+        .context("getxattr user.csd.stats")?;
+    let stats = String::from_utf8_lossy(&stats[..n]).into_owned();
 
-    let regular_h = entropy(&counts);
-    let offload_h = entropy(&device_counts);
     println!();
     println!(
         "Shannon entropy of {} (bits per byte):",
         Bytes(data.len() as u64)
     );
-    println!(
-        "  regular    H = {regular_h:.6}  link {:>10}  wall {:>6.2} s  modeled device {:>6.3} s",
-        Bytes(regular.link_bytes()).to_string(),
-        regular_wall.as_secs_f64(),
-        regular.modeled_ns as f64 / 1e9
+    print_line("regular   ", entropy(&counts), &regular, regular_wall);
+    print_line(
+        "offloaded ",
+        entropy(&device_counts),
+        &offloaded,
+        offload_wall,
     );
-    println!(
-        "  offloaded  H = {offload_h:.6}  link {:>10}  wall {:>6.2} s  modeled device {:>6.3} s",
-        Bytes(offloaded.link_bytes()).to_string(),
-        offload_wall.as_secs_f64(),
-        offloaded.modeled_ns as f64 / 1e9
-    );
-    println!(
-        "  kernel: {} instructions, {} read on the device, {} returned",
-        result.stats.instructions,
-        Bytes(result.stats.device_bytes_read),
-        Bytes(result.stats.bytes_returned)
-    );
+    println!("  kernel run: {stats}");
     if counts != device_counts {
         bail!("the offloaded histogram differs from the one computed on the host");
     }
@@ -166,8 +205,18 @@ fn main() -> Result<()> {
         "  same histogram; {:.0}x fewer bytes crossed the host link",
         regular.link_bytes() as f64 / offloaded.link_bytes().max(1) as f64
     );
-    device.close()?;
     Ok(())
+}
+
+fn print_line(what: &str, h: f64, stats: &host_shell::device::inprocess::Stats, wall: Duration) {
+    println!(
+        "  {what} H = {h:.6}  link {:>10} (to device {}, to host {})  wall {:>6.2} s  modeled device {:>6.3} s",
+        Bytes(stats.link_bytes()).to_string(),
+        Bytes(stats.link_to_device_bytes),
+        Bytes(stats.link_to_host_bytes),
+        wall.as_secs_f64(),
+        stats.modeled_ns as f64 / 1e9
+    );
 }
 
 fn entropy(counts: &[u64; 256]) -> f64 {

@@ -6,6 +6,7 @@
 //! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
 //! - [`driver`]: the typed host API over a queue pair.
 //! - [`lfs`]: the log-structured file system on the zones.
+//! - [`fuse`]: the FUSE mount over the file system, with offload through extended attributes.
 //! - [`loader`]: links clang-built eBPF objects into program images.
 //! - [`link`]: the firmware on a board in QEMU, driven over an emulated serial link.
 //!
@@ -14,6 +15,7 @@
 
 pub mod device;
 pub mod driver;
+pub mod fuse;
 pub mod lfs;
 pub mod link;
 pub mod loader;

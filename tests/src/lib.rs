@@ -124,4 +124,5 @@ where
     lines[0].to_string()
 }
 
+pub mod mount;
 pub mod reference;

@@ -28,8 +28,8 @@ pub enum DeviceCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Path of the new image; it must not exist.
-    image: PathBuf,
+    /// Path of the image (`device create`: it must not exist; `mkfs`: made if missing).
+    pub(crate) image: PathBuf,
     /// NAND shape and timing.
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     preset: Preset,
@@ -75,7 +75,7 @@ pub fn run(command: DeviceCommand) -> anyhow::Result<()> {
     }
 }
 
-fn create(args: &CreateArgs) -> anyhow::Result<()> {
+pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {
     let capacity = args
         .capacity
         .unwrap_or_else(|| args.preset.default_capacity());

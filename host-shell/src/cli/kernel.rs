@@ -16,7 +16,7 @@ use common::{
     zns::ZoneState,
     LBA_BYTES,
 };
-use host_shell::{driver::DriverError, loader, units::parse_size};
+use host_shell::{driver::DriverError, lfs::Lfs, loader, units::parse_size};
 
 use super::{driver_error, output_writer, print_json, with_device, zone_start, During};
 
@@ -42,7 +42,7 @@ pub enum OpArg {
 }
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("data").args(["zone", "lba"])))]
+#[command(group(ArgGroup::new("data").args(["zone", "lba", "file"])))]
 pub struct RunArgs {
     /// The device image.
     image: PathBuf,
@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// Run over the bytes from this LBA (needs --len).
     #[arg(long, requires = "len")]
     lba: Option<u64>,
+    /// Run over this file of the image's file system (made by `csd mkfs`; not mounted), e.g.
+    /// /data/big.bin: a snapshot of its blocks, as a mount's offload would take.
+    #[arg(long, value_name = "PATH")]
+    file: Option<String>,
     /// Bytes from --lba, e.g. 64K: the kernel's file size.
     #[arg(long, value_name = "BYTES", value_parser = parse_size, requires = "lba")]
     len: Option<u64>,
@@ -145,15 +149,37 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
         (_, Some(_)) => return Err(anyhow!("--input is only for --op write-stream")),
         (_, None) => Vec::new(),
     };
-    if args.op != OpArg::WriteStream && args.zone.is_none() && args.lba.is_none() {
+    if args.op != OpArg::WriteStream
+        && args.zone.is_none()
+        && args.lba.is_none()
+        && args.file.is_none()
+    {
         return Err(anyhow!(
-            "give the kernel its data: --zone ZONE or --lba LBA --len BYTES"
+            "give the kernel its data: --zone ZONE, --lba LBA --len BYTES or --file PATH"
         ));
     }
     let out_cap = u32::try_from(args.out_cap)
         .map_err(|_| anyhow!("--out-cap {} is over 4 GiB", args.out_cap))?;
     let run = with_device(&args.image, |_, driver| {
+        // A file's snapshot pins its blocks while the kernel runs; the file system is
+        // unmounted (a checkpoint) afterwards.
+        let mut mounted: Option<(Lfs, u64)> = None;
         let (extents, file_size) = match (args.zone, args.lba, args.len) {
+            _ if args.file.is_some() => {
+                let path = args.file.as_deref().unwrap_or_default();
+                let lfs = Lfs::mount(driver).with_context(|| {
+                    format!(
+                        "could not mount the file system on {}",
+                        args.image.display()
+                    )
+                })?;
+                let attr = super::fs::lookup_path(&lfs, path)?;
+                let snapshot = lfs
+                    .snapshot(attr.ino)
+                    .with_context(|| format!("{path}: could not snapshot it"))?;
+                mounted = Some((lfs, snapshot.id));
+                (snapshot.extents, snapshot.file_size)
+            }
             (Some(zone), _, _) => {
                 let zslba = zone_start(driver, zone)?;
                 let (_, zones) = driver
@@ -240,6 +266,11 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
                 }
                 output.extend_from_slice(&chunk);
             }
+        }
+        if let Some((lfs, snapshot)) = mounted {
+            lfs.release_snapshot(snapshot)
+                .context("could not release the file's snapshot")?;
+            lfs.unmount().context("could not unmount the file system")?;
         }
         Ok(Run { result, output })
     })?;

@@ -11,6 +11,7 @@
 //! NVMe status by name and code (`zone append failed: Zone Is Full (1B9h)`).
 
 mod device;
+mod fs;
 mod kernel;
 mod zone;
 
@@ -30,7 +31,8 @@ use host_shell::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Command line of the csd computational storage device: create zoned device images, read and
-/// write their zones, and run eBPF kernels on the device over the data.
+/// write their zones, run eBPF kernels on the device over the data, and make, check and mount
+/// its file system.
 #[derive(Debug, Parser)]
 #[command(name = "csd", version, about, propagate_version = true)]
 struct Cli {
@@ -49,6 +51,12 @@ enum Group {
     /// Run eBPF kernels on the device; assemble and disassemble eBPF.
     #[command(subcommand)]
     Kernel(kernel::KernelCommand),
+    /// Make a file system on a device image (creating the image if it does not exist).
+    Mkfs(fs::MkfsArgs),
+    /// Mount a device image's file system with FUSE (in the background unless --foreground).
+    Mount(fs::MountArgs),
+    /// Check a device image's file system (not mounted); exits non-zero listing problems.
+    Fsck(fs::FsckArgs),
 }
 
 /// Parses the arguments, runs the command, and turns any error into one line on stderr.
@@ -61,6 +69,9 @@ pub fn main() -> ExitCode {
         Group::Device(command) => device::run(command),
         Group::Zone(command) => zone::run(command),
         Group::Kernel(command) => kernel::run(command),
+        Group::Mkfs(args) => fs::mkfs(&args),
+        Group::Mount(args) => fs::mount(&args),
+        Group::Fsck(args) => fs::fsck(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

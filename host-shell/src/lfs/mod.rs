@@ -431,6 +431,22 @@ impl Lfs {
         self.lock()?.create(parent, name, mode, uid, gid)
     }
 
+    /// Creates a regular file and opens a handle on it in one step (FUSE's create), so no
+    /// other request can unlink it in between.
+    pub fn create_open(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        let mut s = self.lock()?;
+        let attr = s.create(parent, name, mode, uid, gid)?;
+        s.open(attr.ino)?;
+        Ok(attr)
+    }
+
     pub fn mkdir(
         &self,
         parent: InodeNo,
@@ -571,6 +587,16 @@ impl Lfs {
         let cleaned = s.clean_one()?;
         s.maybe_checkpoint()?;
         Ok(cleaned)
+    }
+
+    /// Whether cleaning ahead of need would help: free zones are down to a quarter of the
+    /// data zones (at least twice the reserve) and some zone holds reclaimable space. The
+    /// mount's background thread asks before each [`Lfs::gc_step`], so writers rarely have
+    /// to clean inline.
+    pub fn wants_cleaning(&self) -> Result<bool> {
+        let s = self.lock()?;
+        let low = (u64::from(s.zones.nr()) / 4).max(2 * layout::RESERVE_ZONES);
+        Ok(s.free_zones().len() as u64 <= low && s.pick_victim().is_some())
     }
 
     /// What the file system asked of the device so far.

@@ -1,0 +1,190 @@
+//! A real FUSE mount of a fresh image for the end-to-end tests: `csd mkfs`, `csd mount` (the
+//! real binary, in the background), and a guard that always unmounts (`fusermount3 -u`) and
+//! waits for the daemon to finish its checkpoint, also when a test panics.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use tempfile::TempDir;
+
+use crate::{csd, csd_ok};
+
+/// How long a daemon may take to finish after its mount went away.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A device image with a file system, mounted (or not) in a temporary directory.
+#[derive(Debug)]
+pub struct Mount {
+    dir: TempDir,
+    /// The image file.
+    pub image: PathBuf,
+    /// The mount point.
+    pub root: PathBuf,
+    /// Extra `csd mount` options.
+    options: Vec<String>,
+    /// The daemon's pid while mounted.
+    daemon: Option<u32>,
+    /// Unmounts so far (each must leave a "clean" line in the log).
+    unmounts: usize,
+}
+
+fn pid_is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has finished; only its parent has not looked yet.
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+impl Mount {
+    /// A fresh image (`csd mkfs IMAGE` with `mkfs_args`, e.g. `["--capacity", "16M"]`), mounted
+    /// with `mount_args` (e.g. `["--allow-other"]`).
+    pub fn new(mkfs_args: &[&str], mount_args: &[&str]) -> Mount {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let image = dir.path().join("device.img");
+        let root = dir.path().join("mnt");
+        std::fs::create_dir(&root).expect("the mount point");
+        let mut args = vec!["mkfs".to_string(), image.display().to_string()];
+        args.extend(mkfs_args.iter().map(|s| s.to_string()));
+        csd_ok(&args);
+        let mut mount = Mount {
+            dir,
+            image,
+            root,
+            options: mount_args.iter().map(|s| s.to_string()).collect(),
+            daemon: None,
+            unmounts: 0,
+        };
+        mount.mount();
+        mount
+    }
+
+    /// The daemon's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("daemon.log")
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// `path` inside the mount (`"a/b"`).
+    pub fn path(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Mounts with the real `csd mount` in the background.
+    ///
+    /// # Panics
+    /// If it is mounted already or `csd mount` fails.
+    pub fn mount(&mut self) {
+        assert!(self.daemon.is_none(), "already mounted");
+        let mut args = vec![
+            "mount".to_string(),
+            self.image.display().to_string(),
+            self.root.display().to_string(),
+            "--log".to_string(),
+            self.log_path().display().to_string(),
+        ];
+        args.extend(self.options.iter().cloned());
+        let out = csd(&args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "csd mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = stdout
+            .split("(pid ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|pid| pid.trim().parse().ok())
+            .unwrap_or_else(|| panic!("csd mount names no pid: {stdout}"));
+        self.daemon = Some(pid);
+    }
+
+    /// Unmounts with `fusermount3 -u` and waits until the daemon has checkpointed and exited.
+    ///
+    /// # Panics
+    /// If fusermount3 fails or the daemon does not exit in time.
+    pub fn unmount(&mut self) {
+        let Some(pid) = self.daemon.take() else {
+            return;
+        };
+        let status = Command::new("fusermount3")
+            .arg("-u")
+            .arg(&self.root)
+            .status()
+            .expect("fusermount3 runs");
+        assert!(status.success(), "fusermount3 -u failed: {status}");
+        wait_exit(pid);
+        self.unmounts += 1;
+        assert!(
+            self.log().matches(": clean").count() >= self.unmounts,
+            "the daemon did not report a clean unmount: {}",
+            self.log()
+        );
+    }
+
+    /// The `csd mount` options of the next mount.
+    pub fn set_options(&mut self, mount_args: &[&str]) {
+        self.options = mount_args.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Unmounts and mounts again: everything must come back from the media.
+    pub fn remount(&mut self) {
+        self.unmount();
+        self.mount();
+    }
+
+    /// Unmounts (if mounted) and runs `csd fsck`, which must find nothing.
+    pub fn unmount_and_fsck(&mut self) {
+        self.unmount();
+        let out = csd(["fsck", &self.image.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "fsck found problems: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The image's directory (for files kept outside the mount).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn wait_exit(pid: u32) {
+    let started = Instant::now();
+    while pid_is_running(pid) {
+        assert!(
+            started.elapsed() < EXIT_TIMEOUT,
+            "the mount daemon {pid} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if let Some(pid) = self.daemon.take() {
+            // Lazy: a test that panicked may still hold files open in the mount.
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.root)
+                .status();
+            let started = Instant::now();
+            while pid_is_running(pid) && started.elapsed() < EXIT_TIMEOUT {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
