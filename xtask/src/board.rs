@@ -63,10 +63,21 @@ pub fn run(action: Action) -> Result<()> {
     }
 }
 
+/// The kernels the self-test embeds, as objects under `target/kernels/` (their sources under
+/// `kernels/`). Each becomes `boards/mps3-an536/target/kernels/<file name>.img`.
+const SELFTEST_KERNELS: [&str; 4] = [
+    "passthrough",
+    "entropy",
+    "tests/hostile_infinite_loop",
+    "tests/hostile_wild_load",
+];
+
 /// Builds the board images (release profile: optimized for size), the self-test and the link
-/// device, and returns the self-test ELF's path.
+/// device, and returns the self-test ELF's path. The self-test's kernel images are linked
+/// first.
 pub fn build() -> Result<PathBuf> {
     crate::deps::require_cross_toolchain()?;
+    link_kernels()?;
     let dir = crate::root().join(BOARD);
     let target_dir = dir.join("target");
     cmd::run(
@@ -75,6 +86,50 @@ pub fn build() -> Result<PathBuf> {
             .arg(&target_dir),
     )?;
     Ok(elf_path(SELFTEST))
+}
+
+/// Links the self-test's kernels into program images with the host loader (`csd kernel link`),
+/// building the kernel objects first when one is missing or older than its source. xtask does
+/// not link the loader in (it stays free of the product crates, so it builds on a bare
+/// machine); it runs the `csd` binary through cargo instead.
+fn link_kernels() -> Result<()> {
+    let root = crate::root();
+    let objects = root.join("target/kernels");
+    let stale = SELFTEST_KERNELS.iter().any(|name| {
+        let modified = |p: PathBuf| fs::metadata(p).and_then(|m| m.modified()).ok();
+        let obj = modified(objects.join(format!("{name}.o")));
+        let src = modified(root.join("kernels").join(format!("{name}.c")));
+        obj.is_none() || src > obj
+    });
+    if stale {
+        crate::kernels::build()?;
+    }
+    let images = root.join(BOARD).join("target/kernels");
+    fs::create_dir_all(&images)
+        .with_context(|| format!("could not create {}", images.display()))?;
+    for name in SELFTEST_KERNELS {
+        let file = Path::new(name)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or(name);
+        cmd::run(
+            cmd::cargo(&root)
+                .args([
+                    "run",
+                    "--quiet",
+                    "--locked",
+                    "-p",
+                    "host-shell",
+                    "--bin",
+                    "csd",
+                ])
+                .args(["--", "kernel", "link"])
+                .arg(objects.join(format!("{name}.o")))
+                .arg("-o")
+                .arg(images.join(format!("{file}.img"))),
+        )?;
+    }
+    Ok(())
 }
 
 /// Where the release build leaves binary `name`.
@@ -111,10 +166,15 @@ pub fn test() -> Result<()> {
         );
     }
     eprintln!(
-        "board: self-test output matches {} ({} lines)",
+        "board: self-test output matches {} ({} lines); QEMU ran {:.1} s",
         expected_path.display(),
-        expected.lines().count()
+        expected.lines().count(),
+        out.took.as_secs_f64()
     );
+    // Timings the board measured (never part of the golden text).
+    for line in out.stderr.lines().filter(|l| l.starts_with("perf: ")) {
+        eprintln!("board: {line}");
+    }
     Ok(())
 }
 
@@ -123,6 +183,8 @@ pub struct Boot {
     pub stdout: String,
     pub stderr: String,
     pub code: Option<i32>,
+    /// Wall time from starting QEMU to its exit.
+    pub took: Duration,
 }
 
 /// Boots `elf` on QEMU's mps3-an536 machine with semihosting, ending it after a time limit.
@@ -192,6 +254,7 @@ pub fn boot(elf: &Path) -> Result<Boot> {
         stdout,
         stderr,
         code: status.code(),
+        took: started.elapsed(),
     })
 }
 
