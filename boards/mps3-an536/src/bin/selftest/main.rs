@@ -1,5 +1,6 @@
-//! On-target self-test: runs the real firmware on the Cortex-R52 and prints what it saw, for
-//! `cargo xtask board test` to diff against `tests/selftest.expected`.
+//! On-target self-test: runs the real firmware on the Cortex-R52 (and, built for
+//! armv7r-none-eabihf, on a Cortex-R5F) and prints what it saw, for `cargo xtask board test`
+//! to diff against `tests/selftest.expected`, the same file for both cores.
 //!
 //! Three parts, each printing one line per observation: the zone manager over board-memory
 //! NAND ([`zones`]: states, limits, writes, appends, finish, reset, power-on recovery), the
@@ -31,7 +32,9 @@ pub const LBA: usize = common::LBA_BYTES as usize;
 #[aarch32_rt::entry]
 fn main() -> ! {
     mps3_an536::init_heap();
-    println!("csd firmware self-test on Cortex-R52");
+    // The same golden text on every core: the core's name goes to standard error.
+    println!("csd firmware self-test");
+    semihosting::eprintln!("board: {}", env!("CSD_BOARD_CORE"));
     println!("wire version {}", common::WIRE_VERSION);
     let mut checks = Checks::default();
     let zones = zones::run(&mut checks);
