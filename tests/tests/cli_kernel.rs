@@ -328,3 +328,52 @@ fn asm_disasm_round_trip() {
     );
     assert!(text.lines().count() > 10);
 }
+
+/// `csd kernel link` writes the program image `kernel run` would load from the object: it
+/// disassembles to the same instructions and runs to the same output; a file that is not an
+/// object is refused with a sentence naming it.
+#[test]
+fn link_writes_the_image_run_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let object = kernel_object("entropy");
+    let image = dir.path().join("entropy.img");
+    csd_ok([
+        "kernel",
+        "link",
+        object.to_str().unwrap(),
+        "-o",
+        image.to_str().unwrap(),
+    ]);
+    let bytes = std::fs::read(&image).expect("the image was written");
+    assert!(bytes.starts_with(b"CSDP"), "a program image");
+    let from_object = csd_ok(["kernel", "disasm", object.to_str().unwrap()]);
+    let from_image = csd_ok(["kernel", "disasm", image.to_str().unwrap()]);
+    assert_eq!(from_image, from_object);
+
+    let data: Vec<u8> = (0..3 * BLOCK).map(|i| (i % 7) as u8).collect();
+    let img = image_with(dir.path(), &data);
+    let run = |kernel: &Path| {
+        json(&csd_ok([
+            "kernel",
+            "run",
+            img.to_str().unwrap(),
+            kernel.to_str().unwrap(),
+            "--zone",
+            "1",
+            "--json",
+        ]))
+    };
+    assert_eq!(run(&image)["output_hex"], run(&object)["output_hex"]);
+
+    let err = csd_fails(
+        1,
+        [
+            "kernel",
+            "link",
+            image.to_str().unwrap(),
+            "-o",
+            dir.path().join("again.img").to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("is not a kernel object"), "{err}");
+}

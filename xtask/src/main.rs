@@ -7,7 +7,8 @@
 //! - `demo`: the main job on a built-in default.
 //! - `kernels`: build the C eBPF kernels with clang.
 //! - `bench [--quick]`: measure csd against its peers.
-//! - `board run|test|size`: the Cortex-R52 image in QEMU.
+//! - `board run|test|size|build`: the Cortex-R52 images in QEMU (the self-test also on a
+//!   Cortex-R5F).
 
 mod bench;
 mod board;

@@ -28,18 +28,18 @@ extern "C" {
     static __heap_size: u8;
 }
 
-/// Hands the DDR heap region from `memory.x` to the allocator. Call once, first thing in `main`;
-/// further calls do nothing.
+/// Hands the heap region of the memory map (`memory-r52.x`: DDR, `memory-r5f.x`: RAM) to the
+/// allocator. Call once, first thing in `main`; further calls do nothing.
 pub fn init_heap() {
     if HEAP_READY.swap(true, Ordering::AcqRel) {
         return;
     }
-    // `__heap_start`/`__heap_size` are linker symbols from memory.x: only their addresses
+    // `__heap_start`/`__heap_size` are linker symbols from the memory map: only their addresses
     // carry meaning, their contents are never read.
     let start = core::ptr::addr_of!(__heap_start) as usize;
     let size = core::ptr::addr_of!(__heap_size) as usize;
-    // SAFETY: the region is DDR that nothing else in the image uses (memory.x places data,
-    // bss and stacks in block RAM), and the swap above makes this run exactly once.
+    // SAFETY: the region is RAM that nothing else in the image uses (the memory map places data,
+    // bss and stacks in another region), and the swap above makes this run exactly once.
     unsafe { HEAP.lock().init(start as *mut u8, size) };
 }
 

@@ -321,14 +321,17 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         health.erase_max,
         health.erase_total
     );
-    println!(
-        "counters     {} commands, {} to the device, {} to the host; NAND {} reads, {} programs, {} erases (this session)",
-        stats.commands,
-        Bytes(stats.link_to_device_bytes),
-        Bytes(stats.link_to_host_bytes),
-        stats.nand_reads,
-        stats.nand_programs,
-        stats.nand_erases
-    );
+    match stats {
+        Some(stats) => println!(
+            "counters     {} commands, {} to the device, {} to the host; NAND {} reads, {} programs, {} erases (this session)",
+            stats.commands,
+            Bytes(stats.link_to_device_bytes),
+            Bytes(stats.link_to_host_bytes),
+            stats.nand_reads,
+            stats.nand_programs,
+            stats.nand_erases
+        ),
+        None => println!("counters     none (the device runs in QEMU)"),
+    }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `csd kernel run|asm|disasm`: running clang-built kernels on the device, and eBPF text.
+//! `csd kernel run|link|asm|disasm`: running clang-built kernels on the device, linking them
+//! into program images, and eBPF text.
 
 use std::{
     io::Write,
@@ -24,6 +25,9 @@ use super::{driver_error, output_writer, print_json, with_device, zone_start, Du
 pub enum KernelCommand {
     /// Load a kernel into the device and run it over a zone's data or an LBA range.
     Run(RunArgs),
+    /// Link a kernel object (clang -target bpf) into a program image, as `run` would before
+    /// loading it; for images embedded elsewhere (the board's on-target self-test).
+    Link(LinkArgs),
     /// Assemble eBPF assembler text (rbpf's syntax) into a program image.
     Asm(AsmArgs),
     /// Disassemble a kernel object (.o), a program image or raw eBPF instructions.
@@ -92,6 +96,15 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// The kernel object, built with `clang -O2 -target bpf -c`.
+    input: PathBuf,
+    /// The program image to write.
+    #[arg(short, long, value_name = "OUT")]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct AsmArgs {
     /// eBPF assembler text, one instruction per line, e.g. `mov64 r0, 1` and `exit`.
     input: PathBuf,
@@ -113,6 +126,7 @@ pub struct DisasmArgs {
 pub fn run(command: KernelCommand) -> anyhow::Result<()> {
     match command {
         KernelCommand::Run(args) => run_kernel(&args),
+        KernelCommand::Link(args) => link(&args),
         KernelCommand::Asm(args) => asm(&args),
         KernelCommand::Disasm(args) => disasm(&args),
     }
@@ -385,6 +399,22 @@ fn report_run(args: &RunArgs, run: &Run) -> anyhow::Result<()> {
         Some(error) => Err(anyhow!(error)),
         None => Ok(()),
     }
+}
+
+fn link(args: &LinkArgs) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&args.input)
+        .with_context(|| format!("could not read {}", args.input.display()))?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(anyhow!(
+            "{} is not a kernel object (ELF): build it with `clang -O2 -target bpf -c`",
+            args.input.display()
+        ));
+    }
+    let image = loader::link(&bytes)
+        .with_context(|| format!("could not link {}", args.input.display()))?
+        .to_bytes();
+    std::fs::write(&args.output, image)
+        .with_context(|| format!("could not write {}", args.output.display()))
 }
 
 fn asm(args: &AsmArgs) -> anyhow::Result<()> {

@@ -2,9 +2,10 @@
 //! glue every command shares: opening and closing an image, turning errors into one sentence,
 //! progress bars, and reading input files.
 //!
-//! Every command that touches a device opens its image with [`FileDevice::open`] (which runs
-//! the firmware's power-on recovery) and closes it with [`FileDevice::close`] before exiting,
-//! also when the command failed, so the image is left as a powered-off device would be.
+//! Every command that touches a device opens its image with [`with_device`] (which runs the
+//! firmware's power-on recovery, in-process or on the board in QEMU per `--device`, see
+//! [`open`]) and closes it before exiting, also when the command failed, so the image is left
+//! as a powered-off device would be.
 //!
 //! Errors reach the user as `csd: <one sentence>` on stderr with a non-zero exit code: 1 for a
 //! failed command, 2 for arguments clap could not parse. Device errors name the command and the
@@ -13,6 +14,7 @@
 mod device;
 mod fs;
 mod kernel;
+mod open;
 mod zone;
 
 use std::{
@@ -24,10 +26,7 @@ use std::{
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use common::LBA_BYTES;
-use host_shell::{
-    device::{DeviceOptions, FileDevice},
-    driver::{Driver, DriverError},
-};
+use host_shell::driver::{Driver, DriverError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Command line of the csd computational storage device: create zoned device images, read and
@@ -36,6 +35,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Debug, Parser)]
 #[command(name = "csd", version, about, propagate_version = true)]
 struct Cli {
+    /// Where the device runs: in this process, or on the Cortex-R52 in QEMU over the serial
+    /// link (the same image file either way).
+    #[arg(long, global = true, value_enum, default_value_t)]
+    device: open::DeviceKind,
     #[command(subcommand)]
     group: Group,
 }
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
+    open::select(cli.device);
     let result = match cli.group {
         Group::Device(command) => device::run(command),
         Group::Zone(command) => zone::run(command),
@@ -142,13 +146,13 @@ fn usage_error(err: &clap::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Opens the image at `path`, runs `f` with its device and a driver, and closes the device
-/// whether `f` succeeded or not.
+/// Opens the image at `path` where `--device` says, runs `f` with its device and a driver, and
+/// closes the device whether `f` succeeded or not.
 pub(crate) fn with_device<T>(
     path: &Path,
-    f: impl FnOnce(&FileDevice, &Driver) -> anyhow::Result<T>,
+    f: impl FnOnce(&open::OpenDevice, &Driver) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let device = FileDevice::open(path, DeviceOptions::default())?;
+    let device = open::OpenDevice::open_selected(path)?;
     let driver = device.driver();
     let result = f(&device, &driver);
     drop(driver);

@@ -1,0 +1,113 @@
+//! Where a command's device runs: in this process over the image file (the default), or in
+//! QEMU (`--device qemu`: the board's link image on the emulated Cortex-R52, over the same
+//! image file through semihosting, reached through the serial link).
+//!
+//! [`OpenDevice`] puts both behind the three things a command needs: a [`Driver`], counters,
+//! and a close that leaves the image as a powered-off device would. The selection is made once
+//! per process ([`select`], from the global `--device` flag), so that every command that opens
+//! a device through [`super::with_device`] honours it; a command that opens devices its own way
+//! (a FUSE mount) opens an [`OpenDevice`] with [`OpenDevice::open_selected`] and keeps it
+//! until it unmounts.
+
+use std::{path::Path, sync::OnceLock};
+
+use anyhow::Context;
+use clap::ValueEnum;
+use host_shell::{
+    device::{inprocess::Stats, DeviceOptions, FileDevice},
+    driver::Driver,
+    link::{QemuDevice, QemuOptions},
+};
+
+/// Where the device runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum DeviceKind {
+    /// The firmware in a thread of this process, over the image file.
+    #[default]
+    Inprocess,
+    /// The firmware on the Cortex-R52 in QEMU (mps3-an536), over the image file through
+    /// semihosting; needs qemu-system-arm and the board image (`cargo xtask board build`, or
+    /// the ELF named by CSD_BOARD_ELF).
+    Qemu,
+}
+
+static SELECTED: OnceLock<DeviceKind> = OnceLock::new();
+
+/// Chooses where this process's devices run; the first call wins.
+pub fn select(kind: DeviceKind) {
+    let _ = SELECTED.set(kind);
+}
+
+/// Where this process's devices run.
+pub fn selected() -> DeviceKind {
+    SELECTED.get().copied().unwrap_or_default()
+}
+
+/// A device a command opened, wherever it runs.
+#[derive(Debug)]
+pub enum OpenDevice {
+    InProcess(FileDevice),
+    Qemu(QemuDevice),
+}
+
+impl OpenDevice {
+    /// Opens the device image at `path` where this process's devices run.
+    pub fn open_selected(path: &Path) -> anyhow::Result<Self> {
+        Self::open(selected(), path)
+    }
+
+    /// Opens the device image at `path`: in-process (power-on recovery runs here), or by
+    /// booting the board in QEMU over it (power-on recovery runs on the board).
+    pub fn open(kind: DeviceKind, path: &Path) -> anyhow::Result<Self> {
+        match kind {
+            DeviceKind::Inprocess => Ok(OpenDevice::InProcess(FileDevice::open(
+                path,
+                DeviceOptions::default(),
+            )?)),
+            DeviceKind::Qemu => {
+                // The board would create a missing image with its own geometry; a command on a
+                // device that does not exist is a mistake, as in-process.
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "{}: no such device image; create it with `csd device create`",
+                        path.display()
+                    );
+                }
+                let options = QemuOptions::new(Some(path.to_path_buf()));
+                let device = QemuDevice::start(&options).with_context(|| {
+                    format!("{}: could not start the device in QEMU", path.display())
+                })?;
+                Ok(OpenDevice::Qemu(device))
+            }
+        }
+    }
+
+    /// A driver on queue pair 0.
+    pub fn driver(&self) -> Driver {
+        match self {
+            OpenDevice::InProcess(d) => d.driver(),
+            OpenDevice::Qemu(d) => d.driver(),
+        }
+    }
+
+    /// The device's counters so far; `None` in QEMU, where the board keeps none the host can
+    /// read (the link's counters arrive when it stops).
+    pub fn stats(&self) -> Option<Stats> {
+        match self {
+            OpenDevice::InProcess(d) => Some(d.stats()),
+            OpenDevice::Qemu(_) => None,
+        }
+    }
+
+    /// Powers the device off: in-process, after the commands it took; in QEMU, by stopping the
+    /// board (every completed write is already in the image file, as after a power cut).
+    pub fn close(self) -> anyhow::Result<()> {
+        match self {
+            OpenDevice::InProcess(d) => d.close().map(|_| ()).map_err(Into::into),
+            OpenDevice::Qemu(d) => match d.stop() {
+                Some(_) => Ok(()),
+                None => anyhow::bail!("the link to the board stopped unexpectedly"),
+            },
+        }
+    }
+}
