@@ -17,7 +17,6 @@ use std::{
 use anyhow::{anyhow, Context};
 use clap::Args;
 use host_shell::{
-    device::{DeviceOptions, FileDevice},
     fuse::{self, MountConfig},
     lfs::{Attr, InodeNo, Lfs},
 };
@@ -156,12 +155,15 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
         threads: args.threads,
         ..MountConfig::default()
     };
-    let device = std::sync::Arc::new(FileDevice::open(&args.image, DeviceOptions::default())?);
+    // In-process or on the board in QEMU, as `--device` says.
+    let device = std::sync::Arc::new(super::open::OpenDevice::open_selected(&args.image)?);
     let driver = device.driver();
     let counters = std::sync::Arc::clone(&device);
+    // The board keeps no link counters the host can read while it runs: zero there.
     let link = Box::new(move || {
-        let s = counters.stats();
-        (s.link_to_device_bytes, s.link_to_host_bytes)
+        counters
+            .stats()
+            .map_or((0, 0), |s| (s.link_to_device_bytes, s.link_to_host_bytes))
     });
     let served = (|| -> anyhow::Result<()> {
         let mut mounted = fuse::mount(&driver, &args.mountpoint, &config, link)?;
@@ -256,6 +258,9 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let exe = std::env::current_exe().context("could not find the csd binary")?;
     let mut command = Command::new(exe);
+    if super::open::selected() == super::open::DeviceKind::Qemu {
+        command.args(["--device", "qemu"]);
+    }
     command
         .arg("mount")
         .arg(&args.image)
