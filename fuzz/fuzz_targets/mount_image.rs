@@ -179,6 +179,9 @@ enum Damage {
     },
 }
 
+/// Changes a page's data and spare bytes and says its new state.
+type Mutate<'a> = &'a dyn Fn(&mut [u8], &mut [u8]) -> PageState;
+
 fn page_level(rest: &[u8]) {
     let Ok(damages) = Vec::<Damage>::arbitrary_take_rest(Unstructured::new(rest)) else {
         return;
@@ -187,7 +190,7 @@ fn page_level(rest: &[u8]) {
     let mut store = b.store.clone();
     let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
     for d in damages.iter().take(32) {
-        let (page, f): (u16, &dyn Fn(&mut [u8], &mut [u8]) -> PageState) = match d {
+        let (page, f): (u16, Mutate<'_>) = match d {
             Damage::Flip {
                 page,
                 offset,

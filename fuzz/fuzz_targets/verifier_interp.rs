@@ -74,14 +74,9 @@ fn raw_mode(image: &[u8]) {
     let mut vm = Vm::new(4096);
     vm.start(&program, &ctx(common::abi::op::WRITE_STREAM), FUEL);
     let mut slices = 0u32;
-    loop {
-        match vm.resume(&program, &mut env, 997) {
-            Ok(firmware::ebpf::Step::Yielded) => {
-                slices += 1;
-                assert!(slices <= 1_000, "the fuel budget did not end the run");
-            }
-            Ok(firmware::ebpf::Step::Exited { .. }) | Err(_) => break,
-        }
+    while let Ok(firmware::ebpf::Step::Yielded) = vm.resume(&program, &mut env, 997) {
+        slices += 1;
+        assert!(slices <= 1_000, "the fuel budget did not end the run");
     }
     assert!(env.out as u64 <= 512, "emit overran out_cap");
     let stats = vm.stats();
