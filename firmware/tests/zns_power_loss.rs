@@ -202,3 +202,39 @@ fn power_cut_by_bytes() {
         cut_and_check(|nand| nand.cut_power_after_bytes(n));
     }
 }
+
+/// Media damage on page 0 of a zone's second block (so that block no longer binds to its
+/// slot) brings the zone back Full, finished by the controller, instead of Closed at LBA 1
+/// with programmed pages in its first slot that the next writes would program again; a reset
+/// makes it usable.
+/// (Found by the `mount_image` fuzz target: the emulator panicked on a double program.)
+#[test]
+fn damaged_first_page_of_a_slot_finishes_the_zone() {
+    use firmware::nand::sim::{PageState, PageStore};
+    use firmware::nand::PageAddr;
+
+    let cfg = config();
+    let mut m = formatted(cfg);
+    let size = m.identify().zone_size_lbas;
+    m.write(0, &pages(&[1, 2, 3, 4])).unwrap();
+    let block = m.slot_block(0, 1).unwrap();
+    let mut store = m.into_nand().into_store();
+    let addr = PageAddr::new(block, 0);
+    let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
+    store.load(addr, &mut data, &mut spare);
+    data[0] ^= 1;
+    store.save(addr, &data, &spare, PageState::Programmed);
+
+    let mut m = ZoneManager::mount(SimNand::with_store(store), cfg).unwrap();
+    let z = m.zone(0).unwrap();
+    assert_eq!(z.state, ZoneState::Full);
+    assert_eq!(z.attrs, ZONE_ATTR_FINISHED_BY_CONTROLLER);
+    assert_eq!(m.write(z.wp, &pages(&[5])), Err(Status::ZoneFull));
+    // The LBA before the damage still reads back.
+    let mut buf = vec![0u8; 4096];
+    m.read(0, &mut buf).unwrap();
+    assert!(buf == page(1), "LBA 0 differs");
+    m.zone_action(0, ZoneAction::Reset, false).unwrap();
+    m.write(0, &pages(&[6, 7, 8])).unwrap();
+    assert_usable(&mut m, size);
+}

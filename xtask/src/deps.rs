@@ -40,6 +40,10 @@ const PACKAGES: &[Package] = &[
         why: "compiles the C kernels to eBPF",
     },
     Package {
+        name: "g++",
+        why: "compiles libFuzzer (libfuzzer-sys) for the fuzz targets of cargo xtask reliability",
+    },
+    Package {
         name: "rustc-web",
         why: "the Rust compiler used for the Cortex-R builds",
     },

@@ -9,6 +9,7 @@
 //! - `bench [--quick]`: measure csd against its peers.
 //! - `board run|test|size|build`: the Cortex-R52 images in QEMU (the self-test also on a
 //!   Cortex-R5F).
+//! - `reliability [--long] [--minutes N]`: fuzzing and hostile inputs, with a summary.
 
 mod bench;
 mod board;
@@ -16,6 +17,7 @@ mod cmd;
 mod demo;
 mod deps;
 mod kernels;
+mod reliability;
 mod test;
 
 use std::path::PathBuf;
@@ -46,6 +48,15 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Fuzz every target and feed the hostile-input corpus; prints a summary.
+    Reliability {
+        /// Run for long: the fuzz targets share --minutes (default 10).
+        #[arg(long)]
+        long: bool,
+        /// Minutes of fuzzing in total, shared by the targets (implies --long).
+        #[arg(long)]
+        minutes: Option<u64>,
+    },
     /// Build, run, test or measure the Cortex-R52 board image.
     Board {
         #[command(subcommand)]
@@ -62,6 +73,7 @@ fn main() {
         Task::Kernels => kernels::build().map(|_| ()),
         Task::Bench { quick } => bench::run(quick),
         Task::Board { action } => board::run(action),
+        Task::Reliability { long, minutes } => reliability::run(long, minutes),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -22,6 +22,8 @@ pub fn run() -> Result<()> {
         ("board in QEMU", board::test),
         ("host tests", host_tests),
         ("firmware on Cortex-R", cortex_r_builds),
+        // Each fuzz target for seconds, and the hostile-input corpus.
+        ("reliability", || crate::reliability::run(false, None)),
         // The harness's quick run, so it never rots; no figure is asserted.
         ("bench --quick", || crate::bench::run(true)),
     ];
@@ -42,13 +44,10 @@ pub fn run() -> Result<()> {
 fn fmt() -> Result<()> {
     let root = crate::root();
     cmd::run(cmd::cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-    cmd::run(cmd::cargo(&root).args([
-        "fmt",
-        "--manifest-path",
-        "boards/mps3-an536/Cargo.toml",
-        "--",
-        "--check",
-    ]))
+    for manifest in ["boards/mps3-an536/Cargo.toml", "fuzz/Cargo.toml"] {
+        cmd::run(cmd::cargo(&root).args(["fmt", "--manifest-path", manifest, "--", "--check"]))?;
+    }
+    Ok(())
 }
 
 fn clippy() -> Result<()> {

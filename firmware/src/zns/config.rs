@@ -155,9 +155,11 @@ impl Layout {
         if zone_cap > full_cap {
             return Err(ConfigError::CapacityTooLarge);
         }
-        let budget = geometry
-            .blocks()
-            .checked_sub(2 + c.spare_blocks)
+        // `spare_blocks` comes from an image header: any u32, so the sum must not overflow.
+        let budget = c
+            .spare_blocks
+            .checked_add(2)
+            .and_then(|reserved| geometry.blocks().checked_sub(reserved))
             .ok_or(ConfigError::NotEnoughBlocks)?;
         let nr_zones = c.nr_zones.unwrap_or(budget / c.zone_blocks);
         if nr_zones == 0 || u64::from(nr_zones) * u64::from(c.zone_blocks) > u64::from(budget) {
@@ -214,5 +216,43 @@ impl Layout {
     /// Whether `block` belongs to the metadata log.
     pub fn is_meta(&self, block: BlockId) -> bool {
         self.meta_blocks.contains(&block)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEOMETRY: Geometry = Geometry {
+        channels: 1,
+        dies_per_channel: 2,
+        blocks_per_die: 16,
+        pages_per_block: 8,
+        page_bytes: 4096,
+        spare_bytes: 64,
+    };
+
+    /// Absurd counts from a hostile image header are refused, never overflow. (Found by the
+    /// hostile image corpus: `spare_blocks = u32::MAX` overflowed `2 + spare_blocks`.)
+    #[test]
+    fn absurd_counts_are_refused() {
+        let base = ZoneConfig::for_geometry(&GEOMETRY);
+        for spare_blocks in [u32::MAX, u32::MAX - 1, 31] {
+            let c = ZoneConfig {
+                spare_blocks,
+                ..base
+            };
+            assert_eq!(Layout::new(GEOMETRY, c), Err(ConfigError::NotEnoughBlocks));
+        }
+        let c = ZoneConfig {
+            zone_blocks: u32::MAX,
+            ..base
+        };
+        assert_eq!(Layout::new(GEOMETRY, c), Err(ConfigError::NotEnoughBlocks));
+        let c = ZoneConfig {
+            nr_zones: Some(u32::MAX),
+            ..base
+        };
+        assert_eq!(Layout::new(GEOMETRY, c), Err(ConfigError::NotEnoughBlocks));
     }
 }

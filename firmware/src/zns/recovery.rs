@@ -8,8 +8,9 @@
 //!    counts take the larger of the checkpoint's and the record's;
 //! 3. for each zone, the write pointer by binary search over LBA offsets (pages are written in
 //!    order, so "holds a valid record for this offset" is true for a prefix);
-//! 4. the page at the write pointer: if it is not erased, a write was torn there. That page
-//!    cannot be programmed again before an erase, so the zone is made Full ("finished by
+//! 4. the page at the write pointer, and the next page of every other bound slot: if one is
+//!    not erased, a write was torn there (or the media is damaged). That page cannot be
+//!    programmed again before an erase, so the zone is made Full ("finished by
 //!    controller", reported in the descriptor's attributes). Everything acknowledged stays
 //!    readable; the host resets the zone to reuse it.
 //!
@@ -254,9 +255,20 @@ fn recover_zone<N: Nand>(
         }
     }
     let written = lo;
-    let torn = z.meta.cond == ZoneCond::Normal
-        && written < layout.zone_cap
-        && !matches!(probe(written)?, None | Some(PageContent::Erased));
+    // The next page of every bound slot must be erased for the zone to take writes. After a
+    // power cut only the page at the write pointer can be programmed (torn), but media damage
+    // can hide more: a block whose page 0 no longer reads is not bound, so the search stops at
+    // its offset while the other slots hold programmed pages further on.
+    let mut torn = false;
+    if z.meta.cond == ZoneCond::Normal {
+        let width = z.slots.len() as u64;
+        for off in written..(written + width).min(layout.zone_cap) {
+            if !matches!(probe(off)?, None | Some(PageContent::Erased)) {
+                torn = true;
+                break;
+            }
+        }
+    }
     z.written = written;
     z.finished_by_controller = torn;
     z.state = match z.meta.cond {

@@ -1,0 +1,372 @@
+//! Corrupted device images: a tiny device holding a file system, damaged systematically in
+//! every metadata structure: the image header (every bit of its checked fields, and absurd
+//! values with a valid checksum), the page states, and every programmed page (the zone
+//! manager's spare records and checkpoint log, the file system's checkpoints and log, file
+//! data): raw bit flips the page checksum catches, torn and erased pages, and bit flips
+//! re-sealed with a valid checksum so the decoders above the zone manager see them. Each gives
+//! a clear error or a clean mount (fsck may report the damage), never a panic; afterwards the
+//! device still serves and the file system can be used or made again.
+
+mod hostile_common;
+
+use std::path::Path;
+
+use firmware::{
+    nand::{
+        image::{Header, HEADER_BYTES},
+        sim::{PageState, PageStore, RamStore},
+        BlockId, Geometry, PageAddr,
+    },
+    zns::ZoneConfig,
+};
+use host_shell::{
+    device::{create_image, DeviceError, DeviceOptions, FileDevice, RamDevice},
+    driver::Driver,
+    lfs::{InodeNo, Lfs},
+};
+use hostile_common::{clear, Tally};
+
+/// 1 channel x 2 dies x 24 blocks x 8 pages: 22 zones of 16 LBAs, 1.5 MiB.
+const GEOMETRY: Geometry = Geometry {
+    channels: 1,
+    dies_per_channel: 2,
+    blocks_per_die: 24,
+    pages_per_block: 8,
+    page_bytes: 4096,
+    spare_bytes: 64,
+};
+
+fn zones() -> ZoneConfig {
+    ZoneConfig::for_geometry(&GEOMETRY)
+}
+
+fn options() -> DeviceOptions {
+    DeviceOptions {
+        queues: 1,
+        queue_depth: 4,
+        ..DeviceOptions::default()
+    }
+}
+
+/// Puts a small tree on the device's file system and unmounts it.
+fn populate(driver: &Driver) {
+    Lfs::mkfs(driver, 0, 0).expect("mkfs");
+    let lfs = Lfs::mount(driver).expect("mount");
+    let dir = lfs.mkdir(InodeNo::ROOT, b"d", 0o755, 0, 0).expect("mkdir");
+    let a = lfs.create(dir.ino, b"a", 0o644, 0, 0).expect("create");
+    lfs.write(a.ino, 0, &[0xA5; 9000]).expect("write");
+    lfs.fsync(a.ino, false).expect("fsync");
+    let b = lfs
+        .create(InodeNo::ROOT, b"b", 0o600, 0, 0)
+        .expect("create");
+    lfs.write(b.ino, 100, b"hello").expect("write");
+    lfs.unmount().expect("unmount");
+}
+
+/// Mounts the file system, checks it and uses it; if it cannot be mounted, the device must
+/// still answer and take a new file system. `Err` only when something is mishandled.
+fn exercise(driver: &Driver) -> Result<(), String> {
+    match Lfs::mount(driver) {
+        Ok(lfs) => {
+            lfs.fsck().map_err(|e| format!("fsck could not run: {e}"))?;
+            if let Err(e) = lfs
+                .create(InodeNo::ROOT, b"new", 0o644, 0, 0)
+                .and_then(|f| lfs.write(f.ino, 0, &[7u8; 5000]).map(|_| f))
+                .and_then(|f| lfs.fsync(f.ino, false))
+            {
+                clear(&e.to_string())?;
+            }
+            if let Err(e) = lfs.unmount() {
+                clear(&e.to_string())?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            clear(&e.to_string())?;
+            driver
+                .all_zones()
+                .map_err(|e| format!("the device stopped answering: {e}"))?;
+            match Lfs::mkfs(driver, 0, 0) {
+                Ok(()) => Lfs::mount(driver)
+                    .map(|_| ())
+                    .map_err(|e| format!("a new file system does not mount: {e}")),
+                Err(e) => clear(&e.to_string()),
+            }
+        }
+    }
+}
+
+fn closed<S: host_shell::device::Media>(
+    device: host_shell::device::Device<S>,
+) -> Result<(), String> {
+    match device.close() {
+        Err(DeviceError::Crashed) => Err("the device thread panicked".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the image file at `path` and exercises it.
+fn open_file(path: &Path) -> Result<(), String> {
+    match FileDevice::open(path, options()) {
+        Err(e) => clear(&e.to_string()),
+        Ok(device) => {
+            let r = exercise(&device.driver());
+            closed(device).and(r)
+        }
+    }
+}
+
+/// The header: every bit of its checked bytes, absurd field values under a valid checksum,
+/// page state bytes no image holds, and truncated files.
+#[test]
+fn corrupted_image_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("base.img");
+    let header = Header {
+        geometry: GEOMETRY,
+        zones: zones(),
+    };
+    create_image(&path, header).expect("create");
+    let device = FileDevice::open(&path, options()).expect("open");
+    populate(&device.driver());
+    device.close().expect("close");
+    let base = std::fs::read(&path).expect("read");
+    let img = dir.path().join("hostile.img");
+    let mut tally = Tally::new("image files");
+    let try_bytes = |tally: &mut Tally, what: String, bytes: &[u8]| {
+        std::fs::write(&img, bytes).expect("write the image");
+        tally.check(what, || open_file(&img));
+    };
+    try_bytes(&mut tally, "the pristine image".into(), &base);
+    for i in 0..84 {
+        for bit in 0..8 {
+            let mut b = base.clone();
+            b[i] ^= 1 << bit;
+            try_bytes(&mut tally, format!("header bit {bit} of byte {i}"), &b);
+        }
+    }
+    // Absurd zone configurations with a valid checksum.
+    let absurd = [0u32, 1, 3, 1000, u32::MAX];
+    for v in absurd {
+        let variants: [(&str, ZoneConfig); 7] = [
+            (
+                "zone_blocks",
+                ZoneConfig {
+                    zone_blocks: v,
+                    ..zones()
+                },
+            ),
+            (
+                "zone_cap",
+                ZoneConfig {
+                    zone_cap_lbas: Some(u64::from(v)),
+                    ..zones()
+                },
+            ),
+            (
+                "nr_zones",
+                ZoneConfig {
+                    nr_zones: Some(v),
+                    ..zones()
+                },
+            ),
+            (
+                "spare_blocks",
+                ZoneConfig {
+                    spare_blocks: v,
+                    ..zones()
+                },
+            ),
+            (
+                "max_open",
+                ZoneConfig {
+                    max_open: v,
+                    ..zones()
+                },
+            ),
+            (
+                "zasl",
+                ZoneConfig {
+                    zasl_lbas: v,
+                    ..zones()
+                },
+            ),
+            (
+                "mdts",
+                ZoneConfig {
+                    mdts_lbas: v,
+                    ..zones()
+                },
+            ),
+        ];
+        for (field, config) in variants {
+            let mut b = base.clone();
+            b[..HEADER_BYTES].copy_from_slice(
+                &Header {
+                    zones: config,
+                    ..header
+                }
+                .encode(),
+            );
+            try_bytes(&mut tally, format!("{field} = {v}"), &b);
+        }
+    }
+    for (geometry_field, value) in [(16usize, 2u32), (20, 3), (24, 25), (28, 16), (36, 32)] {
+        let mut b = base.clone();
+        let mut h = header.encode();
+        h[geometry_field..geometry_field + 4].copy_from_slice(&value.to_le_bytes());
+        // Re-seal through decode/encode when the geometry is valid, else keep the bad CRC.
+        if let Ok(decoded) = Header::decode(&h) {
+            h = decoded.encode();
+        }
+        b[..HEADER_BYTES].copy_from_slice(&h);
+        try_bytes(
+            &mut tally,
+            format!("geometry word {geometry_field} = {value}"),
+            &b,
+        );
+    }
+    for (page, value) in [(0usize, 4u8), (7, 0xFF), (100, 9)] {
+        let mut b = base.clone();
+        b[HEADER_BYTES + page] = value;
+        try_bytes(&mut tally, format!("state byte {value} at page {page}"), &b);
+    }
+    for len in [
+        0,
+        7,
+        8,
+        100,
+        HEADER_BYTES - 1,
+        HEADER_BYTES,
+        HEADER_BYTES + 5,
+        base.len() - 1,
+    ] {
+        try_bytes(&mut tally, format!("image cut at {len}"), &base[..len]);
+    }
+    let mut longer = base.clone();
+    longer.extend_from_slice(&[0; 4096]);
+    try_bytes(&mut tally, "image extended".into(), &longer);
+    tally.finish();
+}
+
+/// CRC-32C (Castagnoli), the page checksum of the zone manager's records.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Makes a damaged page valid again: the record's data and record checksums
+/// (`firmware::zns::record`: data CRC at spare 20, record CRC over 0..24 at 24).
+fn reseal(data: &[u8], spare: &mut [u8]) {
+    spare[20..24].copy_from_slice(&crc32c(data).to_le_bytes());
+    let rec = crc32c(&spare[..24]);
+    spare[24..28].copy_from_slice(&rec.to_le_bytes());
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Damage {
+    /// Raw bit flip in the data: the page checksum no longer matches.
+    DataFlip(usize),
+    /// Raw bit flip in the spare record.
+    SpareFlip(usize),
+    /// A bit flip in the data under a valid checksum: the contents are wrong.
+    SealedDataFlip(usize),
+    /// A record field changed under a valid checksum (zone, generation, offset, erase count).
+    SealedRecordFlip(usize),
+    Torn,
+    Erased,
+}
+
+fn damaged(base: &RamStore, addr: PageAddr, damage: Damage) -> RamStore {
+    let mut store = base.clone();
+    let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
+    store.load(addr, &mut data, &mut spare);
+    let state = match damage {
+        Damage::DataFlip(i) => {
+            data[i] ^= 1 << (i % 8);
+            PageState::Programmed
+        }
+        Damage::SpareFlip(i) => {
+            spare[i] ^= 1 << (i % 8);
+            PageState::Programmed
+        }
+        Damage::SealedDataFlip(i) => {
+            data[i] ^= 1 << (i % 8);
+            reseal(&data, &mut spare);
+            PageState::Programmed
+        }
+        Damage::SealedRecordFlip(i) => {
+            spare[i] ^= 1;
+            reseal(&data, &mut spare);
+            PageState::Programmed
+        }
+        Damage::Torn => PageState::Torn,
+        Damage::Erased => {
+            data.fill(0xFF);
+            spare.fill(0xFF);
+            PageState::Erased
+        }
+    };
+    store.save(addr, &data, &spare, state);
+    store
+}
+
+/// Every programmed page of a small file system, damaged in every way above.
+#[test]
+fn corrupted_pages() {
+    let device = RamDevice::in_ram(GEOMETRY, zones(), options()).expect("device");
+    populate(&device.driver());
+    let base = device.close().expect("close");
+    let mut programmed = Vec::new();
+    for block in 0..GEOMETRY.blocks() {
+        for page in 0..GEOMETRY.pages_per_block {
+            let addr = PageAddr::new(BlockId(block), page);
+            if base.state(addr) == PageState::Programmed {
+                programmed.push(addr);
+            }
+        }
+    }
+    let mut damages = vec![
+        Damage::DataFlip(0),
+        Damage::DataFlip(4095),
+        Damage::SpareFlip(0),
+        Damage::SpareFlip(27),
+        Damage::Torn,
+        Damage::Erased,
+    ];
+    // Record fields: kind, index/count, zone, generation/sequence, offset, erase count.
+    damages.extend([0, 2, 4, 8, 12, 16].map(Damage::SealedRecordFlip));
+    // Headers of the file system's checkpoint and log blocks, then a sample of the rest.
+    damages.extend(
+        (0..48)
+            .chain([64, 100, 512, 2048, 4095])
+            .map(Damage::SealedDataFlip),
+    );
+    let mut tally = Tally::new("damaged pages");
+    for &addr in &programmed {
+        for &damage in &damages {
+            let store = damaged(&base, addr, damage);
+            tally.check(
+                format!("{damage:?} at {addr:?}"),
+                || match RamDevice::mount(store, zones(), options(), "hostile") {
+                    Err(e) => clear(&e.to_string()),
+                    Ok(device) => {
+                        let r = exercise(&device.driver());
+                        closed(device).and(r)
+                    }
+                },
+            );
+        }
+    }
+    tally.finish();
+}
