@@ -238,3 +238,37 @@ fn damaged_first_page_of_a_slot_finishes_the_zone() {
     m.write(0, &pages(&[6, 7, 8])).unwrap();
     assert_usable(&mut m, size);
 }
+
+/// A page that reads as erased while a later page of its block is programmed (its charge
+/// leaked away) finishes the zone at mount, so the zone manager never programs below a
+/// programmed page. Found by the `mount_image` fuzz target.
+#[test]
+fn erased_looking_page_below_programmed_pages_finishes_the_zone() {
+    use firmware::nand::sim::{PageState, PageStore};
+    use firmware::nand::PageAddr;
+
+    let cfg = config();
+    let mut m = formatted(cfg);
+    let size = m.identify().zone_size_lbas;
+    // Two slots, capacity 12: offsets 0..9 written, pages 0..4 of slot 0's block and 0..4 of
+    // slot 1's. Page 3 of both (offsets 6 and 7) reads as erased while page 4 (offsets 8, 9) is
+    // programmed. The write-pointer search probes offset 6 first, so it stops there, and the
+    // page right above it in each slot looks erased: only a page further up tells.
+    m.write(0, &pages(&[1, 2, 3, 4, 5, 6, 7, 8])).unwrap();
+    m.write(8, &pages(&[9, 10])).unwrap();
+    let blocks = [m.slot_block(0, 0).unwrap(), m.slot_block(0, 1).unwrap()];
+    let mut store = m.into_nand().into_store();
+    let (data, spare) = (vec![0xFFu8; 4096], vec![0xFFu8; 64]);
+    for block in blocks {
+        store.save(PageAddr::new(block, 3), &data, &spare, PageState::Erased);
+    }
+
+    let mut m = ZoneManager::mount(SimNand::with_store(store), cfg).unwrap();
+    let z = m.zone(0).unwrap();
+    assert_eq!(z.state, ZoneState::Full);
+    assert_eq!(z.attrs, ZONE_ATTR_FINISHED_BY_CONTROLLER);
+    assert_eq!(m.write(z.wp, &pages(&[9])), Err(Status::ZoneFull));
+    m.zone_action(0, ZoneAction::Reset, false).unwrap();
+    m.write(0, &pages(&[6, 7, 8])).unwrap();
+    assert_usable(&mut m, size);
+}

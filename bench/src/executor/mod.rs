@@ -116,24 +116,6 @@ fn context(len: u64, param0: u64, param1: u64) -> Context {
     }
 }
 
-fn context_bytes(ctx: &Context, scratch_len: u32) -> [u8; 64] {
-    let mut b = [0u8; 64];
-    let fields = [
-        (abi::ctx::OP, ctx.op),
-        (abi::ctx::FILE_SIZE, ctx.file_size),
-        (abi::ctx::OFFSET, ctx.offset),
-        (abi::ctx::LEN, ctx.len),
-        (abi::ctx::PARAM0, ctx.param0),
-        (abi::ctx::PARAM1, ctx.param1),
-        (abi::ctx::OUT_CAP, ctx.out_cap),
-        (abi::ctx::SCRATCH_LEN, u64::from(scratch_len)),
-    ];
-    for (at, value) in fields {
-        b[at as usize..at as usize + 8].copy_from_slice(&value.to_le_bytes());
-    }
-    b
-}
-
 /// Sample data: text-like words from a fixed-seed generator.
 pub fn sample_data(len: usize) -> Vec<u8> {
     const WORDS: [&[u8]; 8] = [
@@ -205,7 +187,7 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Vec<KernelFigu
             );
         }
 
-        let ctx_bytes = context_bytes(&ctx, scratch_len);
+        let ctx_bytes = ctx.encode(scratch_len);
         let mode = rbpf_shim::Mode::Interpreter;
         let (rbpf_interp, (rbpf_r0, rbpf_out)) = time(reps, || {
             rbpf_shim::run(&image.text, &data, &ctx_bytes, scratch_len as usize, mode)

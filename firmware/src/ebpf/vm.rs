@@ -37,6 +37,29 @@ pub struct Context {
     pub out_cap: u64,
 }
 
+impl Context {
+    /// The `struct csd_ctx` bytes a kernel sees, with `scratch_len` bytes of scratch memory
+    /// (little-endian fields at the offsets of [`abi::ctx`]).
+    pub fn encode(&self, scratch_len: u32) -> [u8; abi::ctx::SIZE as usize] {
+        let mut bytes = [0u8; abi::ctx::SIZE as usize];
+        let fields = [
+            (abi::ctx::OP, self.op),
+            (abi::ctx::FILE_SIZE, self.file_size),
+            (abi::ctx::OFFSET, self.offset),
+            (abi::ctx::LEN, self.len),
+            (abi::ctx::PARAM0, self.param0),
+            (abi::ctx::PARAM1, self.param1),
+            (abi::ctx::OUT_CAP, self.out_cap),
+            (abi::ctx::SCRATCH_LEN, u64::from(scratch_len)),
+        ];
+        for (off, v) in fields {
+            let off = off as usize;
+            bytes[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        bytes
+    }
+}
+
 /// How a slice of execution ended without error.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -236,20 +259,7 @@ impl Vm {
     pub fn start(&mut self, program: &Program, ctx: &Context, fuel: u64) {
         self.stack.fill(0);
         self.scratch.fill(0);
-        let fields = [
-            (abi::ctx::OP, ctx.op),
-            (abi::ctx::FILE_SIZE, ctx.file_size),
-            (abi::ctx::OFFSET, ctx.offset),
-            (abi::ctx::LEN, ctx.len),
-            (abi::ctx::PARAM0, ctx.param0),
-            (abi::ctx::PARAM1, ctx.param1),
-            (abi::ctx::OUT_CAP, ctx.out_cap),
-            (abi::ctx::SCRATCH_LEN, u64::from(self.scratch_len())),
-        ];
-        for (off, v) in fields {
-            let off = off as usize;
-            self.ctx[off..off + 8].copy_from_slice(&v.to_le_bytes());
-        }
+        self.ctx = ctx.encode(self.scratch_len());
         self.regs = [0; 16];
         self.regs[1] = region::CTX_BASE;
         self.regs[10] = STACK_TOP;

@@ -255,14 +255,16 @@ fn recover_zone<N: Nand>(
         }
     }
     let written = lo;
-    // The next page of every bound slot must be erased for the zone to take writes. After a
-    // power cut only the page at the write pointer can be programmed (torn), but media damage
-    // can hide more: a block whose page 0 no longer reads is not bound, so the search stops at
-    // its offset while the other slots hold programmed pages further on.
+    // Every page above the write pointer in the bound blocks must be erased for the zone to
+    // take writes. After a power cut only the page at the write pointer can be programmed
+    // (torn), but media damage can hide more: a block whose page 0 no longer reads is not
+    // bound, so the search stops at its offset while the other slots hold programmed pages
+    // further on; and a page whose charge leaked away reads as erased below programmed pages.
+    // So the whole rest of the zone is checked (unbound slots cost no read). Only zones that
+    // are partly written pay for it, and at most `max_active` of them can be.
     let mut torn = false;
-    if z.meta.cond == ZoneCond::Normal {
-        let width = z.slots.len() as u64;
-        for off in written..(written + width).min(layout.zone_cap) {
+    if z.meta.cond == ZoneCond::Normal && written > 0 {
+        for off in written..layout.zone_cap {
             if !matches!(probe(off)?, None | Some(PageContent::Erased)) {
                 torn = true;
                 break;
