@@ -95,6 +95,16 @@ impl<N: Nand> ZoneManager<N> {
     }
 
     fn finish(&mut self, list: &[usize]) -> Result<(), Status> {
+        self.set_cond(list, ZoneCond::Finished)?;
+        for &i in list {
+            self.zones.zones[i].state = ZoneState::Full;
+        }
+        Ok(())
+    }
+
+    /// Records `cond` for every zone of `list` in one checkpoint, then in the zone table
+    /// (an empty list writes nothing).
+    fn set_cond(&mut self, list: &[usize], cond: ZoneCond) -> Result<(), Status> {
         if list.is_empty() {
             return Ok(());
         }
@@ -104,17 +114,15 @@ impl<N: Nand> ZoneManager<N> {
                 (
                     i,
                     ZoneMeta {
-                        cond: ZoneCond::Finished,
+                        cond,
                         ..self.zones.zones[i].meta
                     },
                 )
             })
             .collect();
         self.persist(&changes)?;
-        for (i, m) in changes {
-            let z = &mut self.zones.zones[i];
-            z.meta = m;
-            z.state = ZoneState::Full;
+        for &(i, meta) in &changes {
+            self.zones.zones[i].meta = meta;
         }
         Ok(())
     }
@@ -149,24 +157,8 @@ impl<N: Nand> ZoneManager<N> {
     }
 
     fn offline(&mut self, list: &[usize]) -> Result<(), Status> {
-        if list.is_empty() {
-            return Ok(());
-        }
-        let changes: Vec<_> = list
-            .iter()
-            .map(|&i| {
-                (
-                    i,
-                    ZoneMeta {
-                        cond: ZoneCond::Offline,
-                        ..self.zones.zones[i].meta
-                    },
-                )
-            })
-            .collect();
-        self.persist(&changes)?;
-        for (i, m) in changes {
-            self.zones.zones[i].meta = m;
+        self.set_cond(list, ZoneCond::Offline)?;
+        for &i in list {
             self.release(i, ZoneState::Offline);
         }
         Ok(())
