@@ -94,6 +94,20 @@ fn cost(bytes: usize) -> u64 {
     HELPER_CALL_FUEL + (bytes as u64).div_ceil(BYTES_PER_FUEL)
 }
 
+/// The kernel's bytes `ptr..ptr + len` for a helper to read, if every one of them lies in one
+/// of the kernel's regions.
+fn kernel_bytes<'m>(mem: &'m Mem<'_>, ptr: u64, len: u64) -> Option<&'m [u8]> {
+    usize::try_from(len).ok().and_then(|l| mem.slice(ptr, l))
+}
+
+/// The kernel's bytes `ptr..ptr + len` for a helper to write, if every one of them lies in a
+/// writable region of the kernel's.
+fn kernel_bytes_mut<'m>(mem: &'m mut Mem<'_>, ptr: u64, len: u64) -> Option<&'m mut [u8]> {
+    usize::try_from(len)
+        .ok()
+        .and_then(|l| mem.slice_mut(ptr, l))
+}
+
 fn ret(r: Result<usize, HelperError>) -> (u64, usize) {
     match r {
         Ok(n) => (n as u64, n),
@@ -125,10 +139,7 @@ pub(crate) fn call<E: Env + ?Sized>(
             if len == 0 {
                 (0, 0)
             } else {
-                let dst = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| mem.slice_mut(ptr, l))
-                    .ok_or(fault(ptr, len))?;
+                let dst = kernel_bytes_mut(mem, ptr, len).ok_or(fault(ptr, len))?;
                 let cap = dst.len();
                 let (r0, n) = ret(env.read(off, dst).map(|n| n.min(cap)));
                 stats.device_bytes_read += n as u64;
@@ -140,10 +151,7 @@ pub(crate) fn call<E: Env + ?Sized>(
             if len == 0 {
                 (0, 0)
             } else {
-                let src = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| mem.slice(ptr, l))
-                    .ok_or(fault(ptr, len))?;
+                let src = kernel_bytes(mem, ptr, len).ok_or(fault(ptr, len))?;
                 if stats.bytes_returned.saturating_add(len) > out_cap {
                     (abi::err::NO_SPACE as u64, 0)
                 } else {
@@ -174,10 +182,7 @@ pub(crate) fn call<E: Env + ?Sized>(
             if len == 0 {
                 (0, 0)
             } else {
-                let dst = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| mem.slice_mut(ptr, l))
-                    .ok_or(fault(ptr, len))?;
+                let dst = kernel_bytes_mut(mem, ptr, len).ok_or(fault(ptr, len))?;
                 let cap = dst.len();
                 ret(env.input(dst).map(|n| n.min(cap)))
             }
