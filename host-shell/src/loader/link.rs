@@ -182,20 +182,20 @@ struct Target {
 }
 
 /// A relocation's site, for error messages.
-struct Site<'a> {
-    section: &'a str,
+struct Site {
+    section: String,
     offset: u64,
     kind: u32,
-    symbol: &'a str,
+    symbol: String,
 }
 
-impl Site<'_> {
+impl Site {
     fn unsupported(&self, reason: &'static str) -> LoadError {
         LoadError::UnsupportedRelocation {
             kind: relocation_name(self.kind),
-            section: self.section.to_owned(),
+            section: self.section.clone(),
             offset: self.offset,
-            symbol: self.symbol.to_owned(),
+            symbol: self.symbol.clone(),
             reason,
         }
     }
@@ -216,32 +216,24 @@ impl Linker<'_, '_> {
         reloc: &Relocation,
         text: &mut [u8],
     ) -> Result<(), LoadError> {
-        let kind = relocation_type(reloc);
-        if kind == r_bpf::NONE {
+        let Some((site, target)) = self.site(section, offset, reloc)? else {
             return Ok(());
-        }
-        let section_name = self.section_name(section);
-        let target = self.resolve(reloc, &section_name, offset)?;
-        let site = Site {
-            section: &section_name,
-            offset,
-            kind,
-            symbol: &target.name,
         };
         let &(base, count) =
             self.code.placed.get(&section).ok_or_else(|| {
-                LoadError::malformed(format!("`{section_name}` was not laid out"))
+                LoadError::malformed(format!("`{}` was not laid out", site.section))
             })?;
         if !offset.is_multiple_of(INSN_BYTES as u64) || offset / INSN_BYTES as u64 >= count {
             return Err(LoadError::malformed(format!(
-                "relocation at {section_name}+{offset:#x} is not at an instruction"
+                "relocation at {}+{offset:#x} is not at an instruction",
+                site.section
             )));
         }
         let pc = base + offset / INSN_BYTES as u64;
         let at = pc as usize * INSN_BYTES;
         let code = text[at];
         let src_reg = text[at + 1] >> 4;
-        match kind {
+        match site.kind {
             r_bpf::R_64_64 => {
                 if code != opcode::LDDW || offset / INSN_BYTES as u64 + 1 >= count {
                     return Err(site.unsupported("it is not on a 64-bit immediate load (lddw)"));
@@ -317,26 +309,18 @@ impl Linker<'_, '_> {
         reloc: &Relocation,
         blob: &mut [u8],
     ) -> Result<(), LoadError> {
-        let kind = relocation_type(reloc);
-        if kind == r_bpf::NONE {
+        let Some((site, target)) = self.site(section, offset, reloc)? else {
             return Ok(());
-        }
-        let section_name = self.section_name(section);
-        let target = self.resolve(reloc, &section_name, offset)?;
-        let site = Site {
-            section: &section_name,
-            offset,
-            kind,
-            symbol: &target.name,
         };
-        match kind {
+        match site.kind {
             r_bpf::ABS64 => {
                 let &(start, len) = self.rodata.placed.get(&section).ok_or_else(|| {
-                    LoadError::malformed(format!("`{section_name}` was not laid out"))
+                    LoadError::malformed(format!("`{}` was not laid out", site.section))
                 })?;
                 if offset.checked_add(8).is_none_or(|end| end > len) {
                     return Err(LoadError::malformed(format!(
-                        "relocation at {section_name}+{offset:#x} runs past the section"
+                        "relocation at {}+{offset:#x} runs past the section",
+                        site.section
                     )));
                 }
                 let Place::Rodata(target_section) = target.place else {
@@ -364,7 +348,7 @@ impl Linker<'_, '_> {
         section: SectionIndex,
         target: &Target,
         addend: i64,
-        site: &Site<'_>,
+        site: &Site,
     ) -> Result<u64, LoadError> {
         let &(start, len) =
             self.rodata.placed.get(&section).ok_or_else(|| {
@@ -375,6 +359,29 @@ impl Linker<'_, '_> {
             return Err(site.unsupported("the address lies outside its read-only data section"));
         }
         Ok(RODATA_BASE + start + in_section as u64)
+    }
+
+    /// The site and target of the relocation at byte `offset` of `section`; `None` for
+    /// `R_BPF_NONE`, which asks for nothing.
+    fn site(
+        &self,
+        section: SectionIndex,
+        offset: u64,
+        reloc: &Relocation,
+    ) -> Result<Option<(Site, Target)>, LoadError> {
+        let kind = relocation_type(reloc);
+        if kind == r_bpf::NONE {
+            return Ok(None);
+        }
+        let section_name = self.section_name(section);
+        let target = self.resolve(reloc, &section_name, offset)?;
+        let site = Site {
+            section: section_name,
+            offset,
+            kind,
+            symbol: target.name.clone(),
+        };
+        Ok(Some((site, target)))
     }
 
     /// Resolves a relocation's symbol, rejecting undefined (external) ones.
