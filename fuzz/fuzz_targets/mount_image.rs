@@ -17,38 +17,19 @@ use std::{path::PathBuf, sync::OnceLock};
 use arbitrary::{Arbitrary, Unstructured};
 use firmware::nand::{
     sim::{PageState, PageStore, RamStore},
-    Geometry, PageAddr,
+    PageAddr,
 };
-use firmware::zns::ZoneConfig;
 use host_shell::{
-    device::{DeviceOptions, FileDevice, RamDevice},
+    device::{FileDevice, RamDevice},
     driver::Driver,
     lfs::{InodeNo, Lfs},
     nand::{file::FileStore, image::Header},
 };
 use libfuzzer_sys::fuzz_target;
 
-/// 1 channel x 2 dies x 24 blocks x 8 pages: 22 zones of 16 LBAs, 1.5 MiB.
-const GEOMETRY: Geometry = Geometry {
-    channels: 1,
-    dies_per_channel: 2,
-    blocks_per_die: 24,
-    pages_per_block: 8,
-    page_bytes: 4096,
-    spare_bytes: 64,
-};
-
-fn zones() -> ZoneConfig {
-    ZoneConfig::for_geometry(&GEOMETRY)
-}
-
-fn options() -> DeviceOptions {
-    DeviceOptions {
-        queues: 1,
-        queue_depth: 4,
-        ..DeviceOptions::default()
-    }
-}
+#[path = "../../tests/tests/hostile_common/tiny_fs.rs"]
+mod tiny_fs;
+use tiny_fs::{options, populated, programmed_pages, zones, GEOMETRY};
 
 /// The pristine media: formatted, a file system with a directory and two files (one synced,
 /// one left in the log), unmounted cleanly.
@@ -62,29 +43,8 @@ struct Base {
 fn base() -> &'static Base {
     static BASE: OnceLock<Base> = OnceLock::new();
     BASE.get_or_init(|| {
-        let device = RamDevice::in_ram(GEOMETRY, zones(), options()).expect("device");
-        let driver = device.driver();
-        Lfs::mkfs(&driver, 0, 0).expect("mkfs");
-        let lfs = Lfs::mount(&driver).expect("mount");
-        let dir = lfs.mkdir(InodeNo::ROOT, b"d", 0o755, 0, 0).expect("mkdir");
-        let a = lfs.create(dir.ino, b"a", 0o644, 0, 0).expect("create");
-        lfs.write(a.ino, 0, &[0xA5; 9000]).expect("write");
-        lfs.fsync(a.ino, false).expect("fsync");
-        let b = lfs
-            .create(InodeNo::ROOT, b"b", 0o600, 0, 0)
-            .expect("create");
-        lfs.write(b.ino, 100, b"hello").expect("write");
-        lfs.unmount().expect("unmount");
-        let store = device.close().expect("close");
-        let mut programmed = Vec::new();
-        for block in 0..GEOMETRY.blocks() {
-            for page in 0..GEOMETRY.pages_per_block {
-                let addr = PageAddr::new(firmware::nand::BlockId(block), page);
-                if store.state(addr) == PageState::Programmed {
-                    programmed.push(addr);
-                }
-            }
-        }
+        let store = populated();
+        let programmed = programmed_pages(&store);
         // The same media as an image file.
         let dir = std::env::temp_dir().join(format!("csd-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");

@@ -8,6 +8,8 @@
 //! device still serves and the file system can be used or made again.
 
 mod hostile_common;
+#[path = "hostile_common/tiny_fs.rs"]
+mod tiny_fs;
 
 use std::path::Path;
 
@@ -15,53 +17,17 @@ use firmware::{
     nand::{
         image::{Header, HEADER_BYTES},
         sim::{PageState, PageStore, RamStore},
-        BlockId, Geometry, PageAddr,
+        PageAddr,
     },
     zns::ZoneConfig,
 };
 use host_shell::{
-    device::{create_image, DeviceError, DeviceOptions, FileDevice, RamDevice},
+    device::{create_image, DeviceError, FileDevice, RamDevice},
     driver::Driver,
     lfs::{InodeNo, Lfs},
 };
 use hostile_common::{clear, Tally};
-
-/// 1 channel x 2 dies x 24 blocks x 8 pages: 22 zones of 16 LBAs, 1.5 MiB.
-const GEOMETRY: Geometry = Geometry {
-    channels: 1,
-    dies_per_channel: 2,
-    blocks_per_die: 24,
-    pages_per_block: 8,
-    page_bytes: 4096,
-    spare_bytes: 64,
-};
-
-fn zones() -> ZoneConfig {
-    ZoneConfig::for_geometry(&GEOMETRY)
-}
-
-fn options() -> DeviceOptions {
-    DeviceOptions {
-        queues: 1,
-        queue_depth: 4,
-        ..DeviceOptions::default()
-    }
-}
-
-/// Puts a small tree on the device's file system and unmounts it.
-fn populate(driver: &Driver) {
-    Lfs::mkfs(driver, 0, 0).expect("mkfs");
-    let lfs = Lfs::mount(driver).expect("mount");
-    let dir = lfs.mkdir(InodeNo::ROOT, b"d", 0o755, 0, 0).expect("mkdir");
-    let a = lfs.create(dir.ino, b"a", 0o644, 0, 0).expect("create");
-    lfs.write(a.ino, 0, &[0xA5; 9000]).expect("write");
-    lfs.fsync(a.ino, false).expect("fsync");
-    let b = lfs
-        .create(InodeNo::ROOT, b"b", 0o600, 0, 0)
-        .expect("create");
-    lfs.write(b.ino, 100, b"hello").expect("write");
-    lfs.unmount().expect("unmount");
-}
+use tiny_fs::{options, populate, populated, programmed_pages, zones, GEOMETRY};
 
 /// Mounts the file system, checks it and uses it; if it cannot be mounted, the device must
 /// still answer and take a new file system. `Err` only when something is mishandled.
@@ -324,18 +290,8 @@ fn damaged(base: &RamStore, addr: PageAddr, damage: Damage) -> RamStore {
 /// Every programmed page of a small file system, damaged in every way above.
 #[test]
 fn corrupted_pages() {
-    let device = RamDevice::in_ram(GEOMETRY, zones(), options()).expect("device");
-    populate(&device.driver());
-    let base = device.close().expect("close");
-    let mut programmed = Vec::new();
-    for block in 0..GEOMETRY.blocks() {
-        for page in 0..GEOMETRY.pages_per_block {
-            let addr = PageAddr::new(BlockId(block), page);
-            if base.state(addr) == PageState::Programmed {
-                programmed.push(addr);
-            }
-        }
-    }
+    let base = populated();
+    let programmed = programmed_pages(&base);
     let mut damages = vec![
         Damage::DataFlip(0),
         Damage::DataFlip(4095),
