@@ -7,47 +7,13 @@
 //! a zero-extended immediate in rbpf (sign-extended in the RFC), and 32-bit modulo by zero
 //! keeps the upper half in rbpf (zeroed in the RFC).
 
+mod ebpf_diff_support;
 mod ebpf_util;
 
-use ebpf_util::{asm, ctx, load, raw, TestEnv};
+use ebpf_diff_support::{epilogue, program, ALU_CODES, G, JMP_CODES, MAX_REG, MAX_SKIP, WIDTHS};
+use ebpf_util::{asm, ctx, load, TestEnv};
 use firmware::ebpf::Vm;
 use proptest::prelude::*;
-
-/// The context bytes our VM builds for `ctx()` with no scratch, given to rbpf as its memory.
-fn ctx_bytes() -> Vec<u8> {
-    let c = ctx();
-    let mut b = Vec::new();
-    for v in [
-        c.op,
-        c.file_size,
-        c.offset,
-        c.len,
-        c.param0,
-        c.param1,
-        c.out_cap,
-        0,
-    ] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b
-}
-
-/// Appends an epilogue folding r0..r8 and the 64-byte stack window into r0.
-fn with_epilogue(mut text: Vec<u8>) -> Vec<u8> {
-    let mut src = String::new();
-    for r in 1..=8 {
-        src.push_str(&format!("mul64 r0, 1000003\nxor64 r0, r{r}\n"));
-    }
-    for k in 1..=8 {
-        src.push_str(&format!(
-            "ldxdw r1, [r10-{}]\nmul64 r0, 1000003\nxor64 r0, r1\n",
-            8 * k
-        ));
-    }
-    src.push_str("exit");
-    text.extend(asm(&src));
-    text
-}
 
 fn run_ours(text: &[u8]) -> u64 {
     let p = load(text).unwrap_or_else(|e| panic!("our verifier refused: {e}"));
@@ -59,7 +25,7 @@ fn run_ours(text: &[u8]) -> u64 {
 
 fn run_rbpf(text: &[u8]) -> u64 {
     let vm = rbpf::EbpfVmRaw::new(Some(text)).unwrap_or_else(|e| panic!("rbpf refused: {e}"));
-    let mut mem = ctx_bytes();
+    let mut mem = ctx().encode(0).to_vec();
     vm.execute_program(&mut mem)
         .unwrap_or_else(|e| panic!("rbpf failed: {e}"))
 }
@@ -82,68 +48,20 @@ fn hand_written_programs_agree() {
         "lddw r1, 0x0123456789abcdef\nstxdw [r10-16], r1\nldxw r2, [r10-14]\nbe32 r2\nldxh r3, [r10-11]\nbe16 r3\nle64 r1\nmov64 r0, r2\nlsh64 r0, 16\nor64 r0, r3\nxor64 r0, r1",
     ];
     for src in programs {
-        let text = with_epilogue(asm(src));
+        let mut text = asm(src);
+        text.extend(epilogue());
         assert_eq!(run_ours(&text), run_rbpf(&text), "{src}");
     }
 }
 
-/// One generated operation.
-#[derive(Clone, Debug)]
-enum G {
-    Alu {
-        code: u8,
-        alu64: bool,
-        dst: u8,
-        src: Option<u8>,
-        imm: i32,
-    },
-    Neg {
-        alu64: bool,
-        dst: u8,
-    },
-    Endian {
-        be: bool,
-        width: i32,
-        dst: u8,
-    },
-    Lddw {
-        dst: u8,
-        value: u64,
-    },
-    Jump {
-        code: u8,
-        jmp32: bool,
-        dst: u8,
-        src: Option<u8>,
-        imm: i32,
-        skip: u8,
-    },
-    Store {
-        size: u8,
-        slot: u8,
-        src: Option<u8>,
-        imm: i32,
-    },
-    Load {
-        size: u8,
-        slot: u8,
-        dst: u8,
-        ctx: bool,
-    },
-}
-
 /// Data registers: r0..r8 (r9 holds the context pointer, r10 the frame).
 fn reg() -> impl Strategy<Value = u8> {
-    0u8..=8
+    0u8..=MAX_REG
 }
 
 fn gen() -> impl Strategy<Value = G> {
-    let alu_codes = prop::sample::select(vec![
-        0x00u8, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x90, 0xa0, 0xb0, 0xc0,
-    ]);
-    let jmp_codes = prop::sample::select(vec![
-        0x10u8, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xa0, 0xb0, 0xc0, 0xd0,
-    ]);
+    let alu_codes = prop::sample::select(ALU_CODES.to_vec());
+    let jmp_codes = prop::sample::select(JMP_CODES.to_vec());
     let imm = prop_oneof![
         -8i32..8,
         any::<i32>(),
@@ -158,139 +76,16 @@ fn gen() -> impl Strategy<Value = G> {
         4 => (alu_codes, any::<bool>(), reg(), prop::option::of(reg()), imm.clone())
             .prop_map(|(code, alu64, dst, src, imm)| G::Alu { code, alu64, dst, src, imm }),
         1 => (any::<bool>(), reg()).prop_map(|(alu64, dst)| G::Neg { alu64, dst }),
-        1 => (any::<bool>(), prop::sample::select(vec![16, 32, 64]), reg())
+        1 => (any::<bool>(), prop::sample::select(WIDTHS.to_vec()), reg())
             .prop_map(|(be, width, dst)| G::Endian { be, width, dst }),
         1 => (reg(), any::<u64>()).prop_map(|(dst, value)| G::Lddw { dst, value }),
-        2 => (jmp_codes, any::<bool>(), reg(), prop::option::of(reg()), imm, 0u8..6)
+        2 => (jmp_codes, any::<bool>(), reg(), prop::option::of(reg()), imm, 0u8..=MAX_SKIP)
             .prop_map(|(code, jmp32, dst, src, imm, skip)| G::Jump { code, jmp32, dst, src, imm, skip }),
         1 => (0u8..4, 0u8..64, prop::option::of(reg()), any::<i32>())
             .prop_map(|(size, slot, src, imm)| G::Store { size, slot, src, imm }),
         1 => (0u8..4, 0u8..64, reg(), any::<bool>())
             .prop_map(|(size, slot, dst, ctx)| G::Load { size, slot, dst, ctx }),
     ]
-}
-
-const SIZES: [(u8, i16); 4] = [(0x10, 1), (0x08, 2), (0x00, 4), (0x18, 8)];
-
-/// Encodes generated operations; jumps skip forward over whole operations only.
-fn encode(ops: &[G], init: &[u64; 9]) -> Vec<u8> {
-    let mut out = asm("mov64 r9, r1");
-    for (r, v) in init.iter().enumerate() {
-        out.extend(asm(&format!("lddw r{r}, {v:#x}")));
-    }
-    // Slot index of each operation's first instruction, relative to the first op.
-    let pieces: Vec<Vec<Vec<u8>>> = ops.iter().map(encode_one).collect();
-    let mut starts = Vec::with_capacity(ops.len() + 1);
-    let mut at = 0usize;
-    for p in &pieces {
-        starts.push(at);
-        at += p.iter().map(|i| i.len() / 8).sum::<usize>();
-    }
-    starts.push(at);
-    for (i, (op, mut piece)) in ops.iter().zip(pieces).enumerate() {
-        if let G::Jump { skip, .. } = op {
-            let target = starts[(i + 1 + *skip as usize).min(ops.len())];
-            // The jump is the last instruction of its piece.
-            let jump_pc = starts[i + 1] - 1;
-            let off = (target - jump_pc - 1) as i16;
-            let last = piece.len() - 1;
-            piece[last][2..4].copy_from_slice(&off.to_le_bytes());
-        }
-        out.extend(piece.concat());
-    }
-    out
-}
-
-fn encode_one(op: &G) -> Vec<Vec<u8>> {
-    match *op {
-        G::Alu {
-            code,
-            alu64,
-            dst,
-            src,
-            imm,
-        } => {
-            let class = if alu64 { 0x07 } else { 0x04 };
-            match src {
-                Some(s) => {
-                    let mut v = Vec::new();
-                    // 32-bit modulo by zero differs in rbpf: make the divisor non-zero.
-                    if code == 0x90 && !alu64 {
-                        v.push(raw(0x47, s, 0, 0, 1)); // or64 src, 1
-                    }
-                    v.push(raw(code | 0x08 | class, dst, s, 0, 0));
-                    v
-                }
-                None => {
-                    let imm = if (code == 0x30 || code == 0x90) && imm == 0 {
-                        3
-                    } else {
-                        imm
-                    };
-                    vec![raw(code | class, dst, 0, 0, imm)]
-                }
-            }
-        }
-        // rbpf's neg64 overflows (a debug panic) on i64::MIN: make the low bit set first.
-        G::Neg { alu64: true, dst } => vec![raw(0x47, dst, 0, 0, 1), raw(0x87, dst, 0, 0, 0)],
-        G::Neg { alu64: false, dst } => vec![raw(0x84, dst, 0, 0, 0)],
-        G::Endian { be, width, dst } => vec![raw(if be { 0xdc } else { 0xd4 }, dst, 0, 0, width)],
-        G::Lddw { dst, value } => vec![
-            raw(0x18, dst, 0, 0, value as u32 as i32),
-            raw(0, 0, 0, 0, (value >> 32) as u32 as i32),
-        ],
-        G::Jump {
-            code,
-            jmp32,
-            dst,
-            src,
-            imm,
-            ..
-        } => {
-            let class = if jmp32 { 0x06 } else { 0x05 };
-            match src {
-                Some(s) => vec![raw(code | 0x08 | class, dst, s, 0, 0)],
-                None => {
-                    // rbpf zero-extends the immediate of unsigned 64-bit compares.
-                    let unsigned = matches!(code, 0x10 | 0x20 | 0x30 | 0x50 | 0xa0 | 0xb0);
-                    let imm = if unsigned && !jmp32 {
-                        imm & i32::MAX
-                    } else {
-                        imm
-                    };
-                    vec![raw(code | class, dst, 0, 0, imm)]
-                }
-            }
-        }
-        G::Store {
-            size,
-            slot,
-            src,
-            imm,
-        } => {
-            let (bits, len) = SIZES[size as usize];
-            let off = -64 + i16::from(slot) % (64 - len + 1);
-            match src {
-                Some(s) => vec![raw(0x63 | bits, 10, s, off, 0)],
-                None => vec![raw(0x62 | bits, 10, 0, off, imm)],
-            }
-        }
-        G::Load {
-            size,
-            slot,
-            dst,
-            ctx,
-        } => {
-            let (bits, len) = SIZES[size as usize];
-            if ctx {
-                let off = i16::from(slot) % (64 - len + 1);
-                vec![raw(0x61 | bits, dst, 9, off, 0)]
-            } else {
-                let off = -64 + i16::from(slot) % (64 - len + 1);
-                vec![raw(0x61 | bits, dst, 10, off, 0)]
-            }
-        }
-    }
 }
 
 proptest! {
@@ -300,7 +95,7 @@ proptest! {
     /// condition, stack stores and loads of every size, context loads) agree with rbpf.
     #[test]
     fn random_programs_agree(ops in prop::collection::vec(gen(), 1..60), init in any::<[u64; 9]>()) {
-        let text = with_epilogue(encode(&ops, &init));
+        let text = program(&ops, &init);
         prop_assert_eq!(run_ours(&text), run_rbpf(&text));
     }
 }

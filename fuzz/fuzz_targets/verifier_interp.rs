@@ -8,9 +8,13 @@
 //!   must return the same r0, which folds in every data register and the stack window.
 #![no_main]
 
-use arbitrary::{Arbitrary, Unstructured};
+use arbitrary::Unstructured;
 use firmware::ebpf::{encode_image, Context, Env, HelperError, Program, Vm};
 use libfuzzer_sys::fuzz_target;
+
+#[path = "../../firmware/tests/ebpf_diff_support/mod.rs"]
+mod diff;
+use diff::G;
 
 /// Enough for any terminating loop of a small program to show up as `OutOfFuel` quickly.
 const FUEL: u64 = 200_000;
@@ -93,255 +97,77 @@ fn raw_mode(image: &[u8]) {
 
 // ---- the differential mode: the generator of firmware/tests/ebpf_diff.rs, over `arbitrary`.
 
-/// One instruction slot.
-fn raw(opcode: u8, dst: u8, src: u8, off: i16, imm: i32) -> Vec<u8> {
-    let mut b = vec![opcode, (src << 4) | (dst & 0x0f)];
-    b.extend_from_slice(&off.to_le_bytes());
-    b.extend_from_slice(&imm.to_le_bytes());
-    b
+/// A data register.
+fn reg(u: &mut Unstructured<'_>) -> arbitrary::Result<u8> {
+    u.int_in_range(0..=diff::MAX_REG)
 }
 
-const ALU: [u8; 12] = [
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x90, 0xa0, 0xb0, 0xc0,
-];
-const JMP: [u8; 11] = [
-    0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0xa0, 0xb0, 0xc0, 0xd0,
-];
-const SIZES: [(u8, i16); 4] = [(0x10, 1), (0x08, 2), (0x00, 4), (0x18, 8)];
-
-/// A data register r0..r8 (r9 holds the context pointer, r10 the frame).
-#[derive(Debug, Clone, Copy)]
-struct Reg(u8);
-impl<'a> Arbitrary<'a> for Reg {
-    fn arbitrary(u: &mut Unstructured<'a>) -> arbitrary::Result<Self> {
-        Ok(Reg(u.int_in_range(0..=8)?))
-    }
+fn maybe_reg(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<u8>> {
+    Ok(if u.arbitrary()? { Some(reg(u)?) } else { None })
 }
 
-#[derive(Debug, Clone, Copy, Arbitrary)]
-enum G {
-    Alu {
-        code: u8,
-        alu64: bool,
-        dst: Reg,
-        src: Option<Reg>,
-        imm: i32,
-    },
-    Neg {
-        alu64: bool,
-        dst: Reg,
-    },
-    Endian {
-        be: bool,
-        width: u8,
-        dst: Reg,
-    },
-    Lddw {
-        dst: Reg,
-        value: u64,
-    },
-    Jump {
-        code: u8,
-        jmp32: bool,
-        dst: Reg,
-        src: Option<Reg>,
-        imm: i32,
-        skip: u8,
-    },
-    Store {
-        size: u8,
-        slot: u8,
-        src: Option<Reg>,
-        imm: i32,
-    },
-    Load {
-        size: u8,
-        slot: u8,
-        dst: Reg,
-        ctx: bool,
-    },
+/// One operation of the shared generator, drawn from the fuzzer's bytes.
+fn op(u: &mut Unstructured<'_>) -> arbitrary::Result<G> {
+    Ok(match u.int_in_range(0..=6u8)? {
+        0 => G::Alu {
+            code: *u.choose(&diff::ALU_CODES)?,
+            alu64: u.arbitrary()?,
+            dst: reg(u)?,
+            src: maybe_reg(u)?,
+            imm: u.arbitrary()?,
+        },
+        1 => G::Neg {
+            alu64: u.arbitrary()?,
+            dst: reg(u)?,
+        },
+        2 => G::Endian {
+            be: u.arbitrary()?,
+            width: *u.choose(&diff::WIDTHS)?,
+            dst: reg(u)?,
+        },
+        3 => G::Lddw {
+            dst: reg(u)?,
+            value: u.arbitrary()?,
+        },
+        4 => G::Jump {
+            code: *u.choose(&diff::JMP_CODES)?,
+            jmp32: u.arbitrary()?,
+            dst: reg(u)?,
+            src: maybe_reg(u)?,
+            imm: u.arbitrary()?,
+            skip: u.int_in_range(0..=diff::MAX_SKIP)?,
+        },
+        5 => G::Store {
+            size: u.int_in_range(0..=3)?,
+            slot: u.arbitrary()?,
+            src: maybe_reg(u)?,
+            imm: u.arbitrary()?,
+        },
+        _ => G::Load {
+            size: u.int_in_range(0..=3)?,
+            slot: u.arbitrary()?,
+            dst: reg(u)?,
+            ctx: u.arbitrary()?,
+        },
+    })
 }
 
-#[derive(Debug, Arbitrary)]
-struct DiffInput {
-    init: [u64; 9],
-    ops: Vec<G>,
-}
-
-fn encode_one(op: &G) -> Vec<Vec<u8>> {
-    match *op {
-        G::Alu {
-            code,
-            alu64,
-            dst: Reg(dst),
-            src,
-            imm,
-        } => {
-            let code = ALU[usize::from(code) % ALU.len()];
-            let class = if alu64 { 0x07 } else { 0x04 };
-            match src {
-                Some(Reg(s)) => {
-                    let mut v = Vec::new();
-                    // rbpf deviation: 32-bit modulo by zero keeps the upper half.
-                    if code == 0x90 && !alu64 {
-                        v.push(raw(0x47, s, 0, 0, 1)); // or64 src, 1
-                    }
-                    v.push(raw(code | 0x08 | class, dst, s, 0, 0));
-                    v
-                }
-                None => {
-                    let imm = if (code == 0x30 || code == 0x90) && imm == 0 {
-                        3
-                    } else {
-                        imm
-                    };
-                    vec![raw(code | class, dst, 0, 0, imm)]
-                }
-            }
-        }
-        // rbpf deviation: its neg64 overflows (a debug panic) on i64::MIN; set the low bit.
-        G::Neg {
-            alu64: true,
-            dst: Reg(dst),
-        } => vec![raw(0x47, dst, 0, 0, 1), raw(0x87, dst, 0, 0, 0)],
-        G::Neg {
-            alu64: false,
-            dst: Reg(dst),
-        } => vec![raw(0x84, dst, 0, 0, 0)],
-        G::Endian {
-            be,
-            width,
-            dst: Reg(dst),
-        } => {
-            let width = [16, 32, 64][usize::from(width) % 3];
-            vec![raw(if be { 0xdc } else { 0xd4 }, dst, 0, 0, width)]
-        }
-        G::Lddw {
-            dst: Reg(dst),
-            value,
-        } => vec![
-            raw(0x18, dst, 0, 0, value as u32 as i32),
-            raw(0, 0, 0, 0, (value >> 32) as u32 as i32),
-        ],
-        G::Jump {
-            code,
-            jmp32,
-            dst: Reg(dst),
-            src,
-            imm,
-            ..
-        } => {
-            let code = JMP[usize::from(code) % JMP.len()];
-            let class = if jmp32 { 0x06 } else { 0x05 };
-            match src {
-                Some(Reg(s)) => vec![raw(code | 0x08 | class, dst, s, 0, 0)],
-                None => {
-                    // rbpf deviation: unsigned 64-bit compares zero-extend the immediate.
-                    let unsigned = matches!(code, 0x10 | 0x20 | 0x30 | 0x50 | 0xa0 | 0xb0);
-                    let imm = if unsigned && !jmp32 {
-                        imm & i32::MAX
-                    } else {
-                        imm
-                    };
-                    vec![raw(code | class, dst, 0, 0, imm)]
-                }
-            }
-        }
-        G::Store {
-            size,
-            slot,
-            src,
-            imm,
-        } => {
-            let (bits, len) = SIZES[usize::from(size) % 4];
-            let off = -64 + i16::from(slot) % (64 - len + 1);
-            match src {
-                Some(Reg(s)) => vec![raw(0x63 | bits, 10, s, off, 0)],
-                None => vec![raw(0x62 | bits, 10, 0, off, imm)],
-            }
-        }
-        G::Load {
-            size,
-            slot,
-            dst: Reg(dst),
-            ctx,
-        } => {
-            let (bits, len) = SIZES[usize::from(size) % 4];
-            if ctx {
-                let off = i16::from(slot) % (64 - len + 1);
-                vec![raw(0x61 | bits, dst, 9, off, 0)]
-            } else {
-                let off = -64 + i16::from(slot) % (64 - len + 1);
-                vec![raw(0x61 | bits, dst, 10, off, 0)]
-            }
-        }
+/// The initial registers and up to 80 operations.
+fn diff_input(bytes: &[u8]) -> arbitrary::Result<([u64; 9], Vec<G>)> {
+    let mut u = Unstructured::new(bytes);
+    let init: [u64; 9] = u.arbitrary()?;
+    let mut ops = Vec::new();
+    while !u.is_empty() && ops.len() < 80 {
+        ops.push(op(&mut u)?);
     }
-}
-
-/// The program: `mov64 r9, r1`, the initial registers, the operations (jumps skip forward
-/// over whole operations only), then an epilogue folding r0..r8 and the stack window into r0.
-fn encode(input: &DiffInput) -> Vec<u8> {
-    let ops = &input.ops[..input.ops.len().min(80)];
-    let mut out = raw(0xbf, 9, 1, 0, 0);
-    for (r, v) in input.init.iter().enumerate() {
-        out.extend(raw(0x18, r as u8, 0, 0, *v as u32 as i32));
-        out.extend(raw(0, 0, 0, 0, (*v >> 32) as u32 as i32));
-    }
-    let pieces: Vec<Vec<Vec<u8>>> = ops.iter().map(encode_one).collect();
-    let mut starts = Vec::with_capacity(ops.len() + 1);
-    let mut at = 0usize;
-    for p in &pieces {
-        starts.push(at);
-        at += p.iter().map(|i| i.len() / 8).sum::<usize>();
-    }
-    starts.push(at);
-    for (i, (op, mut piece)) in ops.iter().zip(pieces).enumerate() {
-        if let G::Jump { skip, .. } = op {
-            let skip = usize::from(*skip % 6);
-            let target = starts[(i + 1 + skip).min(ops.len())];
-            let jump_pc = starts[i + 1] - 1;
-            let off = (target - jump_pc - 1) as i16;
-            let last = piece.len() - 1;
-            piece[last][2..4].copy_from_slice(&off.to_le_bytes());
-        }
-        out.extend(piece.concat());
-    }
-    for r in 1..=8u8 {
-        out.extend(raw(0x27, 0, 0, 0, 1_000_003)); // mul64 r0, 1000003
-        out.extend(raw(0xaf, 0, r, 0, 0)); // xor64 r0, rR
-    }
-    for k in 1..=8i16 {
-        out.extend(raw(0x79, 1, 10, -8 * k, 0)); // ldxdw r1, [r10-8k]
-        out.extend(raw(0x27, 0, 0, 0, 1_000_003));
-        out.extend(raw(0xaf, 0, 1, 0, 0));
-    }
-    out.extend(raw(0x95, 0, 0, 0, 0));
-    out
-}
-
-/// The context bytes our VM shows the kernel, given to rbpf as its memory.
-fn ctx_bytes(c: &Context) -> Vec<u8> {
-    let mut b = Vec::new();
-    for v in [
-        c.op,
-        c.file_size,
-        c.offset,
-        c.len,
-        c.param0,
-        c.param1,
-        c.out_cap,
-        0,
-    ] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    b
+    Ok((init, ops))
 }
 
 fn diff_mode(bytes: &[u8]) {
-    let Ok(input) = DiffInput::arbitrary_take_rest(Unstructured::new(bytes)) else {
+    let Ok((init, ops)) = diff_input(bytes) else {
         return;
     };
-    let text = encode(&input);
+    let text = diff::program(&ops, &init);
     let c = ctx(common::abi::op::FILE_JOB);
     let program = Program::load(&encode_image(&text, &[]))
         .unwrap_or_else(|e| panic!("our verifier refused a generated program: {e}"));
@@ -357,11 +183,11 @@ fn diff_mode(bytes: &[u8]) {
         .0;
     let rbpf_vm = rbpf::EbpfVmRaw::new(Some(&text))
         .unwrap_or_else(|e| panic!("rbpf refused a generated program: {e}"));
-    let mut mem = ctx_bytes(&c);
+    let mut mem = c.encode(0).to_vec();
     let theirs = rbpf_vm
         .execute_program(&mut mem)
         .unwrap_or_else(|e| panic!("rbpf failed: {e}"));
-    assert_eq!(ours, theirs, "r0 differs from rbpf for {input:?}");
+    assert_eq!(ours, theirs, "r0 differs from rbpf for {init:x?} {ops:?}");
 }
 
 fuzz_target!(|data: &[u8]| {
