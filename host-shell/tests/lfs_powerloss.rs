@@ -114,8 +114,16 @@ fn run(store: &RamStore, geometry: firmware::nand::Geometry, cut: Option<u64>) -
         s.nand_reads + s.nand_programs + s.nand_erases
             - (start.nand_reads + start.nand_programs + start.nand_erases)
     };
-    if cut.is_none() {
-        result.expect("no cut, no error");
+    match cut {
+        None => {
+            result.expect("no cut, no error");
+        }
+        // The sweep cuts before the workload's last NAND operation, so some call must report
+        // the lost power rather than finish as if nothing happened.
+        Some(n) => assert!(
+            result.is_err(),
+            "a cut after {n} ops did not interrupt the workload"
+        ),
     }
     // Power back on over the same NAND.
     let device = reboot(device, DeviceOptions::default());
