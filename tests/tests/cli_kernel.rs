@@ -363,7 +363,11 @@ fn link_writes_the_image_run_loads() {
             "--json",
         ]))
     };
-    assert_eq!(run(&image)["output_hex"], run(&object)["output_hex"]);
+    let from_image = run(&image);
+    assert_eq!(from_image["output_hex"], run(&object)["output_hex"]);
+    // And that output is the histogram, computed independently of the loader.
+    let counts = reference::entropy_histogram(&data);
+    assert_eq!(output(&from_image), reference::histogram_bytes(&counts));
 
     let err = csd_fails(
         1,

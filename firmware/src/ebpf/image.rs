@@ -94,47 +94,11 @@ pub struct Program {
 impl Program {
     /// Checks an image's header, verifies its instructions and pre-decodes them.
     pub fn load(bytes: &[u8]) -> Result<Program, LoadError> {
-        let len = bytes.len();
-        let Some(header) = bytes.get(..image::HEADER_BYTES) else {
-            return Err(LoadError::TooShort {
-                len: u32::try_from(len).unwrap_or(u32::MAX),
-            });
-        };
-        let u16_at = |o: usize| u16::from_le_bytes([header[o], header[o + 1]]);
-        let u32_at =
-            |o: usize| u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]]);
-        let magic = [header[0], header[1], header[2], header[3]];
-        if magic != image::MAGIC {
-            return Err(LoadError::BadMagic { found: magic });
-        }
-        let version = u16_at(image::VERSION_OFFSET);
-        if version != image::VERSION {
-            return Err(LoadError::UnsupportedVersion { found: version });
-        }
-        let flags = u16_at(image::FLAGS_OFFSET);
-        if flags != 0 {
-            return Err(LoadError::UnsupportedFlags { flags });
-        }
-        let text_len = u32_at(image::TEXT_LEN_OFFSET);
-        let rodata_len = u32_at(image::RODATA_LEN_OFFSET);
-        if text_len % 8 != 0 {
-            return Err(LoadError::TextNotAligned { text_len });
-        }
-        if rodata_len > abi::MAX_RODATA_BYTES {
-            return Err(LoadError::RodataTooLarge { rodata_len });
-        }
-        let expected = image::HEADER_BYTES as u64 + u64::from(text_len) + u64::from(rodata_len);
-        if expected != len as u64 {
-            return Err(LoadError::LengthMismatch {
-                expected,
-                actual: len as u64,
-            });
-        }
-        let text_end = image::HEADER_BYTES + text_len as usize;
-        let insns = verify(&bytes[image::HEADER_BYTES..text_end])?;
+        let (text, rodata) = split(bytes)?;
+        let insns = verify(text)?;
         Ok(Program {
             insns,
-            rodata: bytes[text_end..].to_vec(),
+            rodata: rodata.to_vec(),
             fingerprint: fnv1a(bytes),
         })
     }
@@ -149,6 +113,50 @@ impl Program {
     pub fn rodata(&self) -> &[u8] {
         &self.rodata
     }
+}
+
+/// Checks an image's header (magic, version, flags, lengths and limits) and returns its
+/// instructions and read-only data. The instructions are not verified here: [`Program::load`]
+/// does that.
+pub fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), LoadError> {
+    let len = bytes.len();
+    let Some(header) = bytes.get(..image::HEADER_BYTES) else {
+        return Err(LoadError::TooShort {
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        });
+    };
+    let u16_at = |o: usize| u16::from_le_bytes([header[o], header[o + 1]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([header[o], header[o + 1], header[o + 2], header[o + 3]]);
+    let magic = [header[0], header[1], header[2], header[3]];
+    if magic != image::MAGIC {
+        return Err(LoadError::BadMagic { found: magic });
+    }
+    let version = u16_at(image::VERSION_OFFSET);
+    if version != image::VERSION {
+        return Err(LoadError::UnsupportedVersion { found: version });
+    }
+    let flags = u16_at(image::FLAGS_OFFSET);
+    if flags != 0 {
+        return Err(LoadError::UnsupportedFlags { flags });
+    }
+    let text_len = u32_at(image::TEXT_LEN_OFFSET);
+    let rodata_len = u32_at(image::RODATA_LEN_OFFSET);
+    if text_len % 8 != 0 {
+        return Err(LoadError::TextNotAligned { text_len });
+    }
+    if rodata_len > abi::MAX_RODATA_BYTES {
+        return Err(LoadError::RodataTooLarge { rodata_len });
+    }
+    let expected = image::HEADER_BYTES as u64 + u64::from(text_len) + u64::from(rodata_len);
+    if expected != len as u64 {
+        return Err(LoadError::LengthMismatch {
+            expected,
+            actual: len as u64,
+        });
+    }
+    let text_end = image::HEADER_BYTES + text_len as usize;
+    Ok((&bytes[image::HEADER_BYTES..text_end], &bytes[text_end..]))
 }
 
 /// FNV-1a, 64-bit: a fingerprint, not a security check (the same program object is

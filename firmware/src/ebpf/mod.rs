@@ -33,6 +33,6 @@ mod vm;
 
 pub use common::program::RunStats;
 pub use helpers::{Env, HelperError, BYTES_PER_FUEL, HELPER_CALL_FUEL};
-pub use image::{encode as encode_image, LoadError, Program};
+pub use image::{encode as encode_image, split as split_image, LoadError, Program};
 pub use verify::VerifyError;
 pub use vm::{run_to_end, Context, ExecError, Step, Vm};

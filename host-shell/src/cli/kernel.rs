@@ -441,17 +441,9 @@ fn instructions(path: &Path) -> anyhow::Result<Vec<u8>> {
         return Ok(image.text);
     }
     if bytes.starts_with(&abi::image::MAGIC) {
-        let header = bytes
-            .get(..abi::image::HEADER_BYTES)
-            .ok_or_else(|| anyhow!("{} is a truncated program image", path.display()))?;
-        let at = abi::image::TEXT_LEN_OFFSET;
-        let text_len =
-            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-        let end = abi::image::HEADER_BYTES + text_len as usize;
-        return bytes
-            .get(abi::image::HEADER_BYTES..end)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| anyhow!("{} is a truncated program image", path.display()));
+        let (text, _) = firmware::ebpf::split_image(&bytes)
+            .map_err(|e| anyhow!("{} is not a usable program image: {e}", path.display()))?;
+        return Ok(text.to_vec());
     }
     if bytes.is_empty() || !bytes.len().is_multiple_of(8) {
         return Err(anyhow!(

@@ -1,9 +1,5 @@
 //! The linked program image and its byte encoding (`common::abi::image`).
 
-use common::abi::image::{
-    FLAGS_OFFSET, HEADER_BYTES, MAGIC, RODATA_LEN_OFFSET, TEXT_LEN_OFFSET, VERSION, VERSION_OFFSET,
-};
-
 /// Size of one eBPF instruction slot in bytes.
 pub const INSN_BYTES: usize = 8;
 
@@ -36,18 +32,10 @@ impl ProgramImage {
     /// If `text` or `rodata` is longer than `u32::MAX` bytes. Images from [`super::link`] are
     /// far below that (the ABI limits them); building a bigger one by hand breaks the contract.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let text_len = u32::try_from(self.text.len()).expect("program text over u32::MAX bytes");
-        let rodata_len =
-            u32::try_from(self.rodata.len()).expect("program rodata over u32::MAX bytes");
-        let mut out = vec![0u8; HEADER_BYTES];
-        out[..MAGIC.len()].copy_from_slice(&MAGIC);
-        out[VERSION_OFFSET..VERSION_OFFSET + 2].copy_from_slice(&VERSION.to_le_bytes());
-        out[FLAGS_OFFSET..FLAGS_OFFSET + 2].copy_from_slice(&0u16.to_le_bytes());
-        out[TEXT_LEN_OFFSET..TEXT_LEN_OFFSET + 4].copy_from_slice(&text_len.to_le_bytes());
-        out[RODATA_LEN_OFFSET..RODATA_LEN_OFFSET + 4].copy_from_slice(&rodata_len.to_le_bytes());
-        out.reserve(self.text.len() + self.rodata.len());
-        out.extend_from_slice(&self.text);
-        out.extend_from_slice(&self.rodata);
-        out
+        assert!(
+            u32::try_from(self.text.len()).is_ok() && u32::try_from(self.rodata.len()).is_ok(),
+            "program text or rodata over u32::MAX bytes"
+        );
+        firmware::ebpf::encode_image(&self.text, &self.rodata)
     }
 }
