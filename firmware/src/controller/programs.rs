@@ -80,6 +80,9 @@ struct Slot {
 #[derive(Debug, Default)]
 struct RangeSet {
     extents: Vec<Extent>,
+    /// The file block each extent starts at (running totals of the lengths before it), so a
+    /// kernel's read finds its extent by binary search.
+    first_blocks: Vec<u64>,
     file_size: u64,
     out_cap: u32,
     output: Vec<u8>,
@@ -219,6 +222,8 @@ impl Programs {
             return Err(Status::InvalidField);
         }
         let mut extents = Vec::with_capacity(set.extent_count as usize);
+        let mut first_blocks = Vec::with_capacity(set.extent_count as usize);
+        let mut blocks: u64 = 0;
         let mut covered: u64 = 0;
         let mut raw = [0u8; Extent::ENCODED_BYTES];
         for i in 0..set.extent_count as usize {
@@ -230,6 +235,8 @@ impl Programs {
                 return Err(Status::InvalidMemoryRange);
             }
             covered = covered.saturating_add(u64::from(extent.lba_count) * u64::from(LBA_BYTES));
+            first_blocks.push(blocks);
+            blocks += u64::from(extent.lba_count);
             extents.push(extent);
         }
         if covered < set.file_size {
@@ -239,6 +246,7 @@ impl Programs {
             set.id.0,
             RangeSet {
                 extents,
+                first_blocks,
                 file_size: set.file_size,
                 out_cap: set.out_cap,
                 ..RangeSet::default()
@@ -411,15 +419,15 @@ struct Snapshot<'a, N: Nand> {
 impl<N: Nand> Snapshot<'_, N> {
     /// The device LBA holding file block `file_block`, if the snapshot has it.
     fn lba_of(&self, file_block: u64) -> Option<u64> {
-        let mut first = 0u64;
-        for extent in &self.set.extents {
-            let count = u64::from(extent.lba_count);
-            if file_block < first + count {
-                return Some(extent.start_lba + (file_block - first));
-            }
-            first += count;
-        }
-        None
+        // The last extent starting at or before `file_block`.
+        let i = self
+            .set
+            .first_blocks
+            .partition_point(|&first| first <= file_block);
+        let at = i.checked_sub(1)?;
+        let extent = self.set.extents[at];
+        let into = file_block - self.set.first_blocks[at];
+        (into < u64::from(extent.lba_count)).then(|| extent.start_lba + into)
     }
 }
 
