@@ -138,14 +138,20 @@ impl State {
             let block_start = b * BLOCK_BYTES as u64;
             let from = (offset.max(block_start) - block_start) as usize;
             let to = ((end - block_start) as usize).min(BLOCK_BYTES);
+            let piece = &data[pos..pos + (to - from)];
+            pos += to - from;
+            // A block already buffered is edited where it is.
+            if let Some(block) = self.dirty.get_mut(&ino).and_then(|d| d.blocks.get_mut(&b)) {
+                block[from..to].copy_from_slice(piece);
+                continue;
+            }
             let whole = from == 0 && to == BLOCK_BYTES;
             let mut block = if whole || block_start >= attr.size {
                 vec![0; BLOCK_BYTES]
             } else {
                 self.load_block(ino, b)?
             };
-            block[from..to].copy_from_slice(&data[pos..pos + (to - from)]);
-            pos += to - from;
+            block[from..to].copy_from_slice(piece);
             self.dirty_entry(ino)?.blocks.insert(b, block);
         }
         let now = Time::now();
@@ -153,7 +159,12 @@ impl State {
         d.attr.size = d.attr.size.max(end);
         d.attr.mtime = now;
         d.attr.ctime = now;
-        if d.blocks.len() >= FILE_DIRTY_LIMIT || self.total_dirty() >= TOTAL_DIRTY_LIMIT {
+        let file_full = d.blocks.len() >= FILE_DIRTY_LIMIT;
+        if self.total_dirty() >= TOTAL_DIRTY_LIMIT {
+            // Memory pressure is every file's: flushing only this one would leave the others'
+            // buffers in place and make every later small write a transaction of its own.
+            self.flush_all_files()?;
+        } else if file_full {
             self.flush_file(ino)?;
         }
         Ok(data.len() as u32)
