@@ -186,11 +186,6 @@ impl<S: Media> Device<S> {
         Driver::new(self.runner.queue(qid), self.identify)
     }
 
-    /// Number of queue pairs.
-    pub fn queue_count(&self) -> u16 {
-        self.runner.queue_count()
-    }
-
     /// What the device said when it started.
     pub fn identify(&self) -> common::zns::IdentifyZns {
         self.identify

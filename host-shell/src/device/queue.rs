@@ -124,11 +124,6 @@ impl QueuePair {
         self.lock().sq.pop_front()
     }
 
-    /// Device side: whether a submission is waiting.
-    pub fn has_work(&self) -> bool {
-        !self.lock().sq.is_empty()
-    }
-
     /// Device side: posts a completion.
     pub fn post(&self, done: Done) {
         let mut state = self.lock();

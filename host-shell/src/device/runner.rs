@@ -91,11 +91,6 @@ impl<B: Backend> Runner<B> {
         }
     }
 
-    /// Number of queue pairs.
-    pub fn queue_count(&self) -> u16 {
-        self.shared.queues.len() as u16
-    }
-
     /// Stops the device thread after the commands already taken, fails waiting hosts, and
     /// gives the backend back.
     pub fn stop(mut self) -> Option<B> {
@@ -146,11 +141,6 @@ impl Queue {
     /// Waits for the completion of `cid`.
     pub fn wait(&self, cid: CommandId) -> Result<Done, Closed> {
         self.shared.queues[usize::from(self.qid)].wait(cid)
-    }
-
-    /// This queue pair's id.
-    pub fn id(&self) -> u16 {
-        self.qid
     }
 }
 
