@@ -18,6 +18,7 @@ use std::{
     thread::JoinHandle,
     time::{Duration, Instant},
 };
+use tests::reference::shannon_entropy;
 
 use anyhow::{anyhow, bail, Context, Result};
 use host_shell::{
@@ -190,10 +191,15 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
         "Shannon entropy of {} (bits per byte):",
         Bytes(data.len() as u64)
     );
-    print_line("regular   ", entropy(&counts), &regular, regular_wall);
+    print_line(
+        "regular   ",
+        shannon_entropy(&counts),
+        &regular,
+        regular_wall,
+    );
     print_line(
         "offloaded ",
-        entropy(&device_counts),
+        shannon_entropy(&device_counts),
         &offloaded,
         offload_wall,
     );
@@ -217,21 +223,6 @@ fn print_line(what: &str, h: f64, stats: &host_shell::device::inprocess::Stats, 
         wall.as_secs_f64(),
         stats.modeled_ns as f64 / 1e9
     );
-}
-
-fn entropy(counts: &[u64; 256]) -> f64 {
-    let total: u64 = counts.iter().sum();
-    if total == 0 {
-        return 0.0;
-    }
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / total as f64;
-            -p * p.log2()
-        })
-        .sum()
 }
 
 /// Text-like sample data: words of a small vocabulary from a fixed-seed generator, so the
