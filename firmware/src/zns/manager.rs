@@ -148,14 +148,9 @@ impl<N: Nand> ZoneManager<N> {
         let gen = zone.meta.gen;
         let block = zone.slots[slot].ok_or(Status::InternalError)?;
         let mut spare = core::mem::take(&mut self.spare);
-        let result = self
-            .nand
-            .read_page(PageAddr::new(block, page), out, &mut spare);
-        let content = record::decode(out, &spare);
+        let result = record::read(&mut self.nand, PageAddr::new(block, page), out, &mut spare);
         self.spare = spare;
-        if let Err(e) = result {
-            return Err(self.device(&e, Status::UnrecoveredReadError));
-        }
+        let content = result.map_err(|e| self.device(&e, Status::UnrecoveredReadError))?;
         match content {
             record::PageContent::Valid(Record::Data {
                 zone,
