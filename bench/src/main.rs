@@ -5,10 +5,17 @@
 //! the same run. Figures that need parts not built yet are listed as not measured, never
 //! estimated. Run it through `cargo xtask bench [--quick]`, which builds the kernels first.
 
+mod concurrent;
+mod device;
 mod executor;
+mod fs;
+mod gc;
+mod mount;
+mod offload;
+mod plot;
 mod report;
 
-use std::{fmt::Write as _, path::PathBuf};
+use std::{fmt::Write as _, path::PathBuf, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -27,6 +34,15 @@ struct Cli {
     /// The workspace root (kernels are read from its target/kernels).
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// Code bytes (text + rodata) of the Cortex-R52 image, as `cargo xtask board size` reads them.
+    #[arg(long, requires = "firmware_ram")]
+    firmware_text: Option<u64>,
+    /// Static RAM bytes (data + bss) of the Cortex-R52 image.
+    #[arg(long, requires = "firmware_text")]
+    firmware_ram: Option<u64>,
+    /// Internal: run entropy file jobs on FILE until killed (a `concurrent` worker).
+    #[arg(long, hide = true, value_name = "FILE")]
+    offload_worker: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,26 +53,113 @@ struct Executor {
 }
 
 #[derive(Debug, Serialize)]
+struct Offload {
+    entropy: offload::Entropy,
+}
+
+#[derive(Debug, Serialize)]
+struct Firmware {
+    text_bytes: u64,
+    static_ram_bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
 struct Report {
     machine: report::Machine,
     quick: bool,
     executor: Executor,
-    /// Figures of issue 8 that need parts that do not exist yet, with the reason.
-    not_measured: Vec<(&'static str, &'static str)>,
+    offload: Offload,
+    fs: fs::Fs,
+    concurrent: concurrent::Concurrent,
+    device: device::Device,
+    gc: gc::Gc,
+    firmware: Option<Firmware>,
+}
+
+/// Sizes and repetitions of one run.
+struct Plan {
+    executor_bytes: usize,
+    offload_bytes: usize,
+    fs_bytes: u64,
+    concurrent_window: Duration,
+    device_mib: u64,
+    gc_device_bytes: u64,
+    gc_overwrite_factor: u64,
+    reps: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                executor_bytes: 4 << 20,
+                offload_bytes: 16 << 20,
+                fs_bytes: 16 << 20,
+                concurrent_window: Duration::from_millis(500),
+                device_mib: 32,
+                gc_device_bytes: 16 << 20,
+                gc_overwrite_factor: 1,
+                reps: 1,
+            }
+        } else {
+            Plan {
+                executor_bytes: 64 << 20,
+                offload_bytes: 256 << 20,
+                fs_bytes: 256 << 20,
+                concurrent_window: Duration::from_secs(8),
+                device_mib: 256,
+                gc_device_bytes: 128 << 20,
+                gc_overwrite_factor: 4,
+                reps: 3,
+            }
+        }
+    }
+}
+
+/// Runs one section, saying so first (a full run takes minutes).
+fn section<T>(name: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
+    eprintln!("csd-bench: {name}");
+    let started = std::time::Instant::now();
+    let out = run().with_context(|| format!("the {name} figures"))?;
+    eprintln!(
+        "csd-bench: {name} done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(out)
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let (data_bytes, reps) = if cli.quick {
-        (4 << 20, 1)
-    } else {
-        (64 << 20, 3)
-    };
-    let kernels = executor::run(&cli.root, data_bytes, reps)?;
+    if let Some(file) = &cli.offload_worker {
+        return concurrent::worker(file);
+    }
+    let plan = Plan::new(cli.quick);
+    let root = &cli.root;
+    let kernels = section("executor", || {
+        executor::run(root, plan.executor_bytes, plan.reps)
+    })?;
     let speedup = kernels
         .iter()
         .map(|k| k.speedup_vs_rbpf_interp)
         .fold(f64::INFINITY, f64::min);
+    let entropy = section("offload.entropy", || {
+        offload::run(root, plan.offload_bytes, plan.reps)
+    })?;
+    let fs = section("fs", || fs::run(plan.fs_bytes, plan.reps))?;
+    let concurrent = section("concurrent", || {
+        concurrent::run(root, plan.offload_bytes, plan.concurrent_window)
+    })?;
+    let device = section("device.append", || device::run(plan.device_mib, plan.reps))?;
+    let gc = section("gc", || {
+        gc::run(plan.gc_device_bytes, plan.gc_overwrite_factor)
+    })?;
+    let firmware = cli
+        .firmware_text
+        .zip(cli.firmware_ram)
+        .map(|(text_bytes, static_ram_bytes)| Firmware {
+            text_bytes,
+            static_ram_bytes,
+        });
     let report = Report {
         machine: report::Machine::this(),
         quick: cli.quick,
@@ -64,33 +167,115 @@ fn main() -> Result<()> {
             speedup_vs_rbpf_interp: speedup,
             kernels,
         },
-        not_measured: vec![
-            (
-                "offload.entropy",
-                "needs the FUSE mount and offload xattrs (issue 6)",
-            ),
-            ("fs", "needs the FUSE mount (issue 6)"),
-            ("concurrent", "needs the FUSE mount (issue 6)"),
-            (
-                "device.append",
-                "to be moved here from `host-shell --example queue_throughput`",
-            ),
-            (
-                "gc.write_amplification",
-                "needs the file system's cleaner (issue 6)",
-            ),
-            ("firmware", "to be read from `cargo xtask board size`"),
-        ],
+        offload: Offload { entropy },
+        fs,
+        concurrent,
+        device,
+        gc,
+        firmware,
     };
     std::fs::create_dir_all(&cli.out)
         .with_context(|| format!("could not create {}", cli.out.display()))?;
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(cli.out.join("report.json"), json)?;
+    plots(&report, &cli.out)?;
     let md = markdown(&report);
     std::fs::write(cli.out.join("report.md"), &md)?;
     print!("{md}");
     Ok(())
 }
+
+fn plots(report: &Report, out: &std::path::Path) -> Result<()> {
+    let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let k = &report.executor.kernels;
+    plot::draw(
+        &plot::Bars {
+            title: "Executor: million eBPF instructions per second",
+            y_label: "M insn/s",
+            categories: k.iter().map(|k| k.kernel.to_string()).collect(),
+            series: vec![
+                plot::Series {
+                    name: "csd",
+                    values: k.iter().map(|k| k.csd_insns_per_s / 1e6).collect(),
+                },
+                plot::Series {
+                    name: "rbpf interpreter",
+                    values: k.iter().map(|k| k.rbpf_interp_insns_per_s / 1e6).collect(),
+                },
+            ],
+            reference: None,
+        },
+        &out.join("executor.svg"),
+    )?;
+    let fs = &report.fs;
+    let jobs = [
+        &fs.seq_write,
+        &fs.seq_read,
+        &fs.rand_read_4k,
+        &fs.rand_write_4k,
+    ];
+    plot::draw(
+        &plot::Bars {
+            title: "File system (fio): csd throughput / peer throughput",
+            y_label: "ratio (1 = equal)",
+            categories: names(&[
+                "seq write 1M",
+                "seq read 1M",
+                "rand read 4K",
+                "rand write 4K",
+            ]),
+            series: vec![
+                plot::Series {
+                    name: "vs bindfs over tmpfs",
+                    values: jobs.iter().map(|j| j.ratio_vs_bindfs).collect(),
+                },
+                plot::Series {
+                    name: "vs tmpfs",
+                    values: jobs.iter().map(|j| j.ratio_vs_tmpfs).collect(),
+                },
+            ],
+            reference: Some(1.0),
+        },
+        &out.join("fs.svg"),
+    )?;
+    let c = &report.concurrent.throughput;
+    plot::draw(
+        &plot::Bars {
+            title: "Regular reads while processes offload on the same file",
+            y_label: "MiB/s",
+            categories: c
+                .iter()
+                .map(|t| format!("{} offloading", t.offloaders))
+                .collect(),
+            series: vec![plot::Series {
+                name: "sequential read",
+                values: c.iter().map(|t| t.read_bytes_per_s / MIB).collect(),
+            }],
+            reference: None,
+        },
+        &out.join("concurrent.svg"),
+    )?;
+    let g = &report.gc.write_amplification;
+    plot::draw(
+        &plot::Bars {
+            title: "Write amplification of random 4 KiB overwrites",
+            y_label: "NAND bytes / user bytes",
+            categories: g
+                .iter()
+                .map(|p| format!("{:.0}% full", p.utilization * 100.0))
+                .collect(),
+            series: vec![plot::Series {
+                name: "csd",
+                values: g.iter().map(|p| p.write_amplification).collect(),
+            }],
+            reference: Some(1.0),
+        },
+        &out.join("gc.svg"),
+    )?;
+    Ok(())
+}
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 fn markdown(report: &Report) -> String {
     let mut md = String::new();
@@ -133,9 +318,176 @@ fn markdown(report: &Report) -> String {
     }
     let reps = report.executor.kernels.first().map_or(0, |k| k.csd.reps);
     let _ = writeln!(md, "\nMedians of {reps} runs; min and max are in report.json. \"vs\" columns: peer time / csd time.\n");
-    let _ = writeln!(md, "## Not measured yet\n");
-    for (key, why) in &report.not_measured {
-        let _ = writeln!(md, "- `{key}`: {why}");
+    let e = &report.offload.entropy;
+    let _ = writeln!(
+        md,
+        "## Offload: entropy of a {} MiB file through the mount (ZN540 preset)\n",
+        e.data_bytes >> 20
+    );
+    let _ = writeln!(md, "| way | wall s | client CPU s | link bytes | modeled device s | throughput vs regular | client CPU reduction | link bytes reduction |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let way = |md: &mut String, name: &str, w: &offload::Way, v: Option<&offload::Versus>| {
+        let (a, b, c) = v.map_or(("1".into(), "1".into(), "1".into()), |v| {
+            (
+                format!("{:.3}x", v.wall_ratio),
+                format!("{:.0}x", v.client_cpu_reduction),
+                format!("{:.0}x", v.link_bytes_reduction),
+            )
+        });
+        let _ = writeln!(
+            md,
+            "| {name} | {:.3} | {:.5} | {} | {:.3} | {a} | {b} | {c} |",
+            w.wall.median, w.client_cpu.median, w.link_bytes, w.modeled_device_s
+        );
+    };
+    way(&mut md, "regular read + native histogram", &e.regular, None);
+    way(
+        &mut md,
+        "`user.csd.file_job`",
+        &e.file_job.way,
+        Some(&e.file_job),
+    );
+    way(
+        &mut md,
+        "`user.csd.read_stream`",
+        &e.read_stream.way,
+        Some(&e.read_stream),
+    );
+    let _ = writeln!(md, "\nMedians of {} runs. Client CPU: the job's thread (user + system); the mount's threads are not the client.\n", e.regular.wall.reps);
+
+    let f = &report.fs;
+    let _ = writeln!(
+        md,
+        "## File system: fio ({}), {} MiB file, psync, one job\n",
+        f.fio_version,
+        f.file_bytes >> 20
+    );
+    let _ = writeln!(
+        md,
+        "| job | csd MiB/s | bindfs over tmpfs MiB/s | tmpfs MiB/s | vs bindfs | vs tmpfs |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|");
+    for (name, j) in [
+        ("seq write 1 MiB (+fsync)", &f.seq_write),
+        ("seq read 1 MiB", &f.seq_read),
+        ("rand read 4 KiB", &f.rand_read_4k),
+        ("rand write 4 KiB (+fsync)", &f.rand_write_4k),
+    ] {
+        let _ = writeln!(
+            md,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.2}x | {:.3}x |",
+            j.csd.median / MIB,
+            j.bindfs.median / MIB,
+            j.tmpfs.median / MIB,
+            j.ratio_vs_bindfs,
+            j.ratio_vs_tmpfs
+        );
     }
+    let _ = writeln!(
+        md,
+        "\nMedians of {} runs; \"vs\": csd throughput / peer throughput.\n",
+        f.seq_read.csd.reps
+    );
+
+    let c = &report.concurrent;
+    let _ = writeln!(
+        md,
+        "## Concurrent: regular reads of a {} MiB file while processes offload on it ({:.1} s windows)\n",
+        c.file_bytes >> 20,
+        c.window_s
+    );
+    let _ = writeln!(
+        md,
+        "| offloading processes | read MiB/s | vs none | kernel runs finished |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|");
+    for t in &c.throughput {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {:.2}x | {} |",
+            t.offloaders,
+            t.read_bytes_per_s / MIB,
+            t.ratio_vs_idle,
+            t.offloads_finished
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n4 KiB random reads: p50 {:.0} us, p99 {:.0} us idle ({} reads); p50 {:.0} us, p99 {:.0} us while a kernel runs ({} reads): p99 {:.2}x.\n",
+        c.read_4k_idle.p50_us,
+        c.read_4k_idle.p99_us,
+        c.read_4k_idle.reads,
+        c.read_4k_during_kernel.p50_us,
+        c.read_4k_during_kernel.p99_us,
+        c.read_4k_during_kernel.reads,
+        c.p99_ratio
+    );
+
+    let d = &report.device.append;
+    let _ = writeln!(
+        md,
+        "## Device: {} MiB through {} queues (RAM NAND, timing off)\n",
+        d.data_bytes >> 20,
+        d.queues
+    );
+    let _ = writeln!(
+        md,
+        "| operation | csd MB/s | memcpy MB/s (same pieces) | vs memcpy |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| Zone Append {} KiB | {:.0} | {:.0} | {:.3}x |",
+        d.append_bytes >> 10,
+        d.append.median / 1e6,
+        d.memcpy_in.median / 1e6,
+        d.ratio_vs_memcpy
+    );
+    let _ = writeln!(
+        md,
+        "| Read {} KiB | {:.0} | {:.0} | {:.3}x |\n",
+        d.read_bytes >> 10,
+        d.read.median / 1e6,
+        d.memcpy_out.median / 1e6,
+        d.read_ratio_vs_memcpy
+    );
+
+    let g = &report.gc;
+    let _ = writeln!(
+        md,
+        "## Cleaner: random 4 KiB overwrites of {}x the capacity of a {} MiB device\n",
+        g.overwrite_factor,
+        g.device_bytes >> 20
+    );
+    let _ = writeln!(
+        md,
+        "| utilization | user MiB | NAND programmed MiB | write amplification | zones cleaned |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|");
+    for p in &g.write_amplification {
+        let _ = writeln!(
+            md,
+            "| {:.0}% | {:.0} | {:.0} | {:.2} | {} |",
+            p.utilization * 100.0,
+            p.user_bytes as f64 / MIB,
+            p.nand_program_bytes as f64 / MIB,
+            p.write_amplification,
+            p.zones_cleaned
+        );
+    }
+    let _ = writeln!(md);
+    match &report.firmware {
+        Some(fw) => {
+            let _ = writeln!(
+                md,
+                "## Firmware: Cortex-R52 link image, {} bytes of code (text + rodata), {} bytes of static RAM (data + bss)\n",
+                fw.text_bytes, fw.static_ram_bytes
+            );
+        }
+        None => {
+            let _ = writeln!(md, "## Firmware: not measured (run through `cargo xtask bench`, which builds the board image)\n");
+        }
+    }
+    let _ = writeln!(md, "Plots: executor.svg, fs.svg, concurrent.svg, gc.svg.");
     md
 }

@@ -15,10 +15,9 @@ use std::{
     io::{Read, Write},
     path::{Path, PathBuf},
     sync::Arc,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
-use tests::reference::shannon_entropy;
+use tests::reference::{sample_text, shannon_entropy};
 
 use anyhow::{anyhow, bail, Context, Result};
 use host_shell::{
@@ -30,32 +29,6 @@ use host_shell::{
 };
 
 const DATA_BYTES: usize = 64 << 20;
-
-/// Unmounts the session and waits for it (and its checkpoint) when dropped.
-struct Unmount {
-    unmounter: fuser::SessionUnmounter,
-    session: Option<JoinHandle<Result<(), fuse::ServeError>>>,
-}
-
-impl Unmount {
-    fn finish(mut self) -> Result<()> {
-        self.unmounter.unmount().context("could not unmount")?;
-        match self.session.take().map(JoinHandle::join) {
-            Some(Ok(served)) => served.context("the mount did not end cleanly"),
-            Some(Err(_)) => bail!("the mount's thread panicked"),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if let Some(session) = self.session.take() {
-            let _ = self.unmounter.unmount();
-            let _ = session.join();
-        }
-    }
-}
 
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -101,13 +74,10 @@ fn main() -> Result<()> {
         let s = counters.stats();
         (s.link_to_device_bytes, s.link_to_host_bytes)
     });
-    let mut mounted = fuse::mount(&driver, &mnt, &MountConfig::default(), link)?;
-    let unmount = Unmount {
-        unmounter: mounted.unmounter(),
-        session: Some(std::thread::spawn(move || mounted.run())),
-    };
+    let mounted = fuse::mount(&driver, &mnt, &MountConfig::default(), link)?;
+    let background = fuse::Background::serve(mounted)?;
     let shown = job(&device, &object, &mnt);
-    let unmounted = unmount.finish();
+    let unmounted = background.finish().context("the mount did not end cleanly");
     drop(driver);
     let device = Arc::try_unwrap(device).map_err(|_| anyhow!("the device is still shared"))?;
     let closed = device.close();
@@ -131,7 +101,7 @@ fn histogram(bytes: &[u8]) -> Result<[u64; 256]> {
 
 /// Writes the data, then computes the entropy both ways through the mount.
 fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
-    let data = sample_data(DATA_BYTES);
+    let data = sample_text(DATA_BYTES);
     let file = mnt.join("sample.txt");
     let started = Instant::now();
     let mut f = fs::File::create(&file).context("create the sample file")?;
@@ -223,23 +193,4 @@ fn print_line(what: &str, h: f64, stats: &host_shell::device::inprocess::Stats, 
         wall.as_secs_f64(),
         stats.modeled_ns as f64 / 1e9
     );
-}
-
-/// Text-like sample data: words of a small vocabulary from a fixed-seed generator, so the
-/// entropy is well below 8 bits per byte and the same on every run.
-fn sample_data(len: usize) -> Vec<u8> {
-    const WORDS: [&str; 16] = [
-        "storage ", "zone ", "append ", "kernel ", "device ", "flash ", "block ", "page ", "the ",
-        "of ", "and ", "data ", "near ", "compute ", "link ", "bytes\n",
-    ];
-    let mut out = Vec::with_capacity(len + 16);
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(WORDS[(state % 16) as usize].as_bytes());
-    }
-    out.truncate(len);
-    out
 }

@@ -85,6 +85,25 @@ pub fn u64_output(value: u64) -> Vec<u8> {
     value.to_le_bytes().to_vec()
 }
 
+/// Text-like sample data: words of a small vocabulary from a fixed-seed generator, so the
+/// entropy is well below 8 bits per byte and the same on every run.
+pub fn sample_text(len: usize) -> Vec<u8> {
+    const WORDS: [&str; 16] = [
+        "storage ", "zone ", "append ", "kernel ", "device ", "flash ", "block ", "page ", "the ",
+        "of ", "and ", "data ", "near ", "compute ", "link ", "bytes\n",
+    ];
+    let mut out = Vec::with_capacity(len + 16);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(WORDS[(state % 16) as usize].as_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,7 +38,7 @@ pub enum Action {
 const BOARD: &str = "boards/mps3-an536";
 const TARGET: &str = "armv8r-none-eabihf";
 const SELFTEST: &str = "selftest";
-const LINK: &str = "link";
+pub const LINK: &str = "link";
 const QEMU_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A core the self-test runs on: its Rust target and how QEMU boots an image on it.
@@ -186,7 +186,7 @@ pub fn build_r5f() -> Result<PathBuf> {
 }
 
 /// Where the release build leaves binary `name`.
-fn elf_path(name: &str) -> PathBuf {
+pub fn elf_path(name: &str) -> PathBuf {
     crate::root()
         .join(BOARD)
         .join("target")

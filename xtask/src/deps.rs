@@ -36,6 +36,10 @@ const PACKAGES: &[Package] = &[
         why: "file-system benchmarks and load tests",
     },
     Package {
+        name: "bindfs",
+        why: "the peer FUSE file system of the benchmarks",
+    },
+    Package {
         name: "clang-19",
         why: "compiles the C kernels to eBPF",
     },

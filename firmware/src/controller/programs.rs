@@ -56,7 +56,7 @@ impl Default for ProgramConfig {
             max_output_bytes: 16 << 20,
             scratch_bytes: abi::DEFAULT_SCRATCH_BYTES,
             default_fuel: 1 << 36,
-            slice_fuel: 1 << 20,
+            slice_fuel: 1 << 16,
             max_queued: 64,
         }
     }

@@ -643,6 +643,54 @@ pub enum ServeError {
     Thread(std::io::Error),
     #[error("the file system did not unmount cleanly: {0}")]
     Unmount(LfsError),
+    #[error("the thread serving the mount panicked")]
+    Panicked,
+}
+
+/// A mount served by a thread of this process (the demo, the benchmarks): unmounts, and waits
+/// for the file system's checkpoint, in [`Background::finish`] or when dropped.
+#[derive(Debug)]
+pub struct Background {
+    unmounter: fuser::SessionUnmounter,
+    session: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
+}
+
+impl Background {
+    /// Serves `mounted` in a new thread.
+    pub fn serve(mut mounted: Mounted) -> Result<Background, ServeError> {
+        let unmounter = mounted.unmounter();
+        let session = std::thread::Builder::new()
+            .name("csd-mount".into())
+            .spawn(move || mounted.run())
+            .map_err(ServeError::Thread)?;
+        Ok(Background {
+            unmounter,
+            session: Some(session),
+        })
+    }
+
+    /// Unmounts and waits until the file system has checkpointed.
+    pub fn finish(mut self) -> Result<(), ServeError> {
+        self.unmounter.unmount().map_err(ServeError::Session)?;
+        match self.session.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(served)) => served,
+            Some(Err(_)) => Err(ServeError::Panicked),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            if let Err(e) = self.unmounter.unmount() {
+                log(format_args!("could not unmount: {e}"));
+            }
+            if !matches!(session.join(), Ok(Ok(()))) {
+                log("the mount did not end cleanly");
+            }
+        }
+    }
 }
 
 /// A mounted session, running until it is unmounted.

@@ -1,9 +1,5 @@
-//! Append and read throughput through the device's queues, against a plain memcpy of the same
-//! bytes, measured in one run. A measurement, not a test:
-//!
-//! ```text
-//! cargo run --release -p host-shell --example queue_throughput [MIB]
-//! ```
+//! `device.append`: Zone Append and Read through the device's queues against a plain memcpy of
+//! the same bytes in the same pieces, measured in one run.
 //!
 //! The device is in RAM with timing off, so the figures are the cost of the host shell itself:
 //! the queue pairs, the device thread, the controller, the zone manager and the strict NAND
@@ -17,6 +13,9 @@ use std::{
 
 use common::LBA_BYTES;
 use firmware::zns::ZoneConfig;
+use serde::Serialize;
+
+use crate::report::Spread;
 use host_shell::{
     device::{DeviceOptions, RamDevice},
     nand::preset::Preset,
@@ -24,15 +23,61 @@ use host_shell::{
 
 const QUEUES: u16 = 4;
 
-fn mb_per_s(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / 1e6 / elapsed.as_secs_f64()
+/// Append and read against memcpy, bytes per second.
+#[derive(Debug, Serialize)]
+pub struct Figures {
+    pub data_bytes: u64,
+    pub queues: u16,
+    pub append_bytes: u64,
+    pub read_bytes: u64,
+    pub append: Spread,
+    pub memcpy_in: Spread,
+    pub read: Spread,
+    pub memcpy_out: Spread,
+    /// Append throughput / memcpy throughput (medians).
+    pub ratio_vs_memcpy: f64,
+    pub read_ratio_vs_memcpy: f64,
 }
 
-fn main() -> anyhow::Result<()> {
-    let mib: u64 = match std::env::args().nth(1) {
-        Some(arg) => arg.parse()?,
-        None => 256,
-    };
+#[derive(Debug, Serialize)]
+pub struct Device {
+    pub append: Figures,
+}
+
+fn per_s(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / elapsed.as_secs_f64()
+}
+
+/// Measures `mib` MiB `reps` times.
+pub fn run(mib: u64, reps: usize) -> anyhow::Result<Device> {
+    let mut samples = [vec![], vec![], vec![], vec![]];
+    let mut shape = (0, 0, 0);
+    for _ in 0..reps {
+        let (one, bytes, append_bytes, read_bytes) = once(mib)?;
+        for (s, v) in samples.iter_mut().zip(one) {
+            s.push(v);
+        }
+        shape = (bytes, append_bytes, read_bytes);
+    }
+    let [append, memcpy_in, read, memcpy_out] = samples.map(|s| Spread::of(&s));
+    Ok(Device {
+        append: Figures {
+            data_bytes: shape.0,
+            queues: QUEUES,
+            append_bytes: shape.1,
+            read_bytes: shape.2,
+            ratio_vs_memcpy: append.median / memcpy_in.median,
+            read_ratio_vs_memcpy: read.median / memcpy_out.median,
+            append,
+            memcpy_in,
+            read,
+            memcpy_out,
+        },
+    })
+}
+
+/// One run: append, read, memcpy in, memcpy out (bytes per second), the bytes, the pieces.
+fn once(mib: u64) -> anyhow::Result<([f64; 4], u64, u64, u64)> {
     let total = mib << 20;
     // Room for the data plus the metadata and spare blocks, in whole 1 MiB block stripes.
     let geometry = Preset::Small.geometry((mib + mib / 8 + 16) << 20)?;
@@ -109,7 +154,6 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     })?;
     let read_time = start.elapsed();
-    let stats = device.stats();
     device.close()?;
 
     // The baseline: memcpy of the same bytes in the same piece sizes.
@@ -129,24 +173,16 @@ fn main() -> anyhow::Result<()> {
     }
     let copy_out = start.elapsed();
 
-    let append = mb_per_s(appended, append_time);
-    let read = mb_per_s(appended, read_time);
-    let memcpy_in = mb_per_s(appended, copy_in);
-    let memcpy_out = mb_per_s(appended, copy_out);
-    println!(
-        "{} MiB through {QUEUES} queues from {QUEUES} threads (RAM NAND, timing off), {} commands",
-        appended >> 20,
-        stats.commands
-    );
-    println!(
-        "append ({} KiB):  {append:>8.0} MB/s   memcpy in same pieces: {memcpy_in:>8.0} MB/s   ratio {:.3}",
-        append_bytes >> 10,
-        append / memcpy_in
-    );
-    println!(
-        "read ({} KiB):    {read:>8.0} MB/s   memcpy in same pieces: {memcpy_out:>8.0} MB/s   ratio {:.3}",
-        (read_lbas * u64::from(LBA_BYTES)) >> 10,
-        read / memcpy_out
-    );
-    Ok(())
+    let read_bytes = read_lbas * u64::from(LBA_BYTES);
+    Ok((
+        [
+            per_s(appended, append_time),
+            per_s(appended, copy_in),
+            per_s(appended, read_time),
+            per_s(appended, copy_out),
+        ],
+        appended,
+        append_bytes as u64,
+        read_bytes,
+    ))
 }

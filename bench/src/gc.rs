@@ -1,0 +1,114 @@
+//! `gc.write_amplification`: NAND bytes programmed / bytes the user wrote, for random 4 KiB
+//! overwrites of files that fill 50% and 80% of the file system.
+//!
+//! The file system runs in this process on a device in RAM (small preset, timing off), the
+//! cleaner as the mount's background thread runs it (`gc_step` while `wants_cleaning`), and
+//! writers clean inline when they run out. Only the overwrite phase counts: filling the files
+//! first is not part of the figure. The peer is the ideal of 1.0 (every byte written once).
+
+use anyhow::{Context, Result};
+use firmware::zns::ZoneConfig;
+use host_shell::{
+    device::{DeviceOptions, RamDevice},
+    lfs::{InodeNo, Lfs},
+    nand::preset::Preset,
+};
+use serde::Serialize;
+
+const FILE_BYTES: u64 = 1 << 20;
+const BLOCK: u64 = 4096;
+/// An fsync after this many 4 KiB writes.
+const FSYNC_EVERY: u64 = 64;
+
+/// One utilization.
+#[derive(Debug, Serialize)]
+pub struct Point {
+    /// Live file bytes / the file system's capacity (statfs).
+    pub utilization: f64,
+    pub user_bytes: u64,
+    pub nand_program_bytes: u64,
+    pub write_amplification: f64,
+    pub zones_cleaned: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Gc {
+    pub device_bytes: u64,
+    /// Overwritten bytes per run, in multiples of the capacity.
+    pub overwrite_factor: u64,
+    pub write_amplification: Vec<Point>,
+}
+
+/// Runs the overwrite workload at 50% and 80% on a device of `device_bytes`.
+pub fn run(device_bytes: u64, overwrite_factor: u64) -> Result<Gc> {
+    let mut points = Vec::new();
+    for utilization in [0.5, 0.8] {
+        points.push(
+            point(device_bytes, utilization, overwrite_factor)
+                .with_context(|| format!("at {:.0}% utilization", utilization * 100.0))?,
+        );
+    }
+    Ok(Gc {
+        device_bytes,
+        overwrite_factor,
+        write_amplification: points,
+    })
+}
+
+fn point(device_bytes: u64, utilization: f64, overwrite_factor: u64) -> Result<Point> {
+    let geometry = Preset::Small.geometry(device_bytes)?;
+    let device = RamDevice::in_ram(
+        geometry,
+        ZoneConfig::for_geometry(&geometry),
+        DeviceOptions::default(),
+    )?;
+    let driver = device.driver();
+    Lfs::mkfs(&driver, 0, 0)?;
+    let lfs = Lfs::mount(&driver)?;
+    let capacity = lfs.statfs()?.blocks * BLOCK;
+    let files = ((capacity as f64 * utilization) as u64 / FILE_BYTES).max(1);
+    let mut inodes = Vec::new();
+    let data = vec![0x5au8; FILE_BYTES as usize];
+    for i in 0..files {
+        let ino = lfs
+            .create(InodeNo::ROOT, format!("f{i}").as_bytes(), 0o644, 0, 0)?
+            .ino;
+        lfs.write(ino, 0, &data)?;
+        lfs.fsync(ino, false)?;
+        inodes.push(ino);
+    }
+    let before = device.stats();
+    let gc_before = lfs.stats()?.gc_zones;
+    let blocks_per_file = FILE_BYTES / BLOCK;
+    let writes = capacity * overwrite_factor / BLOCK;
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let block = vec![0xa5u8; BLOCK as usize];
+    for n in 0..writes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let ino = inodes[(state % files) as usize];
+        let offset = (state >> 32) % blocks_per_file * BLOCK;
+        lfs.write(ino, offset, &block)?;
+        if n % FSYNC_EVERY == FSYNC_EVERY - 1 {
+            lfs.fsync(ino, false)?;
+            while lfs.wants_cleaning()? && lfs.gc_step()? {}
+        }
+    }
+    for &ino in &inodes {
+        lfs.fsync(ino, false)?;
+    }
+    let nand_program_bytes = device.stats().since(&before).nand_program_bytes;
+    let zones_cleaned = lfs.stats()?.gc_zones - gc_before;
+    let user_bytes = writes * BLOCK;
+    lfs.unmount()?;
+    drop(driver);
+    device.close()?;
+    Ok(Point {
+        utilization: (files * FILE_BYTES) as f64 / capacity as f64,
+        user_bytes,
+        nand_program_bytes,
+        write_amplification: nand_program_bytes as f64 / user_bytes as f64,
+        zones_cleaned,
+    })
+}
