@@ -336,8 +336,12 @@ fn markdown(report: &Report) -> String {
         });
         let _ = writeln!(
             md,
-            "| {name} | {:.3} | {:.5} | {} | {:.3} | {a} | {b} | {c} |",
-            w.wall.median, w.client_cpu.median, w.link_bytes, w.modeled_device_s
+            "| {name} | {:.3} | {:.5} | {} ({} to device) | {:.3} | {a} | {b} | {c} |",
+            w.wall.median,
+            w.client_cpu.median,
+            w.link_bytes,
+            w.link_to_device_bytes,
+            w.modeled_device_s
         );
     };
     way(&mut md, "regular read + native histogram", &e.regular, None);

@@ -34,8 +34,10 @@ pub struct Way {
     pub wall: Spread,
     /// Client CPU seconds per run.
     pub client_cpu: Spread,
-    /// Bytes over the host link per run (median).
+    /// Bytes over the host link per run, both ways, to the device, to the host (medians).
     pub link_bytes: u64,
+    pub link_to_device_bytes: u64,
+    pub link_to_host_bytes: u64,
     /// Modeled device seconds per run with the ZN540 timing (median).
     pub modeled_device_s: f64,
 }
@@ -126,7 +128,8 @@ fn measure(
     expected: [u64; 256],
     mut job: impl FnMut() -> Result<[u64; 256]>,
 ) -> Result<Way> {
-    let (mut wall, mut cpu, mut link, mut modeled) = (vec![], vec![], vec![], vec![]);
+    let (mut wall, mut cpu, mut modeled) = (vec![], vec![], vec![]);
+    let (mut link, mut to_device, mut to_host) = (vec![], vec![], vec![]);
     for _ in 0..reps {
         let before = mount.stats();
         let (cpu0, started) = (thread_cpu(), Instant::now());
@@ -135,6 +138,8 @@ fn measure(
         cpu.push((thread_cpu() - cpu0).as_secs_f64());
         let used = mount.stats().since(&before);
         link.push(used.link_bytes() as f64);
+        to_device.push(used.link_to_device_bytes as f64);
+        to_host.push(used.link_to_host_bytes as f64);
         modeled.push(used.modeled_ns as f64 / 1e9);
         ensure!(
             counts == expected,
@@ -145,6 +150,8 @@ fn measure(
         wall: Spread::of(&wall),
         client_cpu: Spread::of(&cpu),
         link_bytes: Spread::of(&link).median as u64,
+        link_to_device_bytes: Spread::of(&to_device).median as u64,
+        link_to_host_bytes: Spread::of(&to_host).median as u64,
         modeled_device_s: Spread::of(&modeled).median,
     })
 }
