@@ -204,6 +204,53 @@ fn file_job_every_kernel_and_stats() {
     m.unmount_and_fsck();
 }
 
+/// The linked image of a kernel is kept between jobs (a repeat reads nothing of the kernel
+/// file over the link), and a kernel file rewritten in place is linked again, not served stale.
+#[test]
+fn kernel_images_are_cached_until_the_file_changes() {
+    let data = sample(300_000);
+    let mut m = setup(&data, &[]);
+    let file = m.path("data");
+    let link_bytes = |m: &Mount| -> u64 {
+        let link = String::from_utf8(get(&m.root, "user.csd.link").expect("link")).expect("text");
+        link.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(_, v)| v.parse::<u64>().expect("a count"))
+            .sum()
+    };
+    let kernel = m.path("kernels/k.o");
+    fs::copy(kernel_object("entropy"), &kernel).expect("copy entropy");
+    let histogram = reference::histogram_bytes(&reference::entropy_histogram(&data));
+    set(&file, "user.csd.file_job", "/kernels/k.o").expect("first job");
+    assert_eq!(get(&file, "user.csd.result").expect("result"), histogram);
+    let before = link_bytes(&m);
+    set(&file, "user.csd.file_job", "/kernels/k.o").expect("second job");
+    let second = link_bytes(&m) - before;
+    assert_eq!(get(&file, "user.csd.result").expect("result"), histogram);
+    let object = fs::metadata(kernel_object("entropy"))
+        .expect("entropy.o")
+        .len();
+    assert!(
+        second < object,
+        "a repeated job moved {second} link bytes, more than the {object}-byte kernel object"
+    );
+    // Rewrite the same inode with another kernel: the next job must run the new one.
+    let pattern = fs::read(kernel_object("pattern")).expect("pattern.o");
+    fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&kernel)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &pattern))
+        .expect("rewrite k.o in place");
+    set(&file, "user.csd.args", "0x6261 2").expect("args");
+    set(&file, "user.csd.file_job", "/kernels/k.o").expect("job with the new kernel");
+    assert_eq!(
+        get(&file, "user.csd.result").expect("result"),
+        reference::u64_output(reference::pattern_count(&data, 0x6261, 2).unwrap_or_default())
+    );
+    m.unmount_and_fsck();
+}
+
 /// write_stream with xor: the stored file is the xor of what was written; other processes
 /// and a remount see the stored bytes.
 #[test]

@@ -37,7 +37,7 @@ use firmware::controller::ProgramConfig;
 
 use super::process::Process;
 use crate::driver::{Driver, DriverError};
-use crate::lfs::{access, FileKind, InodeNo, Lfs, LfsError};
+use crate::lfs::{access, FileKind, InodeNo, Lfs, LfsError, Time};
 use crate::loader;
 
 pub const PREFIX: &[u8] = b"user.csd.";
@@ -196,7 +196,22 @@ pub struct Offload {
     check_permissions: bool,
     link: LinkCounters,
     table: Mutex<Table>,
+    /// Linked kernel images by the kernel file's inode, with the size and times they were
+    /// linked from: a repeated offload neither re-reads the object nor re-links it.
+    images: Mutex<HashMap<InodeNo, CachedImage>>,
 }
+
+/// A linked kernel image and the file state it was linked from.
+#[derive(Debug)]
+struct CachedImage {
+    size: u64,
+    mtime: Time,
+    ctime: Time,
+    image: Vec<u8>,
+}
+
+/// Most kernel images kept linked (the cache is emptied when it would grow past this).
+const MAX_CACHED_IMAGES: usize = 64;
 
 impl std::fmt::Debug for Offload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -283,6 +298,7 @@ impl Offload {
             fuel,
             check_permissions,
             link,
+            images: Mutex::new(HashMap::new()),
             table: Mutex::new(Table {
                 procs: HashMap::new(),
                 free_slots: (0..programs.slots).rev().map(ProgramSlot).collect(),
@@ -738,6 +754,11 @@ impl Offload {
             self.lfs
                 .check_access(ino, caller.uid, caller.gid, access::R_OK)?;
         }
+        if let Some(cached) = lock(&self.images).get(&ino) {
+            if (cached.size, cached.mtime, cached.ctime) == (attr.size, attr.mtime, attr.ctime) {
+                return Ok((path, cached.image.clone()));
+            }
+        }
         let mut bytes = Vec::with_capacity(attr.size as usize);
         while (bytes.len() as u64) < attr.size {
             let chunk = self.lfs.read(ino, bytes.len() as u64, 1 << 20)?;
@@ -746,11 +767,26 @@ impl Offload {
             }
             bytes.extend_from_slice(&chunk);
         }
-        let image = loader::link(&bytes).map_err(|e| OffloadError::NotAKernel {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok((path, image.to_bytes()))
+        let image = loader::link(&bytes)
+            .map_err(|e| OffloadError::NotAKernel {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?
+            .to_bytes();
+        let mut images = lock(&self.images);
+        if images.len() >= MAX_CACHED_IMAGES {
+            images.clear();
+        }
+        images.insert(
+            ino,
+            CachedImage {
+                size: attr.size,
+                mtime: attr.mtime,
+                ctime: attr.ctime,
+                image: image.clone(),
+            },
+        );
+        Ok((path, image))
     }
 }
 
