@@ -1,6 +1,7 @@
 //! defmt's global logger: encoded frames to semihosting standard output, decoded on the host
-//! (`defmt-print -e ELF`, or host-shell's decoder). Binaries that use defmt print nothing else
-//! on standard output; panics and exceptions go to standard error as text.
+//! with this ELF's table (`host-shell/src/link/board_log.rs`, or `defmt-print -e ELF`).
+//! Binaries that use defmt print nothing else on standard output; panics and exceptions go to
+//! standard error as text.
 
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -8,7 +8,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use common::command::{Completion, Submission};
+use common::command::{CommandResult, Completion, Submission};
 use common::link::{
     self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason, MAX_BODY_BYTES,
     MAX_DATA_BYTES, MAX_FRAME_BYTES,
@@ -155,6 +155,7 @@ impl<N: Nand> Server<N> {
                     data,
                     &mut self.output,
                 );
+                log_fault(&completion);
                 let response = DeviceMessage::Response {
                     completion,
                     data: &self.output,
@@ -167,7 +168,7 @@ impl<N: Nand> Server<N> {
                 self.last = Some((seq, frame));
                 self.served += 1;
                 if self.served.is_power_of_two() {
-                    defmt::info!("link: {} requests served", self.served);
+                    defmt::info!("link: requests served: {}", self.served);
                 }
             }
         }
@@ -206,6 +207,25 @@ fn serve_one<N: Nand>(
             }
             None => {}
         }
+    }
+}
+
+/// Logs a completion that reports a fault: the media or the firmware failing (errors), or a
+/// kernel stopped for running out of fuel or touching memory it may not (warnings). Statuses
+/// that answer a host mistake (a write off the write pointer, a full zone) are the host's to
+/// report.
+fn log_fault(done: &Completion) {
+    match done.status {
+        Status::WriteFault | Status::UnrecoveredReadError | Status::InternalError => {
+            defmt::error!("link: command {} failed: {}", done.cid.0, done.status);
+        }
+        Status::ProgramOutOfFuel | Status::ProgramFault => match &done.result {
+            CommandResult::Exec(run) => {
+                defmt::warn!("link: program run {} stopped: {}", done.cid.0, run.outcome);
+            }
+            _ => defmt::warn!("link: program run {} stopped: {}", done.cid.0, done.status),
+        },
+        _ => {}
     }
 }
 

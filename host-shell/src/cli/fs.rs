@@ -261,6 +261,9 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     if super::open::selected() == super::open::DeviceKind::Qemu {
         command.args(["--device", "qemu"]);
     }
+    if super::open::board_log_shown() {
+        command.arg("--board-log");
+    }
     command
         .arg("mount")
         .arg(&args.image)

@@ -39,6 +39,10 @@ struct Cli {
     /// link (the same image file either way).
     #[arg(long, global = true, value_enum, default_value_t)]
     device: open::DeviceKind,
+    /// With `--device qemu`: print the board's own log (its defmt messages, decoded with the
+    /// board image) on stderr when the device stops.
+    #[arg(long, global = true)]
+    board_log: bool,
     #[command(subcommand)]
     group: Group,
 }
@@ -69,6 +73,7 @@ pub fn main() -> ExitCode {
         Err(err) => return usage_error(&err),
     };
     open::select(cli.device);
+    open::show_board_log(cli.board_log);
     let result = match cli.group {
         Group::Device(command) => device::run(command),
         Group::Zone(command) => zone::run(command),

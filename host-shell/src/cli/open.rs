@@ -7,9 +7,16 @@
 //! per process ([`select`], from the global `--device` flag), so that every command that opens
 //! a device through [`super::with_device`] honours it; a command that opens devices its own way
 //! (a FUSE mount) opens an [`OpenDevice`] with [`OpenDevice::open_selected`] and keeps it
-//! until it unmounts.
+//! until it unmounts. With `--board-log`, closing a QEMU device first prints what the board
+//! logged (decoded with the board image, see `host_shell::link::board_log`).
 
-use std::{path::Path, sync::OnceLock};
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        OnceLock,
+    },
+};
 
 use anyhow::Context;
 use clap::ValueEnum;
@@ -41,6 +48,18 @@ pub fn select(kind: DeviceKind) {
 /// Where this process's devices run.
 pub fn selected() -> DeviceKind {
     SELECTED.get().copied().unwrap_or_default()
+}
+
+static BOARD_LOG: AtomicBool = AtomicBool::new(false);
+
+/// Whether closing a QEMU device prints the board's log on stderr (`--board-log`).
+pub fn show_board_log(on: bool) {
+    BOARD_LOG.store(on, Ordering::Relaxed);
+}
+
+/// Whether `--board-log` was given.
+pub fn board_log_shown() -> bool {
+    BOARD_LOG.load(Ordering::Relaxed)
 }
 
 /// A device a command opened, wherever it runs.
@@ -100,14 +119,33 @@ impl OpenDevice {
     }
 
     /// Powers the device off: in-process, after the commands it took; in QEMU, by stopping the
-    /// board (every completed write is already in the image file, as after a power cut).
+    /// board (every completed write is already in the image file, as after a power cut), after
+    /// printing its log if `--board-log` asked for it.
     pub fn close(self) -> anyhow::Result<()> {
         match self {
             OpenDevice::InProcess(d) => d.close().map(|_| ()).map_err(Into::into),
-            OpenDevice::Qemu(d) => match d.stop() {
-                Some(_) => Ok(()),
-                None => anyhow::bail!("the link to the board stopped unexpectedly"),
-            },
+            OpenDevice::Qemu(d) => {
+                if board_log_shown() {
+                    print_board_log(&d);
+                }
+                match d.stop() {
+                    Some(_) => Ok(()),
+                    None => anyhow::bail!("the link to the board stopped unexpectedly"),
+                }
+            }
         }
+    }
+}
+
+/// The board's log on stderr, one `board: LEVEL message` line per message; a log that cannot
+/// be decoded is one `csd:` line saying why (the command's own outcome stands).
+fn print_board_log(device: &QemuDevice) {
+    match device.board_log() {
+        Ok(lines) => {
+            for line in lines {
+                eprintln!("board: {line}");
+            }
+        }
+        Err(e) => eprintln!("csd: could not show the board's log: {e}"),
     }
 }

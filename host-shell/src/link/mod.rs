@@ -6,7 +6,9 @@
 //! - [`qemu`]: starts the board image in QEMU with UART0 on a Unix socket, and [`QemuDevice`]
 //!   puts a [`Link`] behind the device thread's [`Backend`], so the host's queues and driver
 //!   work unchanged over QEMU.
+//! - [`board_log`]: the board's defmt log, decoded with the table of the image it runs.
 
+pub mod board_log;
 pub mod qemu;
 
 use std::{
@@ -22,6 +24,7 @@ use common::{
     },
 };
 
+pub use board_log::{BoardLog, BoardLogError, LogLine};
 pub use qemu::{QemuDevice, QemuOptions};
 
 /// Why an exchange over the link failed.

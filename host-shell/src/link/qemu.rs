@@ -1,5 +1,10 @@
 //! The board image in QEMU (`mps3-an536`, Cortex-R52), its UART0 on a Unix socket, and the
 //! device thread's backend over it.
+//!
+//! QEMU's standard output is the board's defmt log (frames, in `defmt.bin` of the board's
+//! temporary folder) and its standard error the board's panics and QEMU's own messages
+//! (`qemu.log`). [`QemuBoard::board_log`] and [`QemuDevice::board_log`] decode the log with
+//! the ELF QEMU was started with; a board that exits names its last log line in the error.
 
 use std::{
     fs::File,
@@ -17,7 +22,7 @@ use common::{
     Status,
 };
 
-use super::{reads_host_memory, Link, LinkError, LinkStats};
+use super::{reads_host_memory, BoardLog, BoardLogError, Link, LinkError, LinkStats, LogLine};
 use crate::{
     device::{
         queue::Entry,
@@ -71,9 +76,14 @@ pub struct QemuBoard {
     child: Child,
     link: Link<UnixStream>,
     dir: PathBuf,
+    /// The image QEMU runs: its defmt table decodes the board's log.
+    elf: PathBuf,
 }
 
 static INSTANCE: AtomicU32 = AtomicU32::new(0);
+
+/// How long a failed exchange waits for QEMU to exit before taking the board for alive.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 impl QemuBoard {
     /// Starts QEMU (which waits for the host on the socket, so no byte is lost), connects, and
@@ -134,6 +144,7 @@ impl QemuBoard {
             child,
             link: Link::new(connect(&socket)?),
             dir,
+            elf: options.elf.clone(),
         };
         board.link.hello().map_err(|e| board.explain(e))?;
         Ok(board)
@@ -149,17 +160,42 @@ impl QemuBoard {
         std::fs::read_to_string(self.dir.join("qemu.log")).unwrap_or_default()
     }
 
-    /// The board's defmt frames so far (decode with `defmt-print -e ELF`).
+    /// The file QEMU writes the board's defmt frames to (decoded by [`Self::board_log`]).
     pub fn defmt_path(&self) -> PathBuf {
         self.dir.join("defmt.bin")
     }
 
-    /// Turns a failure into one that says whether QEMU died.
+    /// What the board has logged so far, decoded with the table of the image it runs.
+    pub fn board_log(&self) -> Result<Vec<LogLine>, BoardLogError> {
+        read_board_log(&self.elf, &self.defmt_path())
+    }
+
+    /// Turns a failure into one that says whether QEMU died: its exit status, what the board
+    /// wrote on standard error (panics, start-up failures), and its last log line when that
+    /// says something more.
     fn explain(&mut self, e: LinkError) -> LinkError {
-        match self.child.try_wait() {
-            Ok(Some(status)) => LinkError::Exited(format!("{status}: {}", self.log().trim())),
-            _ => e,
+        // A board that stops closes the socket a moment before QEMU exits.
+        let deadline = Instant::now() + EXIT_GRACE;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(status) => break status,
+                Err(_) => break None,
+            }
+        };
+        let Some(status) = status else {
+            return e;
+        };
+        let stderr = self.log();
+        let mut why = format!("{status}: {}", stderr.trim());
+        if let Some(last) = self.board_log().ok().and_then(|mut lines| lines.pop()) {
+            if !stderr.contains(&last.message) {
+                why.push_str(&format!("; the board's last log line: {last}"));
+            }
         }
+        LinkError::Exited(why)
     }
 
     /// Runs one command over the link.
@@ -191,6 +227,11 @@ impl Drop for QemuBoard {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Decodes the frames in `frames` with the defmt table of `elf`.
+fn read_board_log(elf: &Path, frames: &Path) -> Result<Vec<LogLine>, BoardLogError> {
+    BoardLog::from_elf(elf)?.decode_file(frames)
 }
 
 /// Connects to QEMU's socket, waiting for QEMU to create it.
@@ -264,6 +305,9 @@ pub struct QemuDevice {
     runner: Runner<QemuBackend>,
     identify: IdentifyZns,
     info: DeviceInfo,
+    /// The board's image and the file of its defmt frames (the board is in the device thread).
+    elf: PathBuf,
+    frames: PathBuf,
 }
 
 impl QemuDevice {
@@ -275,11 +319,14 @@ impl QemuDevice {
             max_data_bytes: common::link::MAX_DATA_BYTES,
         });
         let identify = identify(&mut board)?;
+        let (elf, frames) = (board.elf.clone(), board.defmt_path());
         let runner = Runner::start(QemuBackend::new(board), options.queues, options.queue_depth)?;
         Ok(QemuDevice {
             runner,
             identify,
             info,
+            elf,
+            frames,
         })
     }
 
@@ -301,6 +348,12 @@ impl QemuDevice {
     /// What the board said when the link opened.
     pub fn info(&self) -> DeviceInfo {
         self.info
+    }
+
+    /// What the board has logged so far, decoded with the table of the image it runs (read it
+    /// before [`Self::stop`], which removes the board's files).
+    pub fn board_log(&self) -> Result<Vec<LogLine>, BoardLogError> {
+        read_board_log(&self.elf, &self.frames)
     }
 
     /// Stops the device thread and QEMU; returns the link's counters.
