@@ -108,8 +108,8 @@ impl Plan {
                 fs_bytes: 256 << 20,
                 concurrent_window: Duration::from_secs(8),
                 device_mib: 256,
-                gc_device_bytes: 128 << 20,
-                gc_overwrite_factor: 4,
+                gc_device_bytes: 64 << 20,
+                gc_overwrite_factor: 3,
                 reps: 3,
             }
         }
