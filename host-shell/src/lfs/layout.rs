@@ -64,12 +64,14 @@ impl Zones {
 }
 
 impl State {
-    /// Whether `zone` has a job besides holding data blocks.
+    /// Whether `zone` has a job besides holding data blocks, or holds data not mapped yet
+    /// (see [`State::map_data`]).
     pub(super) fn is_special(&self, zone: u32) -> bool {
         CKPT_ZONES.contains(&zone)
             || self.stream.chain.contains(&zone)
             || self.meta.hot == Some(zone)
             || self.meta.cold == Some(zone)
+            || self.unmapped.contains(&zone)
     }
 
     /// Empty zones with no job.
