@@ -37,7 +37,11 @@ const FILE_BYTES: u64 = 4 << 20;
 /// The file of fio's mixed read/write job.
 const MIXED: &str = "rw0";
 const MIXED_BYTES: u64 = 2 << 20;
-/// The device: 32 MiB of NAND hold about 22 MiB of file data; fio keeps 14 MiB live and
+/// The file of fio's job with writes of up to 1 MiB (one FUSE request each): a file's buffer
+/// then reaches twice the flush threshold, and one flush spans three zones.
+const LARGE: &str = "big0";
+const LARGE_BYTES: u64 = 3 << 20;
+/// The device: 32 MiB of NAND hold about 22 MiB of file data; fio keeps 17 MiB live and
 /// rewrites it, so the cleaner has to move live blocks.
 const CAPACITY: &str = "32M";
 /// fio's verify unit: every 4 KiB block carries a header.
@@ -58,6 +62,11 @@ struct FioTotals {
     errors: Vec<String>,
 }
 
+/// fio takes seeds below 2^32 here (3.33 refused a larger one).
+fn fio_seed(seed: u64) -> u64 {
+    seed & 0xFFFF_FFFF
+}
+
 /// The job that lays the files out, each block with a verify header, and verifies them.
 fn prepare_job(dir: &Path, seed: u64) -> String {
     format!(
@@ -65,14 +74,15 @@ fn prepare_job(dir: &Path, seed: u64) -> String {
          verify_fatal=1\nverify_state_save=0\nverify_interval={BLOCK}\n\
          [prepare]\nfilename={files}\nsize={size}\nrw=write\nbs=64k\ndo_verify=1\n",
         dir = dir.display(),
+        seed = fio_seed(seed),
         files = REWRITTEN.join(":"),
         size = FILE_BYTES * REWRITTEN.len() as u64,
     )
 }
 
 /// A round under load: random rewrites (4-64 KiB) verified as they go and at the end, random
-/// verified reads of the same files, and a mixed random read/write job on its own file (with
-/// O_DIRECT). The mixed job verifies as it goes too: fio 3.33 itself reports bad headers for a
+/// verified reads of the same files, a mixed random read/write job on its own file (with
+/// O_DIRECT), and random writes of up to 1 MiB on another. The mixed job verifies as it goes too: fio 3.33 itself reports bad headers for a
 /// randrw job of several loops that verifies only at the end, on tmpfs as well.
 fn load_job(dir: &Path, seed: u64, loops: u64) -> String {
     format!(
@@ -82,8 +92,11 @@ fn load_job(dir: &Path, seed: u64, loops: u64) -> String {
          verify_interval={BLOCK}\ndo_verify=1\nverify_backlog=256\nloops={loops}\n\
          [reader]\nfilename={files}\nsize={size}\nrw=randread\nbs=4k\nloops={loops}\n\
          [mixed]\nfilename={MIXED}\nsize={MIXED_BYTES}\nrw=randrw\nbs=4k\ndirect=1\n\
-         do_verify=1\nverify_backlog=64\nloops={loops}\n",
+         do_verify=1\nverify_backlog=64\nloops={loops}\n\
+         [large]\nfilename={LARGE}\nsize={LARGE_BYTES}\nrw=randwrite\nbsrange=4k-1m\n\
+         verify_interval={BLOCK}\ndo_verify=1\nverify_backlog=64\nloops={loops}\n",
         dir = dir.display(),
+        seed = fio_seed(seed),
         files = REWRITTEN.join(":"),
         size = FILE_BYTES * REWRITTEN.len() as u64,
     )
