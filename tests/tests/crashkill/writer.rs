@@ -43,8 +43,24 @@ impl Writer {
     /// journal is fsync'ed after each sync that returned, so what was durable is known even
     /// if this machine crashed next. An error ends the writer.
     fn run(&mut self, op: &Op) -> std::io::Result<()> {
-        // Opening an existing name changes nothing; it comes first so a dead mount stops the
-        // writer before it journals an operation it never tried.
+        self.seq += 1;
+        let seq = self.seq;
+        self.journal(&format!("do {seq} {op}"));
+        let done = self.open(op).and_then(|()| self.apply(op));
+        match &done {
+            Ok(()) => {
+                self.journal(&format!("ok {seq}"));
+                if matches!(op, Op::Fsync { .. } | Op::SyncDirs) {
+                    self.journal.sync_data().expect("fsync the journal");
+                }
+            }
+            Err(e) => self.journal(&format!("err {seq} {}", e.raw_os_error().unwrap_or(0))),
+        }
+        done
+    }
+
+    /// Opens the descriptor `op` needs if it is not open yet (which changes nothing).
+    fn open(&mut self, op: &Op) -> std::io::Result<()> {
         if let Op::Write { name, .. } | Op::Truncate { name, .. } | Op::Fsync { name, .. } = op {
             let file = self
                 .files
@@ -59,20 +75,7 @@ impl Writer {
                 );
             }
         }
-        self.seq += 1;
-        let seq = self.seq;
-        self.journal(&format!("do {seq} {op}"));
-        let done = self.apply(op);
-        match &done {
-            Ok(()) => {
-                self.journal(&format!("ok {seq}"));
-                if matches!(op, Op::Fsync { .. } | Op::SyncDirs) {
-                    self.journal.sync_data().expect("fsync the journal");
-                }
-            }
-            Err(e) => self.journal(&format!("err {seq} {}", e.raw_os_error().unwrap_or(0))),
-        }
-        done
+        Ok(())
     }
 
     fn fd(&self, name: &str) -> &File {
