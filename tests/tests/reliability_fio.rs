@@ -67,12 +67,16 @@ fn fio_seed(seed: u64) -> u64 {
     seed & 0xFFFF_FFFF
 }
 
-/// The job that lays the files out, each block with a verify header, and verifies them.
+/// The job that lays out every file the offloaders use (before they start: a file fio has
+/// not made yet is not there to offload on), each block with a verify header, and verifies
+/// them.
 fn prepare_job(dir: &Path, seed: u64) -> String {
     format!(
         "[global]\nioengine=psync\ndirectory={dir}\nrandseed={seed}\nverify=crc32c\n\
          verify_fatal=1\nverify_state_save=0\nverify_interval={BLOCK}\n\
-         [prepare]\nfilename={files}\nsize={size}\nrw=write\nbs=64k\ndo_verify=1\n",
+         [prepare]\nfilename={files}\nsize={size}\nrw=write\nbs=64k\ndo_verify=1\n\
+         [prepare-mixed]\nfilename={MIXED}\nsize={MIXED_BYTES}\nrw=write\nbs=64k\n\
+         do_verify=1\n",
         dir = dir.display(),
         seed = fio_seed(seed),
         files = REWRITTEN.join(":"),
@@ -268,15 +272,20 @@ impl OffloadReport {
 /// One entropy file job over `file` (`len` bytes): the histogram must count every byte of the
 /// snapshot, which is the whole file (fio never changes its size).
 fn file_job(file: &Path, len: u64, report: &mut OffloadReport) {
+    let name = file.display();
     if let Err(e) = set(file, "user.csd.args", "0 0") {
-        return report.failures.push(format!("set args: {e}"));
+        return report.failures.push(format!("set args on {name}: {e}"));
     }
     if let Err(e) = set(file, "user.csd.file_job", "/kernels/entropy.o") {
-        return report.errno("file_job entropy", e);
+        return report.errno(&format!("file_job entropy on {name}"), e);
     }
     let result = match get(file, "user.csd.result") {
         Ok(r) => r,
-        Err(e) => return report.failures.push(format!("get result: {e}")),
+        Err(e) => {
+            return report
+                .failures
+                .push(format!("get the result on {name}: {e}"))
+        }
     };
     let stats = get(file, "user.csd.stats")
         .map(|s| String::from_utf8_lossy(&s).into_owned())
@@ -306,7 +315,7 @@ fn file_job(file: &Path, len: u64, report: &mut OffloadReport) {
 /// fio wrote at that offset; then the stream ends.
 fn read_stream(file: &Path, rng: &mut Rng, report: &mut OffloadReport) {
     if let Err(e) = set(file, "user.csd.read_stream", "/kernels/passthrough.o") {
-        return report.errno("read_stream passthrough", e);
+        return report.errno(&format!("read_stream passthrough on {}", file.display()), e);
     }
     // Ok(None) when every read came back whole and right; Ok(Some(errno)) for a read that
     // failed with an errno.
