@@ -126,3 +126,4 @@ where
 
 pub mod mount;
 pub mod reference;
+pub mod reliability;

@@ -1,6 +1,7 @@
 //! A real FUSE mount of a fresh image for the end-to-end tests: `csd mkfs`, `csd mount` (the
 //! real binary, in the background), and a guard that always unmounts (`fusermount3 -u`) and
-//! waits for the daemon to finish its checkpoint, also when a test panics.
+//! waits for the daemon to finish its checkpoint, also when a test panics. [`Mount::kill`]
+//! ends the daemon with SIGKILL instead, for crash tests.
 
 use std::{
     path::{Path, PathBuf},
@@ -29,6 +30,8 @@ pub struct Mount {
     daemon: Option<u32>,
     /// Unmounts so far (each must leave a "clean" line in the log).
     unmounts: usize,
+    /// A killed daemon's mount is still attached.
+    dead: bool,
 }
 
 fn pid_is_running(pid: u32) -> bool {
@@ -60,6 +63,7 @@ impl Mount {
             options: mount_args.iter().map(|s| s.to_string()).collect(),
             daemon: None,
             unmounts: 0,
+            dead: false,
         };
         mount.mount();
         mount
@@ -85,7 +89,18 @@ impl Mount {
     /// # Panics
     /// If it is mounted already or `csd mount` fails.
     pub fn mount(&mut self) {
+        if let Err(e) = self.try_mount() {
+            panic!("{e}");
+        }
+    }
+
+    /// Mounts with the real `csd mount` in the background; `Err` says why `csd mount` failed.
+    ///
+    /// # Panics
+    /// If it is mounted already.
+    pub fn try_mount(&mut self) -> Result<(), String> {
         assert!(self.daemon.is_none(), "already mounted");
+        self.detach();
         let mut args = vec![
             "mount".to_string(),
             self.image.display().to_string(),
@@ -96,18 +111,76 @@ impl Mount {
         args.extend(self.options.iter().cloned());
         let out = csd(&args);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "csd mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "csd mount failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         let pid = stdout
             .split("(pid ")
             .nth(1)
             .and_then(|rest| rest.split(',').next())
             .and_then(|pid| pid.trim().parse().ok())
-            .unwrap_or_else(|| panic!("csd mount names no pid: {stdout}"));
+            .ok_or_else(|| format!("csd mount names no pid: {stdout}"))?;
         self.daemon = Some(pid);
+        Ok(())
+    }
+
+    /// The mount daemon's pid while mounted.
+    pub fn daemon(&self) -> Option<u32> {
+        self.daemon
+    }
+
+    /// Kills the daemon with SIGKILL (nothing it buffered reaches the image; what it wrote
+    /// stays, as when the device's host loses power) and waits until it is gone. The dead
+    /// mount stays in place, failing every call with ENOTCONN, until [`Mount::detach`] or the
+    /// next mount: a process still working on it must see it dead, never the directory under
+    /// it.
+    ///
+    /// # Panics
+    /// If it is not mounted or the daemon outlives the kill.
+    pub fn kill(&mut self) {
+        let pid = self.daemon.take().expect("mounted");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -KILL {pid} failed: {status}");
+        wait_exit(pid);
+        self.dead = true;
+    }
+
+    /// Detaches the mount of a killed daemon (`fusermount3 -u -z`), if there is one.
+    ///
+    /// # Panics
+    /// If fusermount3 fails.
+    pub fn detach(&mut self) {
+        if !std::mem::take(&mut self.dead) {
+            return;
+        }
+        let status = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(&self.root)
+            .status()
+            .expect("fusermount3 runs");
+        assert!(status.success(), "fusermount3 -u -z failed: {status}");
+    }
+
+    /// `csd fsck` on the image (which must not be mounted): `Err` holds its report when it
+    /// found problems or could not run.
+    pub fn fsck(&self) -> Result<(), String> {
+        assert!(self.daemon.is_none(), "fsck of a mounted image");
+        let out = csd(["fsck", &self.image.display().to_string()]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "fsck found problems: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Unmounts with `fusermount3 -u` and waits until the daemon has checkpointed and exited.
@@ -147,13 +220,9 @@ impl Mount {
     /// Unmounts (if mounted) and runs `csd fsck`, which must find nothing.
     pub fn unmount_and_fsck(&mut self) {
         self.unmount();
-        let out = csd(["fsck", &self.image.display().to_string()]);
-        assert!(
-            out.status.success(),
-            "fsck found problems: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(report) = self.fsck() {
+            panic!("{report}");
+        }
     }
 
     /// The image's directory (for files kept outside the mount).
@@ -175,6 +244,12 @@ fn wait_exit(pid: u32) {
 
 impl Drop for Mount {
     fn drop(&mut self) {
+        if self.dead {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.root)
+                .status();
+        }
         if let Some(pid) = self.daemon.take() {
             // Lazy: a test that panicked may still hold files open in the mount.
             let _ = Command::new("fusermount3")

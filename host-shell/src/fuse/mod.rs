@@ -769,7 +769,9 @@ impl Mounted {
     }
 
     /// Serves requests until the mount goes away (`fusermount3 -u`, or the unmounter), then
-    /// ends every offload, stops the cleaner and unmounts the file system (a checkpoint).
+    /// ends every offload, stops the cleaner, logs the file system's counters of this mount
+    /// (`file system counters: data_write_blocks=.. gc_zones=.. ...`) and unmounts the file
+    /// system (a checkpoint).
     pub fn run(self) -> Result<(), ServeError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let gc_lfs = Arc::clone(&self.lfs);
@@ -791,6 +793,20 @@ impl Mounted {
                 "the file system is still shared after the session ended".into(),
             ))
         })?;
+        match lfs.stats() {
+            Ok(s) => log(format_args!(
+                "file system counters: data_write_blocks={} data_read_blocks={} meta_blocks={} \
+                 gc_zones={} gc_moved_blocks={} zone_resets={} checkpoints={}",
+                s.data_write_blocks,
+                s.data_read_blocks,
+                s.meta_blocks,
+                s.gc_zones,
+                s.gc_moved_blocks,
+                s.zone_resets,
+                s.checkpoints
+            )),
+            Err(e) => log(format_args!("file system counters: {e}")),
+        }
         let unmounted = lfs.unmount().map_err(ServeError::Unmount);
         served.map_err(ServeError::Session)?;
         unmounted

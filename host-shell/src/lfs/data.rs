@@ -240,8 +240,48 @@ impl State {
         Ok(out)
     }
 
-    /// Appends `data` (whole blocks) to the hot or cold zone; returns where it landed.
-    pub(super) fn write_data(&mut self, use_: ZoneUse, data: &[u8]) -> Result<Vec<Run>> {
+    /// Appends `runs` of file `ino` (each its first file block and whole blocks of bytes) to
+    /// the hot or cold zone and commits one transaction: `first`, the map records of where
+    /// the runs landed, then `last`. The zones the data lands in are kept from being reset or
+    /// cleaned until the transaction is committed.
+    ///
+    /// Until then the live counts do not show the new blocks. Appending can move on to a new
+    /// zone, which may have to clean first, and cleaning resets every zone whose live count
+    /// is zero: without the guard, a zone that the first part of a flush filled would be reset
+    /// under it, and the committed map would point into an empty zone.
+    pub(super) fn write_mapped(
+        &mut self,
+        use_: ZoneUse,
+        ino: InodeNo,
+        runs: &[(u64, Vec<u8>)],
+        first: Vec<Record>,
+        last: Vec<Record>,
+    ) -> Result<()> {
+        let mark = self.unmapped.len();
+        let result = (|| {
+            let mut records = first;
+            for (file_block, data) in runs {
+                let mut file_block = *file_block;
+                for run in self.write_data(use_, data)? {
+                    records.push(Record::Map {
+                        ino,
+                        file_block,
+                        lba: run.lba,
+                        count: run.count as u32,
+                    });
+                    file_block += run.count;
+                }
+            }
+            records.extend(last);
+            self.commit(records)
+        })();
+        self.unmapped.truncate(mark);
+        result
+    }
+
+    /// Appends `data` (whole blocks) to the hot or cold zone; returns where it landed. Each
+    /// zone it lands in joins `unmapped` ([`State::write_mapped`] takes them out again).
+    fn write_data(&mut self, use_: ZoneUse, data: &[u8]) -> Result<Vec<Run>> {
         let mut runs = Vec::new();
         let mut rest = data;
         let max_piece = self.driver.info().zasl_lbas.max(1) as u64;
@@ -257,6 +297,9 @@ impl State {
             let blocks = (rest.len() / BLOCK_BYTES) as u64;
             let n = blocks.min(self.zones.room(zone)).min(max_piece);
             let (piece, tail) = rest.split_at(n as usize * BLOCK_BYTES);
+            if !self.unmapped.contains(&zone) {
+                self.unmapped.push(zone);
+            }
             let lba = self.driver.append(self.zones.zslba(zone), piece.to_vec())?;
             self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + n;
             self.stats.data_write_blocks += n;
@@ -320,41 +363,22 @@ impl State {
 
     fn write_dirty(&mut self, ino: InodeNo, d: &Dirty) -> Result<()> {
         let keep = blocks_of(d.attr.size);
-        let mut records = Vec::new();
-        if let Some(t) = d.trunc {
-            records.push(Record::Truncate { ino, size: t });
-        }
         // Runs of consecutive file blocks, written together.
-        let blocks: Vec<(u64, &Vec<u8>)> = d
-            .blocks
-            .iter()
-            .filter(|(b, _)| **b < keep)
-            .map(|(b, v)| (*b, v))
-            .collect();
-        let mut i = 0;
-        while i < blocks.len() {
-            let mut j = i + 1;
-            while j < blocks.len() && blocks[j].0 == blocks[j - 1].0 + 1 {
-                j += 1;
+        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (&b, block) in d.blocks.range(..keep) {
+            match runs.last_mut() {
+                Some((start, data)) if *start + (data.len() / BLOCK_BYTES) as u64 == b => {
+                    data.extend_from_slice(block)
+                }
+                _ => runs.push((b, block.clone())),
             }
-            let data: Vec<u8> = blocks[i..j]
-                .iter()
-                .flat_map(|(_, b)| b.iter().copied())
-                .collect();
-            let mut file_block = blocks[i].0;
-            for run in self.write_data(ZoneUse::Hot, &data)? {
-                records.push(Record::Map {
-                    ino,
-                    file_block,
-                    lba: run.lba,
-                    count: run.count as u32,
-                });
-                file_block += run.count;
-            }
-            i = j;
         }
-        records.push(Record::Inode(d.attr));
-        self.commit(records)
+        let first = d
+            .trunc
+            .map(|size| Record::Truncate { ino, size })
+            .into_iter()
+            .collect();
+        self.write_mapped(ZoneUse::Hot, ino, &runs, first, vec![Record::Inode(d.attr)])
     }
 
     /// Flushes every file's buffer.

@@ -7,7 +7,7 @@
 //! or hold blocks of an open snapshot are never victims.
 
 use super::error::Result;
-use super::format::{Record, ZoneUse};
+use super::format::ZoneUse;
 use super::inode::InodeNo;
 use super::State;
 
@@ -57,18 +57,13 @@ impl State {
         for (ino, file_block, lba, count) in moves {
             let data = self.driver.read(lba, count)?;
             self.stats.gc_moved_blocks += count;
-            let mut fb = file_block;
-            let mut records = Vec::new();
-            for run in self.write_data(ZoneUse::Cold, &data)? {
-                records.push(Record::Map {
-                    ino,
-                    file_block: fb,
-                    lba: run.lba,
-                    count: run.count as u32,
-                });
-                fb += run.count;
-            }
-            self.commit(records)?;
+            self.write_mapped(
+                ZoneUse::Cold,
+                ino,
+                &[(file_block, data)],
+                Vec::new(),
+                Vec::new(),
+            )?;
         }
         debug_assert_eq!(self.meta.live[victim as usize], 0);
         // Durable first; the flush then resets the victim (and any other empty zone).

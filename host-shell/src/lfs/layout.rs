@@ -4,7 +4,8 @@
 //! either empty, in the metadata stream's chain (the latest checkpoint's image and the log
 //! since), the hot or cold data zone being appended to, or a data zone that is only read.
 //! A data zone whose live count drops to zero is reset as soon as the metadata that stopped
-//! referencing it is durable.
+//! referencing it is durable, unless it holds data whose map is not committed yet
+//! ([`State::write_mapped`]).
 
 use common::zns::{ZoneAction, ZoneDescriptor, ZoneState};
 
@@ -64,12 +65,14 @@ impl Zones {
 }
 
 impl State {
-    /// Whether `zone` has a job besides holding data blocks.
+    /// Whether `zone` has a job besides holding data blocks, or holds data not mapped yet
+    /// (see [`State::map_data`]).
     pub(super) fn is_special(&self, zone: u32) -> bool {
         CKPT_ZONES.contains(&zone)
             || self.stream.chain.contains(&zone)
             || self.meta.hot == Some(zone)
             || self.meta.cold == Some(zone)
+            || self.unmapped.contains(&zone)
     }
 
     /// Empty zones with no job.

@@ -104,6 +104,10 @@ pub(crate) struct State {
     open: HashMap<InodeNo, u32>,
     /// Open snapshots and the zones each pins.
     snapshots: BTreeMap<u64, Vec<u32>>,
+    /// Zones holding data appended by a flush or a cleaner move whose map records are not
+    /// committed yet: their live counts do not show that data, so nothing may reset or clean
+    /// them until the records are in. A stack: the cleaner can run inside a flush.
+    unmapped: Vec<u32>,
     next_snapshot: u64,
     /// Counts zones opened for data (ages for the cleaner).
     clock: u64,
@@ -143,6 +147,7 @@ impl State {
             dirty: HashMap::new(),
             open: HashMap::new(),
             snapshots: BTreeMap::new(),
+            unmapped: Vec::new(),
             next_snapshot: 1,
             clock,
             stats: LfsStats::default(),
