@@ -605,8 +605,7 @@ impl Lfs {
         let s = self.lock()?;
         let low = (u64::from(s.zones.nr()) / 4).max(2 * layout::RESERVE_ZONES);
         Ok(s.free_zones().len() as u64 <= low
-            && s
-                .pick_victim()
+            && s.pick_victim()
                 .is_some_and(|z| 2 * s.meta.live[z as usize] <= s.zones.cap))
     }
 
