@@ -544,6 +544,12 @@ impl Lfs {
         self.lock()?.sync()
     }
 
+    /// Makes everything durable and writes a checkpoint now (as unmount does, keeping the file
+    /// system mounted), so the next mount has no log to replay.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.lock()?.checkpoint()
+    }
+
     pub fn statfs(&self) -> Result<StatFs> {
         Ok(self.lock()?.statfs())
     }
