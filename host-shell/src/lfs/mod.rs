@@ -100,7 +100,9 @@ pub(crate) struct State {
     zones: Zones,
     stream: Stream,
     ckpt: CkptLog,
-    dirty: HashMap<InodeNo, Dirty>,
+    /// Write buffers. Ordered: flushing them all goes by inode number, so the same operations
+    /// make the same device writes every time (a power-cut point names one moment).
+    dirty: BTreeMap<InodeNo, Dirty>,
     open: HashMap<InodeNo, u32>,
     /// Open snapshots and the zones each pins.
     snapshots: BTreeMap<u64, Vec<u32>>,
@@ -140,7 +142,7 @@ impl State {
             zones,
             stream,
             ckpt,
-            dirty: HashMap::new(),
+            dirty: BTreeMap::new(),
             open: HashMap::new(),
             snapshots: BTreeMap::new(),
             next_snapshot: 1,
