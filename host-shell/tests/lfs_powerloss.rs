@@ -17,7 +17,7 @@ use powerloss::{guarded, random_spec, second, Bench, Budget, Case, Tally};
 /// The workload the every-op sweep cuts.
 const SWEEP: Spec = Spec {
     seed: 4,
-    steps: 260,
+    steps: 400,
 };
 
 /// Random cases per class in short mode (each random workload takes this many cases).
