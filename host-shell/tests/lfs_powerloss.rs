@@ -11,8 +11,9 @@
 mod lfs_common;
 mod powerloss;
 
+use powerloss::cases::{guarded, random_spec, second, Budget, Case, Tally};
 use powerloss::workload::{Rng, Spec};
-use powerloss::{guarded, random_spec, second, Bench, Budget, Case, Tally};
+use powerloss::Bench;
 
 /// The workload the every-op sweep cuts.
 const SWEEP: Spec = Spec {
@@ -87,16 +88,9 @@ mod campaign {
         let mut n = 0;
         while budget.allows(n) {
             let spec = random_spec(&mut rng);
-            let dry = match guarded(|| bench.dry_run(spec)) {
-                Ok(d) => d,
-                Err(e) => {
-                    n += 1;
-                    tally.record(
-                        &format!("dry run seed={} steps={}", spec.seed, spec.steps),
-                        Err::<(), _>(e),
-                    );
-                    continue;
-                }
+            let Some(dry) = tally.dry_run(&bench, spec) else {
+                n += 1;
+                continue;
             };
             for _ in 0..CASES_PER_WORKLOAD {
                 if !budget.allows(n) {
@@ -141,16 +135,9 @@ mod campaign {
         let mut n = 0;
         while budget.allows(n) {
             let spec = random_spec(&mut rng);
-            let dry = match guarded(|| bench.dry_run(spec)) {
-                Ok(d) => d,
-                Err(e) => {
-                    n += 1;
-                    tally.record(
-                        &format!("dry run seed={} steps={}", spec.seed, spec.steps),
-                        Err::<(), _>(e),
-                    );
-                    continue;
-                }
+            let Some(dry) = tally.dry_run(&bench, spec) else {
+                n += 1;
+                continue;
             };
             for _ in 0..CASES_PER_WORKLOAD {
                 if !budget.allows(n) {
