@@ -95,3 +95,30 @@ fn counts_cuts_and_reboots() {
     n.read_page(at(0, 1), &mut d, &mut s).unwrap();
     assert_ne!(d, vec![8; 4096], "a torn page never reads back as the data");
 }
+
+/// A cut after N programmed bytes skips reads and tears the program that passes N right
+/// there: the bytes before it (data, then spare) as intended, the rest garbled.
+#[test]
+fn cut_by_program_bytes_tears_mid_page() {
+    for cut in [0u64, 1, 2048, 4095, 4096, 4100, 4159] {
+        let mut n = SimNand::new(G);
+        n.erase_block(BlockId(0)).unwrap();
+        n.program_page(at(0, 0), &[7; 4096], &[7; 64]).unwrap();
+        n.cut_power_after_program_bytes(cut);
+        let (mut d, mut s) = (vec![0; 4096], vec![0; 64]);
+        n.read_page(at(0, 0), &mut d, &mut s).unwrap();
+        n.read_page(at(0, 0), &mut d, &mut s).unwrap();
+        assert!(!n.power_lost(), "reads do not count towards the cut");
+        assert_eq!(
+            n.program_page(at(0, 1), &[8; 4096], &[8; 64]),
+            Err(NandErrorKind::PowerLost)
+        );
+        let store = n.into_store();
+        assert_eq!(store.state(at(0, 1)), PageState::Torn);
+        store.load(at(0, 1), &mut d, &mut s);
+        let page: Vec<u8> = d.iter().chain(&s).copied().collect();
+        let cut = cut as usize;
+        assert!(page[..cut].iter().all(|&b| b == 8), "cut at {cut}");
+        assert!(page[cut..].iter().all(|&b| b == !8), "cut at {cut}");
+    }
+}

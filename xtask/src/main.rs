@@ -9,7 +9,8 @@
 //! - `bench [--quick]`: measure csd against its peers.
 //! - `board run|test|size|build`: the Cortex-R52 images in QEMU (the self-test also on a
 //!   Cortex-R5F).
-//! - `reliability [--long] [--minutes N]`: fuzzing and hostile inputs, with a summary.
+//! - `reliability [--long] [--minutes N]`: fuzzing, power loss through the whole stack and
+//!   hostile inputs, with a summary.
 
 mod bench;
 mod board;
@@ -48,12 +49,14 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Fuzz every target and feed the hostile-input corpus; prints a summary.
+    /// Fuzz every target, cut power under the file system, feed the hostile-input corpus;
+    /// prints a summary.
     Reliability {
-        /// Run for long: the fuzz targets share --minutes (default 10).
+        /// Run for long: fuzzing and the time-budgeted sections share --minutes (default 10).
         #[arg(long)]
         long: bool,
-        /// Minutes of fuzzing in total, shared by the targets (implies --long).
+        /// Minutes in total, half to fuzzing and half to the time-budgeted test binaries
+        /// (implies --long).
         #[arg(long)]
         minutes: Option<u64>,
     },

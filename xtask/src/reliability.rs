@@ -1,19 +1,26 @@
 //! `cargo xtask reliability [--long] [--minutes N]`: the reliability campaign and its summary.
 //!
-//! Sections (each prints its own figures; a section that cannot run yet says so and shows
-//! no numbers):
+//! Sections:
 //! - fuzzing: every cargo-fuzz target in `fuzz/` (nightly toolchain, libFuzzer), from its
 //!   committed seed corpus (`fuzz/seeds/<target>`) and the corpus grown by earlier runs
 //!   (`fuzz/corpus/<target>`, ignored by git); executions from libFuzzer's final
 //!   `#N DONE ... exec/s` line, crashes from its exit status and artifacts;
-//! - hostile inputs: the `tests/tests/hostile_*.rs` binaries, which print
-//!   `reliability: hostile <class> tried=N mishandled=M`;
-//! - power loss through the FUSE mount, and crash-kill cycles: not yet (they need the mount).
+//! - test binaries, listed in [`BINARIES`] (package, test target, section), each printing lines
+//!   `reliability: <section> <class words> key=value ...`: power loss through the whole
+//!   stack (`powercut`, `tried= failures=`), crash-kill cycles (`crashkill`, `cycles= lost=`),
+//!   concurrent I/O (`concurrent`, `jobs= bytes= offloads= errors=`), hostile inputs
+//!   (`hostile`, `tried= mishandled=`). A count named in [`BAD_KEYS`] above zero fails the
+//!   campaign, as does a binary that fails or prints no line of its section.
 //!
-//! Short (inside `cargo xtask test`): each target a fixed number of runs from seed 1, about
-//! [`SHORT_SECONDS`] each, so the result is repeatable. `--long`: the targets share
-//! `--minutes` (default 10) equally, from random seeds. xtask never links the product crates: it
-//! drives `cargo +nightly fuzz` and `cargo test` and reads what they print.
+//! Short (inside `cargo xtask test`): each fuzz target a fixed number of runs from seed 1,
+//! about [`SHORT_SECONDS`] each, and each test binary in its deterministic short mode (debug
+//! build, the one the host tests just made), so the result is repeatable. `--long` splits
+//! `--minutes` (default 10): half to fuzzing, shared equally by the targets, from random seeds;
+//! the other half shared equally by the binaries of time-budgeted sections ([`Section::timed`]),
+//! which run in release (the power-loss cases run about 4x faster; the build is paid once) with
+//! `CSD_RELIABILITY_SECONDS` (their share) and `CSD_RELIABILITY_SEED` (printed, or taken from
+//! the environment) set. With no such binary, fuzzing gets all of it. xtask never links the
+//! product crates: it drives `cargo +nightly fuzz` and `cargo test` and reads what they print.
 
 use std::{
     path::Path,
@@ -35,13 +42,56 @@ pub const TARGETS: [&str; 5] = [
 ];
 /// Seconds per target in the short run.
 pub const SHORT_SECONDS: u64 = 12;
-/// Test binaries of the hostile-input corpus (`tests/tests/<name>.rs`).
-const HOSTILE: [&str; 4] = [
-    "hostile_kernels",
-    "hostile_frames",
-    "hostile_images",
-    "hostile_cli",
+/// A section of the campaign's summary.
+#[derive(Debug)]
+struct Section {
+    /// The word after `reliability:` in its lines.
+    name: &'static str,
+    title: &'static str,
+    /// Whether its binaries loop for `CSD_RELIABILITY_SECONDS` in a long run.
+    timed: bool,
+}
+
+/// The sections of the test binaries, in summary order.
+const SECTIONS: [Section; 4] = [
+    Section {
+        name: "powercut",
+        title: "power loss, whole stack",
+        timed: true,
+    },
+    Section {
+        name: "crashkill",
+        title: "crash-kill cycles",
+        timed: true,
+    },
+    Section {
+        name: "concurrent",
+        title: "concurrent I/O and offloads",
+        timed: true,
+    },
+    Section {
+        name: "hostile",
+        title: "hostile inputs",
+        timed: false,
+    },
 ];
+
+/// The campaign's test binaries: (package, test target, section). One line adds one.
+const BINARIES: [(&str, &str, &str); 5] = [
+    ("host-shell", "lfs_powerloss", "powercut"),
+    ("tests", "hostile_kernels", "hostile"),
+    ("tests", "hostile_frames", "hostile"),
+    ("tests", "hostile_images", "hostile"),
+    ("tests", "hostile_cli", "hostile"),
+];
+
+/// Counts that must be zero wherever a line has them.
+const BAD_KEYS: [&str; 5] = ["mishandled", "failures", "lost", "errors", "crashes"];
+
+/// Test names of the campaign binaries that the host-test step leaves to this one, so a short
+/// `cargo xtask test` runs them once (`cargo test` alone still runs them). A campaign binary
+/// puts its budgeted tests in a module of this name.
+pub const CAMPAIGN_MODULE: &str = "campaign::";
 /// libFuzzer flags: no input may run longer than this (a hang is a crash), nor use more memory.
 const FUZZ_FLAGS: [&str; 3] = ["-timeout=10", "-rss_limit_mb=2048", "-print_final_stats=0"];
 
@@ -54,22 +104,83 @@ struct FuzzRun {
     crashed: bool,
 }
 
-/// One line of the hostile-input summary.
-#[derive(Debug)]
-struct Hostile {
+/// One summary line of a test binary: `reliability: <section> <class words> key=value ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    section: String,
     class: String,
-    tried: u64,
-    mishandled: u64,
+    counts: Vec<(String, String)>,
 }
 
-/// Runs the campaign; fails if a fuzz target crashed or a hostile input was mishandled.
+impl Line {
+    /// Its counts that must be zero and are not (a value that is not a number counts).
+    fn bad(&self) -> Vec<&(String, String)> {
+        self.counts
+            .iter()
+            .filter(|(k, v)| BAD_KEYS.contains(&k.as_str()) && v.parse::<u64>() != Ok(0))
+            .collect()
+    }
+}
+
+/// What one test binary did.
+#[derive(Debug)]
+struct BinaryRun {
+    test: &'static str,
+    seconds: f64,
+    lines: Vec<Line>,
+}
+
+/// How long the time-budgeted parts of a long run take.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    long: bool,
+    fuzz_seconds_per_target: u64,
+    binary_seconds: u64,
+    seed: u64,
+}
+
+impl Plan {
+    fn new(long: bool, minutes: Option<u64>) -> Plan {
+        let total = minutes.unwrap_or(10) * 60;
+        let timed = BINARIES
+            .iter()
+            .filter(|(_, _, s)| SECTIONS.iter().any(|x| x.name == *s && x.timed))
+            .count() as u64;
+        let fuzz = if timed == 0 { total } else { total / 2 };
+        let seed = std::env::var("CSD_RELIABILITY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        Plan {
+            long,
+            fuzz_seconds_per_target: (fuzz / TARGETS.len() as u64).max(1),
+            binary_seconds: ((total - fuzz) / timed.max(1)).max(1),
+            seed,
+        }
+    }
+}
+
+/// Runs the campaign; fails if a fuzz target crashed or a test binary failed or reported a
+/// bad count.
 pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
     // The short run (inside `cargo xtask test`) is deterministic: a fixed seed and a fixed
     // number of runs per target over the committed seeds, so CI never fails at random on a
     // finding a long run should make first. Long runs are time-bounded and random.
+    let plan = Plan::new(long || minutes.is_some(), minutes);
+    if plan.long {
+        eprintln!(
+            "long run: {} s per fuzz target, {} s per time-budgeted test binary, \
+             CSD_RELIABILITY_SEED={}",
+            plan.fuzz_seconds_per_target, plan.binary_seconds, plan.seed
+        );
+    }
     let budget = |target: &str| {
-        if long || minutes.is_some() {
-            Budget::Seconds((minutes.unwrap_or(10) * 60 / TARGETS.len() as u64).max(1))
+        if plan.long {
+            Budget::Seconds(plan.fuzz_seconds_per_target)
         } else {
             Budget::Runs(short_runs(target))
         }
@@ -83,14 +194,32 @@ pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
     for target in TARGETS {
         runs.push(fuzz(&root, target, budget(target))?);
     }
-    let hostile = hostile(&root)?;
-    print_summary(&runs, &hostile, build_s);
+    let mut binaries = Vec::new();
+    let mut broken = Vec::new();
+    for (package, test, section) in BINARIES {
+        match test_binary(&root, package, test, section, &plan) {
+            Ok(b) => binaries.push(b),
+            Err(e) => {
+                eprintln!("xtask: {e:#}");
+                broken.push(test);
+            }
+        }
+    }
+    print_summary(&runs, &binaries, &broken, build_s);
     let crashed: Vec<&str> = runs
         .iter()
         .filter(|r| r.crashed)
         .map(|r| r.target)
         .collect();
-    let mishandled: u64 = hostile.iter().map(|h| h.mishandled).sum();
+    let bad: Vec<String> = binaries
+        .iter()
+        .flat_map(|b| &b.lines)
+        .flat_map(|l| {
+            l.bad()
+                .into_iter()
+                .map(move |(k, v)| format!("{} {} {k}={v}", l.section, l.class))
+        })
+        .collect();
     if !crashed.is_empty() {
         bail!(
             "fuzz targets crashed: {} (inputs in fuzz/artifacts/<target>/; reproduce with \
@@ -98,8 +227,14 @@ pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
             crashed.join(", ")
         );
     }
-    if mishandled > 0 {
-        bail!("{mishandled} hostile inputs were mishandled (see the test output above)");
+    if !bad.is_empty() {
+        bail!(
+            "the campaign found problems: {} (the test output above shows them)",
+            bad.join(", ")
+        );
+    }
+    if !broken.is_empty() {
+        bail!("test binaries failed: {}", broken.join(", "));
     }
     Ok(())
 }
@@ -222,51 +357,146 @@ fn parse_done(log: &str) -> Option<(u64, u64)> {
     Some((executions, rate))
 }
 
-/// Runs the hostile-input test binaries and collects their summary lines.
-fn hostile(root: &Path) -> Result<Vec<Hostile>> {
+/// Runs one campaign test binary (release, with its time budget, in a long run) and collects
+/// its summary lines; fails if it fails without a bad count to show for it, or prints no line
+/// of its section.
+fn test_binary(
+    root: &Path,
+    package: &str,
+    test: &'static str,
+    section: &str,
+    plan: &Plan,
+) -> Result<BinaryRun> {
+    let timed = SECTIONS.iter().any(|s| s.name == section && s.timed);
     let mut c = cmd::cargo(root);
-    c.args(["test", "--locked", "-p", "tests"]);
-    for t in HOSTILE {
-        c.args(["--test", t]);
+    c.args(["test", "--locked", "-p", package, "--test", test]);
+    if plan.long && timed {
+        c.arg("--release")
+            .env("CSD_RELIABILITY_SECONDS", plan.binary_seconds.to_string())
+            .env("CSD_RELIABILITY_SEED", plan.seed.to_string());
+    } else {
+        // The short run is deterministic whatever the caller's environment holds.
+        c.env_remove("CSD_RELIABILITY_SECONDS")
+            .env_remove("CSD_RELIABILITY_SEED");
     }
     c.args(["--", "--nocapture"]);
     eprintln!("+ {}", cmd::show(&c));
+    let started = Instant::now();
     let out = c
         .stderr(Stdio::inherit())
         .output()
         .with_context(|| format!("could not start `{}`", cmd::show(&c)))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     print!("{stdout}");
-    let found = parse_hostile(&stdout);
-    if !out.status.success() && found.iter().all(|h| h.mishandled == 0) {
-        bail!("the hostile-input tests failed (see above)");
+    let lines = parse_lines(&stdout);
+    let bad = lines.iter().any(|l| !l.bad().is_empty());
+    if !out.status.success() && !bad {
+        bail!("the {test} tests failed (see above)");
     }
-    Ok(found)
+    if !lines.iter().any(|l| l.section == section) {
+        bail!("{test} printed no `reliability: {section} ...` line");
+    }
+    Ok(BinaryRun {
+        test,
+        seconds: started.elapsed().as_secs_f64(),
+        lines,
+    })
 }
 
-/// Lines `reliability: hostile <class> tried=N mishandled=M`.
-fn parse_hostile(stdout: &str) -> Vec<Hostile> {
+/// Lines `reliability: <section> <class words> key=value ...` (the class is every word before
+/// the first `key=value`).
+fn parse_lines(stdout: &str) -> Vec<Line> {
+    const MARK: &str = "reliability: ";
     stdout
         .lines()
         .filter_map(|l| {
             // libtest may print a test's name or a dot before the line (--nocapture).
-            let at = l.find("reliability: hostile ")?;
-            let rest = &l[at + "reliability: hostile ".len()..];
-            let (class, counts) = rest.rsplit_once(" tried=")?;
-            let (tried, mishandled) = counts.split_once(" mishandled=")?;
-            Some(Hostile {
-                class: class.to_string(),
-                tried: tried.trim().parse().ok()?,
-                mishandled: mishandled.trim().parse().ok()?,
+            let at = l.find(MARK)?;
+            let mut words = l[at + MARK.len()..].split_whitespace();
+            let section = words.next()?.to_string();
+            let mut class = Vec::new();
+            let mut counts = Vec::new();
+            for w in words {
+                match w.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => counts.push((k.to_string(), v.to_string())),
+                    _ if counts.is_empty() => class.push(w),
+                    // A stray word after the counts: not a summary line.
+                    _ => return None,
+                }
+            }
+            if counts.is_empty() {
+                return None;
+            }
+            Some(Line {
+                section,
+                class: class.join(" "),
+                counts,
             })
         })
         .collect()
 }
 
-fn print_summary(runs: &[FuzzRun], hostile: &[Hostile], build_s: f64) {
+/// The sum of each count over `lines`, in order of first appearance.
+fn totals<'a>(lines: impl Iterator<Item = &'a Line>) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for l in lines {
+        for (k, v) in &l.counts {
+            let n = v.parse::<u64>().unwrap_or(0);
+            match out.iter_mut().find(|(key, _)| key == k) {
+                Some((_, sum)) => *sum += n,
+                None => out.push((k.clone(), n)),
+            }
+        }
+    }
+    out
+}
+
+fn show_counts<'a>(counts: impl Iterator<Item = (&'a str, String)>) -> String {
+    counts
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn print_summary(runs: &[FuzzRun], binaries: &[BinaryRun], broken: &[&str], build_s: f64) {
     println!("\nreliability summary");
-    println!("  power loss (whole stack)  not yet run: needs the FUSE mount");
-    println!("  crash-kill cycles         not yet run: needs the FUSE mount");
+    if !broken.is_empty() {
+        println!(
+            "  FAILED to report: {} (their output above says why)",
+            broken.join(", ")
+        );
+    }
+    let all = || binaries.iter().flat_map(|b| &b.lines);
+    let mut sections: Vec<(&str, &str)> = SECTIONS.iter().map(|s| (s.name, s.title)).collect();
+    for l in all() {
+        if !sections.iter().any(|(n, _)| *n == l.section) {
+            sections.push((l.section.as_str(), l.section.as_str()));
+        }
+    }
+    for (name, title) in sections {
+        let tests: Vec<String> = binaries
+            .iter()
+            .filter(|b| b.lines.iter().any(|l| l.section == name))
+            .map(|b| format!("{} {:.0} s", b.test, b.seconds))
+            .collect();
+        if tests.is_empty() {
+            println!("  {title}: not run (no test binary in the campaign reports it)");
+            continue;
+        }
+        let sums = totals(all().filter(|l| l.section == name));
+        println!(
+            "  {title}: {} ({})",
+            show_counts(sums.iter().map(|(k, n)| (k.as_str(), n.to_string()))),
+            tests.join(", ")
+        );
+        for l in all().filter(|l| l.section == name) {
+            println!(
+                "    {:<20} {}",
+                l.class,
+                show_counts(l.counts.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            );
+        }
+    }
     println!("  fuzzing (fuzz crate built in {build_s:.0} s)");
     for r in runs {
         println!(
@@ -275,16 +505,6 @@ fn print_summary(runs: &[FuzzRun], hostile: &[Hostile], build_s: f64) {
             r.executions.map_or("?".into(), |n| n.to_string()),
             r.exec_per_s.map_or("?".into(), |n| n.to_string()),
             if r.crashed { "CRASHED" } else { "0 crashes" }
-        );
-    }
-    let (tried, mishandled) = hostile
-        .iter()
-        .fold((0, 0), |(t, m), h| (t + h.tried, m + h.mishandled));
-    println!("  hostile inputs: {tried} tried, {mishandled} mishandled");
-    for h in hostile {
-        println!(
-            "    {:<16} {:>8} tried {:>4} mishandled",
-            h.class, h.tried, h.mishandled
         );
     }
 }
@@ -301,19 +521,54 @@ mod tests {
         assert_eq!(parse_done("nothing"), None);
     }
 
-    /// The hostile tests' summary lines are summed by class.
+    /// Summary lines of every section parse into section, class and counts, whatever libtest
+    /// prints before them; bad counts are the nonzero ones of the bad keys.
     #[test]
-    fn parses_hostile_lines() {
-        let out = "running 2 tests\nreliability: hostile link frames tried=373 mishandled=0\n.reliability: hostile host link tried=75 mishandled=2\n";
-        let h = parse_hostile(out);
-        assert_eq!(h.len(), 2);
+    fn parses_summary_lines() {
+        let out = "running 2 tests\n\
+            reliability: hostile link frames tried=373 mishandled=0\n\
+            .reliability: hostile host link tried=75 mishandled=2\n\
+            test x ... reliability: powercut every-op tried=434 failures=0\n\
+            reliability: crashkill cycles=20 lost=0\n\
+            reliability: concurrent mixed fio jobs=4 bytes=1048576 offloads=12 errors=1\n\
+            reliability: not a summary\n\
+            random-pairs: seed 1\n";
+        let lines = parse_lines(out);
+        let got: Vec<(&str, &str, usize)> = lines
+            .iter()
+            .map(|l| (l.section.as_str(), l.class.as_str(), l.counts.len()))
+            .collect();
         assert_eq!(
-            (h[0].class.as_str(), h[0].tried, h[0].mishandled),
-            ("link frames", 373, 0)
+            got,
+            [
+                ("hostile", "link frames", 2),
+                ("hostile", "host link", 2),
+                ("powercut", "every-op", 2),
+                ("crashkill", "", 2),
+                ("concurrent", "mixed fio", 4),
+            ]
         );
         assert_eq!(
-            (h[1].class.as_str(), h[1].tried, h[1].mishandled),
-            ("host link", 75, 2)
+            lines[4].counts[1],
+            ("bytes".to_string(), "1048576".to_string())
         );
+        let bad: Vec<String> = lines
+            .iter()
+            .flat_map(|l| l.bad())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        assert_eq!(bad, ["mishandled=2", "errors=1"]);
+        let sums = totals(lines.iter().filter(|l| l.section == "hostile"));
+        assert_eq!(
+            sums,
+            [("tried".to_string(), 448), ("mishandled".to_string(), 2)]
+        );
+    }
+
+    /// A bad count that is not a number is not taken for zero.
+    #[test]
+    fn unreadable_bad_count_is_bad() {
+        let lines = parse_lines("reliability: powercut torn tried=3 failures=?\n");
+        assert_eq!(lines[0].bad().len(), 1);
     }
 }

@@ -7,9 +7,11 @@
 //! - **returns errors** for device conditions: injected program/erase/read failures, grown bad
 //!   blocks, lost power, out-of-bounds addresses;
 //! - **counts** reads, programs, erases and bytes ([`Stats`]);
-//! - **cuts power** after N operations or N bytes: the operation in flight at the cut is torn
-//!   (a program leaves that page garbled, an erase leaves the block undefined) and every later
-//!   operation fails with [`NandErrorKind::PowerLost`].
+//! - **cuts power** after N operations, N bytes moved or N bytes programmed: the operation in
+//!   flight at the cut is torn (a program leaves that page garbled, an erase leaves the block
+//!   undefined) and every later operation fails with [`NandErrorKind::PowerLost`]. A cut by
+//!   bytes tears a program where the bytes ran out: the page's bytes before that point (data,
+//!   then spare) are as intended and the rest inverted.
 //!
 //! To "reboot", take the storage back with [`SimNand::into_store`] and wrap it in a new
 //! emulator: the media survives, injected faults and counters do not.
@@ -131,6 +133,9 @@ pub struct SimNand<S: PageStore = RamStore> {
     powered: bool,
     cut_after_ops: Option<u64>,
     cut_after_bytes: Option<u64>,
+    cut_after_program_bytes: Option<u64>,
+    /// Bytes of the operation in flight that got through before a cut by bytes.
+    torn_at: Option<u64>,
     bad_blocks: BTreeSet<BlockId>,
     fail_program: BTreeSet<PageAddr>,
     fail_erase: BTreeSet<BlockId>,
@@ -154,6 +159,8 @@ impl<S: PageStore> SimNand<S> {
             powered: true,
             cut_after_ops: None,
             cut_after_bytes: None,
+            cut_after_program_bytes: None,
+            torn_at: None,
             bad_blocks: BTreeSet::new(),
             fail_program: BTreeSet::new(),
             fail_erase: BTreeSet::new(),
@@ -182,6 +189,9 @@ impl<S: PageStore> SimNand<S> {
             .cut_after_ops
             .map(|n| n.saturating_sub(self.stats.ops()));
         self.cut_after_bytes = self.cut_after_bytes.map(|n| n.saturating_sub(self.bytes()));
+        self.cut_after_program_bytes = self
+            .cut_after_program_bytes
+            .map(|n| n.saturating_sub(self.stats.program_bytes));
         self.stats = Stats::default();
     }
 
@@ -193,6 +203,12 @@ impl<S: PageStore> SimNand<S> {
     /// Lets `n` more bytes move; the operation that would pass them is interrupted.
     pub fn cut_power_after_bytes(&mut self, n: u64) {
         self.cut_after_bytes = Some(self.bytes() + n);
+    }
+
+    /// Lets `n` more bytes be programmed (data and spare); the program that would pass them is
+    /// torn there. Reads and erases do not count, so every such cut tears a program.
+    pub fn cut_power_after_program_bytes(&mut self, n: u64) {
+        self.cut_after_program_bytes = Some(self.stats.program_bytes + n);
     }
 
     /// Whether power has been cut.
@@ -224,18 +240,27 @@ impl<S: PageStore> SimNand<S> {
         self.stats.read_bytes + self.stats.program_bytes
     }
 
-    /// Starts an operation moving `bytes`: `Err` if power is off, `Ok(true)` if this operation
-    /// is the one interrupted by the cut.
-    fn begin(&mut self, bytes: u64) -> Result<bool, NandErrorKind> {
+    /// Starts an operation moving `bytes` (programming them if `program`): `Err` if power is
+    /// off, `Ok(true)` if this operation is the one interrupted by the cut.
+    fn begin(&mut self, bytes: u64, program: bool) -> Result<bool, NandErrorKind> {
         if !self.powered {
             return Err(NandErrorKind::PowerLost);
         }
         let ops_cut = self.cut_after_ops.is_some_and(|n| self.stats.ops() >= n);
-        let bytes_cut = self
-            .cut_after_bytes
-            .is_some_and(|n| self.bytes() + bytes > n);
-        if ops_cut || bytes_cut {
+        // How many of this operation's bytes get through before a cut by bytes.
+        let through = |limit: Option<u64>, done: u64| {
+            limit.and_then(|n| (done + bytes > n).then(|| n.saturating_sub(done)))
+        };
+        let by_bytes = through(self.cut_after_bytes, self.bytes()).or_else(|| {
+            if program {
+                through(self.cut_after_program_bytes, self.stats.program_bytes)
+            } else {
+                None
+            }
+        });
+        if ops_cut || by_bytes.is_some() {
             self.powered = false;
+            self.torn_at = if ops_cut { None } else { by_bytes };
         }
         Ok(!self.powered)
     }
@@ -253,6 +278,21 @@ impl<S: PageStore> SimNand<S> {
         let mut s = spare.to_vec();
         if addr.page % 2 == 1 {
             s.iter_mut().for_each(|b| *b = !*b);
+        }
+        self.store.save(addr, &d, &s, PageState::Torn);
+    }
+
+    /// Leaves `addr` torn `at` bytes into its program: those bytes (data, then spare) as
+    /// intended, every later one inverted. It reads as erased only if the intended page was
+    /// `0xFF` up to `at` and zero after it.
+    fn tear_page_at(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], at: u64) {
+        let mut d = data.to_vec();
+        let mut s = spare.to_vec();
+        let at = usize::try_from(at).unwrap_or(usize::MAX);
+        for (i, b) in d.iter_mut().chain(s.iter_mut()).enumerate() {
+            if i >= at {
+                *b = !*b;
+            }
         }
         self.store.save(addr, &d, &s, PageState::Torn);
     }
@@ -295,7 +335,7 @@ impl<S: PageStore> Nand for SimNand<S> {
             check_buffers(&g, data.len(), spare.len()),
             "read_page: buffers must be one page"
         );
-        if self.begin(self.page_len())? {
+        if self.begin(self.page_len(), false)? {
             return Err(NandErrorKind::PowerLost);
         }
         check_page(&g, addr)?;
@@ -319,7 +359,7 @@ impl<S: PageStore> Nand for SimNand<S> {
             check_buffers(&g, data.len(), spare.len()),
             "program_page: buffers must be one page"
         );
-        let torn = self.begin(self.page_len())?;
+        let torn = self.begin(self.page_len(), true)?;
         check_page(&g, addr)?;
         let state = self.store.state(addr);
         assert!(
@@ -336,7 +376,10 @@ impl<S: PageStore> Nand for SimNand<S> {
         self.stats.programs += 1;
         self.stats.program_bytes += self.page_len();
         if torn {
-            self.tear_page(addr, data, spare);
+            match self.torn_at {
+                Some(at) => self.tear_page_at(addr, data, spare, at),
+                None => self.tear_page(addr, data, spare),
+            }
             return Err(NandErrorKind::PowerLost);
         }
         if self.fail_program.remove(&addr) || self.bad_blocks.contains(&addr.block) {
@@ -349,7 +392,7 @@ impl<S: PageStore> Nand for SimNand<S> {
 
     fn erase_block(&mut self, block: BlockId) -> Result<(), NandErrorKind> {
         let g = self.store.geometry();
-        let torn = self.begin(0)?;
+        let torn = self.begin(0, false)?;
         check_block(&g, block)?;
         self.stats.erases += 1;
         if torn {

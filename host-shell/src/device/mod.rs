@@ -45,6 +45,10 @@ pub struct DeviceOptions {
     /// counted from when the device is ready (after format or power-on recovery); the
     /// operation in flight is torn and every later command fails. `None` in normal use.
     pub power_cut_after_ops: Option<u64>,
+    /// Fault injection for torn programs: the NAND loses power once this many more bytes
+    /// (data and spare) have been programmed, counted like `power_cut_after_ops`; the program
+    /// in flight is torn right there (its first bytes as intended, the rest garbled).
+    pub power_cut_after_program_bytes: Option<u64>,
 }
 
 impl Default for DeviceOptions {
@@ -55,6 +59,7 @@ impl Default for DeviceOptions {
             timing: None,
             programs: ProgramConfig::default(),
             power_cut_after_ops: None,
+            power_cut_after_program_bytes: None,
         }
     }
 }
@@ -161,6 +166,12 @@ impl<S: Media> Device<S> {
     ) -> Result<Self, DeviceError> {
         if let Some(n) = options.power_cut_after_ops {
             manager.nand_mut().inner_mut().cut_power_after_ops(n);
+        }
+        if let Some(n) = options.power_cut_after_program_bytes {
+            manager
+                .nand_mut()
+                .inner_mut()
+                .cut_power_after_program_bytes(n);
         }
         let identify = manager.identify();
         let counters = Arc::new(Counters::default());

@@ -144,7 +144,20 @@ impl Queue {
     }
 }
 
+/// Closes every queue pair when the device thread ends, by a stop or by a panic, so no host
+/// waits for a completion that cannot come.
+struct CloseOnExit<'a>(&'a Shared);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        for q in &self.0.queues {
+            q.close();
+        }
+    }
+}
+
 fn serve<B: Backend>(mut backend: B, shared: &Shared) -> B {
+    let _close = CloseOnExit(shared);
     let queues = &shared.queues;
     // Buffers of commands that go on in the background, returned with their completion.
     let mut parked: HashMap<(u16, CommandId), Vec<u8>> = HashMap::new();
@@ -190,5 +203,51 @@ fn serve<B: Backend>(mut backend: B, shared: &Shared) -> B {
         while *rings == seen && !shared.stop.load(Ordering::Acquire) {
             rings = shared.bell.wait(rings).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::command::Command;
+
+    /// A backend whose controller breaks: it panics on the first command.
+    struct Panics;
+
+    impl Backend for Panics {
+        fn submit(&mut self, _: u16, _: &mut Entry) -> Option<Completion> {
+            panic!("the controller broke");
+        }
+        fn poll(&mut self) -> Option<(u16, Completion)> {
+            None
+        }
+        fn busy(&self) -> bool {
+            false
+        }
+    }
+
+    /// A panic on the device thread fails the host waiting for a completion (and later
+    /// submissions) instead of leaving it waiting forever.
+    /// (Found by the power-loss campaign: a firmware that programmed a torn page panicked the
+    /// emulated NAND, and the file system above waited for its write forever.)
+    #[test]
+    fn a_device_thread_panic_fails_waiting_hosts() {
+        let runner = Runner::start(Panics, 1, 4).expect("the thread starts");
+        let q = runner.queue(0);
+        // On another thread, so a host left waiting fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let first = q.call(|cid| Submission::new(cid, Command::Identify), Vec::new());
+            let second = q.call(|cid| Submission::new(cid, Command::Identify), Vec::new());
+            let _ = tx.send((first.err(), second.err()));
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the host is still waiting for the panicked device");
+        assert_eq!(got, (Some(Closed), Some(Closed)));
+        assert!(
+            runner.stop().is_none(),
+            "a panicked backend is not given back"
+        );
     }
 }

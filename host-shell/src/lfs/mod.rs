@@ -100,7 +100,9 @@ pub(crate) struct State {
     zones: Zones,
     stream: Stream,
     ckpt: CkptLog,
-    dirty: HashMap<InodeNo, Dirty>,
+    /// Write buffers. Ordered: flushing them all goes by inode number, so the same operations
+    /// make the same device writes every time (a power-cut point names one moment).
+    dirty: BTreeMap<InodeNo, Dirty>,
     open: HashMap<InodeNo, u32>,
     /// Open snapshots and the zones each pins.
     snapshots: BTreeMap<u64, Vec<u32>>,
@@ -144,7 +146,7 @@ impl State {
             zones,
             stream,
             ckpt,
-            dirty: HashMap::new(),
+            dirty: BTreeMap::new(),
             open: HashMap::new(),
             snapshots: BTreeMap::new(),
             unmapped: Vec::new(),
@@ -547,6 +549,12 @@ impl Lfs {
     /// Makes everything durable.
     pub fn sync(&self) -> Result<()> {
         self.lock()?.sync()
+    }
+
+    /// Makes everything durable and writes a checkpoint now (as unmount does, keeping the file
+    /// system mounted), so the next mount has no log to replay.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.lock()?.checkpoint()
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
