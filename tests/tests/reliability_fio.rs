@@ -448,7 +448,6 @@ fn counter(log: &str, key: &str) -> Option<u64> {
 /// processes run entropy file jobs and passthrough read streams on the same files: fio finds
 /// no error, every offload returns a correct result or a documented busy errno, the cleaner
 /// moved live blocks, and fsck is clean afterwards.
-#[test]
 fn fio_verify_under_offloads_and_cleaning() {
     let seed = reliability::seed();
     let budget = Budget::from_env(1);
@@ -569,4 +568,13 @@ fn fio_block_check() {
         "zeros"
     );
     assert!(check_fio_block(&block[..100], 8192).is_err(), "short");
+}
+
+/// The campaign's run, under the name `cargo xtask reliability` runs (and the host-test step of
+/// `cargo xtask test` leaves to it).
+mod campaign {
+    #[test]
+    fn fio_verify_under_offloads_and_cleaning() {
+        super::fio_verify_under_offloads_and_cleaning();
+    }
 }

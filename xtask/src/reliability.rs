@@ -77,8 +77,10 @@ const SECTIONS: [Section; 4] = [
 ];
 
 /// The campaign's test binaries: (package, test target, section). One line adds one.
-const BINARIES: [(&str, &str, &str); 5] = [
+const BINARIES: [(&str, &str, &str); 7] = [
     ("host-shell", "lfs_powerloss", "powercut"),
+    ("tests", "reliability_crashkill", "crashkill"),
+    ("tests", "reliability_fio", "concurrent"),
     ("tests", "hostile_kernels", "hostile"),
     ("tests", "hostile_frames", "hostile"),
     ("tests", "hostile_images", "hostile"),
