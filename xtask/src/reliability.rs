@@ -241,7 +241,7 @@ pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-/// Installs cargo-fuzz from crates.io when `cargo fuzz --version` does not answer.
+/// Installs cargo-fuzz with `cargo install` when `cargo fuzz --version` does not answer.
 fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
     let present = Command::new("cargo")
         .args(["fuzz", "--version"])
@@ -253,7 +253,7 @@ fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
     if present {
         return Ok(());
     }
-    eprintln!("cargo-fuzz is missing: installing it from crates.io");
+    eprintln!("cargo-fuzz is missing: installing it with `cargo install cargo-fuzz --locked`");
     cmd::run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }
 
