@@ -173,6 +173,9 @@ pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
     // number of runs per target over the committed seeds, so CI never fails at random on a
     // finding a long run should make first. Long runs are time-bounded and random.
     let plan = Plan::new(long || minutes.is_some(), minutes);
+    // The hostile-kernel and offload binaries read the clang-built kernels (a second or less
+    // when they are up to date).
+    crate::kernels::build()?;
     if plan.long {
         eprintln!(
             "long run: {} s per fuzz target, {} s per time-budgeted test binary, \
