@@ -13,7 +13,7 @@ mod powerloss;
 
 use powerloss::cases::{guarded, random_spec, second, Budget, Case, Tally};
 use powerloss::workload::{Rng, Spec};
-use powerloss::Bench;
+use powerloss::{Bench, Phase};
 
 /// The workload the every-op sweep cuts.
 const SWEEP: Spec = Spec {
@@ -74,17 +74,19 @@ mod campaign {
         tally.finish();
     }
 
-    /// Two cuts at random points: the second may hit the mount's recovery or the workload after
-    /// it; what the first recovery showed must stay (it was checkpointed), and the second
-    /// workload's changes are checked as usual.
-    #[test]
-    fn power_cut_random_pairs() {
+    /// Random workloads until the budget is spent, `CASES_PER_WORKLOAD` cases of `class` on
+    /// each: `case` runs one, given the workload and its uncut run.
+    fn random_cases(
+        class: &'static str,
+        salt: u64,
+        mut case: impl FnMut(&mut Rng, &Bench, &mut Tally, Spec, &Phase),
+    ) {
         let budget = Budget::from_env(SHORT_CASES);
-        let seed = budget.seed();
-        println!("random-pairs: seed {seed}");
+        let seed = budget.seed() ^ salt;
+        println!("{class}: seed {seed}");
         let mut rng = Rng::new(seed);
         let bench = Bench::new();
-        let mut tally = Tally::new("random-pairs");
+        let mut tally = Tally::new(class);
         let mut n = 0;
         while budget.allows(n) {
             let spec = random_spec(&mut rng);
@@ -97,58 +99,49 @@ mod campaign {
                     break;
                 }
                 n += 1;
-                let (a, then) = (rng.below(dry.ops), rng.next());
-                // The second power-on run to its end: its length, and a case of its own.
-                let end = Case::Pair {
-                    spec,
-                    a,
-                    then,
-                    b: None,
-                };
-                let ops = guarded(|| bench.pair(spec, a, second(spec, then), None));
-                let b = ops.as_ref().ok().map(|&ops| rng.below(ops.max(1)));
-                tally.record(&end.to_string(), ops);
-                if let Some(b) = b {
-                    let case = Case::Pair {
-                        spec,
-                        a,
-                        then,
-                        b: Some(b),
-                    };
-                    tally.run(&bench, case);
-                }
+                case(&mut rng, &bench, &mut tally, spec, &dry);
             }
         }
         tally.finish();
+    }
+
+    /// Two cuts at random points: the second may hit the mount's recovery or the workload after
+    /// it; what the first recovery showed must stay (it was checkpointed), and the second
+    /// workload's changes are checked as usual.
+    #[test]
+    fn power_cut_random_pairs() {
+        random_cases("random-pairs", 0, |rng, bench, tally, spec, dry| {
+            let (a, then) = (rng.below(dry.ops), rng.next());
+            // The second power-on run to its end: its length, and a case of its own.
+            let end = Case::Pair {
+                spec,
+                a,
+                then,
+                b: None,
+            };
+            let ops = guarded(|| bench.pair(spec, a, second(spec, then), None));
+            let b = ops.as_ref().ok().map(|&ops| rng.below(ops.max(1)));
+            tally.record(&end.to_string(), ops);
+            if let Some(b) = b {
+                let case = Case::Pair {
+                    spec,
+                    a,
+                    then,
+                    b: Some(b),
+                };
+                tally.run(bench, case);
+            }
+        });
     }
 
     /// Cuts after a random number of programmed bytes: the program in flight is torn mid-page,
     /// its first bytes as intended and the rest garbled.
     #[test]
     fn power_cut_torn() {
-        let budget = Budget::from_env(SHORT_CASES);
-        let seed = budget.seed() ^ 0x7075_7274;
-        println!("torn: seed {seed}");
-        let mut rng = Rng::new(seed);
-        let bench = Bench::new();
-        let mut tally = Tally::new("torn");
-        let mut n = 0;
-        while budget.allows(n) {
-            let spec = random_spec(&mut rng);
-            let Some(dry) = tally.dry_run(&bench, spec) else {
-                n += 1;
-                continue;
-            };
-            for _ in 0..CASES_PER_WORKLOAD {
-                if !budget.allows(n) {
-                    break;
-                }
-                n += 1;
-                let bytes = rng.below(dry.program_bytes.max(1));
-                tally.run(&bench, Case::Torn { spec, bytes });
-            }
-        }
-        tally.finish();
+        random_cases("torn", 0x7075_7274, |rng, bench, tally, spec, dry| {
+            let bytes = rng.below(dry.program_bytes.max(1));
+            tally.run(bench, Case::Torn { spec, bytes });
+        });
     }
 }
 
