@@ -214,3 +214,42 @@ fn flush_across_zones_while_cleaning() {
     let (lfs, _device) = remount(lfs, device);
     assert!(read_all(&lfs, a) == content, "after a remount");
 }
+
+/// Space an offload's snapshot holds never makes an admitted write fail: a file of 80% of
+/// the capacity is pinned by a snapshot and then overwritten whole (64 KiB writes, each
+/// fsync'ed), which needs the pinned zones back. The flush reclaims the snapshot (it then
+/// answers `SnapshotReclaimed`, and its release still succeeds); before, the overwrite, which
+/// asks for no new blocks, failed with NoSpace when its buffer was flushed.
+#[test]
+fn writes_reclaim_space_a_snapshot_holds() {
+    let device = fresh(tiny_geometry());
+    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let capacity = lfs.statfs().expect("statfs").blocks;
+    let bytes = (capacity * 8 / 10 * 4096) as usize;
+    let a = lfs.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;
+    lfs.write(a, 0, &pattern(1, bytes)).expect("write");
+    lfs.fsync(a, false).expect("fsync");
+    let snap = lfs.snapshot(a).expect("snapshot");
+    lfs.check_snapshot(snap.id).expect("the snapshot is whole");
+    let new = pattern(2, bytes);
+    for (i, piece) in new.chunks(64 << 10).enumerate() {
+        let at = (i * (64 << 10)) as u64;
+        lfs.write(a, at, piece).expect("overwrite: no new blocks");
+        lfs.fsync(a, false)
+            .expect("the overwrite's flush takes the pinned space back");
+    }
+    assert!(matches!(
+        lfs.check_snapshot(snap.id),
+        Err(LfsError::SnapshotReclaimed)
+    ));
+    assert_eq!(lfs.stats().expect("stats").snapshots_reclaimed, 1);
+    lfs.release_snapshot(snap.id)
+        .expect("release a reclaimed snapshot");
+    assert!(matches!(
+        lfs.check_snapshot(snap.id),
+        Err(LfsError::InvalidArgument(_))
+    ));
+    assert_clean(&lfs);
+    let (lfs, _device) = remount(lfs, device);
+    assert!(read_all(&lfs, a) == new, "after a remount");
+}

@@ -313,6 +313,51 @@ fn offload_reads_the_snapshot_while_the_file_is_rewritten() {
     m.unmount_and_fsck();
 }
 
+/// On a nearly full device, rewriting a file a read stream holds needs the zones its snapshot
+/// pins: the rewrite succeeds (it failed with ENOSPC), the stream's next read answers `EBUSY`
+/// instead of reading zones that hold other data now, and a new stream reads the new data.
+#[test]
+fn writes_take_back_a_read_streams_snapshot_on_a_full_device() {
+    // 32 MiB of NAND hold about 22 MiB of file data.
+    let mut m = Mount::new(&["--capacity", "32M"], &[]);
+    fs::create_dir(m.path("kernels")).expect("mkdir /kernels");
+    fs::copy(
+        kernel_object("passthrough"),
+        m.path("kernels/passthrough.o"),
+    )
+    .expect("copy");
+    let file = m.path("data");
+    let old = sample(18 << 20);
+    fs::write(&file, &old).expect("write data");
+    set(&file, "user.csd.read_stream", "/kernels/passthrough.o").expect("set");
+    assert_eq!(
+        pread(&file, 4096, 8192).expect("stream read"),
+        old[4096..12288]
+    );
+    let new: Vec<u8> = old.iter().map(|b| !b).collect();
+    fs::write(&file, &new).expect("the rewrite takes the snapshot's zones back");
+    fs::File::open(&file)
+        .and_then(|f| f.sync_all())
+        .expect("fsync the rewrite");
+    let err = pread(&file, 4096, 8192).expect_err("the stream's snapshot is gone");
+    assert_eq!(Errno::from_io_error(&err), Some(Errno::BUSY), "{err}");
+    remove(&file, "user.csd.read_stream").expect("remove the reclaimed stream");
+    set(&file, "user.csd.read_stream", "/kernels/passthrough.o").expect("set again");
+    assert_eq!(
+        pread(&file, 4096, 8192).expect("stream read"),
+        new[4096..12288]
+    );
+    remove(&file, "user.csd.read_stream").expect("remove");
+    assert!(fs::read(&file).expect("read") == new);
+    m.unmount();
+    assert!(
+        m.log().contains("snapshots_reclaimed=1"),
+        "the daemon counted the reclaimed snapshot:\n{}",
+        m.log()
+    );
+    m.fsck().expect("fsck");
+}
+
 /// The offload state is per process: four threads of this process all get the entropy
 /// kernel's output.
 #[test]

@@ -796,14 +796,16 @@ impl Mounted {
         match lfs.stats() {
             Ok(s) => log(format_args!(
                 "file system counters: data_write_blocks={} data_read_blocks={} meta_blocks={} \
-                 gc_zones={} gc_moved_blocks={} zone_resets={} checkpoints={}",
+                 gc_zones={} gc_moved_blocks={} zone_resets={} checkpoints={} \
+                 snapshots_reclaimed={}",
                 s.data_write_blocks,
                 s.data_read_blocks,
                 s.meta_blocks,
                 s.gc_zones,
                 s.gc_moved_blocks,
                 s.zone_resets,
-                s.checkpoints
+                s.checkpoints,
+                s.snapshots_reclaimed
             )),
             Err(e) => log(format_args!("file system counters: {e}")),
         }

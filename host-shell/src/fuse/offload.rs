@@ -401,10 +401,19 @@ impl Offload {
             param1: stream.params.1,
             fuel: self.fuel,
         };
-        let result = self.driver.execute(exec, input.to_vec())?;
+        let result = self.run(exec, input.to_vec(), stream.snapshot)?;
         *lock(&stream.last) = Some(result.stats);
         check_run(&stream.kernel, &result)?;
         self.output(stream.set, result.stats.bytes_returned, STREAM_OUT_CAP)
+    }
+
+    /// Runs `exec` over snapshot `snapshot`. If writes reclaimed the snapshot before the run
+    /// ended, the device may have read zones reset or rewritten since, so whatever came back
+    /// is dropped and the caller gets `EBUSY` ([`LfsError::SnapshotReclaimed`]).
+    fn run(&self, exec: ExecuteProgram, input: Vec<u8>, snapshot: u64) -> Result<ExecResult> {
+        let result = self.driver.execute(exec, input);
+        self.lfs.check_snapshot(snapshot)?;
+        Ok(result?)
     }
 
     fn output(&self, set: RangeSetId, returned: u64, cap: u32) -> Result<Vec<u8>> {
@@ -686,7 +695,7 @@ impl Offload {
         };
         let last = self.last_of(key);
         let run = (|| -> Result<Vec<u8>> {
-            let result = self.driver.execute(exec, Vec::new())?;
+            let result = self.run(exec, Vec::new(), held.snapshot.unwrap_or_default())?;
             *lock(&last) = Some(result.stats);
             check_run(&kernel, &result)?;
             let output = self.output(held.set, result.stats.bytes_returned, cap)?;

@@ -20,6 +20,10 @@ pub enum LfsError {
     NotDir,
     #[error("the device is full; delete files to make room")]
     NoSpace,
+    /// An offload's snapshot whose zones were taken back to make room for writes: the blocks
+    /// it named may hold other data now.
+    #[error("the file's snapshot was reclaimed to make room for writes; run the offload again")]
+    SnapshotReclaimed,
     #[error("permission denied")]
     PermissionDenied,
     #[error("operation not permitted")]
@@ -51,6 +55,7 @@ mod errno {
     pub const EPERM: i32 = 1;
     pub const ENOENT: i32 = 2;
     pub const EIO: i32 = 5;
+    pub const EBUSY: i32 = 16;
     pub const EACCES: i32 = 13;
     pub const EEXIST: i32 = 17;
     pub const ENOTDIR: i32 = 20;
@@ -78,6 +83,7 @@ impl LfsError {
             LfsError::IsDir => EISDIR,
             LfsError::NotDir => ENOTDIR,
             LfsError::NoSpace => ENOSPC,
+            LfsError::SnapshotReclaimed => EBUSY,
             LfsError::PermissionDenied => EACCES,
             LfsError::NotPermitted => EPERM,
             LfsError::InvalidArgument(_) => EINVAL,

@@ -121,18 +121,24 @@ impl State {
         self.free_zones().first().copied().ok_or(LfsError::NoSpace)
     }
 
-    /// An empty zone for new file data: cleans first while the reserve would be touched.
+    /// An empty zone for new file data: cleans first while the reserve would be touched, and
+    /// reclaims offload snapshots when only the zones they pin would make room (admission
+    /// counted that room as free).
     pub(super) fn take_user_zone(&mut self) -> Result<u32> {
-        // Bounded: each step frees a zone unless the victims are nearly full.
-        for _ in 0..2 * self.zones.nr() {
-            if (self.free_zones().len() as u64) > RESERVE_ZONES || !self.clean_one()? {
-                break;
+        loop {
+            // Bounded: each step frees a zone unless the victims are nearly full.
+            for _ in 0..2 * self.zones.nr() {
+                if (self.free_zones().len() as u64) > RESERVE_ZONES || !self.clean_one()? {
+                    break;
+                }
+            }
+            if (self.free_zones().len() as u64) > RESERVE_ZONES {
+                return self.take_reserved_zone();
+            }
+            if !self.reclaim_snapshot()? {
+                return Err(LfsError::NoSpace);
             }
         }
-        if (self.free_zones().len() as u64) <= RESERVE_ZONES {
-            return Err(LfsError::NoSpace);
-        }
-        self.take_reserved_zone()
     }
 
     /// Blocks of data the file system admits: the zones for data minus the reserve, the two

@@ -25,11 +25,11 @@ mod log;
 mod meta;
 mod ops;
 mod rename;
+mod snapshot;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use common::program::Extent;
 use common::zns::ZoneAction;
 
 pub use data::MAX_FILE_BYTES;
@@ -38,6 +38,7 @@ pub use fsck::Problem;
 pub use inode::{access, check_access, Attr, FileKind, InodeNo, SetAttr, Time};
 pub use ops::{DirEntry, XattrMode};
 pub use rename::RenameFlags;
+pub use snapshot::Snapshot;
 
 use checkpoint::{find_latest, CkptLog};
 use data::Dirty;
@@ -64,6 +65,8 @@ pub struct LfsStats {
     pub gc_zones: u64,
     pub zone_resets: u64,
     pub checkpoints: u64,
+    /// Offload snapshots whose zones were taken back for writes.
+    pub snapshots_reclaimed: u64,
 }
 
 /// File-system statistics, as statfs reports them.
@@ -72,8 +75,8 @@ pub struct StatFs {
     pub block_bytes: u32,
     /// Blocks for file data (capacity after the reserve and the metadata's room).
     pub blocks: u64,
-    /// Blocks still free for file data, counting dead blocks the cleaner can reclaim (and
-    /// not those an open snapshot holds).
+    /// Blocks still free for file data, counting dead blocks the cleaner can reclaim (those
+    /// an offload's snapshot holds too: writes reclaim it when they need them).
     pub bfree: u64,
     pub bavail: u64,
     /// Inodes in use.
@@ -81,15 +84,6 @@ pub struct StatFs {
     /// Inodes that can still be made.
     pub ffree: u64,
     pub name_max: u32,
-}
-
-/// A file's blocks pinned for an offload: they stay valid until [`Lfs::release_snapshot`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    pub id: u64,
-    /// In file order; their concatenation holds the file's first `file_size` bytes.
-    pub extents: Vec<Extent>,
-    pub file_size: u64,
 }
 
 /// The mounted state, behind [`Lfs`]'s lock.
@@ -106,6 +100,8 @@ pub(crate) struct State {
     open: HashMap<InodeNo, u32>,
     /// Open snapshots and the zones each pins.
     snapshots: BTreeMap<u64, Vec<u32>>,
+    /// Snapshots reclaimed for space and not released yet ([`State::reclaim_snapshot`]).
+    reclaimed: BTreeSet<u64>,
     /// Zones holding data appended by a flush or a cleaner move whose map records are not
     /// committed yet: their live counts do not show that data, so nothing may reset or clean
     /// them until the records are in. A stack: the cleaner can run inside a flush.
@@ -149,6 +145,7 @@ impl State {
             dirty: BTreeMap::new(),
             open: HashMap::new(),
             snapshots: BTreeMap::new(),
+            reclaimed: BTreeSet::new(),
             unmapped: Vec::new(),
             next_snapshot: 1,
             clock,
@@ -174,11 +171,7 @@ impl State {
 
     fn statfs(&self) -> StatFs {
         let blocks = self.capacity_blocks();
-        let pinned_dead: u64 = (0..self.zones.nr() as usize)
-            .filter(|&z| self.zones.pins[z] > 0)
-            .map(|z| self.zones.wp[z].saturating_sub(self.meta.live[z]))
-            .sum();
-        let bfree = blocks.saturating_sub(self.used_blocks() + pinned_dead);
+        let bfree = blocks.saturating_sub(self.used_blocks());
         StatFs {
             block_bytes: BLOCK_BYTES as u32,
             blocks,
@@ -188,83 +181,6 @@ impl State {
             ffree: bfree,
             name_max: NAME_MAX as u32,
         }
-    }
-
-    fn snapshot(&mut self, ino: InodeNo) -> Result<Snapshot> {
-        let attr = self.attr(ino)?;
-        if attr.kind != FileKind::File {
-            return Err(if attr.kind == FileKind::Dir {
-                LfsError::IsDir
-            } else {
-                LfsError::InvalidArgument("not a regular file")
-            });
-        }
-        // Holes become zero blocks: an extent list has no way to say "zeros".
-        self.flush_file(ino)?;
-        let blocks = meta::blocks_of(attr.size);
-        let mut b = 0;
-        while b < blocks {
-            let (lba, run) = self.inode(ino)?.extents.lookup(b);
-            let n = run.min(blocks - b);
-            if lba.is_none() {
-                for hole in b..b + n {
-                    let buffered = self
-                        .dirty
-                        .get(&ino)
-                        .is_some_and(|d| d.blocks.contains_key(&hole));
-                    if !buffered {
-                        let at = hole * BLOCK_BYTES as u64;
-                        let len = (attr.size - at).min(BLOCK_BYTES as u64) as usize;
-                        self.write(ino, at, &vec![0; len])?;
-                    }
-                }
-            }
-            b += n;
-        }
-        self.flush_file(ino)?;
-        let inode = self.inode(ino)?;
-        let mut extents: Vec<Extent> = Vec::new();
-        let mut zones: Vec<u32> = Vec::new();
-        for (_, run) in inode.extents.iter() {
-            let z = self.meta.zone_of(run.lba);
-            if !zones.contains(&z) {
-                zones.push(z);
-            }
-            match extents.last_mut() {
-                Some(e) if e.start_lba + u64::from(e.lba_count) == run.lba => {
-                    e.lba_count += run.count as u32
-                }
-                _ => extents.push(Extent {
-                    start_lba: run.lba,
-                    lba_count: run.count as u32,
-                }),
-            }
-        }
-        for &z in &zones {
-            self.zones.pins[z as usize] += 1;
-        }
-        let id = self.next_snapshot;
-        self.next_snapshot += 1;
-        self.snapshots.insert(id, zones);
-        Ok(Snapshot {
-            id,
-            extents,
-            file_size: attr.size,
-        })
-    }
-
-    fn release_snapshot(&mut self, id: u64) -> Result<()> {
-        let zones = self
-            .snapshots
-            .remove(&id)
-            .ok_or(LfsError::InvalidArgument("no such snapshot"))?;
-        for z in zones {
-            let pins = &mut self.zones.pins[z as usize];
-            *pins = pins
-                .checked_sub(1)
-                .ok_or_else(|| bug("a pin count went below zero"))?;
-        }
-        Ok(())
     }
 }
 
@@ -583,12 +499,19 @@ impl Lfs {
         check_access(&attr, uid, gid, mask)
     }
 
-    /// Pins the file's current blocks (its buffer is flushed, holes are filled with zeros).
+    /// Pins the file's current blocks (its buffer is flushed, holes are filled with zeros)
+    /// until [`Lfs::release_snapshot`], unless writes need the space first.
     pub fn snapshot(&self, ino: InodeNo) -> Result<Snapshot> {
         self.lock()?.snapshot(ino)
     }
 
-    /// Unpins a snapshot's blocks.
+    /// Ok while snapshot `id` holds its blocks; [`LfsError::SnapshotReclaimed`] once writes
+    /// took them back (what the device read through it since it was made may be other data).
+    pub fn check_snapshot(&self, id: u64) -> Result<()> {
+        self.lock()?.check_snapshot(id)
+    }
+
+    /// Unpins a snapshot's blocks; a reclaimed snapshot is forgotten.
     pub fn release_snapshot(&self, id: u64) -> Result<()> {
         self.lock()?.release_snapshot(id)
     }
