@@ -407,12 +407,23 @@ impl Offload {
         self.output(stream.set, result.stats.bytes_returned, STREAM_OUT_CAP)
     }
 
-    /// Runs `exec` over snapshot `snapshot`. If writes reclaimed the snapshot before the run
-    /// ended, the device may have read zones reset or rewritten since, so whatever came back
-    /// is dropped and the caller gets `EBUSY` ([`LfsError::SnapshotReclaimed`]).
+    /// Runs `exec` over snapshot `snapshot`. If writes have reclaimed the snapshot by the
+    /// time the run ends, the device may have read zones reset or rewritten since, so whatever
+    /// came back is dropped and the caller gets `EBUSY` ([`LfsError::SnapshotReclaimed`]); a
+    /// snapshot reclaimed earlier is not run at all.
     fn run(&self, exec: ExecuteProgram, input: Vec<u8>, snapshot: u64) -> Result<ExecResult> {
+        let slot = exec.slot.0;
+        let reclaimed = |e: LfsError| {
+            if matches!(e, LfsError::SnapshotReclaimed) {
+                super::log(format_args!(
+                    "slot {slot}: snapshot {snapshot} was reclaimed for writes; answering EBUSY"
+                ));
+            }
+            OffloadError::Lfs(e)
+        };
+        self.lfs.check_snapshot(snapshot).map_err(reclaimed)?;
         let result = self.driver.execute(exec, input);
-        self.lfs.check_snapshot(snapshot)?;
+        self.lfs.check_snapshot(snapshot).map_err(reclaimed)?;
         Ok(result?)
     }
 

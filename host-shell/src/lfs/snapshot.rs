@@ -117,18 +117,30 @@ impl State {
     }
 
     /// Drops the pins of the open snapshot that holds the most dead blocks no other snapshot
-    /// holds (then the most dead blocks), so the cleaner can take its zones; false if no
-    /// snapshot is open.
+    /// holds (then the most dead blocks), so the cleaner can take its zones; false if no open
+    /// snapshot pins a dead block (reclaiming one would disturb its offload for nothing).
     pub(super) fn reclaim_snapshot(&mut self) -> Result<bool> {
-        let dead = |z: u32| self.zones.wp[z as usize].saturating_sub(self.meta.live[z as usize]);
-        let Some((&id, _)) = self.snapshots.iter().max_by_key(|(_, zones)| {
-            let alone = zones
-                .iter()
-                .filter(|&&z| self.zones.pins[z as usize] == 1)
-                .map(|&z| dead(z))
-                .sum::<u64>();
-            (alone, zones.iter().map(|&z| dead(z)).sum::<u64>())
-        }) else {
+        let dead = |z: u32| {
+            if self.is_special(z) {
+                0
+            } else {
+                self.zones.wp[z as usize].saturating_sub(self.meta.live[z as usize])
+            }
+        };
+        let best = self
+            .snapshots
+            .iter()
+            .map(|(&id, zones)| {
+                let alone: u64 = zones
+                    .iter()
+                    .filter(|&&z| self.zones.pins[z as usize] == 1)
+                    .map(|&z| dead(z))
+                    .sum();
+                ((alone, zones.iter().map(|&z| dead(z)).sum::<u64>()), id)
+            })
+            .filter(|&((_, total), _)| total > 0)
+            .max();
+        let Some((_, id)) = best else {
             return Ok(false);
         };
         let zones = self
