@@ -64,13 +64,8 @@ pub fn worker(file: &Path) -> Result<()> {
     println!("ready");
     let mut result = [0u8; 4096];
     loop {
-        rustix::fs::setxattr(
-            file,
-            "user.csd.file_job",
-            b"/kernels/entropy.o",
-            rustix::fs::XattrFlags::empty(),
-        )
-        .context("setxattr user.csd.file_job")?;
+        tests::xattr::set(file, "user.csd.file_job", "/kernels/entropy.o")
+            .context("setxattr user.csd.file_job")?;
         let n = rustix::fs::getxattr(file, "user.csd.result", &mut result[..])
             .context("getxattr user.csd.result")?;
         ensure!(n == 2048, "the result is {n} bytes, not a histogram");

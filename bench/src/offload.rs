@@ -179,13 +179,7 @@ fn regular(file: &Path) -> Result<[u64; 256]> {
 }
 
 fn file_job(file: &Path) -> Result<[u64; 256]> {
-    rustix::fs::setxattr(
-        file,
-        "user.csd.file_job",
-        KERNEL.as_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    )
-    .context("setxattr user.csd.file_job")?;
+    tests::xattr::set(file, "user.csd.file_job", KERNEL).context("setxattr user.csd.file_job")?;
     let mut result = [0u8; 4096];
     let n = rustix::fs::getxattr(file, "user.csd.result", &mut result[..])
         .context("getxattr user.csd.result")?;
@@ -195,13 +189,8 @@ fn file_job(file: &Path) -> Result<[u64; 256]> {
 }
 
 fn read_stream(file: &Path, data_bytes: usize) -> Result<[u64; 256]> {
-    rustix::fs::setxattr(
-        file,
-        "user.csd.read_stream",
-        KERNEL.as_bytes(),
-        rustix::fs::XattrFlags::empty(),
-    )
-    .context("setxattr user.csd.read_stream")?;
+    tests::xattr::set(file, "user.csd.read_stream", KERNEL)
+        .context("setxattr user.csd.read_stream")?;
     let f = File::open(file).context("open the sample file")?;
     let mut counts = [0u64; 256];
     // One read must reach the mount as one request: direct I/O splits a read whose buffer is
@@ -215,7 +204,7 @@ fn read_stream(file: &Path, data_bytes: usize) -> Result<[u64; 256]> {
             .context("read with the read stream")?;
         add_histogram(&mut counts, &out[..n])?;
     }
-    rustix::fs::removexattr(file, "user.csd.read_stream")
+    tests::xattr::remove(file, "user.csd.read_stream")
         .context("removexattr user.csd.read_stream")?;
     Ok(counts)
 }

@@ -138,13 +138,8 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
     // Offloaded: one setxattr runs the kernel on the device; getxattr returns the histogram.
     let before = device.stats();
     let started = Instant::now();
-    rustix::fs::setxattr(
-        &file,
-        "user.csd.file_job",
-        b"/kernels/entropy.o",
-        rustix::fs::XattrFlags::empty(),
-    )
-    .context("setxattr user.csd.file_job")?;
+    tests::xattr::set(&file, "user.csd.file_job", "/kernels/entropy.o")
+        .context("setxattr user.csd.file_job")?;
     let mut result = vec![0u8; 4096];
     let n = rustix::fs::getxattr(&file, "user.csd.result", &mut result[..])
         .context("getxattr user.csd.result")?;

@@ -127,3 +127,4 @@ where
 pub mod mount;
 pub mod reference;
 pub mod reliability;
+pub mod xattr;

@@ -16,25 +16,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustix::{fs::XattrFlags, io::Errno};
-use tests::{kernel_object, mount::Mount, reference};
-
-fn set(path: &Path, name: &str, value: &str) -> Result<(), Errno> {
-    rustix::fs::setxattr(path, name, value.as_bytes(), XattrFlags::empty())
-}
-
-/// getxattr as callers do it: ask the size, then the value.
-fn get(path: &Path, name: &str) -> Result<Vec<u8>, Errno> {
-    let n = rustix::fs::getxattr_query(path, name)?;
-    let mut buf = vec![0u8; n];
-    let got = rustix::fs::getxattr(path, name, &mut buf[..])?;
-    buf.truncate(got);
-    Ok(buf)
-}
-
-fn remove(path: &Path, name: &str) -> Result<(), Errno> {
-    rustix::fs::removexattr(path, name)
-}
+use rustix::io::Errno;
+use tests::{
+    kernel_object,
+    mount::Mount,
+    reference,
+    xattr::{get, remove, set},
+};
 
 /// Sample data: every byte value, u32 values on both sides of 2^31 and the pattern "ab".
 fn sample(len: usize) -> Vec<u8> {

@@ -4,20 +4,15 @@
 
 use std::path::Path;
 
-use rustix::fs::XattrFlags;
-use tests::{kernel_object, mount::Mount, reference};
+use tests::{kernel_object, mount::Mount, reference, xattr};
 
 fn set(path: &Path, name: &str, value: &str) {
-    rustix::fs::setxattr(path, name, value.as_bytes(), XattrFlags::empty())
+    xattr::set(path, name, value)
         .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", path.display()));
 }
 
 fn get(path: &Path, name: &str) -> Vec<u8> {
-    let mut buf = vec![0u8; 1 << 16];
-    let n = rustix::fs::getxattr(path, name, &mut buf)
-        .unwrap_or_else(|e| panic!("getxattr {name} on {}: {e}", path.display()));
-    buf.truncate(n);
-    buf
+    xattr::get(path, name).unwrap_or_else(|e| panic!("getxattr {name} on {}: {e}", path.display()))
 }
 
 /// Files written through `csd mount --device qemu`, an entropy offload run on the board, and

@@ -24,11 +24,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rustix::{fs::XattrFlags, io::Errno};
+use rustix::io::Errno;
 use tests::{
     kernel_object,
     mount::Mount,
     reliability::{self, mix, Budget, Rng},
+    xattr::{get, remove, set},
 };
 
 /// The files fio rewrites at random (and the offloaders work on), each [`FILE_BYTES`] long.
@@ -202,18 +203,6 @@ fn check_fio_block(block: &[u8], offset: u64) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // The offloaders (separate processes).
 
-fn set(path: &Path, name: &str, value: &str) -> Result<(), Errno> {
-    rustix::fs::setxattr(path, name, value.as_bytes(), XattrFlags::empty())
-}
-
-fn get(path: &Path, name: &str) -> Result<Vec<u8>, Errno> {
-    let n = rustix::fs::getxattr_query(path, name)?;
-    let mut buf = vec![0u8; n];
-    let got = rustix::fs::getxattr(path, name, &mut buf[..])?;
-    buf.truncate(got);
-    Ok(buf)
-}
-
 /// Errnos the mount documents for a device that is busy or a kernel that ran out of its
 /// budget (docs/ARCHITECTURE.md, "Offload keys"): a clear answer under load, not a failure.
 const BUSY_ERRNOS: [(Errno, &str); 3] = [
@@ -343,7 +332,7 @@ fn read_stream(file: &Path, rng: &mut Rng, report: &mut OffloadReport) {
         }
         Ok(None)
     })();
-    let removed = rustix::fs::removexattr(file, "user.csd.read_stream");
+    let removed = remove(file, "user.csd.read_stream");
     match (reads, removed) {
         (Err(e), _) => report.failures.push(e),
         (_, Err(e)) => report.failures.push(format!("remove read_stream: {e}")),
