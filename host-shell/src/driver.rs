@@ -320,6 +320,28 @@ impl Driver {
         }
     }
 
+    /// The first `returned` bytes of a range set's output (at most `cap`), in Read Output
+    /// commands of at most 1 MiB; fewer if the device has fewer.
+    pub fn read_output_all(
+        &self,
+        id: RangeSetId,
+        returned: u64,
+        cap: u32,
+    ) -> Result<Vec<u8>, DriverError> {
+        const CHUNK: u32 = 1 << 20;
+        let total = u32::try_from(returned.min(u64::from(cap))).unwrap_or(cap);
+        let mut out = Vec::with_capacity(total as usize);
+        while (out.len() as u32) < total {
+            let at = out.len() as u32;
+            let chunk = self.read_output(id, at, (total - at).min(CHUNK))?;
+            if chunk.is_empty() {
+                break;
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
     /// Reads up to `len` bytes of range set `id`'s output from `offset`.
     pub fn read_output(
         &self,

@@ -135,8 +135,6 @@ pub fn run(command: KernelCommand) -> anyhow::Result<()> {
 /// The program slot and range set the CLI uses; each invocation has the device to itself.
 const SLOT: ProgramSlot = ProgramSlot(0);
 const RANGES: RangeSetId = RangeSetId(0);
-/// Bytes per Read Output command.
-const OUTPUT_CHUNK: u32 = 1 << 20;
 
 /// How a run ended, and what it produced.
 struct Run {
@@ -266,21 +264,13 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
             fuel: args.fuel,
         };
         let result = driver.execute(exec, input).during("execute program")?;
-        let mut output = Vec::new();
-        if matches!(result.outcome, ExecOutcome::Exited { .. }) {
-            let total = u32::try_from(result.stats.bytes_returned.min(u64::from(out_cap)))
-                .unwrap_or(out_cap);
-            while (output.len() as u32) < total {
-                let offset = output.len() as u32;
-                let chunk = driver
-                    .read_output(RANGES, offset, (total - offset).min(OUTPUT_CHUNK))
-                    .during("read output")?;
-                if chunk.is_empty() {
-                    break;
-                }
-                output.extend_from_slice(&chunk);
-            }
-        }
+        let output = if matches!(result.outcome, ExecOutcome::Exited { .. }) {
+            driver
+                .read_output_all(RANGES, result.stats.bytes_returned, out_cap)
+                .during("read output")?
+        } else {
+            Vec::new()
+        };
         if let Some((lfs, snapshot)) = mounted {
             lfs.release_snapshot(snapshot)
                 .context("could not release the file's snapshot")?;

@@ -53,8 +53,6 @@ pub const LINK: &[u8] = b"user.csd.link";
 const STREAM_OUT_CAP: u32 = 2 << 20;
 /// Largest kernel object read from the mount.
 const MAX_KERNEL_BYTES: u64 = 16 << 20;
-/// Bytes per Read Output command.
-const OUTPUT_CHUNK: u32 = 1 << 20;
 /// Largest extended attribute value Linux passes (`XATTR_SIZE_MAX`).
 const XATTR_MAX: usize = 64 << 10;
 
@@ -361,9 +359,17 @@ impl Offload {
         if offset >= stream.file_size || len == 0 {
             return Ok(Some(Vec::new()));
         }
-        let out = self.execute(stream, ProgramOp::ReadStream, offset, u64::from(len), &[])?;
+        // The read gets at most `len` bytes of output: only those cross the link.
+        let out = self.execute(
+            stream,
+            ProgramOp::ReadStream,
+            offset,
+            u64::from(len),
+            &[],
+            len,
+        )?;
         drop(retired);
-        Ok(Some(out.into_iter().take(len as usize).collect()))
+        Ok(Some(out))
     }
 
     fn run_write(&self, stream: &Stream, offset: u64, data: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -377,12 +383,14 @@ impl Offload {
             offset,
             data.len() as u64,
             data,
+            STREAM_OUT_CAP,
         )?;
         drop(retired);
         Ok(Some(out))
     }
 
-    /// One run on the stream's slot and range set (the caller holds `stream.exec`).
+    /// One run on the stream's slot and range set (the caller holds `stream.exec`); at most
+    /// `out_cap` bytes of its output.
     fn execute(
         &self,
         stream: &Stream,
@@ -390,6 +398,7 @@ impl Offload {
         offset: u64,
         len: u64,
         input: &[u8],
+        out_cap: u32,
     ) -> Result<Vec<u8>> {
         let exec = ExecuteProgram {
             slot: stream.slot,
@@ -404,7 +413,9 @@ impl Offload {
         let result = self.run(exec, input.to_vec(), stream.snapshot)?;
         *lock(&stream.last) = Some(result.stats);
         check_run(&stream.kernel, &result)?;
-        self.output(stream.set, result.stats.bytes_returned, STREAM_OUT_CAP)
+        Ok(self
+            .driver
+            .read_output_all(stream.set, result.stats.bytes_returned, out_cap)?)
     }
 
     /// Runs `exec` over snapshot `snapshot`. If writes have reclaimed the snapshot by the
@@ -425,22 +436,6 @@ impl Offload {
         let result = self.driver.execute(exec, input);
         self.lfs.check_snapshot(snapshot).map_err(reclaimed)?;
         Ok(result?)
-    }
-
-    fn output(&self, set: RangeSetId, returned: u64, cap: u32) -> Result<Vec<u8>> {
-        let total = u32::try_from(returned.min(u64::from(cap))).unwrap_or(cap);
-        let mut out = Vec::with_capacity(total as usize);
-        while (out.len() as u32) < total {
-            let at = out.len() as u32;
-            let chunk = self
-                .driver
-                .read_output(set, at, (total - at).min(OUTPUT_CHUNK))?;
-            if chunk.is_empty() {
-                break;
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
     }
 
     /// setxattr of a `user.csd.*` key.
@@ -559,17 +554,18 @@ impl Offload {
                 .collect();
             gone.iter().filter_map(|k| table.procs.remove(k)).collect()
         };
-        for state in dead {
-            for stream in [state.read, state.write].into_iter().flatten() {
-                self.retire(&stream);
-            }
-        }
+        self.end(dead);
     }
 
     /// Ends every offload (at unmount).
     pub fn shutdown(&self) {
         let all: Vec<ProcState> = lock(&self.table).procs.drain().map(|(_, s)| s).collect();
-        for state in all {
+        self.end(all);
+    }
+
+    /// Retires the streams of states taken out of the table.
+    fn end(&self, states: Vec<ProcState>) {
+        for state in states {
             for stream in [state.read, state.write].into_iter().flatten() {
                 self.retire(&stream);
             }
@@ -709,11 +705,14 @@ impl Offload {
             let result = self.run(exec, Vec::new(), held.snapshot.unwrap_or_default())?;
             *lock(&last) = Some(result.stats);
             check_run(&kernel, &result)?;
-            let output = self.output(held.set, result.stats.bytes_returned, cap)?;
-            if output.len() > XATTR_MAX {
-                return Err(OffloadError::TooBig(output.len()));
+            // Refused before it crosses the link.
+            let size = result.stats.bytes_returned.min(u64::from(cap)) as usize;
+            if size > XATTR_MAX {
+                return Err(OffloadError::TooBig(size));
             }
-            Ok(output)
+            Ok(self
+                .driver
+                .read_output_all(held.set, result.stats.bytes_returned, cap)?)
         })();
         self.free(held);
         let mut table = lock(&self.table);

@@ -66,7 +66,7 @@ impl Zones {
 
 impl State {
     /// Whether `zone` has a job besides holding data blocks, or holds data not mapped yet
-    /// (see [`State::map_data`]).
+    /// (see [`State::write_mapped`]).
     pub(super) fn is_special(&self, zone: u32) -> bool {
         CKPT_ZONES.contains(&zone)
             || self.stream.chain.contains(&zone)
