@@ -473,7 +473,7 @@ fn hostile_kernels_fail_cleanly_and_the_mount_keeps_working() {
         ("hostile_deep_recursion", "100000 0", None),
     ];
     for (name, args, exact) in hostile {
-        let src = tests::workspace_root().join(format!("target/kernels/tests/{name}.o"));
+        let src = kernel_object(&format!("tests/{name}"));
         fs::copy(&src, m.path(&format!("kernels/{name}.o"))).expect("copy hostile kernel");
         set(&file, "user.csd.args", args).expect("args");
         let err = set(&file, "user.csd.file_job", &format!("/kernels/{name}.o")).expect_err(name);

@@ -6,7 +6,7 @@
 mod hostile_common;
 
 use hostile_common::Tally;
-use tests::{csd, csd_ok, workspace_root};
+use tests::{csd, csd_ok, kernel_object};
 
 /// Runs `csd args`: it must fail with exit code 1 or 2 and exactly one `csd: ` line.
 fn fails_clearly(args: &[&str]) -> Result<(), String> {
@@ -42,9 +42,7 @@ fn absurd_arguments() {
     let new_img = dir.path().join("new.img");
     let new_img = new_img.to_str().expect("utf-8 path");
     let hostile_kernel = |name: &str| {
-        workspace_root()
-            .join("target/kernels/tests")
-            .join(format!("{name}.o"))
+        kernel_object(&format!("tests/{name}"))
             .to_string_lossy()
             .into_owned()
     };
@@ -118,10 +116,7 @@ fn absurd_arguments() {
         let k = hostile_kernel(name);
         add(&["kernel", "run", img, &k, "--zone", "0", "--fuel", "100000"]);
     }
-    let passthrough = workspace_root()
-        .join("target/kernels/passthrough.o")
-        .to_string_lossy()
-        .into_owned();
+    let passthrough = kernel_object("passthrough").to_string_lossy().into_owned();
     for (flag, value) in [
         ("--zone", "99999"),
         ("--zone", "-1"),

@@ -14,7 +14,7 @@ use std::{
 
 use common::{
     command::{CommandId, Completion},
-    link::{self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, ToHost},
+    link::{self, DecodeError, DeviceInfo, DeviceMessage, FrameReader, ToHost},
     Status,
 };
 use host_shell::link::{Link, Port};
@@ -126,19 +126,19 @@ fn hostile_streams() -> Vec<(String, Vec<u8>)> {
     trailing.extend_from_slice(&[7, 7, 7]);
     streams.push((
         "trailing bytes".into(),
-        cobs_frame(&checked_body(1, 5, &trailing)),
+        cobs_frame(&checked_body(link::LINK_VERSION, 5, &trailing)),
     ));
     for cut in 0..msg.len() {
         streams.push((
             format!("checked message cut at {cut}"),
-            cobs_frame(&checked_body(1, 5, &msg[..cut])),
+            cobs_frame(&checked_body(link::LINK_VERSION, 5, &msg[..cut])),
         ));
     }
     for seed in 0..64u64 {
         let garbage = noise(seed, 1 + (seed as usize * 37) % 700);
         streams.push((
             format!("checked garbage {seed}"),
-            cobs_frame(&checked_body(1, 5, &garbage)),
+            cobs_frame(&checked_body(link::LINK_VERSION, 5, &garbage)),
         ));
         streams.push((
             format!("noise {seed}"),
@@ -163,19 +163,35 @@ fn frame_reader_rejects_and_resynchronises() {
     let good = frame(77, &after);
     let mut reader = FrameReader::new(vec![0u8; link::MAX_FRAME_BYTES]);
     for (name, stream) in hostile_streams() {
-        // A truncated or bit-flipped frame can never pass the CRC-32; the other streams carry a
-        // valid checksum on purpose and must be refused when decoded.
+        // A truncated or bit-flipped frame can never pass the CRC-32. A frame of another
+        // version is refused by the reader; a trailing byte or a cut message passes the
+        // checksum (it is valid on purpose) and must be refused when decoded.
         let corrupted = name.starts_with("response ");
+        let version = name
+            .strip_prefix("version ")
+            .map(|v| v.parse::<u16>().expect("a version number"));
+        let undecodable = name == "trailing bytes" || name.starts_with("checked message cut");
         tally.check(&name, || {
+            let mut refused_version = false;
             for &b in &stream {
-                if let Some(Ok(f)) = reader.push(b) {
-                    if corrupted {
-                        return Err("a corrupted frame passed the checks".into());
+                match reader.push(b) {
+                    Some(Err(DecodeError::UnsupportedVersion(v))) if Some(v) == version => {
+                        refused_version = true
                     }
-                    // A frame that passed the checks decodes or is refused, both typed.
-                    let _ = f.decode::<DeviceMessage<'_>>();
-                    let _ = f.decode::<HostMessage<'_>>();
+                    Some(Ok(f)) => {
+                        if corrupted || version.is_some() {
+                            return Err("a corrupted frame passed the checks".into());
+                        }
+                        let device = f.decode::<DeviceMessage<'_>>();
+                        if undecodable && device.is_ok() {
+                            return Err(format!("a malformed message decoded: {device:?}"));
+                        }
+                    }
+                    _ => {}
                 }
+            }
+            if version.is_some() && !refused_version {
+                return Err("a frame of another version was not refused as such".into());
             }
             let mut got = None;
             for &b in &good {

@@ -17,7 +17,7 @@ use firmware::{
     nand::{
         image::{Header, HEADER_BYTES},
         sim::{PageState, PageStore, RamStore},
-        PageAddr,
+        Geometry, PageAddr,
     },
     zns::ZoneConfig,
 };
@@ -212,20 +212,53 @@ fn corrupted_image_files() {
             try_bytes(&mut tally, format!("{field} = {v}"), &b);
         }
     }
-    for (geometry_field, value) in [(16usize, 2u32), (20, 3), (24, 25), (28, 16), (36, 32)] {
-        let mut b = base.clone();
-        let mut h = header.encode();
-        h[geometry_field..geometry_field + 4].copy_from_slice(&value.to_le_bytes());
-        // Re-seal through decode/encode when the geometry is valid, else keep the bad CRC.
-        if let Ok(decoded) = Header::decode(&h) {
-            h = decoded.encode();
-        }
-        b[..HEADER_BYTES].copy_from_slice(&h);
-        try_bytes(
-            &mut tally,
-            format!("geometry word {geometry_field} = {value}"),
-            &b,
+    // Geometries that do not match the file, with a valid checksum.
+    let geometries = [
+        (
+            "channels = 2",
+            Geometry {
+                channels: 2,
+                ..GEOMETRY
+            },
+        ),
+        (
+            "dies_per_channel = 3",
+            Geometry {
+                dies_per_channel: 3,
+                ..GEOMETRY
+            },
+        ),
+        (
+            "blocks_per_die = 25",
+            Geometry {
+                blocks_per_die: 25,
+                ..GEOMETRY
+            },
+        ),
+        (
+            "pages_per_block = 16",
+            Geometry {
+                pages_per_block: 16,
+                ..GEOMETRY
+            },
+        ),
+        (
+            "spare_bytes = 32",
+            Geometry {
+                spare_bytes: 32,
+                ..GEOMETRY
+            },
+        ),
+    ];
+    for (what, geometry) in geometries {
+        let h = Header { geometry, ..header }.encode();
+        assert!(
+            Header::decode(&h).is_ok(),
+            "{what}: the header itself is valid"
         );
+        let mut b = base.clone();
+        b[..HEADER_BYTES].copy_from_slice(&h);
+        try_bytes(&mut tally, format!("geometry {what}"), &b);
     }
     for (page, value) in [(0usize, 4u8), (7, 0xFF), (100, 9)] {
         let mut b = base.clone();

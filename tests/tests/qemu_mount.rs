@@ -19,7 +19,8 @@ fn get(path: &Path, name: &str) -> Vec<u8> {
 /// everything read back after QEMU restarts on the same image; fsck is clean after each unmount.
 #[test]
 fn mount_over_qemu_offload_and_restart() {
-    let mut mount = Mount::new(&["--capacity", "16M"], &["--device", "qemu"]);
+    // The board's decoded log lands in the daemon log: proof that QEMU served the mount.
+    let mut mount = Mount::new(&["--capacity", "16M"], &["--device", "qemu", "--board-log"]);
     let data: Vec<u8> = (0..40_000u32).map(|i| (i * 31 % 251) as u8).collect();
     std::fs::create_dir(mount.path("kernels")).unwrap();
     std::fs::copy(kernel_object("entropy"), mount.path("kernels/entropy.o")).unwrap();
@@ -37,6 +38,8 @@ fn mount_over_qemu_offload_and_restart() {
 
     // Unmount (QEMU stops), mount again (QEMU restarts over the same image file).
     mount.unmount_and_fsck();
+    let ups = |log: &str| log.matches("board: INFO  link: up on the Cortex-R52").count();
+    assert_eq!(ups(&mount.log()), 1, "{}", mount.log());
     mount.mount();
     assert_eq!(std::fs::read(mount.path("data.bin")).unwrap(), data);
     assert_eq!(
@@ -44,4 +47,5 @@ fn mount_over_qemu_offload_and_restart() {
         b"written through the Cortex-R52\n"
     );
     mount.unmount_and_fsck();
+    assert_eq!(ups(&mount.log()), 2, "QEMU restarted:\n{}", mount.log());
 }
