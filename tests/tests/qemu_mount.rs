@@ -38,7 +38,10 @@ fn mount_over_qemu_offload_and_restart() {
 
     // Unmount (QEMU stops), mount again (QEMU restarts over the same image file).
     mount.unmount_and_fsck();
-    let ups = |log: &str| log.matches("board: INFO  link: up on the Cortex-R52").count();
+    let ups = |log: &str| {
+        log.matches("board: INFO  link: up on the Cortex-R52")
+            .count()
+    };
     assert_eq!(ups(&mount.log()), 1, "{}", mount.log());
     mount.mount();
     assert_eq!(std::fs::read(mount.path("data.bin")).unwrap(), data);

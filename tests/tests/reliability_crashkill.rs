@@ -162,7 +162,11 @@ fn cycle(m: &mut Mount, rng: &mut Rng, seed: u64, n: u64, tally: &mut Tally) -> 
     while !fs::read_to_string(&journal).is_ok_and(|j| j.starts_with("start\n")) {
         if started.elapsed() > Duration::from_secs(60) || writer.try_wait().ok().flatten().is_some()
         {
-            break;
+            // A cycle whose writer never started tests nothing: count it as a failure.
+            let _ = writer.kill();
+            let _ = writer.wait();
+            tally.lose(seed, n, "the writer never started".into());
+            return false;
         }
         std::thread::sleep(Duration::from_millis(2));
     }

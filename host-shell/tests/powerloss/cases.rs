@@ -182,6 +182,7 @@ impl Tally {
             "reliability: powercut {} tried={} failures={}",
             self.class, self.tried, self.failures
         );
+        assert!(self.tried > 0, "no {} case was tried", self.class);
         assert!(
             self.failures == 0,
             "{} of {} {} cases failed (the first {SHOWN_FAILURES} are printed above)",
