@@ -67,6 +67,11 @@ pub enum Status {
     ProgramFault,
     /// The memory range set is invalid (unknown, too large, or overlapping device memory).
     InvalidMemoryRange,
+
+    // Appended: generic command status (SCT 0).
+    /// Capacity Exceeded (generic 81h): the device has no room for the command's data. An
+    /// emulated device answers it when the host disk under its image file is full.
+    CapacityExceeded,
 }
 
 impl Status {
@@ -97,6 +102,7 @@ impl Status {
             Status::ProgramOutOfFuel => 0x704,
             Status::ProgramFault => 0x705,
             Status::InvalidMemoryRange => 0x706,
+            Status::CapacityExceeded => 0x081,
         }
     }
 
@@ -127,6 +133,7 @@ impl Status {
             Status::ProgramOutOfFuel => "Program Out of Fuel",
             Status::ProgramFault => "Program Fault",
             Status::InvalidMemoryRange => "Invalid Memory Range",
+            Status::CapacityExceeded => "Capacity Exceeded",
         }
     }
 
@@ -179,5 +186,8 @@ mod tests {
         assert_eq!(bytes, [11]);
         let bytes = postcard::to_allocvec(&Status::InvalidMemoryRange).unwrap();
         assert_eq!(bytes, [23]);
+        let bytes = postcard::to_allocvec(&Status::CapacityExceeded).unwrap();
+        assert_eq!(bytes, [24]);
+        assert_eq!(Status::CapacityExceeded.code(), 0x081);
     }
 }

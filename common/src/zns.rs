@@ -166,8 +166,9 @@ pub struct IdentifyZns {
     pub zasl_lbas: u32,
     /// Largest Read or Write in LBAs (MDTS).
     pub mdts_lbas: u32,
-    /// Whether acknowledged writes may sit in a volatile cache. Always false here: each
-    /// LBA is one NAND page, programmed before the write completes.
+    /// Whether acknowledged writes may sit in a volatile cache until a Flush (NVMe's VWC).
+    /// The firmware programs each LBA before the write completes, so only the storage below
+    /// its NAND can cache: an emulated device's image file in the host's page cache.
     pub volatile_write_cache: bool,
     /// Whether a Read may cross zone boundaries.
     pub cross_zone_read: bool,

@@ -115,7 +115,7 @@ fn cut_by_program_bytes_tears_mid_page() {
         );
         let store = n.into_store();
         assert_eq!(store.state(at(0, 1)), PageState::Torn);
-        store.load(at(0, 1), &mut d, &mut s);
+        assert_eq!(store.load(at(0, 1), &mut d, &mut s), Ok(PageState::Torn));
         let page: Vec<u8> = d.iter().chain(&s).copied().collect();
         let cut = cut as usize;
         assert!(page[..cut].iter().all(|&b| b == 8), "cut at {cut}");

@@ -221,9 +221,13 @@ fn damaged_first_page_of_a_slot_finishes_the_zone() {
     let mut store = m.into_nand().into_store();
     let addr = PageAddr::new(block, 0);
     let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
-    store.load(addr, &mut data, &mut spare);
+    store
+        .load(addr, &mut data, &mut spare)
+        .expect("RAM stores never fail");
     data[0] ^= 1;
-    store.save(addr, &data, &spare, PageState::Programmed);
+    store
+        .save(addr, &data, &spare, PageState::Programmed)
+        .expect("the store takes the page");
 
     let mut m = ZoneManager::mount(SimNand::with_store(store), cfg).unwrap();
     let z = m.zone(0).unwrap();
@@ -260,7 +264,9 @@ fn erased_looking_page_below_programmed_pages_finishes_the_zone() {
     let mut store = m.into_nand().into_store();
     let (data, spare) = (vec![0xFFu8; 4096], vec![0xFFu8; 64]);
     for block in blocks {
-        store.save(PageAddr::new(block, 3), &data, &spare, PageState::Erased);
+        store
+            .save(PageAddr::new(block, 3), &data, &spare, PageState::Erased)
+            .expect("the store takes the page");
     }
 
     let mut m = ZoneManager::mount(SimNand::with_store(store), cfg).unwrap();

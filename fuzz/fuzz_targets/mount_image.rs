@@ -60,8 +60,11 @@ fn base() -> &'static Base {
         .expect("image");
         let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
         for &addr in &programmed {
-            store.load(addr, &mut data, &mut spare);
-            fs.save(addr, &data, &spare, PageState::Programmed);
+            store
+                .load(addr, &mut data, &mut spare)
+                .expect("RAM stores never fail");
+            fs.save(addr, &data, &spare, PageState::Programmed)
+                .expect("the store takes the page");
         }
         drop(fs);
         let file = std::fs::read(&path).expect("read image");
@@ -175,12 +178,16 @@ fn page_level(rest: &[u8]) {
             }),
         };
         let addr = b.programmed[usize::from(page) % b.programmed.len()];
-        let state = store.load(addr, &mut data, &mut spare);
+        let state = store
+            .load(addr, &mut data, &mut spare)
+            .expect("the store reads");
         if state != PageState::Programmed {
             continue;
         }
         let new = f(&mut data, &mut spare);
-        store.save(addr, &data, &spare, new);
+        store
+            .save(addr, &data, &spare, new)
+            .expect("the store takes the page");
     }
     let Ok(device) = RamDevice::mount(store, zones(), options(), "fuzz") else {
         return;

@@ -171,6 +171,12 @@ impl Driver {
         Ok(())
     }
 
+    /// Flush: everything written before it becomes durable (the device syncs its volatile
+    /// write cache, if it has one: [`IdentifyZns::volatile_write_cache`]).
+    pub fn flush(&self) -> Result<(), DriverError> {
+        self.call(Command::Flush, Vec::new()).map(|_| ())
+    }
+
     /// Zone Append of `data` (whole blocks, at most the device's append limit); returns the LBA
     /// of its first block.
     pub fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, DriverError> {

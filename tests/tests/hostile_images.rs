@@ -324,7 +324,9 @@ enum Damage {
 fn damaged(base: &RamStore, addr: PageAddr, damage: Damage) -> RamStore {
     let mut store = base.clone();
     let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
-    store.load(addr, &mut data, &mut spare);
+    store
+        .load(addr, &mut data, &mut spare)
+        .expect("the image reads");
     let state = match damage {
         Damage::DataFlip(i) => {
             data[i] ^= 1 << (i % 8);
@@ -351,7 +353,9 @@ fn damaged(base: &RamStore, addr: PageAddr, damage: Damage) -> RamStore {
             PageState::Erased
         }
     };
-    store.save(addr, &data, &spare, state);
+    store
+        .save(addr, &data, &spare, state)
+        .expect("the image takes the page");
     store
 }
 

@@ -16,7 +16,7 @@ use firmware::nand::image::{
     decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES,
 };
 use firmware::nand::sim::{PageState, PageStore};
-use firmware::nand::{Geometry, PageAddr};
+use firmware::nand::{Geometry, NandErrorKind, PageAddr};
 use semihosting::fs::{File, OpenOptions};
 use semihosting::io::{Read, Seek, SeekFrom, Write};
 
@@ -148,27 +148,38 @@ impl PageStore for FileStore {
         self.header.geometry
     }
 
-    fn load(&self, addr: PageAddr, data: &mut [u8], spare: &mut [u8]) -> PageState {
+    fn load(
+        &self,
+        addr: PageAddr,
+        data: &mut [u8],
+        spare: &mut [u8],
+    ) -> Result<PageState, NandErrorKind> {
         let i = self.index(addr);
         let state = self.states[i as usize];
         data.fill(0xFF);
         spare.fill(0xFF);
         if state == PageState::Erased {
-            return state;
+            return Ok(state);
         }
         let mut file = &self.file;
         must("seeking", file.seek(SeekFrom::Start(self.page_offset(i))));
         // A page past the end of a short file was never written: it stays 0xFF.
         must("reading a page", read_up_to(file, data));
         must("reading a spare area", read_up_to(file, spare));
-        state
+        Ok(state)
     }
 
     fn state(&self, addr: PageAddr) -> PageState {
         self.states[self.index(addr) as usize]
     }
 
-    fn save(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], state: PageState) {
+    fn save(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+        state: PageState,
+    ) -> Result<(), NandErrorKind> {
         let i = self.index(addr);
         if state != PageState::Erased {
             must(
@@ -187,5 +198,6 @@ impl PageStore for FileStore {
             self.file.write_all(&[encode_state(state)]),
         );
         self.states[i as usize] = state;
+        Ok(())
     }
 }

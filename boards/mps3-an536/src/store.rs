@@ -1,7 +1,7 @@
 //! The board's NAND media: in board memory (lost at power-off) or in a host image file.
 
 use firmware::nand::sim::{PageState, PageStore, RamStore};
-use firmware::nand::{Geometry, PageAddr};
+use firmware::nand::{Geometry, NandErrorKind, PageAddr};
 
 use crate::image::FileStore;
 
@@ -22,7 +22,12 @@ impl PageStore for BoardStore {
         }
     }
 
-    fn load(&self, addr: PageAddr, data: &mut [u8], spare: &mut [u8]) -> PageState {
+    fn load(
+        &self,
+        addr: PageAddr,
+        data: &mut [u8],
+        spare: &mut [u8],
+    ) -> Result<PageState, NandErrorKind> {
         match self {
             BoardStore::Ram(s) => s.load(addr, data, spare),
             BoardStore::File(s) => s.load(addr, data, spare),
@@ -36,7 +41,13 @@ impl PageStore for BoardStore {
         }
     }
 
-    fn save(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], state: PageState) {
+    fn save(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+        state: PageState,
+    ) -> Result<(), NandErrorKind> {
         match self {
             BoardStore::Ram(s) => s.save(addr, data, spare, state),
             BoardStore::File(s) => s.save(addr, data, spare, state),

@@ -87,7 +87,7 @@ impl<N: Nand> Controller<N> {
                 max_zones,
                 partial,
             } => self.report(slba, filter, max_zones, partial, dma),
-            Command::Flush => Ok(CommandResult::None),
+            Command::Flush => self.zones.flush().map(|()| CommandResult::None),
             Command::LoadProgram(load) => self.programs.load(load, dma),
             Command::ActivateProgram(act) => self.programs.activate(act),
             Command::MemoryRangeSet(set) => {

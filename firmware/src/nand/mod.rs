@@ -25,7 +25,8 @@ pub mod sim;
 use core::fmt;
 
 /// Data bytes of every page: one LBA ([`common::LBA_BYTES`]). The zone manager programs each
-/// acknowledged LBA before completing the write, so the device has no volatile write cache.
+/// acknowledged LBA before completing the write; the only volatile write cache a device can
+/// have is below the NAND seam ([`Nand::volatile_cache`]).
 pub const PAGE_DATA_BYTES: u32 = common::LBA_BYTES;
 
 /// The shape of a NAND array.
@@ -124,6 +125,22 @@ pub enum NandErrorKind {
     OutOfBounds,
     /// Anything else the device reports.
     Other,
+    /// The storage behind an emulated array has no room (its image file sits on a full host
+    /// disk). The operation was not carried out: the media is as it was, and the same
+    /// operation may succeed once there is room. Never returned by raw NAND.
+    StoreFull,
+    /// The storage behind an emulated array failed (an I/O error of the host disk under its
+    /// image file). The operation was not carried out; for a flush, what was written since the
+    /// last good flush may not be durable. Never returned by raw NAND.
+    StoreFailed,
+}
+
+impl NandErrorKind {
+    /// Whether the storage behind an emulated array refused the operation (no room, or an I/O
+    /// error of the host): the media did not change, so no block is to blame.
+    pub const fn is_store_fault(self) -> bool {
+        matches!(self, NandErrorKind::StoreFull | NandErrorKind::StoreFailed)
+    }
 }
 
 /// An error of a [`Nand`] operation.
@@ -147,6 +164,8 @@ impl fmt::Display for NandErrorKind {
             NandErrorKind::PowerLost => "NAND lost power",
             NandErrorKind::OutOfBounds => "NAND address out of bounds",
             NandErrorKind::Other => "NAND device error",
+            NandErrorKind::StoreFull => "the storage behind the NAND is full",
+            NandErrorKind::StoreFailed => "the storage behind the NAND failed",
         })
     }
 }
@@ -189,6 +208,20 @@ pub trait Nand {
     /// Power loss or [`NandErrorKind::EraseFailed`]: the block is undefined and must be
     /// erased again (or retired) before any program.
     fn erase_block(&mut self, block: BlockId) -> Result<(), Self::Error>;
+
+    /// Whether completed programs and erases may sit in a volatile cache until
+    /// [`Nand::flush`]. Raw NAND has none; an emulated array whose image file goes through the
+    /// host's page cache has one.
+    fn volatile_cache(&self) -> bool {
+        false
+    }
+
+    /// Makes every completed program and erase durable against a loss of power (of the host,
+    /// for an emulated array). Raw NAND is durable when an operation completes, so the default
+    /// does nothing. On an error, what completed since the last good flush may be lost.
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 impl<T: Nand + ?Sized> Nand for &mut T {
@@ -218,6 +251,14 @@ impl<T: Nand + ?Sized> Nand for &mut T {
 
     fn erase_block(&mut self, block: BlockId) -> Result<(), Self::Error> {
         (**self).erase_block(block)
+    }
+
+    fn volatile_cache(&self) -> bool {
+        (**self).volatile_cache()
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        (**self).flush()
     }
 }
 

@@ -40,15 +40,52 @@ pub enum PageState {
 }
 
 /// Where the emulator keeps page bytes and page states.
+///
+/// A store may live on storage that can refuse an operation (an image file on a host disk):
+/// its methods then return [`NandErrorKind::StoreFull`] or [`NandErrorKind::StoreFailed`] and
+/// leave what they were asked to change as it was. RAM never refuses.
 pub trait PageStore {
     /// The shape of the stored array.
     fn geometry(&self) -> Geometry;
     /// Copies page `addr` into `data` and `spare` and returns its state.
-    fn load(&self, addr: PageAddr, data: &mut [u8], spare: &mut [u8]) -> PageState;
+    fn load(
+        &self,
+        addr: PageAddr,
+        data: &mut [u8],
+        spare: &mut [u8],
+    ) -> Result<PageState, NandErrorKind>;
     /// The state of page `addr`.
     fn state(&self, addr: PageAddr) -> PageState;
-    /// Replaces page `addr` with `data`, `spare` and `state`.
-    fn save(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], state: PageState);
+    /// Replaces page `addr` with `data`, `spare` and `state`. On an error the page's state is
+    /// unchanged.
+    fn save(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+        state: PageState,
+    ) -> Result<(), NandErrorKind>;
+    /// Marks every page of `block` erased (all `0xFF`). A store that can refuse does it all
+    /// or leaves every page's state as it was.
+    fn erase(&mut self, block: BlockId) -> Result<(), NandErrorKind> {
+        let g = self.geometry();
+        let (d, s) = (
+            vec![0xFF; g.page_bytes as usize],
+            vec![0xFF; g.spare_bytes as usize],
+        );
+        for page in 0..g.pages_per_block {
+            self.save(PageAddr::new(block, page), &d, &s, PageState::Erased)?;
+        }
+        Ok(())
+    }
+    /// Whether saved pages may sit in a volatile cache until [`PageStore::sync`].
+    fn volatile_cache(&self) -> bool {
+        false
+    }
+    /// Makes every saved page durable.
+    fn sync(&mut self) -> Result<(), NandErrorKind> {
+        Ok(())
+    }
 }
 
 /// A [`PageStore`] in RAM. A fresh store is erased.
@@ -82,24 +119,36 @@ impl PageStore for RamStore {
         self.geometry
     }
 
-    fn load(&self, addr: PageAddr, data: &mut [u8], spare: &mut [u8]) -> PageState {
+    fn load(
+        &self,
+        addr: PageAddr,
+        data: &mut [u8],
+        spare: &mut [u8],
+    ) -> Result<PageState, NandErrorKind> {
         let i = self.index(addr);
         let (pb, sb) = (data.len(), spare.len());
         data.copy_from_slice(&self.data[i * pb..(i + 1) * pb]);
         spare.copy_from_slice(&self.spare[i * sb..(i + 1) * sb]);
-        self.states[i]
+        Ok(self.states[i])
     }
 
     fn state(&self, addr: PageAddr) -> PageState {
         self.states[self.index(addr)]
     }
 
-    fn save(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], state: PageState) {
+    fn save(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+        state: PageState,
+    ) -> Result<(), NandErrorKind> {
         let i = self.index(addr);
         let (pb, sb) = (data.len(), spare.len());
         self.data[i * pb..(i + 1) * pb].copy_from_slice(data);
         self.spare[i * sb..(i + 1) * sb].copy_from_slice(spare);
         self.states[i] = state;
+        Ok(())
     }
 }
 
@@ -271,7 +320,12 @@ impl<S: PageStore> SimNand<S> {
     }
 
     /// Leaves `addr` garbled: half of the data inverted, and on odd pages the spare too.
-    fn tear_page(&mut self, addr: PageAddr, data: &[u8], spare: &[u8]) {
+    fn tear_page(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+    ) -> Result<(), NandErrorKind> {
         let mut d = data.to_vec();
         let half = d.len() / 2;
         d[half..].iter_mut().for_each(|b| *b = !*b);
@@ -279,13 +333,19 @@ impl<S: PageStore> SimNand<S> {
         if addr.page % 2 == 1 {
             s.iter_mut().for_each(|b| *b = !*b);
         }
-        self.store.save(addr, &d, &s, PageState::Torn);
+        self.store.save(addr, &d, &s, PageState::Torn)
     }
 
     /// Leaves `addr` torn `at` bytes into its program: those bytes (data, then spare) as
     /// intended, every later one inverted. It reads as erased only if the intended page was
     /// `0xFF` up to `at` and zero after it.
-    fn tear_page_at(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], at: u64) {
+    fn tear_page_at(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+        at: u64,
+    ) -> Result<(), NandErrorKind> {
         let mut d = data.to_vec();
         let mut s = spare.to_vec();
         let at = usize::try_from(at).unwrap_or(usize::MAX);
@@ -294,11 +354,11 @@ impl<S: PageStore> SimNand<S> {
                 *b = !*b;
             }
         }
-        self.store.save(addr, &d, &s, PageState::Torn);
+        self.store.save(addr, &d, &s, PageState::Torn)
     }
 
     /// Leaves `block` undefined: its lower half of pages reads erased, the rest keeps old bytes.
-    fn tear_block(&mut self, block: BlockId) {
+    fn tear_block(&mut self, block: BlockId) -> Result<(), NandErrorKind> {
         let g = self.store.geometry();
         let (mut d, mut s) = (
             vec![0; g.page_bytes as usize],
@@ -310,10 +370,11 @@ impl<S: PageStore> SimNand<S> {
                 d.fill(0xFF);
                 s.fill(0xFF);
             } else {
-                self.store.load(addr, &mut d, &mut s);
+                self.store.load(addr, &mut d, &mut s)?;
             }
-            self.store.save(addr, &d, &s, PageState::Undefined);
+            self.store.save(addr, &d, &s, PageState::Undefined)?;
         }
+        Ok(())
     }
 }
 
@@ -344,8 +405,7 @@ impl<S: PageStore> Nand for SimNand<S> {
         if self.fail_read.remove(&addr) {
             return Err(NandErrorKind::Uncorrectable);
         }
-        self.store.load(addr, data, spare);
-        Ok(())
+        self.store.load(addr, data, spare).map(|_| ())
     }
 
     fn program_page(
@@ -377,17 +437,16 @@ impl<S: PageStore> Nand for SimNand<S> {
         self.stats.program_bytes += self.page_len();
         if torn {
             match self.torn_at {
-                Some(at) => self.tear_page_at(addr, data, spare, at),
-                None => self.tear_page(addr, data, spare),
+                Some(at) => self.tear_page_at(addr, data, spare, at)?,
+                None => self.tear_page(addr, data, spare)?,
             }
             return Err(NandErrorKind::PowerLost);
         }
         if self.fail_program.remove(&addr) || self.bad_blocks.contains(&addr.block) {
-            self.tear_page(addr, data, spare);
+            self.tear_page(addr, data, spare)?;
             return Err(NandErrorKind::ProgramFailed);
         }
-        self.store.save(addr, data, spare, PageState::Programmed);
-        Ok(())
+        self.store.save(addr, data, spare, PageState::Programmed)
     }
 
     fn erase_block(&mut self, block: BlockId) -> Result<(), NandErrorKind> {
@@ -396,21 +455,26 @@ impl<S: PageStore> Nand for SimNand<S> {
         check_block(&g, block)?;
         self.stats.erases += 1;
         if torn {
-            self.tear_block(block);
+            self.tear_block(block)?;
             return Err(NandErrorKind::PowerLost);
         }
         if self.fail_erase.remove(&block) || self.bad_blocks.contains(&block) {
-            self.tear_block(block);
+            self.tear_block(block)?;
             return Err(NandErrorKind::EraseFailed);
         }
-        let (d, s) = (
-            vec![0xFF; g.page_bytes as usize],
-            vec![0xFF; g.spare_bytes as usize],
-        );
-        for page in 0..g.pages_per_block {
-            self.store
-                .save(PageAddr::new(block, page), &d, &s, PageState::Erased);
+        self.store.erase(block)
+    }
+
+    fn volatile_cache(&self) -> bool {
+        self.store.volatile_cache()
+    }
+
+    /// Syncs the store. After a power cut it fails like every other operation: what was not
+    /// synced before the cut is the store's to keep or lose.
+    fn flush(&mut self) -> Result<(), NandErrorKind> {
+        if !self.powered {
+            return Err(NandErrorKind::PowerLost);
         }
-        Ok(())
+        self.store.sync()
     }
 }

@@ -26,7 +26,7 @@ impl<N: Nand> ZoneManager<N> {
         action: ZoneAction,
         select_all: bool,
     ) -> Result<(), Status> {
-        self.alive()?;
+        self.writable()?;
         if select_all {
             return self.action_all(action);
         }

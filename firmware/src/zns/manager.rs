@@ -9,6 +9,10 @@
 //! Device errors become statuses: a failed program retires the block and makes the zone Read
 //! Only (`WriteFault`); a failed erase retires the block and another one is taken; a lost power
 //! makes this and every later command `CommandAborted` until the manager is mounted again.
+//! When the storage behind an emulated array refuses a program or an erase (its host disk is
+//! full or failing), no block is to blame: the command fails with `CapacityExceeded` (full) or
+//! `WriteFault`, and the manager takes no more writes until it is mounted again, as an NVMe
+//! device that enters read-only mode does. Reads go on; a Flush still syncs what was written.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -36,6 +40,9 @@ pub struct ZoneManager<N: Nand> {
     pub(super) in_use: Vec<bool>,
     pub(super) log: MetaLog,
     pub(super) dead: bool,
+    /// Set when the storage behind the NAND refused a write: every later write-side command
+    /// fails with this status until the next mount.
+    pub(super) halted: Option<Status>,
     pub(super) spare: Vec<u8>,
 }
 
@@ -89,14 +96,44 @@ impl<N: Nand> ZoneManager<N> {
         }
     }
 
-    /// Maps a device error to a status; a power loss stops the manager.
-    fn device(&mut self, e: &N::Error, otherwise: Status) -> Status {
-        if e.kind() == NandErrorKind::PowerLost {
-            self.dead = true;
-            Status::CommandAborted
-        } else {
-            otherwise
+    /// Ok while the manager takes writes (see the module docs).
+    pub(super) fn writable(&self) -> Result<(), Status> {
+        self.alive()?;
+        self.halted.map_or(Ok(()), Err)
+    }
+
+    /// The status writes fail with after the storage behind the NAND refused one, if it did.
+    pub fn halted(&self) -> Option<Status> {
+        self.halted
+    }
+
+    /// Maps a device error to a status; a power loss stops the manager, and a refusal of the
+    /// storage behind the NAND stops its writes.
+    pub(super) fn device(&mut self, e: &N::Error, otherwise: Status) -> Status {
+        match e.kind() {
+            NandErrorKind::PowerLost => {
+                self.dead = true;
+                Status::CommandAborted
+            }
+            NandErrorKind::StoreFull => *self.halted.get_or_insert(Status::CapacityExceeded),
+            NandErrorKind::StoreFailed if otherwise == Status::UnrecoveredReadError => otherwise,
+            NandErrorKind::StoreFailed => *self.halted.get_or_insert(Status::WriteFault),
+            _ => otherwise,
         }
+    }
+
+    /// Whether a device error left the media as it was (a refusal of the storage behind it),
+    /// so no block is to blame.
+    fn spares_block(e: &N::Error) -> bool {
+        e.kind().is_store_fault()
+    }
+
+    /// Flush: makes every completed write durable (syncs a volatile cache below the NAND).
+    pub fn flush(&mut self) -> Result<(), Status> {
+        self.alive()?;
+        self.nand
+            .flush()
+            .map_err(|e| self.device(&e, Status::WriteFault))
     }
 
     /// Checks a transfer of `len` bytes at `slba` and returns its LBA count.
@@ -174,7 +211,7 @@ impl<N: Nand> ZoneManager<N> {
     }
 
     fn write_at(&mut self, slba: u64, data: &[u8], append: bool) -> Result<u64, Status> {
-        self.alive()?;
+        self.writable()?;
         let nlb = self.check_transfer(slba, data.len())?;
         let (zi, off) = self.layout.split(slba);
         let z = zi as usize;
@@ -228,7 +265,7 @@ impl<N: Nand> ZoneManager<N> {
         self.spare = spare;
         if let Err(e) = result {
             let status = self.device(&e, Status::WriteFault);
-            if !self.dead {
+            if !self.dead && !Self::spares_block(&e) {
                 self.blocks[block.0 as usize].bad = true;
                 self.make_read_only(zi)?;
             }
@@ -257,7 +294,7 @@ impl<N: Nand> ZoneManager<N> {
                 }
                 Err(e) => {
                     let status = self.device(&e, Status::WriteFault);
-                    if self.dead {
+                    if self.dead || Self::spares_block(&e) {
                         return Err(status);
                     }
                     self.blocks[b].bad = true;
@@ -286,6 +323,7 @@ impl<N: Nand> ZoneManager<N> {
 
     /// Writes a checkpoint of the blocks and of the zones' metadata, with `changes` applied.
     pub(super) fn persist(&mut self, changes: &[(usize, ZoneMeta)]) -> Result<(), Status> {
+        self.writable()?;
         let mut metas: Vec<ZoneMeta> = self.zones.zones.iter().map(|z| z.meta).collect();
         for &(i, m) in changes {
             metas[i] = m;

@@ -125,6 +125,7 @@ impl<N: Nand> ZoneManager<N> {
             in_use,
             log,
             dead: false,
+            halted: None,
             spare: Self::spare_buffer(&layout),
         }
     }

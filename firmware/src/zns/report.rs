@@ -91,7 +91,7 @@ impl<N: Nand> ZoneManager<N> {
             max_active: l.config.max_active,
             zasl_lbas: l.config.zasl_lbas,
             mdts_lbas: l.config.mdts_lbas,
-            volatile_write_cache: false,
+            volatile_write_cache: self.nand.volatile_cache(),
             cross_zone_read: l.config.cross_zone_read,
             nand: l.geometry.info(),
         }

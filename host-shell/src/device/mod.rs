@@ -107,15 +107,23 @@ pub type RamDevice = Device<RamStore>;
 /// Creates a device image at `path` (which must not exist) and formats it.
 pub fn create_image(path: &Path, header: Header) -> Result<(), DeviceError> {
     let store = FileStore::create(path, header)?;
-    let result = ZoneManager::format(SimNand::with_store(store), header.zones);
-    match result {
-        Ok(_) => Ok(()),
-        Err(err) => {
+    format_store(store, header.zones)
+        .map(drop)
+        .inspect_err(|_| {
             // Leave no half-made image behind.
             let _ = std::fs::remove_file(path);
-            Err(DeviceError::Format(err.to_string()))
-        }
-    }
+        })
+}
+
+/// Formats the media in `store` with `zones` (every block erased, the first checkpoint
+/// written and flushed) and gives it back powered off.
+pub fn format_store<S: PageStore>(store: S, zones: ZoneConfig) -> Result<S, DeviceError> {
+    let mut manager = ZoneManager::format(SimNand::with_store(store), zones)
+        .map_err(|e| DeviceError::Format(e.to_string()))?;
+    manager
+        .flush()
+        .map_err(|s| DeviceError::Format(format!("the image could not be synced: {s}")))?;
+    Ok(manager.into_nand().into_store())
 }
 
 impl Device<FileStore> {

@@ -432,14 +432,15 @@ impl fuser::Filesystem for CsdFs {
     fn flush(
         &self,
         _req: &Request,
-        _i: INodeNo,
+        i: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Data is buffered in the file system until fsync or the last release; close(2)
-        // promises no durability.
-        reply.ok();
+        // close(2): the file's buffer goes to the device (not durable: that is fsync's), so a
+        // write that fails there is the closing process's error, not lost in release. A
+        // buffer that failed stays and is tried again, so the next fsync reports it too.
+        reply_empty(reply, self.lfs.flush(ino(i)), lfs_errno);
     }
 
     fn release(

@@ -96,6 +96,8 @@ impl State {
             }
         }
         let (image_lba, image_seq, chain_at) = start.ok_or_else(|| bug("an empty image"))?;
+        // The image must be durable before the record that names it.
+        self.durable.sync(&self.driver)?;
         let image_chunks = (self.stream.next_seq - image_seq) as u32;
         let rec = CheckpointRecord {
             seq: self.ckpt.last.seq + 1,
@@ -122,7 +124,7 @@ impl State {
             self.reset_zone(other)?;
             zone = other;
         }
-        let lba = self.driver.append(self.zones.zslba(zone), rec.encode())?;
+        let lba = self.append(zone, rec.encode())?;
         self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + 1;
         self.ckpt = CkptLog { zone, last: rec };
         self.stats.meta_blocks += 1;

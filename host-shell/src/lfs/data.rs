@@ -300,7 +300,7 @@ impl State {
             if !self.unmapped.contains(&zone) {
                 self.unmapped.push(zone);
             }
-            let lba = self.driver.append(self.zones.zslba(zone), piece.to_vec())?;
+            let lba = self.append(zone, piece.to_vec())?;
             self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + n;
             self.stats.data_write_blocks += n;
             runs.push(Run { lba, count: n });

@@ -44,6 +44,12 @@ pub enum LfsError {
     NotFormatted,
     #[error("device I/O failed: {0}")]
     Io(#[from] DriverError),
+    /// Writes stopped after a device write failed (see `lfs::durable`): reads go on.
+    #[error(
+        "the file system stopped writing after a device error ({cause}); it still serves reads: \
+         unmount, fix the host (free space on the disk under the image) and mount again"
+    )]
+    Halted { no_space: bool, cause: String },
     #[error("the file system on the device is corrupt: {0}")]
     Corrupted(String),
     #[error("internal error (a bug in the file system): {0}")]
@@ -93,7 +99,9 @@ impl LfsError {
             LfsError::FileTooBig => EFBIG,
             LfsError::ReadOnly => EROFS,
             LfsError::NotFormatted => ENODEV,
-            LfsError::Io(_) | LfsError::LogicBug(_) => EIO,
+            LfsError::Io(d) if d.status() == Some(common::Status::CapacityExceeded) => ENOSPC,
+            LfsError::Halted { no_space: true, .. } => ENOSPC,
+            LfsError::Io(_) | LfsError::Halted { .. } | LfsError::LogicBug(_) => EIO,
             LfsError::Corrupted(_) => EUCLEAN,
         }
     }

@@ -96,10 +96,10 @@ impl State {
             .collect()
     }
 
-    /// Resets `zone` on the device.
+    /// Resets `zone` on the device, once what made it dead is durable.
     pub(super) fn reset_zone(&mut self, zone: u32) -> Result<()> {
-        self.driver
-            .zone_action(self.zones.zslba(zone), ZoneAction::Reset, false)?;
+        self.durable.sync(&self.driver)?;
+        self.zone_action(zone, ZoneAction::Reset)?;
         self.zones.wp[zone as usize] = 0;
         self.stats.zone_resets += 1;
         Ok(())
@@ -109,8 +109,7 @@ impl State {
     pub(super) fn finish_zone(&mut self, zone: u32) -> Result<()> {
         let wp = self.zones.wp[zone as usize];
         if wp > 0 && wp < self.zones.cap {
-            self.driver
-                .zone_action(self.zones.zslba(zone), ZoneAction::Finish, false)?;
+            self.zone_action(zone, ZoneAction::Finish)?;
             self.zones.wp[zone as usize] = self.zones.cap;
         }
         Ok(())

@@ -55,6 +55,10 @@ impl State {
 
     /// Writes every queued transaction, then resets zones nothing durable refers to any more.
     pub(super) fn flush_log(&mut self) -> Result<()> {
+        if !self.stream.pending.is_empty() {
+            // The data the records name must be durable before the records.
+            self.durable.sync(&self.driver)?;
+        }
         let pending = std::mem::take(&mut self.stream.pending);
         let cap = ChunkHeader::capacity(self.stream.max_chunk_blocks);
         let mut payload = Vec::new();
@@ -110,7 +114,7 @@ impl State {
         let seq = self.stream.next_seq;
         let bytes = ChunkHeader::encode_chunk(kind, self.stream.fs_id, seq, link, payload);
         let blocks = (bytes.len() / BLOCK_BYTES) as u64;
-        let lba = self.driver.append(self.zones.zslba(zone), bytes)?;
+        let lba = self.append(zone, bytes)?;
         let expected = self.zones.zslba(zone) + self.zones.wp[zone as usize];
         if lba != expected {
             return Err(bug(format!("a chunk landed at LBA {lba}, not {expected}")));

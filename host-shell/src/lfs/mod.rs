@@ -14,6 +14,7 @@
 mod checkpoint;
 mod data;
 mod dir;
+mod durable;
 mod error;
 mod extent;
 pub mod format;
@@ -28,7 +29,7 @@ mod rename;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use common::zns::ZoneAction;
 
@@ -42,6 +43,7 @@ pub use snapshot::Snapshot;
 
 use checkpoint::{find_latest, CkptLog};
 use data::Dirty;
+use durable::Durability;
 use error::bug;
 use format::{CheckpointRecord, Record, BLOCK_BYTES, NAME_MAX};
 use layout::{Zones, CKPT_ZONES, MIN_ZONES};
@@ -90,6 +92,8 @@ pub struct StatFs {
 #[derive(Debug)]
 pub(crate) struct State {
     driver: Driver,
+    /// What the device has made durable; shared with [`Lfs`], which syncs outside the lock.
+    durable: Arc<Durability>,
     meta: Meta,
     zones: Zones,
     stream: Stream,
@@ -116,6 +120,7 @@ pub(crate) struct State {
 #[derive(Debug)]
 pub struct Lfs {
     state: Mutex<State>,
+    durable: Arc<Durability>,
 }
 
 fn zone_geometry(driver: &Driver) -> Result<(u64, u64, u32)> {
@@ -138,6 +143,7 @@ impl State {
         let clock = meta.born.values().copied().max().unwrap_or(0);
         State {
             driver,
+            durable: Arc::default(),
             meta,
             zones,
             stream,
@@ -163,10 +169,26 @@ impl State {
         Ok(())
     }
 
+    /// Writes every buffer and the log (not yet durable: see [`Lfs::sync`]).
     fn sync(&mut self) -> Result<()> {
         self.flush_all_files()?;
         self.flush_log()?;
         self.maybe_checkpoint()
+    }
+
+    /// Zone Append to `zone`, recorded for durability; fails once writes have stopped.
+    fn append(&mut self, zone: u32, data: Vec<u8>) -> Result<u64> {
+        self.durable.check()?;
+        let zslba = self.zones.zslba(zone);
+        self.durable.wrote(self.driver.append(zslba, data))
+    }
+
+    /// A zone action on `zone`, recorded like a write.
+    fn zone_action(&mut self, zone: u32, action: ZoneAction) -> Result<()> {
+        self.durable.check()?;
+        let zslba = self.zones.zslba(zone);
+        self.durable
+            .wrote(self.driver.zone_action(zslba, action, false))
     }
 
     fn statfs(&self) -> StatFs {
@@ -250,7 +272,8 @@ impl Lfs {
             parent: InodeNo::ROOT,
         }))?;
         let mut state = State::new(driver.clone(), meta, zones, stream, ckpt);
-        state.checkpoint()
+        state.checkpoint()?;
+        state.durable.sync(driver)
     }
 
     /// Mounts the file system on the device: finds the latest checkpoint, replays the log
@@ -311,7 +334,9 @@ impl Lfs {
             state.commit(vec![Record::Free { ino }])?;
         }
         state.checkpoint()?;
+        state.durable.sync(driver)?;
         Ok(Lfs {
+            durable: Arc::clone(&state.durable),
             state: Mutex::new(state),
         })
     }
@@ -322,11 +347,19 @@ impl Lfs {
             .map_err(|_| bug("a thread panicked while holding the file system"))
     }
 
+    /// The lock, for an operation that changes the file system: refused once writes have
+    /// stopped after a device error ([`LfsError::Halted`]).
+    fn lock_for_change(&self) -> Result<MutexGuard<'_, State>> {
+        self.durable.check()?;
+        self.lock()
+    }
+
     /// Makes everything durable, writes a checkpoint and gives the device back.
     pub fn unmount(self) -> Result<()> {
-        let mut s = self.lock()?;
+        let mut s = self.lock_for_change()?;
         s.flush_all_files()?;
-        s.checkpoint()
+        s.checkpoint()?;
+        self.durable.sync(&s.driver)
     }
 
     pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Attr> {
@@ -339,7 +372,7 @@ impl Lfs {
 
     /// Changes mode, owner, size and times (the FUSE layer checks who may).
     pub fn setattr(&self, ino: InodeNo, set: SetAttr) -> Result<Attr> {
-        self.lock()?.setattr(ino, set)
+        self.lock_for_change()?.setattr(ino, set)
     }
 
     /// Creates a regular file (`mode`'s permission bits); it is not opened.
@@ -351,7 +384,7 @@ impl Lfs {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        self.lock()?.create(parent, name, mode, uid, gid)
+        self.lock_for_change()?.create(parent, name, mode, uid, gid)
     }
 
     /// Creates a regular file and opens a handle on it in one step (FUSE's create), so no
@@ -364,7 +397,7 @@ impl Lfs {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        let mut s = self.lock()?;
+        let mut s = self.lock_for_change()?;
         let attr = s.create(parent, name, mode, uid, gid)?;
         s.open(attr.ino)?;
         Ok(attr)
@@ -378,7 +411,7 @@ impl Lfs {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        self.lock()?.mkdir(parent, name, mode, uid, gid)
+        self.lock_for_change()?.mkdir(parent, name, mode, uid, gid)
     }
 
     pub fn symlink(
@@ -389,7 +422,8 @@ impl Lfs {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        self.lock()?.symlink(parent, name, target, uid, gid)
+        self.lock_for_change()?
+            .symlink(parent, name, target, uid, gid)
     }
 
     pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
@@ -398,16 +432,16 @@ impl Lfs {
 
     /// A new name `name` in `parent` for `ino` (not a directory).
     pub fn link(&self, ino: InodeNo, parent: InodeNo, name: &[u8]) -> Result<Attr> {
-        self.lock()?.link(ino, parent, name)
+        self.lock_for_change()?.link(ino, parent, name)
     }
 
     /// Removes a name; the inode goes when its last link and last handle are gone.
     pub fn unlink(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
-        self.lock()?.unlink(parent, name)
+        self.lock_for_change()?.unlink(parent, name)
     }
 
     pub fn rmdir(&self, parent: InodeNo, name: &[u8]) -> Result<()> {
-        self.lock()?.rmdir(parent, name)
+        self.lock_for_change()?.rmdir(parent, name)
     }
 
     pub fn rename(
@@ -418,7 +452,7 @@ impl Lfs {
         new_name: &[u8],
         flags: RenameFlags,
     ) -> Result<()> {
-        self.lock()?
+        self.lock_for_change()?
             .rename(parent, name, new_parent, new_name, flags)
     }
 
@@ -445,32 +479,64 @@ impl Lfs {
     /// Writes `data` at `offset`; returns the bytes written. Buffered until fsync, release
     /// or pressure; space is reserved now, so a full device fails here with `NoSpace`.
     pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
-        let mut s = self.lock()?;
+        let mut s = self.lock_for_change()?;
         let n = s.write(ino, offset, data)?;
         s.maybe_checkpoint()?;
         Ok(n)
     }
 
     /// Makes `ino` durable (data and metadata; `datasync` changes nothing here because the
-    /// size and the block map must be logged with the data anyway).
+    /// size and the block map must be logged with the data anyway): writes its buffer and the
+    /// log, then one device Flush, sent outside the lock and shared with concurrent callers.
     pub fn fsync(&self, ino: InodeNo, datasync: bool) -> Result<()> {
         let _ = datasync;
-        let mut s = self.lock()?;
-        s.attr(ino)?;
-        s.flush_file(ino)?;
-        s.flush_log()?;
-        s.maybe_checkpoint()
+        let driver = {
+            let mut s = self.lock_for_change()?;
+            s.attr(ino)?;
+            s.flush_file(ino)?;
+            s.flush_log()?;
+            s.maybe_checkpoint()?;
+            s.driver.clone()
+        };
+        self.durable.sync(&driver)
     }
 
     /// Makes everything durable.
     pub fn sync(&self) -> Result<()> {
-        self.lock()?.sync()
+        let driver = {
+            let mut s = self.lock_for_change()?;
+            s.sync()?;
+            s.driver.clone()
+        };
+        self.durable.sync(&driver)
+    }
+
+    /// Writes `ino`'s buffered data to the device (not yet durable): what close(2) does, so
+    /// a write that fails there is reported to the closing process. A file with nothing
+    /// buffered closes cleanly, also after writes stopped.
+    pub fn flush(&self, ino: InodeNo) -> Result<()> {
+        self.lock()?.flush_file(ino)
     }
 
     /// Makes everything durable and writes a checkpoint now (as unmount does, keeping the file
     /// system mounted), so the next mount has no log to replay.
     pub fn checkpoint(&self) -> Result<()> {
-        self.lock()?.checkpoint()
+        let driver = {
+            let mut s = self.lock_for_change()?;
+            s.checkpoint()?;
+            s.driver.clone()
+        };
+        self.durable.sync(&driver)
+    }
+
+    /// Whether writes stopped after a device error (see [`LfsError::Halted`]).
+    pub fn halted(&self) -> bool {
+        self.durable.halted()
+    }
+
+    /// Device Flushes the file system has sent.
+    pub fn flushes(&self) -> u64 {
+        self.durable.flushes()
     }
 
     pub fn statfs(&self) -> Result<StatFs> {
@@ -478,7 +544,7 @@ impl Lfs {
     }
 
     pub fn setxattr(&self, ino: InodeNo, name: &[u8], value: &[u8], mode: XattrMode) -> Result<()> {
-        self.lock()?.setxattr(ino, name, value, mode)
+        self.lock_for_change()?.setxattr(ino, name, value, mode)
     }
 
     pub fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
@@ -490,7 +556,7 @@ impl Lfs {
     }
 
     pub fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
-        self.lock()?.removexattr(ino, name)
+        self.lock_for_change()?.removexattr(ino, name)
     }
 
     /// POSIX permission check of `mask` ([`access`] bits) for the caller on `ino`.
@@ -519,7 +585,7 @@ impl Lfs {
     /// Cleans one zone if one holds reclaimable space; false if none does. The FUSE layer
     /// may call it from a background thread.
     pub fn gc_step(&self) -> Result<bool> {
-        let mut s = self.lock()?;
+        let mut s = self.lock_for_change()?;
         let cleaned = s.clean_one()?;
         s.maybe_checkpoint()?;
         Ok(cleaned)

@@ -3,21 +3,26 @@
 //! [`FileStore`] is a [`PageStore`] for the firmware's strict emulator
 //! ([`firmware::nand::sim::SimNand`]), so a file-backed device is checked exactly as the
 //! firmware's own tests are. Layout: the [`super::image`] header, one state byte per page, then
-//! each page's data and spare bytes.
+//! each page's data and spare bytes. The file itself is behind the [`ImageFile`] seam: a real
+//! [`File`], or in tests the host-cache emulator of [`super::hostcache`].
 //!
 //! Durability: every program writes the page's bytes with `pwrite` and then its state byte, and
-//! the emulator reports the program complete only after both. The kernel keeps written bytes
-//! across any exit of this process, `kill -9` included, so the next open finds every completed
-//! program and erase; a program cut short by a kill leaves its state byte "erased", which is
-//! what a never-acknowledged program may leave. (Surviving a crash of the host itself would
-//! need an fsync per program, which this emulator does not pay.)
+//! the emulator reports the program complete only after both. The host keeps written bytes
+//! across any exit of this process, `kill -9` included, but only in its page cache: the store
+//! is a *volatile write cache* ([`PageStore::volatile_cache`]), and the device's Flush syncs it
+//! with `fdatasync` ([`PageStore::sync`]), which is what makes data survive a crash of the host.
+//! A sync with nothing written since the last one costs nothing, so concurrent Flushes share
+//! one host sync.
 //!
-//! The [`PageStore`] trait has no error channel: a failing host disk under the emulator is an
-//! environment fault, so it panics naming the file. The device thread's panic reaches the host
-//! as "the device has stopped".
+//! Host faults are device conditions, never panics: a write that finds the host disk full
+//! (ENOSPC, EDQUOT, or a write that makes no progress) answers [`NandErrorKind::StoreFull`],
+//! any other I/O error [`NandErrorKind::StoreFailed`], and the page's state stays as it was.
+//! A failed sync may have dropped cached pages (Linux forgets the error after reporting it
+//! once), so every later sync fails too, until the image is opened again.
 
 use std::{
     fs::{File, OpenOptions},
+    io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
@@ -25,8 +30,38 @@ use std::{
 use firmware::nand::{
     image::{decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES},
     sim::{PageState, PageStore},
-    Geometry, PageAddr,
+    BlockId, Geometry, NandErrorKind, PageAddr,
 };
+
+/// The file under a device image: positioned reads and writes, and a data sync.
+pub trait ImageFile: Send + std::fmt::Debug + 'static {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` (on an error, any prefix of it may have been written).
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every write so far durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// The file's length in bytes.
+    fn len_bytes(&self) -> io::Result<u64>;
+}
+
+impl ImageFile for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self, buf, offset)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn len_bytes(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
 
 /// Why an image could not be created or opened.
 #[derive(Debug, thiserror::Error)]
@@ -56,14 +91,20 @@ const STATE_ERASED: u8 = 0;
 
 /// NAND pages in a file. See the module docs.
 #[derive(Debug)]
-pub struct FileStore {
-    file: File,
+pub struct FileStore<F: ImageFile = File> {
+    file: F,
     path: PathBuf,
     header: Header,
     states: Vec<u8>,
     pages_at: u64,
     /// Bytes of one page in the file: data then spare.
     stride: u64,
+    /// One page's data and spare, written with one `pwrite`.
+    scratch: Vec<u8>,
+    /// Whether pages were written since the last sync.
+    unsynced: bool,
+    /// A sync failed: what it should have made durable may be gone.
+    sync_failed: bool,
 }
 
 impl FileStore {
@@ -90,30 +131,84 @@ impl FileStore {
             })?;
         let lay = ImageLayout::of(&header.geometry);
         // Sparse: state bytes of zero mean "erased", and erased pages are never read.
-        file.set_len(lay.len).map_err(io)?;
-        file.write_all_at(&header.encode(), 0).map_err(io)?;
-        Ok(FileStore {
+        let made = file
+            .set_len(lay.len)
+            .and_then(|()| FileExt::write_all_at(&file, &header.encode(), 0))
+            .and_then(|()| file.sync_all());
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(path);
+            return Err(io(e));
+        }
+        Ok(FileStore::assemble(
             file,
-            path: path.into(),
+            path,
             header,
-            states: vec![STATE_ERASED; lay.pages as usize],
-            pages_at: lay.pages_at,
-            stride: lay.stride,
-        })
+            vec![STATE_ERASED; lay.pages as usize],
+        ))
     }
 
     /// Opens an existing image, checking its header, its length and every page state.
     pub fn open(path: &Path) -> Result<Self, ImageError> {
-        let io = |source| ImageError::Io {
-            path: path.into(),
-            source,
-        };
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)
-            .map_err(io)?;
-        let actual = file.metadata().map_err(io)?.len();
+            .map_err(|source| ImageError::Io {
+                path: path.into(),
+                source,
+            })?;
+        FileStore::open_file(file, path)
+    }
+}
+
+impl<F: ImageFile> FileStore<F> {
+    /// A new, fully erased image in `file`, which is [`ImageLayout::len`] bytes of zeros
+    /// (`name` names it in errors).
+    pub fn create_in(mut file: F, name: &Path, header: Header) -> Result<Self, ImageError> {
+        firmware::nand::image::check_geometry(&header.geometry).map_err(|source| {
+            ImageError::Header {
+                path: name.into(),
+                source,
+            }
+        })?;
+        let lay = ImageLayout::of(&header.geometry);
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|source| ImageError::Io {
+                path: name.into(),
+                source,
+            })?;
+        Ok(FileStore::assemble(
+            file,
+            name,
+            header,
+            vec![STATE_ERASED; lay.pages as usize],
+        ))
+    }
+
+    fn assemble(file: F, path: &Path, header: Header, states: Vec<u8>) -> Self {
+        let lay = ImageLayout::of(&header.geometry);
+        let page = header.geometry.page_bytes as usize + header.geometry.spare_bytes as usize;
+        FileStore {
+            file,
+            path: path.into(),
+            header,
+            states,
+            pages_at: lay.pages_at,
+            stride: lay.stride,
+            scratch: Vec::with_capacity(page),
+            unsynced: false,
+            sync_failed: false,
+        }
+    }
+
+    /// Opens the image in `file`, checking its header, its length and every page state
+    /// (`path` names it in errors).
+    pub fn open_file(file: F, path: &Path) -> Result<Self, ImageError> {
+        let io = |source| ImageError::Io {
+            path: path.into(),
+            source,
+        };
+        let actual = file.len_bytes().map_err(io)?;
         let mut head = vec![0u8; HEADER_BYTES.min(actual as usize)];
         file.read_exact_at(&mut head, 0).map_err(io)?;
         let header = Header::decode(&head).map_err(|source| ImageError::Header {
@@ -142,14 +237,12 @@ impl FileStore {
                 value,
             });
         }
-        Ok(FileStore {
-            file,
-            path: path.into(),
-            header,
-            states,
-            pages_at: lay.pages_at,
-            stride: lay.stride,
-        })
+        Ok(FileStore::assemble(file, path, header, states))
+    }
+
+    /// Gives the file back (the store is closed).
+    pub fn into_file(self) -> F {
+        self.file
     }
 
     /// What the image's header says.
@@ -170,60 +263,116 @@ impl FileStore {
         self.pages_at + index as u64 * self.stride
     }
 
-    fn fail(&self, what: &str, err: std::io::Error) -> ! {
-        panic!(
-            "device image {}: could not {what}: {err}",
+    /// A host I/O error as the NAND condition it stands for, reported once on stderr (the
+    /// device's log) with the file and what failed.
+    fn fault(&self, what: &str, err: &io::Error) -> NandErrorKind {
+        let full = err.kind() == io::ErrorKind::StorageFull
+            || err.kind() == io::ErrorKind::QuotaExceeded
+            || err.kind() == io::ErrorKind::WriteZero;
+        eprintln!(
+            "csd device: image {}: could not {what}: {err}",
             self.path.display()
-        )
+        );
+        if full {
+            NandErrorKind::StoreFull
+        } else {
+            NandErrorKind::StoreFailed
+        }
+    }
+
+    fn write_state(&mut self, index: usize, values: &[u8]) -> Result<(), NandErrorKind> {
+        let at = HEADER_BYTES as u64 + index as u64;
+        self.unsynced = true;
+        self.file
+            .write_all_at(values, at)
+            .map_err(|e| self.fault("write a page state", &e))?;
+        self.states[index..index + values.len()].copy_from_slice(values);
+        Ok(())
     }
 }
 
-impl PageStore for FileStore {
+impl<F: ImageFile> PageStore for FileStore<F> {
     fn geometry(&self) -> Geometry {
         self.header.geometry
     }
 
-    fn load(&self, addr: PageAddr, data: &mut [u8], spare: &mut [u8]) -> PageState {
+    fn load(
+        &self,
+        addr: PageAddr,
+        data: &mut [u8],
+        spare: &mut [u8],
+    ) -> Result<PageState, NandErrorKind> {
         let index = self.index(addr);
         let state = decode_state(self.states[index]).unwrap_or(PageState::Undefined);
         if state == PageState::Erased {
             data.fill(0xFF);
             spare.fill(0xFF);
-            return state;
+            return Ok(state);
         }
         let at = self.page_offset(index);
-        if let Err(e) = self.file.read_exact_at(data, at) {
-            self.fail("read a page", e);
-        }
-        if let Err(e) = self.file.read_exact_at(spare, at + data.len() as u64) {
-            self.fail("read a page's spare area", e);
-        }
-        state
+        self.file
+            .read_exact_at(data, at)
+            .and_then(|()| self.file.read_exact_at(spare, at + data.len() as u64))
+            .map_err(|e| match self.fault("read a page", &e) {
+                // A read never needs room: whatever failed, it is the host disk failing.
+                NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
+                other => other,
+            })?;
+        Ok(state)
     }
 
     fn state(&self, addr: PageAddr) -> PageState {
         decode_state(self.states[self.index(addr)]).unwrap_or(PageState::Undefined)
     }
 
-    fn save(&mut self, addr: PageAddr, data: &[u8], spare: &[u8], state: PageState) {
+    fn save(
+        &mut self,
+        addr: PageAddr,
+        data: &[u8],
+        spare: &[u8],
+        state: PageState,
+    ) -> Result<(), NandErrorKind> {
         let index = self.index(addr);
         if state != PageState::Erased {
             let at = self.page_offset(index);
-            if let Err(e) = self.file.write_all_at(data, at) {
-                self.fail("write a page", e);
-            }
-            if let Err(e) = self.file.write_all_at(spare, at + data.len() as u64) {
-                self.fail("write a page's spare area", e);
-            }
+            let mut page = std::mem::take(&mut self.scratch);
+            page.clear();
+            page.extend_from_slice(data);
+            page.extend_from_slice(spare);
+            self.unsynced = true;
+            let written = self.file.write_all_at(&page, at);
+            self.scratch = page;
+            written.map_err(|e| self.fault("write a page", &e))?;
         }
-        // The state byte last: a kill before it leaves the page as it was.
-        let value = encode_state(state);
-        if let Err(e) = self
-            .file
-            .write_all_at(&[value], HEADER_BYTES as u64 + index as u64)
-        {
-            self.fail("write a page state", e);
+        // The state byte last: a kill (or a refusal) before it leaves the page as it was.
+        self.write_state(index, &[encode_state(state)])
+    }
+
+    /// One write of the block's state bytes (they are consecutive): if it fails, the states
+    /// this store answers with are unchanged.
+    fn erase(&mut self, block: BlockId) -> Result<(), NandErrorKind> {
+        let per_block = self.header.geometry.pages_per_block as usize;
+        let first = self.index(PageAddr::new(block, 0));
+        let erased = vec![encode_state(PageState::Erased); per_block];
+        self.write_state(first, &erased)
+    }
+
+    fn volatile_cache(&self) -> bool {
+        true
+    }
+
+    fn sync(&mut self) -> Result<(), NandErrorKind> {
+        if self.sync_failed {
+            return Err(NandErrorKind::StoreFailed);
         }
-        self.states[index] = value;
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Err(e) = self.file.sync_data() {
+            self.sync_failed = true;
+            return Err(self.fault("sync the image to disk", &e));
+        }
+        self.unsynced = false;
+        Ok(())
     }
 }

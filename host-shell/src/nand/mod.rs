@@ -4,6 +4,7 @@
 //! gives it storage that outlives the process and a clock.
 
 pub mod file;
+pub mod hostcache;
 pub use firmware::nand::image;
 pub mod preset;
 pub mod timing;

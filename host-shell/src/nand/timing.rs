@@ -167,6 +167,13 @@ impl<N: Nand> Nand for Timed<N> {
         self.account(block, self.model.erase_ns, 0, true);
         result
     }
+    fn volatile_cache(&self) -> bool {
+        self.inner.volatile_cache()
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
