@@ -109,7 +109,8 @@ impl State {
         match attr.kind {
             FileKind::File => Ok(attr),
             FileKind::Dir => Err(LfsError::IsDir),
-            FileKind::Symlink => Err(LfsError::InvalidArgument("not a regular file")),
+            // A FIFO's or device's data never passes through the file system.
+            _ => Err(LfsError::InvalidArgument("not a regular file")),
         }
     }
 

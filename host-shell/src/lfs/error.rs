@@ -42,6 +42,12 @@ pub enum LfsError {
     ReadOnly,
     #[error("the device holds no file system; create one with mkfs")]
     NotFormatted,
+    /// The metadata was written in a newer format than this code reads.
+    #[error(
+        "the file system's metadata is in format version {version}, newer than this csd reads \
+         (up to {max}); use a newer csd"
+    )]
+    UnsupportedVersion { version: u16, max: u16 },
     #[error("device I/O failed: {0}")]
     Io(#[from] DriverError),
     /// Writes stopped after a device write failed (see `lfs::durable`): reads go on.
@@ -98,7 +104,7 @@ impl LfsError {
             LfsError::TooManyLinks => EMLINK,
             LfsError::FileTooBig => EFBIG,
             LfsError::ReadOnly => EROFS,
-            LfsError::NotFormatted => ENODEV,
+            LfsError::NotFormatted | LfsError::UnsupportedVersion { .. } => ENODEV,
             LfsError::Io(d) if d.status() == Some(common::Status::CapacityExceeded) => ENOSPC,
             LfsError::Halted { no_space: true, .. } => ENOSPC,
             LfsError::Io(_) | LfsError::Halted { .. } | LfsError::LogicBug(_) => EIO,

@@ -136,11 +136,18 @@ pub struct ChunkHeader {
     /// For [`ChunkKind::Link`]: the zone the stream continues in.
     pub link_zone: u32,
     pub payload_crc: u32,
+    /// The record format of the payload ([`ChunkHeader::VERSION`] or an older one still read).
+    pub version: u16,
 }
 
 impl ChunkHeader {
     pub const MAGIC: u32 = 0x4B48_434C; // "LCHK"
-    pub const VERSION: u16 = 1;
+    /// The version chunks are written with. 2: Inode records carry `rdev` and kinds 4 to 7
+    /// (FIFO, character and block device, socket).
+    pub const VERSION: u16 = 2;
+    /// The oldest version still read. 1: Inode records without `rdev` (read as 0), kinds 1
+    /// to 3 only. A mount rewrites everything as the current version in its checkpoint.
+    pub const MIN_VERSION: u16 = 1;
     const KIND: usize = 6;
     const FS_ID: usize = 8;
     const SEQ: usize = 16;
@@ -189,13 +196,17 @@ impl ChunkHeader {
         b
     }
 
-    /// Checks the header in the first block of a chunk. `None` if it is not a valid header.
+    /// Checks the header in the first block of a chunk. `None` if it is not a valid header
+    /// (a version this code does not read included).
     pub fn decode(block: &[u8]) -> Option<ChunkHeader> {
         if block.len() < Self::BYTES
             || get_u32(block, 0) != Self::MAGIC
-            || block[4..6] != Self::VERSION.to_le_bytes()
             || CRC32C.checksum(&block[..Self::HEADER_CRC]) != get_u32(block, Self::HEADER_CRC)
         {
+            return None;
+        }
+        let version = u16::from_le_bytes([block[4], block[5]]);
+        if !(Self::MIN_VERSION..=Self::VERSION).contains(&version) {
             return None;
         }
         let kind = match block[Self::KIND] {
@@ -212,10 +223,21 @@ impl ChunkHeader {
             payload_len: get_u32(block, Self::PAYLOAD_LEN),
             link_zone: get_u32(block, Self::LINK_ZONE),
             payload_crc: get_u32(block, Self::PAYLOAD_CRC),
+            version,
         };
         let fits = header.blocks >= 1
             && header.payload_len as usize <= Self::capacity(header.blocks as usize);
         fits.then_some(header)
+    }
+
+    /// The version of a chunk header that is intact (magic and checksum hold) but of a
+    /// version this code does not read; `None` for any other block.
+    pub fn unread_version(block: &[u8]) -> Option<u16> {
+        let intact = block.len() >= Self::BYTES
+            && get_u32(block, 0) == Self::MAGIC
+            && CRC32C.checksum(&block[..Self::HEADER_CRC]) == get_u32(block, Self::HEADER_CRC);
+        let version = u16::from_le_bytes([*block.get(4)?, *block.get(5)?]);
+        (intact && !(Self::MIN_VERSION..=Self::VERSION).contains(&version)).then_some(version)
     }
 
     /// The payload of the whole chunk `bytes` if its checksum holds.
@@ -414,6 +436,7 @@ impl Record {
                 w.time(a.mtime);
                 w.time(a.ctime);
                 w.u64(a.parent.0);
+                w.u32(a.rdev);
             }
             Record::Map {
                 ino,
@@ -484,12 +507,15 @@ impl Record {
         }
     }
 
-    /// Reads one record; unknown tags and out-of-range fields are corruption.
-    pub fn decode(r: &mut Reader<'_>) -> Result<Record> {
+    /// Reads one record of a chunk of `version` (see [`ChunkHeader::VERSION`]); unknown
+    /// tags and out-of-range fields are corruption.
+    pub fn decode(r: &mut Reader<'_>, version: u16) -> Result<Record> {
         let ino = |r: &mut Reader<'_>| r.u64().map(InodeNo);
         let kind = |r: &mut Reader<'_>| {
             let k = r.u8()?;
-            FileKind::from_u8(k).ok_or_else(|| corrupted(format!("file kind {k}")))
+            FileKind::from_u8(k)
+                .filter(|&k| version >= 2 || (k as u8) <= FileKind::Symlink as u8)
+                .ok_or_else(|| corrupted(format!("file kind {k} in a version {version} chunk")))
         };
         Ok(match r.u8()? {
             tag::INODE => Record::Inode(Attr {
@@ -504,6 +530,7 @@ impl Record {
                 mtime: r.time()?,
                 ctime: r.time()?,
                 parent: ino(r)?,
+                rdev: if version >= 2 { r.u32()? } else { 0 },
             }),
             tag::MAP => Record::Map {
                 ino: ino(r)?,
@@ -565,12 +592,12 @@ pub fn encode_records(records: &[Record]) -> Vec<u8> {
     w.0
 }
 
-/// Decodes a chunk's payload into its records.
-pub fn decode_records(payload: &[u8]) -> Result<Vec<Record>> {
+/// Decodes the payload of a chunk of `version` into its records.
+pub fn decode_records(payload: &[u8], version: u16) -> Result<Vec<Record>> {
     let mut r = Reader::new(payload, "a metadata record");
     let mut out = Vec::new();
     while !r.is_empty() {
-        out.push(Record::decode(&mut r)?);
+        out.push(Record::decode(&mut r, version)?);
     }
     Ok(out)
 }
@@ -592,7 +619,10 @@ mod tests {
         let mut chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, 0, &payload);
         let h = ChunkHeader::decode(&chunk).unwrap();
         assert_eq!((h.seq, h.fs_id, h.blocks), (42, 5, 1));
-        assert_eq!(decode_records(h.payload(&chunk).unwrap()).unwrap(), [rec]);
+        assert_eq!(
+            decode_records(h.payload(&chunk).unwrap(), h.version).unwrap(),
+            [rec]
+        );
         chunk[ChunkHeader::BYTES] ^= 1;
         assert!(h.payload(&chunk).is_none());
     }
@@ -622,7 +652,95 @@ mod tests {
     #[test]
     fn short_record_is_corruption() {
         let payload = encode_records(&[Record::Free { ino: InodeNo(3) }]);
-        assert!(decode_records(&payload[..5]).is_err());
-        assert!(decode_records(&[200]).is_err());
+        assert!(decode_records(&payload[..5], ChunkHeader::VERSION).is_err());
+        assert!(decode_records(&[200], ChunkHeader::VERSION).is_err());
+    }
+
+    fn device_node() -> Attr {
+        let t = Time {
+            sec: 0x0102_0304,
+            nsec: 5,
+        };
+        Attr {
+            ino: InodeNo(0x11),
+            kind: FileKind::CharDevice,
+            perm: 0o640,
+            uid: 0x22,
+            gid: 0x33,
+            nlink: 1,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            parent: InodeNo(0),
+            rdev: 0x0000_0103,
+        }
+    }
+
+    /// A version 2 Inode record is pinned byte for byte: the v1 fields, then `rdev` (`u32`).
+    #[test]
+    fn inode_record_v2_golden_bytes() {
+        let a = device_node();
+        let bytes = encode_records(&[Record::Inode(a)]);
+        let mut want = vec![1u8];
+        want.extend(0x11u64.to_le_bytes());
+        want.push(5);
+        want.extend(0o640u16.to_le_bytes());
+        want.extend(0x22u32.to_le_bytes());
+        want.extend(0x33u32.to_le_bytes());
+        want.extend(1u32.to_le_bytes());
+        want.extend(0u64.to_le_bytes());
+        for _ in 0..3 {
+            want.extend(0x0102_0304i64.to_le_bytes());
+            want.extend(5u32.to_le_bytes());
+        }
+        want.extend(0u64.to_le_bytes());
+        want.extend(0x103u32.to_le_bytes());
+        assert_eq!(bytes, want);
+        assert_eq!(decode_records(&bytes, 2).unwrap(), [Record::Inode(a)]);
+    }
+
+    /// A version 1 chunk (written before device nodes existed) still mounts: its Inode
+    /// records have no `rdev` and read as 0; a special kind in one is corruption.
+    #[test]
+    fn inode_record_v1_still_read() {
+        let mut a = device_node();
+        a.kind = FileKind::File;
+        a.rdev = 0;
+        let mut v1 = encode_records(&[Record::Inode(a)]);
+        v1.truncate(v1.len() - 4);
+        assert_eq!(decode_records(&v1, 1).unwrap(), [Record::Inode(a)]);
+        v1[9] = FileKind::Fifo as u8;
+        assert!(decode_records(&v1, 1).is_err());
+        // A v2 decoder does not read v1 bytes as v2: the record ends early.
+        let mut v1 = encode_records(&[Record::Inode(a)]);
+        v1.truncate(v1.len() - 4);
+        assert!(decode_records(&v1, 2).is_err());
+    }
+
+    /// Chunks of version 1 and 2 are read; version 0 and 3 are not (a newer format is not
+    /// mistaken for this one).
+    #[test]
+    fn chunk_versions_read() {
+        let payload = encode_records(&[Record::Free { ino: InodeNo(3) }]);
+        let chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, 0, &payload);
+        assert_eq!(ChunkHeader::decode(&chunk).map(|h| h.version), Some(2));
+        for (version, read) in [(0u16, false), (1, true), (3, false)] {
+            let mut c = chunk.clone();
+            c[4..6].copy_from_slice(&version.to_le_bytes());
+            let crc = CRC32C.checksum(&c[..ChunkHeader::HEADER_CRC]);
+            c[ChunkHeader::HEADER_CRC..ChunkHeader::HEADER_CRC + 4]
+                .copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                ChunkHeader::decode(&c).map(|h| h.version),
+                read.then_some(version),
+                "version {version}"
+            );
+            assert_eq!(
+                ChunkHeader::unread_version(&c),
+                (!read).then_some(version),
+                "version {version}"
+            );
+        }
     }
 }

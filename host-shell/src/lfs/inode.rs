@@ -12,13 +12,25 @@ impl InodeNo {
     pub const ROOT: InodeNo = InodeNo(1);
 }
 
-/// What an inode is.
+/// What an inode is. The values are the kind byte on the media (docs/FORMAT.md); new kinds
+/// are appended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FileKind {
     File = 1,
     Dir = 2,
     Symlink = 3,
+    /// A named pipe: the kernel carries its data, the file system only its name and mode.
+    Fifo = 4,
+    /// A character device node: a name for device [`Attr::rdev`], never opened here.
+    CharDevice = 5,
+    /// A block device node: a name for device [`Attr::rdev`], never opened here.
+    BlockDevice = 6,
+    /// A Unix domain socket's name.
+    Socket = 7,
 }
+
+/// The file type bits of `st_mode`.
+pub const S_IFMT: u32 = 0o170000;
 
 impl FileKind {
     pub fn from_u8(v: u8) -> Option<FileKind> {
@@ -26,8 +38,27 @@ impl FileKind {
             1 => Some(FileKind::File),
             2 => Some(FileKind::Dir),
             3 => Some(FileKind::Symlink),
+            4 => Some(FileKind::Fifo),
+            5 => Some(FileKind::CharDevice),
+            6 => Some(FileKind::BlockDevice),
+            7 => Some(FileKind::Socket),
             _ => None,
         }
+    }
+
+    /// The kind whose `S_IFMT` bits `mode` carries, if any.
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        [
+            FileKind::File,
+            FileKind::Dir,
+            FileKind::Symlink,
+            FileKind::Fifo,
+            FileKind::CharDevice,
+            FileKind::BlockDevice,
+            FileKind::Socket,
+        ]
+        .into_iter()
+        .find(|k| k.mode_bits() == mode & S_IFMT)
     }
 
     /// The `S_IFMT` bits of this kind.
@@ -36,7 +67,24 @@ impl FileKind {
             FileKind::File => 0o100000,
             FileKind::Dir => 0o040000,
             FileKind::Symlink => 0o120000,
+            FileKind::Fifo => 0o010000,
+            FileKind::CharDevice => 0o020000,
+            FileKind::BlockDevice => 0o060000,
+            FileKind::Socket => 0o140000,
         }
+    }
+
+    /// A character or block device node: the only kinds with a device number.
+    pub fn is_device(self) -> bool {
+        matches!(self, FileKind::CharDevice | FileKind::BlockDevice)
+    }
+
+    /// A FIFO, socket or device node: a name and attributes, never data blocks.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            FileKind::Fifo | FileKind::CharDevice | FileKind::BlockDevice | FileKind::Socket
+        )
     }
 }
 
@@ -96,6 +144,9 @@ pub struct Attr {
     pub ctime: Time,
     /// For a directory, the directory holding it (the root's is itself); otherwise unused.
     pub parent: InodeNo,
+    /// For a device node, the device it names, as FUSE carries it (the kernel's 32-bit
+    /// encoding of major and minor); 0 for every other kind.
+    pub rdev: u32,
 }
 
 impl Attr {
@@ -174,6 +225,7 @@ mod tests {
             mtime: Time::default(),
             ctime: Time::default(),
             parent: InodeNo::ROOT,
+            rdev: 0,
         }
     }
 
@@ -193,6 +245,21 @@ mod tests {
         // The owner's bits decide even when the group's would allow more.
         let b = attr(0o070, FileKind::File);
         assert!(check_access(&b, 1000, 100, R_OK).is_err());
+    }
+
+    /// Every kind round-trips through its media byte and its `S_IFMT` bits; a directory or
+    /// unknown type bits are not a special file.
+    #[test]
+    fn kinds_round_trip() {
+        for v in 1..=7u8 {
+            let k = FileKind::from_u8(v).expect("a kind");
+            assert_eq!(k as u8, v);
+            assert_eq!(FileKind::from_mode(k.mode_bits() | 0o644), Some(k));
+        }
+        assert_eq!(FileKind::from_u8(8), None);
+        assert_eq!(FileKind::from_mode(0o644), None);
+        assert!(FileKind::CharDevice.is_device() && !FileKind::Fifo.is_device());
+        assert!(FileKind::Socket.is_special() && !FileKind::Dir.is_special());
     }
 
     /// Times before the epoch keep nanoseconds positive.

@@ -170,6 +170,16 @@ pub fn replay(
         let chunk = read_chunk(driver, pos, wp - off.min(wp), fs_id, seq)?;
         let Some((header, bytes)) = chunk else {
             if in_image {
+                let newer = driver
+                    .read(pos, 1)
+                    .ok()
+                    .and_then(|b| ChunkHeader::unread_version(&b));
+                if let Some(version) = newer {
+                    return Err(LfsError::UnsupportedVersion {
+                        version,
+                        max: ChunkHeader::VERSION,
+                    });
+                }
                 return Err(corrupted(format!(
                     "chunk {index} of the checkpoint's image at LBA {pos} is missing or damaged"
                 )));
@@ -212,7 +222,7 @@ pub fn replay(
                 let payload = header
                     .payload(&bytes)
                     .ok_or_else(|| bug("a checked chunk lost its payload"))?;
-                for r in decode_records(payload)? {
+                for r in decode_records(payload, header.version)? {
                     meta.apply(&r)?;
                 }
                 pos += blocks;

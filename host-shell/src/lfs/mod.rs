@@ -270,6 +270,7 @@ impl Lfs {
             mtime: now,
             ctime: now,
             parent: InodeNo::ROOT,
+            rdev: 0,
         }))?;
         let mut state = State::new(driver.clone(), meta, zones, stream, ckpt);
         state.checkpoint()?;

@@ -130,6 +130,7 @@ impl State {
             } else {
                 InodeNo(0)
             },
+            rdev: 0,
         };
         let mut records = vec![Record::Inode(attr)];
         if let Some(target) = target {
@@ -350,7 +351,7 @@ impl State {
             match attr.kind {
                 FileKind::File => self.truncate(ino, size)?,
                 FileKind::Dir => return Err(LfsError::IsDir),
-                FileKind::Symlink => return Err(LfsError::InvalidArgument("not a regular file")),
+                _ => return Err(LfsError::InvalidArgument("not a regular file")),
             }
         }
         let now = Time::now();

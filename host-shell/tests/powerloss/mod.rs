@@ -244,7 +244,7 @@ fn observe(lfs: &Lfs) -> Result<Observed, LfsError> {
                     ino: e.ino.0,
                     bytes: read_all(lfs, e.ino),
                 },
-                FileKind::Symlink => Seen::Other,
+                _ => Seen::Other,
             };
             seen.insert(p, s);
         }
