@@ -122,6 +122,7 @@ impl State {
         let mut runs: Vec<(u64, u64, InodeNo)> = Vec::new();
         let mut live = vec![0u64; self.zones.nr() as usize];
         for (ino, inode) in &self.meta.inodes {
+            // A directory, symlink, FIFO, socket or device node has no data blocks.
             if inode.attr.kind != FileKind::File && !inode.extents.is_empty() {
                 p(
                     "extent",
@@ -298,6 +299,18 @@ impl State {
                     format!("inode {} has no name and no open handle", ino.0),
                 );
             }
+            let kind = inode.attr.kind;
+            if kind.is_special() && (inode.attr.size != 0 || !inode.target.is_empty()) {
+                p(
+                    "special",
+                    format!(
+                        "{kind:?} {} has size {} and a {}-byte target (a special file holds no data)",
+                        ino.0,
+                        inode.attr.size,
+                        inode.target.len()
+                    ),
+                );
+            }
             if inode.attr.kind == FileKind::Symlink && inode.attr.size != inode.target.len() as u64
             {
                 p(
@@ -311,6 +324,19 @@ impl State {
                 );
             }
         }
+        // Device numbers belong to device nodes only (directories included, which the loop
+        // above skips).
+        for (ino, inode) in &self.meta.inodes {
+            if inode.attr.rdev != 0 && !inode.attr.kind.is_device() {
+                p(
+                    "special",
+                    format!(
+                        "{:?} {} has device number {:#x}",
+                        inode.attr.kind, ino.0, inode.attr.rdev
+                    ),
+                );
+            }
+        }
         if self.meta.next_ino <= self.meta.inodes.keys().next_back().map_or(0, |i| i.0) {
             p(
                 "inode-numbers",
@@ -318,5 +344,67 @@ impl State {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firmware::zns::ZoneConfig;
+
+    use super::super::inode::InodeNo;
+    use super::super::Lfs;
+    use crate::device::{DeviceOptions, RamDevice};
+    use crate::nand::preset::Preset;
+
+    const S_IFIFO: u32 = 0o010000;
+    const S_IFCHR: u32 = 0o020000;
+
+    /// fsck flags a special file that holds data or a target, and a device number on an
+    /// inode that is not a device node; a device node's number is fine.
+    #[test]
+    fn special_file_invariants() {
+        let geometry = Preset::Small.geometry(16 << 20).expect("a geometry");
+        let zones = ZoneConfig::for_geometry(&geometry);
+        let device =
+            RamDevice::in_ram(geometry, zones, DeviceOptions::default()).expect("a device");
+        Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
+        let lfs = Lfs::mount(&device.driver()).expect("mount");
+        let fifo = lfs
+            .mknod(InodeNo::ROOT, b"fifo", S_IFIFO | 0o644, 0, 0, 0)
+            .expect("mkfifo");
+        lfs.mknod(InodeNo::ROOT, b"chr", S_IFCHR | 0o644, 0x103, 0, 0)
+            .expect("mknod");
+        assert_eq!(lfs.fsck().expect("fsck"), []);
+        let special = |lfs: &Lfs| -> Vec<String> {
+            let problems = lfs.fsck().expect("fsck");
+            problems
+                .into_iter()
+                .filter(|p| p.check == "special")
+                .map(|p| p.detail)
+                .collect()
+        };
+        {
+            let mut s = lfs.lock().expect("lock");
+            let inode = s.meta.inodes.get_mut(&fifo.ino).expect("the fifo");
+            inode.attr.size = 5;
+            inode.attr.rdev = 7;
+            let root = s.meta.inodes.get_mut(&InodeNo::ROOT).expect("the root");
+            root.attr.rdev = 1;
+        }
+        let found = special(&lfs);
+        assert_eq!(found.len(), 3, "{found:#?}");
+        assert!(found.iter().any(|d| d.contains("has size 5")), "{found:#?}");
+        assert!(
+            found
+                .iter()
+                .any(|d| d.starts_with("Fifo") && d.contains("0x7")),
+            "{found:#?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|d| d.starts_with("Dir 1") && d.contains("0x1")),
+            "{found:#?}"
+        );
     }
 }

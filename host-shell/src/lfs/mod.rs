@@ -376,7 +376,8 @@ impl Lfs {
         self.lock_for_change()?.setattr(ino, set)
     }
 
-    /// Creates a regular file (`mode`'s permission bits); it is not opened.
+    /// Creates a regular file (`mode`'s permission bits; type bits other than `S_IFREG`
+    /// are refused); it is not opened.
     pub fn create(
         &self,
         parent: InodeNo,
@@ -425,6 +426,23 @@ impl Lfs {
     ) -> Result<Attr> {
         self.lock_for_change()?
             .symlink(parent, name, target, uid, gid)
+    }
+
+    /// Creates a FIFO, socket, character or block device node, or a regular file (not
+    /// opened): the kind `mode`'s type bits name (none is a regular file, as in mknod(2)),
+    /// with its permission bits. `rdev` is kept for device nodes only. The file system
+    /// stores these inodes and never opens a device or carries a FIFO's data.
+    pub fn mknod(
+        &self,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
+        self.lock_for_change()?
+            .mknod(parent, name, mode, rdev, (uid, gid))
     }
 
     pub fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {

@@ -1,10 +1,10 @@
-//! Namespace operations: lookup, create, mkdir, symlink, link, unlink, rmdir, readdir,
+//! Namespace operations: lookup, create, mkdir, symlink, mknod, link, unlink, rmdir, readdir,
 //! setattr, extended attributes, open and release. Each builds one transaction.
 
 use super::dir::Entry;
 use super::error::{LfsError, Result};
 use super::format::{Record, NAME_MAX, SYMLINK_MAX, XATTR_VALUE_MAX};
-use super::inode::{Attr, FileKind, InodeNo, SetAttr, Time};
+use super::inode::{Attr, FileKind, InodeNo, SetAttr, Time, S_IFMT};
 use super::meta::Inode;
 use super::State;
 
@@ -31,6 +31,17 @@ pub enum XattrMode {
     Create,
     /// Fail with [`LfsError::NoXattr`] if it does not (`XATTR_REPLACE`).
     Replace,
+}
+
+/// What a new inode holds besides its attributes.
+#[derive(Debug, Clone, Copy)]
+enum Body<'a> {
+    /// Nothing: a file, directory, FIFO or socket.
+    Empty,
+    /// A symbolic link's target.
+    Target(&'a [u8]),
+    /// A device node's device number.
+    Device(u32),
 }
 
 /// Checks a name for a directory entry.
@@ -94,7 +105,7 @@ impl State {
         kind: FileKind,
         perm: u32,
         owner: (u32, u32),
-        target: Option<&[u8]>,
+        body: Body<'_>,
     ) -> Result<Attr> {
         if name == b"." || name == b".." {
             return Err(LfsError::Exists);
@@ -114,6 +125,11 @@ impl State {
         }
         let now = Time::now();
         let ino = InodeNo(self.meta.next_ino);
+        let (target, rdev) = match body {
+            Body::Empty => (None, 0),
+            Body::Target(t) => (Some(t), 0),
+            Body::Device(rdev) => (None, rdev),
+        };
         let attr = Attr {
             ino,
             kind,
@@ -130,7 +146,7 @@ impl State {
             } else {
                 InodeNo(0)
             },
-            rdev: 0,
+            rdev,
         };
         let mut records = vec![Record::Inode(attr)];
         if let Some(target) = target {
@@ -157,6 +173,7 @@ impl State {
         Ok(attr)
     }
 
+    /// Creates a regular file; `mode`'s type bits must be `S_IFREG` or none.
     pub(super) fn create(
         &mut self,
         parent: InodeNo,
@@ -165,7 +182,37 @@ impl State {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        self.make(parent, name, FileKind::File, mode, (uid, gid), None)
+        if mode & S_IFMT != 0 && FileKind::from_mode(mode) != Some(FileKind::File) {
+            return Err(LfsError::InvalidArgument("create makes regular files only"));
+        }
+        self.make(parent, name, FileKind::File, mode, (uid, gid), Body::Empty)
+    }
+
+    /// Creates a regular file, FIFO, socket or device node, the kind named by `mode`'s type
+    /// bits (none means a regular file, as mknod(2) has it). `rdev` is kept for device nodes
+    /// and ignored for the other kinds.
+    pub(super) fn mknod(
+        &mut self,
+        parent: InodeNo,
+        name: &[u8],
+        mode: u32,
+        rdev: u32,
+        owner: (u32, u32),
+    ) -> Result<Attr> {
+        let kind = match mode & S_IFMT {
+            0 => FileKind::File,
+            _ => FileKind::from_mode(mode)
+                .filter(|k| *k == FileKind::File || k.is_special())
+                .ok_or(LfsError::InvalidArgument(
+                    "mknod makes regular files, FIFOs, sockets and device nodes only",
+                ))?,
+        };
+        let body = if kind.is_device() {
+            Body::Device(rdev)
+        } else {
+            Body::Empty
+        };
+        self.make(parent, name, kind, mode, owner, body)
     }
 
     pub(super) fn mkdir(
@@ -176,7 +223,7 @@ impl State {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        self.make(parent, name, FileKind::Dir, mode, (uid, gid), None)
+        self.make(parent, name, FileKind::Dir, mode, (uid, gid), Body::Empty)
     }
 
     pub(super) fn symlink(
@@ -199,7 +246,7 @@ impl State {
             FileKind::Symlink,
             0o777,
             (uid, gid),
-            Some(target),
+            Body::Target(target),
         )
     }
 
