@@ -437,3 +437,118 @@ fn permissions_are_checked_against_the_caller() {
     assert_eq!(out.stdout, b"private", "{out:?}");
     m.unmount_and_fsck();
 }
+
+/// mkfifo, mknod of character and block devices (as root) and a bound Unix socket make
+/// inodes of their type with their device numbers (stat and readdir say so); the kernel
+/// carries a FIFO's data and a socket's connections without the file system; all of it
+/// comes back after a remount, and fsck is clean.
+#[test]
+fn fifos_sockets_and_device_nodes() {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    use rustix::fs::{makedev, mknodat, FileType, Mode, CWD};
+
+    let mut m = Mount::new(&[], &[]);
+    let null = makedev(1, 3);
+    // A major past 255 and a minor past 255 use all of the kernel's 32-bit encoding.
+    let disk = makedev(259, 70_000);
+    // The modes are ones umask 022 leaves as they are.
+    mknodat(
+        CWD,
+        m.path("fifo"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o640),
+        0,
+    )
+    .expect("mkfifo");
+    mknodat(
+        CWD,
+        m.path("null"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o644),
+        null,
+    )
+    .expect("mknod c 1 3");
+    mknodat(
+        CWD,
+        m.path("disk"),
+        FileType::BlockDevice,
+        Mode::from_raw_mode(0o600),
+        disk,
+    )
+    .expect("mknod b 259 70000");
+    let listener = UnixListener::bind(m.path("sock")).expect("bind a socket");
+
+    // The FIFO's data goes from writer to reader through the kernel's pipe.
+    let fifo = m.path("fifo");
+    let writer = std::thread::spawn(move || fs::write(fifo, b"through the pipe"));
+    assert_eq!(
+        fs::read(m.path("fifo")).expect("read the fifo"),
+        b"through the pipe"
+    );
+    writer.join().expect("the writer").expect("write the fifo");
+    // The socket's connections go through the kernel too.
+    let mut client = UnixStream::connect(m.path("sock")).expect("connect");
+    client.write_all(b"hello").expect("send");
+    drop(client);
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).expect("receive");
+    assert_eq!(got, b"hello");
+    // The listener and the connection it accepted hold the socket's path, and so the mount.
+    drop((server, listener));
+
+    let check = |m: &Mount| {
+        let stat = |name: &str| fs::symlink_metadata(m.path(name)).expect(name);
+        let fifo = stat("fifo");
+        assert!(fifo.file_type().is_fifo());
+        assert_eq!(
+            (fifo.mode() & 0o7777, fifo.rdev(), fifo.len()),
+            (0o640, 0, 0)
+        );
+        let chr = stat("null");
+        assert!(chr.file_type().is_char_device());
+        assert_eq!((chr.mode() & 0o7777, chr.rdev()), (0o644, null));
+        let blk = stat("disk");
+        assert!(blk.file_type().is_block_device());
+        assert_eq!((blk.mode() & 0o7777, blk.rdev()), (0o600, disk));
+        let sock = stat("sock");
+        assert!(sock.file_type().is_socket());
+        assert_eq!((sock.rdev(), sock.len()), (0, 0));
+        let mut listed: Vec<(String, &str)> = fs::read_dir(&m.root)
+            .expect("readdir")
+            .map(|e| {
+                let e = e.expect("entry");
+                let t = e.file_type().expect("d_type");
+                let kind = if t.is_fifo() {
+                    "fifo"
+                } else if t.is_char_device() {
+                    "char"
+                } else if t.is_block_device() {
+                    "block"
+                } else if t.is_socket() {
+                    "socket"
+                } else {
+                    "other"
+                };
+                (e.file_name().to_string_lossy().into_owned(), kind)
+            })
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("disk".to_string(), "block"),
+                ("fifo".to_string(), "fifo"),
+                ("null".to_string(), "char"),
+                ("sock".to_string(), "socket"),
+            ]
+        );
+    };
+    check(&m);
+    m.remount();
+    check(&m);
+    fs::remove_file(m.path("sock")).expect("unlink the socket");
+    m.unmount_and_fsck();
+}

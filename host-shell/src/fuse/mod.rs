@@ -138,7 +138,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -266,6 +266,29 @@ impl fuser::Filesystem for CsdFs {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(lfs_errno(&e)),
         }
+    }
+
+    // The kernel opens FIFOs, sockets and device nodes itself (its pipe, socket and device
+    // code): no open, read or write of one reaches this file system.
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let made = self.lfs.mknod(
+            ino(parent),
+            name.as_bytes(),
+            mode & !umask,
+            rdev,
+            req.uid(),
+            req.gid(),
+        );
+        reply_entry(reply, made);
     }
 
     fn mkdir(
