@@ -1,5 +1,6 @@
-//! FIFOs, sockets and device nodes in the file system's typed API: made by mknod, kept with
-//! their kind, mode and device number across unmount, mount and power loss, checked by fsck.
+//! FIFOs, sockets and device nodes in the file system's typed API (made by mknod, kept with
+//! their kind, mode and device number across unmount, mount and power loss, checked by fsck),
+//! and the set-id bits a write by an unprivileged writer clears.
 
 mod lfs_common;
 
@@ -219,4 +220,41 @@ fn special_files_hold_no_data() {
         (FileKind::CharDevice, dev(1, 3), 1)
     );
     assert!(matches!(lfs.lookup(ROOT, b"chr"), Err(LfsError::NotFound)));
+}
+
+/// A write by a writer without CAP_FSETID clears set-user-ID, and set-group-ID when group
+/// execute is set, in the same change as the data (it persists); a privileged write keeps
+/// them, and set-group-ID without group execute stays.
+#[test]
+fn unprivileged_write_clears_set_id_bits() {
+    let (lfs, device) = mounted();
+    let suid = lfs.create(ROOT, b"suid", 0o4777, 0, 0).expect("create");
+    let both = lfs.create(ROOT, b"both", 0o6755, 0, 0).expect("create");
+    let lock = lfs.create(ROOT, b"lock", 0o2745, 0, 0).expect("create");
+    let kept = lfs.create(ROOT, b"kept", 0o4755, 0, 0).expect("create");
+    for f in [&suid, &both, &lock] {
+        assert_eq!(lfs.write_unprivileged(f.ino, 0, b"x").expect("write"), 1);
+    }
+    lfs.write(kept.ino, 0, b"x").expect("privileged write");
+    let perm = |lfs: &Lfs, name: &[u8]| lfs.lookup(ROOT, name).expect("lookup").perm;
+    let want = [
+        (&b"suid"[..], 0o777),
+        (b"both", 0o755),
+        (b"lock", 0o2745),
+        (b"kept", 0o4755),
+    ];
+    for (name, p) in want {
+        assert_eq!(perm(&lfs, name), p, "{}", String::from_utf8_lossy(name));
+    }
+    // The mode is logged with the data: after a sync and a power cut both are there.
+    lfs.sync().expect("sync");
+    drop(lfs);
+    let device = reboot(device, DeviceOptions::default());
+    let lfs = Lfs::mount(&device.driver()).expect("mount after power loss");
+    assert_clean(&lfs);
+    for (name, p) in want {
+        assert_eq!(perm(&lfs, name), p, "{}", String::from_utf8_lossy(name));
+        let ino = lfs.lookup(ROOT, name).expect("lookup").ino;
+        assert_eq!(read_all(&lfs, ino), b"x");
+    }
 }

@@ -552,3 +552,56 @@ fn fifos_sockets_and_device_nodes() {
     fs::remove_file(m.path("sock")).expect("unlink the socket");
     m.unmount_and_fsck();
 }
+
+/// A write by another user (no CAP_FSETID) to a root-owned 04777 file leaves it 0777, and
+/// 02777 becomes 0777; a write by root keeps set-user-ID; truncation by another user and
+/// chown by root clear the bits too, as on Linux's own file systems; the modes persist.
+#[test]
+fn writes_by_other_users_clear_set_id_bits() {
+    let mut m = Mount::new(&[], &["--allow-other"]);
+    fs::set_permissions(&m.root, fs::Permissions::from_mode(0o755)).expect("chmod root");
+    for (name, mode) in [("suid", 0o4777), ("sgid", 0o2777), ("root", 0o4777)] {
+        fs::write(m.path(name), b"data").expect("write");
+        fs::set_permissions(m.path(name), fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    for name in ["trunc", "chown"] {
+        fs::write(m.path(name), b"data").expect("write");
+        fs::set_permissions(m.path(name), fs::Permissions::from_mode(0o6777)).expect("chmod");
+    }
+    let path = |name: &str| m.path(name).display().to_string();
+    for name in ["suid", "sgid"] {
+        let out = as_nobody(&format!("printf more >> {}", path(name)));
+        assert!(out.status.success(), "{out:?}");
+    }
+    let out = as_nobody(&format!("truncate -s 2 {}", path("trunc")));
+    assert!(out.status.success(), "{out:?}");
+    fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("root"))
+        .and_then(|mut f| f.write_all(b"more"))
+        .expect("root writes");
+    std::os::unix::fs::chown(m.path("chown"), Some(1234), Some(1234)).expect("chown");
+
+    let want = [
+        ("suid", 0o777, 8),
+        ("sgid", 0o777, 8),
+        ("root", 0o4777, 8),
+        ("trunc", 0o777, 2),
+        ("chown", 0o777, 4),
+    ];
+    let check = |m: &Mount| {
+        for (name, mode, len) in want {
+            let meta = fs::metadata(m.path(name)).expect(name);
+            assert_eq!(
+                (meta.mode() & 0o7777, meta.len()),
+                (mode, len),
+                "{name}: mode {:o}",
+                meta.mode() & 0o7777
+            );
+        }
+    };
+    check(&m);
+    m.remount();
+    check(&m);
+    m.unmount_and_fsck();
+}

@@ -445,12 +445,15 @@ impl fuser::Filesystem for CsdFs {
         _fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.offload.write(caller(req), ino(i), offset, data) {
+        // Direct I/O writes do not strip set-id bits in the kernel: it asks us to, for every
+        // writer without CAP_FSETID, whatever was negotiated at init.
+        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        match self.offload.write(caller(req), ino(i), offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(offload_errno("write", &e)),
         }

@@ -340,15 +340,30 @@ impl Offload {
     }
 
     /// A write: through the kernel first if the caller's process has a write stream on `ino`.
-    /// Returns the caller's byte count.
-    pub fn write(&self, caller: Caller, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
+    /// Returns the caller's byte count. `kill_suid_sgid`: the writer lacks `CAP_FSETID`, so
+    /// the file loses its set-id bits ([`Lfs::write_unprivileged`]).
+    pub fn write(
+        &self,
+        caller: Caller,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill_suid_sgid: bool,
+    ) -> Result<u32> {
+        let store = |bytes: &[u8]| {
+            if kill_suid_sgid {
+                self.lfs.write_unprivileged(ino, offset, bytes)
+            } else {
+                self.lfs.write(ino, offset, bytes)
+            }
+        };
         if let Some(stream) = self.stream_of(caller, ino, true) {
             if let Some(out) = self.run_write(&stream, offset, data)? {
-                self.lfs.write(ino, offset, &out)?;
+                store(&out)?;
                 return Ok(data.len() as u32);
             }
         }
-        Ok(self.lfs.write(ino, offset, data)?)
+        Ok(store(data)?)
     }
 
     fn run_read(&self, stream: &Stream, offset: u64, len: u32) -> Result<Option<Vec<u8>>> {

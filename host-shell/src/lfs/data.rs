@@ -116,6 +116,19 @@ impl State {
 
     /// Writes `data` at `offset` of file `ino` into its buffer.
     pub(super) fn write(&mut self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
+        self.write_with(ino, offset, data, false)
+    }
+
+    /// Writes `data` at `offset` of file `ino` into its buffer; with `kill_suid_sgid` (a
+    /// writer without `CAP_FSETID`) the file also loses its set-user-ID and set-group-ID
+    /// bits ([`Attr::kill_suid_sgid`]), logged with the data's Inode record.
+    pub(super) fn write_with(
+        &mut self,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill_suid_sgid: bool,
+    ) -> Result<u32> {
         let attr = self.file_attr(ino)?;
         let end = offset
             .checked_add(data.len() as u64)
@@ -160,6 +173,9 @@ impl State {
         d.attr.size = d.attr.size.max(end);
         d.attr.mtime = now;
         d.attr.ctime = now;
+        if kill_suid_sgid {
+            d.attr.kill_suid_sgid();
+        }
         let file_full = d.blocks.len() >= FILE_DIRTY_LIMIT;
         if self.total_dirty() >= TOTAL_DIRTY_LIMIT {
             // Memory pressure is every file's: flushing only this one would leave the others'

@@ -154,7 +154,23 @@ impl Attr {
     pub fn mode(&self) -> u32 {
         self.kind.mode_bits() | u32::from(self.perm)
     }
+
+    /// Clears set-user-ID, and set-group-ID when group execute is set (without it the bit
+    /// marks mandatory locking, not privilege), as Linux does when a writer without
+    /// `CAP_FSETID` writes a file. Returns whether the mode changed.
+    pub fn kill_suid_sgid(&mut self) -> bool {
+        let before = self.perm;
+        self.perm &= !S_ISUID;
+        if self.perm & S_IXGRP != 0 {
+            self.perm &= !S_ISGID;
+        }
+        self.perm != before
+    }
 }
+
+const S_ISUID: u16 = 0o4000;
+const S_ISGID: u16 = 0o2000;
+const S_IXGRP: u16 = 0o0010;
 
 /// The attributes a setattr may change; `None` leaves one as it is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -260,6 +276,21 @@ mod tests {
         assert_eq!(FileKind::from_mode(0o644), None);
         assert!(FileKind::CharDevice.is_device() && !FileKind::Fifo.is_device());
         assert!(FileKind::Socket.is_special() && !FileKind::Dir.is_special());
+    }
+
+    /// A write by an unprivileged writer drops set-user-ID always and set-group-ID only
+    /// with group execute.
+    #[test]
+    fn kill_suid_sgid_as_linux() {
+        let mut a = attr(0o6777, FileKind::File);
+        assert!(a.kill_suid_sgid());
+        assert_eq!(a.perm, 0o777);
+        let mut b = attr(0o2745, FileKind::File);
+        assert!(!b.kill_suid_sgid());
+        assert_eq!(b.perm, 0o2745);
+        let mut c = attr(0o4700, FileKind::File);
+        assert!(c.kill_suid_sgid());
+        assert_eq!(c.perm, 0o700);
     }
 
     /// Times before the epoch keep nanoseconds positive.

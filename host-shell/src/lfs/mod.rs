@@ -504,6 +504,16 @@ impl Lfs {
         Ok(n)
     }
 
+    /// [`Lfs::write`] by a writer without `CAP_FSETID` (FUSE's `FUSE_WRITE_KILL_SUIDGID`):
+    /// the file also loses its set-user-ID bit and, when group execute is set, its
+    /// set-group-ID bit, in the same change as the data (POSIX; Linux's `file_remove_privs`).
+    pub fn write_unprivileged(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
+        let mut s = self.lock_for_change()?;
+        let n = s.write_with(ino, offset, data, true)?;
+        s.maybe_checkpoint()?;
+        Ok(n)
+    }
+
     /// Makes `ino` durable (data and metadata; `datasync` changes nothing here because the
     /// size and the block map must be logged with the data anyway): writes its buffer and the
     /// log, then one device Flush, sent outside the lock and shared with concurrent callers.
