@@ -13,13 +13,21 @@ mod powerloss;
 
 use powerloss::cases::{guarded, random_spec, second, Budget, Case, Tally};
 use powerloss::workload::{Rng, Spec};
-use powerloss::{Bench, Phase};
+use powerloss::{Bench, Keep, Phase};
 
 /// The workload the every-op sweep cuts.
 const SWEEP: Spec = Spec {
     seed: 4,
     steps: 400,
 };
+
+/// The workload the host-crash sweep crashes at every operation of, and the random subsets of
+/// unsynced pages each of its moments keeps (besides none and all): over 10,000 crashes.
+const HOST_CRASH_SWEEP: Spec = Spec {
+    seed: 9,
+    steps: 400,
+};
+const HOST_CRASH_SUBSETS: u64 = 22;
 
 /// Random cases per class in short mode (each random workload takes this many cases).
 const SHORT_CASES: u64 = 6;
@@ -132,6 +140,62 @@ mod campaign {
                 tally.run(bench, case);
             }
         });
+    }
+
+    /// Host crashes: power and the host go down together at a cut point, the host disk keeping
+    /// what was synced plus none, all or a random half of the unsynced pages of the image.
+    /// Short mode sweeps every NAND operation of a workload with each of the three; long mode
+    /// draws workloads, cut points and subsets until the budget is spent.
+    #[test]
+    fn host_crash() {
+        let budget = Budget::from_env(0);
+        let bench = Bench::new();
+        let mut tally = Tally::new("host-crash");
+        let started = std::time::Instant::now();
+        if let Budget::Cases(_) = budget {
+            let spec = HOST_CRASH_SWEEP;
+            let dry = tally
+                .dry_run(&bench, spec)
+                .expect("the sweep's workload runs without a cut");
+            for cut in 0..dry.ops {
+                let mut keeps = vec![Keep::None, Keep::All];
+                keeps.extend((0..HOST_CRASH_SUBSETS).map(|i| Keep::Random(cut << 8 | i)));
+                let ran = guarded(|| {
+                    bench.host_crashes(spec, cut, &keeps, |keep, result| {
+                        tally.record(&Case::HostCrash { spec, cut, keep }.to_string(), result)
+                    })
+                });
+                if let Err(e) = ran {
+                    let case = format!(
+                        "host-crash seed={} steps={} cut={cut}",
+                        spec.seed, spec.steps
+                    );
+                    tally.record(&case, Err::<(), _>(e));
+                }
+            }
+        } else {
+            let mut rng = Rng::new(budget.seed() ^ 0x686f_7374);
+            let mut n = 0;
+            while budget.allows(n) {
+                let spec = random_spec(&mut rng);
+                let Some(dry) = tally.dry_run(&bench, spec) else {
+                    n += 1;
+                    continue;
+                };
+                for _ in 0..16 {
+                    n += 1;
+                    let cut = rng.below(dry.ops.max(1));
+                    let keep = match rng.below(4) {
+                        0 => Keep::None,
+                        1 => Keep::All,
+                        _ => Keep::Random(rng.next()),
+                    };
+                    tally.run(&bench, Case::HostCrash { spec, cut, keep });
+                }
+            }
+        }
+        println!("host-crash: {} s", started.elapsed().as_secs_f64().round());
+        tally.finish();
     }
 
     /// Cuts after a random number of programmed bytes: the program in flight is torn mid-page,

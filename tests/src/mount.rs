@@ -191,12 +191,26 @@ impl Mount {
         let Some(pid) = self.daemon.take() else {
             return;
         };
-        let status = Command::new("fusermount3")
-            .arg("-u")
-            .arg(&self.root)
-            .status()
-            .expect("fusermount3 runs");
-        assert!(status.success(), "fusermount3 -u failed: {status}");
+        // A process another test forked while a file here was open may hold it for a moment
+        // (the mount is then busy): try again for a while before calling it a failure.
+        let started = Instant::now();
+        loop {
+            let out = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.root)
+                .output()
+                .expect("fusermount3 runs");
+            if out.status.success() {
+                break;
+            }
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("busy") && started.elapsed() < Duration::from_secs(20),
+                "fusermount3 -u failed: {}: {err}",
+                out.status
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         wait_exit(pid);
         self.unmounts += 1;
         assert!(

@@ -159,8 +159,9 @@ impl HostFaults {
     }
 }
 
-/// The host's page cache over `F`; see the module docs.
-#[derive(Debug)]
+/// The host's page cache over `F`; see the module docs. A clone is a copy of the host at that
+/// moment (so one moment can crash in several ways), sharing the faults handle.
+#[derive(Debug, Clone)]
 pub struct CachedFile<F: ImageFile> {
     inner: F,
     /// Pages written since the last sync.

@@ -5,12 +5,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use super::workload::{Rng, Spec};
-use super::{Bench, Cut, Phase};
+use super::{Bench, Cut, Keep, Phase};
 
 /// A case of any class, as failures print it and `CSD_POWERCUT_CASE` takes it:
 /// `every-op seed=S steps=N cut=C`, `torn seed=S steps=N bytes=B`,
 /// `random-pairs seed=S steps=N a=A then=T b=B` (the second workload's seed is T; `b=end`
-/// cuts after it is done).
+/// cuts after it is done), `host-crash seed=S steps=N cut=C keep=K` (`none`, `all`, or the
+/// seed of a random half).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Case {
     EveryOp {
@@ -28,6 +29,11 @@ pub enum Case {
         then: u64,
         b: Option<u64>,
     },
+    HostCrash {
+        spec: Spec,
+        cut: u64,
+        keep: Keep,
+    },
 }
 
 impl Case {
@@ -38,6 +44,7 @@ impl Case {
             Case::Pair { spec, a, then, b } => {
                 bench.pair(spec, a, second(spec, then), b).map(|_| ())
             }
+            Case::HostCrash { spec, cut, keep } => bench.host_crash(spec, cut, keep),
         }
     }
 
@@ -60,6 +67,15 @@ impl Case {
             "torn" => Some(Case::Torn {
                 spec,
                 bytes: get("bytes")?,
+            }),
+            "host-crash" => Some(Case::HostCrash {
+                spec,
+                cut: get("cut")?,
+                keep: match words.next()?.strip_prefix("keep=")? {
+                    "none" => Keep::None,
+                    "all" => Keep::All,
+                    seed => Keep::Random(seed.parse().ok()?),
+                },
             }),
             "random-pairs" => Some(Case::Pair {
                 spec,
@@ -98,6 +114,17 @@ impl std::fmt::Display for Case {
                 spec.seed,
                 spec.steps,
                 b.map_or("end".to_string(), |b| b.to_string())
+            ),
+            Case::HostCrash { spec, cut, keep } => write!(
+                f,
+                "host-crash seed={} steps={} cut={cut} keep={}",
+                spec.seed,
+                spec.steps,
+                match keep {
+                    Keep::None => "none".to_string(),
+                    Keep::All => "all".to_string(),
+                    Keep::Random(seed) => seed.to_string(),
+                }
             ),
         }
     }

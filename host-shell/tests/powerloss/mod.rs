@@ -8,7 +8,10 @@
 //! - `random-pairs`: a cut, power on, mount (its recovery may be cut too) and more workload,
 //!   then a second cut, both at random points;
 //! - `torn`: a cut after a random number of programmed bytes, so a page program is torn
-//!   mid-page.
+//!   mid-page;
+//! - `host-crash`: the device's image file behind the emulated host page cache
+//!   (`host_shell::nand::hostcache`); power goes at a cut point and the host crashes with it,
+//!   its disk keeping what was synced plus none, all or a random half of the unsynced pages.
 //!
 //! Short mode (no `CSD_RELIABILITY_SECONDS`) is deterministic: the sweep and a few random
 //! cases from a fixed seed. Long mode loops the random classes until the seconds are spent,
@@ -19,14 +22,21 @@ pub mod cases;
 pub mod model;
 pub mod workload;
 
+use std::path::Path;
+
 use common::Status;
 use firmware::{
     nand::{sim::RamStore, Geometry},
     zns::ZoneConfig,
 };
 use host_shell::{
-    device::{DeviceOptions, RamDevice},
+    device::{format_store, Device, DeviceOptions, Media, RamDevice},
     lfs::{FileKind, InodeNo, Lfs, LfsError, LfsStats},
+    nand::{
+        file::FileStore,
+        hostcache::{CachedFile, RamFile},
+        image::{Header, ImageLayout},
+    },
 };
 
 use crate::lfs_common::{read_all, tiny_geometry, zones_for};
@@ -58,11 +68,29 @@ pub struct Phase {
     pub lfs: Option<LfsStats>,
 }
 
-/// A formatted device with a fresh file system, powered off.
+/// A formatted device with a fresh file system, powered off: in RAM, and as an image file on
+/// an emulated host disk (for host crashes).
 #[derive(Debug, Clone)]
 pub struct Bench {
     store: RamStore,
+    image: RamFile,
     zones: ZoneConfig,
+}
+
+/// Which unsynced host pages a host crash keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    None,
+    All,
+    /// Each page with even odds, drawn from this seed.
+    Random(u64),
+}
+
+type ImageStore = FileStore<CachedFile<RamFile>>;
+
+fn open_image(disk: RamFile) -> Result<ImageStore, String> {
+    FileStore::open_file(CachedFile::over_ram(disk), Path::new("host.img"))
+        .map_err(|e| format!("the image does not open: {e}"))
 }
 
 impl Bench {
@@ -79,18 +107,35 @@ impl Bench {
             .expect("the device starts");
         Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
         let store = device.close().expect("the device stops");
-        Bench { store, zones }
+        let header = Header { geometry, zones };
+        let cache = CachedFile::over_ram(RamFile::new(ImageLayout::of(&geometry).len));
+        let image = FileStore::create_in(cache, Path::new("host.img"), header).expect("image");
+        let image = format_store(image, zones).expect("format");
+        let device = Device::mount(image, zones, DeviceOptions::default(), "host.img")
+            .expect("the device starts");
+        Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
+        let cache = device.close().expect("the device stops").into_file();
+        assert!(
+            cache.unsynced_pages().is_empty(),
+            "mkfs left pages unsynced"
+        );
+        let image = cache.crash(|_| false).expect("the host disk");
+        Bench {
+            store,
+            image,
+            zones,
+        }
     }
 
     /// Powers on over `store` with `cut` armed, mounts and runs `spec`; gives the media back
     /// once the cut has happened (or the workload is done).
-    fn phase(
+    fn phase<S: Media>(
         &self,
-        store: RamStore,
+        store: S,
         cut: Cut,
         model: &mut Model,
         spec: Spec,
-    ) -> Result<(RamStore, Phase), String> {
+    ) -> Result<(S, Phase), String> {
         let options = DeviceOptions {
             power_cut_after_ops: match cut {
                 Cut::Ops(n) => Some(n),
@@ -102,7 +147,7 @@ impl Bench {
             },
             ..DeviceOptions::default()
         };
-        let device = RamDevice::mount(store, self.zones, options, "ram")
+        let device = Device::mount(store, self.zones, options, "ram")
             .map_err(|e| format!("the device does not power on: {e}"))?;
         let start = device.stats();
         let mut phase = Phase::default();
@@ -131,8 +176,8 @@ impl Bench {
 
     /// Powers on over `store`, mounts, runs fsck and checks the state against `model`;
     /// returns the media (with the mount's checkpoint) and what it showed.
-    fn recover(&self, store: RamStore, model: &Model) -> Result<(RamStore, Observed), String> {
-        let device = RamDevice::mount(store, self.zones, DeviceOptions::default(), "ram")
+    fn recover<S: Media>(&self, store: S, model: &Model) -> Result<(S, Observed), String> {
+        let device = Device::mount(store, self.zones, DeviceOptions::default(), "ram")
             .map_err(|e| format!("the device does not power on after the cut: {e}"))?;
         let lfs = Lfs::mount(&device.driver()).map_err(|e| format!("mount failed: {e}"))?;
         let problems = lfs.fsck().map_err(|e| format!("fsck failed: {e}"))?;
@@ -191,6 +236,50 @@ impl Bench {
             return Err("the cut fell after the workload's last operation".into());
         }
         self.recover(store, &model).map(|_| ())
+    }
+
+    /// Power goes after `cut` operations during `spec` over the image file, and the host
+    /// crashes with it, its disk keeping the unsynced pages `keep` picks; then recovery and
+    /// the check.
+    pub fn host_crash(&self, spec: Spec, cut: u64, keep: Keep) -> Result<(), String> {
+        let mut result = Err("no crash was tried".to_string());
+        self.host_crashes(spec, cut, &[keep], |_, r| result = r)?;
+        result
+    }
+
+    /// [`Bench::host_crash`] for each of `keeps` from the same moment (the workload runs
+    /// once): `each` gets every crash's result. `Err` if the workload itself went wrong.
+    pub fn host_crashes(
+        &self,
+        spec: Spec,
+        cut: u64,
+        keeps: &[Keep],
+        mut each: impl FnMut(Keep, Result<(), String>),
+    ) -> Result<(), String> {
+        let mut model = Model::empty();
+        let store = open_image(self.image.clone())?;
+        let (store, phase) = self.phase(store, Cut::Ops(cut), &mut model, spec)?;
+        if !phase.interrupted {
+            return Err("the cut fell after the workload's last operation".into());
+        }
+        let cache = store.into_file();
+        for &keep in keeps {
+            let mut rng = workload::Rng::new(match keep {
+                Keep::Random(seed) => seed,
+                _ => 0,
+            });
+            let crashed = cache.clone().crash(|_| match keep {
+                Keep::None => false,
+                Keep::All => true,
+                Keep::Random(_) => rng.below(2) == 1,
+            });
+            let result = crashed
+                .map_err(|e| format!("the host crash: {e}"))
+                .and_then(open_image)
+                .and_then(|store| self.recover(store, &model).map(|_| ()));
+            each(keep, result);
+        }
+        Ok(())
     }
 
     /// A cut after `a` operations during `spec`; power on, mount and run `then` with a cut
