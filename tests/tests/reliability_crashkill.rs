@@ -7,11 +7,16 @@
 //! its last fsync, every name a state it had since the last directory fsync. Many cycles run on
 //! the same image, so later ones start from an image that survived earlier kills.
 //!
-//! A kill loses what the daemon buffered (file data not flushed yet, log records not written
-//! yet) and nothing it wrote to the image file: the page cache outlives the process. That is a
-//! device whose host lost power while every write the device acknowledged is on its media.
+//! Two variants:
+//! - `fsync-writer`: a kill loses what the daemon buffered (file data not flushed yet, log
+//!   records not written yet) and nothing it wrote to the image file: the page cache outlives
+//!   the process. That is a device that lost power while every write it acknowledged is on its
+//!   media.
+//! - `host-cache`: the daemon runs with `--emulate-host-cache`, keeping the image's writes in
+//!   its own memory until a Flush syncs them, so the kill also loses every write to the image
+//!   since the last Flush: a crash of the host itself, whose page cache is gone.
 //!
-//! Prints `reliability: crashkill fsync-writer cycles=N lost=M`, where M counts files whose
+//! Prints `reliability: crashkill <variant> cycles=N lost=M`, where M counts files whose
 //! fsync'ed state is gone or wrong, names in a state they never had, fsck findings, failed
 //! remounts and unexpected errors of the writer. Short by default; `CSD_RELIABILITY_SECONDS=N`
 //! runs cycles for N seconds, `CSD_RELIABILITY_SEED` picks the seed (`tests::reliability`).
@@ -219,12 +224,13 @@ fn cycle(m: &mut Mount, rng: &mut Rng, seed: u64, n: u64, tally: &mut Tally) -> 
 }
 
 /// Cycles of write, SIGKILL, fsck, remount and check on one nearly full 16 MiB image: nothing
-/// fsync'ed is lost, every file and name is in a state it had since its last sync, fsck stays clean.
-fn crash_kill_cycles() {
+/// fsync'ed is lost, every file and name is in a state it had since its last sync, fsck stays
+/// clean. `variant` names it in the summary line; `mount_args` are the daemon's options.
+fn crash_kill_cycles(variant: &str, mount_args: &[&str]) {
     let seed = reliability::seed();
     let budget = Budget::from_env(SHORT_CYCLES);
     let started = Instant::now();
-    let mut m = Mount::new(&["--capacity", "16M"], &[]);
+    let mut m = Mount::new(&["--capacity", "16M"], mount_args);
     for dir in DIRS {
         fs::create_dir(m.path(dir)).expect("mkdir");
         File::open(m.path(dir))
@@ -265,7 +271,7 @@ fn crash_kill_cycles() {
         started.elapsed().as_secs_f64()
     );
     println!(
-        "reliability: crashkill fsync-writer cycles={} lost={}",
+        "reliability: crashkill {variant} cycles={} lost={}",
         tally.cycles,
         tally.lost.len()
     );
@@ -409,6 +415,12 @@ fn model_allows_states_since_the_last_sync_only() {
 mod campaign {
     #[test]
     fn crash_kill_cycles() {
-        super::crash_kill_cycles();
+        super::crash_kill_cycles("fsync-writer", &[]);
+    }
+
+    /// The kill is a crash of the host: the image's writes since the last Flush go too.
+    #[test]
+    fn host_crash_kill_cycles() {
+        super::crash_kill_cycles("host-cache", &["--emulate-host-cache"]);
     }
 }

@@ -61,6 +61,11 @@ pub struct MountArgs {
     /// The daemon's log in the background [default: IMAGE.log].
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// For crash tests: keep the image's writes in this process until a Flush syncs them, as
+    /// the host's page cache would, so killing the daemon loses what a crash of the host
+    /// would lose.
+    #[arg(long, hide = true)]
+    emulate_host_cache: bool,
 }
 
 #[derive(Debug, Args)]
@@ -156,7 +161,11 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
         ..MountConfig::default()
     };
     // In-process or on the board in QEMU, as `--device` says.
-    let device = std::sync::Arc::new(super::open::OpenDevice::open_selected(&args.image)?);
+    let device = std::sync::Arc::new(if args.emulate_host_cache {
+        super::open::OpenDevice::open_with_host_cache(&args.image)?
+    } else {
+        super::open::OpenDevice::open_selected(&args.image)?
+    });
     let driver = device.driver();
     let counters = std::sync::Arc::clone(&device);
     // The board keeps no link counters the host can read while it runs: zero there.
@@ -278,6 +287,9 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     }
     if args.no_permissions {
         command.arg("--no-permissions");
+    }
+    if args.emulate_host_cache {
+        command.arg("--emulate-host-cache");
     }
     let mut child = command
         .stdin(Stdio::null())

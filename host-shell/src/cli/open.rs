@@ -21,9 +21,10 @@ use std::{
 use anyhow::Context;
 use clap::ValueEnum;
 use host_shell::{
-    device::{inprocess::Stats, DeviceOptions, FileDevice},
+    device::{inprocess::Stats, Device, DeviceOptions, FileDevice},
     driver::Driver,
     link::{QemuDevice, QemuOptions},
+    nand::{file::FileStore, hostcache::CachedFile},
 };
 
 /// Where the device runs.
@@ -66,6 +67,8 @@ pub fn board_log_shown() -> bool {
 #[derive(Debug)]
 pub enum OpenDevice {
     InProcess(FileDevice),
+    /// In-process, with the host's page cache emulated in this process (crash tests).
+    HostCached(Device<FileStore<CachedFile<std::fs::File>>>),
     Qemu(QemuDevice),
 }
 
@@ -101,10 +104,31 @@ impl OpenDevice {
         }
     }
 
+    /// Opens the image at `path` in-process behind an emulated host page cache
+    /// ([`CachedFile`]): only a Flush writes to the file, so a kill of this process loses what a
+    /// crash of the host would.
+    pub fn open_with_host_cache(path: &Path) -> anyhow::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("could not open {}", path.display()))?;
+        let store = FileStore::open_file(CachedFile::new(file), path)?;
+        let zones = store.header().zones;
+        let device = Device::mount(
+            store,
+            zones,
+            DeviceOptions::default(),
+            &path.display().to_string(),
+        )?;
+        Ok(OpenDevice::HostCached(device))
+    }
+
     /// A driver on queue pair 0.
     pub fn driver(&self) -> Driver {
         match self {
             OpenDevice::InProcess(d) => d.driver(),
+            OpenDevice::HostCached(d) => d.driver(),
             OpenDevice::Qemu(d) => d.driver(),
         }
     }
@@ -114,6 +138,7 @@ impl OpenDevice {
     pub fn stats(&self) -> Option<Stats> {
         match self {
             OpenDevice::InProcess(d) => Some(d.stats()),
+            OpenDevice::HostCached(d) => Some(d.stats()),
             OpenDevice::Qemu(_) => None,
         }
     }
@@ -124,6 +149,12 @@ impl OpenDevice {
     pub fn close(self) -> anyhow::Result<()> {
         match self {
             OpenDevice::InProcess(d) => d.close().map(|_| ()).map_err(Into::into),
+            // A clean stop syncs what the cache holds, as a host that shuts down does.
+            OpenDevice::HostCached(d) => {
+                use host_shell::nand::file::ImageFile;
+                let mut file = d.close()?.into_file();
+                file.sync_data().context("could not sync the image")
+            }
             OpenDevice::Qemu(d) => {
                 if board_log_shown() {
                     print_board_log(&d);
