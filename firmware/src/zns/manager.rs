@@ -183,7 +183,9 @@ impl<N: Nand> ZoneManager<N> {
         }
         let (slot, page) = self.layout.place(off);
         let gen = zone.meta.gen;
-        let block = zone.slots[slot].ok_or(Status::InternalError)?;
+        // Below the write pointer with no block: a crash of the host under an emulated device
+        // kept a later page of the zone and lost this one. The LBA cannot be read back.
+        let block = zone.slots[slot].ok_or(Status::UnrecoveredReadError)?;
         let mut spare = core::mem::take(&mut self.spare);
         let result = record::read(&mut self.nand, PageAddr::new(block, page), out, &mut spare);
         self.spare = spare;
