@@ -77,6 +77,11 @@ fn a_full_host_disk_loses_nothing_fsynced() {
     let mut m = Mount::with_image(Some(image.clone()), &["--capacity", "64M"], &[]);
     let safe = pattern(1, 2 << 20);
     write_synced(&m.path("safe"), &safe).expect("the first file fits");
+    // A write buffered in the file system, its file left open while the disk fills.
+    let mut pending = File::create(m.path("pending")).expect("create");
+    pending
+        .write_all(&pattern(7, 64 << 10))
+        .expect("a buffered write");
     let mut failed = None;
     let mut synced = Vec::new();
     for i in 0..40u8 {
@@ -97,6 +102,12 @@ fn a_full_host_disk_loses_nothing_fsynced() {
     println!(
         "the host disk filled after {} fsync'ed MiB: {err}",
         synced.len() + 2
+    );
+    // The buffered write cannot reach the device now: close(2) reports it.
+    let closed = nix::unistd::close(pending);
+    assert!(
+        matches!(closed, Err(e) if e as i32 == ENOSPC || e as i32 == EIO),
+        "close of a file whose buffered write failed returned {closed:?}"
     );
     // The mount is up and serves reads.
     assert_eq!(
