@@ -45,7 +45,8 @@ pub struct ActivateProgram {
     pub activate: bool,
 }
 
-/// One contiguous run of logical blocks of a file snapshot.
+/// One contiguous run of logical blocks of a file snapshot, or a hole: `lba_count` blocks of
+/// the file that hold no data and read as zeros (`start_lba` is [`Extent::HOLE`]).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Extent {
@@ -54,6 +55,15 @@ pub struct Extent {
 }
 
 impl Extent {
+    /// `start_lba` of a hole. No LBA is this large, so a device that does not know holes
+    /// refuses the range set (`Status::InvalidMemoryRange`) rather than read wrong blocks.
+    pub const HOLE: u64 = u64::MAX;
+
+    /// Whether this extent is a hole, read as zeros.
+    pub const fn is_hole(&self) -> bool {
+        self.start_lba == Self::HOLE
+    }
+
     /// Size of one extent in the DMA'd extent list: `start_lba` (u64 LE), `lba_count` (u32 LE).
     pub const ENCODED_BYTES: usize = 12;
 
@@ -79,7 +89,7 @@ impl Extent {
 }
 
 /// Memory Range Set: defines set `id` as a file snapshot (the extents, in file order, whose
-/// concatenation holds the file's first `file_size` bytes) plus an output buffer of
+/// concatenation holds the file's first `file_size` bytes; holes read as zeros) plus an output buffer of
 /// `out_cap` bytes in device memory. The `extent_count` extents follow by DMA, each
 /// [`Extent::ENCODED_BYTES`] long. Redefining an id replaces the set.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,6 +267,15 @@ mod tests {
             "extent LE form"
         );
         assert_eq!(Extent::from_le_bytes(e.to_le_bytes()), e);
+        let hole = Extent {
+            start_lba: Extent::HOLE,
+            lba_count: 2,
+        };
+        assert!(hole.is_hole() && !e.is_hole());
+        assert_eq!(
+            hole.to_le_bytes(),
+            [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0]
+        );
     }
 
     /// Execute Program's serialized form (including the op enum index) is pinned.

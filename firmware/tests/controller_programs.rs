@@ -206,9 +206,14 @@ fn memory_range_set_validation() {
         "past nsze"
     );
     assert_eq!(
-        dev.ranges(0, &[extent(u64::MAX, 2)], 100, 64),
+        dev.ranges(0, &[extent(u64::MAX - 1, 2)], 100, 64),
         bad,
         "overflow"
+    );
+    assert_eq!(
+        dev.ranges(0, &[extent(Extent::HOLE, 0)], 0, 64),
+        bad,
+        "empty hole"
     );
     assert_eq!(
         dev.ranges(0, &[extent(0, 1), extent(300, 1)], 8193, 64),
@@ -243,6 +248,53 @@ fn memory_range_set_validation() {
         dev.ranges(3, &[extent(nsze - 2, 2), extent(0, 1)], 3 * 4096, 1 << 16),
         Status::Success
     );
+    assert_eq!(
+        dev.ranges(
+            3,
+            &[extent(Extent::HOLE, 2), extent(0, 1)],
+            3 * 4096,
+            1 << 16
+        ),
+        Status::Success,
+        "a hole covers its blocks"
+    );
+}
+
+/// A hole in a snapshot reads as zeros, whole blocks and parts of them, next to the blocks of
+/// the extents around it.
+#[test]
+fn holes_read_as_zeros() {
+    let mut dev = dev();
+    dev.install(0, &image(READ_EMIT));
+    let data = fill(&mut dev, 3, 0, 2);
+    let size = 5 * LBA - 100;
+    let extents = [extent(0, 1), extent(Extent::HOLE, 3), extent(1, 1)];
+    assert_eq!(
+        dev.ranges(0, &extents, size as u64, 65_536),
+        Status::Success
+    );
+    let mut file = data[..LBA].to_vec();
+    file.resize(4 * LBA, 0);
+    file.extend_from_slice(&data[LBA..2 * LBA - 100]);
+    for (offset, len) in [
+        (0, size),
+        (LBA - 10, 20),
+        (LBA + 5, 3 * LBA),
+        (3 * LBA + 7, 2 * LBA),
+    ] {
+        let done = dev.execute(
+            exec(0, 0, ProgramOp::FileJob, offset as u64, len as u64),
+            &[],
+        );
+        let end = (offset + len).min(size);
+        assert_eq!(
+            exec_result(&done).outcome,
+            ExecOutcome::Exited {
+                r0: (end - offset) as u64
+            }
+        );
+        assert!(dev.output(0) == file[offset..end], "{offset}+{len}");
+    }
 }
 
 /// Execute Program goes to the background; `poll` completes it with the run's r0 and

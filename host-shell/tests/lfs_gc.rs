@@ -133,7 +133,7 @@ fn full_device_gives_nospace() {
 }
 
 /// A snapshot's blocks stay readable while the file is overwritten and the cleaner runs,
-/// until the snapshot is released.
+/// until the snapshot is released; a hole is named in its extents, never written.
 #[test]
 fn snapshot_pins_blocks() {
     let device = fresh(tiny_geometry());
@@ -143,10 +143,24 @@ fn snapshot_pins_blocks() {
     lfs.write(a.ino, 0, &old).expect("write");
     lfs.write(a.ino, 100_000, b"tail")
         .expect("write past a hole");
+    lfs.fsync(a.ino, false).expect("fsync");
+    let written = lfs.stats().expect("stats").data_write_blocks;
     let snap = lfs.snapshot(a.ino).expect("snapshot");
     assert_eq!(snap.file_size, 100_004);
     let blocks: u64 = snap.extents.iter().map(|e| u64::from(e.lba_count)).sum();
-    assert_eq!(blocks, 25, "holes are filled so the extents cover the file");
+    assert_eq!(blocks, 25, "the extents, holes included, cover the file");
+    let holes: u64 = snap
+        .extents
+        .iter()
+        .filter(|e| e.is_hole())
+        .map(|e| u64::from(e.lba_count))
+        .sum();
+    assert_eq!(holes, 14, "blocks 10..24 are a hole");
+    assert_eq!(
+        lfs.stats().expect("stats").data_write_blocks,
+        written,
+        "the snapshot wrote nothing"
+    );
     // Overwrite the file many times; the cleaner has to work around the pinned zone.
     for round in 0..40 {
         lfs.write(a.ino, 0, &pattern(round + 2, 100_000))
@@ -157,15 +171,23 @@ fn snapshot_pins_blocks() {
     let driver = device.driver();
     let mut bytes = Vec::new();
     for e in &snap.extents {
-        bytes.extend(
-            driver
-                .read(e.start_lba, u64::from(e.lba_count))
-                .expect("read snapshot"),
-        );
+        if e.is_hole() {
+            bytes.resize(bytes.len() + e.lba_count as usize * 4096, 0);
+        } else {
+            bytes.extend(
+                driver
+                    .read(e.start_lba, u64::from(e.lba_count))
+                    .expect("read snapshot"),
+            );
+        }
     }
     assert!(
         bytes[..40_000] == old[..],
         "the snapshot still reads the old data"
+    );
+    assert!(
+        bytes[40_000..100_000].iter().all(|&b| b == 0),
+        "the hole reads as zeros"
     );
     assert_eq!(&bytes[100_000..100_004], b"tail");
     lfs.release_snapshot(snap.id).expect("release");

@@ -231,7 +231,7 @@ impl Programs {
                 .map_err(|_| Status::DataTransferError)?;
             let extent = Extent::from_le_bytes(raw);
             let end = extent.start_lba.checked_add(u64::from(extent.lba_count));
-            if extent.lba_count == 0 || end.is_none_or(|end| end > nsze) {
+            if extent.lba_count == 0 || (!extent.is_hole() && end.is_none_or(|end| end > nsze)) {
                 return Err(Status::InvalidMemoryRange);
             }
             covered = covered.saturating_add(u64::from(extent.lba_count) * u64::from(LBA_BYTES));
@@ -417,7 +417,8 @@ struct Snapshot<'a, N: Nand> {
 }
 
 impl<N: Nand> Snapshot<'_, N> {
-    /// The device LBA holding file block `file_block`, if the snapshot has it.
+    /// The device LBA holding file block `file_block` ([`Extent::HOLE`] in a hole), if the
+    /// snapshot has it.
     fn lba_of(&self, file_block: u64) -> Option<u64> {
         // The last extent starting at or before `file_block`.
         let i = self
@@ -427,7 +428,9 @@ impl<N: Nand> Snapshot<'_, N> {
         let at = i.checked_sub(1)?;
         let extent = self.set.extents[at];
         let into = file_block - self.set.first_blocks[at];
-        (into < u64::from(extent.lba_count)).then(|| extent.start_lba + into)
+        // Saturating: a hole's blocks are all `Extent::HOLE`; a real extent ends inside the
+        // namespace (checked when the set was defined).
+        (into < u64::from(extent.lba_count)).then(|| extent.start_lba.saturating_add(into))
     }
 }
 
@@ -445,7 +448,9 @@ impl<N: Nand> Env for Snapshot<'_, N> {
             let lba = self.lba_of(pos / lba_bytes).ok_or(HelperError::Io)?;
             let in_page = (pos % lba_bytes) as usize;
             let n = (LBA_BYTES as usize - in_page).min(want - done);
-            if in_page == 0 && n == LBA_BYTES as usize {
+            if lba == Extent::HOLE {
+                dst[done..done + n].fill(0);
+            } else if in_page == 0 && n == LBA_BYTES as usize {
                 // A whole block: straight into the kernel's memory.
                 self.zones
                     .read(lba, &mut dst[done..done + n])

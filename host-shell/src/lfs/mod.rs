@@ -594,7 +594,7 @@ impl Lfs {
         check_access(&attr, uid, gid, mask)
     }
 
-    /// Pins the file's current blocks (its buffer is flushed, holes are filled with zeros)
+    /// Pins the file's current blocks (its buffer is flushed; holes are named, not written)
     /// until [`Lfs::release_snapshot`], unless writes need the space first.
     pub fn snapshot(&self, ino: InodeNo) -> Result<Snapshot> {
         self.lock()?.snapshot(ino)

@@ -13,7 +13,6 @@
 use common::program::Extent;
 
 use super::error::{bug, LfsError, Result};
-use super::format::BLOCK_BYTES;
 use super::inode::{FileKind, InodeNo};
 use super::{meta, State};
 
@@ -23,14 +22,15 @@ use super::{meta, State};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
     pub id: u64,
-    /// In file order; their concatenation holds the file's first `file_size` bytes.
+    /// In file order; their concatenation holds the file's first `file_size` bytes. A hole
+    /// ([`Extent::HOLE`]) stands for blocks the file has never written, which read as zeros.
     pub extents: Vec<Extent>,
     pub file_size: u64,
 }
 
 impl State {
-    /// Flushes `ino` (its holes written as zero blocks: an extent list has no way to say
-    /// "zeros") and pins the zones holding its blocks.
+    /// Flushes `ino` and pins the zones holding its blocks. Holes are named in the extent list
+    /// ([`Extent::HOLE`]), where the device reads zeros: nothing is written into the file.
     pub(super) fn snapshot(&mut self, ino: InodeNo) -> Result<Snapshot> {
         let attr = self.attr(ino)?;
         if attr.kind != FileKind::File {
@@ -41,44 +41,36 @@ impl State {
             });
         }
         self.flush_file(ino)?;
-        let blocks = meta::blocks_of(attr.size);
-        let mut b = 0;
-        while b < blocks {
-            let (lba, run) = self.inode(ino)?.extents.lookup(b);
-            let n = run.min(blocks - b);
-            if lba.is_none() {
-                for hole in b..b + n {
-                    let buffered = self
-                        .dirty
-                        .get(&ino)
-                        .is_some_and(|d| d.blocks.contains_key(&hole));
-                    if !buffered {
-                        let at = hole * BLOCK_BYTES as u64;
-                        let len = (attr.size - at).min(BLOCK_BYTES as u64) as usize;
-                        self.write(ino, at, &vec![0; len])?;
-                    }
-                }
-            }
-            b += n;
-        }
-        self.flush_file(ino)?;
         let inode = self.inode(ino)?;
+        let blocks = meta::blocks_of(attr.size);
         let mut extents: Vec<Extent> = Vec::new();
         let mut zones: Vec<u32> = Vec::new();
-        for (_, run) in inode.extents.iter() {
-            let z = self.meta.zone_of(run.lba);
-            if !zones.contains(&z) {
-                zones.push(z);
-            }
+        let mut b = 0;
+        while b < blocks {
+            let (lba, run) = inode.extents.lookup(b);
+            let n = run.min(blocks - b);
+            let count = u32::try_from(n).map_err(|_| bug("a file of 2^32 blocks or more"))?;
+            let start_lba = match lba {
+                Some(lba) => {
+                    let z = self.meta.zone_of(lba);
+                    if !zones.contains(&z) {
+                        zones.push(z);
+                    }
+                    lba
+                }
+                None => Extent::HOLE,
+            };
             match extents.last_mut() {
-                Some(e) if e.start_lba + u64::from(e.lba_count) == run.lba => {
-                    e.lba_count += run.count as u32
+                Some(e) if e.is_hole() && start_lba == Extent::HOLE => e.lba_count += count,
+                Some(e) if !e.is_hole() && e.start_lba + u64::from(e.lba_count) == start_lba => {
+                    e.lba_count += count
                 }
                 _ => extents.push(Extent {
-                    start_lba: run.lba,
-                    lba_count: run.count as u32,
+                    start_lba,
+                    lba_count: count,
                 }),
             }
+            b += n;
         }
         for &z in &zones {
             self.zones.pins[z as usize] += 1;
