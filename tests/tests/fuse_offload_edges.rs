@@ -1,10 +1,11 @@
-//! The offload at its edges, on a real mount with the real clang-built kernels: offloads of
-//! sparse files.
+//! The offload at its edges, on a real mount with the real clang-built kernels: what a kernel's
+//! return value becomes for the caller, and offloads of sparse files.
 
 use std::{
     fs::{self, File},
     os::unix::fs::{FileExt, MetadataExt},
     path::Path,
+    sync::mpsc,
     time::{Duration, SystemTime},
 };
 
@@ -75,6 +76,80 @@ fn fresh_stat(path: &Path) -> (u64, u64, (i64, i64), (i64, i64)) {
 /// Free blocks of the mount (statvfs).
 fn free_blocks(m: &Mount) -> u64 {
     rustix::fs::statvfs(&m.root).expect("statvfs").f_bfree
+}
+
+/// Runs `op` on a thread of its own and returns what it returned. If no answer comes within a
+/// minute, the daemon answered with a reply the kernel refused (the caller would wait forever):
+/// the daemon is killed, which frees the thread with ENOTCONN, and the test fails.
+fn answered<T: Send + 'static>(
+    m: &mut Mount,
+    what: &str,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(op());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(value) => value,
+        Err(_) => {
+            m.kill();
+            panic!("{what} got no answer in a minute: the kernel refused the daemon's reply");
+        }
+    }
+}
+
+/// A kernel's return value reaches the caller only as an errno the kernel's FUSE passes on: a
+/// count is success, -EINVAL and -EIO are those errnos, and -ENOSYS, -600, -4095, -100000 and
+/// INT64_MIN are EIO, for a file job and for a read stream, each answered (never a hang).
+#[test]
+fn kernel_return_values_reach_the_caller_as_valid_errnos() {
+    let mut m = setup(&sample(20_000, 1), &[], &["tests/return_param"]);
+    let file = m.path("data");
+    let cases: [(i64, Option<Errno>); 8] = [
+        (8, None),
+        (-22, Some(Errno::INVAL)),
+        (-5, Some(Errno::IO)),
+        (-100_000, Some(Errno::IO)),
+        (i64::MIN, Some(Errno::IO)),
+        (-600, Some(Errno::IO)),
+        (-4095, Some(Errno::IO)),
+        // FUSE takes ENOSYS from setxattr as "not implemented" and refuses every later one.
+        (-38, Some(Errno::IO)),
+    ];
+    for (ret, want) in cases {
+        set(&file, "user.csd.args", &format!("{} 0", ret as u64)).expect("args");
+        let job = {
+            let file = file.clone();
+            answered(&mut m, &format!("a file job returning {ret}"), move || {
+                set(&file, "user.csd.file_job", "/kernels/return_param.o")
+            })
+        };
+        let output = (ret as u64).to_le_bytes().to_vec();
+        match want {
+            None => {
+                assert_eq!(job, Ok(()), "a file job returning {ret}");
+                assert_eq!(get(&file, "user.csd.result"), Ok(output.clone()));
+            }
+            Some(errno) => assert_eq!(job, Err(errno), "a file job returning {ret}"),
+        }
+        set(&file, "user.csd.read_stream", "/kernels/return_param.o").expect("read stream");
+        let read = {
+            let file = file.clone();
+            answered(
+                &mut m,
+                &format!("a stream read returning {ret}"),
+                move || pread(&file, 0, 4096),
+            )
+        };
+        match want {
+            None => assert_eq!(read, Ok(output), "a stream read returning {ret}"),
+            Some(errno) => assert_eq!(read, Err(errno), "a stream read returning {ret}"),
+        }
+        remove(&file, "user.csd.read_stream").expect("remove the stream");
+    }
+    set(&file, "user.note", "xattrs still work").expect("a later setxattr");
+    m.unmount_and_fsck();
 }
 
 /// Setting offload keys on a sparse file writes nothing into it: its size, blocks, times and

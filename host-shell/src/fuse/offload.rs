@@ -104,7 +104,7 @@ impl OffloadError {
             OffloadError::NotAKernel { .. } | OffloadError::Rejected { .. } => libc::ENOEXEC,
             OffloadError::OutOfFuel { .. } => libc::ETIME,
             OffloadError::Fault { .. } => libc::EIO,
-            OffloadError::KernelError { code, .. } => i32::try_from(-code).unwrap_or(libc::EIO),
+            OffloadError::KernelError { code, .. } => kernel_errno(*code),
             OffloadError::Busy => libc::EBUSY,
             OffloadError::TooBig(_) => libc::E2BIG,
             OffloadError::NoProcess => libc::ESRCH,
@@ -121,6 +121,19 @@ impl OffloadError {
 }
 
 type Result<T, E = OffloadError> = std::result::Result<T, E>;
+
+/// The errno of a kernel's negative return value: the value negated if it is an errno Linux
+/// defines (1 to `EHWPOISON`, the highest) other than `ENOSYS`, else `EIO`. The kernel's FUSE
+/// refuses a reply whose error is outside -511..=0 and leaves its caller waiting for an
+/// answer, an undefined errno reaches the caller as "Unknown error", and `ENOSYS` from
+/// setxattr makes the kernel take extended attributes as unsupported and fail every later
+/// setxattr of the mount with `EOPNOTSUPP`.
+fn kernel_errno(code: i64) -> i32 {
+    match code.checked_neg().map(i32::try_from) {
+        Some(Ok(errno)) if (1..=libc::EHWPOISON).contains(&errno) && errno != libc::ENOSYS => errno,
+        _ => libc::EIO,
+    }
+}
 
 /// Who made a request.
 #[derive(Debug, Clone, Copy)]
@@ -257,13 +270,15 @@ pub fn parse_args(value: &[u8]) -> Result<(u64, u64)> {
     }
 }
 
-/// The caller-visible error of a run that did not exit cleanly.
+/// The caller-visible error of a run that did not exit cleanly. A return value with the top
+/// bit set (negative as an `int64_t`) is an error, whether or not it is an errno
+/// ([`kernel_errno`]).
 fn check_run(kernel: &str, result: &ExecResult) -> Result<()> {
     let path = kernel.to_string();
     match result.outcome {
         ExecOutcome::Exited { r0 } => {
             let code = r0 as i64;
-            if (-4095..0).contains(&code) {
+            if code < 0 {
                 Err(OffloadError::KernelError { path, code })
             } else {
                 Ok(())
@@ -849,6 +864,14 @@ mod tests {
         let e = check_run("k", &run(ExecOutcome::Exited { r0: -22i64 as u64 }))
             .expect_err("negative return");
         assert_eq!(e.errno(), libc::EINVAL);
+        // Negative values that are no errno the caller may get are EIO.
+        for code in [-38, -134, -600, -4095, -100_000, i64::MIN] {
+            let e = check_run("k", &run(ExecOutcome::Exited { r0: code as u64 }))
+                .expect_err("negative return");
+            assert_eq!(e.errno(), libc::EIO, "{code}");
+        }
+        let largest_count = i64::MAX as u64;
+        assert!(check_run("k", &run(ExecOutcome::Exited { r0: largest_count })).is_ok());
         let e = check_run("k", &run(ExecOutcome::Faulted(ExecFault::OutOfFuel))).expect_err("fuel");
         assert_eq!(e.errno(), libc::ETIME);
         let e = check_run(
