@@ -1,10 +1,16 @@
 //! The offload at its edges, on a real mount with the real clang-built kernels: what a kernel's
-//! return value becomes for the caller, and offloads of sparse files.
+//! return value becomes for the caller, offloads of sparse files, and supplementary groups on
+//! kernel paths.
+//!
+//! Offload state belongs to the process that sets it, so what another process (or another
+//! user) does runs in a child: this test binary run again as [`child_steps`], with the steps in
+//! its environment.
 
 use std::{
     fs::{self, File},
-    os::unix::fs::{FileExt, MetadataExt},
-    path::Path,
+    os::unix::fs::{FileExt, MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Command,
     sync::mpsc,
     time::{Duration, SystemTime},
 };
@@ -95,6 +101,82 @@ fn answered<T: Send + 'static>(
         Err(_) => {
             m.kill();
             panic!("{what} got no answer in a minute: the kernel refused the daemon's reply");
+        }
+    }
+}
+
+/// Runs [`child_steps`] in a new process over `file` and returns each step's outcome, up to
+/// and including the first that failed.
+fn child(file: &Path, steps: &str) -> Vec<Result<(), Errno>> {
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_steps",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CSD_CHILD_FILE", file)
+        .env("CSD_CHILD_STEPS", steps)
+        .output()
+        .expect("start the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcomes: Vec<Result<(), Errno>> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("@child-step "))
+        .map(|rest| match rest.trim().parse::<i32>() {
+            Ok(0) => Ok(()),
+            Ok(errno) => Err(Errno::from_raw_os_error(errno)),
+            Err(_) => panic!("the child reported {rest:?}"),
+        })
+        .collect();
+    assert!(!outcomes.is_empty(), "the child ran no step: {stdout}");
+    outcomes
+}
+
+/// The child process of [`child`]: this test binary run again with CSD_CHILD_FILE and
+/// CSD_CHILD_STEPS set. Runs the steps in order, one per line, and prints `@child-step ERRNO`
+/// for each (0 when it worked), stopping after the first that failed:
+/// - `as UID GID GROUPS`: drop to those credentials (GROUPS: supplementary groups separated by
+///   commas, or `-` for none);
+/// - `set KEY VALUE`: set an extended attribute of the file.
+#[test]
+#[ignore = "run by the tests of this file as a second process"]
+fn child_steps() {
+    let (Some(file), Some(steps)) = (
+        std::env::var_os("CSD_CHILD_FILE").map(PathBuf::from),
+        std::env::var("CSD_CHILD_STEPS").ok(),
+    ) else {
+        return;
+    };
+    let errno = |e: Errno| e.raw_os_error();
+    for step in steps.lines() {
+        let words: Vec<&str> = step.split_whitespace().collect();
+        let outcome: Result<(), i32> = match words.as_slice() {
+            ["as", uid, gid, groups] => {
+                let id = |w: &str| w.parse::<u32>().expect("a numeric id");
+                let groups: Vec<nix::unistd::Gid> = groups
+                    .split(',')
+                    .filter(|g| *g != "-")
+                    .map(|g| nix::unistd::Gid::from_raw(id(g)))
+                    .collect();
+                nix::unistd::setgroups(&groups)
+                    .and_then(|()| nix::unistd::setgid(nix::unistd::Gid::from_raw(id(gid))))
+                    .and_then(|()| nix::unistd::setuid(nix::unistd::Uid::from_raw(id(uid))))
+                    .map_err(|e| e as i32)
+            }
+            ["set", key, value @ ..] => set(&file, key, &value.join(" ")).map_err(errno),
+            _ => panic!("unknown child step {step:?}"),
+        };
+        let code = outcome.err().unwrap_or(0);
+        println!("\n@child-step {code}");
+        if code != 0 {
+            break;
         }
     }
 }
@@ -213,5 +295,40 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
         fs::read(&file).expect("read") == want,
         "the content changed"
     );
+    m.unmount_and_fsck();
+}
+
+/// The daemon checks a kernel path against the caller's supplementary groups too: a kernel (in
+/// a directory) readable only by a group the caller has as a supplementary group is accepted,
+/// one readable by no group of the caller is refused with EACCES.
+#[test]
+fn kernel_paths_are_checked_against_supplementary_groups() {
+    let data = sample(10_000, 5);
+    let mut m = setup(&data, &["--allow-other"], &[]);
+    let (user, group, other) = (5000u32, 4242u32, 4343u32);
+    fs::set_permissions(&m.root, fs::Permissions::from_mode(0o755)).expect("chmod root");
+    let dir = m.path("kernels/private");
+    fs::create_dir(&dir).expect("mkdir");
+    let kernel = dir.join("passthrough.o");
+    fs::copy(kernel_object("passthrough"), &kernel).expect("copy kernel");
+    for (path, mode) in [(&dir, 0o750), (&kernel, 0o640)] {
+        std::os::unix::fs::chown(path, Some(0), Some(group)).expect("chown");
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let file = m.path("data");
+    std::os::unix::fs::chown(&file, Some(user), Some(user)).expect("chown data");
+    let job = "set user.csd.file_job /kernels/private/passthrough.o";
+    for (creds, want) in [
+        (format!("{user} {user} {group}"), Ok(())),
+        (format!("{user} {user} {other},{user}"), Err(Errno::ACCESS)),
+        (format!("{user} {group} -"), Ok(())),
+        (format!("{user} {user} -"), Err(Errno::ACCESS)),
+    ] {
+        assert_eq!(
+            child(&file, &format!("as {creds}\n{job}")),
+            [Ok(()), want],
+            "uid gid groups: {creds}"
+        );
+    }
     m.unmount_and_fsck();
 }

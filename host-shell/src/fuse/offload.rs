@@ -35,9 +35,9 @@ use common::program::{
 };
 use firmware::controller::ProgramConfig;
 
-use super::process::Process;
+use super::process::{self, Process};
 use crate::driver::{Driver, DriverError};
-use crate::lfs::{access, FileKind, InodeNo, Lfs, LfsError, Time};
+use crate::lfs::{access, check_access_as, Credentials, FileKind, InodeNo, Lfs, LfsError, Time};
 use crate::loader;
 
 pub const PREFIX: &[u8] = b"user.csd.";
@@ -775,12 +775,22 @@ impl Offload {
             LfsError::NotFound | LfsError::NotDir => OffloadError::NoKernel(path.clone()),
             other => OffloadError::Lfs(other),
         };
+        // Checked as the kernel checks the caller's own path lookups: with its supplementary
+        // groups too.
+        let who = self.check_permissions.then(|| Credentials {
+            uid: caller.uid,
+            gid: caller.gid,
+            groups: process::supplementary_groups(caller.tid),
+        });
+        let check = |ino: InodeNo, mask: u32| -> Result<()> {
+            if let Some(who) = &who {
+                check_access_as(&self.lfs.getattr(ino)?, who, mask)?;
+            }
+            Ok(())
+        };
         let mut ino = InodeNo::ROOT;
         for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
-            if self.check_permissions {
-                self.lfs
-                    .check_access(ino, caller.uid, caller.gid, access::X_OK)?;
-            }
+            check(ino, access::X_OK)?;
             ino = self
                 .lfs
                 .lookup(ino, part.as_bytes())
@@ -799,10 +809,7 @@ impl Offload {
                 reason: format!("{} bytes is too large", attr.size),
             });
         }
-        if self.check_permissions {
-            self.lfs
-                .check_access(ino, caller.uid, caller.gid, access::R_OK)?;
-        }
+        check(ino, access::R_OK)?;
         if let Some(cached) = lock(&self.images).get(&ino) {
             if (cached.size, cached.mtime, cached.ctime) == (attr.size, attr.mtime, attr.ctime) {
                 return Ok((path, cached.image.clone()));

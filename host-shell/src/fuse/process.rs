@@ -37,6 +37,26 @@ impl Process {
     }
 }
 
+/// The supplementary groups of thread `tid` (`Groups:` in `/proc/<tid>/status`: FUSE reports
+/// only the caller's user and group). None if the thread is gone or the line does not parse,
+/// so a permission check grants no more than the caller's own group would.
+pub fn supplementary_groups(tid: u32) -> Vec<u32> {
+    fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|status| parse_groups(&status))
+        .unwrap_or_default()
+}
+
+/// The ids of the `Groups:` line of a `/proc/<tid>/status`.
+fn parse_groups(status: &str) -> Option<Vec<u32>> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))?
+        .split_whitespace()
+        .map(|g| g.parse().ok())
+        .collect()
+}
+
 /// Field 22 (`starttime`) of `/proc/<pid>/stat`. The command name (field 2) may hold spaces
 /// and parentheses, so fields are counted from the last `)`.
 fn start_ticks(pid: u32) -> Option<u64> {
@@ -71,5 +91,17 @@ mod tests {
         assert_ne!(sibling.0, me);
         assert_eq!(sibling.1, Some(main));
         assert_eq!(Process::of_thread(0), None);
+    }
+
+    /// The Groups: line gives the supplementary groups (none when empty); a thread that is gone
+    /// has none.
+    #[test]
+    fn groups_parse() {
+        let status = "Name:\tx\nGid:\t10\t10\t10\t10\nGroups:\t4 24 4242 \nNgid:\t0\n";
+        assert_eq!(parse_groups(status), Some(vec![4, 24, 4242]));
+        assert_eq!(parse_groups("Groups:\t\n"), Some(Vec::new()));
+        assert_eq!(parse_groups("Groups:\tx\n"), None);
+        assert_eq!(parse_groups("Uid:\t0\n"), None);
+        assert!(supplementary_groups(0).is_empty());
     }
 }

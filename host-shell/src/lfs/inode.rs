@@ -192,16 +192,44 @@ pub mod access {
     pub const R_OK: u32 = 4;
 }
 
-/// POSIX permission check of `mask` (`R_OK | W_OK | X_OK`) for a caller (`uid`, `gid`) on
-/// `attr`: the owner's bits if the caller owns it, else the group's if in its group, else the
-/// others'. Root may read and write anything, and execute when any execute bit is set (or it
-/// is a directory).
+/// Who asks for access: the caller's user and group ids (the file system ones, as FUSE reports
+/// them) and its supplementary groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Credentials {
+    /// Whether `gid` is the caller's group or one of its supplementary groups.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// POSIX permission check of `mask` (`R_OK | W_OK | X_OK`) for a caller (`uid`, `gid`, no
+/// supplementary groups) on `attr`: [`check_access_as`].
 pub fn check_access(attr: &Attr, uid: u32, gid: u32, mask: u32) -> Result<()> {
+    let who = Credentials {
+        uid,
+        gid,
+        groups: Vec::new(),
+    };
+    check_access_as(attr, &who, mask)
+}
+
+/// POSIX permission check of `mask` (`R_OK | W_OK | X_OK`) for `who` on `attr`: the owner's
+/// bits if the caller owns it, else the group's if its group or one of its supplementary
+/// groups is the file's, else the others'. Root may read and write anything, and execute when
+/// any execute bit is set (or it is a directory).
+pub fn check_access_as(attr: &Attr, who: &Credentials, mask: u32) -> Result<()> {
     let mask = mask & 0o7;
     if mask == access::F_OK {
         return Ok(());
     }
     let perm = u32::from(attr.perm);
+    let uid = who.uid;
     if uid == 0 {
         let exec_ok = attr.kind == FileKind::Dir || perm & 0o111 != 0;
         return if mask & access::X_OK == 0 || exec_ok {
@@ -212,7 +240,7 @@ pub fn check_access(attr: &Attr, uid: u32, gid: u32, mask: u32) -> Result<()> {
     }
     let bits = if uid == attr.uid {
         (perm >> 6) & 0o7
-    } else if gid == attr.gid {
+    } else if who.in_group(attr.gid) {
         (perm >> 3) & 0o7
     } else {
         perm & 0o7
@@ -291,6 +319,22 @@ mod tests {
         let mut c = attr(0o4700, FileKind::File);
         assert!(c.kill_suid_sgid());
         assert_eq!(c.perm, 0o700);
+    }
+
+    /// A supplementary group counts as the caller's group; other groups do not.
+    #[test]
+    fn supplementary_groups_get_the_group_bits() {
+        use access::*;
+        let a = attr(0o640, FileKind::File);
+        let who = |groups: Vec<u32>| Credentials {
+            uid: 2000,
+            gid: 7,
+            groups,
+        };
+        assert!(check_access_as(&a, &who(vec![5, 100]), R_OK).is_ok());
+        assert!(check_access_as(&a, &who(vec![100]), W_OK).is_err());
+        assert!(check_access_as(&a, &who(vec![5, 6]), R_OK).is_err());
+        assert!(check_access_as(&a, &who(Vec::new()), R_OK).is_err());
     }
 
     /// Times before the epoch keep nanoseconds positive.

@@ -36,7 +36,9 @@ use common::zns::ZoneAction;
 pub use data::MAX_FILE_BYTES;
 pub use error::{LfsError, Result};
 pub use fsck::Problem;
-pub use inode::{access, check_access, Attr, FileKind, InodeNo, SetAttr, Time};
+pub use inode::{
+    access, check_access, check_access_as, Attr, Credentials, FileKind, InodeNo, SetAttr, Time,
+};
 pub use ops::{DirEntry, XattrMode};
 pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
