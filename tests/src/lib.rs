@@ -124,6 +124,7 @@ where
     lines[0].to_string()
 }
 
+pub mod mapping;
 pub mod mount;
 pub mod reference;
 pub mod reliability;

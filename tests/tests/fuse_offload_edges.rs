@@ -1,6 +1,6 @@
 //! The offload at its edges, on a real mount with the real clang-built kernels: what a kernel's
-//! return value becomes for the caller, offloads of sparse files, and supplementary groups on
-//! kernel paths.
+//! return value becomes for the caller, offloads of sparse files, what shared mappings see, and
+//! supplementary groups on kernel paths.
 //!
 //! Offload state belongs to the process that sets it, so what another process (or another
 //! user) does runs in a child: this test binary run again as [`child_steps`], with the steps in
@@ -18,6 +18,7 @@ use std::{
 use rustix::io::Errno;
 use tests::{
     kernel_object,
+    mapping::SharedMap,
     mount::Mount,
     reference,
     xattr::{get, remove, set},
@@ -144,7 +145,8 @@ fn child(file: &Path, steps: &str) -> Vec<Result<(), Errno>> {
 /// for each (0 when it worked), stopping after the first that failed:
 /// - `as UID GID GROUPS`: drop to those credentials (GROUPS: supplementary groups separated by
 ///   commas, or `-` for none);
-/// - `set KEY VALUE`: set an extended attribute of the file.
+/// - `set KEY VALUE`: set an extended attribute of the file;
+/// - `map`: map the whole file shared and fault every page in.
 #[test]
 #[ignore = "run by the tests of this file as a second process"]
 fn child_steps() {
@@ -155,6 +157,7 @@ fn child_steps() {
         return;
     };
     let errno = |e: Errno| e.raw_os_error();
+    let io_errno = |e: std::io::Error| errno_of(&e).raw_os_error();
     for step in steps.lines() {
         let words: Vec<&str> = step.split_whitespace().collect();
         let outcome: Result<(), i32> = match words.as_slice() {
@@ -171,6 +174,11 @@ fn child_steps() {
                     .map_err(|e| e as i32)
             }
             ["set", key, value @ ..] => set(&file, key, &value.join(" ")).map_err(errno),
+            ["map"] => File::open(&file).map_err(io_errno).and_then(|f| {
+                let len = f.metadata().map_err(io_errno)?.len() as usize;
+                let map = SharedMap::new(&f, len).map_err(errno)?;
+                map.populate().map_err(errno)
+            }),
             _ => panic!("unknown child step {step:?}"),
         };
         let code = outcome.err().unwrap_or(0);
@@ -295,6 +303,49 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
         fs::read(&file).expect("read") == want,
         "the content changed"
     );
+    m.unmount_and_fsck();
+}
+
+/// A process with a read stream that maps the file shared is refused the mapped pages, so the
+/// kernel's output never reaches the page cache: a process that mapped the file before sees the
+/// file's bytes, and the stream's own reads still return the kernel's output.
+#[test]
+fn shared_mappings_never_see_a_streams_output() {
+    let data = sample(256 << 10, 4);
+    let mut m = setup(&data, &[], &["tests/xor_read"]);
+    let file = m.path("data");
+    // Mapped first: a mapping made after the child's would drop the cached pages as it is made.
+    let f = File::open(&file).expect("open");
+    let map = SharedMap::new(&f, data.len()).expect("map");
+    let steps = "set user.csd.args 0xff\nset user.csd.read_stream /kernels/xor_read.o\nmap";
+    let outcomes = child(&file, steps);
+    let seen = map.read().expect("this process's pages are the file's");
+    assert!(
+        seen == data,
+        "another process's mapping saw the stream's output: {} of {} bytes differ",
+        seen.iter().zip(&data).filter(|(a, b)| a != b).count(),
+        data.len()
+    );
+    assert_eq!(
+        outcomes,
+        [Ok(()), Ok(()), Err(Errno::FAULT)],
+        "the stream's process is refused its mapped pages"
+    );
+    assert!(
+        m.log().contains("memory mapping"),
+        "the daemon log says why: {}",
+        m.log()
+    );
+    // The stream itself still works for read(2).
+    set(&file, "user.csd.args", "0xff").expect("args");
+    set(&file, "user.csd.read_stream", "/kernels/xor_read.o").expect("read stream");
+    assert_eq!(
+        pread(&file, 4096, 8192).expect("stream read"),
+        reference::xor(&data[4096..12288], 0xff)
+    );
+    remove(&file, "user.csd.read_stream").expect("remove");
+    drop(map);
+    drop(f);
     m.unmount_and_fsck();
 }
 

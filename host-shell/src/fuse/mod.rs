@@ -14,14 +14,15 @@
 //! - Every file is opened with `FOPEN_DIRECT_IO`: the offload state of a process may be set
 //!   after it opened the file, and the page cache is shared by all processes of an inode,
 //!   so no read may ever be served from it. Shared mmap is allowed where the kernel offers
-//!   `FUSE_DIRECT_IO_ALLOW_MMAP`.
+//!   `FUSE_DIRECT_IO_ALLOW_MMAP`; mappings fill the page cache, so a process with a read
+//!   stream is refused the reads that fill it (see [`ReadPath`]).
 //! - fallocate answers `EOPNOTSUPP`: a log-structured file system cannot reserve blocks in
 //!   place, and glibc's `posix_fallocate` then writes zeros itself, which does reserve them.
 
 mod offload;
 mod process;
 
-pub use offload::{parse_args, Caller, LinkCounters, Offload, OffloadError};
+pub use offload::{parse_args, Caller, LinkCounters, Offload, OffloadError, ReadPath};
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -429,10 +430,17 @@ impl fuser::Filesystem for CsdFs {
         offset: u64,
         size: u32,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.offload.read(caller(req), ino(i), offset, size) {
+        // The kernel names a lock owner (FUSE_READ_LOCKOWNER) on every direct read and on no
+        // read for the page cache (a mapping's page fault, readahead).
+        let path = if lock_owner.is_some() {
+            ReadPath::Direct
+        } else {
+            ReadPath::PageCache
+        };
+        match self.offload.read(caller(req), ino(i), offset, size, path) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(offload_errno("read", &e)),
         }

@@ -83,6 +83,11 @@ pub enum OffloadError {
     KernelError { path: String, code: i64 },
     #[error("all device program slots or range sets are in use; remove an offload first")]
     Busy,
+    #[error(
+        "a process with a read stream on inode {ino} read it through a memory mapping; refused, \
+         as the page cache is shared with every process: read the stream with read(2)"
+    )]
+    MappedRead { ino: u64 },
     #[error("the result is {0} bytes, more than an extended attribute holds (64 KiB)")]
     TooBig(usize),
     #[error("the calling process is gone")]
@@ -106,6 +111,7 @@ impl OffloadError {
             OffloadError::Fault { .. } => libc::EIO,
             OffloadError::KernelError { code, .. } => kernel_errno(*code),
             OffloadError::Busy => libc::EBUSY,
+            OffloadError::MappedRead { .. } => libc::EIO,
             OffloadError::TooBig(_) => libc::E2BIG,
             OffloadError::NoProcess => libc::ESRCH,
             OffloadError::Lfs(e) => e.errno(),
@@ -133,6 +139,16 @@ fn kernel_errno(code: i64) -> i32 {
         Some(Ok(errno)) if (1..=libc::EHWPOISON).contains(&errno) && errno != libc::ENOSYS => errno,
         _ => libc::EIO,
     }
+}
+
+/// How a read reached the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// read(2) and its kin: every open is direct I/O, so the data goes to the caller only.
+    Direct,
+    /// For the page cache: a memory mapping's page fault, or readahead. The page cache belongs
+    /// to the inode, so what this read returns is what every process mapping the file sees.
+    PageCache,
 }
 
 /// Who made a request.
@@ -344,9 +360,21 @@ impl Offload {
     }
 
     /// A read: the kernel's output if the caller's process has a read stream on `ino`, else
-    /// the file's bytes.
-    pub fn read(&self, caller: Caller, ino: InodeNo, offset: u64, len: u32) -> Result<Vec<u8>> {
+    /// the file's bytes. A read for the page cache by a process with a read stream is refused
+    /// ([`OffloadError::MappedRead`]): the kernel's output must never reach pages that other
+    /// processes' mappings share.
+    pub fn read(
+        &self,
+        caller: Caller,
+        ino: InodeNo,
+        offset: u64,
+        len: u32,
+        path: ReadPath,
+    ) -> Result<Vec<u8>> {
         if let Some(stream) = self.stream_of(caller, ino, false) {
+            if path == ReadPath::PageCache {
+                return Err(OffloadError::MappedRead { ino: ino.0 });
+            }
             if let Some(out) = self.run_read(&stream, offset, len)? {
                 return Ok(out);
             }
