@@ -1,6 +1,6 @@
 //! The offload at its edges, on a real mount with the real clang-built kernels: what a kernel's
-//! return value becomes for the caller, offloads of sparse files, what shared mappings see, and
-//! supplementary groups on kernel paths.
+//! return value becomes for the caller, offloads of sparse files, what shared mappings see,
+//! supplementary groups on kernel paths, and a stream replaced while its reads are in flight.
 //!
 //! Offload state belongs to the process that sets it, so what another process (or another
 //! user) does runs in a child: this test binary run again as [`child_steps`], with the steps in
@@ -11,7 +11,10 @@ use std::{
     os::unix::fs::{FileExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
     process::Command,
-    sync::mpsc,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -381,5 +384,76 @@ fn kernel_paths_are_checked_against_supplementary_groups() {
             "uid gid groups: {creds}"
         );
     }
+    m.unmount_and_fsck();
+}
+
+/// Reads racing a process that keeps replacing its read stream get the old kernel's output, the
+/// new one's, or EAGAIN, never the file's raw bytes (bounded: 2000 replacements, fewer once a
+/// read went wrong).
+#[test]
+fn a_stream_replaced_under_its_reads_never_returns_raw_bytes() {
+    let data = sample(64 << 10, 6);
+    // Five workers: three reads in flight and the replacing setxattr are served at once.
+    let mut m = setup(&data, &["--threads", "5"], &["tests/xor_read"]);
+    let file = m.path("data");
+    let keys = [0x55u64, 0xaa];
+    let outputs: Vec<Vec<u8>> = keys.iter().map(|&k| reference::xor(&data, k)).collect();
+    set(&file, "user.csd.args", "0x55").expect("args");
+    set(&file, "user.csd.read_stream", "/kernels/xor_read.o").expect("read stream");
+    let done = AtomicBool::new(false);
+    let wrong = AtomicU64::new(0);
+    let tallies = std::thread::scope(|s| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    // Reads of each key's output, EAGAINs, raw reads, anything else.
+                    let mut tally = [0u64; 5];
+                    while !done.load(Ordering::Relaxed) {
+                        let kind = match pread(&file, 0, data.len()) {
+                            Ok(got) if got == outputs[0] => 0,
+                            Ok(got) if got == outputs[1] => 1,
+                            Err(Errno::AGAIN) => 2,
+                            Ok(got) if got == data => 3,
+                            _ => 4,
+                        };
+                        tally[kind] += 1;
+                        if kind > 2 {
+                            wrong.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    tally
+                })
+            })
+            .collect();
+        for i in 0..2000 {
+            if wrong.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            let key = keys[(i + 1) % 2];
+            set(&file, "user.csd.args", &format!("{key:#x}")).expect("args");
+            set(&file, "user.csd.read_stream", "/kernels/xor_read.o").expect("replace");
+        }
+        done.store(true, Ordering::Relaxed);
+        readers
+            .into_iter()
+            .map(|r| r.join().expect("reader"))
+            .fold([0u64; 5], |mut sum, t| {
+                sum.iter_mut().zip(t).for_each(|(s, t)| *s += t);
+                sum
+            })
+    });
+    let [first, second, again, raw, other] = tallies;
+    assert_eq!(
+        (raw, other),
+        (0, 0),
+        "{raw} reads returned the raw file, {other} something else \
+         ({first} + {second} kernel outputs, {again} EAGAIN)"
+    );
+    assert!(
+        first > 0 && second > 0,
+        "both kernels' outputs were read: {tallies:?}"
+    );
+    remove(&file, "user.csd.read_stream").expect("remove");
+    assert!(fs::read(&file).expect("read") == data);
     m.unmount_and_fsck();
 }

@@ -49,6 +49,9 @@ pub const RESULT: &[u8] = b"user.csd.result";
 pub const STATS: &[u8] = b"user.csd.stats";
 pub const LINK: &[u8] = b"user.csd.link";
 
+/// Most streams a read or write tries when the one it found is replaced while it waits (the
+/// process keeps replacing it: the request then fails with `EAGAIN`).
+const STREAM_TRIES: usize = 4;
 /// Output buffer of a stream's range set: a FUSE request is at most 1 MiB.
 const STREAM_OUT_CAP: u32 = 2 << 20;
 /// Largest kernel object read from the mount.
@@ -84,6 +87,11 @@ pub enum OffloadError {
     #[error("all device program slots or range sets are in use; remove an offload first")]
     Busy,
     #[error(
+        "the user.csd.{0} this request was to run was replaced or removed while it waited; \
+         try again"
+    )]
+    StreamEnded(&'static str),
+    #[error(
         "a process with a read stream on inode {ino} read it through a memory mapping; refused, \
          as the page cache is shared with every process: read the stream with read(2)"
     )]
@@ -111,6 +119,7 @@ impl OffloadError {
             OffloadError::Fault { .. } => libc::EIO,
             OffloadError::KernelError { code, .. } => kernel_errno(*code),
             OffloadError::Busy => libc::EBUSY,
+            OffloadError::StreamEnded(_) => libc::EAGAIN,
             OffloadError::MappedRead { .. } => libc::EIO,
             OffloadError::TooBig(_) => libc::E2BIG,
             OffloadError::NoProcess => libc::ESRCH,
@@ -363,6 +372,10 @@ impl Offload {
     /// the file's bytes. A read for the page cache by a process with a read stream is refused
     /// ([`OffloadError::MappedRead`]): the kernel's output must never reach pages that other
     /// processes' mappings share.
+    ///
+    /// A read that found a stream runs a stream: if the process replaces or removes it while
+    /// the read waits for its turn, the read runs the stream that replaced it, or fails with
+    /// `EAGAIN` ([`OffloadError::StreamEnded`]); it never returns the file's bytes instead.
     pub fn read(
         &self,
         caller: Caller,
@@ -371,20 +384,29 @@ impl Offload {
         len: u32,
         path: ReadPath,
     ) -> Result<Vec<u8>> {
-        if let Some(stream) = self.stream_of(caller, ino, false) {
-            if path == ReadPath::PageCache {
-                return Err(OffloadError::MappedRead { ino: ino.0 });
-            }
+        let Some(mut stream) = self.stream_of(caller, ino, false) else {
+            return Ok(self.lfs.read(ino, offset, len)?);
+        };
+        if path == ReadPath::PageCache {
+            return Err(OffloadError::MappedRead { ino: ino.0 });
+        }
+        for _ in 0..STREAM_TRIES {
             if let Some(out) = self.run_read(&stream, offset, len)? {
                 return Ok(out);
             }
+            stream = self.replacement(caller, ino, false, &stream)?;
         }
-        Ok(self.lfs.read(ino, offset, len)?)
+        Err(OffloadError::StreamEnded("read_stream"))
     }
 
     /// A write: through the kernel first if the caller's process has a write stream on `ino`.
     /// Returns the caller's byte count. `kill_suid_sgid`: the writer lacks `CAP_FSETID`, so
     /// the file loses its set-id bits ([`Lfs::write_unprivileged`]).
+    ///
+    /// As for reads, a write that found a stream stores a stream's output or fails with
+    /// `EAGAIN`, never the bytes as they came. (Linux holds the inode's lock through a direct
+    /// write and through setxattr and removexattr, so today a write never waits on a stream
+    /// being replaced; this keeps it so if that changes.)
     pub fn write(
         &self,
         caller: Caller,
@@ -400,13 +422,33 @@ impl Offload {
                 self.lfs.write(ino, offset, bytes)
             }
         };
-        if let Some(stream) = self.stream_of(caller, ino, true) {
+        let Some(mut stream) = self.stream_of(caller, ino, true) else {
+            return Ok(store(data)?);
+        };
+        for _ in 0..STREAM_TRIES {
             if let Some(out) = self.run_write(&stream, offset, data)? {
                 store(&out)?;
                 return Ok(data.len() as u32);
             }
+            stream = self.replacement(caller, ino, true, &stream)?;
         }
-        Ok(store(data)?)
+        Err(OffloadError::StreamEnded("write_stream"))
+    }
+
+    /// The stream that replaced `retired` (retired while a run waited for it), or
+    /// [`OffloadError::StreamEnded`] if the process removed it.
+    fn replacement(
+        &self,
+        caller: Caller,
+        ino: InodeNo,
+        write: bool,
+        retired: &Arc<Stream>,
+    ) -> Result<Arc<Stream>> {
+        let key = if write { "write_stream" } else { "read_stream" };
+        match self.stream_of(caller, ino, write) {
+            Some(next) if !Arc::ptr_eq(&next, retired) => Ok(next),
+            _ => Err(OffloadError::StreamEnded(key)),
+        }
     }
 
     fn run_read(&self, stream: &Stream, offset: u64, len: u32) -> Result<Option<Vec<u8>>> {
