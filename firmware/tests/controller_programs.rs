@@ -260,8 +260,7 @@ fn memory_range_set_validation() {
     );
 }
 
-/// A hole in a snapshot reads as zeros, whole blocks and parts of them, next to the blocks of
-/// the extents around it.
+/// A hole extent reads as zeros, in whole and partial blocks, between the extents around it.
 #[test]
 fn holes_read_as_zeros() {
     let mut dev = dev();

@@ -192,9 +192,7 @@ fn child_steps() {
     }
 }
 
-/// A kernel's return value reaches the caller only as an errno the kernel's FUSE passes on: a
-/// count is success, -EINVAL and -EIO are those errnos, and -ENOSYS, -600, -4095, -100000 and
-/// INT64_MIN are EIO, for a file job and for a read stream, each answered (never a hang).
+/// Negative kernel returns reach the caller as errnos FUSE accepts (others EIO), never as a hang.
 #[test]
 fn kernel_return_values_reach_the_caller_as_valid_errnos() {
     let mut m = setup(&sample(20_000, 1), &[], &["tests/return_param"]);
@@ -245,9 +243,7 @@ fn kernel_return_values_reach_the_caller_as_valid_errnos() {
     m.unmount_and_fsck();
 }
 
-/// Setting offload keys on a sparse file writes nothing into it: its size, blocks, times and
-/// content and the device's free space stay as they were, and the kernels read zeros in its
-/// holes (a read stream over data and holes, a file job over the whole file).
+/// Offloading a sparse file writes nothing: stat, free space and content stay; kernels read zeros.
 #[test]
 fn offloading_a_sparse_file_leaves_it_as_it_was() {
     let mut m = setup(b"", &[], &["passthrough", "entropy"]);
@@ -309,9 +305,7 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
     m.unmount_and_fsck();
 }
 
-/// A process with a read stream that maps the file shared is refused the mapped pages, so the
-/// kernel's output never reaches the page cache: a process that mapped the file before sees the
-/// file's bytes, and the stream's own reads still return the kernel's output.
+/// A read stream's process is refused mapped pages, so another process's mapping sees the file.
 #[test]
 fn shared_mappings_never_see_a_streams_output() {
     let data = sample(256 << 10, 4);
@@ -352,9 +346,7 @@ fn shared_mappings_never_see_a_streams_output() {
     m.unmount_and_fsck();
 }
 
-/// The daemon checks a kernel path against the caller's supplementary groups too: a kernel (in
-/// a directory) readable only by a group the caller has as a supplementary group is accepted,
-/// one readable by no group of the caller is refused with EACCES.
+/// Kernel paths are checked with supplementary groups: one grants access, no group gets EACCES.
 #[test]
 fn kernel_paths_are_checked_against_supplementary_groups() {
     let data = sample(10_000, 5);
@@ -387,9 +379,7 @@ fn kernel_paths_are_checked_against_supplementary_groups() {
     m.unmount_and_fsck();
 }
 
-/// Reads racing a process that keeps replacing its read stream get the old kernel's output, the
-/// new one's, or EAGAIN, never the file's raw bytes (bounded: 2000 replacements, fewer once a
-/// read went wrong).
+/// Reads racing stream replacements get either kernel's output or EAGAIN, never the raw file.
 #[test]
 fn a_stream_replaced_under_its_reads_never_returns_raw_bytes() {
     let data = sample(64 << 10, 6);
@@ -425,6 +415,7 @@ fn a_stream_replaced_under_its_reads_never_returns_raw_bytes() {
                 })
             })
             .collect();
+        // Bounded: 2000 replacements, fewer once a read went wrong.
         for i in 0..2000 {
             if wrong.load(Ordering::Relaxed) > 0 {
                 break;

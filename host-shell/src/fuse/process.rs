@@ -93,8 +93,7 @@ mod tests {
         assert_eq!(Process::of_thread(0), None);
     }
 
-    /// The Groups: line gives the supplementary groups (none when empty); a thread that is gone
-    /// has none.
+    /// The Groups: line gives the supplementary groups; an empty line or a gone thread, none.
     #[test]
     fn groups_parse() {
         let status = "Name:\tx\nGid:\t10\t10\t10\t10\nGroups:\t4 24 4242 \nNgid:\t0\n";
