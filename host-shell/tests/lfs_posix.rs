@@ -502,3 +502,48 @@ fn threads_share_the_fs() {
     }
     assert_clean(&lfs);
 }
+
+/// A rename sets the renamed inode's ctime whatever its kind (directory, symlink, FIFO), and
+/// the new ctime survives a remount.
+#[test]
+fn rename_changes_ctime_of_every_kind() {
+    let (lfs, device) = mounted();
+    let old = Time { sec: 1, nsec: 0 };
+    let dir = lfs.mkdir(ROOT, b"d", 0o755, 0, 0).expect("mkdir").ino;
+    let link = lfs
+        .symlink(ROOT, b"l", b"target", 0, 0)
+        .expect("symlink")
+        .ino;
+    let fifo = lfs
+        .mknod(ROOT, b"p", S_IFIFO | 0o644, 0, 0, 0)
+        .expect("mknod")
+        .ino;
+    for (ino, from, to) in [(dir, "d", "d2"), (link, "l", "l2"), (fifo, "p", "p2")] {
+        lfs.setattr(
+            ino,
+            SetAttr {
+                atime: Some(old),
+                mtime: Some(old),
+                ..SetAttr::default()
+            },
+        )
+        .expect("setattr");
+        let before = lfs.getattr(ino).expect("getattr").ctime;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        lfs.rename(
+            ROOT,
+            from.as_bytes(),
+            ROOT,
+            to.as_bytes(),
+            RenameFlags::default(),
+        )
+        .expect("rename");
+        let after = lfs.getattr(ino).expect("getattr").ctime;
+        assert!(after > before, "{from}: ctime {before:?} stayed {after:?}");
+    }
+    let (lfs, _device) = remount(lfs, device);
+    assert_eq!(walk(&lfs, "/d2").expect("d2").ino, dir);
+}
+
+/// The file type bits of a FIFO in a mode.
+const S_IFIFO: u32 = 0o010_000;
