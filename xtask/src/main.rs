@@ -3,7 +3,8 @@
 //! - `deps`: install what the project needs on a bare Debian bookworm machine (as root), or say
 //!   exactly what to install (otherwise).
 //! - `test`: everything CI checks, in order: deps, formatting, lints, kernels, host tests, the
-//!   Cortex-R builds of the firmware, the board image and its QEMU self-test.
+//!   Cortex-R builds of the firmware, the board image and its QEMU self-test, the POSIX
+//!   suites, the short reliability campaign and the benchmarks' quick run.
 //! - `demo`: the main job on a built-in default.
 //! - `kernels`: build the C eBPF kernels with clang.
 //! - `bench [--quick]`: measure csd against its peers.

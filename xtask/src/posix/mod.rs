@@ -74,6 +74,11 @@ pub fn run(options: &Options) -> Result<()> {
     suites(options.fsx_ops, options.fsx_seed)
 }
 
+/// The step of `cargo xtask test` (which has run `deps` already).
+pub fn test() -> Result<()> {
+    suites(FSX_OPS, FSX_SEED)
+}
+
 /// pjdfstest on csd and on bindfs over tmpfs, then fsx on csd, then fsck; fails on csd-only
 /// pjdfstest failures, an fsx failure or an unclean image, after cleaning up.
 fn suites(fsx_ops: u64, fsx_seed: u64) -> Result<()> {
