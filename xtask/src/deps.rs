@@ -3,7 +3,9 @@
 //! It checks first and installs only what is missing, so on a ready machine it takes a second.
 //! As root it installs; otherwise it prints the exact commands and fails. QEMU comes from the
 //! bookworm-backports suite (bookworm's own 7.2 has no `mps3-an536` machine); the suite is added
-//! with the mirror URI the machine's existing Debian source already names.
+//! with the mirror URI the machine's existing Debian source already names. The POSIX suites
+//! (`cargo xtask posix`) add two crates installed with `cargo install --locked` at pinned
+//! versions (no root needed) and the two users pjdfstest switches to.
 
 use std::{
     fs,
@@ -12,6 +14,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use nix::unistd::{Group, User};
 
 use crate::cmd;
 
@@ -37,7 +40,7 @@ const PACKAGES: &[Package] = &[
     },
     Package {
         name: "bindfs",
-        why: "the peer FUSE file system of the benchmarks",
+        why: "the peer FUSE file system of the benchmarks and of pjdfstest",
     },
     Package {
         name: "clang-19",
@@ -75,6 +78,32 @@ const QEMU: Package = Package {
     name: "qemu-system-arm",
     why: "runs the Cortex-R52 board image",
 };
+
+/// A crate whose binary `cargo install --locked` puts in cargo's bin folder, at a pinned
+/// version (the suites' results are compared run to run, so the suite must not move).
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+    why: &'static str,
+}
+
+/// The POSIX suites of `cargo xtask posix`.
+pub const PJDFSTEST: Tool = Tool {
+    name: "pjdfstest",
+    version: "0.2.2",
+    why: "the POSIX conformance suite of cargo xtask posix",
+};
+pub const FSX: Tool = Tool {
+    name: "fsx",
+    version: "0.3.2",
+    why: "the file-system exerciser of cargo xtask posix",
+};
+const TOOLS: [&Tool; 2] = [&PJDFSTEST, &FSX];
+
+/// The users pjdfstest runs tests as (its default `dummy_auth` entries), each with a primary
+/// group that exists.
+const USERS: [&str; 2] = ["nobody", "tests"];
+
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/csd-bookworm-backports.sources";
 /// The name the Debian cross toolchain is linked under in rustup.
@@ -85,7 +114,14 @@ pub fn run() -> Result<()> {
     check_rust_components()?;
     let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !installed(p.name)).collect();
     let qemu_ok = qemu_has_board();
-    if missing.is_empty() && qemu_ok && cross_toolchain_linked()? {
+    let missing_users: Vec<&str> = USERS.into_iter().filter(|u| !user_ready(u)).collect();
+    let missing_tools: Vec<&Tool> = TOOLS.into_iter().filter(|t| !t.ready()).collect();
+    if missing.is_empty()
+        && qemu_ok
+        && missing_users.is_empty()
+        && missing_tools.is_empty()
+        && cross_toolchain_linked()?
+    {
         check_fuse_device()?;
         eprintln!("deps: everything is installed");
         return Ok(());
@@ -104,6 +140,13 @@ pub fn run() -> Result<()> {
     }
     if !qemu_ok {
         steps.push(Step::InstallBackports(QEMU.name));
+    }
+    for user in &missing_users {
+        eprintln!("deps: missing the user {user} (pjdfstest runs tests as it)");
+        steps.push(Step::AddUser {
+            name: user,
+            group_exists: Group::from_name(user).ok().flatten().is_some(),
+        });
     }
     for p in &missing {
         eprintln!("deps: missing {} ({})", p.name, p.why);
@@ -124,13 +167,20 @@ pub fn run() -> Result<()> {
             text.push_str(&step.shell());
             text.push('\n');
         }
-        bail!("missing packages, and installing them needs root; {text}");
+        bail!("missing packages or users, and adding them needs root; {text}");
     }
     for step in &steps {
         step.apply()?;
     }
     if !qemu_has_board() {
         bail!("qemu-system-arm was installed but has no mps3-an536 machine; install it from {BACKPORTS}");
+    }
+    if let Some(user) = USERS.into_iter().find(|u| !user_ready(u)) {
+        bail!("the user {user} was added but it or its primary group is still missing; check /etc/passwd and /etc/group");
+    }
+    // Into cargo's bin folder, like any `cargo install`, so it never needs root.
+    for tool in &missing_tools {
+        tool.install()?;
     }
     // Linking is per user (rustup keeps toolchains in the caller's home), so it never needs root.
     if !cross_toolchain_linked()? {
@@ -185,10 +235,17 @@ fn check_rust_components() -> Result<()> {
 
 /// One install step, runnable or printable as a shell command.
 enum Step {
-    AddBackports { uri: String },
+    AddBackports {
+        uri: String,
+    },
     Update,
     Install(Vec<&'static str>),
     InstallBackports(&'static str),
+    /// A user without a home; its group is the one of the same name (made if missing).
+    AddUser {
+        name: &'static str,
+        group_exists: bool,
+    },
 }
 
 impl Step {
@@ -217,6 +274,17 @@ impl Step {
                 cmd.args(["-t", BACKPORTS, name]);
                 Some(cmd)
             }
+            Step::AddUser { name, group_exists } => {
+                let mut cmd = Command::new("useradd");
+                cmd.args(["--no-create-home", "--shell", "/usr/sbin/nologin"]);
+                if *group_exists {
+                    cmd.args(["--gid", name]);
+                } else {
+                    cmd.arg("--user-group");
+                }
+                cmd.arg(name).stdin(Stdio::null());
+                Some(cmd)
+            }
         }
     }
 
@@ -227,6 +295,7 @@ impl Step {
                 "printf '{}' | tee {BACKPORTS_SOURCE}",
                 Self::backports_source(uri).replace('\n', "\\n")
             ),
+            (Step::AddUser { .. }, Some(cmd)) => cmd::show(&cmd),
             (_, Some(cmd)) => format!("DEBIAN_FRONTEND=noninteractive {}", cmd::show(&cmd)),
             (_, None) => String::new(),
         }
@@ -267,6 +336,57 @@ fn installed(package: &str) -> bool {
         .output()
         .map(|out| out.status.success() && out.stdout == b"installed")
         .unwrap_or(false)
+}
+
+/// Whether `name` exists and so does its primary group (pjdfstest looks both up).
+fn user_ready(name: &str) -> bool {
+    User::from_name(name)
+        .ok()
+        .flatten()
+        .is_some_and(|u| Group::from_gid(u.gid).ok().flatten().is_some())
+}
+
+impl Tool {
+    /// Whether `NAME --version` answers with the pinned version (so it is on the PATH too).
+    fn ready(&self) -> bool {
+        Command::new(self.name)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|out| {
+                out.status.success()
+                    && String::from_utf8_lossy(&out.stdout).trim()
+                        == format!("{} {}", self.name, self.version)
+            })
+    }
+
+    /// `cargo install --locked NAME@VERSION` (replacing another installed version), in a
+    /// throwaway target directory rather than the project's.
+    fn install(&self) -> Result<()> {
+        eprintln!(
+            "deps: missing {} {} ({})",
+            self.name, self.version, self.why
+        );
+        let mut cargo = Command::new("cargo");
+        cargo
+            .args(["install", "--locked"])
+            .arg(format!("{}@{}", self.name, self.version))
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .stdin(Stdio::null());
+        cmd::run(&mut cargo)?;
+        if !self.ready() {
+            bail!(
+                "{} {} is installed but `{} --version` does not answer with that version: \
+                 put cargo's bin folder (usually ~/.cargo/bin) first on the PATH",
+                self.name,
+                self.version,
+                self.name
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Whether the installed QEMU has the Cortex-R52 board.
@@ -475,6 +595,27 @@ mod tests {
         assert_eq!(
             mirror_in([opts].into_iter()).unwrap(),
             "http://o.example/debian"
+        );
+    }
+
+    /// A missing user is added without a home, with a group of its name unless one exists.
+    #[test]
+    fn add_user_commands() {
+        let fresh = Step::AddUser {
+            name: "tests",
+            group_exists: false,
+        };
+        assert_eq!(
+            fresh.shell(),
+            "useradd --no-create-home --shell /usr/sbin/nologin --user-group tests"
+        );
+        let grouped = Step::AddUser {
+            name: "tests",
+            group_exists: true,
+        };
+        assert_eq!(
+            grouped.shell(),
+            "useradd --no-create-home --shell /usr/sbin/nologin --gid tests tests"
         );
     }
 

@@ -3,7 +3,8 @@
 //! - `deps`: install what the project needs on a bare Debian bookworm machine (as root), or say
 //!   exactly what to install (otherwise).
 //! - `test`: everything CI checks, in order: deps, formatting, lints, kernels, host tests, the
-//!   Cortex-R builds of the firmware, the board image and its QEMU self-test.
+//!   Cortex-R builds of the firmware, the board image and its QEMU self-test, the POSIX
+//!   suites, the short reliability campaign and the benchmarks' quick run.
 //! - `demo`: the main job on a built-in default.
 //! - `kernels`: build the C eBPF kernels with clang.
 //! - `bench [--quick]`: measure csd against its peers.
@@ -11,6 +12,8 @@
 //!   Cortex-R5F).
 //! - `reliability [--long] [--minutes N]`: fuzzing, power loss through the whole stack and
 //!   hostile inputs, with a summary.
+//! - `posix [--fsx-ops N] [--fsx-seed S]`: pjdfstest against the csd mount and against bindfs
+//!   over tmpfs, then fsx on the csd mount.
 
 mod bench;
 mod board;
@@ -18,6 +21,7 @@ mod cmd;
 mod demo;
 mod deps;
 mod kernels;
+mod posix;
 mod reliability;
 mod test;
 
@@ -60,6 +64,12 @@ enum Task {
         #[arg(long)]
         minutes: Option<u64>,
     },
+    /// Run pjdfstest against a csd mount and bindfs over tmpfs (failing on tests only csd
+    /// fails), then fsx on the csd mount; needs root.
+    Posix(posix::Options),
+    /// Unmount what a `posix` run left under DIR once stdin closes (started by that run).
+    #[command(hide = true)]
+    PosixJanitor { dir: PathBuf },
     /// Build, run, test or measure the Cortex-R52 board image.
     Board {
         #[command(subcommand)]
@@ -77,6 +87,8 @@ fn main() {
         Task::Bench { quick } => bench::run(quick),
         Task::Board { action } => board::run(action),
         Task::Reliability { long, minutes } => reliability::run(long, minutes),
+        Task::Posix(options) => posix::run(&options),
+        Task::PosixJanitor { dir } => posix::janitor(&dir),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

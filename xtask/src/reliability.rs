@@ -19,8 +19,11 @@
 //! the other half shared equally by the binaries of time-budgeted sections ([`Section::timed`]),
 //! which run in release (the power-loss cases run about 4x faster; the build is paid once) with
 //! `CSD_RELIABILITY_SECONDS` (their share) and `CSD_RELIABILITY_SEED` (printed, or taken from
-//! the environment) set. With no such binary, fuzzing gets all of it. xtask never links the
-//! product crates: it drives `cargo +nightly fuzz` and `cargo test` and reads what they print.
+//! the environment) set. With no such binary, fuzzing gets all of it. A long run then also
+//! runs fsx for [`crate::posix::FSX_OPS_LONG`] operations on a fresh csd mount from the same
+//! seed: bounded by its operation count, not by `--minutes`, on top of them. xtask never links
+//! the product crates: it drives `cargo +nightly fuzz`, `cargo test` and the `csd` binary and
+//! reads what they print.
 
 use std::{
     path::Path,
@@ -210,7 +213,8 @@ pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
             }
         }
     }
-    print_summary(&runs, &binaries, &broken, build_s);
+    let fsx = plan.long.then(|| crate::posix::fsx_long(plan.seed));
+    print_summary(&runs, &binaries, &broken, build_s, fsx.as_ref());
     let crashed: Vec<&str> = runs
         .iter()
         .filter(|r| r.crashed)
@@ -240,6 +244,9 @@ pub fn run(long: bool, minutes: Option<u64>) -> Result<()> {
     }
     if !broken.is_empty() {
         bail!("test binaries failed: {}", broken.join(", "));
+    }
+    if let Some(Err(e)) = fsx {
+        return Err(e.context("fsx on the csd mount failed"));
     }
     Ok(())
 }
@@ -463,7 +470,13 @@ fn show_counts<'a>(counts: impl Iterator<Item = (&'a str, String)>) -> String {
         .join(" ")
 }
 
-fn print_summary(runs: &[FuzzRun], binaries: &[BinaryRun], broken: &[&str], build_s: f64) {
+fn print_summary(
+    runs: &[FuzzRun],
+    binaries: &[BinaryRun],
+    broken: &[&str],
+    build_s: f64,
+    fsx: Option<&Result<crate::posix::FsxRun>>,
+) {
     println!("\nreliability summary");
     if !broken.is_empty() {
         println!(
@@ -511,6 +524,14 @@ fn print_summary(runs: &[FuzzRun], binaries: &[BinaryRun], broken: &[&str], buil
             r.exec_per_s.map_or("?".into(), |n| n.to_string()),
             if r.crashed { "CRASHED" } else { "0 crashes" }
         );
+    }
+    match fsx {
+        Some(Ok(r)) => println!(
+            "  fsx on the csd mount: {} operations from seed {}, every read verified ({:.0} s)",
+            r.ops, r.seed, r.seconds
+        ),
+        Some(Err(_)) => println!("  fsx on the csd mount: FAILED (the output above says why)"),
+        None => {}
     }
 }
 

@@ -22,6 +22,8 @@ pub fn run() -> Result<()> {
         ("board in QEMU", board::test),
         ("host tests", host_tests),
         ("firmware on Cortex-R", cortex_r_builds),
+        // pjdfstest on csd and on bindfs over tmpfs, fsx on csd: one to two minutes.
+        ("posix suites", crate::posix::test),
         // Each fuzz target for seconds, the power-loss sweep and the hostile-input corpus.
         ("reliability", || crate::reliability::run(false, None)),
         // The harness's quick run, so it never rots; no figure is asserted.
