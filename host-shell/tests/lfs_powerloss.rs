@@ -148,50 +148,38 @@ mod campaign {
     /// draws workloads, cut points and subsets until the budget is spent.
     #[test]
     fn host_crash() {
-        let budget = Budget::from_env(0);
+        if let Budget::Until(_) = Budget::from_env(0) {
+            return random_cases("host-crash", 0x686f_7374, |rng, bench, tally, spec, dry| {
+                let cut = rng.below(dry.ops.max(1));
+                let keep = match rng.below(4) {
+                    0 => Keep::None,
+                    1 => Keep::All,
+                    _ => Keep::Random(rng.next()),
+                };
+                tally.run(bench, Case::HostCrash { spec, cut, keep });
+            });
+        }
         let bench = Bench::new();
         let mut tally = Tally::new("host-crash");
         let started = std::time::Instant::now();
-        if let Budget::Cases(_) = budget {
-            let spec = HOST_CRASH_SWEEP;
-            let dry = tally
-                .dry_run(&bench, spec)
-                .expect("the sweep's workload runs without a cut");
-            for cut in 0..dry.ops {
-                let mut keeps = vec![Keep::None, Keep::All];
-                keeps.extend((0..HOST_CRASH_SUBSETS).map(|i| Keep::Random(cut << 8 | i)));
-                let ran = guarded(|| {
-                    bench.host_crashes(spec, cut, &keeps, |keep, result| {
-                        tally.record(&Case::HostCrash { spec, cut, keep }.to_string(), result)
-                    })
-                });
-                if let Err(e) = ran {
-                    let case = format!(
-                        "host-crash seed={} steps={} cut={cut}",
-                        spec.seed, spec.steps
-                    );
-                    tally.record(&case, Err::<(), _>(e));
-                }
-            }
-        } else {
-            let mut rng = Rng::new(budget.seed() ^ 0x686f_7374);
-            let mut n = 0;
-            while budget.allows(n) {
-                let spec = random_spec(&mut rng);
-                let Some(dry) = tally.dry_run(&bench, spec) else {
-                    n += 1;
-                    continue;
-                };
-                for _ in 0..16 {
-                    n += 1;
-                    let cut = rng.below(dry.ops.max(1));
-                    let keep = match rng.below(4) {
-                        0 => Keep::None,
-                        1 => Keep::All,
-                        _ => Keep::Random(rng.next()),
-                    };
-                    tally.run(&bench, Case::HostCrash { spec, cut, keep });
-                }
+        let spec = HOST_CRASH_SWEEP;
+        let dry = tally
+            .dry_run(&bench, spec)
+            .expect("the sweep's workload runs without a cut");
+        for cut in 0..dry.ops {
+            let mut keeps = vec![Keep::None, Keep::All];
+            keeps.extend((0..HOST_CRASH_SUBSETS).map(|i| Keep::Random(cut << 8 | i)));
+            let ran = guarded(|| {
+                bench.host_crashes(spec, cut, &keeps, |keep, result| {
+                    tally.record(&Case::HostCrash { spec, cut, keep }.to_string(), result)
+                })
+            });
+            if let Err(e) = ran {
+                let case = format!(
+                    "host-crash seed={} steps={} cut={cut}",
+                    spec.seed, spec.steps
+                );
+                tally.record(&case, Err::<(), _>(e));
             }
         }
         println!("host-crash: {} s", started.elapsed().as_secs_f64().round());

@@ -102,11 +102,6 @@ impl<N: Nand> ZoneManager<N> {
         self.halted.map_or(Ok(()), Err)
     }
 
-    /// The status writes fail with after the storage behind the NAND refused one, if it did.
-    pub fn halted(&self) -> Option<Status> {
-        self.halted
-    }
-
     /// Maps a device error to a status; a power loss stops the manager, and a refusal of the
     /// storage behind the NAND stops its writes.
     pub(super) fn device(&mut self, e: &N::Error, otherwise: Status) -> Status {
@@ -120,12 +115,6 @@ impl<N: Nand> ZoneManager<N> {
             NandErrorKind::StoreFailed => *self.halted.get_or_insert(Status::WriteFault),
             _ => otherwise,
         }
-    }
-
-    /// Whether a device error left the media as it was (a refusal of the storage behind it),
-    /// so no block is to blame.
-    fn spares_block(e: &N::Error) -> bool {
-        e.kind().is_store_fault()
     }
 
     /// Flush: makes every completed write durable (syncs a volatile cache below the NAND).
@@ -267,7 +256,7 @@ impl<N: Nand> ZoneManager<N> {
         self.spare = spare;
         if let Err(e) = result {
             let status = self.device(&e, Status::WriteFault);
-            if !self.dead && !Self::spares_block(&e) {
+            if !self.dead && !e.kind().is_store_fault() {
                 self.blocks[block.0 as usize].bad = true;
                 self.make_read_only(zi)?;
             }
@@ -296,7 +285,7 @@ impl<N: Nand> ZoneManager<N> {
                 }
                 Err(e) => {
                     let status = self.device(&e, Status::WriteFault);
-                    if self.dead || Self::spares_block(&e) {
+                    if self.dead || e.kind().is_store_fault() {
                         return Err(status);
                     }
                     self.blocks[b].bad = true;

@@ -42,8 +42,6 @@ pub(crate) struct Durability {
     /// Held while a Flush is in flight.
     flushing: Mutex<()>,
     halt: OnceLock<Halt>,
-    /// Flushes sent.
-    flushes: AtomicU64,
 }
 
 impl Durability {
@@ -108,17 +106,11 @@ impl Durability {
         }
         self.check()?;
         let covered = self.written.load(Ordering::Acquire);
-        self.flushes.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = driver.flush() {
             self.stop(&e);
             return Err(LfsError::Io(e));
         }
         self.synced.fetch_max(covered, Ordering::AcqRel);
         Ok(())
-    }
-
-    /// Flushes sent so far.
-    pub fn flushes(&self) -> u64 {
-        self.flushes.load(Ordering::Relaxed)
     }
 }

@@ -565,11 +565,6 @@ impl Lfs {
         self.durable.halted()
     }
 
-    /// Device Flushes the file system has sent.
-    pub fn flushes(&self) -> u64 {
-        self.durable.flushes()
-    }
-
     pub fn statfs(&self) -> Result<StatFs> {
         Ok(self.lock()?.statfs())
     }

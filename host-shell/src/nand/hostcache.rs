@@ -41,9 +41,18 @@ impl RamFile {
         }
     }
 
-    /// Pages that hold bytes.
-    pub fn allocated_pages(&self) -> usize {
-        self.pages.len()
+    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
+        match offset.checked_add(len as u64) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(past_end()),
+        }
+    }
+
+    fn page(&self, page: u64) -> Box<[u8]> {
+        self.pages
+            .get(&page)
+            .cloned()
+            .unwrap_or_else(|| vec![0; HOST_PAGE_BYTES as usize].into_boxed_slice())
     }
 }
 
@@ -67,22 +76,6 @@ fn past_end() -> io::Error {
         io::ErrorKind::UnexpectedEof,
         "access past the end of the file",
     )
-}
-
-impl RamFile {
-    fn check(&self, offset: u64, len: usize) -> io::Result<()> {
-        match offset.checked_add(len as u64) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(past_end()),
-        }
-    }
-
-    fn page(&self, page: u64) -> Box<[u8]> {
-        self.pages
-            .get(&page)
-            .cloned()
-            .unwrap_or_else(|| vec![0; HOST_PAGE_BYTES as usize].into_boxed_slice())
-    }
 }
 
 impl ImageFile for RamFile {
