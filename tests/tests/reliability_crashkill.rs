@@ -231,6 +231,14 @@ fn crash_kill_cycles(variant: &str, mount_args: &[&str]) {
     let budget = Budget::from_env(SHORT_CYCLES);
     let started = Instant::now();
     let mut m = Mount::new(&["--capacity", "16M"], mount_args);
+    if mount_args.contains(&"--emulate-host-cache") {
+        // Else the variant would quietly be the other one.
+        assert!(
+            m.log().contains("emulating the host page cache"),
+            "the daemon does not emulate the host's page cache: {}",
+            m.log()
+        );
+    }
     for dir in DIRS {
         fs::create_dir(m.path(dir)).expect("mkdir");
         File::open(m.path(dir))

@@ -128,6 +128,10 @@ pub fn fsck(args: &FsckArgs) -> anyhow::Result<()> {
     }
 }
 
+/// What the daemon logs when it emulates the host's page cache (crash tests look for it).
+pub const HOST_CACHE_LOG: &str =
+    "emulating the host page cache: the image's writes stay in this process until a Flush";
+
 pub fn mount(args: &MountArgs) -> anyhow::Result<()> {
     if !args.mountpoint.is_dir() {
         return Err(anyhow!(
@@ -162,6 +166,7 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
     };
     // In-process or on the board in QEMU, as `--device` says.
     let device = std::sync::Arc::new(if args.emulate_host_cache {
+        fuse::log(HOST_CACHE_LOG);
         super::open::OpenDevice::open_with_host_cache(&args.image)?
     } else {
         super::open::OpenDevice::open_selected(&args.image)?
