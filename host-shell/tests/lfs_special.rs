@@ -21,7 +21,7 @@ const S_IFLNK: u32 = 0o120000;
 const S_IFSOCK: u32 = 0o140000;
 
 /// The kernel's 32-bit encoding of a device number, as FUSE carries it.
-fn dev(major: u32, minor: u32) -> u32 {
+const fn dev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }
 
@@ -32,8 +32,9 @@ fn mounted() -> (Lfs, host_shell::device::RamDevice) {
 }
 
 /// What each special file is made as: name, mode, rdev passed, and (kind, perm, rdev) kept.
+/// A FIFO's rdev is dropped; the block device has a 20-bit minor.
 const NODES: [(&str, u32, u32, FileKind, u16, u32); 6] = [
-    ("fifo", S_IFIFO | 0o640, 0, FileKind::Fifo, 0o640, 0),
+    ("fifo", S_IFIFO | 0o640, dev(4, 5), FileKind::Fifo, 0o640, 0),
     ("sock", S_IFSOCK | 0o755, 0, FileKind::Socket, 0o755, 0),
     (
         "null",
@@ -43,19 +44,20 @@ const NODES: [(&str, u32, u32, FileKind, u16, u32); 6] = [
         0o666,
         0x103,
     ),
-    ("disk", S_IFBLK | 0o660, 0, FileKind::BlockDevice, 0o660, 0),
+    (
+        "disk",
+        S_IFBLK | 0o660,
+        dev(259, 70_000),
+        FileKind::BlockDevice,
+        0o660,
+        dev(259, 70_000),
+    ),
     ("plain", 0o600, 0, FileKind::File, 0o600, 0),
     ("reg", S_IFREG | 0o644, 0, FileKind::File, 0o644, 0),
 ];
 
 fn make_nodes(lfs: &Lfs) {
     for (name, mode, rdev, ..) in NODES {
-        // The block device gets a number with a 20-bit minor; a FIFO's rdev is dropped.
-        let rdev = match name {
-            "disk" => dev(259, 70_000),
-            "fifo" => dev(4, 5),
-            _ => rdev,
-        };
         lfs.mknod(ROOT, name.as_bytes(), mode, rdev, 1000, 100)
             .unwrap_or_else(|e| panic!("mknod {name}: {e}"));
     }
@@ -64,11 +66,6 @@ fn make_nodes(lfs: &Lfs) {
 #[track_caller]
 fn assert_nodes(lfs: &Lfs) {
     for (name, _, _, kind, perm, rdev) in NODES {
-        let rdev = if name == "disk" {
-            dev(259, 70_000)
-        } else {
-            rdev
-        };
         let a: Attr = lfs.lookup(ROOT, name.as_bytes()).expect(name);
         assert_eq!(
             (a.kind, a.perm, a.rdev, a.size, a.nlink, a.uid, a.gid),

@@ -415,7 +415,7 @@ fn cross_toolchain_linked() -> Result<bool> {
         && Path::new("/usr/bin/rust-lld").exists())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

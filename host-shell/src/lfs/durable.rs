@@ -82,11 +82,9 @@ impl Durability {
             cause: e.to_string(),
         };
         if self.halt.set(halt).is_ok() {
-            crate::fuse::log(format_args!(
-                "the file system stopped writing after a device error ({e}); it still serves \
-                 reads: unmount, fix the host (free space on the disk under the image) and mount \
-                 again"
-            ));
+            if let Err(halted) = self.check() {
+                crate::fuse::log(halted);
+            }
         }
     }
 

@@ -129,6 +129,16 @@ impl State {
                     format!("inode {} is not a file but maps blocks", ino.0),
                 );
             }
+            // Device numbers belong to device nodes only.
+            if inode.attr.rdev != 0 && !inode.attr.kind.is_device() {
+                p(
+                    "special",
+                    format!(
+                        "{:?} {} has device number {:#x}",
+                        inode.attr.kind, ino.0, inode.attr.rdev
+                    ),
+                );
+            }
             let last = blocks_of(inode.attr.size);
             for (fb, run) in inode.extents.iter() {
                 let z = self.meta.zone_of(run.lba);
@@ -320,19 +330,6 @@ impl State {
                         ino.0,
                         inode.attr.size,
                         inode.target.len()
-                    ),
-                );
-            }
-        }
-        // Device numbers belong to device nodes only (directories included, which the loop
-        // above skips).
-        for (ino, inode) in &self.meta.inodes {
-            if inode.attr.rdev != 0 && !inode.attr.kind.is_device() {
-                p(
-                    "special",
-                    format!(
-                        "{:?} {} has device number {:#x}",
-                        inode.attr.kind, ino.0, inode.attr.rdev
                     ),
                 );
             }

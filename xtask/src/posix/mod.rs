@@ -90,6 +90,12 @@ pub fn test() -> Result<()> {
 /// pjdfstest failures, an fsx failure or an unclean image, after cleaning up.
 fn suites(fsx_ops: u64, fsx_seed: u64) -> Result<()> {
     let started = Instant::now();
+    if !deps::is_root() {
+        bail!("the POSIX suites need root (tmpfs and bindfs mounts, pjdfstest's user switches); run them as root");
+    }
+    if !cmd::on_path(deps::PJDFSTEST.name) {
+        bail!("pjdfstest is not on the PATH: `cargo xtask deps` installs it");
+    }
     let csd = prepare()?;
     let out = out_dir()?;
     let mut scratch = Scratch::new()?;
@@ -161,20 +167,11 @@ pub fn fsx_long(seed: u64) -> Result<FsxRun> {
     Ok(ran)
 }
 
-/// Checks for root and the suites' tools; builds csd (nothing to do after the host tests);
-/// returns its path.
+/// Checks for fsx (what a csd mount alone needs besides FUSE); builds csd (nothing to do
+/// after the host tests); returns its path.
 fn prepare() -> Result<PathBuf> {
-    let uid = cmd::output(Command::new("id").arg("-u"))?;
-    if uid.trim() != "0" {
-        bail!("the POSIX suites need root (tmpfs and bindfs mounts, pjdfstest's user switches); run them as root");
-    }
-    for tool in [&deps::PJDFSTEST, &deps::FSX] {
-        if !cmd::on_path(tool.name) {
-            bail!(
-                "{} is not on the PATH: `cargo xtask deps` installs it",
-                tool.name
-            );
-        }
+    if !cmd::on_path(deps::FSX.name) {
+        bail!("fsx is not on the PATH: `cargo xtask deps` installs it");
     }
     cmd::run(cmd::cargo(&crate::root()).args([
         "build",

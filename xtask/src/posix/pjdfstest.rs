@@ -23,7 +23,7 @@ pub const NAPTIME_S: f64 = 0.05;
 /// Opt-in features every Linux file system offers: `posix_fallocate` (glibc falls back to
 /// writing zeros where `fallocate` is not supported), `utimensat` and `UTIME_NOW`, and
 /// `rename_ctime` (rename updates the moved inode's ctime, as every Linux disk file system
-/// does, and as csd does for regular files). Not `allow_remount`: `mount -o remount` of a
+/// does, and as csd does). Not `allow_remount`: `mount -o remount` of a
 /// FUSE mount runs `mount.fuse`, which tries to start the daemon again instead of remounting.
 pub const FEATURES: [&str; 4] = ["posix_fallocate", "rename_ctime", "utimensat", "utime_now"];
 

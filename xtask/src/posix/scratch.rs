@@ -189,7 +189,16 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         for m in self.mounts.drain(..).rev() {
-            let _ = Command::new("umount").arg("-l").arg(&m.point).status();
+            // A csd mount is FUSE: fusermount3 detaches it without root; tmpfs and bindfs need
+            // umount.
+            let _ = if m.daemon.is_some() {
+                Command::new("fusermount3")
+                    .args(["-u", "-z"])
+                    .arg(&m.point)
+                    .status()
+            } else {
+                Command::new("umount").arg("-l").arg(&m.point).status()
+            };
             if let Some(pid) = m.daemon {
                 if !wait_exit(pid, DAEMON_EXIT) {
                     eprintln!("xtask: the csd daemon {pid} did not exit; killing it");
