@@ -230,7 +230,7 @@ fn unprivileged_write_clears_set_id_bits() {
     let lock = lfs.create(ROOT, b"lock", 0o2745, 0, 0).expect("create");
     let kept = lfs.create(ROOT, b"kept", 0o4755, 0, 0).expect("create");
     for f in [&suid, &both, &lock] {
-        assert_eq!(lfs.write_unprivileged(f.ino, 0, b"x").expect("write"), 1);
+        assert_eq!(lfs.write_as(f.ino, 0, b"x", true).expect("write"), 1);
     }
     lfs.write(kept.ino, 0, b"x").expect("privileged write");
     let perm = |lfs: &Lfs, name: &[u8]| lfs.lookup(ROOT, name).expect("lookup").perm;

@@ -254,6 +254,7 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
     let mut want = vec![0u8; size];
     want[..a.len()].copy_from_slice(&a);
     want[b_at..b_at + b.len()].copy_from_slice(&b);
+    let empty = free_blocks(&m);
     {
         let f = File::create(&file).expect("create");
         f.write_all_at(&a, 0).expect("write");
@@ -265,6 +266,12 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
     }
     let before = fresh_stat(&file);
     let free = free_blocks(&m);
+    // The file holds 150 KB of data in 4 MiB: if it were not sparse, there is nothing to test.
+    assert!(
+        empty - free < (size / 4096 / 4) as u64,
+        "the file took {} blocks: it is not sparse",
+        empty - free
+    );
 
     set(&file, "user.csd.read_stream", "/kernels/passthrough.o").expect("read stream");
     for (offset, len) in [

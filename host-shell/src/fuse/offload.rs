@@ -401,7 +401,7 @@ impl Offload {
 
     /// A write: through the kernel first if the caller's process has a write stream on `ino`.
     /// Returns the caller's byte count. `kill_suid_sgid`: the writer lacks `CAP_FSETID`, so
-    /// the file loses its set-id bits ([`Lfs::write_unprivileged`]).
+    /// the file loses its set-id bits ([`Lfs::write_as`]).
     ///
     /// As for reads, a write that found a stream stores a stream's output or fails with
     /// `EAGAIN`, never the bytes as they came. (Linux holds the inode's lock through a direct
@@ -415,13 +415,7 @@ impl Offload {
         data: &[u8],
         kill_suid_sgid: bool,
     ) -> Result<u32> {
-        let store = |bytes: &[u8]| {
-            if kill_suid_sgid {
-                self.lfs.write_unprivileged(ino, offset, bytes)
-            } else {
-                self.lfs.write(ino, offset, bytes)
-            }
-        };
+        let store = |bytes: &[u8]| self.lfs.write_as(ino, offset, bytes, kill_suid_sgid);
         let Some(mut stream) = self.stream_of(caller, ino, true) else {
             return Ok(store(data)?);
         };

@@ -114,11 +114,6 @@ impl State {
         }
     }
 
-    /// Writes `data` at `offset` of file `ino` into its buffer.
-    pub(super) fn write(&mut self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
-        self.write_with(ino, offset, data, false)
-    }
-
     /// Writes `data` at `offset` of file `ino` into its buffer; with `kill_suid_sgid` (a
     /// writer without `CAP_FSETID`) the file also loses its set-user-ID and set-group-ID
     /// bits ([`Attr::kill_suid_sgid`]), logged with the data's Inode record.

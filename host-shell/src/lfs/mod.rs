@@ -500,18 +500,22 @@ impl Lfs {
     /// Writes `data` at `offset`; returns the bytes written. Buffered until fsync, release
     /// or pressure; space is reserved now, so a full device fails here with `NoSpace`.
     pub fn write(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
-        let mut s = self.lock_for_change()?;
-        let n = s.write(ino, offset, data)?;
-        s.maybe_checkpoint()?;
-        Ok(n)
+        self.write_as(ino, offset, data, false)
     }
 
-    /// [`Lfs::write`] by a writer without `CAP_FSETID` (FUSE's `FUSE_WRITE_KILL_SUIDGID`):
-    /// the file also loses its set-user-ID bit and, when group execute is set, its
-    /// set-group-ID bit, in the same change as the data (POSIX; Linux's `file_remove_privs`).
-    pub fn write_unprivileged(&self, ino: InodeNo, offset: u64, data: &[u8]) -> Result<u32> {
+    /// [`Lfs::write`]; with `kill_suid_sgid` (a writer without `CAP_FSETID`, FUSE's
+    /// `FUSE_WRITE_KILL_SUIDGID`) the file also loses its set-user-ID bit and, when group
+    /// execute is set, its set-group-ID bit, in the same change as the data (POSIX; Linux's
+    /// `file_remove_privs`).
+    pub fn write_as(
+        &self,
+        ino: InodeNo,
+        offset: u64,
+        data: &[u8],
+        kill_suid_sgid: bool,
+    ) -> Result<u32> {
         let mut s = self.lock_for_change()?;
-        let n = s.write_with(ino, offset, data, true)?;
+        let n = s.write_with(ino, offset, data, kill_suid_sgid)?;
         s.maybe_checkpoint()?;
         Ok(n)
     }

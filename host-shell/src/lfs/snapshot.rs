@@ -61,7 +61,6 @@ impl State {
                 None => Extent::HOLE,
             };
             match extents.last_mut() {
-                Some(e) if e.is_hole() && start_lba == Extent::HOLE => e.lba_count += count,
                 Some(e) if !e.is_hole() && e.start_lba + u64::from(e.lba_count) == start_lba => {
                     e.lba_count += count
                 }
