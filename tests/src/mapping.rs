@@ -52,16 +52,13 @@ impl SharedMap {
     /// The mapped bytes, after [`SharedMap::populate`] succeeded.
     pub fn read(&self) -> Result<Vec<u8>, Errno> {
         self.populate()?;
-        let mut out = vec![0u8; self.len];
-        // SAFETY: the mapping is `len` readable bytes and all its pages are in; the tests map
-        // files nothing writes while they read, so the bytes do not change under the copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                self.addr.as_ptr().cast::<u8>(),
-                out.as_mut_ptr(),
-                self.len,
-            );
-        }
+        let base = self.addr.as_ptr().cast::<u8>();
+        // Volatile reads, byte by byte: another process may write the file while we copy,
+        // and then the copy may hold old and new bytes but is never undefined behaviour.
+        let out = (0..self.len)
+            // SAFETY: `i < len` and the mapping is `len` readable bytes, all faulted in.
+            .map(|i| unsafe { base.add(i).read_volatile() })
+            .collect();
         Ok(out)
     }
 }
