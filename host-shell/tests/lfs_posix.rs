@@ -5,7 +5,10 @@ mod lfs_common;
 
 use host_shell::{
     device::{create_image, DeviceOptions, FileDevice},
-    lfs::{access, FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr, Time, XattrMode},
+    lfs::{
+        access, check_access, Credentials, FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr,
+        Time, XattrMode,
+    },
     nand::image::Header,
 };
 use lfs_common::*;
@@ -382,28 +385,33 @@ fn xattrs() {
     );
 }
 
-/// check_access applies owner, group and other bits, and root's bypass.
+/// check_access applies owner, group and other bits, and root's bypass to a file's
+/// attributes.
 #[test]
 fn permissions() {
     let (lfs, _device) = mounted();
     let f = lfs.create(ROOT, b"p", 0o640, 1000, 100).expect("create");
-    assert!(lfs
-        .check_access(f.ino, 1000, 1, access::R_OK | access::W_OK)
-        .is_ok());
-    assert!(lfs.check_access(f.ino, 2000, 100, access::R_OK).is_ok());
+    let check = |uid, gid, mask| {
+        let who = Credentials {
+            uid,
+            gid,
+            groups: Vec::new(),
+        };
+        check_access(&lfs.getattr(f.ino).expect("getattr"), &who, mask)
+    };
+    assert!(check(1000, 1, access::R_OK | access::W_OK).is_ok());
+    assert!(check(2000, 100, access::R_OK).is_ok());
     assert!(matches!(
-        lfs.check_access(f.ino, 2000, 100, access::W_OK),
+        check(2000, 100, access::W_OK),
         Err(LfsError::PermissionDenied)
     ));
     assert!(matches!(
-        lfs.check_access(f.ino, 2000, 200, access::R_OK),
+        check(2000, 200, access::R_OK),
         Err(LfsError::PermissionDenied)
     ));
-    assert!(lfs
-        .check_access(f.ino, 0, 0, access::R_OK | access::W_OK)
-        .is_ok());
+    assert!(check(0, 0, access::R_OK | access::W_OK).is_ok());
     assert!(matches!(
-        lfs.check_access(f.ino, 0, 0, access::X_OK),
+        check(0, 0, access::X_OK),
         Err(LfsError::PermissionDenied)
     ));
     assert_eq!(LfsError::PermissionDenied.errno(), 13);

@@ -81,7 +81,6 @@ impl Default for MountConfig {
 pub struct CsdFs {
     lfs: Arc<Lfs>,
     offload: Arc<Offload>,
-    permissions: bool,
 }
 
 fn errno(code: i32) -> Errno {
@@ -202,12 +201,8 @@ fn reply_xattr<E>(
 }
 
 impl CsdFs {
-    pub fn new(lfs: Arc<Lfs>, offload: Arc<Offload>, permissions: bool) -> CsdFs {
-        CsdFs {
-            lfs,
-            offload,
-            permissions,
-        }
+    pub fn new(lfs: Arc<Lfs>, offload: Arc<Offload>) -> CsdFs {
+        CsdFs { lfs, offload }
     }
 }
 
@@ -641,15 +636,10 @@ impl fuser::Filesystem for CsdFs {
         reply_empty(reply, self.lfs.removexattr(ino(i), name), lfs_errno);
     }
 
-    fn access(&self, req: &Request, i: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // Only asked without default_permissions: the kernel checks access(2) itself then.
-        let checked = if self.permissions {
-            self.lfs
-                .check_access(ino(i), req.uid(), req.gid(), mask.bits() as u32)
-        } else {
-            self.lfs.getattr(ino(i)).map(|_| ())
-        };
-        reply_empty(reply, checked, lfs_errno);
+    fn access(&self, _req: &Request, i: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Only asked without default_permissions (`--no-permissions`), where access(2) always
+        // succeeds on a file that exists: with it, the kernel checks access(2) itself.
+        reply_empty(reply, self.lfs.getattr(ino(i)).map(|_| ()), lfs_errno);
     }
 
     fn fallocate(
@@ -763,7 +753,7 @@ pub fn mount(
         config.permissions,
         link,
     ));
-    let fs = CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload), config.permissions);
+    let fs = CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload));
     let mut options = vec![
         fuser::MountOption::FSName("csd".into()),
         fuser::MountOption::Subtype("csd".into()),

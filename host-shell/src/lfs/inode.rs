@@ -208,22 +208,11 @@ impl Credentials {
     }
 }
 
-/// POSIX permission check of `mask` (`R_OK | W_OK | X_OK`) for a caller (`uid`, `gid`, no
-/// supplementary groups) on `attr`: [`check_access_as`].
-pub fn check_access(attr: &Attr, uid: u32, gid: u32, mask: u32) -> Result<()> {
-    let who = Credentials {
-        uid,
-        gid,
-        groups: Vec::new(),
-    };
-    check_access_as(attr, &who, mask)
-}
-
 /// POSIX permission check of `mask` (`R_OK | W_OK | X_OK`) for `who` on `attr`: the owner's
 /// bits if the caller owns it, else the group's if its group or one of its supplementary
 /// groups is the file's, else the others'. Root may read and write anything, and execute when
 /// any execute bit is set (or it is a directory).
-pub fn check_access_as(attr: &Attr, who: &Credentials, mask: u32) -> Result<()> {
+pub fn check_access(attr: &Attr, who: &Credentials, mask: u32) -> Result<()> {
     let mask = mask & 0o7;
     if mask == access::F_OK {
         return Ok(());
@@ -277,18 +266,23 @@ mod tests {
     #[test]
     fn posix_access_rules() {
         use access::*;
+        let plain = |uid, gid| Credentials {
+            uid,
+            gid,
+            groups: Vec::new(),
+        };
         let a = attr(0o640, FileKind::File);
-        assert!(check_access(&a, 1000, 1, R_OK | W_OK).is_ok());
-        assert!(check_access(&a, 1000, 1, X_OK).is_err());
-        assert!(check_access(&a, 2000, 100, R_OK).is_ok());
-        assert!(check_access(&a, 2000, 100, W_OK).is_err());
-        assert!(check_access(&a, 2000, 7, R_OK).is_err());
-        assert!(check_access(&a, 0, 0, R_OK | W_OK).is_ok());
-        assert!(check_access(&a, 0, 0, X_OK).is_err());
-        assert!(check_access(&attr(0o000, FileKind::Dir), 0, 0, X_OK).is_ok());
+        assert!(check_access(&a, &plain(1000, 1), R_OK | W_OK).is_ok());
+        assert!(check_access(&a, &plain(1000, 1), X_OK).is_err());
+        assert!(check_access(&a, &plain(2000, 100), R_OK).is_ok());
+        assert!(check_access(&a, &plain(2000, 100), W_OK).is_err());
+        assert!(check_access(&a, &plain(2000, 7), R_OK).is_err());
+        assert!(check_access(&a, &plain(0, 0), R_OK | W_OK).is_ok());
+        assert!(check_access(&a, &plain(0, 0), X_OK).is_err());
+        assert!(check_access(&attr(0o000, FileKind::Dir), &plain(0, 0), X_OK).is_ok());
         // The owner's bits decide even when the group's would allow more.
         let b = attr(0o070, FileKind::File);
-        assert!(check_access(&b, 1000, 100, R_OK).is_err());
+        assert!(check_access(&b, &plain(1000, 100), R_OK).is_err());
     }
 
     /// Every kind round-trips through its media byte and its `S_IFMT` bits; a directory or
@@ -331,10 +325,10 @@ mod tests {
             gid: 7,
             groups,
         };
-        assert!(check_access_as(&a, &who(vec![5, 100]), R_OK).is_ok());
-        assert!(check_access_as(&a, &who(vec![100]), W_OK).is_err());
-        assert!(check_access_as(&a, &who(vec![5, 6]), R_OK).is_err());
-        assert!(check_access_as(&a, &who(Vec::new()), R_OK).is_err());
+        assert!(check_access(&a, &who(vec![5, 100]), R_OK).is_ok());
+        assert!(check_access(&a, &who(vec![100]), W_OK).is_err());
+        assert!(check_access(&a, &who(vec![5, 6]), R_OK).is_err());
+        assert!(check_access(&a, &who(Vec::new()), R_OK).is_err());
     }
 
     /// Times before the epoch keep nanoseconds positive.

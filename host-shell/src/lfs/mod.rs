@@ -36,9 +36,7 @@ use common::zns::ZoneAction;
 pub use data::MAX_FILE_BYTES;
 pub use error::{LfsError, Result};
 pub use fsck::Problem;
-pub use inode::{
-    access, check_access, check_access_as, Attr, Credentials, FileKind, InodeNo, SetAttr, Time,
-};
+pub use inode::{access, check_access, Attr, Credentials, FileKind, InodeNo, SetAttr, Time};
 pub use ops::{DirEntry, XattrMode};
 pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
@@ -587,12 +585,6 @@ impl Lfs {
 
     pub fn removexattr(&self, ino: InodeNo, name: &[u8]) -> Result<()> {
         self.lock_for_change()?.removexattr(ino, name)
-    }
-
-    /// POSIX permission check of `mask` ([`access`] bits) for the caller on `ino`.
-    pub fn check_access(&self, ino: InodeNo, uid: u32, gid: u32, mask: u32) -> Result<()> {
-        let attr = self.lock()?.attr(ino)?;
-        check_access(&attr, uid, gid, mask)
     }
 
     /// Pins the file's current blocks (its buffer is flushed; holes are named, not written)
