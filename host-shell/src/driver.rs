@@ -15,6 +15,8 @@ use common::{
     Status, LBA_BYTES,
 };
 
+use lfs::{IoError, Zoned};
+
 use crate::device::{
     queue::{Closed, Done},
     runner::Queue,
@@ -46,6 +48,19 @@ pub enum DriverError {
 impl From<Closed> for DriverError {
     fn from(_: Closed) -> Self {
         DriverError::Stopped
+    }
+}
+
+/// The file system sees the zoned commands' errors; a program's rejection never comes from one.
+impl From<DriverError> for IoError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Device { command, status } => IoError::Device { command, status },
+            DriverError::Stopped => IoError::Stopped,
+            DriverError::Malformed(what) => IoError::Malformed(what),
+            DriverError::Rejected(reason) => IoError::Invalid(reason.to_string()),
+            DriverError::Invalid(message) => IoError::Invalid(message),
+        }
     }
 }
 
@@ -370,5 +385,41 @@ impl Driver {
         let mut buffer = done.buffer;
         buffer.truncate(n);
         Ok(buffer)
+    }
+}
+
+/// The file system's device: the driver's zoned commands.
+impl Zoned for Driver {
+    fn info(&self) -> &IdentifyZns {
+        Driver::info(self)
+    }
+
+    fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, IoError> {
+        Ok(Driver::read(self, slba, nlb)?)
+    }
+
+    fn write(&self, slba: u64, data: &[u8]) -> Result<(), IoError> {
+        Ok(Driver::write(self, slba, data)?)
+    }
+
+    fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, IoError> {
+        Ok(Driver::append(self, zslba, data)?)
+    }
+
+    fn zone_action(&self, slba: u64, action: ZoneAction, select_all: bool) -> Result<(), IoError> {
+        Ok(Driver::zone_action(self, slba, action, select_all)?)
+    }
+
+    fn report(
+        &self,
+        slba: u64,
+        filter: ReportFilter,
+        max_zones: u32,
+    ) -> Result<(u64, Vec<ZoneDescriptor>), IoError> {
+        Ok(Driver::report(self, slba, filter, max_zones)?)
+    }
+
+    fn flush(&self) -> Result<(), IoError> {
+        Ok(Driver::flush(self)?)
     }
 }

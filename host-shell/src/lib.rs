@@ -5,7 +5,7 @@
 //!   the firmware's).
 //! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
 //! - [`driver`]: the typed host API over a queue pair.
-//! - [`lfs`]: the log-structured file system on the zones.
+//! - [`lfs`]: the log-structured file system on the zones (its own crate, re-exported).
 //! - [`fuse`]: the FUSE mount over the file system, with offload through extended attributes.
 //! - [`loader`]: links clang-built eBPF objects into program images.
 //! - [`link`]: the firmware on a board in QEMU, driven over an emulated serial link.
@@ -16,7 +16,8 @@
 pub mod device;
 pub mod driver;
 pub mod fuse;
-pub mod lfs;
+/// The log-structured file system, its own crate (`host-shell/lfs`) on the [`lfs::Zoned`] trait.
+pub use ::lfs;
 pub mod link;
 pub mod loader;
 pub mod nand;

@@ -4,8 +4,10 @@ use common::{zns::ZoneState, Status, LBA_BYTES};
 use firmware::zns::ZoneConfig;
 use host_shell::{
     device::{create_image, DeviceError, DeviceOptions, FileDevice, RamDevice},
+    lfs::{InodeNo, Lfs},
     nand::{file::ImageError, image::Header, preset::Preset},
 };
+use testkit::{fs::*, geometry, rng::pattern};
 
 fn small_header() -> Header {
     let geometry = Preset::Small
@@ -140,4 +142,46 @@ fn device_errors_are_typed() {
     let err = driver.write(5, &block(0)).unwrap_err();
     assert_eq!(err.status(), Some(Status::ZoneInvalidWrite));
     assert_eq!(err.to_string(), "Write failed: Zone Invalid Write (1BCh)");
+}
+
+/// The file system persists in an image file across closing and reopening the device.
+#[test]
+fn image_file_persists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("fs.img");
+    let geometry = geometry::small();
+    create_image(
+        &path,
+        Header {
+            geometry,
+            zones: geometry::zones_for(&geometry),
+        },
+    )
+    .expect("image");
+    let device = FileDevice::open(&path, DeviceOptions::default()).expect("open");
+    Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
+    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let d = lfs
+        .mkdir(InodeNo::ROOT, b"docs", 0o755, 0, 0)
+        .expect("mkdir");
+    let f = lfs.create(d.ino, b"readme", 0o644, 0, 0).expect("create");
+    let data = pattern(4, 100_000);
+    lfs.write(f.ino, 0, &data).expect("write");
+    lfs.unmount().expect("unmount");
+    device.close().expect("close");
+    let device = FileDevice::open(&path, DeviceOptions::default()).expect("reopen");
+    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    assert_clean(&lfs);
+    let f = walk(&lfs, "/docs/readme").expect("lookup");
+    assert_eq!(read_all(&lfs, f.ino), data);
+}
+
+/// The tests' small geometry (`testkit`, which does not depend on this crate) is the small
+/// preset at 16 MiB.
+#[test]
+fn testkit_small_is_the_small_preset() {
+    assert_eq!(
+        Preset::Small.geometry(16 << 20).expect("16 MiB fits"),
+        geometry::small()
+    );
 }

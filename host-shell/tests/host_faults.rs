@@ -6,8 +6,6 @@
 //! The image file is the emulated host page cache of `host_shell::nand::hostcache` over a
 //! file in RAM, behind the real `FileStore`, device thread, driver and file system.
 
-mod lfs_common;
-
 use std::path::Path;
 
 use firmware::{nand::Geometry, zns::ZoneConfig};
@@ -20,7 +18,11 @@ use host_shell::{
         image::{Header, ImageLayout},
     },
 };
-use lfs_common::{assert_clean, pattern, read_all, small_geometry, walk, zones_for};
+use testkit::{
+    fs::{assert_clean, read_all, walk},
+    geometry::{small as small_geometry, zones_for},
+    rng::pattern,
+};
 
 const ROOT: InodeNo = InodeNo::ROOT;
 const ENOSPC: i32 = 28;

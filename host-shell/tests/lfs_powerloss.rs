@@ -8,7 +8,6 @@
 //! reliability` runs them and sets `CSD_RELIABILITY_SECONDS` (and `CSD_RELIABILITY_SEED`) for
 //! a long run. A failure prints the case and how to replay it with the `replay` test.
 
-mod lfs_common;
 mod powerloss;
 
 use powerloss::cases::{guarded, random_spec, second, Budget, Case, Tally};

@@ -745,6 +745,7 @@ pub fn mount(
     link: LinkCounters,
 ) -> Result<Mounted, ServeError> {
     let lfs = Arc::new(Lfs::mount(driver)?);
+    lfs.report_halt_with(|halted| log(halted));
     let offload = Arc::new(Offload::new(
         Arc::clone(&lfs),
         driver.clone(),

@@ -1,6 +1,6 @@
-//! Power loss under the whole stack (file system, driver, device, zone manager, emulated NAND):
-//! run the workload, cut power at a chosen point, power on, mount, fsck and compare what is
-//! there with the model.
+//! Power loss under the file system, the firmware's zone manager and the emulated NAND (the
+//! zone manager runs in the test's thread, `testkit::device`): run the workload, cut power at a
+//! chosen point, power on, mount, fsck and compare what is there with the model.
 //!
 //! Three classes of cuts, each a [`cases::Tally`] that prints one line
 //! `reliability: powercut <class> tried=N failures=M` (read by `cargo xtask reliability`):
@@ -25,12 +25,9 @@ pub mod workload;
 use std::path::Path;
 
 use common::Status;
-use firmware::{
-    nand::{sim::RamStore, Geometry},
-    zns::ZoneConfig,
-};
+use firmware::{nand::sim::RamStore, zns::ZoneConfig};
 use host_shell::{
-    device::{format_store, Device, DeviceOptions, Media, RamDevice},
+    device::format_store,
     lfs::{FileKind, InodeNo, Lfs, LfsError, LfsStats},
     nand::{
         file::FileStore,
@@ -38,8 +35,12 @@ use host_shell::{
         image::{Header, ImageLayout},
     },
 };
+use testkit::{
+    device::{self as ram, Media},
+    fs::read_all,
+    geometry,
+};
 
-use crate::lfs_common::{read_all, tiny_geometry, zones_for};
 use model::{Model, Observed, Seen};
 use workload::{Coverage, Spec};
 
@@ -98,23 +99,21 @@ impl Bench {
     /// metadata stream moves on and checkpoints come after few operations, so a short
     /// workload meets all of them.
     pub fn new() -> Bench {
-        let geometry: Geometry = tiny_geometry();
+        let geometry = geometry::tiny();
         let zones = ZoneConfig {
             zone_blocks: 2,
-            ..zones_for(&geometry)
+            ..geometry::zones_for(&geometry)
         };
-        let device = RamDevice::in_ram(geometry, zones, DeviceOptions::default())
-            .expect("the device starts");
-        Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
-        let store = device.close().expect("the device stops");
+        let device = ram::format(geometry, zones);
+        Lfs::mkfs(&device, 0, 0).expect("mkfs");
+        let store = ram::power_off(&device);
         let header = Header { geometry, zones };
         let cache = CachedFile::over_ram(RamFile::new(ImageLayout::of(&geometry).len));
         let image = FileStore::create_in(cache, Path::new("host.img"), header).expect("image");
         let image = format_store(image, zones).expect("format");
-        let device = Device::mount(image, zones, DeviceOptions::default(), "host.img")
-            .expect("the device starts");
-        Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
-        let cache = device.close().expect("the device stops").into_file();
+        let device = ram::power_on(image, zones, ram::Cut::NONE).expect("the device starts");
+        Lfs::mkfs(&device, 0, 0).expect("mkfs");
+        let cache = ram::power_off(&device).into_file();
         assert!(
             cache.unsynced_pages().is_empty(),
             "mkfs left pages unsynced"
@@ -136,50 +135,41 @@ impl Bench {
         model: &mut Model,
         spec: Spec,
     ) -> Result<(S, Phase), String> {
-        let options = DeviceOptions {
-            power_cut_after_ops: match cut {
-                Cut::Ops(n) => Some(n),
-                _ => None,
-            },
-            power_cut_after_program_bytes: match cut {
-                Cut::ProgramBytes(n) => Some(n),
-                _ => None,
-            },
-            ..DeviceOptions::default()
+        let cut = match cut {
+            Cut::None => ram::Cut::NONE,
+            Cut::Ops(n) => ram::Cut::ops(n),
+            Cut::ProgramBytes(n) => ram::Cut::program_bytes(n),
         };
-        let device = Device::mount(store, self.zones, options, "ram")
-            .map_err(|e| format!("the device does not power on: {e}"))?;
-        let start = device.stats();
+        let device = ram::power_on(store, self.zones, cut)?;
         let mut phase = Phase::default();
-        let result = Lfs::mount(&device.driver()).and_then(|lfs| {
+        let result = Lfs::mount(&device).and_then(|lfs| {
             let r = workload::run(&lfs, model, spec, &mut phase.coverage);
             phase.lfs = lfs.stats().ok();
             r
         });
-        let s = device.stats().since(&start);
-        phase.ops = s.nand_reads + s.nand_programs + s.nand_erases;
-        phase.program_bytes = s.nand_program_bytes;
+        let s = ram::nand_stats(&device);
+        phase.ops = s.reads + s.programs + s.erases;
+        phase.program_bytes = s.program_bytes;
         phase.interrupted = result.is_err();
         match (cut, result) {
             (_, Ok(())) => {}
-            (Cut::None, Err(e)) => return Err(format!("the workload failed with no cut: {e}")),
+            (ram::Cut::NONE, Err(e)) => {
+                return Err(format!("the workload failed with no cut: {e}"))
+            }
             (_, Err(e)) if !is_power_loss(&e) => {
                 return Err(format!("the cut surfaced as another error: {e}"));
             }
             (_, Err(_)) => {}
         }
-        let store = device
-            .close()
-            .map_err(|e| format!("the device did not stop: {e}"))?;
-        Ok((store, phase))
+        Ok((ram::power_off(&device), phase))
     }
 
     /// Powers on over `store`, mounts, runs fsck and checks the state against `model`;
     /// returns the media (with the mount's checkpoint) and what it showed.
     fn recover<S: Media>(&self, store: S, model: &Model) -> Result<(S, Observed), String> {
-        let device = Device::mount(store, self.zones, DeviceOptions::default(), "ram")
-            .map_err(|e| format!("the device does not power on after the cut: {e}"))?;
-        let lfs = Lfs::mount(&device.driver()).map_err(|e| format!("mount failed: {e}"))?;
+        let device = ram::power_on(store, self.zones, ram::Cut::NONE)
+            .map_err(|e| format!("after the cut: {e}"))?;
+        let lfs = Lfs::mount(&device).map_err(|e| format!("mount failed: {e}"))?;
         let problems = lfs.fsck().map_err(|e| format!("fsck failed: {e}"))?;
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
@@ -188,10 +178,7 @@ impl Bench {
         let seen = observe(&lfs).map_err(|e| format!("reading the tree back failed: {e}"))?;
         model.check(&seen)?;
         drop(lfs);
-        let store = device
-            .close()
-            .map_err(|e| format!("the device did not stop: {e}"))?;
-        Ok((store, seen))
+        Ok((ram::power_off(&device), seen))
     }
 
     /// Runs `spec` with no cut; fails if the workload or its final state is wrong.
@@ -207,9 +194,8 @@ impl Bench {
     pub fn placement(&self, spec: Spec) -> Result<(Placement, u64), String> {
         let mut model = Model::empty();
         let (store, phase) = self.phase(self.store.clone(), Cut::None, &mut model, spec)?;
-        let device = RamDevice::mount(store, self.zones, DeviceOptions::default(), "ram")
-            .map_err(|e| format!("the device does not power on: {e}"))?;
-        let lfs = Lfs::mount(&device.driver()).map_err(|e| format!("mount failed: {e}"))?;
+        let device = ram::power_on(store, self.zones, ram::Cut::NONE)?;
+        let lfs = Lfs::mount(&device).map_err(|e| format!("mount failed: {e}"))?;
         let seen = observe(&lfs).map_err(|e| format!("reading the tree back failed: {e}"))?;
         let mut out = Vec::new();
         for (path, s) in seen {

@@ -8,7 +8,7 @@ use proptest::prelude::Rng as _;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 
 use super::model::{join, renamed, split, FileId, Model, Namespace, Node};
-use crate::lfs_common::pattern;
+use testkit::rng::pattern;
 
 /// The largest file the workload makes (6 blocks).
 const MAX_FILE: usize = 24 * 1024;

@@ -2,13 +2,8 @@
 //! their kind, mode and device number across unmount, mount and power loss, checked by fsck),
 //! and the set-id bits a write by an unprivileged writer clears.
 
-mod lfs_common;
-
-use host_shell::{
-    device::DeviceOptions,
-    lfs::{Attr, FileKind, InodeNo, Lfs, LfsError, SetAttr},
-};
-use lfs_common::*;
+use lfs::{Attr, FileKind, InodeNo, Lfs, LfsError, SetAttr};
+use testkit::{device::*, fs::*, geometry};
 
 const ROOT: InodeNo = InodeNo::ROOT;
 
@@ -25,9 +20,9 @@ const fn dev(major: u32, minor: u32) -> u32 {
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }
 
-fn mounted() -> (Lfs, host_shell::device::RamDevice) {
-    let device = fresh(small_geometry());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+fn mounted() -> (Lfs, RamZoned) {
+    let device = fresh(geometry::small());
+    let lfs = Lfs::mount(&device).expect("mount");
     (lfs, device)
 }
 
@@ -118,8 +113,8 @@ fn special_files_survive_power_loss_replay() {
     make_nodes(&lfs);
     lfs.sync().expect("sync");
     drop(lfs);
-    let device = reboot(device, DeviceOptions::default());
-    let lfs = Lfs::mount(&device.driver()).expect("mount after power loss");
+    let device = reboot(device, Cut::NONE);
+    let lfs = Lfs::mount(&device).expect("mount after power loss");
     assert_nodes(&lfs);
     assert_clean(&lfs);
 }
@@ -246,8 +241,8 @@ fn unprivileged_write_clears_set_id_bits() {
     // The mode is logged with the data: after a sync and a power cut both are there.
     lfs.sync().expect("sync");
     drop(lfs);
-    let device = reboot(device, DeviceOptions::default());
-    let lfs = Lfs::mount(&device.driver()).expect("mount after power loss");
+    let device = reboot(device, Cut::NONE);
+    let lfs = Lfs::mount(&device).expect("mount after power loss");
     assert_clean(&lfs);
     for (name, p) in want {
         assert_eq!(perm(&lfs, name), p, "{}", String::from_utf8_lossy(name));

@@ -21,7 +21,7 @@ use std::sync::{Mutex, OnceLock};
 use common::Status;
 
 use super::error::{LfsError, Result};
-use crate::driver::{Driver, DriverError};
+use crate::zoned::{IoError, Zoned};
 
 /// Why writes stopped.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub(crate) struct Durability {
     /// Held while a Flush is in flight.
     flushing: Mutex<()>,
     halt: OnceLock<Halt>,
+    /// Says once that writes stopped (the mount logs it in its daemon log).
+    report: OnceLock<fn(&LfsError)>,
 }
 
 impl Durability {
@@ -56,6 +58,11 @@ impl Durability {
         }
     }
 
+    /// Has `report` say that writes stopped, instead of a line on stderr.
+    pub fn report_with(&self, report: fn(&LfsError)) {
+        let _ = self.report.set(report);
+    }
+
     /// Whether writes have stopped.
     pub fn halted(&self) -> bool {
         self.halt.get().is_some()
@@ -63,7 +70,7 @@ impl Durability {
 
     /// Records a device write's outcome: a completed write bumps the generation, a failed
     /// one halts writes.
-    pub fn wrote<T>(&self, result: std::result::Result<T, DriverError>) -> Result<T> {
+    pub fn wrote<T>(&self, result: std::result::Result<T, IoError>) -> Result<T> {
         match result {
             Ok(v) => {
                 self.written.fetch_add(1, Ordering::AcqRel);
@@ -76,21 +83,24 @@ impl Durability {
         }
     }
 
-    fn stop(&self, e: &DriverError) {
+    fn stop(&self, e: &IoError) {
         let halt = Halt {
             no_space: e.status() == Some(Status::CapacityExceeded),
             cause: e.to_string(),
         };
         if self.halt.set(halt).is_ok() {
             if let Err(halted) = self.check() {
-                crate::fuse::log(halted);
+                match self.report.get() {
+                    Some(report) => report(&halted),
+                    None => eprintln!("csd: {halted}"),
+                }
             }
         }
     }
 
     /// Makes every write completed before the call durable, with one Flush shared between
     /// concurrent callers (none if an earlier Flush covered them).
-    pub fn sync(&self, driver: &Driver) -> Result<()> {
+    pub fn sync(&self, device: &dyn Zoned) -> Result<()> {
         let target = self.written.load(Ordering::Acquire);
         if self.synced.load(Ordering::Acquire) >= target {
             return Ok(());
@@ -104,7 +114,7 @@ impl Durability {
         }
         self.check()?;
         let covered = self.written.load(Ordering::Acquire);
-        if let Err(e) = driver.flush() {
+        if let Err(e) = device.flush() {
             self.stop(&e);
             return Err(LfsError::Io(e));
         }

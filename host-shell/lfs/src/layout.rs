@@ -98,7 +98,7 @@ impl State {
 
     /// Resets `zone` on the device, once what made it dead is durable.
     pub(super) fn reset_zone(&mut self, zone: u32) -> Result<()> {
-        self.durable.sync(&self.driver)?;
+        self.durable.sync(&*self.device)?;
         self.zone_action(zone, ZoneAction::Reset)?;
         self.zones.wp[zone as usize] = 0;
         self.stats.zone_resets += 1;

@@ -1,6 +1,6 @@
 //! The file system's one error type, with the errno each variant stands for.
 
-use crate::driver::DriverError;
+use crate::zoned::IoError;
 
 /// Why a file-system operation failed.
 ///
@@ -49,7 +49,7 @@ pub enum LfsError {
     )]
     UnsupportedVersion { version: u16, max: u16 },
     #[error("device I/O failed: {0}")]
-    Io(#[from] DriverError),
+    Io(#[from] IoError),
     /// Writes stopped after a device write failed (see `lfs::durable`): reads go on.
     #[error(
         "the file system stopped writing after a device error ({cause}); it still serves reads: \

@@ -1,11 +1,9 @@
 //! Random file operations against an in-memory model (path -> bytes), with remounts.
 
-mod lfs_common;
-
 use std::collections::BTreeMap;
 
-use host_shell::lfs::{FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr};
-use lfs_common::*;
+use lfs::{FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr};
+use testkit::{device::*, fs::*, geometry, rng::pattern};
 
 struct Rng(u64);
 
@@ -77,8 +75,8 @@ fn verify(lfs: &Lfs, model: &BTreeMap<String, Node>) {
 
 fn run(seed: u64, ops: usize, remount_every: usize) {
     let mut rng = Rng(seed | 1);
-    let mut device = fresh(small_geometry());
-    let mut lfs = Lfs::mount(&device.driver()).expect("mount");
+    let mut device = fresh(geometry::small());
+    let mut lfs = Lfs::mount(&device).expect("mount");
     let mut model: BTreeMap<String, Node> = BTreeMap::new();
     for step in 0..ops {
         let path = random_path(&mut rng);

@@ -1,23 +1,17 @@
 //! POSIX behaviour of the file system's operations, errors included, and persistence across
 //! unmount and mount.
 
-mod lfs_common;
-
-use host_shell::{
-    device::{create_image, DeviceOptions, FileDevice},
-    lfs::{
-        access, check_access, Credentials, FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr,
-        Time, XattrMode,
-    },
-    nand::image::Header,
+use lfs::{
+    access, check_access, Credentials, FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr,
+    Time, XattrMode,
 };
-use lfs_common::*;
+use testkit::{device::*, fs::*, geometry, rng::pattern};
 
 const ROOT: InodeNo = InodeNo::ROOT;
 
-fn mounted() -> (Lfs, host_shell::device::RamDevice) {
-    let device = fresh(small_geometry());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+fn mounted() -> (Lfs, RamZoned) {
+    let device = fresh(geometry::small());
+    let lfs = Lfs::mount(&device).expect("mount");
     (lfs, device)
 }
 
@@ -319,8 +313,8 @@ fn open_unlinked() {
     lfs.sync().expect("sync");
     // Power off with the handle open: the orphan is freed at mount.
     drop(lfs);
-    let device = reboot(device, DeviceOptions::default());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let device = reboot(device, Cut::NONE);
+    let lfs = Lfs::mount(&device).expect("mount");
     assert!(matches!(lfs.getattr(g.ino), Err(LfsError::NotFound)));
     assert_clean(&lfs);
 }
@@ -440,47 +434,9 @@ fn statfs_tracks_space() {
 /// A device without a file system refuses to mount with NotFormatted.
 #[test]
 fn unformatted_device() {
-    let geometry = small_geometry();
-    let device = host_shell::device::RamDevice::in_ram(
-        geometry,
-        zones_for(&geometry),
-        DeviceOptions::default(),
-    )
-    .expect("device");
-    assert!(matches!(
-        Lfs::mount(&device.driver()),
-        Err(LfsError::NotFormatted)
-    ));
-}
-
-/// The file system persists in an image file across closing and reopening the device.
-#[test]
-fn image_file_persists() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("fs.img");
-    let geometry = small_geometry();
-    create_image(
-        &path,
-        Header {
-            geometry,
-            zones: zones_for(&geometry),
-        },
-    )
-    .expect("image");
-    let device = FileDevice::open(&path, DeviceOptions::default()).expect("open");
-    Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
-    let d = lfs.mkdir(ROOT, b"docs", 0o755, 0, 0).expect("mkdir");
-    let f = lfs.create(d.ino, b"readme", 0o644, 0, 0).expect("create");
-    let data = pattern(4, 100_000);
-    lfs.write(f.ino, 0, &data).expect("write");
-    lfs.unmount().expect("unmount");
-    device.close().expect("close");
-    let device = FileDevice::open(&path, DeviceOptions::default()).expect("reopen");
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
-    assert_clean(&lfs);
-    let f = walk(&lfs, "/docs/readme").expect("lookup");
-    assert_eq!(read_all(&lfs, f.ino), data);
+    let geometry = geometry::small();
+    let device = format(geometry, geometry::zones_for(&geometry));
+    assert!(matches!(Lfs::mount(&device), Err(LfsError::NotFormatted)));
 }
 
 /// Several threads work on their own files at once.

@@ -10,7 +10,7 @@ use super::format::{decode_records, encode_records, ChunkHeader, ChunkKind, Reco
 use super::layout::Zones;
 use super::meta::Meta;
 use super::State;
-use crate::driver::Driver;
+use crate::zoned::Zoned;
 
 /// The writer's side of the metadata stream.
 #[derive(Debug, Clone)]
@@ -57,7 +57,7 @@ impl State {
     pub(super) fn flush_log(&mut self) -> Result<()> {
         if !self.stream.pending.is_empty() {
             // The data the records name must be durable before the records.
-            self.durable.sync(&self.driver)?;
+            self.durable.sync(&*self.device)?;
         }
         let pending = std::mem::take(&mut self.stream.pending);
         let cap = ChunkHeader::capacity(self.stream.max_chunk_blocks);
@@ -143,7 +143,7 @@ pub struct Replayed {
 /// (the checkpoint was written after them); log chunks are applied until the first chunk
 /// that is torn, out of sequence or not there.
 pub fn replay(
-    driver: &Driver,
+    device: &dyn Zoned,
     zones: &Zones,
     fs_id: u64,
     image_lba: u64,
@@ -167,10 +167,10 @@ pub fn replay(
         let zone = (pos / zones.zone_lbas) as u32;
         let off = pos % zones.zone_lbas;
         let wp = zones.wp[zone as usize];
-        let chunk = read_chunk(driver, pos, wp - off.min(wp), fs_id, seq)?;
+        let chunk = read_chunk(device, pos, wp - off.min(wp), fs_id, seq)?;
         let Some((header, bytes)) = chunk else {
             if in_image {
-                let newer = driver
+                let newer = device
                     .read(pos, 1)
                     .ok()
                     .and_then(|b| ChunkHeader::unread_version(&b));
@@ -241,7 +241,7 @@ pub fn replay(
 /// Reads the chunk at `lba` (with `room` written blocks from there) if it is valid, of this
 /// file system and has sequence number `seq`.
 fn read_chunk(
-    driver: &Driver,
+    device: &dyn Zoned,
     lba: u64,
     room: u64,
     fs_id: u64,
@@ -250,7 +250,7 @@ fn read_chunk(
     if room == 0 {
         return Ok(None);
     }
-    let first = match driver.read(lba, 1) {
+    let first = match device.read(lba, 1) {
         Ok(b) => b,
         // A page the device cannot read back ends the log like a torn chunk does.
         Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => return Ok(None),
@@ -264,7 +264,7 @@ fn read_chunk(
     }
     let mut bytes = first;
     if header.blocks > 1 {
-        match driver.read(lba + 1, u64::from(header.blocks) - 1) {
+        match device.read(lba + 1, u64::from(header.blocks) - 1) {
             Ok(rest) => bytes.extend(rest),
             Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => return Ok(None),
             Err(e) => return Err(e.into()),

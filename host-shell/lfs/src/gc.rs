@@ -55,7 +55,7 @@ impl State {
         }
         moves.sort_by_key(|m| m.2);
         for (ino, file_block, lba, count) in moves {
-            let data = self.driver.read(lba, count)?;
+            let data = self.device.read(lba, count)?;
             self.stats.gc_moved_blocks += count;
             self.write_mapped(
                 ZoneUse::Cold,

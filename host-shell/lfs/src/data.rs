@@ -98,7 +98,7 @@ impl State {
         match self.device_block(ino, b)?.0 {
             Some(lba) => {
                 self.stats.data_read_blocks += 1;
-                Ok(self.driver.read(lba, 1)?)
+                Ok(self.device.read(lba, 1)?)
             }
             None => Ok(vec![0; BLOCK_BYTES]),
         }
@@ -239,7 +239,7 @@ impl State {
             let n = run.min(last + 1 - b).min(next_dirty - b);
             match lba {
                 Some(lba) => {
-                    out.extend(self.driver.read(lba, n)?);
+                    out.extend(self.device.read(lba, n)?);
                     self.stats.data_read_blocks += n;
                 }
                 None => out.resize(out.len() + n as usize * BLOCK_BYTES, 0),
@@ -296,7 +296,7 @@ impl State {
     fn write_data(&mut self, use_: ZoneUse, data: &[u8]) -> Result<Vec<Run>> {
         let mut runs = Vec::new();
         let mut rest = data;
-        let max_piece = self.driver.info().zasl_lbas.max(1) as u64;
+        let max_piece = self.device.info().zasl_lbas.max(1) as u64;
         while !rest.is_empty() {
             let active = match use_ {
                 ZoneUse::Cold => self.meta.cold,

@@ -7,7 +7,7 @@ use super::error::{bug, Result};
 use super::format::{encode_records, CheckpointRecord, ChunkHeader, ChunkKind, BLOCK_BYTES};
 use super::layout::{Zones, CKPT_ZONES};
 use super::State;
-use crate::driver::Driver;
+use crate::zoned::Zoned;
 
 /// The checkpoint log's writer state.
 #[derive(Debug, Clone, Copy)]
@@ -19,14 +19,14 @@ pub struct CkptLog {
 }
 
 /// The newest valid checkpoint record in the checkpoint zones, and its zone.
-pub fn find_latest(driver: &Driver, zones: &Zones) -> Result<Option<CkptLog>> {
+pub fn find_latest(device: &dyn Zoned, zones: &Zones) -> Result<Option<CkptLog>> {
     let mut best: Option<CkptLog> = None;
     for zone in CKPT_ZONES {
         let written = zones.wp[zone as usize];
         if written == 0 {
             continue;
         }
-        let bytes = match driver.read(zones.zslba(zone), written) {
+        let bytes = match device.read(zones.zslba(zone), written) {
             Ok(b) => b,
             // A damaged zone: the other one holds the latest record.
             Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => continue,
@@ -97,7 +97,7 @@ impl State {
         }
         let (image_lba, image_seq, chain_at) = start.ok_or_else(|| bug("an empty image"))?;
         // The image must be durable before the record that names it.
-        self.durable.sync(&self.driver)?;
+        self.durable.sync(&*self.device)?;
         let image_chunks = (self.stream.next_seq - image_seq) as u32;
         let rec = CheckpointRecord {
             seq: self.ckpt.last.seq + 1,

@@ -1,10 +1,8 @@
 //! The cleaner: a small device overwritten many times its capacity, honest statfs, ENOSPC
 //! when truly full, and snapshots that keep their blocks.
 
-mod lfs_common;
-
-use host_shell::lfs::{InodeNo, Lfs, LfsError};
-use lfs_common::*;
+use lfs::{InodeNo, Lfs, LfsError, Zoned};
+use testkit::{device::*, fs::*, geometry, rng::pattern};
 
 const ROOT: InodeNo = InodeNo::ROOT;
 
@@ -12,8 +10,8 @@ const ROOT: InodeNo = InodeNo::ROOT;
 /// every remount; the write amplification stays bounded.
 #[test]
 fn overwrite_many_times_capacity() {
-    let mut device = fresh(tiny_geometry());
-    let mut lfs = Lfs::mount(&device.driver()).expect("mount");
+    let mut device = fresh(geometry::tiny());
+    let mut lfs = Lfs::mount(&device).expect("mount");
     let capacity = lfs.statfs().expect("statfs").blocks * 4096;
     let files = 6u64;
     let file_bytes = capacity / 2 / files;
@@ -59,7 +57,7 @@ fn overwrite_many_times_capacity() {
         round += 1;
         if round % 8 == 0 {
             gc_zones += lfs.stats().expect("stats").gc_zones;
-            nand += device.stats().nand_program_bytes;
+            nand += nand_stats(&device).program_bytes;
             (lfs, device) = remount(lfs, device);
             let st = lfs.statfs().expect("statfs");
             assert!(st.bfree <= st.blocks);
@@ -72,7 +70,7 @@ fn overwrite_many_times_capacity() {
     let stats = lfs.stats().expect("stats");
     gc_zones += stats.gc_zones;
     assert!(gc_zones > 0, "the cleaner ran");
-    nand += device.stats().nand_program_bytes;
+    nand += nand_stats(&device).program_bytes;
     let wa = nand as f64 / written as f64;
     println!("written {written} B, NAND programmed {nand} B: write amplification {wa:.2}; {gc_zones} zones cleaned");
     assert!(wa < 6.0, "write amplification {wa:.2}");
@@ -83,8 +81,8 @@ fn overwrite_many_times_capacity() {
 /// reads everything back, and deleting makes room again.
 #[test]
 fn full_device_gives_nospace() {
-    let device = fresh(tiny_geometry());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let device = fresh(geometry::tiny());
+    let lfs = Lfs::mount(&device).expect("mount");
     let mut files = Vec::new();
     let chunk = pattern(9, 64 * 1024);
     'fill: for i in 0.. {
@@ -136,8 +134,8 @@ fn full_device_gives_nospace() {
 /// until the snapshot is released; a hole is named in its extents, never written.
 #[test]
 fn snapshot_pins_blocks() {
-    let device = fresh(tiny_geometry());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let device = fresh(geometry::tiny());
+    let lfs = Lfs::mount(&device).expect("mount");
     let a = lfs.create(ROOT, b"s", 0o644, 0, 0).expect("create");
     let old = pattern(1, 40_000);
     lfs.write(a.ino, 0, &old).expect("write");
@@ -168,14 +166,13 @@ fn snapshot_pins_blocks() {
         lfs.fsync(a.ino, false).expect("fsync");
         lfs.gc_step().expect("gc");
     }
-    let driver = device.driver();
     let mut bytes = Vec::new();
     for e in &snap.extents {
         if e.is_hole() {
             bytes.resize(bytes.len() + e.lba_count as usize * 4096, 0);
         } else {
             bytes.extend(
-                driver
+                device
                     .read(e.start_lba, u64::from(e.lba_count))
                     .expect("read snapshot"),
             );
@@ -205,8 +202,8 @@ fn snapshot_pins_blocks() {
 /// and after a remount.
 #[test]
 fn flush_across_zones_while_cleaning() {
-    let device = fresh(tiny_geometry());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let device = fresh(geometry::tiny());
+    let lfs = Lfs::mount(&device).expect("mount");
     let capacity = lfs.statfs().expect("statfs").blocks;
     // 60% live: flushes of about 30% of the capacity (several zones) need the cleaner.
     let blocks = capacity * 6 / 10;
@@ -244,8 +241,8 @@ fn flush_across_zones_while_cleaning() {
 /// asks for no new blocks, failed with NoSpace when its buffer was flushed.
 #[test]
 fn writes_reclaim_space_a_snapshot_holds() {
-    let device = fresh(tiny_geometry());
-    let lfs = Lfs::mount(&device.driver()).expect("mount");
+    let device = fresh(geometry::tiny());
+    let lfs = Lfs::mount(&device).expect("mount");
     let capacity = lfs.statfs().expect("statfs").blocks;
     let bytes = (capacity * 8 / 10 * 4096) as usize;
     let a = lfs.create(ROOT, b"a", 0o644, 0, 0).expect("create").ino;

@@ -27,6 +27,7 @@ mod meta;
 mod ops;
 mod rename;
 mod snapshot;
+pub mod zoned;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +41,7 @@ pub use inode::{access, check_access, Attr, Credentials, FileKind, InodeNo, SetA
 pub use ops::{DirEntry, XattrMode};
 pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
+pub use zoned::{IoError, Zoned};
 
 use checkpoint::{find_latest, CkptLog};
 use data::Dirty;
@@ -49,8 +51,6 @@ use format::{CheckpointRecord, Record, BLOCK_BYTES, NAME_MAX};
 use layout::{Zones, CKPT_ZONES, MIN_ZONES};
 use log::Stream;
 use meta::Meta;
-
-use crate::driver::Driver;
 
 /// Counters of what the file system asked of the device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub struct StatFs {
 /// The mounted state, behind [`Lfs`]'s lock.
 #[derive(Debug)]
 pub(crate) struct State {
-    driver: Driver,
+    device: Arc<dyn Zoned>,
     /// What the device has made durable; shared with [`Lfs`], which syncs outside the lock.
     durable: Arc<Durability>,
     meta: Meta,
@@ -123,8 +123,8 @@ pub struct Lfs {
     durable: Arc<Durability>,
 }
 
-fn zone_geometry(driver: &Driver) -> Result<(u64, u64, u32)> {
-    let info = driver.info();
+fn zone_geometry(device: &dyn Zoned) -> Result<(u64, u64, u32)> {
+    let info = device.info();
     if info.nr_zones < MIN_ZONES || info.zone_cap_lbas < 8 {
         return Err(LfsError::InvalidArgument(
             "the device has too few or too small zones",
@@ -133,16 +133,22 @@ fn zone_geometry(driver: &Driver) -> Result<(u64, u64, u32)> {
     Ok((info.zone_size_lbas, info.zone_cap_lbas, info.nr_zones))
 }
 
-fn max_chunk_blocks(driver: &Driver, cap: u64) -> usize {
-    let zasl = u64::from(driver.info().zasl_lbas.max(1));
+fn max_chunk_blocks(device: &dyn Zoned, cap: u64) -> usize {
+    let zasl = u64::from(device.info().zasl_lbas.max(1));
     zasl.min(cap - 1).min(32) as usize
 }
 
 impl State {
-    fn new(driver: Driver, meta: Meta, zones: Zones, stream: Stream, ckpt: CkptLog) -> State {
+    fn new(
+        device: Arc<dyn Zoned>,
+        meta: Meta,
+        zones: Zones,
+        stream: Stream,
+        ckpt: CkptLog,
+    ) -> State {
         let clock = meta.born.values().copied().max().unwrap_or(0);
         State {
-            driver,
+            device,
             durable: Arc::default(),
             meta,
             zones,
@@ -180,7 +186,7 @@ impl State {
     fn append(&mut self, zone: u32, data: Vec<u8>) -> Result<u64> {
         self.durable.check()?;
         let zslba = self.zones.zslba(zone);
-        self.durable.wrote(self.driver.append(zslba, data))
+        self.durable.wrote(self.device.append(zslba, data))
     }
 
     /// A zone action on `zone`, recorded like a write.
@@ -188,7 +194,7 @@ impl State {
         self.durable.check()?;
         let zslba = self.zones.zslba(zone);
         self.durable
-            .wrote(self.driver.zone_action(zslba, action, false))
+            .wrote(self.device.zone_action(zslba, action, false))
     }
 
     fn statfs(&self) -> StatFs {
@@ -222,9 +228,10 @@ fn fs_id() -> u64 {
 impl Lfs {
     /// Makes a new, empty file system on the device (every zone is reset). Its root
     /// directory is owned by `uid`:`gid` with mode 0755.
-    pub fn mkfs(driver: &Driver, uid: u32, gid: u32) -> Result<()> {
-        let (zone_lbas, cap, nr) = zone_geometry(driver)?;
-        driver.zone_action(0, ZoneAction::Reset, true)?;
+    pub fn mkfs<D: Zoned + Clone + 'static>(device: &D, uid: u32, gid: u32) -> Result<()> {
+        let device: Arc<dyn Zoned> = Arc::new(device.clone());
+        let (zone_lbas, cap, nr) = zone_geometry(&*device)?;
+        device.zone_action(0, ZoneAction::Reset, true)?;
         let zones = Zones {
             zone_lbas,
             cap,
@@ -255,7 +262,7 @@ impl Lfs {
             pending: Vec::new(),
             log_blocks: 0,
             image_blocks: 0,
-            max_chunk_blocks: max_chunk_blocks(driver, cap),
+            max_chunk_blocks: max_chunk_blocks(&*device, cap),
         };
         let mut meta = Meta::new(nr, zone_lbas, cap);
         meta.apply(&Record::Inode(Attr {
@@ -272,21 +279,22 @@ impl Lfs {
             parent: InodeNo::ROOT,
             rdev: 0,
         }))?;
-        let mut state = State::new(driver.clone(), meta, zones, stream, ckpt);
+        let mut state = State::new(Arc::clone(&device), meta, zones, stream, ckpt);
         state.checkpoint()?;
-        state.durable.sync(driver)
+        state.durable.sync(&*device)
     }
 
     /// Mounts the file system on the device: finds the latest checkpoint, replays the log
     /// after it, frees files that were unlinked while open, and writes a new checkpoint.
-    pub fn mount(driver: &Driver) -> Result<Lfs> {
-        let (zone_lbas, cap, _) = zone_geometry(driver)?;
-        let report = driver.all_zones()?;
+    pub fn mount<D: Zoned + Clone + 'static>(device: &D) -> Result<Lfs> {
+        let device: Arc<dyn Zoned> = Arc::new(device.clone());
+        let (zone_lbas, cap, _) = zone_geometry(&*device)?;
+        let report = device.all_zones()?;
         let mut zones = Zones::from_report(zone_lbas, cap, &report);
-        let ckpt = find_latest(driver, &zones)?.ok_or(LfsError::NotFormatted)?;
+        let ckpt = find_latest(&*device, &zones)?.ok_or(LfsError::NotFormatted)?;
         let rec = ckpt.last;
         let replayed = log::replay(
-            driver,
+            &*device,
             &zones,
             rec.fs_id,
             rec.image_lba,
@@ -304,7 +312,7 @@ impl Lfs {
             let wp = zones.wp[z as usize];
             let live = replayed.meta.live[z as usize] > 0 || replayed.chain.contains(&z);
             if wp > 0 && wp < cap && live && !keep.contains(&z) {
-                driver.zone_action(zones.zslba(z), ZoneAction::Finish, false)?;
+                device.zone_action(zones.zslba(z), ZoneAction::Finish, false)?;
                 zones.wp[z as usize] = cap;
             }
         }
@@ -316,9 +324,9 @@ impl Lfs {
             pending: Vec::new(),
             log_blocks: replayed.log_blocks,
             image_blocks: replayed.image_blocks,
-            max_chunk_blocks: max_chunk_blocks(driver, cap),
+            max_chunk_blocks: max_chunk_blocks(&*device, cap),
         };
-        let mut state = State::new(driver.clone(), replayed.meta, zones, stream, ckpt);
+        let mut state = State::new(Arc::clone(&device), replayed.meta, zones, stream, ckpt);
         if state.stream.tail.is_none() {
             // The log ends torn: the new checkpoint's image starts a fresh zone, and the old
             // chain is released once it is durable.
@@ -335,7 +343,7 @@ impl Lfs {
             state.commit(vec![Record::Free { ino }])?;
         }
         state.checkpoint()?;
-        state.durable.sync(driver)?;
+        state.durable.sync(&*device)?;
         Ok(Lfs {
             durable: Arc::clone(&state.durable),
             state: Mutex::new(state),
@@ -360,7 +368,7 @@ impl Lfs {
         let mut s = self.lock_for_change()?;
         s.flush_all_files()?;
         s.checkpoint()?;
-        self.durable.sync(&s.driver)
+        self.durable.sync(&*s.device)
     }
 
     pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Attr> {
@@ -523,25 +531,25 @@ impl Lfs {
     /// log, then one device Flush, sent outside the lock and shared with concurrent callers.
     pub fn fsync(&self, ino: InodeNo, datasync: bool) -> Result<()> {
         let _ = datasync;
-        let driver = {
+        let device = {
             let mut s = self.lock_for_change()?;
             s.attr(ino)?;
             s.flush_file(ino)?;
             s.flush_log()?;
             s.maybe_checkpoint()?;
-            s.driver.clone()
+            Arc::clone(&s.device)
         };
-        self.durable.sync(&driver)
+        self.durable.sync(&*device)
     }
 
     /// Makes everything durable.
     pub fn sync(&self) -> Result<()> {
-        let driver = {
+        let device = {
             let mut s = self.lock_for_change()?;
             s.sync()?;
-            s.driver.clone()
+            Arc::clone(&s.device)
         };
-        self.durable.sync(&driver)
+        self.durable.sync(&*device)
     }
 
     /// Writes `ino`'s buffered data to the device (not yet durable): what close(2) does, so
@@ -554,12 +562,18 @@ impl Lfs {
     /// Makes everything durable and writes a checkpoint now (as unmount does, keeping the file
     /// system mounted), so the next mount has no log to replay.
     pub fn checkpoint(&self) -> Result<()> {
-        let driver = {
+        let device = {
             let mut s = self.lock_for_change()?;
             s.checkpoint()?;
-            s.driver.clone()
+            Arc::clone(&s.device)
         };
-        self.durable.sync(&driver)
+        self.durable.sync(&*device)
+    }
+
+    /// Has `report` say, once, that writes stopped after a device error, instead of a line
+    /// on stderr.
+    pub fn report_halt_with(&self, report: fn(&LfsError)) {
+        self.durable.report_with(report);
     }
 
     /// Whether writes stopped after a device error (see [`LfsError::Halted`]).

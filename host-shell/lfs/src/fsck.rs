@@ -29,7 +29,7 @@ impl State {
     pub(super) fn fsck(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut p = |check: &'static str, detail: String| out.push(Problem { check, detail });
-        let report = match self.driver.all_zones() {
+        let report = match self.device.all_zones() {
             Ok(r) => r,
             Err(e) => {
                 p("device", format!("the zone report failed: {e}"));
@@ -50,11 +50,11 @@ impl State {
         }
 
         // The metadata on the media replays to the state in memory (all checksums hold).
-        match find_latest(&self.driver, &device) {
+        match find_latest(&*self.device, &device) {
             Ok(Some(c)) if c.last == self.ckpt.last => {
                 let r = c.last;
                 match replay(
-                    &self.driver,
+                    &*self.device,
                     &device,
                     r.fs_id,
                     r.image_lba,
@@ -346,12 +346,12 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use firmware::zns::ZoneConfig;
+    use firmware::nand::{sim::SimNand, Geometry};
+    use firmware::zns::{ZoneConfig, ZoneManager};
 
     use super::super::inode::InodeNo;
     use super::super::Lfs;
-    use crate::device::{DeviceOptions, RamDevice};
-    use crate::nand::preset::Preset;
+    use crate::zoned::Direct;
 
     const S_IFIFO: u32 = 0o010000;
     const S_IFCHR: u32 = 0o020000;
@@ -360,12 +360,19 @@ mod tests {
     /// inode that is not a device node; a device node's number is fine.
     #[test]
     fn special_file_invariants() {
-        let geometry = Preset::Small.geometry(16 << 20).expect("a geometry");
+        let geometry = Geometry {
+            channels: 2,
+            dies_per_channel: 2,
+            blocks_per_die: 16,
+            pages_per_block: 64,
+            page_bytes: common::LBA_BYTES,
+            spare_bytes: 64,
+        };
         let zones = ZoneConfig::for_geometry(&geometry);
-        let device =
-            RamDevice::in_ram(geometry, zones, DeviceOptions::default()).expect("a device");
-        Lfs::mkfs(&device.driver(), 0, 0).expect("mkfs");
-        let lfs = Lfs::mount(&device.driver()).expect("mount");
+        let manager = ZoneManager::format(SimNand::new(geometry), zones).expect("format");
+        let device = Direct::new(manager);
+        Lfs::mkfs(&device, 0, 0).expect("mkfs");
+        let lfs = Lfs::mount(&device).expect("mount");
         let fifo = lfs
             .mknod(InodeNo::ROOT, b"fifo", S_IFIFO | 0o644, 0, 0, 0)
             .expect("mkfifo");
