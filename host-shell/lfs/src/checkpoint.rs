@@ -5,7 +5,8 @@
 
 use super::error::{bug, Result};
 use super::format::{encode_records, CheckpointRecord, ChunkHeader, ChunkKind, BLOCK_BYTES};
-use super::layout::{Zones, CKPT_ZONES};
+use super::ids::ZoneId;
+use super::space::{Space, CKPT_ZONES};
 use super::State;
 use crate::zoned::Zoned;
 
@@ -13,16 +14,16 @@ use crate::zoned::Zoned;
 #[derive(Debug, Clone, Copy)]
 pub struct CkptLog {
     /// The zone the latest record is in.
-    pub zone: u32,
+    pub zone: ZoneId,
     /// The latest record (its sequence, and the fields every record repeats).
     pub last: CheckpointRecord,
 }
 
 /// The newest valid checkpoint record in the checkpoint zones, and its zone.
-pub fn find_latest(device: &dyn Zoned, zones: &Zones) -> Result<Option<CkptLog>> {
+pub fn find_latest(device: &dyn Zoned, zones: &Space) -> Result<Option<CkptLog>> {
     let mut best: Option<CkptLog> = None;
     for zone in CKPT_ZONES {
-        let written = zones.wp[zone as usize];
+        let written = zones.written(zone);
         if written == 0 {
             continue;
         }
@@ -36,8 +37,8 @@ pub fn find_latest(device: &dyn Zoned, zones: &Zones) -> Result<Option<CkptLog>>
             let Some(rec) = CheckpointRecord::decode(block) else {
                 continue;
             };
-            if rec.zone_size_lbas != zones.zone_lbas
-                || rec.zone_cap_lbas != zones.cap
+            if rec.zone_size_lbas != zones.zone_lbas()
+                || rec.zone_cap_lbas != zones.cap()
                 || rec.nr_zones != zones.nr()
             {
                 continue;
@@ -90,7 +91,7 @@ impl State {
                 // The first image chunk is the last chunk written (a link may precede it).
                 let tail = self.stream.tail.ok_or_else(|| bug("no stream tail"))?;
                 let blocks_of_chunk = ChunkHeader::blocks_for(payload.len()) as u64;
-                let lba = self.zones.zslba(tail) + self.zones.wp[tail as usize] - blocks_of_chunk;
+                let lba = self.space.zslba(tail) + self.space.written(tail) - blocks_of_chunk;
                 let linked = self.stream.chain.len() - chain_len;
                 start = Some((lba, before_seq + linked as u64, self.stream.chain.len() - 1));
             }
@@ -119,13 +120,13 @@ impl State {
 
     fn write_ckpt_record(&mut self, rec: CheckpointRecord) -> Result<()> {
         let mut zone = self.ckpt.zone;
-        if self.zones.room(zone) == 0 {
+        if self.space.room(zone) == 0 {
             let other = CKPT_ZONES[usize::from(zone == CKPT_ZONES[0])];
             self.reset_zone(other)?;
             zone = other;
         }
         let lba = self.append(zone, rec.encode())?;
-        self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + 1;
+        self.space.appended(zone, lba, 1)?;
         self.ckpt = CkptLog { zone, last: rec };
         self.stats.meta_blocks += 1;
         Ok(())

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use super::error::{bug, LfsError, Result};
 use super::extent::Run;
 use super::format::{Record, ZoneUse, BLOCK_BYTES};
+use super::ids::ZoneId;
 use super::inode::{Attr, FileKind, InodeNo, Time};
 use super::meta::blocks_of;
 use super::State;
@@ -269,7 +270,7 @@ impl State {
         first: Vec<Record>,
         last: Vec<Record>,
     ) -> Result<()> {
-        let mark = self.unmapped.len();
+        let mark = self.space.unmapped_mark();
         let result = (|| {
             let mut records = first;
             for (file_block, data) in runs {
@@ -287,7 +288,7 @@ impl State {
             records.extend(last);
             self.commit(records)
         })();
-        self.unmapped.truncate(mark);
+        self.space.release_unmapped(mark);
         result
     }
 
@@ -303,17 +304,15 @@ impl State {
                 _ => self.meta.hot,
             };
             let zone = match active {
-                Some(z) if self.zones.room(z) > 0 => z,
+                Some(z) if self.space.room(z) > 0 => z,
                 _ => self.open_data_zone(use_)?,
             };
             let blocks = (rest.len() / BLOCK_BYTES) as u64;
-            let n = blocks.min(self.zones.room(zone)).min(max_piece);
+            let n = blocks.min(self.space.room(zone)).min(max_piece);
             let (piece, tail) = rest.split_at(n as usize * BLOCK_BYTES);
-            if !self.unmapped.contains(&zone) {
-                self.unmapped.push(zone);
-            }
+            self.space.hold_unmapped(zone);
             let lba = self.append(zone, piece.to_vec())?;
-            self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + n;
+            self.space.appended(zone, lba, n)?;
             self.stats.data_write_blocks += n;
             runs.push(Run { lba, count: n });
             rest = tail;
@@ -322,7 +321,7 @@ impl State {
     }
 
     /// Opens a new hot or cold zone (the old one, if any, is full).
-    fn open_data_zone(&mut self, use_: ZoneUse) -> Result<u32> {
+    fn open_data_zone(&mut self, use_: ZoneUse) -> Result<ZoneId> {
         let old = match use_ {
             ZoneUse::Cold => self.meta.cold,
             _ => self.meta.hot,
@@ -331,7 +330,7 @@ impl State {
             ZoneUse::Cold => self.take_reserved_zone()?,
             _ => self.take_user_zone()?,
         };
-        self.clock += 1;
+        let age = self.space.open_tick();
         let mut records = Vec::new();
         if let Some(old) = old {
             let born = self.meta.born.get(&old).copied().unwrap_or(0);
@@ -344,7 +343,7 @@ impl State {
         records.push(Record::Zone {
             zone,
             use_,
-            born: self.clock,
+            born: age,
         });
         self.commit(records)?;
         if let Some(old) = old {

@@ -2,6 +2,7 @@
 //! encoding with field offsets as consts, checked decoding of untrusted bytes, CRC-32C.
 
 use super::error::{corrupted, Result};
+use super::ids::ZoneId;
 use super::inode::{Attr, FileKind, InodeNo, Time};
 
 /// Bytes of a file-system block: one LBA.
@@ -134,7 +135,7 @@ pub struct ChunkHeader {
     pub blocks: u32,
     pub payload_len: u32,
     /// For [`ChunkKind::Link`]: the zone the stream continues in.
-    pub link_zone: u32,
+    pub link_zone: ZoneId,
     pub payload_crc: u32,
     /// The record format of the payload ([`ChunkHeader::VERSION`] or an older one still read).
     pub version: u16,
@@ -174,7 +175,7 @@ impl ChunkHeader {
         kind: ChunkKind,
         fs_id: u64,
         seq: u64,
-        link_zone: u32,
+        link_zone: ZoneId,
         payload: &[u8],
     ) -> Vec<u8> {
         let blocks = Self::blocks_for(payload.len());
@@ -187,7 +188,7 @@ impl ChunkHeader {
         b[Self::BLOCKS..Self::BLOCKS + 4].copy_from_slice(&(blocks as u32).to_le_bytes());
         b[Self::PAYLOAD_LEN..Self::PAYLOAD_LEN + 4]
             .copy_from_slice(&(payload.len() as u32).to_le_bytes());
-        b[Self::LINK_ZONE..Self::LINK_ZONE + 4].copy_from_slice(&link_zone.to_le_bytes());
+        b[Self::LINK_ZONE..Self::LINK_ZONE + 4].copy_from_slice(&link_zone.0.to_le_bytes());
         let pcrc = CRC32C.checksum(payload);
         b[Self::PAYLOAD_CRC..Self::PAYLOAD_CRC + 4].copy_from_slice(&pcrc.to_le_bytes());
         let hcrc = CRC32C.checksum(&b[..Self::HEADER_CRC]);
@@ -221,7 +222,7 @@ impl ChunkHeader {
             seq: get_u64(block, Self::SEQ),
             blocks: get_u32(block, Self::BLOCKS),
             payload_len: get_u32(block, Self::PAYLOAD_LEN),
-            link_zone: get_u32(block, Self::LINK_ZONE),
+            link_zone: ZoneId(get_u32(block, Self::LINK_ZONE)),
             payload_crc: get_u32(block, Self::PAYLOAD_CRC),
             version,
         };
@@ -395,7 +396,7 @@ pub enum Record {
     },
     /// Zone `zone` is now used as `use_`; `born` orders zones by age for the cleaner.
     Zone {
-        zone: u32,
+        zone: ZoneId,
         use_: ZoneUse,
         born: u64,
     },
@@ -496,7 +497,7 @@ impl Record {
             }
             Record::Zone { zone, use_, born } => {
                 w.u8(tag::ZONE);
-                w.u32(*zone);
+                w.u32(zone.0);
                 w.u8(*use_ as u8);
                 w.u64(*born);
             }
@@ -568,7 +569,7 @@ impl Record {
             },
             tag::FREE => Record::Free { ino: ino(r)? },
             tag::ZONE => Record::Zone {
-                zone: r.u32()?,
+                zone: ZoneId(r.u32()?),
                 use_: match r.u8()? {
                     0 => ZoneUse::Data,
                     1 => ZoneUse::Hot,
@@ -616,7 +617,7 @@ mod tests {
             count: 2,
         };
         let payload = encode_records(std::slice::from_ref(&rec));
-        let mut chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, 0, &payload);
+        let mut chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, ZoneId(0), &payload);
         let h = ChunkHeader::decode(&chunk).unwrap();
         assert_eq!((h.seq, h.fs_id, h.blocks), (42, 5, 1));
         assert_eq!(
@@ -723,7 +724,7 @@ mod tests {
     #[test]
     fn chunk_versions_read() {
         let payload = encode_records(&[Record::Free { ino: InodeNo(3) }]);
-        let chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, 0, &payload);
+        let chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, ZoneId(0), &payload);
         assert_eq!(ChunkHeader::decode(&chunk).map(|h| h.version), Some(2));
         for (version, read) in [(0u16, false), (1, true), (3, false)] {
             let mut c = chunk.clone();

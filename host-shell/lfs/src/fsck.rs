@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::checkpoint::find_latest;
+use super::ids::ZoneId;
 use super::inode::{FileKind, InodeNo};
-use super::layout::{Zones, CKPT_ZONES};
 use super::log::replay;
 use super::meta::blocks_of;
+use super::space::{Space, CKPT_ZONES};
 use super::State;
 
 /// One broken invariant.
@@ -36,14 +37,15 @@ impl State {
                 return out;
             }
         };
-        let device = Zones::from_report(self.zones.zone_lbas, self.zones.cap, &report);
-        for z in 0..self.zones.nr() as usize {
-            if device.wp[z] < self.zones.wp[z] {
+        let device = Space::from_report(self.space.zone_lbas(), self.space.cap(), &report);
+        for z in self.space.zones() {
+            if device.written(z) < self.space.written(z) {
                 p(
                     "write-pointer",
                     format!(
                         "zone {z}: the device has {} blocks written, the file system counts {}",
-                        device.wp[z], self.zones.wp[z]
+                        device.written(z),
+                        self.space.written(z)
                     ),
                 );
             }
@@ -120,7 +122,7 @@ impl State {
 
         // Extents: inside a data zone, below its write pointer, never shared.
         let mut runs: Vec<(u64, u64, InodeNo)> = Vec::new();
-        let mut live = vec![0u64; self.zones.nr() as usize];
+        let mut live = vec![0u64; self.space.nr() as usize];
         for (ino, inode) in &self.meta.inodes {
             // A directory, symlink, FIFO, socket or device node has no data blocks.
             if inode.attr.kind != FileKind::File && !inode.extents.is_empty() {
@@ -142,8 +144,10 @@ impl State {
             let last = blocks_of(inode.attr.size);
             for (fb, run) in inode.extents.iter() {
                 let z = self.meta.zone_of(run.lba);
-                let off = run.lba % self.zones.zone_lbas;
-                if z >= self.zones.nr() || CKPT_ZONES.contains(&z) || self.stream.chain.contains(&z)
+                let off = run.lba % self.space.zone_lbas();
+                if !self.space.contains(z)
+                    || CKPT_ZONES.contains(&z)
+                    || self.stream.chain.contains(&z)
                 {
                     p(
                         "extent",
@@ -154,7 +158,7 @@ impl State {
                     );
                     continue;
                 }
-                if off + run.count > device.wp[z as usize] {
+                if off + run.count > device.written(z) {
                     p(
                         "extent",
                         format!(
@@ -176,7 +180,7 @@ impl State {
                         ),
                     );
                 }
-                live[z as usize] += run.count;
+                live[z.index()] += run.count;
                 runs.push((run.lba, run.count, *ino));
             }
         }
@@ -202,8 +206,9 @@ impl State {
                     ),
                 );
             }
-            let zone = z as u32;
-            if device.wp[z] > 0 && found == 0 && self.zones.pins[z] == 0 && !self.is_special(zone) {
+            let zone = ZoneId(z as u32);
+            let special = self.space.held(zone) || self.has_job(zone);
+            if device.written(zone) > 0 && found == 0 && self.space.pins(zone) == 0 && !special {
                 p(
                     "space",
                     format!("zone {z} holds nothing live but was not reset"),

@@ -7,8 +7,9 @@
 
 use super::error::{bug, corrupted, LfsError, Result};
 use super::format::{decode_records, encode_records, ChunkHeader, ChunkKind, Record, BLOCK_BYTES};
-use super::layout::Zones;
+use super::ids::ZoneId;
 use super::meta::Meta;
+use super::space::Space;
 use super::State;
 use crate::zoned::Zoned;
 
@@ -20,9 +21,9 @@ pub struct Stream {
     pub next_seq: u64,
     /// The zone chunks are appended to; `None` when the stream has no clean end (after a torn
     /// chunk) and only a checkpoint can start it again.
-    pub tail: Option<u32>,
+    pub tail: Option<ZoneId>,
     /// Zones holding the latest checkpoint's image and the log after it, in order.
-    pub chain: Vec<u32>,
+    pub chain: Vec<ZoneId>,
     /// Encoded transactions not yet written.
     pub pending: Vec<Vec<u8>>,
     /// Blocks of log chunks since the latest checkpoint.
@@ -90,7 +91,7 @@ impl State {
                 return Err(bug("the metadata stream has no end to append to"));
             };
             // Keep one block for a link.
-            if need < self.zones.room(tail) {
+            if need < self.space.room(tail) {
                 break tail;
             }
             let next = self.take_reserved_zone()?;
@@ -100,26 +101,26 @@ impl State {
             self.stream.chain.push(next);
             self.stream.tail = Some(next);
         };
-        self.write_chunk(tail, kind, 0, payload)?;
+        self.write_chunk(tail, kind, ZoneId(0), payload)?;
         Ok(written + need)
     }
 
     fn write_chunk(
         &mut self,
-        zone: u32,
+        zone: ZoneId,
         kind: ChunkKind,
-        link: u32,
+        link: ZoneId,
         payload: &[u8],
     ) -> Result<u64> {
         let seq = self.stream.next_seq;
         let bytes = ChunkHeader::encode_chunk(kind, self.stream.fs_id, seq, link, payload);
         let blocks = (bytes.len() / BLOCK_BYTES) as u64;
         let lba = self.append(zone, bytes)?;
-        let expected = self.zones.zslba(zone) + self.zones.wp[zone as usize];
+        let expected = self.space.zslba(zone) + self.space.written(zone);
         if lba != expected {
             return Err(bug(format!("a chunk landed at LBA {lba}, not {expected}")));
         }
-        self.zones.wp[zone as usize] += blocks;
+        self.space.appended(zone, lba, blocks)?;
         self.stream.next_seq += 1;
         self.stats.meta_blocks += blocks;
         Ok(lba)
@@ -130,11 +131,11 @@ impl State {
 #[derive(Debug)]
 pub struct Replayed {
     pub meta: Meta,
-    pub chain: Vec<u32>,
+    pub chain: Vec<ZoneId>,
     pub next_seq: u64,
     /// The zone holding the stream's end if the end is clean (the zone's write pointer sits
     /// right after the last valid chunk and a block is left for a link).
-    pub clean_tail: Option<u32>,
+    pub clean_tail: Option<ZoneId>,
     pub log_blocks: u64,
     pub image_blocks: u64,
 }
@@ -144,17 +145,17 @@ pub struct Replayed {
 /// that is torn, out of sequence or not there.
 pub fn replay(
     device: &dyn Zoned,
-    zones: &Zones,
+    zones: &Space,
     fs_id: u64,
     image_lba: u64,
     image_seq: u64,
     image_chunks: u32,
 ) -> Result<Replayed> {
-    let mut meta = Meta::new(zones.nr(), zones.zone_lbas, zones.cap);
+    let mut meta = Meta::new(zones.nr(), zones.zone_lbas(), zones.cap());
     let mut pos = image_lba;
     let mut seq = image_seq;
-    let first_zone = (image_lba / zones.zone_lbas) as u32;
-    if first_zone >= zones.nr() {
+    let first_zone = zones.zone_of(image_lba);
+    if !zones.contains(first_zone) {
         return Err(corrupted(format!(
             "the checkpoint's image is at LBA {image_lba}, past the device"
         )));
@@ -164,9 +165,9 @@ pub fn replay(
     let mut index = 0u32;
     loop {
         let in_image = index < image_chunks;
-        let zone = (pos / zones.zone_lbas) as u32;
-        let off = pos % zones.zone_lbas;
-        let wp = zones.wp[zone as usize];
+        let zone = zones.zone_of(pos);
+        let off = pos % zones.zone_lbas();
+        let wp = zones.written(zone);
         let chunk = read_chunk(device, pos, wp - off.min(wp), fs_id, seq)?;
         let Some((header, bytes)) = chunk else {
             if in_image {
@@ -184,7 +185,7 @@ pub fn replay(
                     "chunk {index} of the checkpoint's image at LBA {pos} is missing or damaged"
                 )));
             }
-            let clean = off == wp && wp + 1 < zones.cap;
+            let clean = off == wp && wp + 1 < zones.cap();
             return Ok(Replayed {
                 meta,
                 chain,
@@ -198,7 +199,7 @@ pub fn replay(
         match header.kind {
             ChunkKind::Link => {
                 let next = header.link_zone;
-                if next >= zones.nr() || chain.contains(&next) || next < 2 {
+                if !zones.contains(next) || chain.contains(&next) || next.0 < 2 {
                     return Err(corrupted(format!("a link at LBA {pos} to zone {next}")));
                 }
                 chain.push(next);
