@@ -657,6 +657,169 @@ mod tests {
         assert!(decode_records(&[200], ChunkHeader::VERSION).is_err());
     }
 
+    /// Bytes written out as hex pairs; spaces and newlines separate fields.
+    fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        digits
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    /// The checkpoint record is pinned byte for byte (docs/FORMAT.md, "The checkpoint log"):
+    /// fields at their offsets, zero gaps, the CRC-32C of bytes 0..80, zeros to the block's end.
+    #[test]
+    fn checkpoint_record_golden_bytes() {
+        let c = CheckpointRecord {
+            fs_id: 0x1122_3344_5566_7788,
+            seq: 2,
+            zone_size_lbas: 256,
+            zone_cap_lbas: 250,
+            nr_zones: 15,
+            image_lba: 512,
+            image_seq: 9,
+            image_chunks: 3,
+            created: 1_700_000_000,
+        };
+        let want = hex("4c53434b 0100 0000
+             8877665544332211
+             0200000000000000
+             0001000000000000
+             fa00000000000000
+             0f000000 00100000
+             0002000000000000
+             0900000000000000
+             03000000 00000000
+             00f1536500000000
+             ed7ee124");
+        let b = c.encode();
+        assert_eq!(b.len(), BLOCK_BYTES);
+        assert_eq!(b[..want.len()], want[..]);
+        assert!(b[want.len()..].iter().all(|&x| x == 0));
+        assert_eq!(CheckpointRecord::decode(&want_block(&want)), Some(c));
+    }
+
+    fn want_block(head: &[u8]) -> Vec<u8> {
+        let mut b = head.to_vec();
+        b.resize(BLOCK_BYTES, 0);
+        b
+    }
+
+    /// A log chunk and a link chunk are pinned byte for byte (docs/FORMAT.md, "The metadata
+    /// stream: chunks"): the 48-byte header, the payload, zeros to the block's end.
+    #[test]
+    fn chunk_golden_bytes() {
+        let payload = encode_records(&[Record::Free { ino: InodeNo(3) }]);
+        let chunk = ChunkHeader::encode_chunk(ChunkKind::Log, 5, 42, ZoneId(0), &payload);
+        let want = hex("4c43484b 0200 01 00
+             0500000000000000
+             2a00000000000000
+             01000000 09000000 00000000 00000000
+             15cbec2c cd8c1a54
+             09 0300000000000000");
+        assert_eq!(chunk.len(), BLOCK_BYTES);
+        assert_eq!(chunk[..want.len()], want[..]);
+        assert!(chunk[want.len()..].iter().all(|&x| x == 0));
+        let h = ChunkHeader::decode(&want_block(&want)).unwrap();
+        assert_eq!((h.kind, h.seq, h.payload_len), (ChunkKind::Log, 42, 9));
+
+        let link = ChunkHeader::encode_chunk(ChunkKind::Link, 5, 43, ZoneId(7), &[]);
+        let want = hex("4c43484b 0200 03 00
+             0500000000000000
+             2b00000000000000
+             01000000 00000000 07000000 00000000
+             00000000 3f56ad88");
+        assert_eq!(link[..want.len()], want[..]);
+        assert!(link[want.len()..].iter().all(|&x| x == 0));
+        let h = ChunkHeader::decode(&link).unwrap();
+        assert_eq!((h.kind, h.link_zone), (ChunkKind::Link, ZoneId(7)));
+    }
+
+    /// Every record but Inode (pinned in `inode_record_v2_golden_bytes`) is pinned byte for
+    /// byte (docs/FORMAT.md, "Records"), and decodes back to itself.
+    #[test]
+    fn record_golden_bytes() {
+        let cases = [
+            (
+                Record::Map {
+                    ino: InodeNo(7),
+                    file_block: 3,
+                    lba: 0x0102,
+                    count: 4,
+                },
+                "02 0700000000000000 0300000000000000 0201000000000000 04000000",
+            ),
+            (
+                Record::Truncate {
+                    ino: InodeNo(7),
+                    size: 5000,
+                },
+                "03 0700000000000000 8813000000000000",
+            ),
+            (
+                Record::DirAdd {
+                    dir: InodeNo(1),
+                    cookie: 3,
+                    child: InodeNo(7),
+                    kind: FileKind::Symlink,
+                    name: b"ab".to_vec(),
+                },
+                "04 0100000000000000 0300000000000000 0700000000000000 03 02000000 6162",
+            ),
+            (
+                Record::DirRemove {
+                    dir: InodeNo(1),
+                    name: b"ab".to_vec(),
+                },
+                "05 0100000000000000 02000000 6162",
+            ),
+            (
+                Record::XattrSet {
+                    ino: InodeNo(7),
+                    name: b"n".to_vec(),
+                    value: b"vw".to_vec(),
+                },
+                "06 0700000000000000 01000000 6e 02000000 7677",
+            ),
+            (
+                Record::XattrRemove {
+                    ino: InodeNo(7),
+                    name: b"n".to_vec(),
+                },
+                "07 0700000000000000 01000000 6e",
+            ),
+            (
+                Record::Symlink {
+                    ino: InodeNo(7),
+                    target: b"/t".to_vec(),
+                },
+                "08 0700000000000000 02000000 2f74",
+            ),
+            (Record::Free { ino: InodeNo(7) }, "09 0700000000000000"),
+            (
+                Record::Zone {
+                    zone: ZoneId(5),
+                    use_: ZoneUse::Cold,
+                    born: 9,
+                },
+                "0a 05000000 02 0900000000000000",
+            ),
+            (Record::NextIno { next: 0x10 }, "0b 1000000000000000"),
+        ];
+        for (record, bytes) in cases {
+            let want = hex(bytes);
+            assert_eq!(
+                encode_records(std::slice::from_ref(&record)),
+                want,
+                "{record:?}"
+            );
+            assert_eq!(
+                decode_records(&want, ChunkHeader::VERSION).unwrap(),
+                [record]
+            );
+        }
+    }
+
     fn device_node() -> Attr {
         let t = Time {
             sec: 0x0102_0304,
