@@ -4,7 +4,7 @@
 //! takes the valid record with the highest sequence number in either zone.
 
 use super::error::{bug, Result};
-use super::format::{encode_records, CheckpointRecord, ChunkHeader, ChunkKind, BLOCK_BYTES};
+use super::format::{CheckpointRecord, ChunkHeader, ChunkKind, Encode, BLOCK_BYTES};
 use super::ids::ZoneId;
 use super::space::{Space, CKPT_ZONES};
 use super::State;
@@ -34,7 +34,7 @@ pub fn find_latest(device: &dyn Zoned, zones: &Space) -> Result<Option<CkptLog>>
             Err(e) => return Err(e.into()),
         };
         for block in bytes.chunks(BLOCK_BYTES) {
-            let Some(rec) = CheckpointRecord::decode(block) else {
+            let Ok(rec) = CheckpointRecord::decode(block) else {
                 continue;
             };
             if rec.zone_size_lbas != zones.zone_lbas()
@@ -74,7 +74,7 @@ impl State {
         let mut chunks: Vec<Vec<u8>> = Vec::new();
         let mut current = Vec::new();
         for r in records {
-            let bytes = encode_records(std::slice::from_ref(&r));
+            let bytes = r.to_bytes();
             if !current.is_empty() && current.len() + bytes.len() > cap {
                 chunks.push(std::mem::take(&mut current));
             }
@@ -125,7 +125,7 @@ impl State {
             self.reset_zone(other)?;
             zone = other;
         }
-        let lba = self.append(zone, rec.encode())?;
+        let lba = self.append(zone, rec.to_bytes())?;
         self.space.appended(zone, lba, 1)?;
         self.ckpt = CkptLog { zone, last: rec };
         self.stats.meta_blocks += 1;

@@ -6,7 +6,9 @@
 //! the stream holds a prefix of the transactions. A torn or invalid chunk ends the replay.
 
 use super::error::{bug, corrupted, LfsError, Result};
-use super::format::{decode_records, encode_records, ChunkHeader, ChunkKind, Record, BLOCK_BYTES};
+use super::format::{
+    decode_records, Chunk, ChunkHeader, ChunkKind, Corrupt, Encode, Record, BLOCK_BYTES,
+};
 use super::ids::ZoneId;
 use super::meta::Meta;
 use super::space::Space;
@@ -46,7 +48,7 @@ impl State {
                 other => other,
             })?;
         }
-        let bytes = encode_records(&records);
+        let bytes = records.to_bytes();
         if bytes.len() > ChunkHeader::capacity(self.stream.max_chunk_blocks) {
             return Err(bug(format!("a {}-byte transaction", bytes.len())));
         }
@@ -113,7 +115,14 @@ impl State {
         payload: &[u8],
     ) -> Result<u64> {
         let seq = self.stream.next_seq;
-        let bytes = ChunkHeader::encode_chunk(kind, self.stream.fs_id, seq, link, payload);
+        let bytes = Chunk {
+            kind,
+            fs_id: self.stream.fs_id,
+            seq,
+            link_zone: link,
+            payload,
+        }
+        .to_bytes();
         let blocks = (bytes.len() / BLOCK_BYTES) as u64;
         let lba = self.append(zone, bytes)?;
         let expected = self.space.zslba(zone) + self.space.written(zone);
@@ -171,11 +180,8 @@ pub fn replay(
         let chunk = read_chunk(device, pos, wp - off.min(wp), fs_id, seq)?;
         let Some((header, bytes)) = chunk else {
             if in_image {
-                let newer = device
-                    .read(pos, 1)
-                    .ok()
-                    .and_then(|b| ChunkHeader::unread_version(&b));
-                if let Some(version) = newer {
+                let newer = device.read(pos, 1).map(|b| ChunkHeader::decode(&b));
+                if let Ok(Err(Corrupt::Version { version, .. })) = newer {
                     return Err(LfsError::UnsupportedVersion {
                         version,
                         max: ChunkHeader::VERSION,
@@ -222,7 +228,7 @@ pub fn replay(
                 }
                 let payload = header
                     .payload(&bytes)
-                    .ok_or_else(|| bug("a checked chunk lost its payload"))?;
+                    .map_err(|_| bug("a checked chunk lost its payload"))?;
                 for r in decode_records(payload, header.version)? {
                     meta.apply(&r)?;
                 }
@@ -257,7 +263,7 @@ fn read_chunk(
         Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Some(header) = ChunkHeader::decode(&first) else {
+    let Ok(header) = ChunkHeader::decode(&first) else {
         return Ok(None);
     };
     if header.fs_id != fs_id || header.seq != seq || u64::from(header.blocks) > room {
@@ -271,7 +277,7 @@ fn read_chunk(
             Err(e) => return Err(e.into()),
         }
     }
-    if header.kind != ChunkKind::Link && header.payload(&bytes).is_none() {
+    if header.kind != ChunkKind::Link && header.payload(&bytes).is_err() {
         return Ok(None);
     }
     Ok(Some((header, bytes)))
