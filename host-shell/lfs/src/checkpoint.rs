@@ -57,49 +57,38 @@ impl State {
     /// the record; zones the new chain no longer holds are reset.
     pub(super) fn checkpoint(&mut self) -> Result<()> {
         self.flush_all_files()?;
-        if self.stream.tail.is_some() {
+        if self.stream.tail().is_some() {
             self.flush_log()?;
-        } else if !self.stream.pending.is_empty() {
+        } else {
             // The pending records go into the image instead of the (broken) log.
-            self.stream.pending.clear();
+            self.stream.discard_pending();
         }
         let records = self.meta.image();
-        if self.stream.tail.is_none() {
+        if self.stream.tail().is_none() {
             let zone = self.take_reserved_zone()?;
-            self.stream.tail = Some(zone);
-            self.stream.chain.push(zone);
+            self.stream.restart_in(zone)?;
         }
         // The image starts where the stream ends now.
-        let cap = ChunkHeader::capacity(self.stream.max_chunk_blocks);
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        let mut current = Vec::new();
-        for r in records {
-            let bytes = r.to_bytes();
-            if !current.is_empty() && current.len() + bytes.len() > cap {
-                chunks.push(std::mem::take(&mut current));
-            }
-            current.extend_from_slice(&bytes);
-        }
-        chunks.push(current);
+        let chunks = self.stream.pack(records.iter().map(Encode::to_bytes));
         let mut start: Option<(u64, u64, usize)> = None;
         let mut blocks = 0;
         for payload in &chunks {
-            let before_seq = self.stream.next_seq;
-            let chain_len = self.stream.chain.len();
+            let before_seq = self.stream.next_seq();
+            let chain_len = self.stream.chain_len();
             blocks += self.append_chunk(ChunkKind::Image, payload)?;
             if start.is_none() {
                 // The first image chunk is the last chunk written (a link may precede it).
-                let tail = self.stream.tail.ok_or_else(|| bug("no stream tail"))?;
+                let tail = self.stream.tail().ok_or_else(|| bug("no stream tail"))?;
                 let blocks_of_chunk = ChunkHeader::blocks_for(payload.len()) as u64;
                 let lba = self.space.zslba(tail) + self.space.written(tail) - blocks_of_chunk;
-                let linked = self.stream.chain.len() - chain_len;
-                start = Some((lba, before_seq + linked as u64, self.stream.chain.len() - 1));
+                let linked = self.stream.chain_len() - chain_len;
+                start = Some((lba, before_seq + linked as u64, self.stream.chain_len() - 1));
             }
         }
         let (image_lba, image_seq, chain_at) = start.ok_or_else(|| bug("an empty image"))?;
         // The image must be durable before the record that names it.
         self.durable.sync(&*self.device)?;
-        let image_chunks = (self.stream.next_seq - image_seq) as u32;
+        let image_chunks = (self.stream.next_seq() - image_seq) as u32;
         let rec = CheckpointRecord {
             seq: self.ckpt.last.seq + 1,
             image_lba,
@@ -108,9 +97,8 @@ impl State {
             ..self.ckpt.last
         };
         self.write_ckpt_record(rec)?;
-        self.stream.chain.drain(..chain_at);
-        self.stream.log_blocks = 0;
-        self.stream.image_blocks = blocks;
+        // The old chain's zones are reset below once nothing else holds them.
+        self.stream.checkpointed(chain_at, blocks);
         self.stats.checkpoints += 1;
         for z in self.reclaimable_zones() {
             self.reset_zone(z)?;

@@ -64,12 +64,13 @@ impl State {
                     r.image_chunks,
                 ) {
                     Ok(rep) => {
-                        if rep.next_seq != self.stream.next_seq {
+                        if rep.next_seq != self.stream.next_seq() {
                             p(
                                 "metadata-log",
                                 format!(
                                     "the log replays to chunk {} but {} were written",
-                                    rep.next_seq, self.stream.next_seq
+                                    rep.next_seq,
+                                    self.stream.next_seq()
                                 ),
                             );
                         }
@@ -145,10 +146,7 @@ impl State {
             for (fb, run) in inode.extents.iter() {
                 let z = self.meta.zone_of(run.lba);
                 let off = run.lba % self.space.zone_lbas();
-                if !self.space.contains(z)
-                    || CKPT_ZONES.contains(&z)
-                    || self.stream.chain.contains(&z)
-                {
+                if !self.space.contains(z) || CKPT_ZONES.contains(&z) || self.stream.holds(z) {
                     p(
                         "extent",
                         format!(

@@ -157,8 +157,7 @@ impl State {
     /// Checkpoints when the log since the last one has grown past the image (bounding replay
     /// and the zones the chain holds).
     fn maybe_checkpoint(&mut self) -> Result<()> {
-        let limit = (self.space.cap() / 2).max(self.stream.image_blocks);
-        if self.stream.log_blocks >= limit {
+        if self.stream.checkpoint_due(self.space.cap()) {
             self.checkpoint()?;
         }
         Ok(())
@@ -238,16 +237,7 @@ impl Lfs {
                 created: now.sec,
             },
         };
-        let stream = Stream {
-            fs_id: id,
-            next_seq: 1,
-            tail: None,
-            chain: Vec::new(),
-            pending: Vec::new(),
-            log_blocks: 0,
-            image_blocks: 0,
-            max_chunk_blocks: max_chunk_blocks(&*device, cap),
-        };
+        let stream = Stream::new(id, max_chunk_blocks(&*device, cap));
         let mut meta = Meta::new(nr, zone_lbas, cap);
         meta.apply(&Record::Inode(Attr {
             ino: InodeNo::ROOT,
@@ -299,22 +289,10 @@ impl Lfs {
                 space.was_finished(z);
             }
         }
-        let stream = Stream {
-            fs_id: rec.fs_id,
-            next_seq: replayed.next_seq,
-            tail: replayed.clean_tail,
-            chain: replayed.chain,
-            pending: Vec::new(),
-            log_blocks: replayed.log_blocks,
-            image_blocks: replayed.image_blocks,
-            max_chunk_blocks: max_chunk_blocks(&*device, cap),
-        };
+        // A torn end drops the chain: the new checkpoint's image starts a fresh zone, and
+        // the old chain is released once it is durable.
+        let stream = Stream::resume(rec.fs_id, max_chunk_blocks(&*device, cap), &replayed);
         let mut state = State::new(Arc::clone(&device), replayed.meta, space, stream, ckpt);
-        if state.stream.tail.is_none() {
-            // The log ends torn: the new checkpoint's image starts a fresh zone, and the old
-            // chain is released once it is durable.
-            state.stream.chain.clear();
-        }
         let orphans: Vec<InodeNo> = state
             .meta
             .inodes

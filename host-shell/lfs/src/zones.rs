@@ -18,9 +18,7 @@ impl State {
     /// Whether another part gives `zone` a job: the stream's chain, or the hot or cold zone.
     /// ([`crate::space::Space`] itself keeps the checkpoint zones and zones holding unmapped data.)
     pub(crate) fn has_job(&self, zone: ZoneId) -> bool {
-        self.stream.chain.contains(&zone)
-            || self.meta.hot == Some(zone)
-            || self.meta.cold == Some(zone)
+        self.stream.holds(zone) || self.meta.hot == Some(zone) || self.meta.cold == Some(zone)
     }
 
     /// Empty zones with no job.
@@ -85,7 +83,7 @@ impl State {
 
     /// Blocks of data the file system admits ([`crate::space::Space::capacity_blocks`]).
     pub(crate) fn capacity_blocks(&self) -> u64 {
-        self.space.capacity_blocks(self.stream.image_blocks)
+        self.space.capacity_blocks(self.stream.image_blocks())
     }
 
     /// Live data blocks, counting dirty blocks not yet on the device.
