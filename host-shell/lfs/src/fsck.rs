@@ -296,7 +296,7 @@ impl State {
                 continue;
             }
             let n = links.get(ino).copied().unwrap_or(0);
-            let open = self.open.get(ino).copied().unwrap_or(0) > 0;
+            let open = self.buffers.open_count(*ino) > 0;
             if n != inode.attr.nlink {
                 p(
                     "link-count",

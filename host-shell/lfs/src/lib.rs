@@ -11,6 +11,7 @@
 //! [`Lfs`] is the typed API the FUSE layer calls; it is `Sync` (one lock around the state).
 //! It never panics on media contents: what fails a check is [`LfsError::Corrupted`].
 
+mod buffers;
 mod checkpoint;
 mod data;
 mod dir;
@@ -30,7 +31,6 @@ mod space;
 pub mod zoned;
 mod zones;
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use common::zns::ZoneAction;
@@ -45,8 +45,8 @@ pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
 pub use zoned::{IoError, Zoned};
 
+use buffers::Buffers;
 use checkpoint::{find_latest, CkptLog};
-use data::Dirty;
 use durable::Durability;
 use error::bug;
 use format::{CheckpointRecord, Record, BLOCK_BYTES, NAME_MAX};
@@ -101,10 +101,7 @@ pub(crate) struct State {
     space: Space,
     stream: Stream,
     ckpt: CkptLog,
-    /// Write buffers. Ordered: flushing them all goes by inode number, so the same operations
-    /// make the same device writes every time (a power-cut point names one moment).
-    dirty: BTreeMap<InodeNo, Dirty>,
-    open: HashMap<InodeNo, u32>,
+    buffers: Buffers,
     snapshots: Snapshots,
     stats: LfsStats,
 }
@@ -147,8 +144,7 @@ impl State {
             space: space.with_clock(clock),
             stream,
             ckpt,
-            dirty: BTreeMap::new(),
-            open: HashMap::new(),
+            buffers: Buffers::default(),
             snapshots: Snapshots::default(),
             stats: LfsStats::default(),
         }
