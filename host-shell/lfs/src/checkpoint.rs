@@ -4,8 +4,9 @@
 //! takes the valid record with the highest sequence number in either zone.
 
 use super::error::{bug, Result};
-use super::format::{encode_records, CheckpointRecord, ChunkHeader, ChunkKind, BLOCK_BYTES};
-use super::layout::{Zones, CKPT_ZONES};
+use super::format::{CheckpointRecord, ChunkHeader, ChunkKind, Encode, BLOCK_BYTES};
+use super::ids::ZoneId;
+use super::space::{Space, CKPT_ZONES};
 use super::State;
 use crate::zoned::Zoned;
 
@@ -13,16 +14,16 @@ use crate::zoned::Zoned;
 #[derive(Debug, Clone, Copy)]
 pub struct CkptLog {
     /// The zone the latest record is in.
-    pub zone: u32,
+    pub zone: ZoneId,
     /// The latest record (its sequence, and the fields every record repeats).
     pub last: CheckpointRecord,
 }
 
 /// The newest valid checkpoint record in the checkpoint zones, and its zone.
-pub fn find_latest(device: &dyn Zoned, zones: &Zones) -> Result<Option<CkptLog>> {
+pub fn find_latest(device: &dyn Zoned, zones: &Space) -> Result<Option<CkptLog>> {
     let mut best: Option<CkptLog> = None;
     for zone in CKPT_ZONES {
-        let written = zones.wp[zone as usize];
+        let written = zones.written(zone);
         if written == 0 {
             continue;
         }
@@ -33,11 +34,11 @@ pub fn find_latest(device: &dyn Zoned, zones: &Zones) -> Result<Option<CkptLog>>
             Err(e) => return Err(e.into()),
         };
         for block in bytes.chunks(BLOCK_BYTES) {
-            let Some(rec) = CheckpointRecord::decode(block) else {
+            let Ok(rec) = CheckpointRecord::decode(block) else {
                 continue;
             };
-            if rec.zone_size_lbas != zones.zone_lbas
-                || rec.zone_cap_lbas != zones.cap
+            if rec.zone_size_lbas != zones.zone_lbas()
+                || rec.zone_cap_lbas != zones.cap()
                 || rec.nr_zones != zones.nr()
             {
                 continue;
@@ -56,49 +57,38 @@ impl State {
     /// the record; zones the new chain no longer holds are reset.
     pub(super) fn checkpoint(&mut self) -> Result<()> {
         self.flush_all_files()?;
-        if self.stream.tail.is_some() {
+        if self.stream.tail().is_some() {
             self.flush_log()?;
-        } else if !self.stream.pending.is_empty() {
+        } else {
             // The pending records go into the image instead of the (broken) log.
-            self.stream.pending.clear();
+            self.stream.discard_pending();
         }
         let records = self.meta.image();
-        if self.stream.tail.is_none() {
+        if self.stream.tail().is_none() {
             let zone = self.take_reserved_zone()?;
-            self.stream.tail = Some(zone);
-            self.stream.chain.push(zone);
+            self.stream.restart_in(zone)?;
         }
         // The image starts where the stream ends now.
-        let cap = ChunkHeader::capacity(self.stream.max_chunk_blocks);
-        let mut chunks: Vec<Vec<u8>> = Vec::new();
-        let mut current = Vec::new();
-        for r in records {
-            let bytes = encode_records(std::slice::from_ref(&r));
-            if !current.is_empty() && current.len() + bytes.len() > cap {
-                chunks.push(std::mem::take(&mut current));
-            }
-            current.extend_from_slice(&bytes);
-        }
-        chunks.push(current);
+        let chunks = self.stream.pack(records.iter().map(Encode::to_bytes));
         let mut start: Option<(u64, u64, usize)> = None;
         let mut blocks = 0;
         for payload in &chunks {
-            let before_seq = self.stream.next_seq;
-            let chain_len = self.stream.chain.len();
+            let before_seq = self.stream.next_seq();
+            let chain_len = self.stream.chain_len();
             blocks += self.append_chunk(ChunkKind::Image, payload)?;
             if start.is_none() {
                 // The first image chunk is the last chunk written (a link may precede it).
-                let tail = self.stream.tail.ok_or_else(|| bug("no stream tail"))?;
+                let tail = self.stream.tail().ok_or_else(|| bug("no stream tail"))?;
                 let blocks_of_chunk = ChunkHeader::blocks_for(payload.len()) as u64;
-                let lba = self.zones.zslba(tail) + self.zones.wp[tail as usize] - blocks_of_chunk;
-                let linked = self.stream.chain.len() - chain_len;
-                start = Some((lba, before_seq + linked as u64, self.stream.chain.len() - 1));
+                let lba = self.space.zslba(tail) + self.space.written(tail) - blocks_of_chunk;
+                let linked = self.stream.chain_len() - chain_len;
+                start = Some((lba, before_seq + linked as u64, self.stream.chain_len() - 1));
             }
         }
         let (image_lba, image_seq, chain_at) = start.ok_or_else(|| bug("an empty image"))?;
         // The image must be durable before the record that names it.
         self.durable.sync(&*self.device)?;
-        let image_chunks = (self.stream.next_seq - image_seq) as u32;
+        let image_chunks = (self.stream.next_seq() - image_seq) as u32;
         let rec = CheckpointRecord {
             seq: self.ckpt.last.seq + 1,
             image_lba,
@@ -107,9 +97,8 @@ impl State {
             ..self.ckpt.last
         };
         self.write_ckpt_record(rec)?;
-        self.stream.chain.drain(..chain_at);
-        self.stream.log_blocks = 0;
-        self.stream.image_blocks = blocks;
+        // The old chain's zones are reset below once nothing else holds them.
+        self.stream.checkpointed(chain_at, blocks);
         self.stats.checkpoints += 1;
         for z in self.reclaimable_zones() {
             self.reset_zone(z)?;
@@ -119,13 +108,13 @@ impl State {
 
     fn write_ckpt_record(&mut self, rec: CheckpointRecord) -> Result<()> {
         let mut zone = self.ckpt.zone;
-        if self.zones.room(zone) == 0 {
+        if self.space.room(zone) == 0 {
             let other = CKPT_ZONES[usize::from(zone == CKPT_ZONES[0])];
             self.reset_zone(other)?;
             zone = other;
         }
-        let lba = self.append(zone, rec.encode())?;
-        self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + 1;
+        let lba = self.append(zone, rec.to_bytes())?;
+        self.space.appended(zone, lba, 1)?;
         self.ckpt = CkptLog { zone, last: rec };
         self.stats.meta_blocks += 1;
         Ok(())

@@ -5,38 +5,22 @@
 //! The bytes of a file's last block past its size are always zero on the device (new blocks
 //! start zeroed; truncation zeroes the tail), so growing a file never shows stale bytes.
 
-use std::collections::BTreeMap;
-
+use super::buffers::{Dirty, FILE_DIRTY_LIMIT};
 use super::error::{bug, LfsError, Result};
 use super::extent::Run;
 use super::format::{Record, ZoneUse, BLOCK_BYTES};
+use super::ids::ZoneId;
 use super::inode::{Attr, FileKind, InodeNo, Time};
 use super::meta::blocks_of;
 use super::State;
 
 /// Largest file.
 pub const MAX_FILE_BYTES: u64 = 1 << 40;
-/// Dirty blocks of one file that trigger its flush.
-const FILE_DIRTY_LIMIT: usize = 256;
-/// Dirty blocks of all files that trigger a flush.
-const TOTAL_DIRTY_LIMIT: usize = 2048;
-
-/// A file's changes not yet on the device.
-#[derive(Debug, Clone)]
-pub struct Dirty {
-    /// The file's current attributes (size, times).
-    pub attr: Attr,
-    /// Whole blocks by file block number.
-    pub blocks: BTreeMap<u64, Vec<u8>>,
-    /// The smallest size the file was truncated to since the last flush.
-    pub trunc: Option<u64>,
-}
-
 impl State {
     /// The current attributes of `ino`, buffered changes included.
     pub(super) fn attr(&self, ino: InodeNo) -> Result<Attr> {
-        if let Some(d) = self.dirty.get(&ino) {
-            return Ok(d.attr);
+        if let Some(attr) = self.buffers.attr(ino) {
+            return Ok(attr);
         }
         self.meta
             .inodes
@@ -48,8 +32,8 @@ impl State {
     /// Dirty blocks that are not mapped on the device yet (new space they will take).
     pub(super) fn dirty_new_blocks(&self) -> u64 {
         let mut n = 0;
-        for (ino, d) in &self.dirty {
-            let Some(inode) = self.meta.inodes.get(ino) else {
+        for (ino, d) in self.buffers.iter() {
+            let Some(inode) = self.meta.inodes.get(&ino) else {
                 continue;
             };
             n += d
@@ -61,17 +45,9 @@ impl State {
         n
     }
 
-    fn total_dirty(&self) -> usize {
-        self.dirty.values().map(|d| d.blocks.len()).sum()
-    }
-
     fn dirty_entry(&mut self, ino: InodeNo) -> Result<&mut Dirty> {
         let attr = self.attr(ino)?;
-        Ok(self.dirty.entry(ino).or_insert_with(|| Dirty {
-            attr,
-            blocks: BTreeMap::new(),
-            trunc: None,
-        }))
+        Ok(self.buffers.entry(ino, attr))
     }
 
     /// Where block `b` of `ino` is on the device, and how many blocks continue the run (or,
@@ -79,7 +55,7 @@ impl State {
     /// holes even while the device's map still has them.
     pub(super) fn device_block(&self, ino: InodeNo, b: u64) -> Result<(Option<u64>, u64)> {
         let inode = self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)?;
-        let trunc = self.dirty.get(&ino).and_then(|d| d.trunc).map(blocks_of);
+        let trunc = self.buffers.get(ino).and_then(|d| d.trunc).map(blocks_of);
         match trunc {
             Some(t) if b >= t => Ok((None, u64::MAX)),
             Some(t) => {
@@ -92,7 +68,7 @@ impl State {
 
     /// Block `b` of `ino` as it is now (buffered, on the device, or zeros).
     fn load_block(&mut self, ino: InodeNo, b: u64) -> Result<Vec<u8>> {
-        if let Some(block) = self.dirty.get(&ino).and_then(|d| d.blocks.get(&b)) {
+        if let Some(block) = self.buffers.block(ino, b) {
             return Ok(block.clone());
         }
         match self.device_block(ino, b)?.0 {
@@ -136,7 +112,7 @@ impl State {
         // Admission: blocks that will take new space must fit.
         let mapped = |s: &State, b: u64| {
             s.device_block(ino, b).is_ok_and(|(lba, _)| lba.is_some())
-                || s.dirty.get(&ino).is_some_and(|d| d.blocks.contains_key(&b))
+                || s.buffers.block(ino, b).is_some()
         };
         let new = (first..=last).filter(|&b| !mapped(self, b)).count() as u64;
         if self.used_blocks() + new > self.capacity_blocks() {
@@ -150,7 +126,7 @@ impl State {
             let piece = &data[pos..pos + (to - from)];
             pos += to - from;
             // A block already buffered is edited where it is.
-            if let Some(block) = self.dirty.get_mut(&ino).and_then(|d| d.blocks.get_mut(&b)) {
+            if let Some(block) = self.buffers.get_mut(ino).and_then(|d| d.blocks.get_mut(&b)) {
                 block[from..to].copy_from_slice(piece);
                 continue;
             }
@@ -172,7 +148,7 @@ impl State {
             d.attr.kill_suid_sgid();
         }
         let file_full = d.blocks.len() >= FILE_DIRTY_LIMIT;
-        if self.total_dirty() >= TOTAL_DIRTY_LIMIT {
+        if self.buffers.over_total_limit() {
             // Memory pressure is every file's: flushing only this one would leave the others'
             // buffers in place and make every later small write a transaction of its own.
             self.flush_all_files()?;
@@ -224,7 +200,7 @@ impl State {
         let mut out = Vec::with_capacity(((last - first + 1) as usize) * BLOCK_BYTES);
         let mut b = first;
         while b <= last {
-            if let Some(block) = self.dirty.get(&ino).and_then(|d| d.blocks.get(&b)) {
+            if let Some(block) = self.buffers.block(ino, b) {
                 out.extend_from_slice(block);
                 b += 1;
                 continue;
@@ -232,8 +208,8 @@ impl State {
             let (lba, run) = self.device_block(ino, b)?;
             // Stop the run at the next buffered block.
             let next_dirty = self
-                .dirty
-                .get(&ino)
+                .buffers
+                .get(ino)
                 .and_then(|d| d.blocks.range(b..).next().map(|(&k, _)| k))
                 .unwrap_or(u64::MAX);
             let n = run.min(last + 1 - b).min(next_dirty - b);
@@ -269,7 +245,7 @@ impl State {
         first: Vec<Record>,
         last: Vec<Record>,
     ) -> Result<()> {
-        let mark = self.unmapped.len();
+        let mark = self.space.unmapped_mark();
         let result = (|| {
             let mut records = first;
             for (file_block, data) in runs {
@@ -287,7 +263,7 @@ impl State {
             records.extend(last);
             self.commit(records)
         })();
-        self.unmapped.truncate(mark);
+        self.space.release_unmapped(mark);
         result
     }
 
@@ -303,17 +279,15 @@ impl State {
                 _ => self.meta.hot,
             };
             let zone = match active {
-                Some(z) if self.zones.room(z) > 0 => z,
+                Some(z) if self.space.room(z) > 0 => z,
                 _ => self.open_data_zone(use_)?,
             };
             let blocks = (rest.len() / BLOCK_BYTES) as u64;
-            let n = blocks.min(self.zones.room(zone)).min(max_piece);
+            let n = blocks.min(self.space.room(zone)).min(max_piece);
             let (piece, tail) = rest.split_at(n as usize * BLOCK_BYTES);
-            if !self.unmapped.contains(&zone) {
-                self.unmapped.push(zone);
-            }
+            self.space.hold_unmapped(zone);
             let lba = self.append(zone, piece.to_vec())?;
-            self.zones.wp[zone as usize] = lba - self.zones.zslba(zone) + n;
+            self.space.appended(zone, lba, n)?;
             self.stats.data_write_blocks += n;
             runs.push(Run { lba, count: n });
             rest = tail;
@@ -322,7 +296,7 @@ impl State {
     }
 
     /// Opens a new hot or cold zone (the old one, if any, is full).
-    fn open_data_zone(&mut self, use_: ZoneUse) -> Result<u32> {
+    fn open_data_zone(&mut self, use_: ZoneUse) -> Result<ZoneId> {
         let old = match use_ {
             ZoneUse::Cold => self.meta.cold,
             _ => self.meta.hot,
@@ -331,7 +305,7 @@ impl State {
             ZoneUse::Cold => self.take_reserved_zone()?,
             _ => self.take_user_zone()?,
         };
-        self.clock += 1;
+        let age = self.space.open_tick();
         let mut records = Vec::new();
         if let Some(old) = old {
             let born = self.meta.born.get(&old).copied().unwrap_or(0);
@@ -344,7 +318,7 @@ impl State {
         records.push(Record::Zone {
             zone,
             use_,
-            born: self.clock,
+            born: age,
         });
         self.commit(records)?;
         if let Some(old) = old {
@@ -356,7 +330,7 @@ impl State {
     /// Writes the buffered blocks of `ino` and logs its new map and attributes in one
     /// transaction.
     pub(super) fn flush_file(&mut self, ino: InodeNo) -> Result<()> {
-        let Some(d) = self.dirty.remove(&ino) else {
+        let Some(d) = self.buffers.take(ino) else {
             return Ok(());
         };
         if !self.meta.inodes.contains_key(&ino) {
@@ -368,7 +342,7 @@ impl State {
         let result = self.write_dirty(ino, &d);
         if result.is_err() {
             // Keep the buffer: a later flush may find room (nothing of it was logged).
-            self.dirty.insert(ino, d);
+            self.buffers.put_back(ino, d);
         }
         result
     }
@@ -395,8 +369,7 @@ impl State {
 
     /// Flushes every file's buffer.
     pub(super) fn flush_all_files(&mut self) -> Result<()> {
-        let inos: Vec<InodeNo> = self.dirty.keys().copied().collect();
-        for ino in inos {
+        for ino in self.buffers.inos() {
             self.flush_file(ino)?;
         }
         Ok(())

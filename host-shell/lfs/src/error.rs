@@ -1,5 +1,6 @@
 //! The file system's one error type, with the errno each variant stands for.
 
+use crate::format::Corrupt;
 use crate::zoned::IoError;
 
 /// Why a file-system operation failed.
@@ -116,9 +117,10 @@ impl LfsError {
 /// Results of the file system.
 pub type Result<T, E = LfsError> = std::result::Result<T, E>;
 
-/// A media check failed: `what` names the structure and the reason.
+/// A media check failed: `what` names the structure and the reason. Like every decode
+/// failure, it goes through [`Corrupt`], the one error for damaged media.
 pub(crate) fn corrupted(what: impl Into<String>) -> LfsError {
-    LfsError::Corrupted(what.into())
+    Corrupt::Inconsistent(what.into()).into()
 }
 
 /// A broken invariant of this code.

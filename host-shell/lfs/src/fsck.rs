@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::checkpoint::find_latest;
+use super::ids::ZoneId;
 use super::inode::{FileKind, InodeNo};
-use super::layout::{Zones, CKPT_ZONES};
 use super::log::replay;
 use super::meta::blocks_of;
+use super::space::{Space, CKPT_ZONES};
 use super::State;
 
 /// One broken invariant.
@@ -36,14 +37,15 @@ impl State {
                 return out;
             }
         };
-        let device = Zones::from_report(self.zones.zone_lbas, self.zones.cap, &report);
-        for z in 0..self.zones.nr() as usize {
-            if device.wp[z] < self.zones.wp[z] {
+        let device = Space::from_report(self.space.zone_lbas(), self.space.cap(), &report);
+        for z in self.space.zones() {
+            if device.written(z) < self.space.written(z) {
                 p(
                     "write-pointer",
                     format!(
                         "zone {z}: the device has {} blocks written, the file system counts {}",
-                        device.wp[z], self.zones.wp[z]
+                        device.written(z),
+                        self.space.written(z)
                     ),
                 );
             }
@@ -62,12 +64,13 @@ impl State {
                     r.image_chunks,
                 ) {
                     Ok(rep) => {
-                        if rep.next_seq != self.stream.next_seq {
+                        if rep.next_seq != self.stream.next_seq() {
                             p(
                                 "metadata-log",
                                 format!(
                                     "the log replays to chunk {} but {} were written",
-                                    rep.next_seq, self.stream.next_seq
+                                    rep.next_seq,
+                                    self.stream.next_seq()
                                 ),
                             );
                         }
@@ -120,7 +123,7 @@ impl State {
 
         // Extents: inside a data zone, below its write pointer, never shared.
         let mut runs: Vec<(u64, u64, InodeNo)> = Vec::new();
-        let mut live = vec![0u64; self.zones.nr() as usize];
+        let mut live = vec![0u64; self.space.nr() as usize];
         for (ino, inode) in &self.meta.inodes {
             // A directory, symlink, FIFO, socket or device node has no data blocks.
             if inode.attr.kind != FileKind::File && !inode.extents.is_empty() {
@@ -142,9 +145,8 @@ impl State {
             let last = blocks_of(inode.attr.size);
             for (fb, run) in inode.extents.iter() {
                 let z = self.meta.zone_of(run.lba);
-                let off = run.lba % self.zones.zone_lbas;
-                if z >= self.zones.nr() || CKPT_ZONES.contains(&z) || self.stream.chain.contains(&z)
-                {
+                let off = run.lba % self.space.zone_lbas();
+                if !self.space.contains(z) || CKPT_ZONES.contains(&z) || self.stream.holds(z) {
                     p(
                         "extent",
                         format!(
@@ -154,7 +156,7 @@ impl State {
                     );
                     continue;
                 }
-                if off + run.count > device.wp[z as usize] {
+                if off + run.count > device.written(z) {
                     p(
                         "extent",
                         format!(
@@ -176,7 +178,7 @@ impl State {
                         ),
                     );
                 }
-                live[z as usize] += run.count;
+                live[z.index()] += run.count;
                 runs.push((run.lba, run.count, *ino));
             }
         }
@@ -202,8 +204,9 @@ impl State {
                     ),
                 );
             }
-            let zone = z as u32;
-            if device.wp[z] > 0 && found == 0 && self.zones.pins[z] == 0 && !self.is_special(zone) {
+            let zone = ZoneId(z as u32);
+            let special = self.space.held(zone) || self.has_job(zone);
+            if device.written(zone) > 0 && found == 0 && self.space.pins(zone) == 0 && !special {
                 p(
                     "space",
                     format!("zone {z} holds nothing live but was not reset"),
@@ -293,7 +296,7 @@ impl State {
                 continue;
             }
             let n = links.get(ino).copied().unwrap_or(0);
-            let open = self.open.get(ino).copied().unwrap_or(0) > 0;
+            let open = self.buffers.open_count(*ino) > 0;
             if n != inode.attr.nlink {
                 p(
                     "link-count",

@@ -11,6 +11,7 @@
 //! [`Lfs`] is the typed API the FUSE layer calls; it is `Sync` (one lock around the state).
 //! It never panics on media contents: what fails a check is [`LfsError::Corrupted`].
 
+mod buffers;
 mod checkpoint;
 mod data;
 mod dir;
@@ -19,17 +20,17 @@ mod error;
 mod extent;
 pub mod format;
 mod fsck;
-mod gc;
+mod ids;
 mod inode;
-mod layout;
 mod log;
 mod meta;
 mod ops;
 mod rename;
 mod snapshot;
+mod space;
 pub mod zoned;
+mod zones;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use common::zns::ZoneAction;
@@ -37,20 +38,22 @@ use common::zns::ZoneAction;
 pub use data::MAX_FILE_BYTES;
 pub use error::{LfsError, Result};
 pub use fsck::Problem;
+pub use ids::{Lba, SnapshotId, ZoneId};
 pub use inode::{access, check_access, Attr, Credentials, FileKind, InodeNo, SetAttr, Time};
 pub use ops::{DirEntry, XattrMode};
 pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
 pub use zoned::{IoError, Zoned};
 
+use buffers::Buffers;
 use checkpoint::{find_latest, CkptLog};
-use data::Dirty;
 use durable::Durability;
 use error::bug;
 use format::{CheckpointRecord, Record, BLOCK_BYTES, NAME_MAX};
-use layout::{Zones, CKPT_ZONES, MIN_ZONES};
 use log::Stream;
 use meta::Meta;
+use snapshot::Snapshots;
+use space::{Space, CKPT_ZONES, MIN_ZONES};
 
 /// Counters of what the file system asked of the device.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -95,24 +98,11 @@ pub(crate) struct State {
     /// What the device has made durable; shared with [`Lfs`], which syncs outside the lock.
     durable: Arc<Durability>,
     meta: Meta,
-    zones: Zones,
+    space: Space,
     stream: Stream,
     ckpt: CkptLog,
-    /// Write buffers. Ordered: flushing them all goes by inode number, so the same operations
-    /// make the same device writes every time (a power-cut point names one moment).
-    dirty: BTreeMap<InodeNo, Dirty>,
-    open: HashMap<InodeNo, u32>,
-    /// Open snapshots and the zones each pins.
-    snapshots: BTreeMap<u64, Vec<u32>>,
-    /// Snapshots reclaimed for space and not released yet ([`State::reclaim_snapshot`]).
-    reclaimed: BTreeSet<u64>,
-    /// Zones holding data appended by a flush or a cleaner move whose map records are not
-    /// committed yet: their live counts do not show that data, so nothing may reset or clean
-    /// them until the records are in. A stack: the cleaner can run inside a flush.
-    unmapped: Vec<u32>,
-    next_snapshot: u64,
-    /// Counts zones opened for data (ages for the cleaner).
-    clock: u64,
+    buffers: Buffers,
+    snapshots: Snapshots,
     stats: LfsStats,
 }
 
@@ -142,7 +132,7 @@ impl State {
     fn new(
         device: Arc<dyn Zoned>,
         meta: Meta,
-        zones: Zones,
+        space: Space,
         stream: Stream,
         ckpt: CkptLog,
     ) -> State {
@@ -151,16 +141,11 @@ impl State {
             device,
             durable: Arc::default(),
             meta,
-            zones,
+            space: space.with_clock(clock),
             stream,
             ckpt,
-            dirty: BTreeMap::new(),
-            open: HashMap::new(),
-            snapshots: BTreeMap::new(),
-            reclaimed: BTreeSet::new(),
-            unmapped: Vec::new(),
-            next_snapshot: 1,
-            clock,
+            buffers: Buffers::default(),
+            snapshots: Snapshots::default(),
             stats: LfsStats::default(),
         }
     }
@@ -168,8 +153,7 @@ impl State {
     /// Checkpoints when the log since the last one has grown past the image (bounding replay
     /// and the zones the chain holds).
     fn maybe_checkpoint(&mut self) -> Result<()> {
-        let limit = (self.zones.cap / 2).max(self.stream.image_blocks);
-        if self.stream.log_blocks >= limit {
+        if self.stream.checkpoint_due(self.space.cap()) {
             self.checkpoint()?;
         }
         Ok(())
@@ -183,16 +167,16 @@ impl State {
     }
 
     /// Zone Append to `zone`, recorded for durability; fails once writes have stopped.
-    fn append(&mut self, zone: u32, data: Vec<u8>) -> Result<u64> {
+    fn append(&mut self, zone: ZoneId, data: Vec<u8>) -> Result<u64> {
         self.durable.check()?;
-        let zslba = self.zones.zslba(zone);
+        let zslba = self.space.zslba(zone);
         self.durable.wrote(self.device.append(zslba, data))
     }
 
     /// A zone action on `zone`, recorded like a write.
-    fn zone_action(&mut self, zone: u32, action: ZoneAction) -> Result<()> {
+    fn zone_action(&mut self, zone: ZoneId, action: ZoneAction) -> Result<()> {
         self.durable.check()?;
-        let zslba = self.zones.zslba(zone);
+        let zslba = self.space.zslba(zone);
         self.durable
             .wrote(self.device.zone_action(zslba, action, false))
     }
@@ -232,12 +216,7 @@ impl Lfs {
         let device: Arc<dyn Zoned> = Arc::new(device.clone());
         let (zone_lbas, cap, nr) = zone_geometry(&*device)?;
         device.zone_action(0, ZoneAction::Reset, true)?;
-        let zones = Zones {
-            zone_lbas,
-            cap,
-            wp: vec![0; nr as usize],
-            pins: vec![0; nr as usize],
-        };
+        let space = Space::new(zone_lbas, cap, nr);
         let id = fs_id();
         let now = Time::now();
         let ckpt = CkptLog {
@@ -254,16 +233,7 @@ impl Lfs {
                 created: now.sec,
             },
         };
-        let stream = Stream {
-            fs_id: id,
-            next_seq: 1,
-            tail: None,
-            chain: Vec::new(),
-            pending: Vec::new(),
-            log_blocks: 0,
-            image_blocks: 0,
-            max_chunk_blocks: max_chunk_blocks(&*device, cap),
-        };
+        let stream = Stream::new(id, max_chunk_blocks(&*device, cap));
         let mut meta = Meta::new(nr, zone_lbas, cap);
         meta.apply(&Record::Inode(Attr {
             ino: InodeNo::ROOT,
@@ -279,7 +249,7 @@ impl Lfs {
             parent: InodeNo::ROOT,
             rdev: 0,
         }))?;
-        let mut state = State::new(Arc::clone(&device), meta, zones, stream, ckpt);
+        let mut state = State::new(Arc::clone(&device), meta, space, stream, ckpt);
         state.checkpoint()?;
         state.durable.sync(&*device)
     }
@@ -290,12 +260,12 @@ impl Lfs {
         let device: Arc<dyn Zoned> = Arc::new(device.clone());
         let (zone_lbas, cap, _) = zone_geometry(&*device)?;
         let report = device.all_zones()?;
-        let mut zones = Zones::from_report(zone_lbas, cap, &report);
-        let ckpt = find_latest(&*device, &zones)?.ok_or(LfsError::NotFormatted)?;
+        let mut space = Space::from_report(zone_lbas, cap, &report);
+        let ckpt = find_latest(&*device, &space)?.ok_or(LfsError::NotFormatted)?;
         let rec = ckpt.last;
         let replayed = log::replay(
             &*device,
-            &zones,
+            &space,
             rec.fs_id,
             rec.image_lba,
             rec.image_seq,
@@ -303,35 +273,22 @@ impl Lfs {
         )?;
         // Zones that are partly written and will not be appended to again give back their
         // active resource.
-        let keep: Vec<u32> = [replayed.meta.hot, replayed.meta.cold, replayed.clean_tail]
+        let keep: Vec<ZoneId> = [replayed.meta.hot, replayed.meta.cold, replayed.clean_tail]
             .into_iter()
             .flatten()
             .chain(CKPT_ZONES)
             .collect();
-        for z in 0..zones.nr() {
-            let wp = zones.wp[z as usize];
-            let live = replayed.meta.live[z as usize] > 0 || replayed.chain.contains(&z);
-            if wp > 0 && wp < cap && live && !keep.contains(&z) {
-                device.zone_action(zones.zslba(z), ZoneAction::Finish, false)?;
-                zones.wp[z as usize] = cap;
+        for z in space.zones() {
+            let live = replayed.meta.live[z.index()] > 0 || replayed.chain.contains(&z);
+            if space.needs_finish(z) && live && !keep.contains(&z) {
+                device.zone_action(space.zslba(z), ZoneAction::Finish, false)?;
+                space.was_finished(z);
             }
         }
-        let stream = Stream {
-            fs_id: rec.fs_id,
-            next_seq: replayed.next_seq,
-            tail: replayed.clean_tail,
-            chain: replayed.chain,
-            pending: Vec::new(),
-            log_blocks: replayed.log_blocks,
-            image_blocks: replayed.image_blocks,
-            max_chunk_blocks: max_chunk_blocks(&*device, cap),
-        };
-        let mut state = State::new(Arc::clone(&device), replayed.meta, zones, stream, ckpt);
-        if state.stream.tail.is_none() {
-            // The log ends torn: the new checkpoint's image starts a fresh zone, and the old
-            // chain is released once it is durable.
-            state.stream.chain.clear();
-        }
+        // A torn end drops the chain: the new checkpoint's image starts a fresh zone, and
+        // the old chain is released once it is durable.
+        let stream = Stream::resume(rec.fs_id, max_chunk_blocks(&*device, cap), &replayed);
+        let mut state = State::new(Arc::clone(&device), replayed.meta, space, stream, ckpt);
         let orphans: Vec<InodeNo> = state
             .meta
             .inodes
@@ -609,12 +566,12 @@ impl Lfs {
 
     /// Ok while snapshot `id` holds its blocks; [`LfsError::SnapshotReclaimed`] once writes
     /// took them back (what the device read through it since it was made may be other data).
-    pub fn check_snapshot(&self, id: u64) -> Result<()> {
-        self.lock()?.check_snapshot(id)
+    pub fn check_snapshot(&self, id: SnapshotId) -> Result<()> {
+        self.lock()?.snapshots.check(id)
     }
 
     /// Unpins a snapshot's blocks; a reclaimed snapshot is forgotten.
-    pub fn release_snapshot(&self, id: u64) -> Result<()> {
+    pub fn release_snapshot(&self, id: SnapshotId) -> Result<()> {
         self.lock()?.release_snapshot(id)
     }
 
@@ -636,10 +593,10 @@ impl Lfs {
     /// 80% full in `cargo xtask bench`.)
     pub fn wants_cleaning(&self) -> Result<bool> {
         let s = self.lock()?;
-        let low = (u64::from(s.zones.nr()) / 4).max(2 * layout::RESERVE_ZONES);
+        let low = (u64::from(s.space.nr()) / 4).max(2 * space::RESERVE_ZONES);
         Ok(s.free_zones().len() as u64 <= low
             && s.pick_victim()
-                .is_some_and(|z| 2 * s.meta.live[z as usize] <= s.zones.cap))
+                .is_some_and(|z| 2 * s.meta.live[z.index()] <= s.space.cap()))
     }
 
     /// What the file system asked of the device so far.

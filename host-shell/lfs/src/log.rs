@@ -6,31 +6,199 @@
 //! the stream holds a prefix of the transactions. A torn or invalid chunk ends the replay.
 
 use super::error::{bug, corrupted, LfsError, Result};
-use super::format::{decode_records, encode_records, ChunkHeader, ChunkKind, Record, BLOCK_BYTES};
-use super::layout::Zones;
+use super::format::{
+    decode_records, Chunk, ChunkHeader, ChunkKind, Corrupt, Encode, Record, BLOCK_BYTES,
+};
+use super::ids::ZoneId;
 use super::meta::Meta;
+use super::space::Space;
 use super::State;
 use crate::zoned::Zoned;
 
-/// The writer's side of the metadata stream.
+/// The writer's side of the metadata stream: where chunks go, their sequence numbers, the
+/// transactions queued for the next flush, and how much log has grown since the checkpoint.
+///
+/// Invariants:
+/// - `tail`, when set, is the last zone of `chain`; `None` means the stream has no clean end
+///   (after a torn chunk) and only a checkpoint can start it again ([`Stream::restart_in`]).
+/// - `next_seq` is the sequence number of the next chunk; it moves only when a chunk was
+///   written ([`Stream::chunk_written`]).
+/// - Every queued transaction fits one chunk's payload on its own, so flushing never splits
+///   one ([`Stream::queue`]).
 #[derive(Debug, Clone)]
 pub struct Stream {
-    pub fs_id: u64,
-    /// Sequence number of the next chunk.
-    pub next_seq: u64,
-    /// The zone chunks are appended to; `None` when the stream has no clean end (after a torn
-    /// chunk) and only a checkpoint can start it again.
-    pub tail: Option<u32>,
+    fs_id: u64,
+    next_seq: u64,
+    tail: Option<ZoneId>,
     /// Zones holding the latest checkpoint's image and the log after it, in order.
-    pub chain: Vec<u32>,
+    chain: Vec<ZoneId>,
     /// Encoded transactions not yet written.
-    pub pending: Vec<Vec<u8>>,
+    pending: Vec<Vec<u8>>,
     /// Blocks of log chunks since the latest checkpoint.
-    pub log_blocks: u64,
+    log_blocks: u64,
     /// Blocks of the latest checkpoint's image.
-    pub image_blocks: u64,
+    image_blocks: u64,
     /// Largest chunk in blocks.
-    pub max_chunk_blocks: usize,
+    max_chunk_blocks: usize,
+}
+
+impl Stream {
+    /// The stream of a new file system: nothing written, no end yet (the first checkpoint
+    /// starts it).
+    pub fn new(fs_id: u64, max_chunk_blocks: usize) -> Stream {
+        Stream {
+            fs_id,
+            next_seq: 1,
+            tail: None,
+            chain: Vec::new(),
+            pending: Vec::new(),
+            log_blocks: 0,
+            image_blocks: 0,
+            max_chunk_blocks,
+        }
+    }
+
+    /// The stream where a replay left it. A torn end drops the chain: the next checkpoint's
+    /// image starts in a fresh zone, and the old chain is released once that is durable.
+    pub fn resume(fs_id: u64, max_chunk_blocks: usize, replayed: &Replayed) -> Stream {
+        Stream {
+            fs_id,
+            next_seq: replayed.next_seq,
+            tail: replayed.clean_tail,
+            chain: if replayed.clean_tail.is_some() {
+                replayed.chain.clone()
+            } else {
+                Vec::new()
+            },
+            pending: Vec::new(),
+            log_blocks: replayed.log_blocks,
+            image_blocks: replayed.image_blocks,
+            max_chunk_blocks,
+        }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The zone chunks are appended to, if the stream has a clean end.
+    pub fn tail(&self) -> Option<ZoneId> {
+        self.tail
+    }
+
+    /// Whether `zone` holds part of the latest image or the log after it.
+    pub fn holds(&self, zone: ZoneId) -> bool {
+        self.chain.contains(&zone)
+    }
+
+    /// Zones in the chain.
+    pub fn chain_len(&self) -> usize {
+        self.chain.len()
+    }
+
+    pub fn image_blocks(&self) -> u64 {
+        self.image_blocks
+    }
+
+    /// Whether the log since the last checkpoint has grown past the image or half a zone of
+    /// `zone_cap` blocks (bounding replay and the zones the chain holds).
+    pub fn checkpoint_due(&self, zone_cap: u64) -> bool {
+        self.log_blocks >= (zone_cap / 2).max(self.image_blocks)
+    }
+
+    /// Payload bytes one chunk holds.
+    pub fn capacity(&self) -> usize {
+        ChunkHeader::capacity(self.max_chunk_blocks)
+    }
+
+    /// Queues one encoded transaction for the next flush.
+    pub fn queue(&mut self, transaction: Vec<u8>) -> Result<()> {
+        if transaction.len() > self.capacity() {
+            return Err(bug(format!("a {}-byte transaction", transaction.len())));
+        }
+        self.pending.push(transaction);
+        Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Drops the queue (a checkpoint's image restates it when the log has no clean end).
+    pub fn discard_pending(&mut self) {
+        self.pending.clear();
+    }
+
+    /// The queued transactions packed into chunk payloads, in order; the queue is empty after.
+    pub fn take_payloads(&mut self) -> Vec<Vec<u8>> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pack(pending)
+    }
+
+    /// `pieces` packed in order into payloads of at most [`Stream::capacity`] bytes, no piece
+    /// split (a piece larger than that gets a payload of its own).
+    pub fn pack(&self, pieces: impl IntoIterator<Item = Vec<u8>>) -> Vec<Vec<u8>> {
+        let cap = self.capacity();
+        let mut out = Vec::new();
+        let mut payload: Vec<u8> = Vec::new();
+        for p in pieces {
+            if !payload.is_empty() && payload.len() + p.len() > cap {
+                out.push(std::mem::take(&mut payload));
+            }
+            payload.extend_from_slice(&p);
+        }
+        if !payload.is_empty() {
+            out.push(payload);
+        }
+        out
+    }
+
+    /// The next chunk's bytes (sequence number [`Stream::next_seq`]).
+    pub fn chunk(&self, kind: ChunkKind, link_zone: ZoneId, payload: &[u8]) -> Vec<u8> {
+        Chunk {
+            kind,
+            fs_id: self.fs_id,
+            seq: self.next_seq,
+            link_zone,
+            payload,
+        }
+        .to_bytes()
+    }
+
+    /// The chunk [`Stream::chunk`] made is on the device.
+    pub fn chunk_written(&mut self) {
+        self.next_seq += 1;
+    }
+
+    /// `blocks` more blocks of log since the checkpoint.
+    pub fn logged(&mut self, blocks: u64) {
+        self.log_blocks += blocks;
+    }
+
+    /// The stream goes on in `zone` (after a link chunk in the old tail).
+    pub fn continue_in(&mut self, zone: ZoneId) {
+        self.chain.push(zone);
+        self.tail = Some(zone);
+    }
+
+    /// Starts a stream with no clean end again, in empty zone `zone`.
+    pub fn restart_in(&mut self, zone: ZoneId) -> Result<()> {
+        if self.tail.is_some() {
+            return Err(bug("the metadata stream restarted while it has an end"));
+        }
+        self.continue_in(zone);
+        Ok(())
+    }
+
+    /// A checkpoint whose image starts in the chain's zone `image_zone` (an index) and takes
+    /// `image_blocks` blocks is durable: the zones before it leave the chain (returned, for
+    /// the caller to reset when nothing else holds them) and the log starts over.
+    pub fn checkpointed(&mut self, image_zone: usize, image_blocks: u64) -> Vec<ZoneId> {
+        let old = self.chain.drain(..image_zone).collect();
+        self.log_blocks = 0;
+        self.image_blocks = image_blocks;
+        old
+    }
 }
 
 impl State {
@@ -45,34 +213,18 @@ impl State {
                 other => other,
             })?;
         }
-        let bytes = encode_records(&records);
-        if bytes.len() > ChunkHeader::capacity(self.stream.max_chunk_blocks) {
-            return Err(bug(format!("a {}-byte transaction", bytes.len())));
-        }
-        self.stream.pending.push(bytes);
-        Ok(())
+        self.stream.queue(records.to_bytes())
     }
 
     /// Writes every queued transaction, then resets zones nothing durable refers to any more.
     pub(super) fn flush_log(&mut self) -> Result<()> {
-        if !self.stream.pending.is_empty() {
+        if self.stream.has_pending() {
             // The data the records name must be durable before the records.
             self.durable.sync(&*self.device)?;
         }
-        let pending = std::mem::take(&mut self.stream.pending);
-        let cap = ChunkHeader::capacity(self.stream.max_chunk_blocks);
-        let mut payload = Vec::new();
-        for t in pending {
-            if !payload.is_empty() && payload.len() + t.len() > cap {
-                let blocks = self.append_chunk(ChunkKind::Log, &payload)?;
-                self.stream.log_blocks += blocks;
-                payload.clear();
-            }
-            payload.extend_from_slice(&t);
-        }
-        if !payload.is_empty() {
+        for payload in self.stream.take_payloads() {
             let blocks = self.append_chunk(ChunkKind::Log, &payload)?;
-            self.stream.log_blocks += blocks;
+            self.stream.logged(blocks);
         }
         for z in self.reclaimable_zones() {
             self.reset_zone(z)?;
@@ -86,41 +238,39 @@ impl State {
         let need = ChunkHeader::blocks_for(payload.len()) as u64;
         let mut written = 0;
         let tail = loop {
-            let Some(tail) = self.stream.tail else {
+            let Some(tail) = self.stream.tail() else {
                 return Err(bug("the metadata stream has no end to append to"));
             };
             // Keep one block for a link.
-            if need < self.zones.room(tail) {
+            if need < self.space.room(tail) {
                 break tail;
             }
             let next = self.take_reserved_zone()?;
             self.write_chunk(tail, ChunkKind::Link, next, &[])?;
             written += 1;
             self.finish_zone(tail)?;
-            self.stream.chain.push(next);
-            self.stream.tail = Some(next);
+            self.stream.continue_in(next);
         };
-        self.write_chunk(tail, kind, 0, payload)?;
+        self.write_chunk(tail, kind, ZoneId(0), payload)?;
         Ok(written + need)
     }
 
     fn write_chunk(
         &mut self,
-        zone: u32,
+        zone: ZoneId,
         kind: ChunkKind,
-        link: u32,
+        link: ZoneId,
         payload: &[u8],
     ) -> Result<u64> {
-        let seq = self.stream.next_seq;
-        let bytes = ChunkHeader::encode_chunk(kind, self.stream.fs_id, seq, link, payload);
+        let bytes = self.stream.chunk(kind, link, payload);
         let blocks = (bytes.len() / BLOCK_BYTES) as u64;
         let lba = self.append(zone, bytes)?;
-        let expected = self.zones.zslba(zone) + self.zones.wp[zone as usize];
+        let expected = self.space.zslba(zone) + self.space.written(zone);
         if lba != expected {
             return Err(bug(format!("a chunk landed at LBA {lba}, not {expected}")));
         }
-        self.zones.wp[zone as usize] += blocks;
-        self.stream.next_seq += 1;
+        self.space.appended(zone, lba, blocks)?;
+        self.stream.chunk_written();
         self.stats.meta_blocks += blocks;
         Ok(lba)
     }
@@ -130,11 +280,11 @@ impl State {
 #[derive(Debug)]
 pub struct Replayed {
     pub meta: Meta,
-    pub chain: Vec<u32>,
+    pub chain: Vec<ZoneId>,
     pub next_seq: u64,
     /// The zone holding the stream's end if the end is clean (the zone's write pointer sits
     /// right after the last valid chunk and a block is left for a link).
-    pub clean_tail: Option<u32>,
+    pub clean_tail: Option<ZoneId>,
     pub log_blocks: u64,
     pub image_blocks: u64,
 }
@@ -144,17 +294,17 @@ pub struct Replayed {
 /// that is torn, out of sequence or not there.
 pub fn replay(
     device: &dyn Zoned,
-    zones: &Zones,
+    zones: &Space,
     fs_id: u64,
     image_lba: u64,
     image_seq: u64,
     image_chunks: u32,
 ) -> Result<Replayed> {
-    let mut meta = Meta::new(zones.nr(), zones.zone_lbas, zones.cap);
+    let mut meta = Meta::new(zones.nr(), zones.zone_lbas(), zones.cap());
     let mut pos = image_lba;
     let mut seq = image_seq;
-    let first_zone = (image_lba / zones.zone_lbas) as u32;
-    if first_zone >= zones.nr() {
+    let first_zone = zones.zone_of(image_lba);
+    if !zones.contains(first_zone) {
         return Err(corrupted(format!(
             "the checkpoint's image is at LBA {image_lba}, past the device"
         )));
@@ -164,17 +314,14 @@ pub fn replay(
     let mut index = 0u32;
     loop {
         let in_image = index < image_chunks;
-        let zone = (pos / zones.zone_lbas) as u32;
-        let off = pos % zones.zone_lbas;
-        let wp = zones.wp[zone as usize];
+        let zone = zones.zone_of(pos);
+        let off = pos % zones.zone_lbas();
+        let wp = zones.written(zone);
         let chunk = read_chunk(device, pos, wp - off.min(wp), fs_id, seq)?;
         let Some((header, bytes)) = chunk else {
             if in_image {
-                let newer = device
-                    .read(pos, 1)
-                    .ok()
-                    .and_then(|b| ChunkHeader::unread_version(&b));
-                if let Some(version) = newer {
+                let newer = device.read(pos, 1).map(|b| ChunkHeader::decode(&b));
+                if let Ok(Err(Corrupt::Version { version, .. })) = newer {
                     return Err(LfsError::UnsupportedVersion {
                         version,
                         max: ChunkHeader::VERSION,
@@ -184,7 +331,7 @@ pub fn replay(
                     "chunk {index} of the checkpoint's image at LBA {pos} is missing or damaged"
                 )));
             }
-            let clean = off == wp && wp + 1 < zones.cap;
+            let clean = off == wp && wp + 1 < zones.cap();
             return Ok(Replayed {
                 meta,
                 chain,
@@ -198,7 +345,7 @@ pub fn replay(
         match header.kind {
             ChunkKind::Link => {
                 let next = header.link_zone;
-                if next >= zones.nr() || chain.contains(&next) || next < 2 {
+                if !zones.contains(next) || chain.contains(&next) || next.0 < 2 {
                     return Err(corrupted(format!("a link at LBA {pos} to zone {next}")));
                 }
                 chain.push(next);
@@ -221,7 +368,7 @@ pub fn replay(
                 }
                 let payload = header
                     .payload(&bytes)
-                    .ok_or_else(|| bug("a checked chunk lost its payload"))?;
+                    .map_err(|_| bug("a checked chunk lost its payload"))?;
                 for r in decode_records(payload, header.version)? {
                     meta.apply(&r)?;
                 }
@@ -256,7 +403,7 @@ fn read_chunk(
         Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Some(header) = ChunkHeader::decode(&first) else {
+    let Ok(header) = ChunkHeader::decode(&first) else {
         return Ok(None);
     };
     if header.fs_id != fs_id || header.seq != seq || u64::from(header.blocks) > room {
@@ -270,8 +417,56 @@ fn read_chunk(
             Err(e) => return Err(e.into()),
         }
     }
-    if header.kind != ChunkKind::Link && header.payload(&bytes).is_none() {
+    if header.kind != ChunkKind::Link && header.payload(&bytes).is_err() {
         return Ok(None);
     }
     Ok(Some((header, bytes)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Transactions pack into payloads in order without being split; one larger than a
+    /// chunk is refused when queued.
+    #[test]
+    fn queue_and_pack() {
+        let mut s = Stream::new(9, 1);
+        let cap = s.capacity();
+        assert_eq!(cap, BLOCK_BYTES - ChunkHeader::BYTES);
+        assert!(s.queue(vec![0; cap + 1]).is_err());
+        s.queue(vec![1; cap - 10]).unwrap();
+        s.queue(vec![2; 10]).unwrap();
+        s.queue(vec![3; 1]).unwrap();
+        assert!(s.has_pending());
+        let payloads = s.take_payloads();
+        assert_eq!(payloads.len(), 2);
+        assert_eq!(payloads[0].len(), cap);
+        assert_eq!(payloads[1], [3]);
+        assert!(!s.has_pending() && s.take_payloads().is_empty());
+    }
+
+    /// Chunks carry the stream's id and sequence number, which moves only once a chunk is
+    /// written; the tail is the chain's last zone, and a checkpoint drops the zones before
+    /// its image and restarts the log count.
+    #[test]
+    fn chunks_chain_and_checkpoints() {
+        let mut s = Stream::new(9, 4);
+        assert_eq!(s.tail(), None);
+        s.restart_in(ZoneId(3)).unwrap();
+        assert!(s.restart_in(ZoneId(4)).is_err());
+        let h = ChunkHeader::decode(&s.chunk(ChunkKind::Log, ZoneId(0), b"x")).unwrap();
+        assert_eq!((h.fs_id, h.seq), (9, 1));
+        s.chunk_written();
+        assert_eq!(s.next_seq(), 2);
+        s.continue_in(ZoneId(5));
+        assert_eq!((s.tail(), s.chain_len()), (Some(ZoneId(5)), 2));
+        s.logged(100);
+        assert!(s.checkpoint_due(64));
+        assert_eq!(s.checkpointed(1, 40), [ZoneId(3)]);
+        assert!(!s.holds(ZoneId(3)) && s.holds(ZoneId(5)));
+        assert!(!s.checkpoint_due(64));
+        s.logged(40);
+        assert!(s.checkpoint_due(64));
+    }
 }

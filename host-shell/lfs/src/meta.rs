@@ -8,6 +8,7 @@ use super::dir::{Dir, Entry};
 use super::error::{corrupted, Result};
 use super::extent::{ExtentMap, Run};
 use super::format::{Record, ZoneUse, BLOCK_BYTES};
+use super::ids::ZoneId;
 use super::inode::{Attr, FileKind, InodeNo};
 
 /// One inode and what hangs off it.
@@ -28,10 +29,10 @@ pub struct Inode {
 pub struct Meta {
     pub inodes: BTreeMap<InodeNo, Inode>,
     pub next_ino: u64,
-    pub hot: Option<u32>,
-    pub cold: Option<u32>,
+    pub hot: Option<ZoneId>,
+    pub cold: Option<ZoneId>,
     /// When each zone was opened for data (a counter), for the cleaner's age.
-    pub born: BTreeMap<u32, u64>,
+    pub born: BTreeMap<ZoneId, u64>,
     /// Live data blocks in each zone (derived, not stored).
     pub live: Vec<u64>,
     pub zone_lbas: u64,
@@ -58,13 +59,13 @@ impl Meta {
         }
     }
 
-    pub fn zone_of(&self, lba: u64) -> u32 {
-        (lba / self.zone_lbas) as u32
+    pub fn zone_of(&self, lba: u64) -> ZoneId {
+        ZoneId((lba / self.zone_lbas) as u32)
     }
 
     fn free_runs(&mut self, runs: &[Run]) -> Result<()> {
         for r in runs {
-            let z = self.zone_of(r.lba) as usize;
+            let z = self.zone_of(r.lba).index();
             let live = self
                 .live
                 .get_mut(z)
@@ -124,7 +125,7 @@ impl Meta {
                 let (zl, cap) = (self.zone_lbas, self.zone_cap);
                 let z = self.zone_of(lba);
                 let count = u64::from(count);
-                if z as usize >= self.live.len() || count == 0 || lba % zl + count > cap {
+                if z.index() >= self.live.len() || count == 0 || lba % zl + count > cap {
                     return Err(corrupted(format!(
                         "inode {} maps {count} blocks at LBA {lba}, outside a zone",
                         ino.0
@@ -138,7 +139,7 @@ impl Meta {
                     )));
                 }
                 let freed = inode.extents.insert(file_block, lba, count, zl);
-                self.live[z as usize] += count;
+                self.live[z.index()] += count;
                 self.free_runs(&freed)?;
             }
             &Record::Truncate { ino, size } => {
@@ -195,7 +196,7 @@ impl Meta {
                 self.free_runs(&runs)?;
             }
             &Record::Zone { zone, use_, born } => {
-                if zone as usize >= self.live.len() {
+                if zone.index() >= self.live.len() {
                     return Err(corrupted(format!("zone {zone} does not exist")));
                 }
                 match use_ {

@@ -79,7 +79,7 @@ impl State {
     /// Changes attributes that need no ordering with other records (times, mode, owner):
     /// in the buffer if the file has one (logged when it is flushed), else as a record.
     pub(super) fn touch(&mut self, ino: InodeNo, f: impl FnOnce(&mut Attr)) -> Result<Vec<Record>> {
-        if let Some(d) = self.dirty.get_mut(&ino) {
+        if let Some(d) = self.buffers.get_mut(ino) {
             f(&mut d.attr);
             return Ok(Vec::new());
         }
@@ -297,10 +297,10 @@ impl State {
     /// Records that drop one link of non-directory `ino`: frees it when no link and no open
     /// handle is left.
     pub(super) fn drop_link(&mut self, ino: InodeNo, now: Time) -> Result<Vec<Record>> {
-        let open = self.open.get(&ino).copied().unwrap_or(0);
+        let open = self.buffers.open_count(ino);
         let nlink = self.attr(ino)?.nlink;
         if nlink <= 1 && open == 0 {
-            self.dirty.remove(&ino);
+            self.buffers.take(ino);
             return Ok(vec![Record::Free { ino }]);
         }
         let mut attr = self.settled(ino)?;
@@ -486,27 +486,19 @@ impl State {
 
     pub(super) fn open(&mut self, ino: InodeNo) -> Result<()> {
         self.inode(ino)?;
-        *self.open.entry(ino).or_insert(0) += 1;
+        self.buffers.open(ino);
         Ok(())
     }
 
     /// Closes one handle: the file's buffer is flushed, and an unlinked file with no handle
     /// left is freed.
     pub(super) fn release(&mut self, ino: InodeNo) -> Result<()> {
-        let count = self.open.get(&ino).copied().unwrap_or(0);
-        if count == 0 {
-            return Err(LfsError::InvalidArgument("release without open"));
-        }
-        if count == 1 {
-            self.open.remove(&ino);
-        } else {
-            self.open.insert(ino, count - 1);
-        }
+        let count = self.buffers.close(ino)?;
         let Ok(attr) = self.attr(ino) else {
             return Ok(());
         };
         if attr.nlink == 0 && count == 1 {
-            self.dirty.remove(&ino);
+            self.buffers.take(ino);
             return self.commit(vec![Record::Free { ino }]);
         }
         if attr.kind == FileKind::File {

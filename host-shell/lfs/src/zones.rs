@@ -1,0 +1,130 @@
+//! Zones for [`State`]: taking an empty zone for the stream, the cleaner or new data,
+//! resetting and finishing zones on the device, and the cleaner, which moves a victim zone's
+//! live blocks to the cold zone and lets the reset happen once the new map is durable.
+//!
+//! The choices (which zone is free, which is the victim, which may be reset) are
+//! [`crate::space::Space`]'s; this module adds the jobs other parts give zones and does the device I/O.
+
+use common::zns::ZoneAction;
+
+use crate::error::{LfsError, Result};
+use crate::format::ZoneUse;
+use crate::ids::ZoneId;
+use crate::inode::InodeNo;
+use crate::space::RESERVE_ZONES;
+use crate::State;
+
+impl State {
+    /// Whether another part gives `zone` a job: the stream's chain, or the hot or cold zone.
+    /// ([`crate::space::Space`] itself keeps the checkpoint zones and zones holding unmapped data.)
+    pub(crate) fn has_job(&self, zone: ZoneId) -> bool {
+        self.stream.holds(zone) || self.meta.hot == Some(zone) || self.meta.cold == Some(zone)
+    }
+
+    /// Empty zones with no job.
+    pub(crate) fn free_zones(&self) -> Vec<ZoneId> {
+        self.space.free_zones(|z| self.has_job(z))
+    }
+
+    /// Written zones that hold nothing live, no snapshot's blocks and have no job: a reset
+    /// makes them free once the metadata is durable.
+    pub(crate) fn reclaimable_zones(&self) -> Vec<ZoneId> {
+        self.space.reclaimable(&self.meta.live, |z| self.has_job(z))
+    }
+
+    /// The zone the cleaner would clean next, if any holds reclaimable space.
+    pub(crate) fn pick_victim(&self) -> Option<ZoneId> {
+        self.space
+            .pick_victim(&self.meta.live, &self.meta.born, |z| self.has_job(z))
+    }
+
+    /// Resets `zone` on the device, once what made it dead is durable.
+    pub(crate) fn reset_zone(&mut self, zone: ZoneId) -> Result<()> {
+        self.durable.sync(&*self.device)?;
+        self.zone_action(zone, ZoneAction::Reset)?;
+        self.space.was_reset(zone);
+        self.stats.zone_resets += 1;
+        Ok(())
+    }
+
+    /// Finishes `zone` (gives back its active resource) if it is partly written.
+    pub(crate) fn finish_zone(&mut self, zone: ZoneId) -> Result<()> {
+        if self.space.needs_finish(zone) {
+            self.zone_action(zone, ZoneAction::Finish)?;
+            self.space.was_finished(zone);
+        }
+        Ok(())
+    }
+
+    /// An empty zone for the metadata stream or the cleaner (which may use the reserve).
+    pub(crate) fn take_reserved_zone(&mut self) -> Result<ZoneId> {
+        self.free_zones().first().copied().ok_or(LfsError::NoSpace)
+    }
+
+    /// An empty zone for new file data: cleans first while the reserve would be touched, and
+    /// reclaims offload snapshots when only the zones they pin would make room (admission
+    /// counted that room as free).
+    pub(crate) fn take_user_zone(&mut self) -> Result<ZoneId> {
+        loop {
+            // Bounded: each step frees a zone unless the victims are nearly full.
+            for _ in 0..2 * self.space.nr() {
+                if (self.free_zones().len() as u64) > RESERVE_ZONES || !self.clean_one()? {
+                    break;
+                }
+            }
+            if (self.free_zones().len() as u64) > RESERVE_ZONES {
+                return self.take_reserved_zone();
+            }
+            if !self.reclaim_snapshot()? {
+                return Err(LfsError::NoSpace);
+            }
+        }
+    }
+
+    /// Blocks of data the file system admits ([`crate::space::Space::capacity_blocks`]).
+    pub(crate) fn capacity_blocks(&self) -> u64 {
+        self.space.capacity_blocks(self.stream.image_blocks())
+    }
+
+    /// Live data blocks, counting dirty blocks not yet on the device.
+    pub(crate) fn used_blocks(&self) -> u64 {
+        let live: u64 = self.meta.live.iter().sum();
+        live + self.dirty_new_blocks()
+    }
+
+    /// Cleans one zone: moves its live blocks, makes the move durable and resets it. False if
+    /// no zone has reclaimable space.
+    pub(super) fn clean_one(&mut self) -> Result<bool> {
+        let Some(victim) = self.pick_victim() else {
+            return Ok(false);
+        };
+        let start = self.space.zslba(victim);
+        let end = start + self.space.zone_lbas();
+        // Live extents in the victim: (inode, file block, lba, count).
+        let mut moves: Vec<(InodeNo, u64, u64, u64)> = Vec::new();
+        for (ino, inode) in &self.meta.inodes {
+            for (fb, run) in inode.extents.iter() {
+                if run.lba >= start && run.lba < end {
+                    moves.push((*ino, fb, run.lba, run.count));
+                }
+            }
+        }
+        moves.sort_by_key(|m| m.2);
+        for (ino, file_block, lba, count) in moves {
+            let data = self.device.read(lba, count)?;
+            self.stats.gc_moved_blocks += count;
+            self.write_mapped(
+                ZoneUse::Cold,
+                ino,
+                &[(file_block, data)],
+                Vec::new(),
+                Vec::new(),
+            )?;
+        }
+        debug_assert_eq!(self.meta.live[victim.index()], 0);
+        // Durable first; the flush then resets the victim (and any other empty zone).
+        self.flush_log()?;
+        self.stats.gc_zones += 1;
+        Ok(true)
+    }
+}
