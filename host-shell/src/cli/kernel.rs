@@ -17,7 +17,12 @@ use common::{
     zns::ZoneState,
     LBA_BYTES,
 };
-use host_shell::{driver::DriverError, lfs::Lfs, loader, units::parse_size};
+use host_shell::{
+    driver::DriverError,
+    lfs::{Lfs, SnapshotId},
+    loader,
+    units::parse_size,
+};
 
 use super::{driver_error, output_writer, print_json, with_device, zone_start, During};
 
@@ -175,7 +180,7 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
     let run = with_device(&args.image, |_, driver| {
         // A file's snapshot pins its blocks while the kernel runs; the file system is
         // unmounted (a checkpoint) afterwards.
-        let mut mounted: Option<(Lfs, u64)> = None;
+        let mut mounted: Option<(Lfs, SnapshotId)> = None;
         let (extents, file_size) = match (args.zone, args.lba, args.len) {
             _ if args.file.is_some() => {
                 let path = args.file.as_deref().unwrap_or_default();

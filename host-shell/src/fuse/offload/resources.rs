@@ -10,7 +10,7 @@ use super::stream::Stream;
 use super::{lock, Caller, Offload};
 use crate::driver::DriverError;
 use crate::fuse::process::Process;
-use crate::lfs::InodeNo;
+use crate::lfs::{InodeNo, SnapshotId};
 
 /// A finished file job.
 #[derive(Debug)]
@@ -47,7 +47,7 @@ pub(super) struct Table {
 pub(super) struct Held {
     pub(super) slot: ProgramSlot,
     pub(super) set: RangeSetId,
-    pub(super) snapshot: Option<u64>,
+    pub(super) snapshot: Option<SnapshotId>,
 }
 
 impl Offload {

@@ -8,7 +8,7 @@ use super::error::{check_run, OffloadError, Result};
 use super::resources::Held;
 use super::{lock, Caller, Offload, ReadPath};
 use crate::fuse::process::Process;
-use crate::lfs::{InodeNo, LfsError};
+use crate::lfs::{InodeNo, LfsError, SnapshotId};
 
 /// Most streams a read or write tries when the one it found is replaced while it waits (the
 /// process keeps replacing it: the request then fails with `EAGAIN`).
@@ -22,7 +22,7 @@ pub(super) struct Stream {
     pub(super) kernel: String,
     pub(super) slot: ProgramSlot,
     pub(super) set: RangeSetId,
-    pub(super) snapshot: u64,
+    pub(super) snapshot: SnapshotId,
     pub(super) file_size: u64,
     pub(super) params: (u64, u64),
     /// Serialises runs (they share the range set's output buffer); `true` once retired.
@@ -168,7 +168,7 @@ impl Offload {
         &self,
         exec: ExecuteProgram,
         input: Vec<u8>,
-        snapshot: u64,
+        snapshot: SnapshotId,
     ) -> Result<ExecResult> {
         let slot = exec.slot.0;
         let reclaimed = |e: LfsError| {
