@@ -23,8 +23,7 @@ impl State {
             return Ok(attr);
         }
         self.meta
-            .inodes
-            .get(&ino)
+            .inode(ino)
             .map(|i| i.attr)
             .ok_or(LfsError::NotFound)
     }
@@ -33,7 +32,7 @@ impl State {
     pub(super) fn dirty_new_blocks(&self) -> u64 {
         let mut n = 0;
         for (ino, d) in self.buffers.iter() {
-            let Some(inode) = self.meta.inodes.get(&ino) else {
+            let Some(inode) = self.meta.inode(ino) else {
                 continue;
             };
             n += d
@@ -54,7 +53,7 @@ impl State {
     /// for a hole, how many blocks the hole has). Blocks cut by a buffered truncation are
     /// holes even while the device's map still has them.
     pub(super) fn device_block(&self, ino: InodeNo, b: u64) -> Result<(Option<u64>, u64)> {
-        let inode = self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)?;
+        let inode = self.meta.inode(ino).ok_or(LfsError::NotFound)?;
         let trunc = self.buffers.get(ino).and_then(|d| d.trunc).map(blocks_of);
         match trunc {
             Some(t) if b >= t => Ok((None, u64::MAX)),
@@ -275,8 +274,8 @@ impl State {
         let max_piece = self.device.info().zasl_lbas.max(1) as u64;
         while !rest.is_empty() {
             let active = match use_ {
-                ZoneUse::Cold => self.meta.cold,
-                _ => self.meta.hot,
+                ZoneUse::Cold => self.meta.cold(),
+                _ => self.meta.hot(),
             };
             let zone = match active {
                 Some(z) if self.space.room(z) > 0 => z,
@@ -298,8 +297,8 @@ impl State {
     /// Opens a new hot or cold zone (the old one, if any, is full).
     fn open_data_zone(&mut self, use_: ZoneUse) -> Result<ZoneId> {
         let old = match use_ {
-            ZoneUse::Cold => self.meta.cold,
-            _ => self.meta.hot,
+            ZoneUse::Cold => self.meta.cold(),
+            _ => self.meta.hot(),
         };
         let zone = match use_ {
             ZoneUse::Cold => self.take_reserved_zone()?,
@@ -308,7 +307,7 @@ impl State {
         let age = self.space.open_tick();
         let mut records = Vec::new();
         if let Some(old) = old {
-            let born = self.meta.born.get(&old).copied().unwrap_or(0);
+            let born = self.meta.born().get(&old).copied().unwrap_or(0);
             records.push(Record::Zone {
                 zone: old,
                 use_: ZoneUse::Data,
@@ -333,7 +332,7 @@ impl State {
         let Some(d) = self.buffers.take(ino) else {
             return Ok(());
         };
-        if !self.meta.inodes.contains_key(&ino) {
+        if !self.meta.contains(ino) {
             return Err(bug(format!(
                 "inode {} has buffered data but no inode",
                 ino.0

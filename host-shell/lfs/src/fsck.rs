@@ -74,8 +74,9 @@ impl State {
                                 ),
                             );
                         }
-                        for (ino, inode) in &self.meta.inodes {
-                            match rep.meta.inodes.get(ino) {
+                        for inode in self.meta.inodes() {
+                            let ino = inode.attr.ino;
+                            match rep.meta.inode(ino) {
                                 None => p(
                                     "metadata-log",
                                     format!("inode {} is not on the media", ino.0),
@@ -87,17 +88,15 @@ impl State {
                                 _ => {}
                             }
                         }
-                        for ino in rep.meta.inodes.keys() {
-                            if !self.meta.inodes.contains_key(ino) {
+                        for ino in rep.meta.inodes().map(|i| i.attr.ino) {
+                            if !self.meta.contains(ino) {
                                 p(
                                     "metadata-log",
                                     format!("inode {} is on the media but was freed", ino.0),
                                 );
                             }
                         }
-                        if (rep.meta.hot, rep.meta.cold, &rep.meta.born)
-                            != (self.meta.hot, self.meta.cold, &self.meta.born)
-                        {
+                        if !rep.meta.same_zone_uses(&self.meta) {
                             p(
                                 "metadata-log",
                                 "the zone uses on the media differ from memory".into(),
@@ -124,7 +123,8 @@ impl State {
         // Extents: inside a data zone, below its write pointer, never shared.
         let mut runs: Vec<(u64, u64, InodeNo)> = Vec::new();
         let mut live = vec![0u64; self.space.nr() as usize];
-        for (ino, inode) in &self.meta.inodes {
+        for inode in self.meta.inodes() {
+            let ino = inode.attr.ino;
             // A directory, symlink, FIFO, socket or device node has no data blocks.
             if inode.attr.kind != FileKind::File && !inode.extents.is_empty() {
                 p(
@@ -179,7 +179,7 @@ impl State {
                     );
                 }
                 live[z.index()] += run.count;
-                runs.push((run.lba, run.count, *ino));
+                runs.push((run.lba, run.count, ino));
             }
         }
         runs.sort();
@@ -195,16 +195,16 @@ impl State {
             }
         }
         for (z, &found) in live.iter().enumerate() {
-            if found != self.meta.live[z] {
+            let zone = ZoneId(z as u32);
+            if found != self.meta.live(zone) {
                 p(
                     "space",
                     format!(
                         "zone {z} holds {found} live blocks but is counted as {}",
-                        self.meta.live[z]
+                        self.meta.live(zone)
                     ),
                 );
             }
-            let zone = ZoneId(z as u32);
             let special = self.space.held(zone) || self.has_job(zone);
             if device.written(zone) > 0 && found == 0 && self.space.pins(zone) == 0 && !special {
                 p(
@@ -219,11 +219,11 @@ impl State {
         let mut links: BTreeMap<InodeNo, u32> = BTreeMap::new();
         let mut seen_dirs: BTreeMap<InodeNo, u32> = BTreeMap::new();
         let mut queue = VecDeque::from([InodeNo::ROOT]);
-        if !self.meta.inodes.contains_key(&InodeNo::ROOT) {
+        if !self.meta.contains(InodeNo::ROOT) {
             p("tree", "the root directory is missing".into());
         }
         while let Some(d) = queue.pop_front() {
-            let Some(inode) = self.meta.inodes.get(&d) else {
+            let Some(inode) = self.meta.inode(d) else {
                 continue;
             };
             let Some(dir) = &inode.dir else {
@@ -236,7 +236,7 @@ impl State {
             let mut subdirs = 0;
             for (name, e) in dir.iter() {
                 let shown = String::from_utf8_lossy(name);
-                match self.meta.inodes.get(&e.ino) {
+                match self.meta.inode(e.ino) {
                     None => p(
                         "tree",
                         format!(
@@ -285,9 +285,10 @@ impl State {
                 );
             }
         }
-        for (ino, inode) in &self.meta.inodes {
-            if *ino == InodeNo::ROOT || inode.attr.kind == FileKind::Dir {
-                if *ino != InodeNo::ROOT && !seen_dirs.contains_key(ino) {
+        for inode in self.meta.inodes() {
+            let ino = inode.attr.ino;
+            if ino == InodeNo::ROOT || inode.attr.kind == FileKind::Dir {
+                if ino != InodeNo::ROOT && !seen_dirs.contains_key(&ino) {
                     p(
                         "tree",
                         format!("directory {} is not reachable from the root", ino.0),
@@ -295,8 +296,8 @@ impl State {
                 }
                 continue;
             }
-            let n = links.get(ino).copied().unwrap_or(0);
-            let open = self.buffers.open_count(*ino) > 0;
+            let n = links.get(&ino).copied().unwrap_or(0);
+            let open = self.buffers.open_count(ino) > 0;
             if n != inode.attr.nlink {
                 p(
                     "link-count",
@@ -337,10 +338,11 @@ impl State {
                 );
             }
         }
-        if self.meta.next_ino <= self.meta.inodes.keys().next_back().map_or(0, |i| i.0) {
+        let next_ino = self.meta.next_ino().0;
+        if next_ino <= self.meta.inodes().next_back().map_or(0, |i| i.attr.ino.0) {
             p(
                 "inode-numbers",
-                format!("the next inode number {} is in use", self.meta.next_ino),
+                format!("the next inode number {next_ino} is in use"),
             );
         }
         out
@@ -352,6 +354,7 @@ mod tests {
     use firmware::nand::{sim::SimNand, Geometry};
     use firmware::zns::{ZoneConfig, ZoneManager};
 
+    use super::super::format::Record;
     use super::super::inode::InodeNo;
     use super::super::Lfs;
     use crate::zoned::Direct;
@@ -392,11 +395,15 @@ mod tests {
         };
         {
             let mut s = lfs.lock().expect("lock");
-            let inode = s.meta.inodes.get_mut(&fifo.ino).expect("the fifo");
-            inode.attr.size = 5;
-            inode.attr.rdev = 7;
-            let root = s.meta.inodes.get_mut(&InodeNo::ROOT).expect("the root");
-            root.attr.rdev = 1;
+            // Records no operation makes, applied to memory only.
+            let mut bad_fifo = s.meta.inode(fifo.ino).expect("the fifo").attr;
+            bad_fifo.size = 5;
+            bad_fifo.rdev = 7;
+            let mut bad_root = s.meta.inode(InodeNo::ROOT).expect("the root").attr;
+            bad_root.rdev = 1;
+            for attr in [bad_fifo, bad_root] {
+                s.meta.apply(&Record::Inode(attr)).expect("apply");
+            }
         }
         let found = special(&lfs);
         assert_eq!(found.len(), 3, "{found:#?}");

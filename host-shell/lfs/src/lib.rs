@@ -136,7 +136,7 @@ impl State {
         stream: Stream,
         ckpt: CkptLog,
     ) -> State {
-        let clock = meta.born.values().copied().max().unwrap_or(0);
+        let clock = meta.youngest();
         State {
             device,
             durable: Arc::default(),
@@ -189,7 +189,7 @@ impl State {
             blocks,
             bfree,
             bavail: bfree,
-            files: self.meta.inodes.len() as u64,
+            files: self.meta.inode_count() as u64,
             ffree: bfree,
             name_max: NAME_MAX as u32,
         }
@@ -273,13 +273,17 @@ impl Lfs {
         )?;
         // Zones that are partly written and will not be appended to again give back their
         // active resource.
-        let keep: Vec<ZoneId> = [replayed.meta.hot, replayed.meta.cold, replayed.clean_tail]
-            .into_iter()
-            .flatten()
-            .chain(CKPT_ZONES)
-            .collect();
+        let keep: Vec<ZoneId> = [
+            replayed.meta.hot(),
+            replayed.meta.cold(),
+            replayed.clean_tail,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(CKPT_ZONES)
+        .collect();
         for z in space.zones() {
-            let live = replayed.meta.live[z.index()] > 0 || replayed.chain.contains(&z);
+            let live = replayed.meta.live(z) > 0 || replayed.chain.contains(&z);
             if space.needs_finish(z) && live && !keep.contains(&z) {
                 device.zone_action(space.zslba(z), ZoneAction::Finish, false)?;
                 space.was_finished(z);
@@ -289,14 +293,7 @@ impl Lfs {
         // the old chain is released once it is durable.
         let stream = Stream::resume(rec.fs_id, max_chunk_blocks(&*device, cap), &replayed);
         let mut state = State::new(Arc::clone(&device), replayed.meta, space, stream, ckpt);
-        let orphans: Vec<InodeNo> = state
-            .meta
-            .inodes
-            .values()
-            .filter(|i| i.attr.nlink == 0)
-            .map(|i| i.attr.ino)
-            .collect();
-        for ino in orphans {
+        for ino in state.meta.orphans() {
             state.commit(vec![Record::Free { ino }])?;
         }
         state.checkpoint()?;
@@ -596,7 +593,7 @@ impl Lfs {
         let low = (u64::from(s.space.nr()) / 4).max(2 * space::RESERVE_ZONES);
         Ok(s.free_zones().len() as u64 <= low
             && s.pick_victim()
-                .is_some_and(|z| 2 * s.meta.live[z.index()] <= s.space.cap()))
+                .is_some_and(|z| 2 * s.meta.live(z) <= s.space.cap()))
     }
 
     /// What the file system asked of the device so far.

@@ -11,7 +11,8 @@ use super::format::{Record, ZoneUse, BLOCK_BYTES};
 use super::ids::ZoneId;
 use super::inode::{Attr, FileKind, InodeNo};
 
-/// One inode and what hangs off it.
+/// One inode and what hangs off it. [`Meta`] hands out shared references only: every change
+/// goes through a record ([`Meta::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inode {
     pub attr: Attr,
@@ -25,18 +26,30 @@ pub struct Inode {
 }
 
 /// Everything the metadata stream describes.
+///
+/// Invariants (each kept by [`Meta::apply`], which refuses a record that would break one):
+/// - Each inode sits under its own number (`inodes[ino].attr.ino == ino`) and never changes
+///   kind; a directory has a [`Dir`], no other kind has one.
+/// - Only regular files map blocks. Each extent lies inside one zone of the device, below
+///   the zone's capacity, and no two extents share a block (the map replaces what a new
+///   mapping covers).
+/// - `live[z]` is the number of blocks the extents of all inodes map into zone `z`: derived
+///   from the block map, not stored, updated as records map, truncate and free blocks, and
+///   never below zero.
+/// - `next_ino` is above every inode number in use or ever logged.
+/// - The hot and cold zones, when set, are zones of the device with a `born` age.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
-    pub inodes: BTreeMap<InodeNo, Inode>,
-    pub next_ino: u64,
-    pub hot: Option<ZoneId>,
-    pub cold: Option<ZoneId>,
+    inodes: BTreeMap<InodeNo, Inode>,
+    next_ino: u64,
+    hot: Option<ZoneId>,
+    cold: Option<ZoneId>,
     /// When each zone was opened for data (a counter), for the cleaner's age.
-    pub born: BTreeMap<ZoneId, u64>,
+    born: BTreeMap<ZoneId, u64>,
     /// Live data blocks in each zone (derived, not stored).
-    pub live: Vec<u64>,
-    pub zone_lbas: u64,
-    pub zone_cap: u64,
+    live: Vec<u64>,
+    zone_lbas: u64,
+    zone_cap: u64,
 }
 
 /// Blocks holding the first `size` bytes.
@@ -61,6 +74,103 @@ impl Meta {
 
     pub fn zone_of(&self, lba: u64) -> ZoneId {
         ZoneId((lba / self.zone_lbas) as u32)
+    }
+
+    /// Inode `ino`, if it exists.
+    pub fn inode(&self, ino: InodeNo) -> Option<&Inode> {
+        self.inodes.get(&ino)
+    }
+
+    pub fn contains(&self, ino: InodeNo) -> bool {
+        self.inodes.contains_key(&ino)
+    }
+
+    /// Every inode, by number.
+    pub fn inodes(&self) -> impl DoubleEndedIterator<Item = &Inode> {
+        self.inodes.values()
+    }
+
+    /// Inodes in use.
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The number the next new inode gets.
+    pub fn next_ino(&self) -> InodeNo {
+        InodeNo(self.next_ino)
+    }
+
+    /// The directory holding directory `ino` (the root's is itself).
+    pub fn parent(&self, ino: InodeNo) -> Option<InodeNo> {
+        self.inode(ino).map(|i| i.attr.parent)
+    }
+
+    /// Inodes with no name left (unlinked while open when the power went): mount frees them.
+    pub fn orphans(&self) -> Vec<InodeNo> {
+        self.inodes()
+            .filter(|i| i.attr.nlink == 0)
+            .map(|i| i.attr.ino)
+            .collect()
+    }
+
+    /// The zone new file data is appended to.
+    pub fn hot(&self) -> Option<ZoneId> {
+        self.hot
+    }
+
+    /// The zone the cleaner moves live data to.
+    pub fn cold(&self) -> Option<ZoneId> {
+        self.cold
+    }
+
+    /// Whether `zone` is the hot or the cold zone.
+    pub fn is_active(&self, zone: ZoneId) -> bool {
+        self.hot == Some(zone) || self.cold == Some(zone)
+    }
+
+    /// When each zone was opened for data.
+    pub fn born(&self) -> &BTreeMap<ZoneId, u64> {
+        &self.born
+    }
+
+    /// The age stamp of the zone opened last (0 if none was): where the zone clock resumes.
+    pub fn youngest(&self) -> u64 {
+        self.born.values().copied().max().unwrap_or(0)
+    }
+
+    /// Whether `other` has the same hot and cold zones and zone ages.
+    pub fn same_zone_uses(&self, other: &Meta) -> bool {
+        (self.hot, self.cold, &self.born) == (other.hot, other.cold, &other.born)
+    }
+
+    /// Live data blocks in `zone`.
+    pub fn live(&self, zone: ZoneId) -> u64 {
+        self.live[zone.index()]
+    }
+
+    /// Live data blocks in each zone, by zone index.
+    pub fn live_per_zone(&self) -> &[u64] {
+        &self.live
+    }
+
+    /// Live data blocks on the device.
+    pub fn live_total(&self) -> u64 {
+        self.live.iter().sum()
+    }
+
+    /// The extents in `zone` as (inode, first file block, run), in device order: what the
+    /// cleaner moves.
+    pub fn runs_in(&self, zone: ZoneId) -> Vec<(InodeNo, u64, Run)> {
+        let mut out: Vec<(InodeNo, u64, Run)> = Vec::new();
+        for inode in self.inodes() {
+            for (fb, run) in inode.extents.iter() {
+                if self.zone_of(run.lba) == zone {
+                    out.push((inode.attr.ino, fb, run));
+                }
+            }
+        }
+        out.sort_by_key(|m| m.2.lba);
+        out
     }
 
     fn free_runs(&mut self, runs: &[Run]) -> Result<()> {
@@ -272,5 +382,273 @@ impl Meta {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::LfsError;
+    use crate::inode::Time;
+
+    /// 8 zones of 64 LBAs, 60 writable.
+    fn meta() -> Meta {
+        Meta::new(8, 64, 60)
+    }
+
+    fn attr(ino: u64, kind: FileKind) -> Attr {
+        Attr {
+            ino: InodeNo(ino),
+            kind,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            nlink: if kind == FileKind::Dir { 2 } else { 1 },
+            size: 0,
+            atime: Time::default(),
+            mtime: Time::default(),
+            ctime: Time::default(),
+            parent: if kind == FileKind::Dir {
+                InodeNo::ROOT
+            } else {
+                InodeNo(0)
+            },
+            rdev: 0,
+        }
+    }
+
+    fn map(ino: u64, file_block: u64, lba: u64, count: u32) -> Record {
+        Record::Map {
+            ino: InodeNo(ino),
+            file_block,
+            lba,
+            count,
+        }
+    }
+
+    /// The live counts recomputed from every extent, as the invariant states them.
+    fn counted(m: &Meta) -> Vec<u64> {
+        let mut live = vec![0; m.live_per_zone().len()];
+        for inode in m.inodes() {
+            for (_, run) in inode.extents.iter() {
+                live[m.zone_of(run.lba).index()] += run.count;
+            }
+        }
+        live
+    }
+
+    fn apply_all(m: &mut Meta, records: &[Record]) {
+        for r in records {
+            m.apply(r).unwrap_or_else(|e| panic!("{r:?}: {e}"));
+            assert_eq!(m.live_per_zone(), counted(m), "after {r:?}");
+        }
+    }
+
+    /// Mapping, overwriting (also into another zone), truncating and freeing keep each
+    /// zone's live count equal to the blocks the extents map there.
+    #[test]
+    fn live_counts_follow_the_block_map() {
+        let mut m = meta();
+        apply_all(
+            &mut m,
+            &[
+                Record::Inode(attr(2, FileKind::File)),
+                map(2, 0, 128, 10),
+                map(2, 3, 192, 2),
+            ],
+        );
+        assert_eq!((m.live(ZoneId(2)), m.live(ZoneId(3))), (8, 2));
+        let mut big = attr(2, FileKind::File);
+        big.size = 10 * BLOCK_BYTES as u64;
+        apply_all(
+            &mut m,
+            &[
+                Record::Inode(big),
+                Record::Truncate {
+                    ino: InodeNo(2),
+                    size: 2 * BLOCK_BYTES as u64 + 1,
+                },
+            ],
+        );
+        assert_eq!((m.live(ZoneId(2)), m.live(ZoneId(3))), (3, 0));
+        apply_all(&mut m, &[Record::Free { ino: InodeNo(2) }]);
+        assert_eq!(m.live_total(), 0);
+        assert!(!m.contains(InodeNo(2)));
+    }
+
+    /// A record that does not fit the state is corruption and changes nothing: a map
+    /// crossing a zone's capacity or past the device, blocks for a directory, a kind change,
+    /// an inode freed twice, an entry in a missing directory, a zone past the device.
+    #[test]
+    fn records_that_do_not_fit_are_corruption() {
+        let mut m = meta();
+        apply_all(
+            &mut m,
+            &[
+                Record::Inode(attr(1, FileKind::Dir)),
+                Record::Inode(attr(2, FileKind::File)),
+                map(2, 0, 130, 4),
+            ],
+        );
+        let before = m.clone();
+        let bad = [
+            map(2, 4, 64 * 2 + 59, 2),
+            map(2, 4, 64 * 8, 1),
+            map(2, 4, 140, 0),
+            map(1, 0, 140, 1),
+            Record::Inode(attr(2, FileKind::Dir)),
+            Record::DirAdd {
+                dir: InodeNo(2),
+                cookie: 3,
+                child: InodeNo(2),
+                kind: FileKind::File,
+                name: b"x".to_vec(),
+            },
+            Record::DirRemove {
+                dir: InodeNo(1),
+                name: b"missing".to_vec(),
+            },
+            Record::Free { ino: InodeNo(9) },
+            Record::Zone {
+                zone: ZoneId(8),
+                use_: ZoneUse::Hot,
+                born: 1,
+            },
+        ];
+        for r in &bad {
+            assert!(
+                matches!(m.apply(r), Err(LfsError::Corrupted(_))),
+                "{r:?} is refused"
+            );
+            assert_eq!(m, before, "{r:?} changed nothing");
+        }
+    }
+
+    /// The image of a state replays into an equal state: inodes with their extents,
+    /// targets, attributes and entries, the zone uses and the next inode number.
+    #[test]
+    fn image_rebuilds_the_same_state() {
+        let mut m = meta();
+        let mut sub = attr(3, FileKind::Dir);
+        sub.parent = InodeNo::ROOT;
+        apply_all(
+            &mut m,
+            &[
+                Record::Inode(attr(1, FileKind::Dir)),
+                Record::Inode(attr(2, FileKind::File)),
+                map(2, 0, 128, 3),
+                map(2, 5, 200, 2),
+                Record::Inode(sub),
+                Record::Inode(attr(4, FileKind::Symlink)),
+                Record::Symlink {
+                    ino: InodeNo(4),
+                    target: b"file".to_vec(),
+                },
+                Record::XattrSet {
+                    ino: InodeNo(2),
+                    name: b"user.a".to_vec(),
+                    value: b"1".to_vec(),
+                },
+                Record::DirAdd {
+                    dir: InodeNo(1),
+                    cookie: 3,
+                    child: InodeNo(2),
+                    kind: FileKind::File,
+                    name: b"file".to_vec(),
+                },
+                Record::DirAdd {
+                    dir: InodeNo(1),
+                    cookie: 4,
+                    child: InodeNo(3),
+                    kind: FileKind::Dir,
+                    name: b"sub".to_vec(),
+                },
+                Record::DirAdd {
+                    dir: InodeNo(3),
+                    cookie: 3,
+                    child: InodeNo(4),
+                    kind: FileKind::Symlink,
+                    name: b"link".to_vec(),
+                },
+                Record::Zone {
+                    zone: ZoneId(2),
+                    use_: ZoneUse::Hot,
+                    born: 1,
+                },
+                Record::Zone {
+                    zone: ZoneId(3),
+                    use_: ZoneUse::Cold,
+                    born: 2,
+                },
+                Record::NextIno { next: 40 },
+            ],
+        );
+        let mut rebuilt = meta();
+        apply_all(&mut rebuilt, &m.image());
+        assert_eq!(rebuilt, m);
+        assert!(rebuilt.same_zone_uses(&m));
+        assert_eq!(rebuilt.next_ino(), InodeNo(40));
+    }
+
+    /// The hot and cold zones follow Zone records; a zone that becomes plain data keeps its
+    /// age, and the youngest age is where the zone clock resumes.
+    #[test]
+    fn zone_uses() {
+        let mut m = meta();
+        let zone = |z: u32, use_: ZoneUse, born: u64| Record::Zone {
+            zone: ZoneId(z),
+            use_,
+            born,
+        };
+        apply_all(
+            &mut m,
+            &[zone(2, ZoneUse::Hot, 1), zone(3, ZoneUse::Cold, 2)],
+        );
+        assert_eq!((m.hot(), m.cold()), (Some(ZoneId(2)), Some(ZoneId(3))));
+        assert!(m.is_active(ZoneId(2)) && m.is_active(ZoneId(3)) && !m.is_active(ZoneId(4)));
+        apply_all(
+            &mut m,
+            &[zone(2, ZoneUse::Data, 1), zone(4, ZoneUse::Hot, 3)],
+        );
+        assert_eq!(m.hot(), Some(ZoneId(4)));
+        assert!(!m.is_active(ZoneId(2)));
+        assert_eq!(m.born().get(&ZoneId(2)), Some(&1));
+        assert_eq!(m.youngest(), 3);
+        assert_eq!(meta().youngest(), 0);
+    }
+
+    /// Inode numbers: the next one is above every number logged; parent pointers and
+    /// orphans (no link left) are read from the attributes; the cleaner's runs of a zone
+    /// come in device order.
+    #[test]
+    fn lookups() {
+        let mut m = meta();
+        let mut sub = attr(7, FileKind::Dir);
+        sub.parent = InodeNo(1);
+        let mut orphan = attr(5, FileKind::File);
+        orphan.nlink = 0;
+        apply_all(
+            &mut m,
+            &[
+                Record::Inode(attr(1, FileKind::Dir)),
+                Record::Inode(sub),
+                Record::Inode(orphan),
+                Record::Inode(attr(3, FileKind::File)),
+                map(3, 0, 140, 2),
+                map(5, 0, 130, 1),
+                map(5, 1, 200, 1),
+            ],
+        );
+        assert_eq!(m.next_ino(), InodeNo(8));
+        assert_eq!(m.inode_count(), 4);
+        assert_eq!(m.parent(InodeNo(7)), Some(InodeNo(1)));
+        assert_eq!(m.parent(InodeNo(9)), None);
+        assert_eq!(m.orphans(), [InodeNo(5)]);
+        let runs: Vec<(InodeNo, u64, u64)> = m
+            .runs_in(ZoneId(2))
+            .into_iter()
+            .map(|(ino, fb, run)| (ino, fb, run.lba))
+            .collect();
+        assert_eq!(runs, [(InodeNo(5), 0, 130), (InodeNo(3), 0, 140)]);
     }
 }

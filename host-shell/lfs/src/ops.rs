@@ -58,7 +58,7 @@ pub(super) fn check_name(name: &[u8]) -> Result<()> {
 
 impl State {
     pub(super) fn inode(&self, ino: InodeNo) -> Result<&Inode> {
-        self.meta.inodes.get(&ino).ok_or(LfsError::NotFound)
+        self.meta.inode(ino).ok_or(LfsError::NotFound)
     }
 
     pub(super) fn lookup_entry(&self, parent: InodeNo, name: &[u8]) -> Result<Entry> {
@@ -124,7 +124,7 @@ impl State {
             return Err(LfsError::TooManyLinks);
         }
         let now = Time::now();
-        let ino = InodeNo(self.meta.next_ino);
+        let ino = self.meta.next_ino();
         let (target, rdev) = match body {
             Body::Empty => (None, 0),
             Body::Target(t) => (Some(t), 0),

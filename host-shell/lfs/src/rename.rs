@@ -20,14 +20,14 @@ pub struct RenameFlags {
 impl State {
     /// Whether `ino` is `dir` or below it.
     fn is_within(&self, mut ino: InodeNo, dir: InodeNo) -> Result<bool> {
-        for _ in 0..=self.meta.inodes.len() {
+        for _ in 0..=self.meta.inode_count() {
             if ino == dir {
                 return Ok(true);
             }
             if ino == InodeNo::ROOT {
                 return Ok(false);
             }
-            ino = self.inode(ino)?.attr.parent;
+            ino = self.meta.parent(ino).ok_or(LfsError::NotFound)?;
         }
         Err(super::error::bug("the directory tree has a cycle"))
     }

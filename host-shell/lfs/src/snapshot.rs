@@ -188,7 +188,7 @@ impl State {
     /// holds (then the most dead blocks), so the cleaner can take its zones; false if no open
     /// snapshot pins a dead block.
     pub(super) fn reclaim_snapshot(&mut self) -> Result<bool> {
-        let live = &self.meta.live;
+        let live = self.meta.live_per_zone();
         let best = self.snapshots.best_to_reclaim(
             |z| self.space.pins(z),
             |z| self.space.dead_blocks(z, live, |z| self.has_job(z)),

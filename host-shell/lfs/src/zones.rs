@@ -10,7 +10,6 @@ use common::zns::ZoneAction;
 use crate::error::{LfsError, Result};
 use crate::format::ZoneUse;
 use crate::ids::ZoneId;
-use crate::inode::InodeNo;
 use crate::space::RESERVE_ZONES;
 use crate::State;
 
@@ -18,7 +17,7 @@ impl State {
     /// Whether another part gives `zone` a job: the stream's chain, or the hot or cold zone.
     /// ([`crate::space::Space`] itself keeps the checkpoint zones and zones holding unmapped data.)
     pub(crate) fn has_job(&self, zone: ZoneId) -> bool {
-        self.stream.holds(zone) || self.meta.hot == Some(zone) || self.meta.cold == Some(zone)
+        self.stream.holds(zone) || self.meta.is_active(zone)
     }
 
     /// Empty zones with no job.
@@ -29,13 +28,16 @@ impl State {
     /// Written zones that hold nothing live, no snapshot's blocks and have no job: a reset
     /// makes them free once the metadata is durable.
     pub(crate) fn reclaimable_zones(&self) -> Vec<ZoneId> {
-        self.space.reclaimable(&self.meta.live, |z| self.has_job(z))
+        self.space
+            .reclaimable(self.meta.live_per_zone(), |z| self.has_job(z))
     }
 
     /// The zone the cleaner would clean next, if any holds reclaimable space.
     pub(crate) fn pick_victim(&self) -> Option<ZoneId> {
         self.space
-            .pick_victim(&self.meta.live, &self.meta.born, |z| self.has_job(z))
+            .pick_victim(self.meta.live_per_zone(), self.meta.born(), |z| {
+                self.has_job(z)
+            })
     }
 
     /// Resets `zone` on the device, once what made it dead is durable.
@@ -88,8 +90,7 @@ impl State {
 
     /// Live data blocks, counting dirty blocks not yet on the device.
     pub(crate) fn used_blocks(&self) -> u64 {
-        let live: u64 = self.meta.live.iter().sum();
-        live + self.dirty_new_blocks()
+        self.meta.live_total() + self.dirty_new_blocks()
     }
 
     /// Cleans one zone: moves its live blocks, makes the move durable and resets it. False if
@@ -98,21 +99,10 @@ impl State {
         let Some(victim) = self.pick_victim() else {
             return Ok(false);
         };
-        let start = self.space.zslba(victim);
-        let end = start + self.space.zone_lbas();
-        // Live extents in the victim: (inode, file block, lba, count).
-        let mut moves: Vec<(InodeNo, u64, u64, u64)> = Vec::new();
-        for (ino, inode) in &self.meta.inodes {
-            for (fb, run) in inode.extents.iter() {
-                if run.lba >= start && run.lba < end {
-                    moves.push((*ino, fb, run.lba, run.count));
-                }
-            }
-        }
-        moves.sort_by_key(|m| m.2);
-        for (ino, file_block, lba, count) in moves {
-            let data = self.device.read(lba, count)?;
-            self.stats.gc_moved_blocks += count;
+        // The victim's live extents, in device order.
+        for (ino, file_block, run) in self.meta.runs_in(victim) {
+            let data = self.device.read(run.lba, run.count)?;
+            self.stats.gc_moved_blocks += run.count;
             self.write_mapped(
                 ZoneUse::Cold,
                 ino,
@@ -121,7 +111,7 @@ impl State {
                 Vec::new(),
             )?;
         }
-        debug_assert_eq!(self.meta.live[victim.index()], 0);
+        debug_assert_eq!(self.meta.live(victim), 0);
         // Durable first; the flush then resets the victim (and any other empty zone).
         self.flush_log()?;
         self.stats.gc_zones += 1;
