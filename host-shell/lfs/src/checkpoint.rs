@@ -10,13 +10,62 @@ use super::space::{Space, CKPT_ZONES};
 use super::State;
 use crate::zoned::Zoned;
 
-/// The checkpoint log's writer state.
+/// The checkpoint log's writer state: the latest record and the zone it is in.
+///
+/// Invariants:
+/// - `zone` is one of [`CKPT_ZONES`].
+/// - Each record written has the sequence number after `last`'s and repeats its file system
+///   id, geometry and creation time ([`CkptLog::next`]).
 #[derive(Debug, Clone, Copy)]
 pub struct CkptLog {
     /// The zone the latest record is in.
-    pub zone: ZoneId,
+    zone: ZoneId,
     /// The latest record (its sequence, and the fields every record repeats).
-    pub last: CheckpointRecord,
+    last: CheckpointRecord,
+}
+
+impl CkptLog {
+    /// The log of a new file system: `first` (sequence 0, no image) stands for the record
+    /// before the first one, which goes into the first checkpoint zone.
+    pub fn new(first: CheckpointRecord) -> CkptLog {
+        CkptLog {
+            zone: CKPT_ZONES[0],
+            last: first,
+        }
+    }
+
+    /// The latest record.
+    pub fn last(&self) -> &CheckpointRecord {
+        &self.last
+    }
+
+    /// The record after the latest one, naming an image of `image_chunks` chunks from
+    /// chunk `image_seq` at `image_lba`.
+    pub fn next(&self, image_lba: u64, image_seq: u64, image_chunks: u32) -> CheckpointRecord {
+        CheckpointRecord {
+            seq: self.last.seq + 1,
+            image_lba,
+            image_seq,
+            image_chunks,
+            ..self.last
+        }
+    }
+
+    /// The zone the latest record is in: the next goes there too while it has room.
+    fn zone(&self) -> ZoneId {
+        self.zone
+    }
+
+    /// The checkpoint zone that is not the current one.
+    fn other_zone(&self) -> ZoneId {
+        CKPT_ZONES[usize::from(self.zone == CKPT_ZONES[0])]
+    }
+
+    /// `rec` is written in `zone`.
+    fn written(&mut self, zone: ZoneId, rec: CheckpointRecord) {
+        self.zone = zone;
+        self.last = rec;
+    }
 }
 
 /// The newest valid checkpoint record in the checkpoint zones, and its zone.
@@ -89,13 +138,7 @@ impl State {
         // The image must be durable before the record that names it.
         self.durable.sync(&*self.device)?;
         let image_chunks = (self.stream.next_seq() - image_seq) as u32;
-        let rec = CheckpointRecord {
-            seq: self.ckpt.last.seq + 1,
-            image_lba,
-            image_seq,
-            image_chunks,
-            ..self.ckpt.last
-        };
+        let rec = self.ckpt.next(image_lba, image_seq, image_chunks);
         self.write_ckpt_record(rec)?;
         // The old chain's zones are reset below once nothing else holds them.
         self.stream.checkpointed(chain_at, blocks);
@@ -107,16 +150,58 @@ impl State {
     }
 
     fn write_ckpt_record(&mut self, rec: CheckpointRecord) -> Result<()> {
-        let mut zone = self.ckpt.zone;
+        let mut zone = self.ckpt.zone();
         if self.space.room(zone) == 0 {
-            let other = CKPT_ZONES[usize::from(zone == CKPT_ZONES[0])];
+            let other = self.ckpt.other_zone();
             self.reset_zone(other)?;
             zone = other;
         }
         let lba = self.append(zone, rec.to_bytes())?;
         self.space.appended(zone, lba, 1)?;
-        self.ckpt = CkptLog { zone, last: rec };
+        self.ckpt.written(zone, rec);
         self.stats.meta_blocks += 1;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each next record counts the sequence on and repeats the id, geometry and creation
+    /// time; the log moves between the two checkpoint zones.
+    #[test]
+    fn records_follow_the_latest() {
+        let first = CheckpointRecord {
+            fs_id: 7,
+            seq: 0,
+            zone_size_lbas: 64,
+            zone_cap_lbas: 60,
+            nr_zones: 8,
+            image_lba: 0,
+            image_seq: 0,
+            image_chunks: 0,
+            created: 99,
+        };
+        let mut log = CkptLog::new(first);
+        assert_eq!(
+            (log.zone(), log.other_zone()),
+            (CKPT_ZONES[0], CKPT_ZONES[1])
+        );
+        let rec = log.next(130, 5, 2);
+        assert_eq!(
+            rec,
+            CheckpointRecord {
+                seq: 1,
+                image_lba: 130,
+                image_seq: 5,
+                image_chunks: 2,
+                ..first
+            }
+        );
+        log.written(CKPT_ZONES[1], rec);
+        assert_eq!(log.last(), &rec);
+        assert_eq!(log.other_zone(), CKPT_ZONES[0]);
+        assert_eq!(log.next(200, 9, 1).seq, 2);
     }
 }

@@ -53,8 +53,8 @@ impl State {
 
         // The metadata on the media replays to the state in memory (all checksums hold).
         match find_latest(&*self.device, &device) {
-            Ok(Some(c)) if c.last == self.ckpt.last => {
-                let r = c.last;
+            Ok(Some(c)) if c.last() == self.ckpt.last() => {
+                let r = c.last();
                 match replay(
                     &*self.device,
                     &device,
@@ -110,7 +110,8 @@ impl State {
                 "checkpoint",
                 format!(
                     "the latest checkpoint on the media is {} but {} was written",
-                    c.last.seq, self.ckpt.last.seq
+                    c.last().seq,
+                    self.ckpt.last().seq
                 ),
             ),
             Ok(None) => p("checkpoint", "no valid checkpoint record".into()),

@@ -219,20 +219,17 @@ impl Lfs {
         let space = Space::new(zone_lbas, cap, nr);
         let id = fs_id();
         let now = Time::now();
-        let ckpt = CkptLog {
-            zone: CKPT_ZONES[0],
-            last: CheckpointRecord {
-                fs_id: id,
-                seq: 0,
-                zone_size_lbas: zone_lbas,
-                zone_cap_lbas: cap,
-                nr_zones: nr,
-                image_lba: 0,
-                image_seq: 0,
-                image_chunks: 0,
-                created: now.sec,
-            },
-        };
+        let ckpt = CkptLog::new(CheckpointRecord {
+            fs_id: id,
+            seq: 0,
+            zone_size_lbas: zone_lbas,
+            zone_cap_lbas: cap,
+            nr_zones: nr,
+            image_lba: 0,
+            image_seq: 0,
+            image_chunks: 0,
+            created: now.sec,
+        });
         let stream = Stream::new(id, max_chunk_blocks(&*device, cap));
         let mut meta = Meta::new(nr, zone_lbas, cap);
         meta.apply(&Record::Inode(Attr {
@@ -262,7 +259,7 @@ impl Lfs {
         let report = device.all_zones()?;
         let mut space = Space::from_report(zone_lbas, cap, &report);
         let ckpt = find_latest(&*device, &space)?.ok_or(LfsError::NotFormatted)?;
-        let rec = ckpt.last;
+        let rec = *ckpt.last();
         let replayed = log::replay(
             &*device,
             &space,
