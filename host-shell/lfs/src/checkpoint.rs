@@ -5,7 +5,7 @@
 
 use super::error::{bug, Result};
 use super::format::{CheckpointRecord, ChunkHeader, ChunkKind, Encode, BLOCK_BYTES};
-use super::ids::ZoneId;
+use super::ids::{Lba, ZoneId};
 use super::space::{Space, CKPT_ZONES};
 use super::State;
 use crate::zoned::Zoned;
@@ -41,7 +41,7 @@ impl CkptLog {
 
     /// The record after the latest one, naming an image of `image_chunks` chunks from
     /// chunk `image_seq` at `image_lba`.
-    pub fn next(&self, image_lba: u64, image_seq: u64, image_chunks: u32) -> CheckpointRecord {
+    pub fn next(&self, image_lba: Lba, image_seq: u64, image_chunks: u32) -> CheckpointRecord {
         CheckpointRecord {
             seq: self.last.seq + 1,
             image_lba,
@@ -76,7 +76,7 @@ pub fn find_latest(device: &dyn Zoned, zones: &Space) -> Result<Option<CkptLog>>
         if written == 0 {
             continue;
         }
-        let bytes = match device.read(zones.zslba(zone), written) {
+        let bytes = match device.read(zones.zslba(zone).get(), written) {
             Ok(b) => b,
             // A damaged zone: the other one holds the latest record.
             Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => continue,
@@ -119,7 +119,7 @@ impl State {
         }
         // The image starts where the stream ends now.
         let chunks = self.stream.pack(records.iter().map(Encode::to_bytes));
-        let mut start: Option<(u64, u64, usize)> = None;
+        let mut start: Option<(Lba, u64, usize)> = None;
         let mut blocks = 0;
         for payload in &chunks {
             let before_seq = self.stream.next_seq();
@@ -129,7 +129,10 @@ impl State {
                 // The first image chunk is the last chunk written (a link may precede it).
                 let tail = self.stream.tail().ok_or_else(|| bug("no stream tail"))?;
                 let blocks_of_chunk = ChunkHeader::blocks_for(payload.len()) as u64;
-                let lba = self.space.zslba(tail) + self.space.written(tail) - blocks_of_chunk;
+                let lba = self
+                    .space
+                    .zslba(tail)
+                    .offset(self.space.written(tail) - blocks_of_chunk);
                 let linked = self.stream.chain_len() - chain_len;
                 start = Some((lba, before_seq + linked as u64, self.stream.chain_len() - 1));
             }
@@ -178,7 +181,7 @@ mod tests {
             zone_size_lbas: 64,
             zone_cap_lbas: 60,
             nr_zones: 8,
-            image_lba: 0,
+            image_lba: Lba(0),
             image_seq: 0,
             image_chunks: 0,
             created: 99,
@@ -188,12 +191,12 @@ mod tests {
             (log.zone(), log.other_zone()),
             (CKPT_ZONES[0], CKPT_ZONES[1])
         );
-        let rec = log.next(130, 5, 2);
+        let rec = log.next(Lba(130), 5, 2);
         assert_eq!(
             rec,
             CheckpointRecord {
                 seq: 1,
-                image_lba: 130,
+                image_lba: Lba(130),
                 image_seq: 5,
                 image_chunks: 2,
                 ..first
@@ -202,6 +205,6 @@ mod tests {
         log.written(CKPT_ZONES[1], rec);
         assert_eq!(log.last(), &rec);
         assert_eq!(log.other_zone(), CKPT_ZONES[0]);
-        assert_eq!(log.next(200, 9, 1).seq, 2);
+        assert_eq!(log.next(Lba(200), 9, 1).seq, 2);
     }
 }

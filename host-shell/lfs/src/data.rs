@@ -9,7 +9,7 @@ use super::buffers::{Dirty, FILE_DIRTY_LIMIT};
 use super::error::{bug, LfsError, Result};
 use super::extent::Run;
 use super::format::{Record, ZoneUse, BLOCK_BYTES};
-use super::ids::ZoneId;
+use super::ids::{Lba, ZoneId};
 use super::inode::{Attr, FileKind, InodeNo, Time};
 use super::meta::blocks_of;
 use super::State;
@@ -52,7 +52,7 @@ impl State {
     /// Where block `b` of `ino` is on the device, and how many blocks continue the run (or,
     /// for a hole, how many blocks the hole has). Blocks cut by a buffered truncation are
     /// holes even while the device's map still has them.
-    pub(super) fn device_block(&self, ino: InodeNo, b: u64) -> Result<(Option<u64>, u64)> {
+    pub(super) fn device_block(&self, ino: InodeNo, b: u64) -> Result<(Option<Lba>, u64)> {
         let inode = self.meta.inode(ino).ok_or(LfsError::NotFound)?;
         let trunc = self.buffers.get(ino).and_then(|d| d.trunc).map(blocks_of);
         match trunc {
@@ -73,7 +73,7 @@ impl State {
         match self.device_block(ino, b)?.0 {
             Some(lba) => {
                 self.stats.data_read_blocks += 1;
-                Ok(self.device.read(lba, 1)?)
+                Ok(self.device.read(lba.get(), 1)?)
             }
             None => Ok(vec![0; BLOCK_BYTES]),
         }
@@ -214,7 +214,7 @@ impl State {
             let n = run.min(last + 1 - b).min(next_dirty - b);
             match lba {
                 Some(lba) => {
-                    out.extend(self.device.read(lba, n)?);
+                    out.extend(self.device.read(lba.get(), n)?);
                     self.stats.data_read_blocks += n;
                 }
                 None => out.resize(out.len() + n as usize * BLOCK_BYTES, 0),

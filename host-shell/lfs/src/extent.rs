@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
+use crate::ids::Lba;
+
 /// A run of device blocks: `count` LBAs from `lba`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
-    pub lba: u64,
+    pub lba: Lba,
     pub count: u64,
 }
 
@@ -36,11 +38,11 @@ impl ExtentMap {
     /// The mapping of `file_block`: its LBA and how many following file blocks continue the
     /// same run; or, for a hole, `None` and the blocks until the next extent (`u64::MAX` if
     /// none follows).
-    pub fn lookup(&self, file_block: u64) -> (Option<u64>, u64) {
+    pub fn lookup(&self, file_block: u64) -> (Option<Lba>, u64) {
         if let Some((&start, run)) = self.map.range(..=file_block).next_back() {
             if file_block < start + run.count {
                 let skip = file_block - start;
-                return (Some(run.lba + skip), run.count - skip);
+                return (Some(run.lba.offset(skip)), run.count - skip);
             }
         }
         match self.map.range(file_block..).next() {
@@ -68,7 +70,7 @@ impl ExtentMap {
                 );
                 let cut_end = (f + run.count).min(end);
                 freed.push(Run {
-                    lba: run.lba + keep,
+                    lba: run.lba.offset(keep),
                     count: cut_end - start,
                 });
                 if f + run.count > end {
@@ -76,7 +78,7 @@ impl ExtentMap {
                     self.map.insert(
                         end,
                         Run {
-                            lba: run.lba + (end - f),
+                            lba: run.lba.offset(end - f),
                             count: tail,
                         },
                     );
@@ -97,7 +99,7 @@ impl ExtentMap {
                 self.map.insert(
                     end,
                     Run {
-                        lba: run.lba + cut,
+                        lba: run.lba.offset(cut),
                         count: run.count - cut,
                     },
                 );
@@ -109,14 +111,14 @@ impl ExtentMap {
     /// Maps file blocks `file_block..+count` to `lba..+count` and returns the runs it
     /// replaced. Merges with a neighbour continuing both the file and the device run in the
     /// same zone (`zone_lbas` is the zone size).
-    pub fn insert(&mut self, file_block: u64, lba: u64, count: u64, zone_lbas: u64) -> Vec<Run> {
+    pub fn insert(&mut self, file_block: u64, lba: Lba, count: u64, zone_lbas: u64) -> Vec<Run> {
         let freed = self.remove(file_block, file_block + count);
         let mut start = file_block;
         let mut run = Run { lba, count };
-        let zone = |l: u64| l / zone_lbas;
+        let zone = |l: Lba| l.get() / zone_lbas;
         if let Some((&f, &prev)) = self.map.range(..file_block).next_back() {
             if f + prev.count == file_block
-                && prev.lba + prev.count == lba
+                && prev.lba.offset(prev.count) == lba
                 && zone(prev.lba) == zone(lba)
             {
                 start = f;
@@ -128,7 +130,7 @@ impl ExtentMap {
         }
         let end = file_block + count;
         if let Some(&next) = self.map.get(&end) {
-            if run.lba + run.count == next.lba && zone(next.lba) == zone(run.lba) {
+            if run.lba.offset(run.count) == next.lba && zone(next.lba) == zone(run.lba) {
                 self.map.remove(&end);
                 run.count += next.count;
             }
@@ -146,12 +148,18 @@ mod tests {
     #[test]
     fn insert_splits_and_frees() {
         let mut m = ExtentMap::default();
-        assert!(m.insert(0, 100, 10, 1 << 20).is_empty());
-        let freed = m.insert(3, 500, 2, 1 << 20);
-        assert_eq!(freed, [Run { lba: 103, count: 2 }]);
-        assert_eq!(m.lookup(2), (Some(102), 1));
-        assert_eq!(m.lookup(3), (Some(500), 2));
-        assert_eq!(m.lookup(5), (Some(105), 5));
+        assert!(m.insert(0, Lba(100), 10, 1 << 20).is_empty());
+        let freed = m.insert(3, Lba(500), 2, 1 << 20);
+        assert_eq!(
+            freed,
+            [Run {
+                lba: Lba(103),
+                count: 2
+            }]
+        );
+        assert_eq!(m.lookup(2), (Some(Lba(102)), 1));
+        assert_eq!(m.lookup(3), (Some(Lba(500)), 2));
+        assert_eq!(m.lookup(5), (Some(Lba(105)), 5));
         assert_eq!(m.blocks(), 10);
         assert_eq!(m.lookup(10), (None, u64::MAX));
     }
@@ -160,10 +168,10 @@ mod tests {
     #[test]
     fn merge_and_truncate() {
         let mut m = ExtentMap::default();
-        m.insert(0, 10, 2, 16);
-        m.insert(2, 12, 2, 16);
+        m.insert(0, Lba(10), 2, 16);
+        m.insert(2, Lba(12), 2, 16);
         assert_eq!(m.iter().count(), 1);
-        m.insert(4, 16, 2, 16);
+        m.insert(4, Lba(16), 2, 16);
         assert_eq!(
             m.iter().count(),
             2,
@@ -172,10 +180,19 @@ mod tests {
         let freed = m.remove(1, u64::MAX);
         assert_eq!(
             freed,
-            [Run { lba: 11, count: 3 }, Run { lba: 16, count: 2 }]
+            [
+                Run {
+                    lba: Lba(11),
+                    count: 3
+                },
+                Run {
+                    lba: Lba(16),
+                    count: 2
+                }
+            ]
         );
         assert_eq!(m.blocks(), 1);
-        m.insert(8, 40, 1, 16);
+        m.insert(8, Lba(40), 1, 16);
         assert_eq!(m.lookup(3), (None, 5));
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::checkpoint::find_latest;
-use super::ids::ZoneId;
+use super::ids::{Lba, ZoneId};
 use super::inode::{FileKind, InodeNo};
 use super::log::replay;
 use super::meta::blocks_of;
@@ -122,7 +122,7 @@ impl State {
         }
 
         // Extents: inside a data zone, below its write pointer, never shared.
-        let mut runs: Vec<(u64, u64, InodeNo)> = Vec::new();
+        let mut runs: Vec<(Lba, u64, InodeNo)> = Vec::new();
         let mut live = vec![0u64; self.space.nr() as usize];
         for inode in self.meta.inodes() {
             let ino = inode.attr.ino;
@@ -146,7 +146,7 @@ impl State {
             let last = blocks_of(inode.attr.size);
             for (fb, run) in inode.extents.iter() {
                 let z = self.meta.zone_of(run.lba);
-                let off = run.lba % self.space.zone_lbas();
+                let off = self.space.offset_in_zone(run.lba);
                 if !self.space.contains(z) || CKPT_ZONES.contains(&z) || self.stream.holds(z) {
                     p(
                         "extent",
@@ -164,7 +164,7 @@ impl State {
                             "inode {} block {fb}: LBAs {}..{} pass zone {z}'s write pointer",
                             ino.0,
                             run.lba,
-                            run.lba + run.count
+                            run.lba.offset(run.count)
                         ),
                     );
                 }
@@ -185,7 +185,7 @@ impl State {
         }
         runs.sort();
         for w in runs.windows(2) {
-            if w[0].0 + w[0].1 > w[1].0 {
+            if w[0].0.offset(w[0].1) > w[1].0 {
                 p(
                     "shared-block",
                     format!(

@@ -44,6 +44,11 @@ impl Lba {
     pub fn offset(self, n: u64) -> Lba {
         Lba(self.0 + n)
     }
+
+    /// Blocks from `start` to here; `None` if this address is before `start`.
+    pub fn since(self, start: Lba) -> Option<u64> {
+        self.0.checked_sub(start.0)
+    }
 }
 
 impl fmt::Display for Lba {

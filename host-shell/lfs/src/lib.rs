@@ -167,10 +167,12 @@ impl State {
     }
 
     /// Zone Append to `zone`, recorded for durability; fails once writes have stopped.
-    fn append(&mut self, zone: ZoneId, data: Vec<u8>) -> Result<u64> {
+    fn append(&mut self, zone: ZoneId, data: Vec<u8>) -> Result<Lba> {
         self.durable.check()?;
         let zslba = self.space.zslba(zone);
-        self.durable.wrote(self.device.append(zslba, data))
+        self.durable
+            .wrote(self.device.append(zslba.get(), data))
+            .map(Lba)
     }
 
     /// A zone action on `zone`, recorded like a write.
@@ -178,7 +180,7 @@ impl State {
         self.durable.check()?;
         let zslba = self.space.zslba(zone);
         self.durable
-            .wrote(self.device.zone_action(zslba, action, false))
+            .wrote(self.device.zone_action(zslba.get(), action, false))
     }
 
     fn statfs(&self) -> StatFs {
@@ -225,7 +227,7 @@ impl Lfs {
             zone_size_lbas: zone_lbas,
             zone_cap_lbas: cap,
             nr_zones: nr,
-            image_lba: 0,
+            image_lba: Lba(0),
             image_seq: 0,
             image_chunks: 0,
             created: now.sec,
@@ -282,7 +284,7 @@ impl Lfs {
         for z in space.zones() {
             let live = replayed.meta.live(z) > 0 || replayed.chain.contains(&z);
             if space.needs_finish(z) && live && !keep.contains(&z) {
-                device.zone_action(space.zslba(z), ZoneAction::Finish, false)?;
+                device.zone_action(space.zslba(z).get(), ZoneAction::Finish, false)?;
                 space.was_finished(z);
             }
         }

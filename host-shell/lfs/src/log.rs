@@ -9,7 +9,7 @@ use super::error::{bug, corrupted, LfsError, Result};
 use super::format::{
     decode_records, Chunk, ChunkHeader, ChunkKind, Corrupt, Encode, Record, BLOCK_BYTES,
 };
-use super::ids::ZoneId;
+use super::ids::{Lba, ZoneId};
 use super::meta::Meta;
 use super::space::Space;
 use super::State;
@@ -261,11 +261,11 @@ impl State {
         kind: ChunkKind,
         link: ZoneId,
         payload: &[u8],
-    ) -> Result<u64> {
+    ) -> Result<Lba> {
         let bytes = self.stream.chunk(kind, link, payload);
         let blocks = (bytes.len() / BLOCK_BYTES) as u64;
         let lba = self.append(zone, bytes)?;
-        let expected = self.space.zslba(zone) + self.space.written(zone);
+        let expected = self.space.write_pointer(zone);
         if lba != expected {
             return Err(bug(format!("a chunk landed at LBA {lba}, not {expected}")));
         }
@@ -296,7 +296,7 @@ pub fn replay(
     device: &dyn Zoned,
     zones: &Space,
     fs_id: u64,
-    image_lba: u64,
+    image_lba: Lba,
     image_seq: u64,
     image_chunks: u32,
 ) -> Result<Replayed> {
@@ -315,12 +315,12 @@ pub fn replay(
     loop {
         let in_image = index < image_chunks;
         let zone = zones.zone_of(pos);
-        let off = pos % zones.zone_lbas();
+        let off = zones.offset_in_zone(pos);
         let wp = zones.written(zone);
         let chunk = read_chunk(device, pos, wp - off.min(wp), fs_id, seq)?;
         let Some((header, bytes)) = chunk else {
             if in_image {
-                let newer = device.read(pos, 1).map(|b| ChunkHeader::decode(&b));
+                let newer = device.read(pos.get(), 1).map(|b| ChunkHeader::decode(&b));
                 if let Ok(Err(Corrupt::Version { version, .. })) = newer {
                     return Err(LfsError::UnsupportedVersion {
                         version,
@@ -360,7 +360,7 @@ pub fn replay(
                 if header.kind == ChunkKind::Image && !in_image {
                     // A later checkpoint whose record never landed: its image restates the
                     // state replayed so far, and the log may go on after it.
-                    pos += blocks;
+                    pos = pos.offset(blocks);
                     log_blocks += blocks;
                     seq += 1;
                     index = index.saturating_add(1);
@@ -372,7 +372,7 @@ pub fn replay(
                 for r in decode_records(payload, header.version)? {
                     meta.apply(&r)?;
                 }
-                pos += blocks;
+                pos = pos.offset(blocks);
             }
         }
         if in_image {
@@ -389,7 +389,7 @@ pub fn replay(
 /// file system and has sequence number `seq`.
 fn read_chunk(
     device: &dyn Zoned,
-    lba: u64,
+    lba: Lba,
     room: u64,
     fs_id: u64,
     seq: u64,
@@ -397,7 +397,7 @@ fn read_chunk(
     if room == 0 {
         return Ok(None);
     }
-    let first = match device.read(lba, 1) {
+    let first = match device.read(lba.get(), 1) {
         Ok(b) => b,
         // A page the device cannot read back ends the log like a torn chunk does.
         Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => return Ok(None),
@@ -411,7 +411,7 @@ fn read_chunk(
     }
     let mut bytes = first;
     if header.blocks > 1 {
-        match device.read(lba + 1, u64::from(header.blocks) - 1) {
+        match device.read(lba.offset(1).get(), u64::from(header.blocks) - 1) {
             Ok(rest) => bytes.extend(rest),
             Err(e) if e.status() == Some(common::Status::UnrecoveredReadError) => return Ok(None),
             Err(e) => return Err(e.into()),

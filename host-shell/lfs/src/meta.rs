@@ -8,7 +8,7 @@ use super::dir::{Dir, Entry};
 use super::error::{corrupted, Result};
 use super::extent::{ExtentMap, Run};
 use super::format::{Record, ZoneUse, BLOCK_BYTES};
-use super::ids::ZoneId;
+use super::ids::{Lba, ZoneId};
 use super::inode::{Attr, FileKind, InodeNo};
 
 /// One inode and what hangs off it. [`Meta`] hands out shared references only: every change
@@ -72,8 +72,9 @@ impl Meta {
         }
     }
 
-    pub fn zone_of(&self, lba: u64) -> ZoneId {
-        ZoneId((lba / self.zone_lbas) as u32)
+    /// The zone holding `lba`.
+    pub fn zone_of(&self, lba: Lba) -> ZoneId {
+        ZoneId((lba.get() / self.zone_lbas) as u32)
     }
 
     /// Inode `ino`, if it exists.
@@ -235,7 +236,7 @@ impl Meta {
                 let (zl, cap) = (self.zone_lbas, self.zone_cap);
                 let z = self.zone_of(lba);
                 let count = u64::from(count);
-                if z.index() >= self.live.len() || count == 0 || lba % zl + count > cap {
+                if z.index() >= self.live.len() || count == 0 || lba.get() % zl + count > cap {
                     return Err(corrupted(format!(
                         "inode {} maps {count} blocks at LBA {lba}, outside a zone",
                         ino.0
@@ -421,7 +422,7 @@ mod tests {
         Record::Map {
             ino: InodeNo(ino),
             file_block,
-            lba,
+            lba: Lba(lba),
             count,
         }
     }
@@ -644,11 +645,11 @@ mod tests {
         assert_eq!(m.parent(InodeNo(7)), Some(InodeNo(1)));
         assert_eq!(m.parent(InodeNo(9)), None);
         assert_eq!(m.orphans(), [InodeNo(5)]);
-        let runs: Vec<(InodeNo, u64, u64)> = m
+        let runs: Vec<(InodeNo, u64, Lba)> = m
             .runs_in(ZoneId(2))
             .into_iter()
             .map(|(ino, fb, run)| (ino, fb, run.lba))
             .collect();
-        assert_eq!(runs, [(InodeNo(5), 0, 130), (InodeNo(3), 0, 140)]);
+        assert_eq!(runs, [(InodeNo(5), 0, Lba(130)), (InodeNo(3), 0, Lba(140))]);
     }
 }

@@ -150,7 +150,7 @@ impl State {
                     if !zones.contains(&z) {
                         zones.push(z);
                     }
-                    lba
+                    lba.get()
                 }
                 None => Extent::HOLE,
             };

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use common::zns::{ZoneDescriptor, ZoneState};
 
 use crate::error::{bug, Result};
-use crate::ids::ZoneId;
+use crate::ids::{Lba, ZoneId};
 
 /// Zones of the checkpoint log.
 pub const CKPT_ZONES: [ZoneId; 2] = [ZoneId(0), ZoneId(1)];
@@ -103,13 +103,24 @@ impl Space {
         ZoneId::all(self.nr())
     }
 
-    pub fn zslba(&self, zone: ZoneId) -> u64 {
-        u64::from(zone.0) * self.zone_lbas
+    /// The first LBA of `zone`.
+    pub fn zslba(&self, zone: ZoneId) -> Lba {
+        Lba(u64::from(zone.0) * self.zone_lbas)
     }
 
     /// The zone holding `lba`.
-    pub fn zone_of(&self, lba: u64) -> ZoneId {
-        ZoneId((lba / self.zone_lbas) as u32)
+    pub fn zone_of(&self, lba: Lba) -> ZoneId {
+        ZoneId((lba.get() / self.zone_lbas) as u32)
+    }
+
+    /// Blocks from the start of the zone holding `lba` to `lba`.
+    pub fn offset_in_zone(&self, lba: Lba) -> u64 {
+        lba.get() % self.zone_lbas
+    }
+
+    /// Where the next block appended to `zone` lands: its write pointer as an address.
+    pub fn write_pointer(&self, zone: ZoneId) -> Lba {
+        self.zslba(zone).offset(self.written(zone))
     }
 
     /// LBAs written from the zone's start.
@@ -128,9 +139,9 @@ impl Space {
     }
 
     /// Records that `blocks` blocks landed at `lba` in `zone` (where the device put them).
-    pub fn appended(&mut self, zone: ZoneId, lba: u64, blocks: u64) -> Result<()> {
+    pub fn appended(&mut self, zone: ZoneId, lba: Lba, blocks: u64) -> Result<()> {
         let end = lba
-            .checked_sub(self.zslba(zone))
+            .since(self.zslba(zone))
             .map(|off| off + blocks)
             .filter(|&end| end <= self.cap)
             .ok_or_else(|| {
@@ -347,11 +358,14 @@ mod tests {
     fn appended_tracks_the_write_pointer() {
         let mut s = space();
         let z = ZoneId(4);
-        s.appended(z, s.zslba(z) + 5, 3).unwrap();
+        s.appended(z, s.zslba(z).offset(5), 3).unwrap();
         assert_eq!((s.written(z), s.room(z)), (8, 52));
+        assert_eq!(s.write_pointer(z), Lba(4 * 64 + 8));
+        assert_eq!(s.zone_of(s.write_pointer(z)), z);
+        assert_eq!(s.offset_in_zone(s.write_pointer(z)), 8);
         assert!(s.needs_finish(z));
-        assert!(s.appended(z, s.zslba(z) + 59, 2).is_err());
-        assert!(s.appended(z, s.zslba(z) - 1, 1).is_err());
+        assert!(s.appended(z, s.zslba(z).offset(59), 2).is_err());
+        assert!(s.appended(z, Lba(s.zslba(z).get() - 1), 1).is_err());
         s.was_finished(z);
         assert_eq!(s.room(z), 0);
         s.was_reset(z);

@@ -101,7 +101,7 @@ impl State {
         };
         // The victim's live extents, in device order.
         for (ino, file_block, run) in self.meta.runs_in(victim) {
-            let data = self.device.read(run.lba, run.count)?;
+            let data = self.device.read(run.lba.get(), run.count)?;
             self.stats.gc_moved_blocks += run.count;
             self.write_mapped(
                 ZoneUse::Cold,

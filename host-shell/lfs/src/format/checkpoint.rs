@@ -3,6 +3,7 @@
 
 use super::codec::{Corrupt, Encode, Reader, Writer};
 use super::BLOCK_BYTES;
+use crate::ids::Lba;
 
 /// One block of the checkpoint log: the superblock's fields and where the latest checkpoint's
 /// image starts in the metadata stream.
@@ -14,7 +15,7 @@ pub struct CheckpointRecord {
     pub zone_cap_lbas: u64,
     pub nr_zones: u32,
     /// LBA of the image's first chunk.
-    pub image_lba: u64,
+    pub image_lba: Lba,
     /// Stream sequence number of the image's first chunk.
     pub image_seq: u64,
     /// Chunks of the image (links between zones included).
@@ -67,7 +68,7 @@ impl CheckpointRecord {
             zone_size_lbas: r.at(Self::ZONE_SIZE).u64()?,
             zone_cap_lbas: r.at(Self::ZONE_CAP).u64()?,
             nr_zones: r.at(Self::NR_ZONES).u32()?,
-            image_lba: r.at(Self::IMAGE_LBA).u64()?,
+            image_lba: r.at(Self::IMAGE_LBA).lba()?,
             image_seq: r.at(Self::IMAGE_SEQ).u64()?,
             image_chunks: r.at(Self::IMAGE_CHUNKS).u32()?,
             created: r.at(Self::CREATED).i64()?,
@@ -87,7 +88,7 @@ impl Encode for CheckpointRecord {
         b.at(Self::ZONE_CAP).u64(self.zone_cap_lbas);
         b.at(Self::NR_ZONES).u32(self.nr_zones);
         b.at(Self::BLOCK_BYTES_AT).u32(BLOCK_BYTES as u32);
-        b.at(Self::IMAGE_LBA).u64(self.image_lba);
+        b.at(Self::IMAGE_LBA).lba(self.image_lba);
         b.at(Self::IMAGE_SEQ).u64(self.image_seq);
         b.at(Self::IMAGE_CHUNKS).u32(self.image_chunks);
         b.at(Self::CREATED).i64(self.created);
@@ -110,7 +111,7 @@ mod tests {
             zone_size_lbas: 256,
             zone_cap_lbas: 250,
             nr_zones: 15,
-            image_lba: 512,
+            image_lba: Lba(512),
             image_seq: 9,
             image_chunks: 3,
             created: 1_700_000_000,

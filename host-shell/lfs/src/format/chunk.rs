@@ -161,6 +161,7 @@ mod tests {
     use super::super::record::{decode_records, Record};
     use super::super::tests::{hex, want_block};
     use super::*;
+    use crate::ids::Lba;
     use crate::inode::InodeNo;
 
     fn log_chunk(payload: &[u8]) -> Vec<u8> {
@@ -180,7 +181,7 @@ mod tests {
         let rec = Record::Map {
             ino: InodeNo(7),
             file_block: 3,
-            lba: 99,
+            lba: Lba(99),
             count: 2,
         };
         let payload = rec.to_bytes();

@@ -8,6 +8,7 @@
 //! fields at stated offsets, CRCs over byte ranges), which a serde format does not promise.
 
 use crate::error::LfsError;
+use crate::ids::Lba;
 use crate::inode::Time;
 
 use super::CRC32C;
@@ -135,6 +136,10 @@ impl Writer {
     pub fn time(&mut self, t: Time) -> &mut Self {
         self.i64(t.sec).u32(t.nsec)
     }
+    /// An LBA: the plain `u64` the device uses.
+    pub fn lba(&mut self, lba: Lba) -> &mut Self {
+        self.u64(lba.get())
+    }
 
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
@@ -235,6 +240,9 @@ impl<'a> Reader<'a> {
             });
         }
         Ok(Time { sec, nsec })
+    }
+    pub fn lba(&mut self) -> Result<Lba> {
+        self.u64().map(Lba)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Metadata records (docs/FORMAT.md, "Records"): a tag byte and the record's fields; a
 //! chunk's payload is a run of them.
 
-use crate::ids::ZoneId;
+use crate::ids::{Lba, ZoneId};
 use crate::inode::{Attr, FileKind, InodeNo};
 
 use super::codec::{Corrupt, Encode, Reader, Writer};
@@ -28,7 +28,7 @@ pub enum Record {
     Map {
         ino: InodeNo,
         file_block: u64,
-        lba: u64,
+        lba: Lba,
         count: u32,
     },
     /// Blocks past `size` are dropped (a partial last block keeps its mapping).
@@ -118,7 +118,7 @@ impl Encode for Record {
                 w.u8(tag::MAP);
                 w.u64(ino.0);
                 w.u64(*file_block);
-                w.u64(*lba);
+                w.lba(*lba);
                 w.u32(*count);
             }
             Record::Truncate { ino, size } => {
@@ -208,7 +208,7 @@ impl Record {
             tag::MAP => Record::Map {
                 ino: ino(r)?,
                 file_block: r.u64()?,
-                lba: r.u64()?,
+                lba: r.lba()?,
                 count: r.u32()?,
             },
             tag::TRUNCATE => Record::Truncate {
@@ -299,7 +299,7 @@ mod tests {
                 Record::Map {
                     ino: InodeNo(7),
                     file_block: 3,
-                    lba: 0x0102,
+                    lba: Lba(0x0102),
                     count: 4,
                 },
                 "02 0700000000000000 0300000000000000 0201000000000000 04000000",
