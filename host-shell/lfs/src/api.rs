@@ -7,10 +7,11 @@ use crate::error::{LfsError, Result};
 use crate::fsck::Problem;
 use crate::ids::SnapshotId;
 use crate::inode::{Attr, InodeNo, SetAttr};
-use crate::ops::{DirEntry, XattrMode};
+use crate::ops::DirEntry;
 use crate::rename::RenameFlags;
 use crate::snapshot::Snapshot;
 use crate::space;
+use crate::xattr::XattrMode;
 use crate::{Lfs, LfsStats, StatFs};
 
 impl Lfs {

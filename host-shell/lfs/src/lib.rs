@@ -14,6 +14,7 @@
 mod api;
 mod buffers;
 mod checkpoint;
+mod create;
 mod data;
 mod dir;
 mod durable;
@@ -30,6 +31,7 @@ mod ops;
 mod rename;
 mod snapshot;
 mod space;
+mod xattr;
 pub mod zoned;
 mod zones;
 
@@ -42,9 +44,10 @@ pub use error::{LfsError, Result};
 pub use fsck::Problem;
 pub use ids::{Lba, SnapshotId, ZoneId};
 pub use inode::{access, check_access, Attr, Credentials, FileKind, InodeNo, SetAttr, Time};
-pub use ops::{DirEntry, XattrMode};
+pub use ops::DirEntry;
 pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
+pub use xattr::XattrMode;
 pub use zoned::{IoError, Zoned};
 
 use buffers::Buffers;

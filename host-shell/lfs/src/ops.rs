@@ -1,10 +1,12 @@
-//! Namespace operations: lookup, create, mkdir, symlink, mknod, link, unlink, rmdir, readdir,
-//! setattr, extended attributes, open and release. Each builds one transaction.
+//! Namespace operations: lookup, readlink, link, unlink, rmdir, readdir, setattr, open and
+//! release, and the helpers the other operations share (inode and entry lookups, name checks,
+//! attribute changes). Each change builds one transaction; making inodes is
+//! [`crate::create`], rename [`crate::rename`], extended attributes [`crate::xattr`].
 
 use super::dir::Entry;
 use super::error::{LfsError, Result};
-use super::format::{Record, NAME_MAX, SYMLINK_MAX, XATTR_VALUE_MAX};
-use super::inode::{Attr, FileKind, InodeNo, SetAttr, Time, S_IFMT};
+use super::format::{Record, NAME_MAX};
+use super::inode::{Attr, FileKind, InodeNo, SetAttr, Time};
 use super::meta::Inode;
 use super::State;
 
@@ -19,29 +21,6 @@ pub struct DirEntry {
     pub offset: u64,
     pub kind: FileKind,
     pub name: Vec<u8>,
-}
-
-/// How setxattr treats an existing attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum XattrMode {
-    /// Create or replace.
-    #[default]
-    Any,
-    /// Fail with [`LfsError::Exists`] if it exists (`XATTR_CREATE`).
-    Create,
-    /// Fail with [`LfsError::NoXattr`] if it does not (`XATTR_REPLACE`).
-    Replace,
-}
-
-/// What a new inode holds besides its attributes.
-#[derive(Debug, Clone, Copy)]
-enum Body<'a> {
-    /// Nothing: a file, directory, FIFO or socket.
-    Empty,
-    /// A symbolic link's target.
-    Target(&'a [u8]),
-    /// A device node's device number.
-    Device(u32),
 }
 
 /// Checks a name for a directory entry.
@@ -95,159 +74,6 @@ impl State {
             _ => self.lookup_entry(parent, name)?.ino,
         };
         self.attr(ino)
-    }
-
-    /// Creates `name` in `parent` as a new inode of `kind`.
-    fn make(
-        &mut self,
-        parent: InodeNo,
-        name: &[u8],
-        kind: FileKind,
-        perm: u32,
-        owner: (u32, u32),
-        body: Body<'_>,
-    ) -> Result<Attr> {
-        if name == b"." || name == b".." {
-            return Err(LfsError::Exists);
-        }
-        check_name(name)?;
-        let pattr = self.inode(parent)?.attr;
-        let dir = self.inode(parent)?.dir.as_ref().ok_or(LfsError::NotDir)?;
-        if dir.get(name).is_some() {
-            return Err(LfsError::Exists);
-        }
-        if self.used_blocks() + 1 > self.capacity_blocks() {
-            return Err(LfsError::NoSpace);
-        }
-        let cookie = dir.next_cookie();
-        if kind == FileKind::Dir && pattr.nlink >= LINK_MAX {
-            return Err(LfsError::TooManyLinks);
-        }
-        let now = Time::now();
-        let ino = self.meta.next_ino();
-        let (target, rdev) = match body {
-            Body::Empty => (None, 0),
-            Body::Target(t) => (Some(t), 0),
-            Body::Device(rdev) => (None, rdev),
-        };
-        let attr = Attr {
-            ino,
-            kind,
-            perm: (perm & 0o7777) as u16,
-            uid: owner.0,
-            gid: owner.1,
-            nlink: if kind == FileKind::Dir { 2 } else { 1 },
-            size: target.map_or(0, |t| t.len() as u64),
-            atime: now,
-            mtime: now,
-            ctime: now,
-            parent: if kind == FileKind::Dir {
-                parent
-            } else {
-                InodeNo(0)
-            },
-            rdev,
-        };
-        let mut records = vec![Record::Inode(attr)];
-        if let Some(target) = target {
-            records.push(Record::Symlink {
-                ino,
-                target: target.to_vec(),
-            });
-        }
-        records.push(Record::DirAdd {
-            dir: parent,
-            cookie,
-            child: ino,
-            kind,
-            name: name.to_vec(),
-        });
-        let mut p = pattr;
-        p.mtime = now;
-        p.ctime = now;
-        if kind == FileKind::Dir {
-            p.nlink += 1;
-        }
-        records.push(Record::Inode(p));
-        self.commit(records)?;
-        Ok(attr)
-    }
-
-    /// Creates a regular file; `mode`'s type bits must be `S_IFREG` or none.
-    pub(super) fn create(
-        &mut self,
-        parent: InodeNo,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<Attr> {
-        if mode & S_IFMT != 0 && FileKind::from_mode(mode) != Some(FileKind::File) {
-            return Err(LfsError::InvalidArgument("create makes regular files only"));
-        }
-        self.make(parent, name, FileKind::File, mode, (uid, gid), Body::Empty)
-    }
-
-    /// Creates a regular file, FIFO, socket or device node, the kind named by `mode`'s type
-    /// bits (none means a regular file, as mknod(2) has it). `rdev` is kept for device nodes
-    /// and ignored for the other kinds.
-    pub(super) fn mknod(
-        &mut self,
-        parent: InodeNo,
-        name: &[u8],
-        mode: u32,
-        rdev: u32,
-        owner: (u32, u32),
-    ) -> Result<Attr> {
-        let kind = match mode & S_IFMT {
-            0 => FileKind::File,
-            _ => FileKind::from_mode(mode)
-                .filter(|k| *k == FileKind::File || k.is_special())
-                .ok_or(LfsError::InvalidArgument(
-                    "mknod makes regular files, FIFOs, sockets and device nodes only",
-                ))?,
-        };
-        let body = if kind.is_device() {
-            Body::Device(rdev)
-        } else {
-            Body::Empty
-        };
-        self.make(parent, name, kind, mode, owner, body)
-    }
-
-    pub(super) fn mkdir(
-        &mut self,
-        parent: InodeNo,
-        name: &[u8],
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<Attr> {
-        self.make(parent, name, FileKind::Dir, mode, (uid, gid), Body::Empty)
-    }
-
-    pub(super) fn symlink(
-        &mut self,
-        parent: InodeNo,
-        name: &[u8],
-        target: &[u8],
-        uid: u32,
-        gid: u32,
-    ) -> Result<Attr> {
-        if target.is_empty() {
-            return Err(LfsError::NotFound);
-        }
-        if target.len() > SYMLINK_MAX {
-            return Err(LfsError::NameTooLong);
-        }
-        self.make(
-            parent,
-            name,
-            FileKind::Symlink,
-            0o777,
-            (uid, gid),
-            Body::Target(target),
-        )
     }
 
     pub(super) fn readlink(&self, ino: InodeNo) -> Result<Vec<u8>> {
@@ -422,66 +248,6 @@ impl State {
         })?;
         self.commit(records)?;
         self.attr(ino)
-    }
-
-    pub(super) fn setxattr(
-        &mut self,
-        ino: InodeNo,
-        name: &[u8],
-        value: &[u8],
-        mode: XattrMode,
-    ) -> Result<()> {
-        if name.is_empty() {
-            return Err(LfsError::InvalidArgument("an empty attribute name"));
-        }
-        if name.len() > NAME_MAX {
-            return Err(LfsError::NameTooLong);
-        }
-        if value.len() > XATTR_VALUE_MAX {
-            return Err(LfsError::InvalidArgument("an attribute value over 64 KiB"));
-        }
-        let exists = self.inode(ino)?.xattrs.contains_key(name);
-        match mode {
-            XattrMode::Create if exists => return Err(LfsError::Exists),
-            XattrMode::Replace if !exists => return Err(LfsError::NoXattr),
-            _ => {}
-        }
-        if self.used_blocks() + 1 > self.capacity_blocks() {
-            return Err(LfsError::NoSpace);
-        }
-        let now = Time::now();
-        let mut records = vec![Record::XattrSet {
-            ino,
-            name: name.to_vec(),
-            value: value.to_vec(),
-        }];
-        records.extend(self.touch(ino, |a| a.ctime = now)?);
-        self.commit(records)
-    }
-
-    pub(super) fn getxattr(&self, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
-        self.inode(ino)?
-            .xattrs
-            .get(name)
-            .cloned()
-            .ok_or(LfsError::NoXattr)
-    }
-
-    pub(super) fn listxattr(&self, ino: InodeNo) -> Result<Vec<Vec<u8>>> {
-        Ok(self.inode(ino)?.xattrs.keys().cloned().collect())
-    }
-
-    pub(super) fn removexattr(&mut self, ino: InodeNo, name: &[u8]) -> Result<()> {
-        if !self.inode(ino)?.xattrs.contains_key(name) {
-            return Err(LfsError::NoXattr);
-        }
-        let now = Time::now();
-        let mut records = vec![Record::XattrRemove {
-            ino,
-            name: name.to_vec(),
-        }];
-        records.extend(self.touch(ino, |a| a.ctime = now)?);
-        self.commit(records)
     }
 
     pub(super) fn open(&mut self, ino: InodeNo) -> Result<()> {
