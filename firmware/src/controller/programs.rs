@@ -13,13 +13,13 @@ use common::{
     command::{CommandId, CommandResult, Completion},
     program::{
         ActivateProgram, ExecOutcome, ExecResult, ExecuteProgram, Extent, LoadProgram,
-        MemoryRangeSet, ProgramOp, ReadOutput,
+        MemoryRangeSet, ProgramOp, ProgramResources, ReadOutput,
     },
     Status, LBA_BYTES,
 };
 
 use crate::{
-    ebpf::{Context, Env, HelperError, Program, Step, Vm},
+    ebpf::{Context, Env, HelperError, LoadError, Program, Step, Vm},
     nand::Nand,
     zns::ZoneManager,
 };
@@ -142,11 +142,14 @@ impl Programs {
         self.queue.iter().any(|job| job.exec.range_set.0 == id)
     }
 
+    /// Takes one chunk of an image. When the image is complete it is verified: `Ok(Err(_))`
+    /// says why it was refused (the command ends with `Status::ProgramRejected` and carries the
+    /// reason), `Ok(Ok(()))` that the chunk was taken or the program loaded.
     pub(super) fn load(
         &mut self,
         load: LoadProgram,
         dma: &mut dyn Dma,
-    ) -> Result<CommandResult, Status> {
+    ) -> Result<Result<(), LoadError>, Status> {
         let index = usize::from(load.slot.0);
         if index >= self.slots.len() {
             return Err(Status::InvalidProgramSlot);
@@ -178,15 +181,19 @@ impl Programs {
             return Err(Status::DataTransferError);
         }
         if end < load.total_len {
-            return Ok(CommandResult::None);
+            return Ok(Ok(()));
         }
         let image = core::mem::take(&mut slot.partial);
-        match Program::load(&image) {
-            Ok(program) => {
-                slot.program = Some(program);
-                Ok(CommandResult::None)
-            }
-            Err(_) => Err(Status::ProgramRejected),
+        Ok(Program::load(&image).map(|program| slot.program = Some(program)))
+    }
+
+    /// What Identify reports of the computational side.
+    pub(super) fn resources(&self) -> ProgramResources {
+        ProgramResources {
+            slots: self.config.slots,
+            range_sets: self.config.range_sets,
+            max_extents: self.config.max_extents,
+            max_output_bytes: self.config.max_output_bytes,
         }
     }
 
