@@ -236,7 +236,7 @@ mod tests {
             LoadError::Verify(crate::load_error::VerifyError::UnknownHelper { pc: 1, id: 99 }),
         );
         let bytes = postcard::to_allocvec(&rejected).unwrap();
-        assert_eq!(&bytes[2..], [4, 7, 11, 1, 99]);
+        assert_eq!(&bytes[2..], [4, 75, 1, 99]);
         assert_eq!(
             postcard::from_bytes::<Completion>(&bytes).unwrap(),
             rejected

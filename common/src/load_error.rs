@@ -3,8 +3,8 @@
 //! The firmware's verifier (`firmware::ebpf`) produces them, and a Load Program completion that
 //! ends in `Status::ProgramRejected` carries one to the host
 //! (`CommandResult::Rejected`), so the host names the precise reason without verifying the
-//! image itself. Data and their sentences only; enum variants are append-only, pinned by the
-//! golden-bytes tests below.
+//! image itself. Data and their sentences only, and the wire form [`LoadErrorWire`] whose kinds
+//! are append-only, pinned by the golden-bytes tests below.
 
 use core::fmt;
 
@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::abi::{self, image};
 
-/// Why the verifier rejected a program's instructions. Variants are append-only. `pc` is the index of the 8-byte slot.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Why the verifier rejected a program's instructions. `pc` is the index of the 8-byte slot.
+/// Travels inside a [`LoadError`], in its [`LoadErrorWire`] form.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -121,8 +122,9 @@ impl fmt::Display for VerifyError {
 impl core::error::Error for VerifyError {}
 
 /// Why a program image was refused: its header, or its instructions (the verifier's
-/// [`VerifyError`]). Variants are append-only: a Load Program completion carries it.
+/// [`VerifyError`]). A Load Program completion carries it, as a [`LoadErrorWire`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "LoadErrorWire", try_from = "LoadErrorWire")]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum LoadError {
@@ -196,18 +198,149 @@ impl From<VerifyError> for LoadError {
     }
 }
 
+/// The wire form of a [`LoadError`]: which error it is and its fields (at most two; signed ones
+/// in `b`, a magic number as its little-endian `u32`). `kind` numbers the [`LoadError`]
+/// variants from 0 and the [`VerifyError`] ones from [`LoadErrorWire::VERIFY`], in declaration
+/// order; kinds are append-only.
+///
+/// Written out by hand rather than derived on the enums: serde's derive for their 24 variants
+/// cost the board's image (which must stay within 128 KiB of code) about 600 bytes more than
+/// this fixed struct and one match.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct LoadErrorWire {
+    pub kind: u8,
+    pub a: u64,
+    /// A signed field as the bits of its `i64` (no zigzag code on the board for one field).
+    pub b: u64,
+}
+
+impl LoadErrorWire {
+    /// `kind` of the first [`VerifyError`] variant.
+    pub const VERIFY: u8 = 64;
+}
+
+impl From<LoadError> for LoadErrorWire {
+    fn from(e: LoadError) -> Self {
+        use VerifyError as V;
+        let (kind, a, b): (u8, u64, i64) = match e {
+            LoadError::TooShort { len } => (0, len.into(), 0),
+            LoadError::BadMagic { found } => (1, u32::from_le_bytes(found).into(), 0),
+            LoadError::UnsupportedVersion { found } => (2, found.into(), 0),
+            LoadError::UnsupportedFlags { flags } => (3, flags.into(), 0),
+            LoadError::TextNotAligned { text_len } => (4, text_len.into(), 0),
+            LoadError::RodataTooLarge { rodata_len } => (5, rodata_len.into(), 0),
+            // Cast back by the receiver: the bits round-trip.
+            LoadError::LengthMismatch { expected, actual } => (6, expected, actual as i64),
+            LoadError::Verify(v) => {
+                let (kind, a, b): (u8, u32, i64) = match v {
+                    V::Empty => (0, 0, 0),
+                    V::TooLarge { insns } => (1, insns, 0),
+                    V::UnknownOpcode { pc, opcode } => (2, pc, opcode.into()),
+                    V::UnsupportedOpcode { pc, opcode } => (3, pc, opcode.into()),
+                    V::InvalidRegister { pc, reg } => (4, pc, reg.into()),
+                    V::WriteToFrameRegister { pc } => (5, pc, 0),
+                    V::InvalidOffset { pc, off } => (6, pc, off.into()),
+                    V::InvalidImmediate { pc, imm } => (7, pc, imm.into()),
+                    V::JumpOutOfRange { pc, target } => (8, pc, target),
+                    V::JumpIntoImmediate { pc, target } => (9, pc, target.into()),
+                    V::MalformedWideLoad { pc } => (10, pc, 0),
+                    V::UnknownHelper { pc, id } => (11, pc, id.into()),
+                    V::CallOutOfRange { pc, target } => (12, pc, target),
+                    V::CallDepthExceeded { depth } => (13, depth, 0),
+                    V::DivisionByZero { pc } => (14, pc, 0),
+                    V::FallsOffEnd => (15, 0, 0),
+                };
+                (Self::VERIFY + kind, a.into(), b)
+            }
+        };
+        LoadErrorWire {
+            kind,
+            a,
+            b: b as u64,
+        }
+    }
+}
+
+/// A [`LoadErrorWire`] that names no error this side knows, or with a field out of its range.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct UnknownLoadError(pub LoadErrorWire);
+
+impl fmt::Display for UnknownLoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown program rejection (kind {})", self.0.kind)
+    }
+}
+
+impl TryFrom<LoadErrorWire> for LoadError {
+    type Error = UnknownLoadError;
+
+    fn try_from(w: LoadErrorWire) -> Result<Self, UnknownLoadError> {
+        use VerifyError as V;
+        let bad = UnknownLoadError(w);
+        let b = w.b as i64;
+        let a32 = u32::try_from(w.a).map_err(|_| bad);
+        let a16 = u16::try_from(w.a).map_err(|_| bad);
+        let b8 = u8::try_from(b).map_err(|_| bad);
+        let b32 = u32::try_from(b).map_err(|_| bad);
+        Ok(match w.kind {
+            0 => LoadError::TooShort { len: a32? },
+            1 => LoadError::BadMagic {
+                found: a32?.to_le_bytes(),
+            },
+            2 => LoadError::UnsupportedVersion { found: a16? },
+            3 => LoadError::UnsupportedFlags { flags: a16? },
+            4 => LoadError::TextNotAligned { text_len: a32? },
+            5 => LoadError::RodataTooLarge { rodata_len: a32? },
+            6 => LoadError::LengthMismatch {
+                expected: w.a,
+                actual: w.b,
+            },
+            kind => {
+                let pc = a32?;
+                LoadError::Verify(match kind.wrapping_sub(LoadErrorWire::VERIFY) {
+                    0 => V::Empty,
+                    1 => V::TooLarge { insns: a32? },
+                    2 => V::UnknownOpcode { pc, opcode: b8? },
+                    3 => V::UnsupportedOpcode { pc, opcode: b8? },
+                    4 => V::InvalidRegister { pc, reg: b8? },
+                    5 => V::WriteToFrameRegister { pc },
+                    6 => V::InvalidOffset {
+                        pc,
+                        off: i16::try_from(b).map_err(|_| bad)?,
+                    },
+                    7 => V::InvalidImmediate {
+                        pc,
+                        imm: i32::try_from(b).map_err(|_| bad)?,
+                    },
+                    8 => V::JumpOutOfRange { pc, target: b },
+                    9 => V::JumpIntoImmediate { pc, target: b32? },
+                    10 => V::MalformedWideLoad { pc },
+                    11 => V::UnknownHelper { pc, id: b32? },
+                    12 => V::CallOutOfRange { pc, target: b },
+                    13 => V::CallDepthExceeded { depth: a32? },
+                    14 => V::DivisionByZero { pc },
+                    15 => V::FallsOffEnd,
+                    _ => return Err(bad),
+                })
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Variant tags and field encodings are pinned: a change breaks the device link.
+    /// Kinds and field encodings are pinned (a change breaks the device link), and every
+    /// error comes back as it went.
     #[test]
     fn golden_bytes() {
         let bytes = |e: LoadError| postcard::to_allocvec(&e).unwrap();
-        assert_eq!(bytes(LoadError::TooShort { len: 10 }), [0, 10]);
+        assert_eq!(bytes(LoadError::TooShort { len: 10 }), [0, 10, 0]);
         assert_eq!(
-            bytes(LoadError::BadMagic { found: *b"ELF\x7f" }),
-            [1, b'E', b'L', b'F', 0x7f]
+            bytes(LoadError::BadMagic { found: *b"\x7fELF" }),
+            [1, 0xff, 0x8a, 0xb1, 0xb2, 0x04, 0]
         );
         assert_eq!(
             bytes(LoadError::LengthMismatch {
@@ -216,32 +349,101 @@ mod tests {
             }),
             [6, 0xac, 0x02, 24]
         );
-        assert_eq!(
-            bytes(LoadError::Verify(VerifyError::Empty)),
-            [7, 0],
-            "VerifyError::Empty"
-        );
+        assert_eq!(bytes(LoadError::Verify(VerifyError::Empty)), [64, 0, 0]);
         assert_eq!(
             bytes(LoadError::Verify(VerifyError::UnknownHelper {
                 pc: 1,
                 id: 99
             })),
-            [7, 11, 1, 99]
+            [75, 1, 99]
         );
         assert_eq!(
             bytes(LoadError::Verify(VerifyError::JumpOutOfRange {
                 pc: 2,
                 target: -3
             })),
-            [7, 8, 2, 5],
-            "a signed target is zigzag-encoded"
+            [72, 2, 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            "a signed field goes as the bits of its i64"
         );
-        assert_eq!(bytes(LoadError::Verify(VerifyError::FallsOffEnd)), [7, 15]);
-        for e in [
-            LoadError::UnsupportedFlags { flags: 3 },
-            LoadError::Verify(VerifyError::InvalidOffset { pc: 4, off: -1 }),
-        ] {
+        assert_eq!(
+            bytes(LoadError::Verify(VerifyError::FallsOffEnd)),
+            [79, 0, 0]
+        );
+        let all = [
+            LoadError::TooShort { len: 3 },
+            LoadError::BadMagic {
+                found: [1, 2, 3, 4],
+            },
+            LoadError::UnsupportedVersion { found: 9 },
+            LoadError::UnsupportedFlags { flags: 0xffff },
+            LoadError::TextNotAligned { text_len: 7 },
+            LoadError::RodataTooLarge {
+                rodata_len: u32::MAX,
+            },
+            LoadError::LengthMismatch {
+                expected: u64::MAX,
+                actual: u64::MAX - 1,
+            },
+        ];
+        let verify = [
+            VerifyError::Empty,
+            VerifyError::TooLarge { insns: 70_000 },
+            VerifyError::UnknownOpcode {
+                pc: 1,
+                opcode: 0xff,
+            },
+            VerifyError::UnsupportedOpcode {
+                pc: 2,
+                opcode: 0x20,
+            },
+            VerifyError::InvalidRegister { pc: 3, reg: 11 },
+            VerifyError::WriteToFrameRegister { pc: 4 },
+            VerifyError::InvalidOffset {
+                pc: 5,
+                off: i16::MIN,
+            },
+            VerifyError::InvalidImmediate {
+                pc: 6,
+                imm: i32::MIN,
+            },
+            VerifyError::JumpOutOfRange {
+                pc: 7,
+                target: i64::MIN,
+            },
+            VerifyError::JumpIntoImmediate { pc: 8, target: 9 },
+            VerifyError::MalformedWideLoad { pc: u32::MAX },
+            VerifyError::UnknownHelper {
+                pc: 10,
+                id: u32::MAX,
+            },
+            VerifyError::CallOutOfRange {
+                pc: 11,
+                target: i64::MAX,
+            },
+            VerifyError::CallDepthExceeded { depth: 9 },
+            VerifyError::DivisionByZero { pc: 12 },
+            VerifyError::FallsOffEnd,
+        ];
+        for e in all.into_iter().chain(verify.map(LoadError::Verify)) {
             assert_eq!(postcard::from_bytes::<LoadError>(&bytes(e)).unwrap(), e);
+        }
+    }
+
+    /// A kind this side does not know, or a field out of its range, is refused.
+    #[test]
+    fn unknown_kinds_are_refused() {
+        for (kind, a, b) in [
+            (7, 0, 0),
+            (63, 0, 0),
+            (80, 0, 0),
+            (255, 0, 0),
+            (0, 1 << 32, 0),
+            (66, 1, 256),
+        ] {
+            let wire = LoadErrorWire { kind, a, b };
+            assert_eq!(LoadError::try_from(wire), Err(UnknownLoadError(wire)));
+            let bytes = postcard::to_allocvec(&wire).unwrap();
+            assert!(postcard::from_bytes::<LoadError>(&bytes).is_err());
         }
     }
 

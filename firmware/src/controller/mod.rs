@@ -89,11 +89,7 @@ impl<N: Nand> Controller<N> {
                 partial,
             } => self.report(slba, filter, max_zones, partial, dma),
             Command::Flush => self.zones.flush().map(|()| CommandResult::None),
-            Command::LoadProgram(load) => match self.programs.load(load, dma) {
-                Ok(Ok(())) => Ok(CommandResult::None),
-                Ok(Err(reason)) => return Some(Completion::rejected(cid, reason)),
-                Err(status) => Err(status),
-            },
+            Command::LoadProgram(load) => self.programs.load(load, dma),
             Command::ActivateProgram(act) => self.programs.activate(act),
             Command::MemoryRangeSet(set) => {
                 let nsze = self.zones.layout().nsze();
@@ -107,6 +103,8 @@ impl<N: Nand> Controller<N> {
             Command::GetHealth => self.health(dma),
         };
         Some(match result {
+            // A refused image: the status says so, the result why.
+            Ok(CommandResult::Rejected(reason)) => Completion::rejected(cid, reason),
             Ok(result) => Completion::ok(cid, result),
             Err(status) => Completion::status(cid, status),
         })
