@@ -25,6 +25,7 @@ mod layout;
 mod log;
 mod meta;
 mod ops;
+mod path;
 mod rename;
 mod snapshot;
 
