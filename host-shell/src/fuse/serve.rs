@@ -180,7 +180,10 @@ pub fn mount(
     let session = match fuser::Session::new(fs, mountpoint, &fuse_config) {
         Ok(s) => s,
         Err(source) => {
-            // Nothing was served: give the device back as it was.
+            // Nothing was served: give the device back as it was. (The offload keys hold the
+            // file system too: without dropping them first it stayed shared and was never
+            // unmounted here.)
+            drop(offload);
             let unmounted = Arc::try_unwrap(lfs).map(Lfs::unmount);
             if let Ok(Err(e)) = unmounted {
                 log(format_args!("unmounting after a failed mount: {e}"));
