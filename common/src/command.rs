@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    load_error::LoadError,
     program::{
         ActivateProgram, ExecResult, ExecuteProgram, LoadProgram, MemoryRangeSet, ReadOutput,
     },
@@ -134,6 +135,9 @@ pub enum CommandResult {
     Transferred(u32),
     /// How an Execute Program run ended.
     Exec(ExecResult),
+    /// Why the last chunk of a Load Program was refused (with `Status::ProgramRejected`): the
+    /// image's header or the verifier's verdict on its instructions.
+    Rejected(LoadError),
 }
 
 /// One completion queue entry.
@@ -164,6 +168,15 @@ impl Completion {
             cid,
             status: Status::Success,
             result,
+        }
+    }
+
+    /// A Load Program refused with `reason` ([`Status::ProgramRejected`]).
+    pub const fn rejected(cid: CommandId, reason: LoadError) -> Self {
+        Completion {
+            cid,
+            status: Status::ProgramRejected,
+            result: CommandResult::Rejected(reason),
         }
     }
 }
@@ -203,5 +216,30 @@ mod tests {
         assert_eq!(bytes, [0xAC, 0x02, 0, 1, 0x80, 0x20]);
         let back: Completion = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(back, done);
+    }
+
+    /// Every result variant keeps its postcard tag (append-only); a rejected load carries its
+    /// reason after the status.
+    #[test]
+    fn golden_result_tags() {
+        let tag = |r: CommandResult| postcard::to_allocvec(&r).unwrap()[0];
+        assert_eq!(tag(CommandResult::None), 0);
+        assert_eq!(tag(CommandResult::Lba(1)), 1);
+        assert_eq!(tag(CommandResult::Transferred(1)), 2);
+        let exec = crate::program::ExecResult {
+            outcome: crate::program::ExecOutcome::Exited { r0: 0 },
+            stats: crate::program::RunStats::default(),
+        };
+        assert_eq!(tag(CommandResult::Exec(exec)), 3);
+        let rejected = Completion::rejected(
+            CommandId(2),
+            LoadError::Verify(crate::load_error::VerifyError::UnknownHelper { pc: 1, id: 99 }),
+        );
+        let bytes = postcard::to_allocvec(&rejected).unwrap();
+        assert_eq!(&bytes[2..], [4, 75, 1, 99]);
+        assert_eq!(
+            postcard::from_bytes::<Completion>(&bytes).unwrap(),
+            rejected
+        );
     }
 }

@@ -19,6 +19,22 @@ pub struct ProgramSlot(pub u8);
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RangeSetId(pub u16);
 
+/// The computational side of a device, as Identify reports it
+/// ([`crate::zns::IdentifyZns::programs`]): what a host may use at once, so it sizes its pool
+/// of slots and range sets from the device rather than from a guess. All zero: no programs.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ProgramResources {
+    /// Program slots: [`ProgramSlot`] 0 to `slots - 1`.
+    pub slots: u8,
+    /// Memory range sets: [`RangeSetId`] 0 to `range_sets - 1`.
+    pub range_sets: u16,
+    /// Most extents in one range set.
+    pub max_extents: u32,
+    /// Largest output buffer of one range set, in bytes.
+    pub max_output_bytes: u32,
+}
+
 /// Load Program: one chunk of a program image (`abi::image`) for `slot`.
 ///
 /// The host sends the image in order, `offset` 0 first; the chunk's `chunk_len` bytes come
@@ -297,6 +313,20 @@ mod tests {
         assert_eq!(ProgramOp::ReadStream.abi(), crate::abi::op::READ_STREAM);
         assert_eq!(ProgramOp::FileJob.abi(), crate::abi::op::FILE_JOB);
         assert_eq!(ProgramOp::WriteStream.abi(), crate::abi::op::WRITE_STREAM);
+    }
+
+    /// The program resources' serialized form is pinned.
+    #[test]
+    fn golden_program_resources() {
+        roundtrip(
+            ProgramResources {
+                slots: 8,
+                range_sets: 64,
+                max_extents: 65_536,
+                max_output_bytes: 16 << 20,
+            },
+            &[8, 64, 0x80, 0x80, 0x04, 0x80, 0x80, 0x80, 0x08],
+        );
     }
 
     /// Read Output's serialized form is pinned.

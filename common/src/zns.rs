@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::program::ProgramResources;
+
 /// The state of a zone (NVMe ZNS "Zone State", ZS).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -174,6 +176,10 @@ pub struct IdentifyZns {
     pub cross_zone_read: bool,
     /// The NAND geometry.
     pub nand: NandInfo,
+    /// The computational side: program slots, range sets and their limits (appended after
+    /// the first version of this structure). The zone manager alone has none and reports
+    /// zeros; the controller's Identify fills them in.
+    pub programs: ProgramResources,
 }
 
 #[cfg(test)]
@@ -239,11 +245,21 @@ mod tests {
                 page_bytes: 4096,
                 spare_bytes: 64,
             },
+            programs: ProgramResources {
+                slots: 8,
+                range_sets: 64,
+                max_extents: 100,
+                max_output_bytes: 4096,
+            },
         };
         let bytes = postcard::to_allocvec(&id).unwrap();
+        // The program resources come last, after the first version's bytes.
         assert_eq!(
             bytes,
-            [128, 32, 64, 16, 12, 4, 14, 14, 8, 16, 0, 1, 1, 2, 16, 8, 128, 32, 64]
+            [
+                128, 32, 64, 16, 12, 4, 14, 14, 8, 16, 0, 1, 1, 2, 16, 8, 128, 32, 64, 8, 64, 100,
+                128, 32
+            ]
         );
         assert_eq!(postcard::from_bytes::<IdentifyZns>(&bytes).unwrap(), id);
     }

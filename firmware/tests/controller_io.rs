@@ -74,7 +74,8 @@ fn health(dev: &mut Dev) -> DeviceHealth {
     postcard::from_bytes(&buf[..n as usize]).expect("device health")
 }
 
-/// Identify sends the zone manager's identify data, postcard-encoded, by DMA.
+/// Identify sends the zone manager's identify data with the controller's program resources,
+/// postcard-encoded, by DMA.
 #[test]
 fn identify_decodes_to_the_zone_managers_identify() {
     let mut dev = dev();
@@ -85,7 +86,21 @@ fn identify_decodes_to_the_zone_managers_identify() {
         panic!("identify returned {:?}", done.result);
     };
     let id: IdentifyZns = postcard::from_bytes(&buf[..n as usize]).unwrap();
-    assert_eq!(id, dev.ctrl.zones().identify());
+    assert_eq!(id, dev.ctrl.identify());
+    let config = ProgramConfig::default();
+    let programs = common::program::ProgramResources {
+        slots: config.slots,
+        range_sets: config.range_sets,
+        max_extents: config.max_extents,
+        max_output_bytes: config.max_output_bytes,
+    };
+    assert_eq!(
+        id,
+        IdentifyZns {
+            programs,
+            ..dev.ctrl.zones().identify()
+        }
+    );
     assert_eq!(id.zone_size_lbas, ZONE);
     assert_eq!(id.nr_zones, 15);
     assert_eq!(id.nand, GEOMETRY.info());

@@ -6,8 +6,9 @@ mod controller_support;
 
 use common::abi;
 use common::command::{Command, CommandResult, Submission};
+use common::load_error::{LoadError, VerifyError};
 use common::program::{
-    ExecFault, ExecOutcome, Extent, ProgramOp, ProgramSlot, RangeSetId, ReadOutput,
+    ExecFault, ExecOutcome, Extent, LoadProgram, ProgramOp, ProgramSlot, RangeSetId, ReadOutput,
 };
 use common::Status;
 use controller_support::{
@@ -116,6 +117,24 @@ fn rejected_images_and_unknown_slots() {
         "bad header"
     );
     assert_eq!(dev.activate(0, true), Status::ProgramNotActive);
+    // The completion carries the verifier's reason, so the host can name it.
+    let bad = image("mov64 r0, 0\ncall 99\nexit");
+    let mut buf = bad.clone();
+    let load = LoadProgram {
+        slot: ProgramSlot(0),
+        offset: 0,
+        total_len: bad.len() as u32,
+        chunk_len: bad.len() as u32,
+    };
+    let done = dev.submit(Command::LoadProgram(load), &mut buf);
+    assert_eq!(done.status, Status::ProgramRejected);
+    assert_eq!(
+        done.result,
+        CommandResult::Rejected(LoadError::Verify(VerifyError::UnknownHelper {
+            pc: 1,
+            id: 99
+        }))
+    );
 
     let slots = ProgramConfig::default().slots;
     let img = image("mov64 r0, 1\nexit");

@@ -7,6 +7,7 @@
 
 use common::{
     command::{Command, CommandResult, DeviceHealth, ReportHeader, Submission},
+    load_error::LoadError,
     program::{
         ActivateProgram, ExecResult, ExecuteProgram, Extent, LoadProgram, MemoryRangeSet,
         ProgramSlot, RangeSetId, ReadOutput,
@@ -39,8 +40,9 @@ pub enum DriverError {
     Stopped,
     #[error("the device sent a malformed {0}")]
     Malformed(&'static str),
+    /// The device's verifier refused a program image, for the reason its completion carried.
     #[error("the kernel was rejected: {0}")]
-    Rejected(firmware::ebpf::LoadError),
+    Rejected(LoadError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -278,20 +280,37 @@ impl Driver {
             .map(|(_, zones)| zones)
     }
 
-    /// Downloads a program image into `slot` in chunks. The image is verified here first, so
-    /// a rejected kernel gets the verifier's precise reason; the device verifies it again.
+    /// Downloads a program image into `slot` in chunks. The device verifies it when the last
+    /// chunk arrives; a refused image is [`DriverError::Rejected`] with the reason the device
+    /// gave (the host never verifies images itself).
     pub fn load_program(&self, slot: ProgramSlot, image: &[u8]) -> Result<(), DriverError> {
-        firmware::ebpf::Program::load(image).map_err(DriverError::Rejected)?;
+        if image.is_empty() {
+            return Err(DriverError::Invalid("the program image is empty".into()));
+        }
         let total_len = u32::try_from(image.len())
             .map_err(|_| DriverError::Invalid("the program image is over 4 GiB".into()))?;
         for (i, chunk) in image.chunks(LOAD_CHUNK_BYTES).enumerate() {
-            let load = LoadProgram {
+            let command = Command::LoadProgram(LoadProgram {
                 slot,
                 offset: (i * LOAD_CHUNK_BYTES) as u32,
                 total_len,
                 chunk_len: chunk.len() as u32,
-            };
-            self.call(Command::LoadProgram(load), chunk.to_vec())?;
+            });
+            let done = self
+                .queue
+                .call(|cid| Submission::new(cid, command), chunk.to_vec())?;
+            match (done.completion.status, done.completion.result) {
+                (Status::Success, _) => {}
+                (Status::ProgramRejected, CommandResult::Rejected(reason)) => {
+                    return Err(DriverError::Rejected(reason))
+                }
+                (status, _) => {
+                    return Err(DriverError::Device {
+                        command: name(&command),
+                        status,
+                    })
+                }
+            }
         }
         Ok(())
     }

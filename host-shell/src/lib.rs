@@ -6,13 +6,17 @@
 //! - [`device`]: the firmware's controller in its own thread behind NVMe-style queue pairs.
 //! - [`driver`]: the typed host API over a queue pair.
 //! - [`lfs`]: the log-structured file system on the zones (its own crate, re-exported).
-//! - [`fuse`]: the FUSE mount over the file system, with offload through extended attributes.
+//! - [`offload`]: the offload engine (program slots, kernels, snapshots, runs) that the mount's
+//!   `user.csd.*` keys and `csd kernel run` share.
+//! - [`fuse`]: the FUSE mount over the file system and the offload keys: a thin adapter.
+//! - [`daemon`]: the mount daemon's log.
 //! - [`loader`]: links clang-built eBPF objects into program images.
 //! - [`link`]: the firmware on a board in QEMU, driven over an emulated serial link.
 //!
 //! Nothing in this crate reaches into the firmware's internals: it drives the firmware only
 //! through its public, sans-IO interfaces.
 
+pub mod daemon;
 pub mod device;
 pub mod driver;
 pub mod fuse;
@@ -21,4 +25,5 @@ pub use ::lfs;
 pub mod link;
 pub mod loader;
 pub mod nand;
+pub mod offload;
 pub mod units;

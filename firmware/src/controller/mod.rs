@@ -17,6 +17,7 @@ use alloc::vec::Vec;
 
 use common::{
     command::{Command, CommandResult, Completion, DeviceHealth, ReportHeader, Submission},
+    zns::IdentifyZns,
     Status, LBA_BYTES, WIRE_VERSION,
 };
 
@@ -69,7 +70,7 @@ impl<N: Nand> Controller<N> {
             return Some(Completion::status(cid, Status::UnsupportedVersion));
         }
         let result = match sub.command {
-            Command::Identify => self.identify(dma),
+            Command::Identify => self.send_identify(dma),
             Command::Read { slba, nlb } => self.read(slba, nlb, dma),
             Command::Write { slba, nlb } => self.write(slba, nlb, dma, false),
             Command::ZoneAppend { zslba, nlb } => self.write(zslba, nlb, dma, true),
@@ -102,6 +103,8 @@ impl<N: Nand> Controller<N> {
             Command::GetHealth => self.health(dma),
         };
         Some(match result {
+            // A refused image: the status says so, the result why.
+            Ok(CommandResult::Rejected(reason)) => Completion::rejected(cid, reason),
             Ok(result) => Completion::ok(cid, result),
             Err(status) => Completion::status(cid, status),
         })
@@ -127,9 +130,16 @@ impl<N: Nand> Controller<N> {
         self.programs.busy()
     }
 
-    fn identify(&mut self, dma: &mut dyn Dma) -> Result<CommandResult, Status> {
-        let identify = self.zones.identify();
-        encode_to_host(&identify, dma)
+    /// Identify data: the zone manager's, with the program resources of this controller.
+    pub fn identify(&self) -> IdentifyZns {
+        IdentifyZns {
+            programs: self.programs.resources(),
+            ..self.zones.identify()
+        }
+    }
+
+    fn send_identify(&mut self, dma: &mut dyn Dma) -> Result<CommandResult, Status> {
+        encode_to_host(&self.identify(), dma)
     }
 
     fn read(&mut self, slba: u64, nlb: u32, dma: &mut dyn Dma) -> Result<CommandResult, Status> {

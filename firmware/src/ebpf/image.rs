@@ -1,86 +1,12 @@
 //! The program image (`common::abi::image`): header checks, and the verified [`Program`].
 
 use alloc::vec::Vec;
-use core::fmt;
 
 use common::abi::{self, image};
+pub use common::load_error::LoadError;
 
 use super::insn::Insn;
-use super::verify::{verify, VerifyError};
-
-/// Why an image was refused by [`Program::load`].
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LoadError {
-    /// The image is shorter than its header.
-    TooShort { len: u32 },
-    /// The image does not start with [`image::MAGIC`].
-    BadMagic { found: [u8; 4] },
-    /// The header's format version is not [`image::VERSION`].
-    UnsupportedVersion { found: u16 },
-    /// The header's flags are not zero.
-    UnsupportedFlags { flags: u16 },
-    /// The instruction length is not a multiple of 8 bytes.
-    TextNotAligned { text_len: u32 },
-    /// The read-only data is larger than [`abi::MAX_RODATA_BYTES`].
-    RodataTooLarge { rodata_len: u32 },
-    /// The header's lengths do not add up to the image's size.
-    LengthMismatch { expected: u64, actual: u64 },
-    /// The instructions failed verification.
-    Verify(VerifyError),
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            LoadError::TooShort { len } => write!(
-                f,
-                "program image of {len} bytes is shorter than its {}-byte header",
-                image::HEADER_BYTES
-            ),
-            LoadError::BadMagic { found } => {
-                write!(f, "program image has magic {found:02x?}, expected \"CSDP\"")
-            }
-            LoadError::UnsupportedVersion { found } => write!(
-                f,
-                "program image version {found} is not supported (expected {})",
-                image::VERSION
-            ),
-            LoadError::UnsupportedFlags { flags } => {
-                write!(f, "program image flags {flags:#06x} are not supported")
-            }
-            LoadError::TextNotAligned { text_len } => write!(
-                f,
-                "program text of {text_len} bytes is not a whole number of instructions"
-            ),
-            LoadError::RodataTooLarge { rodata_len } => write!(
-                f,
-                "program read-only data of {rodata_len} bytes exceeds the limit of {}",
-                abi::MAX_RODATA_BYTES
-            ),
-            LoadError::LengthMismatch { expected, actual } => write!(
-                f,
-                "program image is {actual} bytes but its header describes {expected}"
-            ),
-            LoadError::Verify(e) => write!(f, "program rejected: {e}"),
-        }
-    }
-}
-
-impl core::error::Error for LoadError {
-    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
-        match self {
-            LoadError::Verify(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<VerifyError> for LoadError {
-    fn from(e: VerifyError) -> Self {
-        LoadError::Verify(e)
-    }
-}
+use super::verify::verify;
 
 /// A verified, pre-decoded program, ready to run on a [`super::Vm`].
 #[derive(Clone, Debug)]

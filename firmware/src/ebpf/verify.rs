@@ -6,122 +6,16 @@
 //! immediate load, helper ids are known, there is no division or modulo by an immediate zero,
 //! control cannot run off the end, and the static bpf-to-bpf call depth (where the call graph
 //! has no cycle) stays within [`abi::MAX_CALL_DEPTH`]. Memory accesses, recursion depth and
-//! running time are checked while running.
+//! running time are checked while running. The errors themselves are wire types
+//! ([`common::load_error`]): a rejected Load Program carries its reason to the host.
 
 use alloc::vec;
 use alloc::vec::Vec;
-use core::fmt;
 
 use common::abi;
+pub use common::load_error::VerifyError;
 
 use super::insn::{atomic, class, mode, size, Insn, Op, RawInsn, LDDW, SRC_X};
-
-/// Why the verifier rejected a program's instructions. `pc` is the index of the 8-byte slot.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum VerifyError {
-    /// The program has no instructions.
-    Empty,
-    /// The program has more than [`abi::MAX_PROGRAM_INSNS`] slots.
-    TooLarge { insns: u32 },
-    /// The opcode is not an eBPF instruction.
-    UnknownOpcode { pc: u32, opcode: u8 },
-    /// The opcode is eBPF but not supported here (legacy packet loads, tail calls, `callx`,
-    /// calls by BTF id, map loads).
-    UnsupportedOpcode { pc: u32, opcode: u8 },
-    /// A register field names a register above `r10`.
-    InvalidRegister { pc: u32, reg: u8 },
-    /// The instruction would write the read-only frame pointer `r10`.
-    WriteToFrameRegister { pc: u32 },
-    /// The offset field selects no operation (e.g. `sdiv` with offset 2, `movsx` with 7).
-    InvalidOffset { pc: u32, off: i16 },
-    /// The immediate selects no operation (a byte swap width or an atomic operation).
-    InvalidImmediate { pc: u32, imm: i32 },
-    /// A jump leaves the program.
-    JumpOutOfRange { pc: u32, target: i64 },
-    /// A jump or call lands on the second slot of a 64-bit immediate load.
-    JumpIntoImmediate { pc: u32, target: u32 },
-    /// A 64-bit immediate load is cut off by the end of the program or its second slot is
-    /// not all zeros apart from the immediate.
-    MalformedWideLoad { pc: u32 },
-    /// A helper call names an unknown helper id.
-    UnknownHelper { pc: u32, id: u32 },
-    /// A bpf-to-bpf call lands outside the program.
-    CallOutOfRange { pc: u32, target: i64 },
-    /// The static bpf-to-bpf call chain is deeper than [`abi::MAX_CALL_DEPTH`] frames.
-    CallDepthExceeded { depth: u32 },
-    /// Division or modulo by an immediate zero.
-    DivisionByZero { pc: u32 },
-    /// The last instruction is neither `exit` nor an unconditional jump.
-    FallsOffEnd,
-}
-
-impl fmt::Display for VerifyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            VerifyError::Empty => write!(f, "the program has no instructions"),
-            VerifyError::TooLarge { insns } => write!(
-                f,
-                "the program has {insns} instructions, more than the limit of {}",
-                abi::MAX_PROGRAM_INSNS
-            ),
-            VerifyError::UnknownOpcode { pc, opcode } => {
-                write!(f, "unknown opcode {opcode:#04x} at instruction {pc}")
-            }
-            VerifyError::UnsupportedOpcode { pc, opcode } => {
-                write!(f, "unsupported opcode {opcode:#04x} at instruction {pc}")
-            }
-            VerifyError::InvalidRegister { pc, reg } => {
-                write!(f, "invalid register r{reg} at instruction {pc}")
-            }
-            VerifyError::WriteToFrameRegister { pc } => {
-                write!(f, "instruction {pc} writes the read-only frame pointer r10")
-            }
-            VerifyError::InvalidOffset { pc, off } => {
-                write!(f, "invalid offset {off} for the opcode at instruction {pc}")
-            }
-            VerifyError::InvalidImmediate { pc, imm } => {
-                write!(
-                    f,
-                    "invalid immediate {imm} for the opcode at instruction {pc}"
-                )
-            }
-            VerifyError::JumpOutOfRange { pc, target } => {
-                write!(f, "jump at instruction {pc} to {target} leaves the program")
-            }
-            VerifyError::JumpIntoImmediate { pc, target } => write!(
-                f,
-                "jump at instruction {pc} lands in the middle of the 64-bit load at {target}"
-            ),
-            VerifyError::MalformedWideLoad { pc } => {
-                write!(f, "malformed 64-bit immediate load at instruction {pc}")
-            }
-            VerifyError::UnknownHelper { pc, id } => {
-                write!(f, "call to unknown helper {id} at instruction {pc}")
-            }
-            VerifyError::CallOutOfRange { pc, target } => {
-                write!(f, "call at instruction {pc} to {target} leaves the program")
-            }
-            VerifyError::CallDepthExceeded { depth } => write!(
-                f,
-                "bpf-to-bpf calls nest {depth} frames deep, more than the limit of {}",
-                abi::MAX_CALL_DEPTH
-            ),
-            VerifyError::DivisionByZero { pc } => {
-                write!(
-                    f,
-                    "division or modulo by the constant zero at instruction {pc}"
-                )
-            }
-            VerifyError::FallsOffEnd => write!(
-                f,
-                "the last instruction is neither exit nor an unconditional jump"
-            ),
-        }
-    }
-}
-
-impl core::error::Error for VerifyError {}
 
 /// Verifies the instruction bytes (a multiple of 8) and returns the decoded program, one
 /// [`Insn`] per slot.

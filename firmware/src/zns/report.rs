@@ -2,6 +2,7 @@
 
 use alloc::vec::Vec;
 
+use common::program::ProgramResources;
 use common::zns::{IdentifyZns, ReportFilter, ZoneDescriptor, ZoneState};
 use common::{Status, LBA_BYTES};
 
@@ -78,7 +79,8 @@ impl<N: Nand> ZoneManager<N> {
         (zone < self.layout.nr_zones).then(|| self.zones.descriptor(&self.layout, zone as usize))
     }
 
-    /// Identify: geometry, zone size and capacity, limits.
+    /// Identify: geometry, zone size and capacity, limits. The zone manager runs no programs:
+    /// [`IdentifyZns::programs`] is all zero here (the controller's Identify fills it in).
     pub fn identify(&self) -> IdentifyZns {
         let l = &self.layout;
         IdentifyZns {
@@ -94,6 +96,7 @@ impl<N: Nand> ZoneManager<N> {
             volatile_write_cache: self.nand.volatile_cache(),
             cross_zone_read: l.config.cross_zone_read,
             nand: l.geometry.info(),
+            programs: ProgramResources::default(),
         }
     }
 }

@@ -28,6 +28,7 @@ mod log;
 mod meta;
 mod mount;
 mod ops;
+mod path;
 mod rename;
 mod snapshot;
 mod space;

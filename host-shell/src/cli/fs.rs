@@ -20,7 +20,6 @@ use host_shell::{
     fuse::{self, MountConfig},
     lfs::{Attr, InodeNo, Lfs},
 };
-use nix::sys::signal::{SigSet, Signal};
 
 use super::{device::CreateArgs, print_json, with_device};
 
@@ -149,14 +148,8 @@ pub fn mount(args: &MountArgs) -> anyhow::Result<()> {
 /// Serves the mount in this process until it is unmounted.
 fn serve(args: &MountArgs) -> anyhow::Result<()> {
     // Block the stop signals before any thread starts, so every thread inherits the mask and
-    // only the waiting thread below receives them.
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-        signals.add(s);
-    }
-    signals
-        .thread_block()
-        .context("could not block the stop signals")?;
+    // only the mount's signal thread receives them.
+    let signals = fuse::StopSignals::block()?;
     let config = MountConfig {
         allow_other: args.allow_other,
         permissions: !args.no_permissions,
@@ -181,19 +174,7 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
     });
     let served = (|| -> anyhow::Result<()> {
         let mut mounted = fuse::mount(&driver, &args.mountpoint, &config, link)?;
-        let mut unmounter = mounted.unmounter();
-        let mountpoint = args.mountpoint.display().to_string();
-        std::thread::Builder::new()
-            .name("csd-signals".into())
-            .spawn(move || {
-                if let Ok(signal) = signals.wait() {
-                    fuse::log(format_args!("{signal}: unmounting {mountpoint}"));
-                    if let Err(e) = unmounter.unmount() {
-                        fuse::log(format_args!("could not unmount {mountpoint}: {e}"));
-                    }
-                }
-            })
-            .context("could not start the signal thread")?;
+        mounted.unmount_on(signals, &args.mountpoint)?;
         fuse::log(format_args!(
             "mounted {} on {}",
             args.image.display(),

@@ -8,19 +8,19 @@ use std::{
 
 use anyhow::{anyhow, Context};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use std::sync::Arc;
+
 use common::{
     abi,
-    program::{
-        ExecFault, ExecOutcome, ExecResult, ExecuteProgram, Extent, ProgramOp, ProgramSlot,
-        RangeSetId,
-    },
+    program::{ExecFault, ExecOutcome, ExecResult, Extent, ProgramOp},
     zns::ZoneState,
     LBA_BYTES,
 };
 use host_shell::{
-    driver::DriverError,
-    lfs::{Lfs, SnapshotId},
+    driver::Driver,
+    lfs::Lfs,
     loader,
+    offload::{Engine, Job, Kernel, Ranges, RunError},
     units::parse_size,
 };
 
@@ -137,10 +137,6 @@ pub fn run(command: KernelCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The program slot and range set the CLI uses; each invocation has the device to itself.
-const SLOT: ProgramSlot = ProgramSlot(0);
-const RANGES: RangeSetId = RangeSetId(0);
-
 /// How a run ended, and what it produced.
 struct Run {
     result: ExecResult,
@@ -155,7 +151,7 @@ fn file_name(path: &Path) -> String {
 }
 
 fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
-    let image = program_image(&args.kernel)?;
+    let kernel = Kernel::from_image(file_name(&args.kernel), program_image(&args.kernel)?);
     let input = match (args.op, &args.input) {
         (OpArg::WriteStream, Some(path)) => super::read_input(path)?,
         (OpArg::WriteStream, None) => {
@@ -178,112 +174,130 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
     let out_cap = u32::try_from(args.out_cap)
         .map_err(|_| anyhow!("--out-cap {} is over 4 GiB", args.out_cap))?;
     let run = with_device(&args.image, |_, driver| {
+        let engine = Engine::new(driver.clone());
         // A file's snapshot pins its blocks while the kernel runs; the file system is
         // unmounted (a checkpoint) afterwards.
-        let mut mounted: Option<(Lfs, SnapshotId)> = None;
-        let (extents, file_size) = match (args.zone, args.lba, args.len) {
-            _ if args.file.is_some() => {
-                let path = args.file.as_deref().unwrap_or_default();
-                let lfs = Lfs::mount(driver).with_context(|| {
-                    format!(
-                        "could not mount the file system on {}",
-                        args.image.display()
-                    )
-                })?;
-                let attr = super::fs::lookup_path(&lfs, path)?;
-                let snapshot = lfs
-                    .snapshot(attr.ino)
-                    .with_context(|| format!("{path}: could not snapshot it"))?;
-                mounted = Some((lfs, snapshot.id));
-                (snapshot.extents, snapshot.file_size)
-            }
-            (Some(zone), _, _) => {
-                let zslba = zone_start(driver, zone)?;
-                let (_, zones) = driver
-                    .report(zslba, common::zns::ReportFilter::All, 1)
-                    .during("zone report")?;
-                let z = zones
-                    .first()
-                    .ok_or_else(|| anyhow!("the device reported no zone {zone}"))?;
-                let end = if z.state == ZoneState::Full {
-                    z.zslba + z.zcap
-                } else {
-                    z.wp
-                };
-                let blocks = end - z.zslba;
-                let extents = if blocks == 0 {
-                    Vec::new()
-                } else {
-                    vec![Extent {
-                        start_lba: zslba,
-                        lba_count: u32::try_from(blocks)
-                            .map_err(|_| anyhow!("zone {zone} is too large for one extent"))?,
-                    }]
-                };
-                (extents, blocks * u64::from(LBA_BYTES))
-            }
-            (None, Some(lba), Some(len)) => {
-                if len == 0 {
-                    return Err(anyhow!(
-                        "--len 0 gives the kernel no data: give a positive length"
-                    ));
-                }
-                let blocks = u32::try_from(len.div_ceil(u64::from(LBA_BYTES)))
-                    .map_err(|_| anyhow!("--len {len} is too large for one extent"))?;
-                (
-                    vec![Extent {
-                        start_lba: lba,
-                        lba_count: blocks,
-                    }],
-                    len,
-                )
-            }
-            _ => (Vec::new(), 0),
+        let (ranges, fs) = ranges(args, driver, &engine, out_cap)?;
+        let len = if args.op == OpArg::WriteStream {
+            input.len() as u64
+        } else {
+            ranges.file_size()
         };
-        driver.load_program(SLOT, &image).map_err(|err| match err {
-            DriverError::Rejected(reason) => {
-                anyhow!("the device refused {}: {reason}", file_name(&args.kernel))
-            }
-            other => driver_error("load program", other),
-        })?;
-        driver.activate(SLOT, true).during("program activation")?;
-        driver
-            .set_ranges(RANGES, &extents, file_size, out_cap)
-            .during("memory range set")?;
-        let exec = ExecuteProgram {
-            slot: SLOT,
-            range_set: RANGES,
+        let job = Job {
             op: match args.op {
                 OpArg::FileJob => ProgramOp::FileJob,
                 OpArg::ReadStream => ProgramOp::ReadStream,
                 OpArg::WriteStream => ProgramOp::WriteStream,
             },
             offset: 0,
-            len: if args.op == OpArg::WriteStream {
-                input.len() as u64
-            } else {
-                file_size
-            },
-            param0: args.param0,
-            param1: args.param1,
+            len,
+            params: (args.param0, args.param1),
             fuel: args.fuel,
+            input,
+            max_output: out_cap,
         };
-        let result = driver.execute(exec, input).during("execute program")?;
-        let output = if matches!(result.outcome, ExecOutcome::Exited { .. }) {
-            driver
-                .read_output_all(RANGES, result.stats.bytes_returned, out_cap)
-                .during("read output")?
-        } else {
-            Vec::new()
-        };
-        if let Some((lfs, snapshot)) = mounted {
-            lfs.release_snapshot(snapshot)
+        let mut lease = engine.lease()?;
+        // The output crosses the link only for a kernel that exited.
+        let ran = engine.run(&mut lease, &kernel, &ranges, job, |result| {
+            Ok::<_, RunError>(matches!(result.outcome, ExecOutcome::Exited { .. }))
+        });
+        let released = engine.release(lease);
+        let ran = ran.map_err(|e| run_error(e, &kernel))?;
+        released.during("program deactivation")?;
+        if let Some(fs) = fs {
+            ranges
+                .release()
                 .context("could not release the file's snapshot")?;
-            lfs.unmount().context("could not unmount the file system")?;
+            let fs = Arc::try_unwrap(fs)
+                .map_err(|_| anyhow!("the file system is still in use after the run"))?;
+            fs.unmount().context("could not unmount the file system")?;
         }
-        Ok(Run { result, output })
+        Ok(Run {
+            result: ran.result,
+            output: ran.output,
+        })
     })?;
     report_run(args, &run)
+}
+
+/// What the kernel runs over (`--file`, `--zone`, `--lba`; nothing for a write stream without
+/// them), and the file system a file's snapshot was taken in.
+fn ranges(
+    args: &RunArgs,
+    driver: &Driver,
+    engine: &Engine,
+    out_cap: u32,
+) -> anyhow::Result<(Ranges, Option<Arc<Lfs>>)> {
+    if let Some(path) = args.file.as_deref() {
+        let fs = Arc::new(Lfs::mount(driver).with_context(|| {
+            format!(
+                "could not mount the file system on {}",
+                args.image.display()
+            )
+        })?);
+        let attr = super::fs::lookup_path(&fs, path)?;
+        let ranges = engine
+            .snapshot(&fs, attr.ino, out_cap)
+            .with_context(|| format!("{path}: could not snapshot it"))?;
+        return Ok((ranges, Some(fs)));
+    }
+    let (extents, file_size) = match (args.zone, args.lba, args.len) {
+        (Some(zone), _, _) => {
+            let zslba = zone_start(driver, zone)?;
+            let (_, zones) = driver
+                .report(zslba, common::zns::ReportFilter::All, 1)
+                .during("zone report")?;
+            let z = zones
+                .first()
+                .ok_or_else(|| anyhow!("the device reported no zone {zone}"))?;
+            let end = if z.state == ZoneState::Full {
+                z.zslba + z.zcap
+            } else {
+                z.wp
+            };
+            let blocks = end - z.zslba;
+            let extents = if blocks == 0 {
+                Vec::new()
+            } else {
+                vec![Extent {
+                    start_lba: zslba,
+                    lba_count: u32::try_from(blocks)
+                        .map_err(|_| anyhow!("zone {zone} is too large for one extent"))?,
+                }]
+            };
+            (extents, blocks * u64::from(LBA_BYTES))
+        }
+        (None, Some(lba), Some(len)) => {
+            if len == 0 {
+                return Err(anyhow!(
+                    "--len 0 gives the kernel no data: give a positive length"
+                ));
+            }
+            let blocks = u32::try_from(len.div_ceil(u64::from(LBA_BYTES)))
+                .map_err(|_| anyhow!("--len {len} is too large for one extent"))?;
+            (
+                vec![Extent {
+                    start_lba: lba,
+                    lba_count: blocks,
+                }],
+                len,
+            )
+        }
+        _ => (Vec::new(), 0),
+    };
+    Ok((Ranges::raw(extents, file_size, out_cap), None))
+}
+
+/// One sentence for a run that failed: the device refused the kernel (naming why) or one of
+/// the run's commands.
+fn run_error(e: RunError, kernel: &Kernel) -> anyhow::Error {
+    match e {
+        RunError::Rejected { reason, .. } => {
+            anyhow!("the device refused {}: {reason}", kernel.name())
+        }
+        RunError::Device { step, source } => driver_error(&step.to_string(), source),
+        RunError::Snapshot(e) => anyhow!("the file's snapshot: {e}"),
+    }
 }
 
 /// The program image of `path`: a kernel object linked by the loader, or an image as is.

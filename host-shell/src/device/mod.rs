@@ -181,12 +181,10 @@ impl<S: Media> Device<S> {
                 .inner_mut()
                 .cut_power_after_program_bytes(n);
         }
-        let identify = manager.identify();
+        let controller = Controller::new(manager, options.programs);
+        let identify = controller.identify();
         let counters = Arc::new(Counters::default());
-        let backend = InProcess::new(
-            Controller::new(manager, options.programs),
-            Arc::clone(&counters),
-        );
+        let backend = InProcess::new(controller, Arc::clone(&counters));
         let runner = Runner::start(backend, options.queues, options.queue_depth)?;
         Ok(Device {
             runner,

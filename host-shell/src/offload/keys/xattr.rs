@@ -2,23 +2,22 @@
 
 use std::sync::Arc;
 
-use common::program::{ExecuteProgram, ProgramOp};
-use firmware::controller::ProgramConfig;
+use common::program::ProgramOp;
 
 use super::error::{check_run, OffloadError, Result};
-use super::resources::Job;
-use super::{lock, Caller, Offload};
-use crate::fuse::process::Process;
+use super::{Caller, FileJob, Key, Offload};
 use crate::lfs::InodeNo;
+use crate::offload::{lock, Job};
 
+/// Every offload key starts so.
 pub const PREFIX: &[u8] = b"user.csd.";
-pub const ARGS: &[u8] = b"user.csd.args";
-pub const READ_STREAM: &[u8] = b"user.csd.read_stream";
-pub const WRITE_STREAM: &[u8] = b"user.csd.write_stream";
-pub const FILE_JOB: &[u8] = b"user.csd.file_job";
-pub const RESULT: &[u8] = b"user.csd.result";
-pub const STATS: &[u8] = b"user.csd.stats";
-pub const LINK: &[u8] = b"user.csd.link";
+const ARGS: &[u8] = b"user.csd.args";
+const READ_STREAM: &[u8] = b"user.csd.read_stream";
+const WRITE_STREAM: &[u8] = b"user.csd.write_stream";
+const FILE_JOB: &[u8] = b"user.csd.file_job";
+const RESULT: &[u8] = b"user.csd.result";
+const STATS: &[u8] = b"user.csd.stats";
+const LINK: &[u8] = b"user.csd.link";
 
 /// Largest extended attribute value Linux passes (`XATTR_SIZE_MAX`).
 const XATTR_MAX: usize = 64 << 10;
@@ -64,15 +63,15 @@ impl Offload {
         match name {
             ARGS => {
                 let args = parse_args(value)?;
-                lock(&self.table).procs.entry(key).or_default().args = Some(args);
+                lock(&self.procs).entry(key).or_default().args = Some(args);
                 Ok(())
             }
             READ_STREAM | WRITE_STREAM => {
                 let write = name == WRITE_STREAM;
                 let stream = Arc::new(self.start_stream(caller, key, value)?);
                 let old = {
-                    let mut table = lock(&self.table);
-                    let state = table.procs.entry(key).or_default();
+                    let mut procs = lock(&self.procs);
+                    let state = procs.entry(key).or_default();
                     let slot = if write {
                         &mut state.write
                     } else {
@@ -105,12 +104,12 @@ impl Offload {
             return Err(not_set());
         }
         let process = Self::process(caller)?;
-        let table = lock(&self.table);
-        let state = table.procs.get(&(ino, process)).ok_or_else(not_set)?;
+        let procs = lock(&self.procs);
+        let state = procs.get(&(ino, process)).ok_or_else(not_set)?;
         let value = match name {
             ARGS => state.args.map(|(a, b)| format!("{a} {b}").into_bytes()),
-            READ_STREAM => state.read.as_ref().map(|s| s.kernel.clone().into_bytes()),
-            WRITE_STREAM => state.write.as_ref().map(|s| s.kernel.clone().into_bytes()),
+            READ_STREAM => state.read.as_ref().map(|s| s.kernel.name().into()),
+            WRITE_STREAM => state.write.as_ref().map(|s| s.kernel.name().into()),
             FILE_JOB => state.job.as_ref().map(|j| j.kernel.clone().into_bytes()),
             RESULT => state.job.as_ref().map(|j| j.output.clone()),
             STATS => lock(&state.last).map(|s| {
@@ -132,8 +131,8 @@ impl Offload {
         let key = (ino, process);
         let mut retire = None;
         {
-            let mut table = lock(&self.table);
-            let state = table.procs.get_mut(&key).ok_or_else(not_set)?;
+            let mut procs = lock(&self.procs);
+            let state = procs.get_mut(&key).ok_or_else(not_set)?;
             let found = match name {
                 ARGS => state.args.take().is_some(),
                 READ_STREAM => {
@@ -148,7 +147,7 @@ impl Offload {
                 _ => false,
             };
             if state.is_empty() {
-                table.procs.remove(&key);
+                procs.remove(&key);
             }
             if !found {
                 return Err(not_set());
@@ -160,45 +159,43 @@ impl Offload {
         Ok(())
     }
 
-    pub(super) fn file_job(
-        &self,
-        caller: Caller,
-        key: (InodeNo, Process),
-        value: &[u8],
-    ) -> Result<()> {
-        let cap = ProgramConfig::default().max_output_bytes;
-        let (kernel, held, file_size) = self.prepare(caller, key.0, value, cap)?;
-        let params = self.args_of(key);
-        let exec = ExecuteProgram {
-            slot: held.slot,
-            range_set: held.set,
+    /// Runs the kernel `value` names once over a snapshot of the whole file, and keeps its
+    /// output for `user.csd.result` (or forgets the last one if this run fails).
+    fn file_job(&self, caller: Caller, key: Key, value: &[u8]) -> Result<()> {
+        let cap = self.engine.resources().max_output_bytes;
+        let (kernel, mut held) = self.prepare(caller, key.0, value, cap)?;
+        let job = Job {
             op: ProgramOp::FileJob,
             offset: 0,
-            len: file_size,
-            param0: params.0,
-            param1: params.1,
+            len: held.ranges.file_size(),
+            params: self.args_of(key),
             fuel: self.fuel,
+            input: Vec::new(),
+            max_output: cap,
         };
         let last = self.last_of(key);
-        let run = (|| -> Result<Vec<u8>> {
-            let result = self.run(exec, Vec::new(), held.snapshot.unwrap_or_default())?;
-            *lock(&last) = Some(result.stats);
-            check_run(&kernel, &result)?;
-            // Refused before it crosses the link.
-            let size = result.stats.bytes_returned.min(u64::from(cap)) as usize;
-            if size > XATTR_MAX {
-                return Err(OffloadError::TooBig(size));
-            }
-            Ok(self
-                .driver
-                .read_output_all(held.set, result.stats.bytes_returned, cap)?)
-        })();
-        self.free(held);
-        let mut table = lock(&self.table);
-        let state = table.procs.entry(key).or_default();
-        match run {
-            Ok(output) => {
-                state.job = Some(Job { kernel, output });
+        let ran = self
+            .engine
+            .run(&mut held.lease, &kernel, &held.ranges, job, |result| {
+                *lock(&last) = Some(result.stats);
+                check_run(kernel.name(), result)?;
+                // Refused before it crosses the link.
+                let size = result.stats.bytes_returned.min(u64::from(cap)) as usize;
+                if size > XATTR_MAX {
+                    return Err(OffloadError::TooBig(size));
+                }
+                Ok(true)
+            })
+            .inspect_err(|e| self.log_reclaimed(e, &held));
+        self.free(held.lease, Some(held.ranges));
+        let mut procs = lock(&self.procs);
+        let state = procs.entry(key).or_default();
+        match ran {
+            Ok(ran) => {
+                state.job = Some(FileJob {
+                    kernel: kernel.name().to_string(),
+                    output: ran.output,
+                });
                 Ok(())
             }
             Err(e) => {

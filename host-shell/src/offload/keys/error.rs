@@ -1,9 +1,11 @@
 //! Why an offload operation failed, and the errno the caller gets for it.
 
+use common::load_error::LoadError;
 use common::program::{ExecFault, ExecOutcome, ExecResult};
 
 use crate::driver::DriverError;
 use crate::lfs::LfsError;
+use crate::offload::{KernelError, RunError};
 
 /// Why an offload operation failed; [`OffloadError::errno`] is what the caller sees.
 #[derive(Debug, thiserror::Error)]
@@ -19,7 +21,7 @@ pub enum OffloadError {
     #[error("kernel {path} is not a kernel object: {reason}")]
     NotAKernel { path: String, reason: String },
     #[error("kernel {path} was rejected by the device's verifier: {reason}")]
-    Rejected { path: String, reason: String },
+    Rejected { path: String, reason: LoadError },
     #[error("kernel {path} ran out of fuel after {instructions} instructions ({fuel_used} fuel); mount with a larger --fuel")]
     OutOfFuel {
         path: String,
@@ -78,6 +80,32 @@ impl OffloadError {
     /// such as asking for a key that is not set, stay quiet).
     pub fn worth_logging(&self) -> bool {
         !matches!(self, OffloadError::NotSet(_) | OffloadError::Lfs(_))
+    }
+}
+
+impl From<KernelError> for OffloadError {
+    fn from(e: KernelError) -> Self {
+        match e {
+            KernelError::NotFound(path) => OffloadError::NoKernel(path),
+            KernelError::NotAFile(path) => {
+                OffloadError::Invalid(format!("kernel {path} is not a regular file"))
+            }
+            KernelError::NotAKernel { path, reason } => OffloadError::NotAKernel { path, reason },
+            KernelError::Fs(e) => OffloadError::Lfs(e),
+        }
+    }
+}
+
+impl From<RunError> for OffloadError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Rejected { kernel, reason } => OffloadError::Rejected {
+                path: kernel,
+                reason,
+            },
+            RunError::Device { source, .. } => OffloadError::Device(source),
+            RunError::Snapshot(e) => OffloadError::Lfs(e),
+        }
     }
 }
 
