@@ -119,4 +119,7 @@ pub mod image {
     pub const RODATA_LEN_OFFSET: usize = 12;
     /// Size of the header; the instructions start here, the entry point is instruction 0.
     pub const HEADER_BYTES: usize = 16;
+    /// Largest image: header, instructions and read-only data at their limits.
+    pub const MAX_BYTES: u32 =
+        HEADER_BYTES as u32 + super::MAX_PROGRAM_INSNS * 8 + super::MAX_RODATA_BYTES;
 }

@@ -6,8 +6,9 @@
 //! splits by MDTS.
 
 use common::{
+    abi,
     command::{Command, CommandResult, DeviceHealth, ReportHeader, Submission},
-    load_error::LoadError,
+    load_error::{LoadError, VerifyError},
     program::{
         ActivateProgram, ExecResult, ExecuteProgram, Extent, LoadProgram, MemoryRangeSet,
         ProgramSlot, RangeSetId, ReadOutput,
@@ -51,6 +52,31 @@ impl From<Closed> for DriverError {
     fn from(_: Closed) -> Self {
         DriverError::Stopped
     }
+}
+
+/// Why an image larger than the ABI allows ([`abi::image::MAX_BYTES`]) would be rejected: the
+/// device refuses such a download before it holds the image to verify, so the reason is read
+/// from the header's lengths here, in the verifier's words.
+fn over_abi_limits(image: &[u8]) -> Option<LoadError> {
+    if image.len() <= abi::image::MAX_BYTES as usize || image.len() < abi::image::HEADER_BYTES {
+        return None;
+    }
+    let field =
+        |at: usize| u32::from_le_bytes([image[at], image[at + 1], image[at + 2], image[at + 3]]);
+    let text_len = field(abi::image::TEXT_LEN_OFFSET);
+    let rodata_len = field(abi::image::RODATA_LEN_OFFSET);
+    Some(if text_len / 8 > abi::MAX_PROGRAM_INSNS {
+        LoadError::Verify(VerifyError::TooLarge {
+            insns: text_len / 8,
+        })
+    } else if rodata_len > abi::MAX_RODATA_BYTES {
+        LoadError::RodataTooLarge { rodata_len }
+    } else {
+        LoadError::LengthMismatch {
+            expected: abi::image::HEADER_BYTES as u64 + u64::from(text_len) + u64::from(rodata_len),
+            actual: image.len() as u64,
+        }
+    })
 }
 
 /// The file system sees the zoned commands' errors; a program's rejection never comes from one.
@@ -286,6 +312,9 @@ impl Driver {
     pub fn load_program(&self, slot: ProgramSlot, image: &[u8]) -> Result<(), DriverError> {
         if image.is_empty() {
             return Err(DriverError::Invalid("the program image is empty".into()));
+        }
+        if let Some(reason) = over_abi_limits(image) {
+            return Err(DriverError::Rejected(reason));
         }
         let total_len = u32::try_from(image.len())
             .map_err(|_| DriverError::Invalid("the program image is over 4 GiB".into()))?;

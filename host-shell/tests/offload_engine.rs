@@ -99,6 +99,48 @@ fn the_rejection_reason_comes_from_the_device() {
     device.close().expect("closes");
 }
 
+/// An image past the ABI's size limits, which the device refuses before it holds it to
+/// verify, is rejected with the verifier's words for what is too large.
+#[test]
+fn an_oversized_image_names_what_is_too_large() {
+    let device = device(ProgramConfig::default());
+    let driver = device.driver();
+    let insns = common::abi::MAX_PROGRAM_INSNS + 10;
+    let text: Vec<u8> = (0..insns)
+        .flat_map(|_| [0x95, 0, 0, 0, 0, 0, 0, 0])
+        .collect();
+    let image = firmware::ebpf::encode_image(&text, &[]);
+    let err = driver
+        .load_program(common::program::ProgramSlot(0), &image)
+        .expect_err("too large");
+    assert!(
+        matches!(
+            err,
+            host_shell::driver::DriverError::Rejected(LoadError::Verify(VerifyError::TooLarge {
+                insns: n
+            })) if n == insns
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&insns.to_string()), "{err}");
+    let rodata = vec![0u8; common::abi::MAX_RODATA_BYTES as usize + 4096];
+    let text: Vec<u8> = (0..common::abi::MAX_PROGRAM_INSNS)
+        .flat_map(|_| [0x95, 0, 0, 0, 0, 0, 0, 0])
+        .collect();
+    let image = firmware::ebpf::encode_image(&text, &rodata);
+    let err = driver
+        .load_program(common::program::ProgramSlot(0), &image)
+        .expect_err("too much read-only data");
+    assert!(
+        matches!(
+            err,
+            host_shell::driver::DriverError::Rejected(LoadError::RodataTooLarge { .. })
+        ),
+        "{err}"
+    );
+    device.close().expect("closes");
+}
+
 /// The first run loads, activates and defines the range set; the next run of the same kernel
 /// over the same ranges only executes; new ranges are defined again, a new kernel loaded.
 #[test]

@@ -62,10 +62,6 @@ impl Default for ProgramConfig {
     }
 }
 
-/// Largest program image: header, instructions and read-only data at their limits.
-const MAX_IMAGE_BYTES: u32 =
-    abi::image::HEADER_BYTES as u32 + abi::MAX_PROGRAM_INSNS * 8 + abi::MAX_RODATA_BYTES;
-
 #[derive(Debug, Default)]
 struct Slot {
     /// Bytes of an image being downloaded.
@@ -162,7 +158,7 @@ impl Programs {
             .offset
             .checked_add(load.chunk_len)
             .ok_or(Status::InvalidField)?;
-        if load.total_len == 0 || load.total_len > MAX_IMAGE_BYTES || end > load.total_len {
+        if load.total_len == 0 || load.total_len > abi::image::MAX_BYTES || end > load.total_len {
             return Err(Status::InvalidField);
         }
         let slot = &mut self.slots[index];
