@@ -7,13 +7,12 @@
 //! a zero-extended immediate in rbpf (sign-extended in the RFC), and 32-bit modulo by zero
 //! keeps the upper half in rbpf (zeroed in the RFC).
 
-mod ebpf_diff_support;
 mod ebpf_util;
 
-use ebpf_diff_support::{epilogue, program, ALU_CODES, G, JMP_CODES, MAX_REG, MAX_SKIP, WIDTHS};
 use ebpf_util::{asm, ctx, load, TestEnv};
 use firmware::ebpf::Vm;
 use proptest::prelude::*;
+use testkit::ebpf_diff::{epilogue, program, ALU_CODES, G, JMP_CODES, MAX_REG, MAX_SKIP, WIDTHS};
 
 fn run_ours(text: &[u8]) -> u64 {
     let p = load(text).unwrap_or_else(|e| panic!("our verifier refused: {e}"));

@@ -2,12 +2,10 @@
 //! specification says, the device keeps serving, and blocks wear evenly.
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
-mod zns_support;
-
 use common::zns::{ZoneAction, ZoneState};
 use common::Status;
 use firmware::nand::{BlockId, PageAddr};
-use zns_support::{config, formatted, page, pages, reboot, Model};
+use testkit::zns_model::{self, config, formatted, page, pages, reboot, Model};
 
 const Z: u64 = 16;
 
@@ -84,7 +82,7 @@ fn spares_replace_retired_blocks() {
     assert!(m.is_bad(BlockId(1)) && m.is_bad(BlockId(17)));
     let mut m = reboot(m, cfg);
     model.reboot();
-    zns_support::assert_contents(&mut m, &model);
+    zns_model::assert_contents(&mut m, &model);
 }
 
 /// Binding the least-worn block at each reuse keeps erase counts within one of each other,
@@ -97,7 +95,7 @@ fn wear_levelling_at_reset() {
         m.write(0, &pages(&[round, round + 1])).unwrap();
         m.zone_action(0, ZoneAction::Reset, false).unwrap();
     }
-    let counts = |m: &zns_support::Manager| -> Vec<u32> {
+    let counts = |m: &zns_model::Manager| -> Vec<u32> {
         let meta = m.layout().meta_blocks;
         (0..32)
             .map(BlockId)

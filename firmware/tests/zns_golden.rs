@@ -2,12 +2,10 @@
 //! or in the cost of mounting is noticed.
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
-mod zns_support;
-
 use common::zns::ZoneAction;
 use firmware::nand::sim::{SimNand, Stats};
 use firmware::zns::ZoneManager;
-use zns_support::{config, formatted, pages};
+use testkit::zns_model::{config, formatted, pages};
 
 const Z: u64 = 16;
 

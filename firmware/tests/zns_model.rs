@@ -1,12 +1,10 @@
 //! Model-based test: random ZNS command sequences, with power cycles, against the reference
-//! model in `zns_support`, comparing every status, appended LBA, report and byte read.
+//! model in `testkit::zns_model`, comparing every status, appended LBA, report and byte read.
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
-
-mod zns_support;
 
 use common::zns::{ReportFilter, ZoneAction};
 use proptest::prelude::*;
-use zns_support::{config, formatted, page, pages, reboot, Model};
+use testkit::zns_model::{self, config, formatted, page, pages, reboot, Model};
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -145,6 +143,6 @@ proptest! {
         }
         let mut m = reboot(m, cfg);
         model.reboot();
-        zns_support::assert_contents(&mut m, &model);
+        zns_model::assert_contents(&mut m, &model);
     }
 }

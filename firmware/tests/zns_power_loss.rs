@@ -4,13 +4,11 @@
 //! and zones that can still be written or reset.
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
-mod zns_support;
-
 use common::zns::{ZoneAction, ZoneState, ZONE_ATTR_FINISHED_BY_CONTROLLER};
 use common::Status;
 use firmware::nand::sim::SimNand;
 use firmware::zns::ZoneManager;
-use zns_support::{config, formatted, page, pages, Manager, Model};
+use testkit::zns_model::{config, formatted, page, pages, Manager, Model};
 
 #[derive(Clone, Debug)]
 enum W {

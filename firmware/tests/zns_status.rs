@@ -2,13 +2,11 @@
 //! caused here by the situation that must cause it.
 #![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
-mod zns_support;
-
 use common::zns::{ReportFilter, ZoneAction, ZoneState};
 use common::Status;
 use firmware::nand::PageAddr;
 use firmware::zns::ZoneConfig;
-use zns_support::{config, formatted, page, pages, reboot};
+use testkit::zns_model::{self, config, formatted, page, pages, reboot};
 
 const Z: u64 = 16; // zone size in LBAs of `config()`
 
@@ -249,7 +247,7 @@ fn identify() {
     assert_eq!((id.max_open, id.max_active, id.zasl_lbas), (3, 4, 4));
     assert_eq!(id.nsze_lbas, 14 * 16);
     assert!(!id.volatile_write_cache);
-    let d = ZoneConfig::for_geometry(&zns_support::GEOMETRY);
+    let d = ZoneConfig::for_geometry(&zns_model::GEOMETRY);
     assert_eq!((d.max_open, d.max_active), (14, 14));
 }
 

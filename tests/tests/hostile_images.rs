@@ -8,8 +8,6 @@
 //! device still serves and the file system can be used or made again.
 
 mod hostile_common;
-#[path = "hostile_common/tiny_fs.rs"]
-mod tiny_fs;
 
 use std::path::Path;
 
@@ -28,7 +26,7 @@ use host_shell::{
     lfs::{InodeNo, Lfs},
 };
 use hostile_common::{clear, Tally};
-use tiny_fs::{options, populate, populated, programmed_pages, zones, GEOMETRY};
+use testkit::tiny_fs::{options, populate, populated, programmed_pages, zones, GEOMETRY};
 
 /// Mounts the file system, checks it and uses it; if it cannot be mounted, the device must
 /// still answer and take a new file system. `Err` only when something is mishandled.

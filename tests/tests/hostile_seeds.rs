@@ -120,17 +120,9 @@ fn write_fuzz_seeds() {
     // mount_image: the pristine header (image level) and a few page damages.
     let dir = tempfile::tempdir().expect("temp");
     let img = dir.path().join("tiny.img");
-    let geometry = firmware::nand::Geometry {
-        channels: 1,
-        dies_per_channel: 2,
-        blocks_per_die: 24,
-        pages_per_block: 8,
-        page_bytes: 4096,
-        spare_bytes: 64,
-    };
     let header = firmware::nand::image::Header {
-        geometry,
-        zones: firmware::zns::ZoneConfig::for_geometry(&geometry),
+        geometry: testkit::tiny_fs::GEOMETRY,
+        zones: testkit::tiny_fs::zones(),
     };
     host_shell::device::create_image(&img, header).expect("create");
     let bytes = std::fs::read(&img).expect("read");

@@ -1,6 +1,7 @@
 //! The generator of terminating eBPF programs that this executor and rbpf 0.4 must agree on,
 //! shared by `firmware/tests/ebpf_diff.rs` (proptest) and the fuzz target
-//! `fuzz/fuzz_targets/verifier_interp.rs` (arbitrary), which include it by path.
+//! `fuzz/fuzz_targets/verifier_interp.rs` (arbitrary). It only encodes instructions: the
+//! tests bring rbpf and their source of randomness.
 //!
 //! Only comparable behaviour is generated: no pointers reach results (rbpf uses host
 //! addresses), memory stays in a 64-byte stack window or reads the 64-byte context (r9), and

@@ -1,9 +1,7 @@
-//! Shared helpers of the zone manager tests: a small geometry, page patterns, reboots, and a
-//! plain reference model of NVMe ZNS semantics (a zone table and a map of written LBAs).
-#![allow(
-    dead_code,
-    reason = "each test file uses a different part of the helpers"
-)]
+//! The zone manager's test kit: a small geometry with small limits, page contents by seed,
+//! reboots over the same NAND, and a plain reference model of NVMe ZNS semantics (a zone table
+//! and a map of written LBAs). The firmware's zone tests (`firmware/tests/zns/`) and the
+//! `zns_model` fuzz target compare the zone manager against the same model.
 
 use std::collections::BTreeMap;
 
@@ -39,13 +37,15 @@ pub fn config() -> ZoneConfig {
 
 /// A freshly formatted manager over an erased emulator.
 pub fn formatted(config: ZoneConfig) -> Manager {
-    ZoneManager::format(SimNand::new(GEOMETRY), config).unwrap()
+    ZoneManager::format(SimNand::new(GEOMETRY), config)
+        .unwrap_or_else(|e| panic!("the zone manager does not format: {e}"))
 }
 
 /// Power-cycles: takes the media out, wraps it in a new emulator and mounts it.
 pub fn reboot(m: Manager, config: ZoneConfig) -> Manager {
     let store = m.into_nand().into_store();
-    ZoneManager::mount(SimNand::with_store(store), config).unwrap()
+    ZoneManager::mount(SimNand::with_store(store), config)
+        .unwrap_or_else(|e| panic!("the zone manager does not mount again: {e}"))
 }
 
 /// The 4096-byte content written for `seed` (distinct seeds give distinct pages).
@@ -95,7 +95,9 @@ impl Model {
             zones: vec![zone; nr_zones as usize],
             data: BTreeMap::new(),
             size,
-            cap: config.zone_cap_lbas.unwrap(),
+            cap: config
+                .zone_cap_lbas
+                .expect("the model needs the zone capacity set in the config"),
             max_open: config.max_open,
             max_active: config.max_active,
             zasl: u64::from(config.zasl_lbas),
@@ -365,7 +367,8 @@ pub fn assert_contents(m: &mut Manager, model: &Model) {
         if model.zones[z].state == ZoneState::Offline {
             continue;
         }
-        m.read(lba, &mut buf).unwrap();
+        m.read(lba, &mut buf)
+            .unwrap_or_else(|e| panic!("LBA {lba} does not read: {e:?}"));
         match model.data.get(&lba) {
             Some(&s) => assert!(buf == page(s), "LBA {lba} differs from seed {s}"),
             None => assert!(buf.iter().all(|&b| b == 0), "LBA {lba} should read zeros"),
