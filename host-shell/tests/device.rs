@@ -1,7 +1,6 @@
 //! The device through its queues: image files, reopening, several queues from several threads.
 
 use common::{zns::ZoneState, Status, LBA_BYTES};
-use firmware::zns::ZoneConfig;
 use host_shell::{
     device::{create_image, DeviceError, DeviceOptions, FileDevice, RamDevice},
     lfs::{InodeNo, Lfs},
@@ -10,13 +9,22 @@ use host_shell::{
 use testkit::{fs::*, geometry, rng::pattern};
 
 fn small_header() -> Header {
-    let geometry = Preset::Small
-        .geometry(16 << 20)
-        .expect("16 MiB fits the small preset");
+    let geometry = geometry::small();
     Header {
         geometry,
-        zones: ZoneConfig::for_geometry(&geometry),
+        zones: geometry::zones_for(&geometry),
     }
+}
+
+/// A device in RAM of the small geometry.
+fn small_ram_device() -> RamDevice {
+    let geometry = geometry::small();
+    RamDevice::in_ram(
+        geometry,
+        geometry::zones_for(&geometry),
+        DeviceOptions::default(),
+    )
+    .expect("the device starts")
 }
 
 fn block(fill: u8) -> Vec<u8> {
@@ -96,13 +104,7 @@ fn bad_images_are_refused() {
 /// its command and every block lands in its own zone.
 #[test]
 fn queues_from_many_threads() {
-    let geometry = Preset::Small.geometry(16 << 20).unwrap();
-    let device = RamDevice::in_ram(
-        geometry,
-        ZoneConfig::for_geometry(&geometry),
-        DeviceOptions::default(),
-    )
-    .unwrap();
+    let device = small_ram_device();
     let zones = device.driver().all_zones().unwrap();
     std::thread::scope(|s| {
         for t in 0..4u16 {
@@ -131,13 +133,7 @@ fn queues_from_many_threads() {
 /// Device errors come back typed and name the command: a write away from the write pointer.
 #[test]
 fn device_errors_are_typed() {
-    let geometry = Preset::Small.geometry(16 << 20).unwrap();
-    let device = RamDevice::in_ram(
-        geometry,
-        ZoneConfig::for_geometry(&geometry),
-        DeviceOptions::default(),
-    )
-    .unwrap();
+    let device = small_ram_device();
     let driver = device.driver();
     let err = driver.write(5, &block(0)).unwrap_err();
     assert_eq!(err.status(), Some(Status::ZoneInvalidWrite));

@@ -11,11 +11,8 @@ use common::{
     program::{ExecFault, ExecOutcome, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
-use firmware::zns::ZoneConfig;
-use host_shell::{
-    device::{DeviceOptions, RamDevice},
-    nand::preset::Preset,
-};
+use host_shell::device::{DeviceOptions, RamDevice};
+use testkit::geometry;
 
 /// A kernel that never exits on its own: it counts until its fuel runs out.
 const ENDLESS: &str = "mov64 r0, 0\nadd64 r0, 1\nja -2\nexit\n";
@@ -25,10 +22,10 @@ const ENDLESS: &str = "mov64 r0, 0\nadd64 r0, 1\nja -2\nexit\n";
 /// waits for at most one slice, so 8 commands per queue need about 8 of the kernel's slices.)
 #[test]
 fn io_runs_beside_a_long_kernel() {
-    let geometry = Preset::Small.geometry(16 << 20).unwrap();
+    let geometry = geometry::small();
     let device = RamDevice::in_ram(
         geometry,
-        ZoneConfig::for_geometry(&geometry),
+        geometry::zones_for(&geometry),
         DeviceOptions::default(),
     )
     .unwrap();

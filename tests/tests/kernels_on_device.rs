@@ -17,18 +17,13 @@ use common::{Status, LBA_BYTES};
 use firmware::controller::{Controller, ProgramConfig, SliceDma};
 use firmware::nand::sim::SimNand;
 use firmware::nand::Geometry;
-use firmware::zns::{ZoneConfig, ZoneManager};
+use firmware::zns::ZoneManager;
+use testkit::geometry;
 use tests::reference;
 
-/// 2 channels x 2 dies x 16 blocks x 64 pages: 15 zones of 256 LBAs.
-const GEOMETRY: Geometry = Geometry {
-    channels: 2,
-    dies_per_channel: 2,
-    blocks_per_die: 16,
-    pages_per_block: 64,
-    page_bytes: 4096,
-    spare_bytes: 64,
-};
+/// 2 channels x 2 dies x 16 blocks x 64 pages (the tests' small geometry): 15 zones of 256
+/// LBAs.
+const GEOMETRY: Geometry = geometry::small();
 const LBA: usize = LBA_BYTES as usize;
 const ZONE: u64 = 256;
 /// Bytes of the test file: several hundred KiB, not a multiple of 4096.
@@ -52,9 +47,8 @@ struct Dev {
 
 impl Dev {
     fn new() -> Self {
-        let zones =
-            ZoneManager::format(SimNand::new(GEOMETRY), ZoneConfig::for_geometry(&GEOMETRY))
-                .expect("format");
+        let zones = ZoneManager::format(SimNand::new(GEOMETRY), geometry::zones_for(&GEOMETRY))
+            .expect("format");
         let config = ProgramConfig {
             slice_fuel: SLICE_FUEL,
             ..ProgramConfig::default()

@@ -15,16 +15,11 @@ use firmware::controller::{Controller, ProgramConfig, SliceDma};
 use firmware::nand::sim::SimNand;
 use firmware::nand::Geometry;
 use firmware::zns::{ZoneConfig, ZoneManager};
+use testkit::geometry;
 
-/// 2 channels x 2 dies x 16 blocks x 64 pages of 4096 + 64 bytes (16 MiB).
-pub const GEOMETRY: Geometry = Geometry {
-    channels: 2,
-    dies_per_channel: 2,
-    blocks_per_die: 16,
-    pages_per_block: 64,
-    page_bytes: 4096,
-    spare_bytes: 64,
-};
+/// 2 channels x 2 dies x 16 blocks x 64 pages of 4096 + 64 bytes (16 MiB): the tests' small
+/// geometry.
+pub const GEOMETRY: Geometry = geometry::small();
 
 /// Bytes of one LBA.
 pub const LBA: usize = LBA_BYTES as usize;
@@ -36,7 +31,7 @@ pub fn zone_config() -> ZoneConfig {
         max_active: 6,
         zasl_lbas: 8,
         mdts_lbas: 16,
-        ..ZoneConfig::for_geometry(&GEOMETRY)
+        ..geometry::zones_for(&GEOMETRY)
     }
 }
 
