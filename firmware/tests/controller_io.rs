@@ -7,8 +7,9 @@ mod controller_support;
 use common::command::{Command, CommandId, CommandResult, DeviceHealth, ReportHeader, Submission};
 use common::zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState};
 use common::{Status, WIRE_VERSION};
-use controller_support::{bytes, Dev, GEOMETRY, LBA};
+use controller_support::{Dev, GEOMETRY, LBA};
 use firmware::controller::{ProgramConfig, SliceDma};
+use testkit::rng::pattern;
 
 /// Zone size (and capacity) of the test layout: 4 blocks of 64 pages.
 const ZONE: u64 = 256;
@@ -96,9 +97,9 @@ fn identify_decodes_to_the_zone_managers_identify() {
 #[test]
 fn write_read_append_round_trip_and_survive_reboot() {
     let mut dev = dev();
-    let a = bytes(1, 3 * LBA);
-    let b = bytes(2, 2 * LBA);
-    let c = bytes(3, 5 * LBA);
+    let a = pattern(1, 3 * LBA);
+    let b = pattern(2, 2 * LBA);
+    let c = pattern(3, 5 * LBA);
     assert_eq!(dev.write(0, &a), Status::Success);
     assert_eq!(
         dev.append(0, &b),
@@ -134,7 +135,7 @@ fn write_read_append_round_trip_and_survive_reboot() {
 #[test]
 fn io_errors_map_to_their_status() {
     let mut dev = dev();
-    let one = bytes(4, LBA);
+    let one = pattern(4, LBA);
     assert_eq!(dev.write(0, &one), Status::Success);
     assert_eq!(
         dev.write(5, &one),
@@ -152,7 +153,7 @@ fn io_errors_map_to_their_status() {
         "append not at zslba"
     );
     assert_eq!(
-        dev.append(0, &bytes(5, 9 * LBA)),
+        dev.append(0, &pattern(5, 9 * LBA)),
         Err(Status::InvalidField),
         "append over zasl"
     );
@@ -160,7 +161,7 @@ fn io_errors_map_to_their_status() {
     assert_eq!(dev.read(0, 17), Err(Status::InvalidField), "read over mdts");
     assert_eq!(dev.read(0, 0), Err(Status::InvalidField), "zero blocks");
     assert_eq!(
-        dev.write(ZONE - 1, &bytes(6, 2 * LBA)),
+        dev.write(ZONE - 1, &pattern(6, 2 * LBA)),
         Status::ZoneInvalidWrite
     );
 
@@ -168,16 +169,16 @@ fn io_errors_map_to_their_status() {
     let zslba = 2 * ZONE;
     for k in 0..(ZONE / 16 - 1) {
         assert_eq!(
-            dev.write(zslba + 16 * k, &bytes(k, 16 * LBA)),
+            dev.write(zslba + 16 * k, &pattern(k, 16 * LBA)),
             Status::Success
         );
     }
     assert_eq!(
-        dev.write(zslba + ZONE - 16, &bytes(7, 15 * LBA)),
+        dev.write(zslba + ZONE - 16, &pattern(7, 15 * LBA)),
         Status::Success
     );
     assert_eq!(
-        dev.write(zslba + ZONE - 1, &bytes(8, 2 * LBA)),
+        dev.write(zslba + ZONE - 1, &pattern(8, 2 * LBA)),
         Status::ZoneBoundaryError
     );
     assert_eq!(dev.write(zslba + ZONE - 1, &one), Status::Success);
@@ -248,7 +249,7 @@ fn dma_buffer_too_small_is_a_data_transfer_error() {
 #[test]
 fn wrong_wire_version_is_unsupported() {
     let mut dev = dev();
-    let mut data = bytes(9, LBA);
+    let mut data = pattern(9, LBA);
     for version in [0, WIRE_VERSION + 1, u16::MAX] {
         let sub = Submission {
             version,
@@ -277,7 +278,7 @@ fn wrong_wire_version_is_unsupported() {
 #[test]
 fn zone_management_send_and_receive() {
     let mut dev = dev();
-    let four = bytes(10, 4 * LBA);
+    let four = pattern(10, 4 * LBA);
     assert_eq!(dev.write(0, &four), Status::Success);
     assert_eq!(dev.append(ZONE, &four), Ok(ZONE));
     assert_eq!(
@@ -355,7 +356,7 @@ fn health_decodes_and_tracks_wear() {
     assert_eq!((before.erase_min, before.erase_max), (1, 1));
     assert_eq!(before.erase_total, u64::from(GEOMETRY.blocks()));
 
-    assert_eq!(dev.write(0, &bytes(11, 4 * LBA)), Status::Success);
+    assert_eq!(dev.write(0, &pattern(11, 4 * LBA)), Status::Success);
     let after = health(&mut dev);
     assert_eq!(
         after.free_blocks,

@@ -11,9 +11,10 @@ use common::program::{
 };
 use common::Status;
 use controller_support::{
-    bytes, exec, exec_result, image, spin_result, Dev, ECHO_INPUT, LBA, READ_EMIT, SPIN,
+    exec, exec_result, image, spin_result, Dev, ECHO_INPUT, LBA, READ_EMIT, SPIN,
 };
 use firmware::controller::{ProgramConfig, SliceDma};
+use testkit::rng::pattern;
 
 /// A predicate on the fault a kernel must end with.
 type FaultCheck = fn(ExecFault) -> bool;
@@ -32,7 +33,7 @@ fn sliced(slice_fuel: u64) -> Dev {
 
 /// Writes `blocks` blocks of data at `slba` and returns them.
 fn fill(dev: &mut Dev, seed: u64, slba: u64, blocks: usize) -> Vec<u8> {
-    let data = bytes(seed, blocks * LBA);
+    let data = pattern(seed, blocks * LBA);
     assert_eq!(dev.write(slba, &data), Status::Success);
     data
 }
@@ -379,7 +380,7 @@ fn write_stream_input_across_slices() {
     let mut dev = sliced(100);
     dev.install(0, &image(ECHO_INPUT));
     assert_eq!(dev.ranges(0, &[], 0, 65_536), Status::Success);
-    let input = bytes(3, 5003);
+    let input = pattern(3, 5003);
     let mut run = exec(0, 0, ProgramOp::WriteStream, 0, input.len() as u64);
     run.fuel = 1_000_000;
     let done = dev.execute(run, &input);
@@ -445,7 +446,7 @@ fn io_is_served_between_kernel_slices() {
         // A turn of regular I/O between slices: each command completes in submit.
         if polls.is_multiple_of(2) && written.len() < 64 {
             let lba = written.len() as u64;
-            let block = bytes(1000 + lba, LBA);
+            let block = pattern(1000 + lba, LBA);
             if lba.is_multiple_of(2) {
                 assert_eq!(dev.write(lba, &block), Status::Success);
             } else {
@@ -496,7 +497,7 @@ fn out_of_fuel_is_program_out_of_fuel() {
     assert_eq!(result.stats.fuel_used, 25_000);
     assert_eq!(result.stats.instructions, 25_000);
 
-    assert_eq!(dev.write(0, &bytes(4, LBA)), Status::Success);
+    assert_eq!(dev.write(0, &pattern(4, LBA)), Status::Success);
     run.param0 = 10;
     let done = dev.execute(run, &[]);
     assert_eq!(

@@ -11,6 +11,8 @@ use firmware::nand::sim::SimNand;
 use firmware::nand::Geometry;
 use firmware::zns::{ZoneConfig, ZoneManager};
 
+use crate::rng::pattern;
+
 /// 1 channel x 2 dies x 16 blocks x 8 pages of 4096 + 64 bytes.
 pub const GEOMETRY: Geometry = Geometry {
     channels: 1,
@@ -50,10 +52,7 @@ pub fn reboot(m: Manager, config: ZoneConfig) -> Manager {
 
 /// The 4096-byte content written for `seed` (distinct seeds give distinct pages).
 pub fn page(seed: u32) -> Vec<u8> {
-    let x = seed.wrapping_mul(0x9E37_79B9) | 1;
-    (0..4096u32)
-        .map(|i| (x.rotate_left(i % 32) ^ i) as u8)
-        .collect()
+    pattern(u64::from(seed), GEOMETRY.page_bytes as usize)
 }
 
 /// The pages of `seeds`, concatenated.

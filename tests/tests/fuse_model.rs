@@ -4,23 +4,8 @@
 
 use std::{collections::BTreeMap, fs, io::ErrorKind, os::unix::fs::FileExt};
 
+use testkit::rng::Rng;
 use tests::mount::Mount;
-
-/// xorshift64*: a fixed seed gives the same sequence on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const NAMES: [&str; 8] = ["a", "b", "c", "d/e", "d/f", "d/g", "h", "d/i"];
 
@@ -38,7 +23,7 @@ fn check_tree(m: &Mount, model: &BTreeMap<String, Vec<u8>>) {
 fn run(seed: u64, ops: usize, remount_every: usize) {
     let mut m = Mount::new(&[], &[]);
     fs::create_dir(m.path("d")).expect("mkdir d");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     for step in 1..=ops {
         let name = NAMES[rng.below(NAMES.len() as u64) as usize];
@@ -49,7 +34,7 @@ fn run(seed: u64, ops: usize, remount_every: usize) {
                 let offset = rng.below(200_000);
                 let max = if rng.below(4) == 0 { 300_000 } else { 5_000 };
                 let len = 1 + rng.below(max);
-                let byte = rng.next() as u8;
+                let byte = rng.next_u64() as u8;
                 let data = vec![byte; len as usize];
                 let f = fs::OpenOptions::new()
                     .write(true)

@@ -17,6 +17,7 @@ use std::{
 };
 
 use rustix::io::Errno;
+use testkit::rng::pattern;
 use tests::{
     kernel_object,
     mount::Mount,
@@ -26,15 +27,7 @@ use tests::{
 
 /// Sample data: every byte value, u32 values on both sides of 2^31 and the pattern "ab".
 fn sample(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut data: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
+    let mut data = pattern(1, len);
     for i in (0..len.saturating_sub(2)).step_by(997) {
         data[i..i + 2].copy_from_slice(b"ab");
     }

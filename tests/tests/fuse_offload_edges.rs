@@ -19,6 +19,7 @@ use std::{
 };
 
 use rustix::io::Errno;
+use testkit::rng::pattern;
 use tests::{
     kernel_object,
     mapping::SharedMap,
@@ -26,19 +27,6 @@ use tests::{
     reference,
     xattr::{get, remove, set},
 };
-
-/// Sample data (xorshift bytes).
-fn sample(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
 
 /// A mount (with `mount_args`) with `kernels` (names under target/kernels, like
 /// `tests/xor_read`) copied to /kernels by their file names, and `data` in /data.
@@ -195,7 +183,7 @@ fn child_steps() {
 /// Negative kernel returns reach the caller as errnos FUSE accepts (others EIO), never as a hang.
 #[test]
 fn kernel_return_values_reach_the_caller_as_valid_errnos() {
-    let mut m = setup(&sample(20_000, 1), &[], &["tests/return_param"]);
+    let mut m = setup(&pattern(1, 20_000), &[], &["tests/return_param"]);
     let file = m.path("data");
     let cases: [(i64, Option<Errno>); 8] = [
         (8, None),
@@ -249,7 +237,7 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
     let mut m = setup(b"", &[], &["passthrough", "entropy"]);
     let file = m.path("sparse");
     let size: usize = 4 << 20;
-    let (a, b) = (sample(100_000, 2), sample(50_000, 3));
+    let (a, b) = (pattern(2, 100_000), pattern(3, 50_000));
     let b_at = 3_000_123;
     let mut want = vec![0u8; size];
     want[..a.len()].copy_from_slice(&a);
@@ -315,7 +303,7 @@ fn offloading_a_sparse_file_leaves_it_as_it_was() {
 /// A read stream's process is refused mapped pages, so another process's mapping sees the file.
 #[test]
 fn shared_mappings_never_see_a_streams_output() {
-    let data = sample(256 << 10, 4);
+    let data = pattern(4, 256 << 10);
     let mut m = setup(&data, &[], &["tests/xor_read"]);
     let file = m.path("data");
     // Mapped first: a mapping made after the child's would drop the cached pages as it is made.
@@ -356,7 +344,7 @@ fn shared_mappings_never_see_a_streams_output() {
 /// Kernel paths are checked with supplementary groups: one grants access, no group gets EACCES.
 #[test]
 fn kernel_paths_are_checked_against_supplementary_groups() {
-    let data = sample(10_000, 5);
+    let data = pattern(5, 10_000);
     let mut m = setup(&data, &["--allow-other"], &[]);
     let (user, group, other) = (5000u32, 4242u32, 4343u32);
     fs::set_permissions(&m.root, fs::Permissions::from_mode(0o755)).expect("chmod root");
@@ -389,7 +377,7 @@ fn kernel_paths_are_checked_against_supplementary_groups() {
 /// Reads racing stream replacements get either kernel's output or EAGAIN, never the raw file.
 #[test]
 fn a_stream_replaced_under_its_reads_never_returns_raw_bytes() {
-    let data = sample(64 << 10, 6);
+    let data = pattern(6, 64 << 10);
     // Five workers: three reads in flight and the replacing setxattr are served at once.
     let mut m = setup(&data, &["--threads", "5"], &["tests/xor_read"]);
     let file = m.path("data");

@@ -19,6 +19,7 @@ use common::{
 };
 use host_shell::link::{Link, Port};
 use hostile_common::Tally;
+use testkit::rng::pattern;
 
 fn frame<M: serde::Serialize>(seq: u32, msg: &M) -> Vec<u8> {
     let mut body = vec![0u8; 4096];
@@ -83,19 +84,6 @@ fn checked_body(version: u16, seq: u32, message: &[u8]) -> Vec<u8> {
     body
 }
 
-/// xorshift, for reproducible noise.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Every hostile byte stream, named.
 fn hostile_streams() -> Vec<(String, Vec<u8>)> {
     let completion = Completion::status(CommandId(9), Status::Success);
@@ -135,14 +123,14 @@ fn hostile_streams() -> Vec<(String, Vec<u8>)> {
         ));
     }
     for seed in 0..64u64 {
-        let garbage = noise(seed, 1 + (seed as usize * 37) % 700);
+        let garbage = pattern(seed, 1 + (seed as usize * 37) % 700);
         streams.push((
             format!("checked garbage {seed}"),
             cobs_frame(&checked_body(link::LINK_VERSION, 5, &garbage)),
         ));
         streams.push((
             format!("noise {seed}"),
-            noise(seed + 1000, 1 + seed as usize * 13),
+            pattern(seed + 1000, 1 + seed as usize * 13),
         ));
     }
     streams.push(("empty frames".into(), vec![0; 64]));

@@ -18,7 +18,7 @@ use firmware::controller::{Controller, ProgramConfig, SliceDma};
 use firmware::nand::sim::SimNand;
 use firmware::nand::Geometry;
 use firmware::zns::ZoneManager;
-use testkit::geometry;
+use testkit::{geometry, rng::pattern};
 use tests::reference;
 
 /// 2 channels x 2 dies x 16 blocks x 64 pages (the tests' small geometry): 15 zones of 256
@@ -218,21 +218,6 @@ fn kernel_image(name: &str) -> Vec<u8> {
         .to_bytes()
 }
 
-/// `n` bytes of a seeded pseudo-random stream (splitmix64).
-fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(n);
-    out
-}
-
 /// A file on the device: its bytes and its extents in file order.
 #[derive(Debug)]
 struct File {
@@ -309,7 +294,7 @@ fn place_file(dev: &mut Dev, data: &[u8]) -> File {
 /// A device holding the random test file, `prepare`d before it is written.
 fn device_with_file(prepare: impl FnOnce(&mut Vec<u8>)) -> (Dev, File) {
     let mut dev = Dev::new();
-    let mut data = random_bytes(0x5EED, FILE_SIZE);
+    let mut data = pattern(0x5EED, FILE_SIZE);
     prepare(&mut data);
     let file = place_file(&mut dev, &data);
     (dev, file)
@@ -442,7 +427,7 @@ fn xor_write_stream_matches_reference() {
     let (mut dev, file) = device_with_file(|_| {});
     dev.install("xor");
     for (key, len) in [(0x5A, 100_003usize), (0x1_A5, 4096), (0xFF, 1), (0x42, 0)] {
-        let input = random_bytes(key, len);
+        let input = pattern(key, len);
         let want = reference::xor(&input, key);
         let (r0, out, _) = dev.run(exec(ProgramOp::WriteStream, 0, len as u64, key, 0), &input);
         assert_eq!(r0, len as u64, "key {key:#x}");
@@ -466,7 +451,7 @@ fn xor_write_stream_matches_reference() {
 fn kernels_are_confined_to_their_files_extents() {
     let mut dev = Dev::new();
     let size_a = 6 * LBA + 100;
-    let a: Vec<u8> = random_bytes(7, size_a)
+    let a: Vec<u8> = pattern(7, size_a)
         .into_iter()
         .map(|b| if b == FOREIGN { 0x11 } else { b })
         .collect();

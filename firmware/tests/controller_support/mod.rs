@@ -294,16 +294,3 @@ pub const ECHO_INPUT: &str = "
     ja -13
     mov64 r0, r6
     exit";
-
-/// `n` bytes of a deterministic pseudo-random stream for `seed`.
-pub fn bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
