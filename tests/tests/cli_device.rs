@@ -2,12 +2,7 @@
 //! created and described, bad arguments and broken images give one clear line and a non-zero
 //! exit code, and every command has `--help`.
 
-use serde_json::Value;
-use tests::{csd, csd_fails, csd_ok};
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("csd printed valid JSON")
-}
+use tests::{csd, csd_fails, csd_json, csd_ok};
 
 /// A created image describes itself: geometry, zones, limits and health match what was asked.
 #[test]
@@ -32,7 +27,7 @@ fn create_and_info() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.starts_with("created "), "{text}");
 
-    let info = json(&csd_ok(["device", "info", img.to_str().unwrap(), "--json"]));
+    let info = csd_json(["device", "info", img.to_str().unwrap(), "--json"]);
     assert_eq!(info["geometry"]["channels"], 2);
     assert_eq!(info["geometry"]["raw_bytes"], 32 << 20);
     assert_eq!(info["zones"]["size_lbas"], 512);

@@ -5,20 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tests::{csd, csd_fails, csd_ok, kernel_object, reference};
+use testkit::hex;
+use tests::{csd, csd_fails, csd_json, csd_ok, json, kernel_object, reference};
 
 const BLOCK: usize = 4096;
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("csd printed valid JSON")
-}
-
-fn unhex(text: &str) -> Vec<u8> {
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).expect("hex digits"))
-        .collect()
-}
 
 /// An image with `data` appended to zone 1 (padded to whole blocks by the CLI).
 fn image_with(dir: &Path, data: &[u8]) -> PathBuf {
@@ -54,11 +44,11 @@ fn run(img: &Path, kernel: &str, args: &[&str]) -> Value {
         "--json".into(),
     ];
     all.extend(args.iter().map(|a| a.to_string()));
-    json(&csd_ok(all))
+    csd_json(all)
 }
 
 fn output(v: &Value) -> Vec<u8> {
-    unhex(v["output_hex"].as_str().expect("output_hex"))
+    hex::decode(v["output_hex"].as_str().expect("output_hex"))
 }
 
 fn sample() -> Vec<u8> {
@@ -272,7 +262,7 @@ fn asm_disasm_round_trip() {
     assert_eq!(bytes.len(), 16 + 6 * 8);
 
     // It runs: r0 = file_size + 7.
-    let ran = json(&csd_ok([
+    let ran = csd_json([
         "kernel",
         "run",
         img.to_str().unwrap(),
@@ -280,7 +270,7 @@ fn asm_disasm_round_trip() {
         "--zone",
         "1",
         "--json",
-    ]));
+    ]);
     let zone_bytes = sample().len().div_ceil(BLOCK) * BLOCK;
     assert_eq!(ran["ret"], zone_bytes as u64 + 7);
 
@@ -353,7 +343,7 @@ fn link_writes_the_image_run_loads() {
     let data: Vec<u8> = (0..3 * BLOCK).map(|i| (i % 7) as u8).collect();
     let img = image_with(dir.path(), &data);
     let run = |kernel: &Path| {
-        json(&csd_ok([
+        csd_json([
             "kernel",
             "run",
             img.to_str().unwrap(),
@@ -361,7 +351,7 @@ fn link_writes_the_image_run_loads() {
             "--zone",
             "1",
             "--json",
-        ]))
+        ])
     };
     let from_image = run(&image);
     assert_eq!(from_image["output_hex"], run(&object)["output_hex"]);

@@ -9,13 +9,9 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{csd_command, csd_fails, csd_ok};
+use tests::{csd_command, csd_fails, csd_json, csd_ok, json};
 
 const BLOCK: usize = 4096;
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("csd printed valid JSON")
-}
 
 /// A fresh image in a temporary directory, made with `csd device create IMAGE extra...`.
 fn image(dir: &Path, extra: &[&str]) -> PathBuf {
@@ -63,7 +59,7 @@ fn append_report_reopen_read() {
     let payload = data(300_000, 7); // 74 blocks, the last one partial
     let input = dir.path().join("payload.bin");
     std::fs::write(&input, &payload).unwrap();
-    let out = json(&csd_ok([
+    let out = csd_json([
         "zone",
         "append",
         img_s,
@@ -71,7 +67,7 @@ fn append_report_reopen_read() {
         "--input",
         input.to_str().unwrap(),
         "--json",
-    ]));
+    ]);
     assert_eq!(out["lba"], zslba);
     let lbas: Vec<u64> = out["lbas"]
         .as_array()
@@ -91,14 +87,10 @@ fn append_report_reopen_read() {
         "an open zone comes back closed after power-off"
     );
     assert_eq!(z["wp"].as_u64().unwrap(), zslba + 74);
-    let closed = json(&csd_ok([
-        "zone", "report", img_s, "--state", "closed", "--json",
-    ]));
+    let closed = csd_json(["zone", "report", img_s, "--state", "closed", "--json"]);
     assert_eq!(closed.as_array().unwrap().len(), 1);
     assert_eq!(closed[0]["zone"], 2);
-    let empty = json(&csd_ok([
-        "zone", "report", img_s, "--state", "empty", "--json",
-    ]));
+    let empty = csd_json(["zone", "report", img_s, "--state", "empty", "--json"]);
     assert_eq!(empty.as_array().unwrap().len(), zones.len() - 1);
 
     // Read back to a file, exactly --len bytes, and to stdout across the padding.

@@ -8,11 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::{csd, csd_command, csd_ok, kernel_object, mount::Mount, reference};
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use testkit::hex;
+use tests::{csd, csd_command, csd_json, csd_ok, kernel_object, mount::Mount, reference};
 
 fn is_mounted(path: &Path) -> bool {
     let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
@@ -46,7 +43,7 @@ fn kernel_run_on_a_file_and_fsck_json() {
     m.unmount();
     let image = m.image.display().to_string();
     let entropy = kernel_object("entropy").display().to_string();
-    let out = csd_ok([
+    let json = csd_json([
         "kernel",
         "run",
         &image,
@@ -55,14 +52,12 @@ fn kernel_run_on_a_file_and_fsck_json() {
         "/dir/data",
         "--json",
     ]);
-    let json: serde_json::Value = serde_json::from_slice(&out).expect("json");
     let want = reference::histogram_bytes(&reference::entropy_histogram(&data));
-    assert_eq!(json["output_hex"], hex(&want));
+    assert_eq!(json["output_hex"], hex::encode(&want));
     assert_eq!(json["device_bytes_read"], data.len() as u64);
     let out = csd(["kernel", "run", &image, &entropy, "--file", "/missing"]);
     assert!(!out.status.success());
-    let out = csd_ok(["fsck", &image, "--json"]);
-    let json: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    let json = csd_json(["fsck", &image, "--json"]);
     assert_eq!(json["clean"], true, "{json}");
     assert_eq!(json["problems"].as_array().map(Vec::len), Some(0));
 }

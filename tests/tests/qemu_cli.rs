@@ -8,13 +8,10 @@
 use std::path::Path;
 
 use serde_json::Value;
-use tests::{csd_fails, csd_ok, kernel_object, reference};
+use testkit::hex;
+use tests::{csd_fails, csd_ok, json, kernel_object, reference};
 
 const BLOCK: usize = 4096;
-
-fn json(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes).expect("csd printed valid JSON")
-}
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -101,7 +98,7 @@ fn zone_and_kernel_commands_through_qemu_then_in_process() {
     padded.resize(41 * BLOCK, 0);
     let counts = reference::histogram_bytes(&reference::entropy_histogram(&padded));
     assert_eq!(run["ret"], padded.len() as u64);
-    assert_eq!(run["output_hex"], hex(&counts));
+    assert_eq!(run["output_hex"], hex::encode(&counts));
 
     // A hostile kernel on the board is stopped by its fuel; the command says so.
     let err = csd_fails(
@@ -145,8 +142,4 @@ fn qemu_needs_an_existing_image() {
     let err = csd_fails(1, ["--device", "qemu", "zone", "report", path(&img)]);
     assert!(err.contains("no such device image"), "{err}");
     assert!(!img.exists(), "nothing was created");
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
