@@ -4,7 +4,7 @@
 //! - even: the rest is a program image: `Program::load` refuses it with a typed error or it
 //!   runs with bounded fuel against an `Env` serving a small file; never a panic or a hang.
 //! - odd: the rest drives `arbitrary` to build a terminating program in the subset rbpf 0.4
-//!   defines like RFC 9669 (the generator of `firmware/tests/ebpf_diff.rs`); both interpreters
+//!   defines like RFC 9669 (the generator of `firmware/tests/ebpf/diff.rs`); both interpreters
 //!   must return the same r0, which folds in every data register and the stack window.
 #![no_main]
 
@@ -93,7 +93,7 @@ fn raw_mode(image: &[u8]) {
     );
 }
 
-// ---- the differential mode: the generator of firmware/tests/ebpf_diff.rs, over `arbitrary`.
+// ---- the differential mode: the generator of firmware/tests/ebpf/diff.rs, over `arbitrary`.
 
 /// A data register.
 fn reg(u: &mut Unstructured<'_>) -> arbitrary::Result<u8> {

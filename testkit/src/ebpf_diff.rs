@@ -1,5 +1,5 @@
 //! The generator of terminating eBPF programs that this executor and rbpf 0.4 must agree on,
-//! shared by `firmware/tests/ebpf_diff.rs` (proptest) and the fuzz target
+//! shared by `firmware/tests/ebpf/diff.rs` (proptest) and the fuzz target
 //! `fuzz/fuzz_targets/verifier_interp.rs` (arbitrary). It only encodes instructions: the
 //! tests bring rbpf and their source of randomness.
 //!

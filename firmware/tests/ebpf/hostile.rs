@@ -1,10 +1,8 @@
 //! Hostile kernels: every misbehaviour ends the run with a typed error, never a panic or an
 //! access outside the VM's buffers.
 
-mod ebpf_util;
-
+use crate::util::{asm, ctx, load, prog, run, TestEnv, FUEL};
 use common::abi::{self, region};
-use ebpf_util::{asm, ctx, load, prog, run, TestEnv, FUEL};
 use firmware::ebpf::{encode_image, ExecError, LoadError, Program, Step, VerifyError, Vm};
 
 fn fault(src: &str) -> ExecError {
@@ -262,7 +260,7 @@ fn bad_helper_pointers() {
     for (src, id) in cases {
         let mut env = TestEnv::with_file(vec![1; 64]);
         env.input = Some(vec![2; 64]);
-        let e = ebpf_util::run_env(&prog(src), &mut env).expect_err(src);
+        let e = crate::util::run_env(&prog(src), &mut env).expect_err(src);
         assert!(
             matches!(e, ExecError::HelperFault { helper, .. } if helper == id),
             "{src}: {e:?}"

@@ -2,7 +2,6 @@
 //! mounted again over the same NAND and must show the state "before" or "after" the command in
 //! flight (for a multi-LBA write: any prefix of it), every acknowledged write, no torn data,
 //! and zones that can still be written or reset.
-#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 use common::zns::{ZoneAction, ZoneState, ZONE_ATTR_FINISHED_BY_CONTROLLER};
 use common::Status;

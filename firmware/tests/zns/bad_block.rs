@@ -1,6 +1,5 @@
 //! Bad blocks and wear: failed programs and erases retire blocks, zones degrade as the ZNS
 //! specification says, the device keeps serving, and blocks wear evenly.
-#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 use common::zns::{ZoneAction, ZoneState};
 use common::Status;

@@ -2,12 +2,10 @@
 //! `SliceDma`: data round trips, status mapping, reports and identify data decoded from the
 //! bytes the host receives, and reboots over the same NAND.
 
-mod controller_support;
-
+use crate::support::{Dev, GEOMETRY, LBA};
 use common::command::{Command, CommandId, CommandResult, DeviceHealth, ReportHeader, Submission};
 use common::zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState};
 use common::{Status, WIRE_VERSION};
-use controller_support::{Dev, GEOMETRY, LBA};
 use firmware::controller::{ProgramConfig, SliceDma};
 use testkit::rng::pattern;
 

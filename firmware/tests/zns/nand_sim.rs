@@ -1,6 +1,5 @@
 //! The strict NAND emulator: it panics on contract breaks, reports device conditions as
 //! errors, counts operations, cuts power and survives a reboot.
-#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 use firmware::nand::sim::{PageState, PageStore, SimNand};
 use firmware::nand::{BlockId, Geometry, Nand, NandErrorKind, PageAddr};

@@ -1,9 +1,7 @@
 //! Helper semantics, error codes, run statistics and the fuel cost model.
 
-mod ebpf_util;
-
+use crate::util::{ctx, prog, run_env, TestEnv, FUEL};
 use common::abi;
-use ebpf_util::{ctx, prog, run_env, TestEnv, FUEL};
 use firmware::ebpf::{
     run_to_end, Context, Env, ExecError, HelperError, Vm, BYTES_PER_FUEL, HELPER_CALL_FUEL,
 };

@@ -7,9 +7,7 @@
 //! a zero-extended immediate in rbpf (sign-extended in the RFC), and 32-bit modulo by zero
 //! keeps the upper half in rbpf (zeroed in the RFC).
 
-mod ebpf_util;
-
-use ebpf_util::{asm, ctx, load, TestEnv};
+use crate::util::{asm, ctx, load, TestEnv};
 use firmware::ebpf::Vm;
 use proptest::prelude::*;
 use testkit::ebpf_diff::{epilogue, program, ALU_CODES, G, JMP_CODES, MAX_REG, MAX_SKIP, WIDTHS};

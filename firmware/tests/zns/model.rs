@@ -1,6 +1,5 @@
 //! Model-based test: random ZNS command sequences, with power cycles, against the reference
 //! model in `testkit::zns_model`, comparing every status, appended LBA, report and byte read.
-#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 use common::zns::{ReportFilter, ZoneAction};
 use proptest::prelude::*;

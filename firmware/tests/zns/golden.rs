@@ -1,6 +1,5 @@
 //! Golden NAND operation counts for fixed workloads, so that a change in write amplification
 //! or in the cost of mounting is noticed.
-#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 use common::zns::ZoneAction;
 use firmware::nand::sim::{SimNand, Stats};

@@ -1,10 +1,8 @@
 //! Load-time checks: malformed image headers and programs the verifier must refuse, each a
 //! typed error.
 
-mod ebpf_util;
-
+use crate::util::{asm, cat, load, raw};
 use common::abi::{self, image};
-use ebpf_util::{asm, cat, load, raw};
 use firmware::ebpf::{encode_image, LoadError, Program, VerifyError};
 
 const EXIT: u8 = 0x95;

@@ -1,5 +1,4 @@
 //! Shared helpers for the eBPF executor tests: assembling, image building, a test `Env`.
-#![allow(dead_code, reason = "each test crate uses a different subset")]
 
 use firmware::ebpf::{self, Context, Env, ExecError, HelperError, Program, RunStats};
 

@@ -1,6 +1,5 @@
 //! Each ZNS status code (1B8h..1BFh) and each generic status the zone manager produces is
 //! caused here by the situation that must cause it.
-#![allow(clippy::unwrap_used, reason = "tests unwrap what they set up")]
 
 use common::zns::{ReportFilter, ZoneAction, ZoneState};
 use common::Status;

@@ -2,17 +2,15 @@
 //! Load Program, activation, Memory Range Set validation, Execute Program completing through
 //! `poll`, Read Output, typed faults, and regular I/O served between a kernel's slices.
 
-mod controller_support;
-
+use crate::support::{
+    exec, exec_result, image, spin_result, Dev, ECHO_INPUT, LBA, READ_EMIT, SPIN,
+};
 use common::abi;
 use common::command::{Command, CommandResult, Submission};
 use common::program::{
     ExecFault, ExecOutcome, Extent, ProgramOp, ProgramSlot, RangeSetId, ReadOutput,
 };
 use common::Status;
-use controller_support::{
-    exec, exec_result, image, spin_result, Dev, ECHO_INPUT, LBA, READ_EMIT, SPIN,
-};
 use firmware::controller::{ProgramConfig, SliceDma};
 use testkit::rng::pattern;
 

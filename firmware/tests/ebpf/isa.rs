@@ -1,10 +1,8 @@
 //! Instruction semantics (RFC 9669), one opcode class at a time, in rbpf assembler text where
 //! it can express the instruction and as hand-built bytes for the v4 additions.
 
-mod ebpf_util;
-
+use crate::util::{asm, cat, r0, r0_bytes, raw};
 use common::abi;
-use ebpf_util::{asm, cat, r0, r0_bytes, raw};
 
 const EXIT: u8 = 0x95;
 
@@ -403,12 +401,12 @@ fn atomics() {
                 "stxdw [r10-16], r0\nstxdw [r10-24], r2\n{load} r0, [r10-8]\nexit"
             )),
         ]);
-        let program = ebpf_util::load(&p).expect("load");
+        let program = crate::util::load(&p).expect("load");
         let mut vm = firmware::ebpf::Vm::new(0);
         vm.run_to_end(
             &program,
-            &ebpf_util::ctx(),
-            &mut ebpf_util::TestEnv::default(),
+            &crate::util::ctx(),
+            &mut crate::util::TestEnv::default(),
             100,
         )
         .expect("run");

@@ -1,9 +1,5 @@
 //! Shared helpers of the controller tests: a small device, a host that numbers its commands,
 //! assembled programs, and reboots over the same NAND.
-#![allow(
-    dead_code,
-    reason = "each controller test file uses a different part of the helpers"
-)]
 
 use common::command::{Command, CommandId, CommandResult, Completion, Submission};
 use common::program::{
