@@ -106,6 +106,16 @@ where
     out.stdout
 }
 
+/// The name libtest runs the test `name` of the module at `module_path` (pass `module_path!()`)
+/// by: its path without the crate, what `--exact` needs when a test binary runs one of its own
+/// tests again in a child process.
+pub fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, module)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
+}
+
 /// What `csd ... --json` printed, parsed.
 ///
 /// # Panics

@@ -418,8 +418,9 @@ fn two_processes_offload_different_kernels_at_once() {
     let file = m.path("data");
     let report = m.dir().join("child.report");
     let ready = m.dir().join("child.ready");
+    let child_test = tests::test_name(module_path!(), "child_reader");
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_reader", "--ignored", "--test-threads=1"])
+        .args(["--exact", &child_test, "--ignored", "--test-threads=1"])
         .env("CSD_CHILD_FILE", &file)
         .env("CSD_CHILD_REPORT", &report)
         .env("CSD_CHILD_READY", &ready)

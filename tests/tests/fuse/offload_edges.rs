@@ -100,10 +100,11 @@ fn answered<T: Send + 'static>(
 /// Runs [`child_steps`] in a new process over `file` and returns each step's outcome, up to
 /// and including the first that failed.
 fn child(file: &Path, steps: &str) -> Vec<Result<(), Errno>> {
+    let child_test = tests::test_name(module_path!(), "child_steps");
     let out = Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "child_steps",
+            &child_test,
             "--ignored",
             "--nocapture",
             "--test-threads=1",
