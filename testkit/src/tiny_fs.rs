@@ -1,5 +1,5 @@
 //! A tiny device holding a small file system, the media that the hostile-image tests
-//! (`tests/tests/hostile_images.rs`) and the `mount_image` fuzz target damage: both damage
+//! (`tests/tests/hostile/images.rs`) and the `mount_image` fuzz target damage: both damage
 //! exactly the same thing. Made through the host shell's device (feature `host-shell`).
 
 use firmware::{

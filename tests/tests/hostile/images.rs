@@ -7,10 +7,9 @@
 //! a clear error or a clean mount (fsck may report the damage), never a panic; afterwards the
 //! device still serves and the file system can be used or made again.
 
-mod hostile_common;
-
 use std::path::Path;
 
+use crate::tally::{clear, Tally};
 use firmware::{
     nand::{
         image::{Header, HEADER_BYTES},
@@ -25,7 +24,6 @@ use host_shell::{
     driver::Driver,
     lfs::{InodeNo, Lfs},
 };
-use hostile_common::{clear, Tally};
 use testkit::tiny_fs::{options, populate, populated, programmed_pages, zones, GEOMETRY};
 
 /// Mounts the file system, checks it and uses it; if it cannot be mounted, the device must

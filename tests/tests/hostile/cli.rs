@@ -3,9 +3,7 @@
 //! with a non-zero exit code and one clear `csd: ` line (never a panic or a signal), and the
 //! device image is still usable afterwards.
 
-mod hostile_common;
-
-use hostile_common::Tally;
+use crate::tally::Tally;
 use tests::{csd, csd_ok, kernel_object};
 
 /// Runs `csd args`: it must fail with exit code 1 or 2 and exactly one `csd: ` line.

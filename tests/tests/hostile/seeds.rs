@@ -1,7 +1,7 @@
 //! Writes the committed seed corpus of the fuzz targets (`fuzz/seeds/<target>/`) from real
 //! inputs: the clang-built kernels, their linked images, golden wire messages and frames, and
 //! a freshly made tiny image's header. Run by hand when the formats change:
-//! `cargo test -p tests --test hostile_seeds -- --ignored`.
+//! `cargo test -p tests --test hostile write_fuzz_seeds -- --ignored`.
 
 use std::path::Path;
 

@@ -5,12 +5,10 @@
 //!
 //! Needs `target/kernels/` (`cargo xtask kernels`).
 
-mod hostile_common;
-
 use std::path::PathBuf;
 
+use crate::tally::{clear, Tally};
 use firmware::ebpf::{self, Context, Env, HelperError, Program};
-use hostile_common::{clear, Tally};
 
 /// Fuel for one run: enough for the real kernels over a small file, small for loops.
 const FUEL: u64 = 20_000;

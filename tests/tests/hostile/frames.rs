@@ -4,21 +4,19 @@
 //! it decodes; the host's `Link` answers a hostile stream by retransmitting and completes its
 //! exchange when the good answer arrives.
 
-mod hostile_common;
-
 use std::{
     collections::VecDeque,
     io::{self, Read, Write},
     time::Duration,
 };
 
+use crate::tally::Tally;
 use common::{
     command::{CommandId, Completion},
     link::{self, DecodeError, DeviceInfo, DeviceMessage, FrameReader, ToHost},
     Status,
 };
 use host_shell::link::{Link, Port};
-use hostile_common::Tally;
 use testkit::rng::pattern;
 
 fn frame<M: serde::Serialize>(seq: u32, msg: &M) -> Vec<u8> {
