@@ -24,6 +24,7 @@ use std::{
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
+use testkit::rng::Rng;
 use tests::reference::sample_text;
 
 use crate::mount::CsdMount;
@@ -208,14 +209,11 @@ fn read_latency(file: &Path, file_bytes: u64, window: Duration) -> Result<Latenc
     let f = File::open(file).context("open the sample file")?;
     let mut buf = [0u8; 4096];
     let mut micros = Vec::new();
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rng = Rng::new(0);
     let blocks = (file_bytes / 4096).max(1);
     let started = Instant::now();
     while started.elapsed() < window {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let offset = (state % blocks) * 4096;
+        let offset = rng.below(blocks) * 4096;
         let t = Instant::now();
         let n = f.read_at(&mut buf, offset).context("a 4 KiB read")?;
         micros.push(t.elapsed().as_secs_f64() * 1e6);

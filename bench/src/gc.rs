@@ -14,6 +14,7 @@ use host_shell::{
     nand::preset::Preset,
 };
 use serde::Serialize;
+use testkit::rng::Rng;
 
 const FILE_BYTES: u64 = 1 << 20;
 const BLOCK: u64 = 4096;
@@ -81,14 +82,11 @@ fn point(device_bytes: u64, utilization: f64, overwrite_factor: u64) -> Result<P
     let gc_before = lfs.stats()?.gc_zones;
     let blocks_per_file = FILE_BYTES / BLOCK;
     let writes = capacity * overwrite_factor / BLOCK;
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rng = Rng::new(0);
     let block = vec![0xa5u8; BLOCK as usize];
     for n in 0..writes {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let ino = inodes[(state % files) as usize];
-        let offset = (state >> 32) % blocks_per_file * BLOCK;
+        let ino = inodes[rng.below(files) as usize];
+        let offset = rng.below(blocks_per_file) * BLOCK;
         lfs.write(ino, offset, &block)?;
         if n % FSYNC_EVERY == FSYNC_EVERY - 1 {
             lfs.fsync(ino, false)?;

@@ -27,9 +27,7 @@ use host_shell::{
 };
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../tests/tests/hostile_common/tiny_fs.rs"]
-mod tiny_fs;
-use tiny_fs::{options, populated, programmed_pages, zones, GEOMETRY};
+use testkit::tiny_fs::{options, populated, programmed_pages, zones, GEOMETRY};
 
 /// The pristine media: formatted, a file system with a directory and two files (one synced,
 /// one left in the log), unmounted cleanly.

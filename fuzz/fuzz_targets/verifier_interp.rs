@@ -4,7 +4,7 @@
 //! - even: the rest is a program image: `Program::load` refuses it with a typed error or it
 //!   runs with bounded fuel against an `Env` serving a small file; never a panic or a hang.
 //! - odd: the rest drives `arbitrary` to build a terminating program in the subset rbpf 0.4
-//!   defines like RFC 9669 (the generator of `firmware/tests/ebpf_diff.rs`); both interpreters
+//!   defines like RFC 9669 (the generator of `firmware/tests/ebpf/diff.rs`); both interpreters
 //!   must return the same r0, which folds in every data register and the stack window.
 #![no_main]
 
@@ -12,9 +12,7 @@ use arbitrary::Unstructured;
 use firmware::ebpf::{encode_image, Context, Env, HelperError, Program, Vm};
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../firmware/tests/ebpf_diff_support/mod.rs"]
-mod diff;
-use diff::G;
+use testkit::ebpf_diff::{self, G};
 
 /// Enough for any terminating loop of a small program to show up as `OutOfFuel` quickly.
 const FUEL: u64 = 200_000;
@@ -95,11 +93,11 @@ fn raw_mode(image: &[u8]) {
     );
 }
 
-// ---- the differential mode: the generator of firmware/tests/ebpf_diff.rs, over `arbitrary`.
+// ---- the differential mode: the generator of firmware/tests/ebpf/diff.rs, over `arbitrary`.
 
 /// A data register.
 fn reg(u: &mut Unstructured<'_>) -> arbitrary::Result<u8> {
-    u.int_in_range(0..=diff::MAX_REG)
+    u.int_in_range(0..=ebpf_diff::MAX_REG)
 }
 
 fn maybe_reg(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<u8>> {
@@ -110,7 +108,7 @@ fn maybe_reg(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<u8>> {
 fn op(u: &mut Unstructured<'_>) -> arbitrary::Result<G> {
     Ok(match u.int_in_range(0..=6u8)? {
         0 => G::Alu {
-            code: *u.choose(&diff::ALU_CODES)?,
+            code: *u.choose(&ebpf_diff::ALU_CODES)?,
             alu64: u.arbitrary()?,
             dst: reg(u)?,
             src: maybe_reg(u)?,
@@ -122,7 +120,7 @@ fn op(u: &mut Unstructured<'_>) -> arbitrary::Result<G> {
         },
         2 => G::Endian {
             be: u.arbitrary()?,
-            width: *u.choose(&diff::WIDTHS)?,
+            width: *u.choose(&ebpf_diff::WIDTHS)?,
             dst: reg(u)?,
         },
         3 => G::Lddw {
@@ -130,12 +128,12 @@ fn op(u: &mut Unstructured<'_>) -> arbitrary::Result<G> {
             value: u.arbitrary()?,
         },
         4 => G::Jump {
-            code: *u.choose(&diff::JMP_CODES)?,
+            code: *u.choose(&ebpf_diff::JMP_CODES)?,
             jmp32: u.arbitrary()?,
             dst: reg(u)?,
             src: maybe_reg(u)?,
             imm: u.arbitrary()?,
-            skip: u.int_in_range(0..=diff::MAX_SKIP)?,
+            skip: u.int_in_range(0..=ebpf_diff::MAX_SKIP)?,
         },
         5 => G::Store {
             size: u.int_in_range(0..=3)?,
@@ -167,7 +165,7 @@ fn diff_mode(bytes: &[u8]) {
     let Ok((init, ops)) = diff_input(bytes) else {
         return;
     };
-    let text = diff::program(&ops, &init);
+    let text = ebpf_diff::program(&ops, &init);
     let c = ctx(common::abi::op::FILE_JOB);
     let program = Program::load(&encode_image(&text, &[]))
         .unwrap_or_else(|e| panic!("our verifier refused a generated program: {e}"));

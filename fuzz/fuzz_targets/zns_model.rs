@@ -1,21 +1,13 @@
-//! The zone manager against the plain reference model of `firmware/tests/zns_support` (the
-//! same model the proptest `zns_model` uses), on command sequences chosen by the fuzzer,
+//! The zone manager against the plain reference model of `testkit::zns_model` (the same
+//! model the firmware's proptest `zns_model` uses), on command sequences chosen by the fuzzer,
 //! with reboots over the same NAND. Any difference in a status, an appended LBA, a report, a
 //! zone descriptor or a byte read panics.
 #![no_main]
 
-#[allow(
-    dead_code,
-    clippy::all,
-    reason = "shared with the firmware's tests, used in part"
-)]
-#[path = "../../firmware/tests/zns_support/mod.rs"]
-mod zns_support;
-
 use arbitrary::{Arbitrary, Unstructured};
 use common::zns::{ReportFilter, ZoneAction};
 use libfuzzer_sys::fuzz_target;
-use zns_support::{config, formatted, page, pages, reboot, Model};
+use testkit::zns_model::{self, config, formatted, page, pages, reboot, Model};
 
 /// Zones 0..6 are used most (limits and states interact); up to 15 reaches past the end.
 #[derive(Debug, Clone, Copy)]
@@ -217,5 +209,5 @@ fuzz_target!(|ops: Vec<Op>| {
     }
     let mut m = reboot(m, cfg);
     model.reboot();
-    zns_support::assert_contents(&mut m, &model);
+    zns_model::assert_contents(&mut m, &model);
 });

@@ -5,7 +5,7 @@
  * that defines the entry function `csd_main`. The host's loader links the object into a
  * program image (see docs/KERNEL_ABI.md); the device verifies and runs it.
  *
- * Every number here mirrors common/src/abi.rs. tests/tests/kernel_abi.rs parses this file and
+ * Every number here mirrors common/src/abi.rs. tests/tests/kernels/abi.rs parses this file and
  * checks it against common, so change both together.
  */
 #ifndef CSD_H

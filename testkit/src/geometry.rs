@@ -5,7 +5,7 @@ use firmware::{nand::Geometry, zns::ZoneConfig};
 /// The `small` preset's shape at 16 MiB: 2 channels x 2 dies, 16 blocks per die of 64 pages
 /// (4 KiB data, 64 bytes spare); 15 zones of 256 blocks. (`host-shell`'s tests check it is
 /// what `Preset::Small.geometry(16 << 20)` gives.)
-pub fn small() -> Geometry {
+pub const fn small() -> Geometry {
     Geometry {
         channels: 2,
         dies_per_channel: 2,
@@ -18,7 +18,7 @@ pub fn small() -> Geometry {
 
 /// A tiny device for power-loss and cleaner tests: [`small`] with 16-page blocks, so zones are
 /// 64 blocks (256 KiB) and there are 15 of them.
-pub fn tiny() -> Geometry {
+pub const fn tiny() -> Geometry {
     Geometry {
         pages_per_block: 16,
         ..small()

@@ -1,5 +1,6 @@
 //! Shared support for the end-to-end tests: where the workspace, the built kernels and the
-//! binaries are. The tests themselves live in `tests/tests/`.
+//! binaries are, and running `csd` (its JSON output parsed). The tests themselves live in
+//! `tests/tests/`.
 
 use std::{
     ffi::OsStr,
@@ -103,6 +104,41 @@ where
         shown.join(" ")
     );
     out.stdout
+}
+
+/// The name libtest runs the test `name` of the module at `module_path` (pass `module_path!()`)
+/// by: its path without the crate, what `--exact` needs when a test binary runs one of its own
+/// tests again in a child process.
+pub fn test_name(module_path: &str, name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_crate, module)) => format!("{module}::{name}"),
+        None => name.to_string(),
+    }
+}
+
+/// What `csd ... --json` printed, parsed.
+///
+/// # Panics
+/// If it is not valid JSON.
+pub fn json(stdout: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(stdout).unwrap_or_else(|e| {
+        panic!(
+            "csd printed no valid JSON ({e}): {}",
+            String::from_utf8_lossy(stdout)
+        )
+    })
+}
+
+/// Runs `csd args` (with `--json` among them) like [`csd_ok`]; what it printed, parsed.
+///
+/// # Panics
+/// If the command fails, complains or prints something that is not JSON.
+pub fn csd_json<I, S>(args: I) -> serde_json::Value
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    json(&csd_ok(args))
 }
 
 /// Runs `csd args`, which must fail with exit code `code` and exactly one line on stderr

@@ -1,5 +1,5 @@
-//! Shared by the reliability tests (`tests/tests/reliability_*.rs`): their seed, their time
-//! budget and a small seeded generator.
+//! Shared by the reliability tests (`tests/tests/reliability_*.rs`): their seed and their time
+//! budget. Their generator is `testkit::rng`, the one every test uses.
 //!
 //! Short by default (a fixed number of rounds from a fixed seed, so CI repeats itself); long
 //! when `CSD_RELIABILITY_SECONDS=N` is set (rounds until N seconds are spent). The seed comes
@@ -65,42 +65,4 @@ impl Budget {
     pub fn is_long(&self) -> bool {
         matches!(self, Budget::Until(_))
     }
-}
-
-/// splitmix64: every seed, zero included, gives a well-mixed sequence.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix(self.0)
-    }
-
-    /// Uniform in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn between(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-
-    /// True `percent` times in a hundred.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
-
-/// splitmix64's finaliser: a seed for round `round` of a campaign seeded with `seed`, or any
-/// other well-spread function of one number.
-pub fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }

@@ -39,9 +39,10 @@ use crashkill::{
     op::Op,
     pattern, DIRS,
 };
+use testkit::rng::{mix, Rng};
 use tests::{
     mount::Mount,
-    reliability::{self, mix, Budget, Rng},
+    reliability::{self, Budget},
 };
 
 /// Cycles of a short run.

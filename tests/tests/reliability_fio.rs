@@ -25,10 +25,11 @@ use std::{
 };
 
 use rustix::io::Errno;
+use testkit::rng::{mix, Rng};
 use tests::{
     kernel_object,
     mount::Mount,
-    reliability::{self, mix, Budget, Rng},
+    reliability::{self, Budget},
     xattr::{get, remove, set},
 };
 

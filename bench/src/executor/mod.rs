@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use common::abi;
 use firmware::ebpf::{Context, Env, HelperError, Program, Vm};
 use serde::Serialize;
+use testkit::rng::Rng;
 
 use crate::report::Spread;
 
@@ -129,12 +130,9 @@ pub fn sample_data(len: usize) -> Vec<u8> {
         b"near\n",
     ];
     let mut out = Vec::with_capacity(len + 8);
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rng = Rng::new(0);
     while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(WORDS[(state % 8) as usize]);
+        out.extend_from_slice(WORDS[rng.below(8) as usize]);
     }
     out.truncate(len);
     out

@@ -1,6 +1,6 @@
 //! Unit tests of the parts of the loader that need no compiler: the image encoding, the entry
 //! jump, and the error messages. The linking itself is tested on real clang-built objects in
-//! `host-shell/tests/loader.rs`.
+//! `host-shell/tests/shell/loader.rs`.
 
 use super::image::ProgramImage;
 use super::link::relocation_name;

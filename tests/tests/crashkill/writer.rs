@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::reliability::Rng;
+use testkit::rng::Rng;
 
 use super::op::Op;
 use super::{pattern, DIRS, MAX_FILE_BYTES, MAX_ORPHANS, MAX_WRITE_BYTES, NAMES};

@@ -3,21 +3,12 @@
 use std::collections::BTreeMap;
 
 use lfs::{FileKind, InodeNo, Lfs, LfsError, RenameFlags, SetAttr};
-use testkit::{device::*, fs::*, geometry, rng::pattern};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use testkit::{
+    device::*,
+    fs::*,
+    geometry,
+    rng::{pattern, Rng},
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
@@ -74,7 +65,7 @@ fn verify(lfs: &Lfs, model: &BTreeMap<String, Node>) {
 }
 
 fn run(seed: u64, ops: usize, remount_every: usize) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut device = fresh(geometry::small());
     let mut lfs = Lfs::mount(&device).expect("mount");
     let mut model: BTreeMap<String, Node> = BTreeMap::new();
@@ -112,7 +103,7 @@ fn run(seed: u64, ops: usize, remount_every: usize) {
                 };
                 let off = rng.below(40_000) as usize;
                 let len = 1 + rng.below(12_000) as usize;
-                let data = pattern(rng.next(), len);
+                let data = pattern(rng.next_u64(), len);
                 let ino = walk(&lfs, &path).expect("file").ino;
                 lfs.write(ino, off as u64, &data).expect("write");
                 if bytes.len() < off + len {

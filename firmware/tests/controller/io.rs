@@ -1,0 +1,382 @@
+//! The controller's ZNS and admin commands, each through `Controller::submit` with a
+//! `SliceDma`: data round trips, status mapping, reports and identify data decoded from the
+//! bytes the host receives, and reboots over the same NAND.
+
+use crate::support::{Dev, GEOMETRY, LBA};
+use common::command::{Command, CommandId, CommandResult, DeviceHealth, ReportHeader, Submission};
+use common::zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState};
+use common::{Status, WIRE_VERSION};
+use firmware::controller::{ProgramConfig, SliceDma};
+use testkit::rng::pattern;
+
+/// Zone size (and capacity) of the test layout: 4 blocks of 64 pages.
+const ZONE: u64 = 256;
+
+fn dev() -> Dev {
+    Dev::new(ProgramConfig::default())
+}
+
+/// Zone Management Receive decoded: the header and its descriptors.
+fn report(
+    dev: &mut Dev,
+    slba: u64,
+    filter: ReportFilter,
+    max_zones: u32,
+    partial: bool,
+) -> (ReportHeader, Vec<ZoneDescriptor>) {
+    let mut buf = vec![0u8; 4096];
+    let done = dev.submit(
+        Command::ZoneManagementReceive {
+            slba,
+            filter,
+            max_zones,
+            partial,
+        },
+        &mut buf,
+    );
+    assert_eq!(done.status, Status::Success);
+    let CommandResult::Transferred(n) = done.result else {
+        panic!("report returned {:?}", done.result);
+    };
+    let (header, mut rest): (ReportHeader, &[u8]) =
+        postcard::take_from_bytes(&buf[..n as usize]).expect("report header");
+    let mut descriptors = Vec::new();
+    for _ in 0..header.descriptors {
+        let (d, more): (ZoneDescriptor, &[u8]) =
+            postcard::take_from_bytes(rest).expect("zone descriptor");
+        descriptors.push(d);
+        rest = more;
+    }
+    assert!(
+        rest.is_empty(),
+        "{} trailing bytes after the report",
+        rest.len()
+    );
+    (header, descriptors)
+}
+
+fn zone_send(dev: &mut Dev, slba: u64, action: ZoneAction, select_all: bool) -> Status {
+    dev.status(Command::ZoneManagementSend {
+        slba,
+        action,
+        select_all,
+    })
+}
+
+fn health(dev: &mut Dev) -> DeviceHealth {
+    let mut buf = vec![0u8; 256];
+    let done = dev.submit(Command::GetHealth, &mut buf);
+    assert_eq!(done.status, Status::Success);
+    let CommandResult::Transferred(n) = done.result else {
+        panic!("health returned {:?}", done.result);
+    };
+    postcard::from_bytes(&buf[..n as usize]).expect("device health")
+}
+
+/// Identify sends the zone manager's identify data with the controller's program resources,
+/// postcard-encoded, by DMA.
+#[test]
+fn identify_decodes_to_the_zone_managers_identify() {
+    let mut dev = dev();
+    let mut buf = vec![0u8; 512];
+    let done = dev.submit(Command::Identify, &mut buf);
+    assert_eq!(done.status, Status::Success);
+    let CommandResult::Transferred(n) = done.result else {
+        panic!("identify returned {:?}", done.result);
+    };
+    let id: IdentifyZns = postcard::from_bytes(&buf[..n as usize]).unwrap();
+    assert_eq!(id, dev.ctrl.identify());
+    let config = ProgramConfig::default();
+    let programs = common::program::ProgramResources {
+        slots: config.slots,
+        range_sets: config.range_sets,
+        max_extents: config.max_extents,
+        max_output_bytes: config.max_output_bytes,
+    };
+    assert_eq!(
+        id,
+        IdentifyZns {
+            programs,
+            ..dev.ctrl.zones().identify()
+        }
+    );
+    assert_eq!(id.zone_size_lbas, ZONE);
+    assert_eq!(id.nr_zones, 15);
+    assert_eq!(id.nand, GEOMETRY.info());
+}
+
+/// Write, Read and Zone Append round-trip data; the append's LBA is the write pointer; a
+/// reboot over the same NAND reads every block back.
+#[test]
+fn write_read_append_round_trip_and_survive_reboot() {
+    let mut dev = dev();
+    let a = pattern(1, 3 * LBA);
+    let b = pattern(2, 2 * LBA);
+    let c = pattern(3, 5 * LBA);
+    assert_eq!(dev.write(0, &a), Status::Success);
+    assert_eq!(
+        dev.append(0, &b),
+        Ok(3),
+        "append lands at the write pointer"
+    );
+    assert_eq!(dev.append(ZONE, &c), Ok(ZONE));
+    assert_eq!(dev.write(ZONE + 5, &a), Status::Success);
+    assert_eq!(dev.status(Command::Flush), Status::Success);
+    assert_eq!(dev.read(0, 3).unwrap(), a);
+    assert_eq!(dev.read(3, 2).unwrap(), b);
+    assert_eq!(dev.read(ZONE, 5).unwrap(), c);
+    assert_eq!(
+        dev.read(5, 2).unwrap(),
+        vec![0u8; 2 * LBA],
+        "unwritten reads as zeros"
+    );
+
+    let mut dev = dev.reboot(ProgramConfig::default());
+    assert_eq!(dev.read(0, 3).unwrap(), a);
+    assert_eq!(dev.read(3, 2).unwrap(), b);
+    assert_eq!(dev.read(ZONE, 5).unwrap(), c);
+    assert_eq!(dev.read(ZONE + 5, 3).unwrap(), a);
+    assert_eq!(
+        dev.append(0, &b),
+        Ok(5),
+        "the write pointer is rebuilt from media"
+    );
+    assert_eq!(dev.read(5, 2).unwrap(), b);
+}
+
+/// Zone and range errors come back with their NVMe status, and a failed write changes nothing.
+#[test]
+fn io_errors_map_to_their_status() {
+    let mut dev = dev();
+    let one = pattern(4, LBA);
+    assert_eq!(dev.write(0, &one), Status::Success);
+    assert_eq!(
+        dev.write(5, &one),
+        Status::ZoneInvalidWrite,
+        "ahead of the wp"
+    );
+    assert_eq!(
+        dev.write(0, &one),
+        Status::ZoneInvalidWrite,
+        "behind the wp"
+    );
+    assert_eq!(
+        dev.append(3, &one),
+        Err(Status::InvalidField),
+        "append not at zslba"
+    );
+    assert_eq!(
+        dev.append(0, &pattern(5, 9 * LBA)),
+        Err(Status::InvalidField),
+        "append over zasl"
+    );
+    assert_eq!(dev.read(15 * ZONE, 1), Err(Status::LbaOutOfRange));
+    assert_eq!(dev.read(0, 17), Err(Status::InvalidField), "read over mdts");
+    assert_eq!(dev.read(0, 0), Err(Status::InvalidField), "zero blocks");
+    assert_eq!(
+        dev.write(ZONE - 1, &pattern(6, 2 * LBA)),
+        Status::ZoneInvalidWrite
+    );
+
+    // Crossing the capacity: fill zone 2 to one block short, then write two.
+    let zslba = 2 * ZONE;
+    for k in 0..(ZONE / 16 - 1) {
+        assert_eq!(
+            dev.write(zslba + 16 * k, &pattern(k, 16 * LBA)),
+            Status::Success
+        );
+    }
+    assert_eq!(
+        dev.write(zslba + ZONE - 16, &pattern(7, 15 * LBA)),
+        Status::Success
+    );
+    assert_eq!(
+        dev.write(zslba + ZONE - 1, &pattern(8, 2 * LBA)),
+        Status::ZoneBoundaryError
+    );
+    assert_eq!(dev.write(zslba + ZONE - 1, &one), Status::Success);
+    assert_eq!(dev.append(zslba, &one), Err(Status::ZoneFull));
+
+    // A finished zone is full; an Offline action on an Empty zone is no valid transition.
+    assert_eq!(
+        zone_send(&mut dev, 0, ZoneAction::Finish, false),
+        Status::Success
+    );
+    assert_eq!(dev.write(1, &one), Status::ZoneFull);
+    assert_eq!(
+        zone_send(&mut dev, 3 * ZONE, ZoneAction::Offline, false),
+        Status::InvalidZoneStateTransition
+    );
+    assert_eq!(
+        zone_send(&mut dev, 15 * ZONE, ZoneAction::Open, false),
+        Status::LbaOutOfRange
+    );
+
+    // Four explicitly opened zones use up max_open: a write to a fifth cannot open it.
+    for z in 3..7 {
+        assert_eq!(
+            zone_send(&mut dev, z * ZONE, ZoneAction::Open, false),
+            Status::Success
+        );
+    }
+    assert_eq!(dev.write(7 * ZONE, &one), Status::TooManyOpenZones);
+    assert_eq!(dev.read(7 * ZONE, 1).unwrap(), vec![0u8; LBA]);
+    assert_eq!(dev.read(0, 1).unwrap(), one, "the device keeps serving");
+}
+
+/// A host buffer smaller than the transfer is a Data Transfer Error, for every command that
+/// moves data, and the command has no effect.
+#[test]
+fn dma_buffer_too_small_is_a_data_transfer_error() {
+    let mut dev = dev();
+    let mut small = vec![0u8; LBA];
+    let transfers = [
+        Command::Read { slba: 0, nlb: 2 },
+        Command::Write { slba: 0, nlb: 2 },
+        Command::ZoneAppend { zslba: 0, nlb: 2 },
+    ];
+    for command in transfers {
+        let done = dev.submit(command, &mut small);
+        assert_eq!(done.status, Status::DataTransferError, "{command:?}");
+    }
+    let mut tiny = vec![0u8; 4];
+    for command in [
+        Command::Identify,
+        Command::GetHealth,
+        Command::ZoneManagementReceive {
+            slba: 0,
+            filter: ReportFilter::All,
+            max_zones: 8,
+            partial: false,
+        },
+    ] {
+        let done = dev.submit(command, &mut tiny);
+        assert_eq!(done.status, Status::DataTransferError, "{command:?}");
+    }
+    let (_, zones) = report(&mut dev, 0, ReportFilter::All, 1, false);
+    assert_eq!(zones[0].state, ZoneState::Empty, "nothing was written");
+    assert_eq!(zones[0].wp, 0);
+}
+
+/// A submission of another wire version is refused before it is looked at.
+#[test]
+fn wrong_wire_version_is_unsupported() {
+    let mut dev = dev();
+    let mut data = pattern(9, LBA);
+    for version in [0, WIRE_VERSION + 1, u16::MAX] {
+        let sub = Submission {
+            version,
+            cid: CommandId(77),
+            command: Command::Write { slba: 0, nlb: 1 },
+        };
+        let done = dev
+            .ctrl
+            .submit(0, &sub, &mut SliceDma::new(&mut data))
+            .unwrap();
+        assert_eq!(done.cid, CommandId(77));
+        assert_eq!(done.status, Status::UnsupportedVersion);
+        assert_eq!(done.result, CommandResult::None);
+    }
+    assert_eq!(
+        dev.read(0, 1).unwrap(),
+        vec![0u8; LBA],
+        "nothing was written"
+    );
+    assert_eq!(dev.write(0, &data), Status::Success);
+}
+
+/// Zone Management Send moves zones through their states; Receive reports them (filters,
+/// partial reports, starting zone) in bytes that decode to the header and descriptors; a
+/// reboot reports the same zones.
+#[test]
+fn zone_management_send_and_receive() {
+    let mut dev = dev();
+    let four = pattern(10, 4 * LBA);
+    assert_eq!(dev.write(0, &four), Status::Success);
+    assert_eq!(dev.append(ZONE, &four), Ok(ZONE));
+    assert_eq!(
+        zone_send(&mut dev, 0, ZoneAction::Close, false),
+        Status::Success
+    );
+    assert_eq!(
+        zone_send(&mut dev, ZONE, ZoneAction::Finish, false),
+        Status::Success
+    );
+    assert_eq!(
+        zone_send(&mut dev, 2 * ZONE, ZoneAction::Open, false),
+        Status::Success
+    );
+
+    let (header, zones) = report(&mut dev, 0, ReportFilter::All, 4, false);
+    assert_eq!(header.nr_zones, 15);
+    assert_eq!(header.descriptors, 4);
+    let states: Vec<ZoneState> = zones.iter().map(|d| d.state).collect();
+    assert_eq!(
+        states,
+        [
+            ZoneState::Closed,
+            ZoneState::Full,
+            ZoneState::ExplicitlyOpened,
+            ZoneState::Empty
+        ]
+    );
+    assert_eq!(zones[0].wp, 4);
+    assert_eq!(zones[2].wp, 2 * ZONE);
+    assert_eq!(zones[3].zslba, 3 * ZONE);
+    assert!(zones.iter().all(|d| d.zcap == ZONE));
+
+    let (header, zones) = report(&mut dev, ZONE, ReportFilter::Full, 8, false);
+    assert_eq!((header.nr_zones, zones.len()), (1, 1));
+    assert_eq!(zones[0].zslba, ZONE);
+    let (header, zones) = report(&mut dev, 0, ReportFilter::Empty, 2, false);
+    assert_eq!((header.nr_zones, zones.len()), (12, 2));
+    let (header, zones) = report(&mut dev, 0, ReportFilter::Empty, 2, true);
+    assert_eq!((header.nr_zones, zones.len()), (2, 2));
+    let (header, _) = report(&mut dev, 5 * ZONE + 3, ReportFilter::All, 0, false);
+    assert_eq!(header.nr_zones, 10, "from the zone holding slba on");
+
+    let mut dev = dev.reboot(ProgramConfig::default());
+    let (_, after) = report(&mut dev, 0, ReportFilter::All, 2, false);
+    assert_eq!(after[0].state, ZoneState::Closed);
+    assert_eq!(after[0].wp, 4);
+    assert_eq!(after[1].state, ZoneState::Full);
+
+    assert_eq!(
+        zone_send(&mut dev, 0, ZoneAction::Reset, true),
+        Status::Success
+    );
+    let (header, _) = report(&mut dev, 0, ReportFilter::Empty, 0, false);
+    assert_eq!(header.nr_zones, 15, "reset all empties every zone");
+    assert_eq!(dev.read(0, 1).unwrap(), vec![0u8; LBA]);
+    let mut dev = dev.reboot(ProgramConfig::default());
+    let (header, _) = report(&mut dev, 0, ReportFilter::Empty, 0, false);
+    assert_eq!(header.nr_zones, 15, "the reset survives a reboot");
+}
+
+/// Get Health decodes and counts blocks as zones bind and erase them.
+#[test]
+fn health_decodes_and_tracks_wear() {
+    let mut dev = dev();
+    let before = health(&mut dev);
+    assert_eq!(before.total_blocks, GEOMETRY.blocks());
+    assert_eq!(before.bad_blocks, 0);
+    assert_eq!(
+        before.free_blocks,
+        GEOMETRY.blocks() - 2,
+        "all but the metadata log"
+    );
+    // Format erased every block once.
+    assert_eq!((before.erase_min, before.erase_max), (1, 1));
+    assert_eq!(before.erase_total, u64::from(GEOMETRY.blocks()));
+
+    assert_eq!(dev.write(0, &pattern(11, 4 * LBA)), Status::Success);
+    let after = health(&mut dev);
+    assert_eq!(
+        after.free_blocks,
+        before.free_blocks - 4,
+        "one block per die bound"
+    );
+    // Binding erased those four blocks once more.
+    assert_eq!(after.erase_total, before.erase_total + 4);
+    assert_eq!((after.erase_min, after.erase_max), (1, 2));
+}

@@ -1,0 +1,106 @@
+//! The file-system commands of `csd`: `kernel run --file` on an unmounted image, `fsck
+//! --json`, and a foreground mount that SIGTERM unmounts cleanly.
+
+use std::{
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use testkit::hex;
+use tests::{csd, csd_command, csd_json, csd_ok, kernel_object, mount::Mount, reference};
+
+fn is_mounted(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let want = path.display().to_string();
+    info.lines()
+        .any(|l| l.split(' ').nth(4) == Some(want.as_str()) && l.contains(" - fuse"))
+}
+
+/// Unmounts lazily if a test stops with the mount still there.
+struct Lazy<'a>(&'a Path);
+
+impl Drop for Lazy<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(self.0)
+                .status();
+        }
+    }
+}
+
+/// `csd kernel run IMAGE entropy.o --file /data` runs the kernel over a file of an unmounted
+/// image; `csd fsck --json` reports it clean afterwards.
+#[test]
+fn kernel_run_on_a_file_and_fsck_json() {
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i % 97) as u8).collect();
+    let mut m = Mount::new(&[], &[]);
+    fs::create_dir(m.path("dir")).expect("mkdir");
+    fs::write(m.path("dir/data"), &data).expect("write");
+    m.unmount();
+    let image = m.image.display().to_string();
+    let entropy = kernel_object("entropy").display().to_string();
+    let json = csd_json([
+        "kernel",
+        "run",
+        &image,
+        &entropy,
+        "--file",
+        "/dir/data",
+        "--json",
+    ]);
+    let want = reference::histogram_bytes(&reference::entropy_histogram(&data));
+    assert_eq!(json["output_hex"], hex::encode(&want));
+    assert_eq!(json["device_bytes_read"], data.len() as u64);
+    let out = csd(["kernel", "run", &image, &entropy, "--file", "/missing"]);
+    assert!(!out.status.success());
+    let json = csd_json(["fsck", &image, "--json"]);
+    assert_eq!(json["clean"], true, "{json}");
+    assert_eq!(json["problems"].as_array().map(Vec::len), Some(0));
+}
+
+/// A foreground mount serves until SIGTERM, then unmounts, checkpoints and exits 0; the
+/// data is there after the next mount.
+#[test]
+fn foreground_mount_unmounts_cleanly_on_sigterm() {
+    let mut m = Mount::new(&[], &[]);
+    m.unmount();
+    let root = m.root.canonicalize().expect("mount point");
+    let _lazy = Lazy(&root);
+    let mut daemon = csd_command([
+        "mount".as_ref(),
+        m.image.as_os_str(),
+        root.as_os_str(),
+        "--foreground".as_ref(),
+    ])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start csd mount --foreground");
+    let started = Instant::now();
+    while !is_mounted(&root) {
+        assert!(
+            daemon.try_wait().expect("wait").is_none(),
+            "csd mount --foreground exited early"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "no mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs::write(root.join("kept"), b"through SIGTERM").expect("write");
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = daemon.wait_with_output().expect("daemon exits");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("SIGTERM") && log.contains("clean"), "{log}");
+    assert!(!is_mounted(&root));
+    csd_ok(["fsck", &m.image.display().to_string()]);
+    m.mount();
+    assert_eq!(fs::read(m.path("kept")).expect("read"), b"through SIGTERM");
+    m.unmount_and_fsck();
+}
