@@ -19,13 +19,9 @@ pub fn assert_clean(lfs: &Lfs) {
     assert!(problems.is_empty(), "fsck: {problems:#?}");
 }
 
-/// The inode at `path` ("/a/b").
+/// The inode at `path` ("/a/b"), walked as root.
 pub fn walk(lfs: &Lfs, path: &str) -> Result<Attr, LfsError> {
-    let mut attr = lfs.getattr(InodeNo::ROOT)?;
-    for part in path.split('/').filter(|p| !p.is_empty()) {
-        attr = lfs.lookup(attr.ino, part.as_bytes())?;
-    }
-    Ok(attr)
+    lfs.walk(path, None)
 }
 
 /// The whole content of file `ino`.

@@ -6,4 +6,5 @@
 mod device;
 mod host_faults;
 mod loader;
+mod offload_engine;
 mod queue_mix;

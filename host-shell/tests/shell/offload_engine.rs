@@ -8,12 +8,11 @@ use firmware::controller::ProgramConfig;
 use firmware::zns::ZoneConfig;
 use host_shell::{
     device::{DeviceOptions, RamDevice},
-    nand::preset::Preset,
     offload::{Engine, Job, Kernel, Ranges, RunError},
 };
 
 fn device(programs: ProgramConfig) -> RamDevice {
-    let geometry = Preset::Small.geometry(16 << 20).expect("16 MiB fits");
+    let geometry = testkit::geometry::small();
     let options = DeviceOptions {
         programs,
         ..DeviceOptions::default()
