@@ -1,7 +1,8 @@
 //! The host driver: a typed API over one queue pair of a device.
 //!
 //! Used by the CLI, the file system and the tests. Every device error comes back as
-//! [`DriverError::Device`], naming the command and the status (`Zone Append failed: Zone Is
+//! [`IoError::Device`] (the file system's error of a device command, inside
+//! [`DriverError::Io`]), naming the command and the status (`Zone Append failed: Zone Is
 //! Full (1B9h)`). Transfers larger than the device's limits are split here, as an NVMe driver
 //! splits by MDTS.
 
@@ -29,28 +30,20 @@ pub const LOAD_CHUNK_BYTES: usize = 64 * 1024;
 /// Host buffer for small structured replies (identify, health).
 const SMALL_REPLY_BYTES: usize = 4096;
 
-/// Why a driver call failed.
+/// Why a driver call failed: as any device command may fail ([`IoError`], what the file system
+/// sees of its commands), or a program the device refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    #[error("{command} failed: {status}")]
-    Device {
-        command: &'static str,
-        status: Status,
-    },
-    #[error("the device has stopped")]
-    Stopped,
-    #[error("the device sent a malformed {0}")]
-    Malformed(&'static str),
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The device's verifier refused a program image, for the reason its completion carried.
     #[error("the kernel was rejected: {0}")]
     Rejected(LoadError),
-    #[error("{0}")]
-    Invalid(String),
 }
 
 impl From<Closed> for DriverError {
     fn from(_: Closed) -> Self {
-        DriverError::Stopped
+        IoError::Stopped.into()
     }
 }
 
@@ -83,11 +76,8 @@ fn over_abi_limits(image: &[u8]) -> Option<LoadError> {
 impl From<DriverError> for IoError {
     fn from(e: DriverError) -> Self {
         match e {
-            DriverError::Device { command, status } => IoError::Device { command, status },
-            DriverError::Stopped => IoError::Stopped,
-            DriverError::Malformed(what) => IoError::Malformed(what),
+            DriverError::Io(e) => e,
             DriverError::Rejected(reason) => IoError::Invalid(reason.to_string()),
-            DriverError::Invalid(message) => IoError::Invalid(message),
         }
     }
 }
@@ -96,8 +86,8 @@ impl DriverError {
     /// The device status, if the device refused the command.
     pub fn status(&self) -> Option<Status> {
         match self {
-            DriverError::Device { status, .. } => Some(*status),
-            _ => None,
+            DriverError::Io(e) => e.status(),
+            DriverError::Rejected(_) => None,
         }
     }
 }
@@ -145,10 +135,11 @@ impl Driver {
             .queue
             .call(|cid| Submission::new(cid, command), buffer)?;
         if done.completion.status != Status::Success {
-            return Err(DriverError::Device {
+            return Err(IoError::Device {
                 command: name(&command),
                 status: done.completion.status,
-            });
+            }
+            .into());
         }
         Ok(done)
     }
@@ -156,13 +147,13 @@ impl Driver {
     /// Identify, asked again of the device.
     pub fn identify(&self) -> Result<IdentifyZns, DriverError> {
         let done = self.call(Command::Identify, vec![0; SMALL_REPLY_BYTES])?;
-        postcard::from_bytes(&done.buffer).map_err(|_| DriverError::Malformed("identify reply"))
+        postcard::from_bytes(&done.buffer).map_err(|_| IoError::Malformed("identify reply").into())
     }
 
     /// Wear and bad blocks.
     pub fn health(&self) -> Result<DeviceHealth, DriverError> {
         let done = self.call(Command::GetHealth, vec![0; SMALL_REPLY_BYTES])?;
-        postcard::from_bytes(&done.buffer).map_err(|_| DriverError::Malformed("health reply"))
+        postcard::from_bytes(&done.buffer).map_err(|_| IoError::Malformed("health reply").into())
     }
 
     fn max_lbas(&self) -> u64 {
@@ -175,7 +166,7 @@ impl Driver {
         let mut lba = slba;
         let end = slba
             .checked_add(nlb)
-            .ok_or_else(|| DriverError::Invalid("LBA range overflows".into()))?;
+            .ok_or_else(|| IoError::Invalid("LBA range overflows".into()))?;
         while lba < end {
             let n = (end - lba).min(self.max_lbas());
             let buffer = vec![0; (n * u64::from(LBA_BYTES)) as usize];
@@ -194,10 +185,11 @@ impl Driver {
 
     fn check_blocks(data: &[u8]) -> Result<u64, DriverError> {
         if data.is_empty() || !data.len().is_multiple_of(LBA_BYTES as usize) {
-            return Err(DriverError::Invalid(format!(
+            return Err(IoError::Invalid(format!(
                 "{} bytes is not a whole number of {LBA_BYTES}-byte blocks",
                 data.len()
-            )));
+            ))
+            .into());
         }
         Ok((data.len() / LBA_BYTES as usize) as u64)
     }
@@ -225,10 +217,11 @@ impl Driver {
     pub fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, DriverError> {
         let nlb = Self::check_blocks(&data)?;
         if nlb > u64::from(self.identify.zasl_lbas) {
-            return Err(DriverError::Invalid(format!(
+            return Err(IoError::Invalid(format!(
                 "an append of {nlb} blocks passes the device's limit of {} blocks",
                 self.identify.zasl_lbas
-            )));
+            ))
+            .into());
         }
         let done = self.call(
             Command::ZoneAppend {
@@ -239,7 +232,7 @@ impl Driver {
         )?;
         match done.completion.result {
             CommandResult::Lba(lba) => Ok(lba),
-            _ => Err(DriverError::Malformed("append completion")),
+            _ => Err(IoError::Malformed("append completion").into()),
         }
     }
 
@@ -288,7 +281,7 @@ impl Driver {
             partial: false,
         };
         let done = self.call(command, vec![0; len])?;
-        let malformed = || DriverError::Malformed("zone report");
+        let malformed = || IoError::Malformed("zone report");
         let (header, mut rest): (ReportHeader, &[u8]) =
             postcard::take_from_bytes(&done.buffer).map_err(|_| malformed())?;
         let mut zones = Vec::with_capacity(header.descriptors as usize);
@@ -311,13 +304,13 @@ impl Driver {
     /// gave (the host never verifies images itself).
     pub fn load_program(&self, slot: ProgramSlot, image: &[u8]) -> Result<(), DriverError> {
         if image.is_empty() {
-            return Err(DriverError::Invalid("the program image is empty".into()));
+            return Err(IoError::Invalid("the program image is empty".into()).into());
         }
         if let Some(reason) = over_abi_limits(image) {
             return Err(DriverError::Rejected(reason));
         }
         let total_len = u32::try_from(image.len())
-            .map_err(|_| DriverError::Invalid("the program image is over 4 GiB".into()))?;
+            .map_err(|_| IoError::Invalid("the program image is over 4 GiB".into()))?;
         for (i, chunk) in image.chunks(LOAD_CHUNK_BYTES).enumerate() {
             let command = Command::LoadProgram(LoadProgram {
                 slot,
@@ -334,10 +327,11 @@ impl Driver {
                     return Err(DriverError::Rejected(reason))
                 }
                 (status, _) => {
-                    return Err(DriverError::Device {
+                    return Err(IoError::Device {
                         command: name(&command),
                         status,
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -382,10 +376,11 @@ impl Driver {
             .call(|cid| Submission::new(cid, command), input)?;
         match done.completion.result {
             CommandResult::Exec(result) => Ok(result),
-            _ => Err(DriverError::Device {
+            _ => Err(IoError::Device {
                 command: name(&command),
                 status: done.completion.status,
-            }),
+            }
+            .into()),
         }
     }
 
@@ -428,7 +423,7 @@ impl Driver {
         )?;
         let n = match done.completion.result {
             CommandResult::Transferred(n) => n as usize,
-            _ => return Err(DriverError::Malformed("read-output completion")),
+            _ => return Err(IoError::Malformed("read-output completion").into()),
         };
         let mut buffer = done.buffer;
         buffer.truncate(n);

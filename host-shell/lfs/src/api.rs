@@ -230,8 +230,9 @@ impl Lfs {
         self.durable.sync(&*device)
     }
 
-    /// Has `report` say, once, that writes stopped after a device error, instead of a line
-    /// on stderr.
+    /// Has `report` say, once, that writes stopped after a device error (the mount logs it;
+    /// without a reporter the file system says nothing, and every operation that would write
+    /// fails with [`LfsError::Halted`]).
     pub fn report_halt_with(&self, report: fn(&LfsError)) {
         self.durable.report_with(report);
     }

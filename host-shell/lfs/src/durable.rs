@@ -58,7 +58,8 @@ impl Durability {
         }
     }
 
-    /// Has `report` say that writes stopped, instead of a line on stderr.
+    /// Has `report` say that writes stopped (by default nothing is said: every operation that
+    /// would write fails with the halt's error anyway).
     pub fn report_with(&self, report: fn(&LfsError)) {
         let _ = self.report.set(report);
     }
@@ -89,11 +90,8 @@ impl Durability {
             cause: e.to_string(),
         };
         if self.halt.set(halt).is_ok() {
-            if let Err(halted) = self.check() {
-                match self.report.get() {
-                    Some(report) => report(&halted),
-                    None => eprintln!("csd: {halted}"),
-                }
+            if let (Err(halted), Some(report)) = (self.check(), self.report.get()) {
+                report(&halted);
             }
         }
     }

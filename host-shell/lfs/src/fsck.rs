@@ -352,7 +352,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use firmware::nand::{sim::SimNand, Geometry};
+    use firmware::nand::sim::SimNand;
     use firmware::zns::{ZoneConfig, ZoneManager};
 
     use super::super::format::Record;
@@ -367,14 +367,8 @@ mod tests {
     /// inode that is not a device node; a device node's number is fine.
     #[test]
     fn special_file_invariants() {
-        let geometry = Geometry {
-            channels: 2,
-            dies_per_channel: 2,
-            blocks_per_die: 16,
-            pages_per_block: 64,
-            page_bytes: common::LBA_BYTES,
-            spare_bytes: 64,
-        };
+        // testkit's firmware types are this test's (testkit's own lfs is another copy).
+        let geometry = testkit::geometry::small();
         let zones = ZoneConfig::for_geometry(&geometry);
         let manager = ZoneManager::format(SimNand::new(geometry), zones).expect("format");
         let device = Direct::new(manager);

@@ -27,6 +27,7 @@ use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use common::LBA_BYTES;
 use host_shell::driver::{Driver, DriverError};
+use host_shell::lfs::IoError;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Command line of the csd computational storage device: create zoned device images, read and
@@ -181,7 +182,7 @@ impl<T> During<T> for Result<T, DriverError> {
 /// `what failed: <status>` for a status the device returned, `what failed: <error>` otherwise.
 pub(crate) fn driver_error(what: &str, err: DriverError) -> anyhow::Error {
     match err {
-        DriverError::Device { status, .. } => anyhow!("{what} failed: {status}"),
+        DriverError::Io(IoError::Device { status, .. }) => anyhow!("{what} failed: {status}"),
         other => anyhow!("{what} failed: {other}"),
     }
 }
