@@ -197,7 +197,9 @@ mod tests {
             },
         );
         let bytes = postcard::to_allocvec(&sub).unwrap();
-        assert_eq!(bytes, [1, 7, 3, 0x80, 0x02, 2]);
+        // The first byte is the wire version (2 since Identify reports program resources and
+        // a refused Load Program carries its reason).
+        assert_eq!(bytes, [2, 7, 3, 0x80, 0x02, 2]);
         let sub = Submission::new(
             CommandId(1),
             Command::ActivateProgram(ActivateProgram {
@@ -205,7 +207,7 @@ mod tests {
                 activate: true,
             }),
         );
-        assert_eq!(postcard::to_allocvec(&sub).unwrap(), [1, 1, 8, 2, 1]);
+        assert_eq!(postcard::to_allocvec(&sub).unwrap(), [2, 1, 8, 2, 1]);
     }
 
     /// Completions round-trip and their first bytes are pinned.

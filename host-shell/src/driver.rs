@@ -18,7 +18,7 @@ use common::{
     Status, LBA_BYTES,
 };
 
-use lfs::{IoError, Zoned};
+use lfs::{zoned::check, IoError, Zoned};
 
 use crate::device::{
     queue::{Closed, Done},
@@ -47,28 +47,19 @@ impl From<Closed> for DriverError {
     }
 }
 
-/// Why an image larger than the ABI allows ([`abi::image::MAX_BYTES`]) would be rejected: the
-/// device refuses such a download before it holds the image to verify, so the reason is read
-/// from the header's lengths here, in the verifier's words.
-fn over_abi_limits(image: &[u8]) -> Option<LoadError> {
-    if image.len() <= abi::image::MAX_BYTES as usize || image.len() < abi::image::HEADER_BYTES {
+/// Why an image the device would refuse before holding it to verify (empty, or larger than the
+/// ABI allows, [`abi::image::MAX_BYTES`]) is rejected, in the words the device's loader would
+/// use: the image's header is parsed here as the loader parses it (the verifier is not run;
+/// an image whose header passes can only have too many instructions).
+fn refused_unheld(image: &[u8]) -> Option<LoadError> {
+    if !image.is_empty() && image.len() <= abi::image::MAX_BYTES as usize {
         return None;
     }
-    let field =
-        |at: usize| u32::from_le_bytes([image[at], image[at + 1], image[at + 2], image[at + 3]]);
-    let text_len = field(abi::image::TEXT_LEN_OFFSET);
-    let rodata_len = field(abi::image::RODATA_LEN_OFFSET);
-    Some(if text_len / 8 > abi::MAX_PROGRAM_INSNS {
-        LoadError::Verify(VerifyError::TooLarge {
-            insns: text_len / 8,
-        })
-    } else if rodata_len > abi::MAX_RODATA_BYTES {
-        LoadError::RodataTooLarge { rodata_len }
-    } else {
-        LoadError::LengthMismatch {
-            expected: abi::image::HEADER_BYTES as u64 + u64::from(text_len) + u64::from(rodata_len),
-            actual: image.len() as u64,
-        }
+    Some(match firmware::ebpf::split_image(image) {
+        Err(reason) => reason,
+        Ok((text, _)) => LoadError::Verify(VerifyError::TooLarge {
+            insns: u32::try_from(text.len() / 8).unwrap_or(u32::MAX),
+        }),
     })
 }
 
@@ -164,9 +155,7 @@ impl Driver {
     pub fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, DriverError> {
         let mut out = Vec::with_capacity((nlb * u64::from(LBA_BYTES)) as usize);
         let mut lba = slba;
-        let end = slba
-            .checked_add(nlb)
-            .ok_or_else(|| IoError::Invalid("LBA range overflows".into()))?;
+        let end = check::range_end(slba, nlb)?;
         while lba < end {
             let n = (end - lba).min(self.max_lbas());
             let buffer = vec![0; (n * u64::from(LBA_BYTES)) as usize];
@@ -183,20 +172,9 @@ impl Driver {
         Ok(out)
     }
 
-    fn check_blocks(data: &[u8]) -> Result<u64, DriverError> {
-        if data.is_empty() || !data.len().is_multiple_of(LBA_BYTES as usize) {
-            return Err(IoError::Invalid(format!(
-                "{} bytes is not a whole number of {LBA_BYTES}-byte blocks",
-                data.len()
-            ))
-            .into());
-        }
-        Ok((data.len() / LBA_BYTES as usize) as u64)
-    }
-
     /// Writes `data` (whole blocks) at `slba`, the zone's write pointer.
     pub fn write(&self, slba: u64, data: &[u8]) -> Result<(), DriverError> {
-        Self::check_blocks(data)?;
+        check::whole_blocks(data)?;
         let step = (self.max_lbas() * u64::from(LBA_BYTES)) as usize;
         for (i, chunk) in data.chunks(step).enumerate() {
             let lba = slba + (i * step / LBA_BYTES as usize) as u64;
@@ -215,14 +193,7 @@ impl Driver {
     /// Zone Append of `data` (whole blocks, at most the device's append limit); returns the LBA
     /// of its first block.
     pub fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, DriverError> {
-        let nlb = Self::check_blocks(&data)?;
-        if nlb > u64::from(self.identify.zasl_lbas) {
-            return Err(IoError::Invalid(format!(
-                "an append of {nlb} blocks passes the device's limit of {} blocks",
-                self.identify.zasl_lbas
-            ))
-            .into());
-        }
+        let nlb = check::append(&self.identify, &data)?;
         let done = self.call(
             Command::ZoneAppend {
                 zslba,
@@ -234,16 +205,6 @@ impl Driver {
             CommandResult::Lba(lba) => Ok(lba),
             _ => Err(IoError::Malformed("append completion").into()),
         }
-    }
-
-    /// Appends `data` in as many Zone Appends as the device's limit needs; returns the LBA of
-    /// each piece's first block, in order.
-    pub fn append_all(&self, zslba: u64, data: &[u8]) -> Result<Vec<u64>, DriverError> {
-        Self::check_blocks(data)?;
-        let step = self.identify.zasl_lbas.max(1) as usize * LBA_BYTES as usize;
-        data.chunks(step)
-            .map(|chunk| self.append(zslba, chunk.to_vec()))
-            .collect()
     }
 
     /// Zone Management Send.
@@ -303,10 +264,7 @@ impl Driver {
     /// chunk arrives; a refused image is [`DriverError::Rejected`] with the reason the device
     /// gave (the host never verifies images itself).
     pub fn load_program(&self, slot: ProgramSlot, image: &[u8]) -> Result<(), DriverError> {
-        if image.is_empty() {
-            return Err(IoError::Invalid("the program image is empty".into()).into());
-        }
-        if let Some(reason) = over_abi_limits(image) {
+        if let Some(reason) = refused_unheld(image) {
             return Err(DriverError::Rejected(reason));
         }
         let total_len = u32::try_from(image.len())

@@ -1,5 +1,5 @@
-//! Power loss under the whole stack during a workload of creates, writes, overwrites,
-//! truncates, renames (over existing files, across directories, of directories), unlinks,
+//! Power loss under the file system and the firmware's zone manager during a workload of
+//! creates, writes, overwrites, truncates, renames (over existing files, across directories, of directories), unlinks,
 //! mkdir/rmdir, fsyncs, forced checkpoints and cleaner steps: after every cut the file system
 //! mounts without repair, fsck is clean, every fsync'ed byte is there and every file and name
 //! is in a state it may be in (see `powerloss/model.rs`).

@@ -230,9 +230,10 @@ impl Lfs {
         self.durable.sync(&*device)
     }
 
-    /// Has `report` say, once, that writes stopped after a device error (the mount logs it;
-    /// without a reporter the file system says nothing, and every operation that would write
-    /// fails with [`LfsError::Halted`]).
+    /// Has `report` say, once, that writes stopped after a device error (the mount logs it).
+    /// Without a reporter the file system says nothing: the write that failed returns the
+    /// device's error, and later operations that change the file system fail with
+    /// [`LfsError::Halted`].
     pub fn report_halt_with(&self, report: fn(&LfsError)) {
         self.durable.report_with(report);
     }

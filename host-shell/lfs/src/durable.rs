@@ -58,8 +58,9 @@ impl Durability {
         }
     }
 
-    /// Has `report` say that writes stopped (by default nothing is said: every operation that
-    /// would write fails with the halt's error anyway).
+    /// Has `report` say that writes stopped (by default nothing is said: the write that failed
+    /// returns the device's error, and later operations that change the file system fail
+    /// with [`LfsError::Halted`]).
     pub fn report_with(&self, report: fn(&LfsError)) {
         let _ = self.report.set(report);
     }

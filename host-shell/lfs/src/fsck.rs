@@ -350,7 +350,9 @@ impl State {
     }
 }
 
-#[cfg(test)]
+// The device is `Direct` from this build (testkit's device module holds a `Direct` of another,
+// non-test build of this crate), so only testkit's geometry is used here.
+#[cfg(all(test, feature = "zone-manager"))]
 mod tests {
     use firmware::nand::sim::SimNand;
     use firmware::zns::{ZoneConfig, ZoneManager};
@@ -367,7 +369,6 @@ mod tests {
     /// inode that is not a device node; a device node's number is fine.
     #[test]
     fn special_file_invariants() {
-        // testkit's firmware types are this test's (testkit's own lfs is another copy).
         let geometry = testkit::geometry::small();
         let zones = ZoneConfig::for_geometry(&geometry);
         let manager = ZoneManager::format(SimNand::new(geometry), zones).expect("format");

@@ -44,6 +44,8 @@ fn fs_id() -> u64 {
 }
 
 impl Lfs {
+    /// Makes a new, empty file system on the device (every zone is reset). Its root
+    /// directory is owned by `uid`:`gid` with mode 0755.
     pub fn mkfs<D: Zoned + Clone + 'static>(device: &D, uid: u32, gid: u32) -> Result<()> {
         let device: Arc<dyn Zoned> = Arc::new(device.clone());
         let (zone_lbas, cap, nr) = zone_geometry(&*device)?;
@@ -132,6 +134,7 @@ impl Lfs {
             state: Mutex::new(state),
         })
     }
+
     /// Makes everything durable, writes a checkpoint and gives the device back.
     pub fn unmount(self) -> Result<()> {
         let mut s = self.lock_for_change()?;

@@ -36,8 +36,51 @@ impl IoError {
     }
 }
 
-/// A zoned block device: the commands of the NVMe ZNS command set the file system uses.
-/// Transfers over the device's limits (MDTS, ZASL) are the implementation's to split or refuse.
+/// What a host may send before the device sees it: the checks every [`Zoned`] makes the same
+/// way, so a file system that passes them on one passes them on all.
+pub mod check {
+    use common::{zns::IdentifyZns, LBA_BYTES};
+
+    use super::IoError;
+
+    /// The blocks in `data`, which a write or an append must hold whole and not empty.
+    pub fn whole_blocks(data: &[u8]) -> Result<u64, IoError> {
+        if data.is_empty() || !data.len().is_multiple_of(LBA_BYTES as usize) {
+            return Err(IoError::Invalid(format!(
+                "{} bytes is not a whole number of {LBA_BYTES}-byte blocks",
+                data.len()
+            )));
+        }
+        Ok((data.len() / LBA_BYTES as usize) as u64)
+    }
+
+    /// The blocks of an append of `data`: whole, and within the device's append limit.
+    pub fn append(info: &IdentifyZns, data: &[u8]) -> Result<u64, IoError> {
+        let nlb = whole_blocks(data)?;
+        if nlb > u64::from(info.zasl_lbas) {
+            return Err(IoError::Invalid(format!(
+                "an append of {nlb} blocks passes the device's limit of {} blocks",
+                info.zasl_lbas
+            )));
+        }
+        Ok(nlb)
+    }
+
+    /// The end of `nlb` blocks from `slba`.
+    pub fn range_end(slba: u64, nlb: u64) -> Result<u64, IoError> {
+        slba.checked_add(nlb)
+            .ok_or_else(|| IoError::Invalid("LBA range overflows".into()))
+    }
+}
+
+/// A zoned block device: the commands of the NVMe ZNS command set (Write is here for raw
+/// tools; the file system only appends). Transfers over the device's transfer limit (MDTS) are
+/// the implementation's to split; what [`check`] refuses is refused before it is sent.
+///
+/// Power loss: a command that completed with success is on the media only after a later
+/// [`Zoned::flush`] completed (when the device reports a volatile write cache; otherwise at
+/// once). A command cut by power loss may have written any prefix of its blocks in order;
+/// the device then fails every command (Command Aborted) until it is powered on again.
 pub trait Zoned: Send + Sync + std::fmt::Debug {
     /// Identify: what the device said about itself when it was opened.
     fn info(&self) -> &IdentifyZns;
@@ -90,8 +133,9 @@ mod direct {
     use super::{IoError, Zoned};
 
     /// The firmware's zone manager as a [`Zoned`] device, each command run in the caller's
-    /// thread under one lock. Cheap to clone; clones share the manager. It checks transfers
-    /// as the controller does (whole blocks; appends within the append limit).
+    /// thread under one lock. Cheap to clone; clones share the manager. It refuses what the
+    /// host driver refuses before sending ([`super::check`]) and splits reads and writes by
+    /// the transfer limit as the driver does, so it sees the same commands a device would.
     #[derive(Debug)]
     pub struct Direct<N: Nand> {
         manager: Arc<Mutex<Option<ZoneManager<N>>>>,
@@ -165,6 +209,7 @@ mod direct {
 
         /// Split by the device's transfer limit (MDTS), as a driver splits.
         fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, IoError> {
+            super::check::range_end(slba, nlb)?;
             let len = nlb
                 .checked_mul(u64::from(LBA_BYTES))
                 .and_then(|len| usize::try_from(len).ok())
@@ -179,6 +224,7 @@ mod direct {
 
         /// Split by the device's transfer limit (MDTS), as a driver splits.
         fn write(&self, slba: u64, data: &[u8]) -> Result<(), IoError> {
+            super::check::whole_blocks(data)?;
             for (i, chunk) in data.chunks(self.step()).enumerate() {
                 let lba = slba + (i * self.step() / LBA_BYTES as usize) as u64;
                 self.run("Write", |m| m.write(lba, chunk))?;
@@ -187,6 +233,7 @@ mod direct {
         }
 
         fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, IoError> {
+            super::check::append(&self.identify, &data)?;
             self.run("Zone Append", |m| m.append(zslba, &data))
         }
 

@@ -17,6 +17,7 @@ use std::{
 use anyhow::{anyhow, Context};
 use clap::Args;
 use host_shell::{
+    daemon,
     fuse::{self, MountConfig},
     lfs::{Attr, InodeNo, Lfs},
 };
@@ -159,7 +160,7 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
     };
     // In-process or on the board in QEMU, as `--device` says.
     let device = std::sync::Arc::new(if args.emulate_host_cache {
-        fuse::log(HOST_CACHE_LOG);
+        daemon::log(HOST_CACHE_LOG);
         super::open::OpenDevice::open_with_host_cache(&args.image)?
     } else {
         super::open::OpenDevice::open_selected(&args.image)?
@@ -175,7 +176,7 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
     let served = (|| -> anyhow::Result<()> {
         let mut mounted = fuse::mount(&driver, &args.mountpoint, &config, link)?;
         mounted.unmount_on(signals, &args.mountpoint)?;
-        fuse::log(format_args!(
+        daemon::log(format_args!(
             "mounted {} on {}",
             args.image.display(),
             args.mountpoint.display()
@@ -190,7 +191,7 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
     served?;
     closed
         .with_context(|| format!("{}: the device did not close cleanly", args.image.display()))?;
-    fuse::log(format_args!("unmounted {}: clean", args.image.display()));
+    daemon::log(format_args!("unmounted {}: clean", args.image.display()));
     Ok(())
 }
 

@@ -196,28 +196,41 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
             input,
             max_output: out_cap,
         };
-        let mut lease = engine.lease()?;
-        // The output crosses the link only for a kernel that exited.
-        let ran = engine.run(&mut lease, &kernel, &ranges, job, |result| {
-            Ok::<_, RunError>(matches!(result.outcome, ExecOutcome::Exited { .. }))
-        });
-        let released = engine.release(lease);
-        let ran = ran.map_err(|e| run_error(e, &kernel))?;
-        released.during("program deactivation")?;
-        if let Some(fs) = fs {
-            ranges
-                .release()
-                .context("could not release the file's snapshot")?;
-            let fs = Arc::try_unwrap(fs)
-                .map_err(|_| anyhow!("the file system is still in use after the run"))?;
-            fs.unmount().context("could not unmount the file system")?;
-        }
+        let ran = (|| -> anyhow::Result<_> {
+            let mut lease = engine.lease()?;
+            // The output crosses the link only for a kernel that exited.
+            let ran = engine.run(&mut lease, &kernel, &ranges, job, |result| {
+                Ok::<_, RunError>(matches!(result.outcome, ExecOutcome::Exited { .. }))
+            });
+            let released = engine.release(lease);
+            let ran = ran.map_err(|e| run_error(e, &kernel))?;
+            released.during("program deactivation")?;
+            Ok(ran)
+        })();
+        // The snapshot and the file system are given back whatever the run did; the run's own
+        // error comes first.
+        let closed = match fs {
+            Some(fs) => close_fs(ranges, fs),
+            None => Ok(()),
+        };
+        let ran = ran?;
+        closed?;
         Ok(Run {
             result: ran.result,
             output: ran.output,
         })
     })?;
     report_run(args, &run)
+}
+
+/// Releases a file's snapshot and unmounts its file system (a checkpoint).
+fn close_fs(ranges: Ranges, fs: Arc<Lfs>) -> anyhow::Result<()> {
+    ranges
+        .release()
+        .context("could not release the file's snapshot")?;
+    let fs = Arc::try_unwrap(fs)
+        .map_err(|_| anyhow!("the file system is still in use after the run"))?;
+    fs.unmount().context("could not unmount the file system")
 }
 
 /// What the kernel runs over (`--file`, `--zone`, `--lba`; nothing for a write stream without

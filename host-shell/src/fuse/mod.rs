@@ -22,10 +22,9 @@
 
 mod attr;
 mod reply;
-pub mod serve;
+mod serve;
 mod xattr;
 
-pub use crate::daemon::log;
 pub use serve::{mount, Background, MountConfig, Mounted, ServeError, StopSignals};
 
 use std::ffi::OsStr;

@@ -98,8 +98,8 @@ fn the_rejection_reason_comes_from_the_device() {
     device.close().expect("closes");
 }
 
-/// An image past the ABI's size limits, which the device refuses before it holds it to
-/// verify, is rejected with the verifier's words for what is too large.
+/// An empty image, or one past the ABI's size limits, which the device refuses before it
+/// holds it to verify, is rejected in the loader's and verifier's words.
 #[test]
 fn an_oversized_image_names_what_is_too_large() {
     let device = device(ProgramConfig::default());
@@ -134,6 +134,29 @@ fn an_oversized_image_names_what_is_too_large() {
         matches!(
             err,
             host_shell::driver::DriverError::Rejected(LoadError::RodataTooLarge { .. })
+        ),
+        "{err}"
+    );
+    // Past the limit and not an image at all: the loader's first complaint, as the device's.
+    let mut not_an_image = image;
+    not_an_image[..4].copy_from_slice(b"ELF!");
+    let err = driver
+        .load_program(common::program::ProgramSlot(0), &not_an_image)
+        .expect_err("not an image");
+    assert!(
+        matches!(
+            err,
+            host_shell::driver::DriverError::Rejected(LoadError::BadMagic { .. })
+        ),
+        "{err}"
+    );
+    let err = driver
+        .load_program(common::program::ProgramSlot(0), &[])
+        .expect_err("empty");
+    assert!(
+        matches!(
+            err,
+            host_shell::driver::DriverError::Rejected(LoadError::TooShort { len: 0 })
         ),
         "{err}"
     );

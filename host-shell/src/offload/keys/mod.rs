@@ -34,7 +34,7 @@ mod xattr;
 
 pub use error::OffloadError;
 use process::Process;
-pub use xattr::{parse_args, PREFIX};
+pub(crate) use xattr::PREFIX;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
