@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, VecDeque};
 use super::checkpoint::find_latest;
 use super::ids::{Lba, ZoneId};
 use super::inode::{FileKind, InodeNo};
-use super::log::replay;
 use super::meta::blocks_of;
+use super::replay::replay;
 use super::space::{Space, CKPT_ZONES};
 use super::State;
 

@@ -30,6 +30,7 @@ mod mount;
 mod ops;
 mod path;
 mod rename;
+mod replay;
 mod snapshot;
 mod space;
 mod xattr;

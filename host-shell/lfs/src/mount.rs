@@ -10,8 +10,9 @@ use crate::error::{LfsError, Result};
 use crate::format::{CheckpointRecord, Record};
 use crate::ids::{Lba, ZoneId};
 use crate::inode::{Attr, FileKind, InodeNo, Time};
-use crate::log::{self, Stream};
+use crate::log::Stream;
 use crate::meta::Meta;
+use crate::replay;
 use crate::space::{Space, CKPT_ZONES, MIN_ZONES};
 use crate::{Lfs, State, Zoned};
 
@@ -94,7 +95,7 @@ impl Lfs {
         let mut space = Space::from_report(zone_lbas, cap, &report);
         let ckpt = find_latest(&*device, &space)?.ok_or(LfsError::NotFormatted)?;
         let rec = *ckpt.last();
-        let replayed = log::replay(
+        let replayed = replay::replay(
             &*device,
             &space,
             rec.fs_id,

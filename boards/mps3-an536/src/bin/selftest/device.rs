@@ -122,7 +122,10 @@ pub fn run(zones: RamZones, checks: &mut Checks) -> Host {
                 lba - zslba
             )
         }
-        other => println!("zone append zone 5, 4 LBAs: {}, {other:?}", done.status),
+        _ => println!(
+            "zone append zone 5, 4 LBAs: {}, no LBA in the completion",
+            done.status
+        ),
     }
     let mut oversized = vec![0u8; LBA];
     let done = host.submit(
