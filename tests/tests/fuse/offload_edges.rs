@@ -22,7 +22,7 @@ use rustix::io::Errno;
 use testkit::rng::pattern;
 use tests::{
     kernel_object,
-    mapping::SharedMap,
+    mapping::{self, SharedMap},
     mount::Mount,
     reference,
     xattr::{get, remove, set},
@@ -138,7 +138,8 @@ fn child(file: &Path, steps: &str) -> Vec<Result<(), Errno>> {
 /// - `as UID GID GROUPS`: drop to those credentials (GROUPS: supplementary groups separated by
 ///   commas, or `-` for none);
 /// - `set KEY VALUE`: set an extended attribute of the file;
-/// - `map`: map the whole file shared and fault every page in.
+/// - `map` (last): map the whole file shared and fault every page in, in this same process
+///   (it becomes a `python3` that does, and reports).
 #[test]
 #[ignore = "run by the tests of this file as a second process"]
 fn child_steps() {
@@ -166,10 +167,10 @@ fn child_steps() {
                     .map_err(|e| e as i32)
             }
             ["set", key, value @ ..] => set(&file, key, &value.join(" ")).map_err(errno),
-            ["map"] => File::open(&file).map_err(io_errno).and_then(|f| {
-                let len = f.metadata().map_err(io_errno)?.len() as usize;
-                let map = SharedMap::new(&f, len).map_err(errno)?;
-                map.populate().map_err(errno)
+            // The last step: this process becomes the one that maps, and reports.
+            ["map"] => std::fs::metadata(&file).map_err(io_errno).and_then(|meta| {
+                let err = mapping::populate_in_this_process(&file, meta.len() as usize);
+                Err(io_errno(err))
             }),
             _ => panic!("unknown child step {step:?}"),
         };
@@ -308,11 +309,13 @@ fn shared_mappings_never_see_a_streams_output() {
     let mut m = setup(&data, &[], &["tests/xor_read"]);
     let file = m.path("data");
     // Mapped first: a mapping made after the child's would drop the cached pages as it is made.
-    let f = File::open(&file).expect("open");
-    let map = SharedMap::new(&f, data.len()).expect("map");
+    let map = SharedMap::new(&file, data.len()).expect("map");
     let steps = "set user.csd.args 0xff\nset user.csd.read_stream /kernels/xor_read.o\nmap";
     let outcomes = child(&file, steps);
-    let seen = map.read().expect("this process's pages are the file's");
+    let seen = map
+        .read()
+        .expect("the mapping process answers")
+        .expect("this process's pages are the file's");
     assert!(
         seen == data,
         "another process's mapping saw the stream's output: {} of {} bytes differ",
@@ -337,8 +340,6 @@ fn shared_mappings_never_see_a_streams_output() {
         reference::xor(&data[4096..12288], 0xff)
     );
     remove(&file, "user.csd.read_stream").expect("remove");
-    drop(map);
-    drop(f);
     m.unmount_and_fsck();
 }
 
