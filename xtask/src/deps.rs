@@ -43,6 +43,10 @@ const PACKAGES: &[Package] = &[
         why: "the peer FUSE file system of the benchmarks and of pjdfstest",
     },
     Package {
+        name: "python3",
+        why: "maps files (mmap, madvise) for the tests of what the mount's page cache holds",
+    },
+    Package {
         name: "clang-19",
         why: "compiles the C kernels to eBPF",
     },
