@@ -1,4 +1,4 @@
-//! The host driver: a typed API over one queue pair of a device.
+//! The host driver: a typed API over the queue pairs of a device.
 //!
 //! Used by the CLI, the file system and the tests. Every device error comes back as
 //! [`IoError::Device`] (the file system's error of a device command, inside
@@ -102,17 +102,39 @@ fn name(command: &Command) -> &'static str {
     }
 }
 
-/// A typed handle on one queue pair. Cheap to clone; each clone shares the queue.
+/// A typed handle on queue pairs of a device. Cheap to clone; clones share the queues.
+///
+/// Each thread submits on one of them, the same every time: threads take the queues in turn
+/// at their first command (as an NVMe driver gives each CPU its own queue pair), so callers in
+/// different threads do not share a queue while there are enough of them.
 #[derive(Debug, Clone)]
 pub struct Driver {
-    queue: Queue,
+    queues: std::sync::Arc<[Queue]>,
     identify: IdentifyZns,
 }
 
+/// The calling thread's turn among the threads that ever submitted (see [`Driver`]).
+fn thread_slot() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed));
+    SLOT.with(|s| *s)
+}
+
 impl Driver {
-    /// A driver over `queue` of a device that identified itself as `identify`.
-    pub fn new(queue: Queue, identify: IdentifyZns) -> Self {
-        Driver { queue, identify }
+    /// A driver over `queues` (at least one) of a device that identified itself as
+    /// `identify`.
+    pub fn new(queues: Vec<Queue>, identify: IdentifyZns) -> Self {
+        assert!(!queues.is_empty(), "a driver needs a queue pair");
+        Driver {
+            queues: queues.into(),
+            identify,
+        }
+    }
+
+    /// The calling thread's queue pair.
+    fn queue(&self) -> &Queue {
+        &self.queues[thread_slot() % self.queues.len()]
     }
 
     /// What the device said at start-up.
@@ -123,7 +145,7 @@ impl Driver {
     /// Submits `command` with `buffer` and waits; a status other than success is an error.
     pub fn call(&self, command: Command, buffer: Vec<u8>) -> Result<Done, DriverError> {
         let done = self
-            .queue
+            .queue()
             .call(|cid| Submission::new(cid, command), buffer)?;
         if done.completion.status != Status::Success {
             return Err(IoError::Device {
@@ -277,7 +299,7 @@ impl Driver {
                 chunk_len: chunk.len() as u32,
             });
             let done = self
-                .queue
+                .queue()
                 .call(|cid| Submission::new(cid, command), chunk.to_vec())?;
             match (done.completion.status, done.completion.result) {
                 (Status::Success, _) => {}
@@ -330,7 +352,7 @@ impl Driver {
     pub fn execute(&self, exec: ExecuteProgram, input: Vec<u8>) -> Result<ExecResult, DriverError> {
         let command = Command::ExecuteProgram(exec);
         let done = self
-            .queue
+            .queue()
             .call(|cid| Submission::new(cid, command), input)?;
         match done.completion.result {
             CommandResult::Exec(result) => Ok(result),

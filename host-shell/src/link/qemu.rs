@@ -330,14 +330,16 @@ impl QemuDevice {
         })
     }
 
-    /// A driver on queue pair 0.
+    /// A driver over every queue pair: each thread that uses it submits on its own (see
+    /// [`Driver`]).
     pub fn driver(&self) -> Driver {
-        self.driver_on(0)
+        let queues = (0..self.runner.queues()).map(|q| self.runner.queue(q));
+        Driver::new(queues.collect(), self.identify)
     }
 
     /// A driver on queue pair `qid` (modulo the number of queues).
     pub fn driver_on(&self, qid: u16) -> Driver {
-        Driver::new(self.runner.queue(qid), self.identify)
+        Driver::new(vec![self.runner.queue(qid)], self.identify)
     }
 
     /// What the device said when it started.
