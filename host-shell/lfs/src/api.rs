@@ -159,8 +159,14 @@ impl Lfs {
     }
 
     /// Up to `len` bytes from `offset` (fewer at the end of the file).
+    /// The data is read from the device after the lock is let go ([`crate::reads`]).
     pub fn read(&self, ino: InodeNo, offset: u64, len: u32) -> Result<Vec<u8>> {
-        self.lock()?.read(ino, offset, len)
+        let (plan, device, _in_flight) = {
+            let mut s = self.lock()?;
+            let plan = s.read_plan(ino, offset, len)?;
+            (plan, Arc::clone(&s.device), self.reads.enter())
+        };
+        plan.run(&*device)
     }
 
     /// Writes `data` at `offset`; returns the bytes written. Buffered until fsync, release

@@ -12,10 +12,54 @@ use super::format::{Record, ZoneUse, BLOCK_BYTES};
 use super::ids::{Lba, ZoneId};
 use super::inode::{Attr, FileKind, InodeNo, Time};
 use super::meta::blocks_of;
+use super::zoned::Zoned;
 use super::State;
 
 /// Largest file.
 pub const MAX_FILE_BYTES: u64 = 1 << 40;
+
+/// One part of a read, in file order.
+#[derive(Debug)]
+enum Piece {
+    /// A buffered block, copied under the lock.
+    Bytes(Vec<u8>),
+    /// Blocks of a hole.
+    Zeros(u64),
+    /// Blocks on the device.
+    Device(Run),
+}
+
+/// A read resolved under the lock, to finish outside it.
+#[derive(Debug, Default)]
+pub(crate) struct ReadPlan {
+    pieces: Vec<Piece>,
+    /// Bytes of the first block before the read's offset.
+    skip: usize,
+    /// Bytes the read returns.
+    len: usize,
+}
+
+impl ReadPlan {
+    /// Reads the device's runs and puts the pieces together.
+    pub(crate) fn run(self, device: &dyn Zoned) -> Result<Vec<u8>> {
+        let blocks = |n: u64| n as usize * BLOCK_BYTES;
+        let mut out = Vec::with_capacity(self.skip + self.len + BLOCK_BYTES);
+        for piece in self.pieces {
+            match piece {
+                Piece::Bytes(block) => out.extend_from_slice(&block),
+                Piece::Zeros(n) => out.resize(out.len() + blocks(n), 0),
+                Piece::Device(run) if out.is_empty() => {
+                    out = device.read(run.lba.get(), run.count)?
+                }
+                Piece::Device(run) => out.extend(device.read(run.lba.get(), run.count)?),
+            }
+        }
+        out.drain(..self.skip.min(out.len()));
+        out.truncate(self.len);
+        Ok(out)
+    }
+}
+
 impl State {
     /// The current attributes of `ino`, buffered changes included.
     pub(super) fn attr(&self, ino: InodeNo) -> Result<Attr> {
@@ -188,19 +232,21 @@ impl State {
         Ok(())
     }
 
-    /// Reads up to `len` bytes at `offset` of file `ino`.
-    pub(super) fn read(&mut self, ino: InodeNo, offset: u64, len: u32) -> Result<Vec<u8>> {
+    /// What reading up to `len` bytes at `offset` of file `ino` takes: buffered blocks copied
+    /// now, holes, and runs of blocks on the device to read after the lock is let go
+    /// ([`ReadPlan::run`]; the caller holds off resets meanwhile, see [`crate::reads`]).
+    pub(super) fn read_plan(&mut self, ino: InodeNo, offset: u64, len: u32) -> Result<ReadPlan> {
         let attr = self.file_attr(ino)?;
+        let mut plan = ReadPlan::default();
         if offset >= attr.size || len == 0 {
-            return Ok(Vec::new());
+            return Ok(plan);
         }
         let end = attr.size.min(offset + u64::from(len));
         let (first, last) = (offset / BLOCK_BYTES as u64, (end - 1) / BLOCK_BYTES as u64);
-        let mut out = Vec::with_capacity(((last - first + 1) as usize) * BLOCK_BYTES);
         let mut b = first;
         while b <= last {
             if let Some(block) = self.buffers.block(ino, b) {
-                out.extend_from_slice(block);
+                plan.pieces.push(Piece::Bytes(block.clone()));
                 b += 1;
                 continue;
             }
@@ -212,19 +258,18 @@ impl State {
                 .and_then(|d| d.blocks.range(b..).next().map(|(&k, _)| k))
                 .unwrap_or(u64::MAX);
             let n = run.min(last + 1 - b).min(next_dirty - b);
-            match lba {
+            plan.pieces.push(match lba {
                 Some(lba) => {
-                    out.extend(self.device.read(lba.get(), n)?);
                     self.stats.data_read_blocks += n;
+                    Piece::Device(Run { lba, count: n })
                 }
-                None => out.resize(out.len() + n as usize * BLOCK_BYTES, 0),
-            }
+                None => Piece::Zeros(n),
+            });
             b += n;
         }
-        let skip = (offset - first * BLOCK_BYTES as u64) as usize;
-        out.drain(..skip);
-        out.truncate((end - offset) as usize);
-        Ok(out)
+        plan.skip = (offset - first * BLOCK_BYTES as u64) as usize;
+        plan.len = (end - offset) as usize;
+        Ok(plan)
     }
 
     /// Appends `runs` of file `ino` (each its first file block and whole blocks of bytes) to

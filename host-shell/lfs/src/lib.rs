@@ -8,7 +8,8 @@
 //! checkpoint up to the first torn chunk, so every fsync'ed byte is there and every
 //! operation that was not synced is either wholly there or not at all.
 //!
-//! [`Lfs`] is the typed API the FUSE layer calls; it is `Sync` (one lock around the state).
+//! [`Lfs`] is the typed API the FUSE layer calls; it is `Sync`: one lock around the state,
+//! not held while data is read from the device ([`reads`]).
 //! It never panics on media contents: what fails a check is [`LfsError::Corrupted`].
 
 mod api;
@@ -29,6 +30,7 @@ mod meta;
 mod mount;
 mod ops;
 mod path;
+mod reads;
 mod rename;
 mod replay;
 mod snapshot;
@@ -59,6 +61,7 @@ use error::bug;
 use format::{BLOCK_BYTES, NAME_MAX};
 use log::Stream;
 use meta::Meta;
+use reads::Reads;
 use snapshot::Snapshots;
 use space::Space;
 
@@ -104,6 +107,8 @@ pub(crate) struct State {
     device: Arc<dyn Zoned>,
     /// What the device has made durable; shared with [`Lfs`], which syncs outside the lock.
     durable: Arc<Durability>,
+    /// Reads in flight outside the lock; shared with [`Lfs`].
+    reads: Arc<Reads>,
     meta: Meta,
     space: Space,
     stream: Stream,
@@ -118,6 +123,7 @@ pub(crate) struct State {
 pub struct Lfs {
     state: Mutex<State>,
     durable: Arc<Durability>,
+    reads: Arc<Reads>,
 }
 
 impl State {
@@ -132,6 +138,7 @@ impl State {
         State {
             device,
             durable: Arc::default(),
+            reads: Arc::default(),
             meta,
             space: space.with_clock(clock),
             stream,
@@ -167,9 +174,13 @@ impl State {
             .map(Lba)
     }
 
-    /// A zone action on `zone`, recorded like a write.
+    /// A zone action on `zone`, recorded like a write. A reset first waits for the reads in
+    /// flight ([`reads`]).
     fn zone_action(&mut self, zone: ZoneId, action: ZoneAction) -> Result<()> {
         self.durable.check()?;
+        if action == ZoneAction::Reset {
+            self.reads.wait_idle();
+        }
         let zslba = self.space.zslba(zone);
         self.durable
             .wrote(self.device.zone_action(zslba.get(), action, false))

@@ -132,6 +132,7 @@ impl Lfs {
         state.durable.sync(&*device)?;
         Ok(Lfs {
             durable: Arc::clone(&state.durable),
+            reads: Arc::clone(&state.reads),
             state: Mutex::new(state),
         })
     }

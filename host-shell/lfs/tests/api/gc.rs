@@ -272,3 +272,115 @@ fn writes_reclaim_space_a_snapshot_holds() {
     let (lfs, _device) = remount(lfs, device);
     assert!(read_all(&lfs, a) == new, "after a remount");
 }
+
+/// A device whose reads take a while before they reach the media, so reads are in flight while other threads clean and
+/// reset zones. Everything else goes straight to the RAM device.
+#[derive(Debug, Clone)]
+struct SlowReads(RamZoned);
+
+impl Zoned for SlowReads {
+    fn info(&self) -> &common::zns::IdentifyZns {
+        self.0.info()
+    }
+    fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, lfs::IoError> {
+        std::thread::sleep(std::time::Duration::from_micros(300));
+        self.0.read(slba, nlb)
+    }
+    fn write(&self, slba: u64, data: &[u8]) -> Result<(), lfs::IoError> {
+        self.0.write(slba, data)
+    }
+    fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, lfs::IoError> {
+        self.0.append(zslba, data)
+    }
+    fn zone_action(
+        &self,
+        slba: u64,
+        action: common::zns::ZoneAction,
+        select_all: bool,
+    ) -> Result<(), lfs::IoError> {
+        self.0.zone_action(slba, action, select_all)
+    }
+    fn report(
+        &self,
+        slba: u64,
+        filter: common::zns::ReportFilter,
+        max_zones: u32,
+    ) -> Result<(u64, Vec<common::zns::ZoneDescriptor>), lfs::IoError> {
+        self.0.report(slba, filter, max_zones)
+    }
+    fn flush(&self) -> Result<(), lfs::IoError> {
+        self.0.flush()
+    }
+}
+
+/// Reads run outside the file system's lock while the cleaner moves their blocks and resets
+/// zones: every read returns the file's bytes (the old copy or the new one), and the cleaner
+/// did move blocks of the file being read.
+#[test]
+fn reads_in_flight_while_the_cleaner_moves_their_blocks() {
+    let device = SlowReads(fresh(geometry::tiny()));
+    let lfs = Lfs::mount(&device).expect("mount");
+    let capacity = lfs.statfs().expect("statfs").blocks * 4096;
+    // The file read throughout shares its zones with data that is overwritten, so cleaning
+    // those zones moves its blocks.
+    let cold = lfs.create(ROOT, b"cold", 0o644, 0, 0).expect("create").ino;
+    let hot = lfs.create(ROOT, b"hot", 0o644, 0, 0).expect("create").ino;
+    let piece = 64 * 1024u64;
+    let cold_bytes = capacity / 4 / piece * piece;
+    for i in 0..cold_bytes / piece {
+        lfs.write(cold, i * piece, &pattern(i, piece as usize))
+            .expect("write cold");
+        lfs.write(hot, i * piece, &pattern(1000 + i, piece as usize))
+            .expect("write hot");
+        lfs.fsync(cold, false).expect("fsync");
+        lfs.fsync(hot, false).expect("fsync");
+    }
+    let want: Vec<u8> = (0..cold_bytes / piece)
+        .flat_map(|i| pattern(i, piece as usize))
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reads = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (lfs, want, done, reads) = (&lfs, &want, &done, &reads);
+            s.spawn(move || {
+                let mut at = t * 8192;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    at = (at + 12 * 4096 + 512) % (cold_bytes - 32 * 1024);
+                    let got = lfs.read(cold, at, 32 * 1024).expect("read");
+                    let at = at as usize;
+                    assert!(got == want[at..at + 32 * 1024], "bytes at {at}");
+                    reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+        // Overwrite the hot file until the cleaner has cleaned a good many zones (and zones
+        // the overwrites left dead have been reset) under many reads.
+        let mut round = 0;
+        while lfs.stats().expect("stats").gc_zones < 20
+            || reads.load(std::sync::atomic::Ordering::Relaxed) < 100
+        {
+            for i in 0..cold_bytes / piece {
+                let data = pattern(round * 7 + i, piece as usize);
+                lfs.write(hot, i * piece, &data).expect("overwrite");
+                lfs.fsync(hot, false).expect("fsync");
+            }
+            // Clean whether or not free zones run low, so zones holding the cold file move.
+            lfs.gc_step().expect("gc");
+            round += 1;
+            assert!(
+                round < 5000,
+                "cleaned or read too little: {:?}",
+                lfs.stats()
+            );
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let stats = lfs.stats().expect("stats");
+    assert!(
+        stats.gc_moved_blocks > 0 && stats.zone_resets > 0,
+        "{stats:?}"
+    );
+    assert_eq!(read_all(&lfs, cold), want);
+    assert_clean(&lfs);
+}
