@@ -20,6 +20,10 @@ pub struct Dirty {
     pub blocks: BTreeMap<u64, Vec<u8>>,
     /// The smallest size the file was truncated to since the last flush.
     pub trunc: Option<u64>,
+    /// Blocks of `blocks` the file's map had no block for when they were buffered: the new
+    /// space they take when flushed. (A buffered block's mapping cannot change before the
+    /// flush: only the flush maps the file's blocks, and the cleaner moves mapped blocks.)
+    fresh: u64,
 }
 
 /// Every file's write buffer and open count.
@@ -30,10 +34,15 @@ pub struct Dirty {
 /// - A buffer's attributes are the file's current ones: they replace the inode's until the
 ///   buffer is flushed ([`Buffers::attr`]).
 /// - An open count is never zero: the last close removes it ([`Buffers::close`]).
+/// - `blocks` and `fresh` are the sums of every buffer's block count and `fresh`: blocks are
+///   only added or cut through [`Buffers::insert`] and [`Buffers::cut`], so a write's
+///   admission and the pressure check cost the same however much is buffered.
 #[derive(Debug, Clone, Default)]
 pub struct Buffers {
     dirty: BTreeMap<InodeNo, Dirty>,
     open: HashMap<InodeNo, u32>,
+    blocks: usize,
+    fresh: u64,
 }
 
 impl Buffers {
@@ -42,17 +51,56 @@ impl Buffers {
         self.dirty.get(&ino)
     }
 
-    pub fn get_mut(&mut self, ino: InodeNo) -> Option<&mut Dirty> {
-        self.dirty.get_mut(&ino)
+    /// `ino`'s buffered attributes, to change in place.
+    pub fn attr_mut(&mut self, ino: InodeNo) -> Option<&mut Attr> {
+        self.dirty.get_mut(&ino).map(|d| &mut d.attr)
     }
 
-    /// `ino`'s buffer, made with attributes `attr` if it has none.
+    /// Buffered block `b` of `ino`, to edit in place.
+    pub fn block_mut(&mut self, ino: InodeNo, b: u64) -> Option<&mut Vec<u8>> {
+        self.dirty.get_mut(&ino).and_then(|d| d.blocks.get_mut(&b))
+    }
+
+    /// `ino`'s buffer, made with attributes `attr` if it has none. Its blocks change only
+    /// through [`Buffers::insert`] and [`Buffers::cut`].
     pub fn entry(&mut self, ino: InodeNo, attr: Attr) -> &mut Dirty {
         self.dirty.entry(ino).or_insert_with(|| Dirty {
             attr,
             blocks: BTreeMap::new(),
             trunc: None,
+            fresh: 0,
         })
+    }
+
+    /// Buffers `block` as block `b` of `ino` (whose buffer is made with `attr` if it has none);
+    /// `fresh` if the file's map has no block `b`.
+    pub fn insert(&mut self, ino: InodeNo, attr: Attr, b: u64, block: Vec<u8>, fresh: bool) {
+        let d = self.entry(ino, attr);
+        let old = d.blocks.insert(b, block);
+        let fresh = u64::from(fresh);
+        if old.is_none() {
+            d.fresh += fresh;
+            self.blocks += 1;
+            self.fresh += fresh;
+        }
+    }
+
+    /// Drops `ino`'s buffered blocks from `keep` on; `fresh(b)` says whether block `b` was
+    /// counted as fresh.
+    pub fn cut(&mut self, ino: InodeNo, keep: u64, fresh: impl Fn(u64) -> bool) {
+        let Some(d) = self.dirty.get_mut(&ino) else {
+            return;
+        };
+        let cut = d.blocks.split_off(&keep);
+        let cut_fresh = cut.keys().filter(|&&b| fresh(b)).count() as u64;
+        d.fresh -= cut_fresh;
+        self.blocks -= cut.len();
+        self.fresh -= cut_fresh;
+    }
+
+    /// Blocks buffered over all files that take new space when flushed.
+    pub fn fresh_blocks(&self) -> u64 {
+        self.fresh
     }
 
     /// `ino`'s buffered attributes, if it has a buffer.
@@ -67,15 +115,25 @@ impl Buffers {
 
     /// Takes `ino`'s buffer (to flush it, or because the file is gone).
     pub fn take(&mut self, ino: InodeNo) -> Option<Dirty> {
-        self.dirty.remove(&ino)
+        let d = self.dirty.remove(&ino)?;
+        self.blocks -= d.blocks.len();
+        self.fresh -= d.fresh;
+        Some(d)
     }
 
     /// Puts back a buffer whose flush failed (nothing of it was logged).
     pub fn put_back(&mut self, ino: InodeNo, d: Dirty) {
-        self.dirty.insert(ino, d);
+        self.blocks += d.blocks.len();
+        self.fresh += d.fresh;
+        if let Some(old) = self.dirty.insert(ino, d) {
+            // Unreachable while the state lock is held from take to put_back; kept honest.
+            self.blocks -= old.blocks.len();
+            self.fresh -= old.fresh;
+        }
     }
 
     /// Every buffer, by inode number.
+    #[cfg(debug_assertions)]
     pub fn iter(&self) -> impl Iterator<Item = (InodeNo, &Dirty)> {
         self.dirty.iter().map(|(&i, d)| (i, d))
     }
@@ -87,7 +145,7 @@ impl Buffers {
 
     /// Blocks buffered over all files.
     pub fn total_blocks(&self) -> usize {
-        self.dirty.values().map(|d| d.blocks.len()).sum()
+        self.blocks
     }
 
     /// Whether the buffers hold more than memory allows: all files' blocks.
@@ -145,17 +203,23 @@ mod tests {
     fn buffers_in_inode_order() {
         let mut b = Buffers::default();
         for ino in [9, 3, 5] {
-            b.entry(InodeNo(ino), attr(ino)).blocks.insert(0, vec![1]);
+            b.insert(InodeNo(ino), attr(ino), 0, vec![1], true);
         }
-        b.entry(InodeNo(3), attr(99)).blocks.insert(1, vec![2]);
+        b.insert(InodeNo(3), attr(99), 1, vec![2], false);
         assert_eq!(b.inos(), [InodeNo(3), InodeNo(5), InodeNo(9)]);
         assert_eq!(b.attr(InodeNo(3)).map(|a| a.ino), Some(InodeNo(3)));
-        assert_eq!(b.total_blocks(), 4);
+        assert_eq!((b.total_blocks(), b.fresh_blocks()), (4, 3));
         assert_eq!(b.block(InodeNo(3), 1), Some(&vec![2]));
         let d = b.take(InodeNo(3)).unwrap();
         assert!(b.get(InodeNo(3)).is_none());
+        assert_eq!((b.total_blocks(), b.fresh_blocks()), (2, 2));
         b.put_back(InodeNo(3), d);
-        assert_eq!(b.total_blocks(), 4);
+        assert_eq!((b.total_blocks(), b.fresh_blocks()), (4, 3));
+        // Rewriting a buffered block counts it once; cutting takes its counts away.
+        b.insert(InodeNo(3), attr(3), 0, vec![7], true);
+        assert_eq!((b.total_blocks(), b.fresh_blocks()), (4, 3));
+        b.cut(InodeNo(3), 0, |blk| blk == 0);
+        assert_eq!((b.total_blocks(), b.fresh_blocks()), (2, 2));
     }
 
     /// Open counts go up and down; closing a file with no handle is refused.

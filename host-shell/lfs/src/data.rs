@@ -72,20 +72,11 @@ impl State {
             .ok_or(LfsError::NotFound)
     }
 
-    /// Dirty blocks that are not mapped on the device yet (new space they will take).
-    pub(super) fn dirty_new_blocks(&self) -> u64 {
-        let mut n = 0;
-        for (ino, d) in self.buffers.iter() {
-            let Some(inode) = self.meta.inode(ino) else {
-                continue;
-            };
-            n += d
-                .blocks
-                .keys()
-                .filter(|&&b| inode.extents.lookup(b).0.is_none())
-                .count() as u64;
-        }
-        n
+    /// Whether the map of `ino` has no block `b` (what [`crate::buffers::Buffers::insert`]
+    /// counts as fresh).
+    fn unmapped(&self, ino: InodeNo, b: u64) -> Result<bool> {
+        let inode = self.meta.inode(ino).ok_or(LfsError::NotFound)?;
+        Ok(inode.extents.lookup(b).0.is_none())
     }
 
     fn dirty_entry(&mut self, ino: InodeNo) -> Result<&mut Dirty> {
@@ -169,7 +160,7 @@ impl State {
             let piece = &data[pos..pos + (to - from)];
             pos += to - from;
             // A block already buffered is edited where it is.
-            if let Some(block) = self.buffers.get_mut(ino).and_then(|d| d.blocks.get_mut(&b)) {
+            if let Some(block) = self.buffers.block_mut(ino, b) {
                 block[from..to].copy_from_slice(piece);
                 continue;
             }
@@ -180,7 +171,8 @@ impl State {
                 self.load_block(ino, b)?
             };
             block[from..to].copy_from_slice(piece);
-            self.dirty_entry(ino)?.blocks.insert(b, block);
+            let fresh = self.unmapped(ino, b)?;
+            self.buffers.insert(ino, attr, b, block, fresh);
         }
         let now = Time::now();
         let d = self.dirty_entry(ino)?;
@@ -217,11 +209,14 @@ impl State {
             } else {
                 None
             };
+            let inode = self.meta.inode(ino).ok_or(LfsError::NotFound)?;
+            self.buffers
+                .cut(ino, keep, |b| inode.extents.lookup(b).0.is_none());
             let d = self.dirty_entry(ino)?;
-            d.blocks.retain(|&b, _| b < keep);
             d.trunc = Some(d.trunc.map_or(size, |t| t.min(size)));
             if let Some(block) = partial {
-                d.blocks.insert(keep - 1, block);
+                let fresh = self.unmapped(ino, keep - 1)?;
+                self.buffers.insert(ino, attr, keep - 1, block, fresh);
             }
         }
         let now = Time::now();

@@ -58,8 +58,8 @@ impl State {
     /// Changes attributes that need no ordering with other records (times, mode, owner):
     /// in the buffer if the file has one (logged when it is flushed), else as a record.
     pub(super) fn touch(&mut self, ino: InodeNo, f: impl FnOnce(&mut Attr)) -> Result<Vec<Record>> {
-        if let Some(d) = self.buffers.get_mut(ino) {
-            f(&mut d.attr);
+        if let Some(attr) = self.buffers.attr_mut(ino) {
+            f(attr);
             return Ok(Vec::new());
         }
         let mut attr = self.inode(ino)?.attr;

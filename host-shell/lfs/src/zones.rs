@@ -90,7 +90,18 @@ impl State {
 
     /// Live data blocks, counting dirty blocks not yet on the device.
     pub(crate) fn used_blocks(&self) -> u64 {
-        self.meta.live_total() + self.dirty_new_blocks()
+        #[cfg(debug_assertions)]
+        {
+            // The buffers' running count against counting afresh.
+            let unmapped = |(ino, d): (_, &crate::buffers::Dirty)| {
+                let inode = self.meta.inode(ino);
+                let fresh = |b: &&u64| inode.is_some_and(|i| i.extents.lookup(**b).0.is_none());
+                d.blocks.keys().filter(fresh).count() as u64
+            };
+            let counted: u64 = self.buffers.iter().map(unmapped).sum();
+            debug_assert_eq!(counted, self.buffers.fresh_blocks());
+        }
+        self.meta.live_total() + self.buffers.fresh_blocks()
     }
 
     /// Cleans one zone: moves its live blocks, makes the move durable and resets it. False if
