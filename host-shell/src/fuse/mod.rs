@@ -12,11 +12,18 @@
 //!   directories, `access(2)` and xattrs. `--no-permissions` mounts without it (and
 //!   `access` then always succeeds). Offload paths are resolved by the daemon, so it checks
 //!   them itself: search permission on every directory and read permission on the kernel file.
-//! - Every file is opened with `FOPEN_DIRECT_IO`: the offload state of a process may be set
-//!   after it opened the file, and the page cache is shared by all processes of an inode,
-//!   so no read may ever be served from it. Shared mmap is allowed where the kernel offers
-//!   `FUSE_DIRECT_IO_ALLOW_MMAP`; mappings fill the page cache, so a process with a read
-//!   stream is refused the reads that fill it (see [`ReadPath`]).
+//! - Two kinds of handle. An open by a process with a read or write stream on the file gives
+//!   an *offload handle*: `FOPEN_DIRECT_IO`, its reads and writes go through the process's
+//!   streams, and nothing it reads enters the page cache (mappings of it fill the page cache,
+//!   so its process is refused the reads that fill them: see [`ReadPath`]). Every other open
+//!   gives a *regular handle*: the file's bytes through the kernel's page cache, never a
+//!   stream, also when its process sets a stream later. So an offload applies to the
+//!   handles opened after its key was set.
+//! - The page cache is kept across opens (`FOPEN_KEEP_CACHE`) while nothing bypassed it:
+//!   regular writes go through it (write-through: no writeback cache, so fsync needs nothing
+//!   from the kernel), and a write on an offload handle makes the next regular open drop the
+//!   file's cached pages (the kernel itself drops the written range from the cache of handles
+//!   already open).
 //! - fallocate answers `EOPNOTSUPP`: a log-structured file system cannot reserve blocks in
 //!   place, and glibc's `posix_fallocate` then writes zeros itself, which does reserve them.
 
@@ -30,7 +37,8 @@ pub use serve::{mount, Background, MountConfig, Mounted, ServeError, StopSignals
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -49,16 +57,32 @@ const TTL: Duration = Duration::from_secs(1);
 /// Largest read and write request.
 const MAX_IO_BYTES: u32 = 1 << 20;
 
+/// The handle of an open on which the process's streams apply (see the module's rules).
+const OFFLOAD_HANDLE: FileHandle = FileHandle(1);
+/// The handle of every other open.
+const REGULAR_HANDLE: FileHandle = FileHandle(0);
+
 /// The file system FUSE calls.
 #[derive(Debug)]
 pub struct CsdFs {
     lfs: Arc<Lfs>,
     offload: Arc<Offload>,
+    /// Files written through an offload handle since their last regular open: their cached
+    /// pages may be stale.
+    uncached: Mutex<HashSet<u64>>,
 }
 
 impl CsdFs {
     pub fn new(lfs: Arc<Lfs>, offload: Arc<Offload>) -> CsdFs {
-        CsdFs { lfs, offload }
+        CsdFs {
+            lfs,
+            offload,
+            uncached: Mutex::default(),
+        }
+    }
+
+    fn uncached(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.uncached.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -237,10 +261,17 @@ impl fuser::Filesystem for CsdFs {
         );
     }
 
-    fn open(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.lfs.open(ino(i)) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
-            Err(e) => reply.error(lfs_errno(&e)),
+    fn open(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if let Err(e) = self.lfs.open(ino(i)) {
+            return reply.error(lfs_errno(&e));
+        }
+        if self.offload.streams(caller(req), ino(i)) {
+            return reply.opened(OFFLOAD_HANDLE, FopenFlags::FOPEN_DIRECT_IO);
+        }
+        if self.uncached().remove(&i.0) {
+            reply.opened(REGULAR_HANDLE, FopenFlags::empty())
+        } else {
+            reply.opened(REGULAR_HANDLE, FopenFlags::FOPEN_KEEP_CACHE)
         }
     }
 
@@ -262,12 +293,13 @@ impl fuser::Filesystem for CsdFs {
             req.gid(),
         );
         match made {
+            // A new file: no process has a stream on it yet.
             Ok(a) => reply.created(
                 &TTL,
                 &file_attr(&a),
                 Generation(0),
-                FileHandle(0),
-                FopenFlags::FOPEN_DIRECT_IO,
+                REGULAR_HANDLE,
+                FopenFlags::empty(),
             ),
             Err(e) => reply.error(lfs_errno(&e)),
         }
@@ -277,13 +309,19 @@ impl fuser::Filesystem for CsdFs {
         &self,
         req: &Request,
         i: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if fh != OFFLOAD_HANDLE {
+            return match self.lfs.read(ino(i), offset, size) {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(lfs_errno(&e)),
+            };
+        }
         // The kernel names a lock owner (FUSE_READ_LOCKOWNER) on every direct read and on no
         // read for the page cache (a mapping's page fault, readahead).
         let path = if lock_owner.is_some() {
@@ -301,7 +339,7 @@ impl fuser::Filesystem for CsdFs {
         &self,
         req: &Request,
         i: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         write_flags: WriteFlags,
@@ -312,7 +350,13 @@ impl fuser::Filesystem for CsdFs {
         // Direct I/O writes do not strip set-id bits in the kernel: it asks us to, for every
         // writer without CAP_FSETID, whatever was negotiated at init.
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match self.offload.write(caller(req), ino(i), offset, data, kill) {
+        let written = if fh == OFFLOAD_HANDLE {
+            self.uncached().insert(i.0);
+            self.offload.write(caller(req), ino(i), offset, data, kill)
+        } else {
+            self.lfs.write_as(ino(i), offset, data, kill).map_err(Into::into)
+        };
+        match written {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(offload_errno("write", &e)),
         }

@@ -47,10 +47,11 @@ use crate::lfs::{Credentials, InodeNo, Lfs};
 use error::Result;
 use stream::Stream;
 
-/// How a read reached the mount.
+/// How a read on an offload handle reached the mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadPath {
-    /// read(2) and its kin: every open is direct I/O, so the data goes to the caller only.
+    /// read(2) and its kin: an offload handle is direct I/O, so the data goes to the caller
+    /// only.
     Direct,
     /// For the page cache: a memory mapping's page fault, or readahead. The page cache belongs
     /// to the inode, so what this read returns is what every process mapping the file sees.
@@ -163,6 +164,12 @@ impl Offload {
         } else {
             state.read.clone()
         }
+    }
+
+    /// Whether the caller's process has a read or write stream on `ino`: a handle it opens
+    /// now is an offload handle (direct I/O; see the mount's rules in `crate::fuse`).
+    pub fn streams(&self, caller: Caller, ino: InodeNo) -> bool {
+        self.stream_of(caller, ino, false).is_some() || self.stream_of(caller, ino, true).is_some()
     }
 
     fn args_of(&self, key: Key) -> (u64, u64) {
