@@ -34,10 +34,10 @@ mod xattr;
 
 pub use serve::{mount, Background, MountConfig, Mounted, ServeError, StopSignals};
 
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -354,7 +354,9 @@ impl fuser::Filesystem for CsdFs {
             self.uncached().insert(i.0);
             self.offload.write(caller(req), ino(i), offset, data, kill)
         } else {
-            self.lfs.write_as(ino(i), offset, data, kill).map_err(Into::into)
+            self.lfs
+                .write_as(ino(i), offset, data, kill)
+                .map_err(Into::into)
         };
         match written {
             Ok(n) => reply.written(n),

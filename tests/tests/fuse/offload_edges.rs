@@ -445,3 +445,92 @@ fn a_stream_replaced_under_its_reads_never_returns_raw_bytes() {
     assert!(fs::read(&file).expect("read") == data);
     m.unmount_and_fsck();
 }
+
+/// Reads `len` bytes at `offset` through the open handle `f` in one pread.
+fn pread_on(f: &File, offset: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset).expect("pread");
+    buf
+}
+
+/// An offload applies to the handles opened after its key is set: while this process streams
+/// a file through a handle opened after the key, its handle opened before, `cat` in another
+/// process and a shared mapping in a third read the file's bytes, through the page cache; the
+/// stream's output never reaches them.
+#[test]
+fn offload_handles_and_regular_handles_share_a_file() {
+    let data = pattern(5, 512 << 10);
+    let mut m = setup(&data, &[], &["tests/xor_read"]);
+    let file = m.path("data");
+    let before = File::open(&file).expect("open before the key");
+    set(&file, "user.csd.args", "0xff").expect("args");
+    set(&file, "user.csd.read_stream", "/kernels/xor_read.o").expect("read stream");
+    let after = File::open(&file).expect("open after the key");
+    let window = |at: usize| at..at + 64 * 1024;
+    for round in 0..4usize {
+        let at = round * 100_000;
+        assert_eq!(
+            pread_on(&after, at as u64, 64 * 1024),
+            reference::xor(&data[window(at)], 0xff),
+            "the offload handle, round {round}"
+        );
+        assert!(
+            pread_on(&before, at as u64, 64 * 1024) == data[window(at)],
+            "the handle opened before the key read other bytes, round {round}"
+        );
+        let cat = Command::new("cat").arg(&file).output().expect("cat");
+        assert!(
+            cat.stdout == data,
+            "cat saw the stream's output, round {round}"
+        );
+        let map = SharedMap::new(&file, data.len()).expect("map");
+        let seen = map
+            .read()
+            .expect("the mapping answers")
+            .expect("mapped pages");
+        assert!(
+            seen == data,
+            "a mapping saw the stream's output, round {round}"
+        );
+    }
+    drop((before, after));
+    remove(&file, "user.csd.read_stream").expect("remove");
+    assert!(pread(&file, 0, data.len()).expect("read") == data);
+    m.unmount_and_fsck();
+}
+
+/// Bytes written through an offload handle reach the readers of the page cache: a reader that
+/// keeps its handle open and one that opens afterwards read what was stored, not the pages
+/// cached before the write.
+#[test]
+fn writes_on_offload_handles_reach_cached_readers() {
+    let data = pattern(6, 256 << 10);
+    let mut m = setup(&data, &[], &["xor"]);
+    let file = m.path("data");
+    // Cached: read through a handle that stays open, and by another process.
+    let open_reader = File::open(&file).expect("open");
+    assert!(pread_on(&open_reader, 0, data.len()) == data);
+    let cat = Command::new("cat").arg(&file).output().expect("cat");
+    assert!(cat.stdout == data);
+    set(&file, "user.csd.args", "0x5a").expect("args");
+    set(&file, "user.csd.write_stream", "/kernels/xor.o").expect("write stream");
+    {
+        let w = fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .expect("open the offload handle");
+        w.write_all_at(&data[8192..8192 + 16384], 8192)
+            .expect("write through the stream");
+    }
+    remove(&file, "user.csd.write_stream").expect("remove");
+    let mut want = data.clone();
+    want[8192..8192 + 16384].copy_from_slice(&reference::xor(&data[8192..8192 + 16384], 0x5a));
+    assert!(
+        pread_on(&open_reader, 0, data.len()) == want,
+        "a handle open across the write read stale pages"
+    );
+    let cat = Command::new("cat").arg(&file).output().expect("cat");
+    assert!(cat.stdout == want, "a new open read stale pages");
+    drop(open_reader);
+    m.unmount_and_fsck();
+}
