@@ -2,8 +2,9 @@
 //!
 //! - Read throughput: this thread reads the file sequentially (1 MiB reads) for a fixed window
 //!   while 0, 1, 2 and 4 worker processes each run `user.csd.file_job` entropy on it in a loop.
-//! - Latency: 4 KiB reads at random offsets for a window with no kernel, then while one long
-//!   kernel (entropy over the whole file) runs; p50 and p99 of each.
+//! - Latency: 4 KiB reads at random offsets for a window with no kernel, then while two
+//!   processes each run a long kernel (entropy over the whole file); p50 and p99 of each. The
+//!   reads are `O_DIRECT`, so each one reaches the file system (not the page cache).
 //!
 //! Workers are this binary again (`csd-bench --offload-worker FILE`): a process of its own, as
 //! offload state belongs to a process. They print a line per finished job and are killed with
@@ -12,7 +13,7 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, Read},
-    os::unix::fs::FileExt,
+    os::unix::fs::{FileExt, OpenOptionsExt},
     path::Path,
     process::{Child, Command, Stdio},
     sync::{
@@ -147,7 +148,7 @@ impl Drop for Workers {
 /// Measures over a file of `file_bytes`, `window` per measurement.
 pub fn run(root: &Path, file_bytes: usize, window: Duration) -> Result<Concurrent> {
     let kernel = root.join("target/kernels/entropy.o");
-    let mount = CsdMount::new(file_bytes as u64, 4)?;
+    let mount = CsdMount::new(file_bytes as u64)?;
     let file = mount.root().join("sample.txt");
     std::fs::write(&file, sample_text(file_bytes)).context("write the sample file")?;
     std::fs::create_dir(mount.root().join("kernels")).context("mkdir /kernels")?;
@@ -170,8 +171,8 @@ pub fn run(root: &Path, file_bytes: usize, window: Duration) -> Result<Concurren
         });
     }
     let read_4k_idle = read_latency(&file, file_bytes as u64, window)?;
-    let workers = Workers::start(1, &file)?;
-    // Let the kernel start before measuring.
+    let workers = Workers::start(2, &file)?;
+    // Let the kernels start before measuring.
     std::thread::sleep(Duration::from_millis(100));
     let read_4k_during_kernel = read_latency(&file, file_bytes as u64, window)?;
     workers.stop()?;
@@ -204,10 +205,17 @@ fn read_throughput(file: &Path, window: Duration) -> Result<f64> {
     Ok(bytes as f64 / started.elapsed().as_secs_f64())
 }
 
-/// 4 KiB reads at random 4 KiB-aligned offsets for `window`.
+/// 4 KiB `O_DIRECT` reads at random 4 KiB-aligned offsets for `window`.
 fn read_latency(file: &Path, file_bytes: u64, window: Duration) -> Result<Latency> {
-    let f = File::open(file).context("open the sample file")?;
-    let mut buf = [0u8; 4096];
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(file)
+        .context("open the sample file with O_DIRECT")?;
+    // O_DIRECT wants a buffer aligned to the block.
+    let mut space = vec![0u8; 8192];
+    let at = space.as_ptr().align_offset(4096);
+    let buf = &mut space[at..at + 4096];
     let mut micros = Vec::new();
     let mut rng = Rng::new(0);
     let blocks = (file_bytes / 4096).max(1);
@@ -215,7 +223,7 @@ fn read_latency(file: &Path, file_bytes: u64, window: Duration) -> Result<Latenc
     while started.elapsed() < window {
         let offset = rng.below(blocks) * 4096;
         let t = Instant::now();
-        let n = f.read_at(&mut buf, offset).context("a 4 KiB read")?;
+        let n = f.read_at(buf, offset).context("a 4 KiB read")?;
         micros.push(t.elapsed().as_secs_f64() * 1e6);
         ensure!(n == 4096, "a 4 KiB read returned {n} bytes");
     }

@@ -1,5 +1,7 @@
 //! `device.append`: Zone Append and Read through the device's queues against a plain memcpy of
-//! the same bytes in the same pieces, measured in one run.
+//! the same bytes in the same pieces, measured in one run. `device.queue_latency`: a 4 KiB read
+//! through the driver and its queue pair against the same read submitted to the controller
+//! directly, one at a time.
 //!
 //! The device is in RAM with timing off, so the figures are the cost of the host shell itself:
 //! the queue pairs, the device thread, the controller, the zone manager and the strict NAND
@@ -11,14 +13,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::LBA_BYTES;
-use firmware::zns::ZoneConfig;
+use common::{
+    command::{Command, CommandId, Submission},
+    LBA_BYTES,
+};
+use firmware::{
+    controller::{Controller, ProgramConfig, SliceDma},
+    nand::sim::SimNand,
+    zns::{ZoneConfig, ZoneManager},
+};
 use serde::Serialize;
 
 use crate::report::Spread;
 use host_shell::{
     device::{DeviceOptions, RamDevice},
-    nand::preset::Preset,
+    nand::{
+        preset::Preset,
+        timing::{Timed, TimingModel},
+    },
 };
 
 const QUEUES: u16 = 4;
@@ -39,9 +51,23 @@ pub struct Figures {
     pub read_ratio_vs_memcpy: f64,
 }
 
+/// Nanoseconds per 4 KiB read, one at a time, through the queues and directly.
+#[derive(Debug, Serialize)]
+pub struct QueueLatency {
+    pub reads: u64,
+    /// `Driver::read` of one block: the queue pair, the controller (taken by the submitting
+    /// thread when it is idle), the completion.
+    pub queued_ns: Spread,
+    /// `Controller::submit` of the same Read on an identical device, in the calling thread.
+    pub direct_ns: Spread,
+    /// What the queues add to a read (medians).
+    pub overhead_ns: f64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Device {
     pub append: Figures,
+    pub queue_latency: QueueLatency,
 }
 
 fn per_s(bytes: u64, elapsed: Duration) -> f64 {
@@ -60,7 +86,21 @@ pub fn run(mib: u64, reps: usize) -> anyhow::Result<Device> {
         shape = (bytes, append_bytes, read_bytes);
     }
     let [append, memcpy_in, read, memcpy_out] = samples.map(|s| Spread::of(&s));
+    let reads = mib * 1024;
+    let (mut queued, mut direct) = (vec![], vec![]);
+    for _ in 0..reps {
+        let (q, d) = latency_once(reads)?;
+        queued.push(q);
+        direct.push(d);
+    }
+    let (queued_ns, direct_ns) = (Spread::of(&queued), Spread::of(&direct));
     Ok(Device {
+        queue_latency: QueueLatency {
+            reads,
+            overhead_ns: queued_ns.median - direct_ns.median,
+            queued_ns,
+            direct_ns,
+        },
         append: Figures {
             data_bytes: shape.0,
             queues: QUEUES,
@@ -185,4 +225,66 @@ fn once(mib: u64) -> anyhow::Result<([f64; 4], u64, u64, u64)> {
         append_bytes as u64,
         read_bytes,
     ))
+}
+
+/// One latency run: nanoseconds per 4 KiB read through the queues, then directly.
+fn latency_once(reads: u64) -> anyhow::Result<(f64, f64)> {
+    let geometry = Preset::Small.geometry(64 << 20)?;
+    let zones = ZoneConfig::for_geometry(&geometry);
+    let device = RamDevice::in_ram(geometry, zones, DeviceOptions::default())?;
+    let driver = device.driver();
+    let info = device.identify();
+    let append_lbas = u64::from(info.zasl_lbas);
+    // The reads cycle over zone 0, written first in whole appends.
+    let blocks = info.zone_cap_lbas / append_lbas * append_lbas;
+    for _ in 0..blocks / append_lbas {
+        driver.append(0, vec![7u8; (append_lbas * u64::from(LBA_BYTES)) as usize])?;
+    }
+    let start = Instant::now();
+    for i in 0..reads {
+        black_box(driver.read(i % blocks, 1)?);
+    }
+    let queued = start.elapsed().as_nanos() as f64 / reads as f64;
+    device.close()?;
+
+    let off = TimingModel {
+        read_ns: 0,
+        program_ns: 0,
+        erase_ns: 0,
+        channel_bytes_per_s: 0,
+        link_bytes_per_s: 0,
+    };
+    let manager = ZoneManager::format(Timed::new(SimNand::new(geometry), off), zones)
+        .map_err(|e| anyhow::anyhow!("format: {e}"))?;
+    let mut controller = Controller::new(manager, ProgramConfig::default());
+    let mut call = |command: Command, mut buffer: Vec<u8>| -> anyhow::Result<Vec<u8>> {
+        let sub = Submission::new(CommandId(0), command);
+        let done = controller.submit(0, &sub, &mut SliceDma::new(&mut buffer));
+        match done {
+            Some(c) if c.status.is_success() => Ok(buffer),
+            other => anyhow::bail!("the controller answered {other:?}"),
+        }
+    };
+    for _ in 0..blocks / append_lbas {
+        let data = vec![7u8; (append_lbas * u64::from(LBA_BYTES)) as usize];
+        call(
+            Command::ZoneAppend {
+                zslba: 0,
+                nlb: append_lbas as u32,
+            },
+            data,
+        )?;
+    }
+    let start = Instant::now();
+    for i in 0..reads {
+        // A new buffer per read, as the driver makes.
+        let buffer = vec![0u8; LBA_BYTES as usize];
+        let read = Command::Read {
+            slba: i % blocks,
+            nlb: 1,
+        };
+        black_box(call(read, buffer)?);
+    }
+    let direct = start.elapsed().as_nanos() as f64 / reads as f64;
+    Ok((queued, direct))
 }

@@ -1,10 +1,11 @@
 //! `fs`: fio through the csd mount, through bindfs over tmpfs (a peer FUSE file system) and on
 //! tmpfs itself (the limit), the same jobs in the same run.
 //!
-//! Jobs, in this order on one file per target: sequential 1 MiB write (then `fsync`), sequential
-//! 1 MiB read, 4 KiB random read, 4 KiB random write (then `fsync`); one job, `psync`, page
-//! cache as each file system offers it (csd serves every open with direct I/O). Needs root
-//! (tmpfs and bindfs mounts), fio and bindfs (`cargo xtask deps` installs both).
+//! Jobs, in this order on one file per fio job and target: sequential 1 MiB write (then
+//! `fsync`), sequential 1 MiB read, 4 KiB random read, 4 KiB random write (then `fsync`);
+//! `psync`, page cache as each file system offers it (csd: the page cache for handles without
+//! offload state), with one fio job and then with four at once (`fs.jobs4`). Needs root (tmpfs
+//! and bindfs mounts), fio and bindfs (`cargo xtask deps` installs both).
 
 use std::{
     path::{Path, PathBuf},
@@ -65,16 +66,40 @@ pub struct JobFigures {
     pub ratio_vs_tmpfs: f64,
 }
 
-/// `fs`: every job, keyed as in report.json.
+/// Every pattern with one number of fio jobs, keyed as in report.json.
 #[derive(Debug, Serialize)]
-pub struct Fs {
-    pub file_bytes: u64,
-    pub fio_version: String,
+pub struct Patterns {
     pub seq_write: JobFigures,
     pub seq_read: JobFigures,
     pub rand_read_4k: JobFigures,
     pub rand_write_4k: JobFigures,
 }
+
+impl Patterns {
+    /// The patterns in [`JOBS`]'s order, with their names in the report.
+    pub fn named(&self) -> [(&'static str, &JobFigures); 4] {
+        [
+            ("seq write 1 MiB (+fsync)", &self.seq_write),
+            ("seq read 1 MiB", &self.seq_read),
+            ("rand read 4 KiB", &self.rand_read_4k),
+            ("rand write 4 KiB (+fsync)", &self.rand_write_4k),
+        ]
+    }
+}
+
+/// `fs`: every pattern with one job (`fs.<pattern>`) and with four (`fs.jobs4.<pattern>`).
+#[derive(Debug, Serialize)]
+pub struct Fs {
+    /// Bytes of each fio job's file.
+    pub file_bytes: u64,
+    pub fio_version: String,
+    #[serde(flatten)]
+    pub jobs1: Patterns,
+    pub jobs4: Patterns,
+}
+
+/// Numbers of fio jobs run at once, in order.
+const JOB_COUNTS: [u32; 2] = [1, 4];
 
 /// A tmpfs mount (and a bindfs mount over it) that go away when dropped.
 #[derive(Debug)]
@@ -115,7 +140,10 @@ pub fn run(file_bytes: u64, reps: usize) -> Result<Fs> {
     run_checked(
         Command::new("mount")
             .args(["-t", "tmpfs", "-o"])
-            .arg(format!("size={}", file_bytes * 2 + (16 << 20)))
+            .arg(format!(
+                "size={}",
+                file_bytes * 2 * u64::from(JOB_COUNTS[1]) + (16 << 20)
+            ))
             .arg("tmpfs")
             .arg(&tmpfs),
     )
@@ -125,62 +153,73 @@ pub fn run(file_bytes: u64, reps: usize) -> Result<Fs> {
     std::fs::create_dir(&tmpfs_data)?;
     run_checked(Command::new("bindfs").arg(&tmpfs_data).arg(&bindfs))?;
     let _bindfs_mount = Unmount(bindfs.clone());
-    let csd = CsdMount::new(file_bytes, 2)?;
+    let csd = CsdMount::new(file_bytes * u64::from(JOB_COUNTS[1]))?;
 
     let targets: [(&str, &Path); 3] = [
         ("csd", csd.root()),
         ("bindfs", &bindfs),
         ("tmpfs", &tmpfs_data),
     ];
-    let mut samples = vec![[vec![], vec![], vec![]]; JOBS.len()];
+    // samples[count][pattern][target]
+    let mut samples = vec![vec![[vec![], vec![], vec![]]; JOBS.len()]; JOB_COUNTS.len()];
     for _ in 0..reps {
-        for (t, (name, path)) in targets.iter().enumerate() {
-            let file = path.join("fio.dat");
-            for (j, job) in JOBS.iter().enumerate() {
-                let bytes_per_s = fio(&file, *job, file_bytes)
-                    .with_context(|| format!("fio {} on {name}", job.key))?;
-                samples[j][t].push(bytes_per_s);
+        for (c, &jobs) in JOB_COUNTS.iter().enumerate() {
+            for (t, (name, path)) in targets.iter().enumerate() {
+                let dir = path.join(format!("fio{jobs}"));
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("mkdir {}", dir.display()))?;
+                for (j, job) in JOBS.iter().enumerate() {
+                    let bytes_per_s = fio(&dir, *job, file_bytes, jobs)
+                        .with_context(|| format!("fio {} with {jobs} jobs on {name}", job.key))?;
+                    samples[c][j][t].push(bytes_per_s);
+                }
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("rm -r {}", dir.display()))?;
             }
-            std::fs::remove_file(&file).with_context(|| format!("rm {}", file.display()))?;
         }
     }
     csd.finish()?;
-    let mut figures = samples.into_iter().map(|[c, b, t]| {
-        let (csd, bindfs, tmpfs) = (Spread::of(&c), Spread::of(&b), Spread::of(&t));
-        JobFigures {
-            ratio_vs_bindfs: csd.median / bindfs.median,
-            ratio_vs_tmpfs: csd.median / tmpfs.median,
-            csd,
-            bindfs,
-            tmpfs,
-        }
+    let mut counts = samples.into_iter().map(|patterns| {
+        let mut figures = patterns.into_iter().map(|[c, b, t]| {
+            let (csd, bindfs, tmpfs) = (Spread::of(&c), Spread::of(&b), Spread::of(&t));
+            JobFigures {
+                ratio_vs_bindfs: csd.median / bindfs.median,
+                ratio_vs_tmpfs: csd.median / tmpfs.median,
+                csd,
+                bindfs,
+                tmpfs,
+            }
+        });
+        let mut next = || figures.next().context("a pattern's figures");
+        Ok::<_, anyhow::Error>(Patterns {
+            seq_write: next()?,
+            seq_read: next()?,
+            rand_read_4k: next()?,
+            rand_write_4k: next()?,
+        })
     });
-    let mut next = || figures.next().context("a job's figures");
+    let mut next = || counts.next().context("a job count's figures")?;
     Ok(Fs {
         file_bytes,
         fio_version,
-        seq_write: next()?,
-        seq_read: next()?,
-        rand_read_4k: next()?,
-        rand_write_4k: next()?,
+        jobs1: next()?,
+        jobs4: next()?,
     })
 }
 
-/// Runs one fio job on `file`; returns bytes per second.
-fn fio(file: &Path, job: Job, file_bytes: u64) -> Result<f64> {
+/// Runs `jobs` fio jobs of `job` at once in `dir`, each on its own file of `file_bytes`;
+/// returns their bytes per second together.
+fn fio(dir: &Path, job: Job, file_bytes: u64, jobs: u32) -> Result<f64> {
     let mut fio = Command::new("fio");
     fio.arg("--name=csd-bench")
-        .arg(format!("--filename={}", file.display()))
+        .arg(format!("--directory={}", dir.display()))
+        .arg(format!("--numjobs={jobs}"))
+        .arg("--group_reporting")
         .arg(format!("--size={file_bytes}"))
         .arg(format!("--io_size={}", file_bytes / job.io_fraction))
         .arg(format!("--rw={}", job.rw))
         .arg(format!("--bs={}", job.block))
-        .args([
-            "--ioengine=psync",
-            "--numjobs=1",
-            "--randrepeat=1",
-            "--output-format=json",
-        ]);
+        .args(["--ioengine=psync", "--randrepeat=1", "--output-format=json"]);
     if job.rw.contains("write") {
         fio.arg("--end_fsync=1");
     }

@@ -31,8 +31,8 @@ pub struct CsdMount {
 impl CsdMount {
     /// A fresh image with room for `data_bytes` of files (at least the preset's default 1 GiB,
     /// as the file system needs a few of its 32 MiB zones), the ZN540 timing model on, mounted
-    /// with `threads` FUSE workers.
-    pub fn new(data_bytes: u64, threads: usize) -> Result<CsdMount> {
+    /// as `csd mount` mounts by default.
+    pub fn new(data_bytes: u64) -> Result<CsdMount> {
         let step = 32 << 20;
         let capacity = (data_bytes * 4)
             .next_multiple_of(step)
@@ -55,11 +55,7 @@ impl CsdMount {
             let s = counters.stats();
             (s.link_to_device_bytes, s.link_to_host_bytes)
         });
-        let config = MountConfig {
-            threads,
-            ..MountConfig::default()
-        };
-        let mounted = fuse::mount(&device.driver(), &root, &config, link)?;
+        let mounted = fuse::mount(&device.driver(), &root, &MountConfig::default(), link)?;
         let background = Background::serve(mounted)?;
         Ok(CsdMount {
             device,

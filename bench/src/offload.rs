@@ -78,7 +78,7 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Entropy> {
     );
     let data = sample_text(data_bytes);
     let expected = entropy_histogram(&data);
-    let mount = CsdMount::new(data_bytes as u64, 2)?;
+    let mount = CsdMount::new(data_bytes as u64)?;
     let file = mount.root().join("sample.txt");
     std::fs::write(&file, &data).context("write the sample file")?;
     File::open(&file)

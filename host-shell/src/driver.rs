@@ -175,9 +175,18 @@ impl Driver {
 
     /// Reads `nlb` blocks from `slba`.
     pub fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, DriverError> {
+        let end = check::range_end(slba, nlb)?;
+        if nlb <= self.max_lbas() {
+            // One command: its buffer is the result.
+            let buffer = vec![0; (nlb * u64::from(LBA_BYTES)) as usize];
+            let read = Command::Read {
+                slba,
+                nlb: nlb as u32,
+            };
+            return Ok(self.call(read, buffer)?.buffer);
+        }
         let mut out = Vec::with_capacity((nlb * u64::from(LBA_BYTES)) as usize);
         let mut lba = slba;
-        let end = check::range_end(slba, nlb)?;
         while lba < end {
             let n = (end - lba).min(self.max_lbas());
             let buffer = vec![0; (n * u64::from(LBA_BYTES)) as usize];

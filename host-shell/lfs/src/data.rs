@@ -267,9 +267,11 @@ impl State {
         Ok(plan)
     }
 
-    /// Appends `runs` of file `ino` (each its first file block and whole blocks of bytes) to
-    /// the hot or cold zone and commits one transaction: `first`, the map records of where
-    /// the runs landed, then `last`. The zones the data lands in are kept from being reset or
+    /// Appends `data`, the blocks of `runs` of file `ino` (each its first file block and its
+    /// block count) one after the other, to the hot or cold zone in as few appends as the
+    /// device's append limit allows (a flush of scattered blocks is not one append per block),
+    /// and commits one transaction: `first`, the map records of where the runs landed, then
+    /// `last`. The zones the data lands in are kept from being reset or
     /// cleaned until the transaction is committed.
     ///
     /// Until then the live counts do not show the new blocks. Appending can move on to a new
@@ -280,23 +282,34 @@ impl State {
         &mut self,
         use_: ZoneUse,
         ino: InodeNo,
-        runs: &[(u64, Vec<u8>)],
+        runs: &[(u64, u64)],
+        data: &[u8],
         first: Vec<Record>,
         last: Vec<Record>,
     ) -> Result<()> {
         let mark = self.space.unmapped_mark();
         let result = (|| {
             let mut records = first;
-            for (file_block, data) in runs {
-                let mut file_block = *file_block;
-                for run in self.write_data(use_, data)? {
+            let mut files = runs.iter().copied();
+            let mut file_run = files.next();
+            for placed in self.write_data(use_, data)? {
+                let (mut lba, mut left) = (placed.lba, placed.count);
+                while left > 0 {
+                    let Some((file_block, count)) = file_run.as_mut() else {
+                        return Err(bug("more blocks landed than the runs hold"));
+                    };
+                    let n = left.min(*count);
                     records.push(Record::Map {
                         ino,
-                        file_block,
-                        lba: run.lba,
-                        count: run.count as u32,
+                        file_block: *file_block,
+                        lba,
+                        count: n as u32,
                     });
-                    file_block += run.count;
+                    (*file_block, *count) = (*file_block + n, *count - n);
+                    (lba, left) = (lba.offset(n), left - n);
+                    if *count == 0 {
+                        file_run = files.next();
+                    }
                 }
             }
             records.extend(last);
@@ -388,22 +401,23 @@ impl State {
 
     fn write_dirty(&mut self, ino: InodeNo, d: &Dirty) -> Result<()> {
         let keep = blocks_of(d.attr.size);
-        // Runs of consecutive file blocks, written together.
-        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+        // Runs of consecutive file blocks, and all their bytes in file order.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let mut data = Vec::with_capacity(d.blocks.len() * BLOCK_BYTES);
         for (&b, block) in d.blocks.range(..keep) {
             match runs.last_mut() {
-                Some((start, data)) if *start + (data.len() / BLOCK_BYTES) as u64 == b => {
-                    data.extend_from_slice(block)
-                }
-                _ => runs.push((b, block.clone())),
+                Some((start, count)) if *start + *count == b => *count += 1,
+                _ => runs.push((b, 1)),
             }
+            data.extend_from_slice(block);
         }
         let first = d
             .trunc
             .map(|size| Record::Truncate { ino, size })
             .into_iter()
             .collect();
-        self.write_mapped(ZoneUse::Hot, ino, &runs, first, vec![Record::Inode(d.attr)])
+        let last = vec![Record::Inode(d.attr)];
+        self.write_mapped(ZoneUse::Hot, ino, &runs, &data, first, last)
     }
 
     /// Flushes every file's buffer.

@@ -117,7 +117,8 @@ impl State {
             self.write_mapped(
                 ZoneUse::Cold,
                 ino,
-                &[(file_block, data)],
+                &[(file_block, run.count)],
+                &data,
                 Vec::new(),
                 Vec::new(),
             )?;

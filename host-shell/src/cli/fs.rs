@@ -55,9 +55,9 @@ pub struct MountArgs {
     /// Fuel of each kernel run (instructions plus helper costs; 0: the device's default).
     #[arg(long, default_value_t = 1 << 32)]
     fuel: u64,
-    /// FUSE worker threads.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
+    /// FUSE worker threads [default: the host's cores, at least 4]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
     /// The daemon's log in the background [default: IMAGE.log].
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
@@ -155,7 +155,9 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
         allow_other: args.allow_other,
         permissions: !args.no_permissions,
         fuel: args.fuel,
-        threads: args.threads,
+        threads: args
+            .threads
+            .map_or(MountConfig::default().threads, usize::from),
         ..MountConfig::default()
     };
     // In-process or on the board in QEMU, as `--device` says.
@@ -266,9 +268,10 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
         .arg(&mountpoint)
         .arg("--foreground")
         .arg("--fuel")
-        .arg(args.fuel.to_string())
-        .arg("--threads")
-        .arg(args.threads.to_string());
+        .arg(args.fuel.to_string());
+    if let Some(threads) = args.threads {
+        command.arg("--threads").arg(threads.to_string());
+    }
     if args.allow_other {
         command.arg("--allow-other");
     }

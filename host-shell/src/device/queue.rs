@@ -46,6 +46,10 @@ struct PairState {
     in_flight: Vec<CommandId>,
     next_cid: u16,
     closed: bool,
+    /// Hosts asleep waiting for room, and for a completion: a condition variable is only
+    /// signalled when someone waits on it (a signal is a system call).
+    room_waiters: usize,
+    cq_waiters: usize,
 }
 
 /// The queue pair was shut down (the device stopped).
@@ -80,7 +84,9 @@ impl QueuePair {
     ) -> Result<CommandId, Closed> {
         let mut state = self.lock();
         while state.in_flight.len() >= self.depth && !state.closed {
+            state.room_waiters += 1;
             state = self.sq_room.wait(state).unwrap_or_else(|p| p.into_inner());
+            state.room_waiters -= 1;
         }
         if state.closed {
             return Err(Closed);
@@ -106,16 +112,20 @@ impl QueuePair {
         loop {
             if let Some(done) = state.cq.remove(&cid) {
                 state.in_flight.retain(|c| *c != cid);
-                self.sq_room.notify_all();
+                if state.room_waiters > 0 {
+                    self.sq_room.notify_all();
+                }
                 return Ok(done);
             }
             if state.closed {
                 return Err(Closed);
             }
+            state.cq_waiters += 1;
             state = self
                 .cq_posted
                 .wait(state)
                 .unwrap_or_else(|p| p.into_inner());
+            state.cq_waiters -= 1;
         }
     }
 
@@ -128,7 +138,9 @@ impl QueuePair {
     pub fn post(&self, done: Done) {
         let mut state = self.lock();
         state.cq.insert(done.completion.cid, done);
-        self.cq_posted.notify_all();
+        if state.cq_waiters > 0 {
+            self.cq_posted.notify_all();
+        }
     }
 
     /// Fails every waiter: the device is gone.

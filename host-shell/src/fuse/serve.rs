@@ -23,7 +23,8 @@ pub struct MountConfig {
     pub permissions: bool,
     /// Fuel of each kernel run (0: the device's default).
     pub fuel: u64,
-    /// FUSE worker threads.
+    /// FUSE worker threads (by default the host's cores, at least 4: a worker waits for the
+    /// device, so more workers than cores keep the cores busy).
     pub threads: usize,
     /// How often the background thread looks for cleaning to do.
     pub gc_interval: Duration,
@@ -35,7 +36,7 @@ impl Default for MountConfig {
             allow_other: false,
             permissions: true,
             fuel: 1 << 32,
-            threads: 2,
+            threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
             gc_interval: Duration::from_millis(500),
         }
     }

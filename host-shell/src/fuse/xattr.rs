@@ -2,10 +2,13 @@
 //! the file system, and the other namespaces (the kernel's security modules') are not stored.
 //! Each function translates one request and converts its error.
 
+use std::sync::Arc;
+
 use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr};
 
 use super::attr::ino;
 use super::reply::{lfs_errno, offload_errno, reply_empty};
+use crate::daemon::log;
 use crate::lfs::{Lfs, XattrMode};
 use crate::offload::keys::{Caller, Offload, PREFIX};
 
@@ -28,7 +31,7 @@ pub(super) struct Set<'a> {
 
 pub(super) fn set(
     lfs: &Lfs,
-    offload: &Offload,
+    offload: &Arc<Offload>,
     caller: Caller,
     i: INodeNo,
     set: Set<'_>,
@@ -36,13 +39,28 @@ pub(super) fn set(
 ) {
     let Set { name, value, flags } = set;
     if is_offload_key(name) {
-        let done = offload.setxattr(caller, ino(i), name, value);
+        // Setting `user.csd.file_job` runs a kernel over the whole file, which may take
+        // seconds: every offload key is set in a thread of its own, so no FUSE worker waits
+        // for a kernel and regular operations never queue behind one. (The caller waits for
+        // the reply, so its thread is still there to name the key's process.)
+        let (offload, name, value) = (Arc::clone(offload), name.to_vec(), value.to_vec());
         let what = format!(
             "setxattr {} on inode {}",
-            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(&name),
             i.0
         );
-        return reply_empty(reply, done, |e| offload_errno(&what, e));
+        let set_key = move || {
+            let done = offload.setxattr(caller, ino(i), &name, &value);
+            reply_empty(reply, done, |e| offload_errno(&what, e));
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("csd-offload".into())
+            .spawn(set_key)
+        {
+            // The request was dropped with the closure: FUSE answers it with EIO.
+            log(format_args!("no thread to set an offload key in: {e}"));
+        }
+        return;
     }
     if !is_user_xattr(name) {
         return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
