@@ -7,14 +7,15 @@
 //! - `user.csd.args`: `param0 param1` (decimal or `0x` hex) for offloads set after it.
 //! - `user.csd.read_stream` = kernel path: loads the kernel into a free device program slot,
 //!   snapshots the file and defines a range set over its extents. Then every read by this
-//!   process on this inode runs the kernel over the requested range of the snapshot and
+//!   process on this inode, through a handle it opens afterwards (the mount's offload
+//!   handles, see `crate::fuse`), runs the kernel over the requested range of the snapshot and
 //!   returns its output (at most the requested length; a read at or past the snapshot's end
 //!   returns end of file without running the kernel).
 //! - `user.csd.file_job` = kernel path: runs the kernel once over the whole snapshot when set
 //!   (the snapshot, slot and range set are released right after); `user.csd.result` returns
 //!   its output, as often as asked, without running it again.
-//! - `user.csd.write_stream` = kernel path: every write by this process on this inode runs the
-//!   kernel with the written bytes as its input (`csd_input`); its output is what is stored at
+//! - `user.csd.write_stream` = kernel path: every write by this process on this inode, through
+//!   a handle it opens afterwards, runs the kernel with the written bytes as its input (`csd_input`); its output is what is stored at
 //!   the write's offset, and the write reports the caller's length as written.
 //! - `user.csd.stats`: `instructions=.. fuel_used=.. device_bytes_read=.. bytes_returned=..`
 //!   of the process's last run on the inode.
