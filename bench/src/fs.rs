@@ -2,7 +2,8 @@
 //! tmpfs itself (the limit), the same jobs in the same run.
 //!
 //! Jobs, in this order on one file per fio job and target: sequential 1 MiB write (then
-//! `fsync`), sequential 1 MiB read, 4 KiB random read, 4 KiB random write (then `fsync`);
+//! `fsync`), sequential 1 MiB read, the same read again without dropping the page cache
+//! first (`seq_read_cached`), 4 KiB random read, 4 KiB random write (then `fsync`);
 //! `psync`, page cache as each file system offers it (csd: the page cache for handles without
 //! offload state), with one fio job and then with four at once (`fs.jobs4`). Needs root (tmpfs
 //! and bindfs mounts), fio and bindfs (`cargo xtask deps` installs both).
@@ -25,32 +26,46 @@ struct Job {
     block: &'static str,
     /// Random jobs do this fraction of the file (seconds matter more than coverage).
     io_fraction: u64,
+    /// Whether fio drops the file's cached pages first (its default): false reads what the
+    /// job before left in the page cache.
+    invalidate: bool,
 }
 
-const JOBS: [Job; 4] = [
+const JOBS: [Job; 5] = [
     Job {
         key: "seq_write",
         rw: "write",
         block: "1M",
         io_fraction: 1,
+        invalidate: true,
     },
     Job {
         key: "seq_read",
         rw: "read",
         block: "1M",
         io_fraction: 1,
+        invalidate: true,
+    },
+    Job {
+        key: "seq_read_cached",
+        rw: "read",
+        block: "1M",
+        io_fraction: 1,
+        invalidate: false,
     },
     Job {
         key: "rand_read_4k",
         rw: "randread",
         block: "4k",
         io_fraction: 4,
+        invalidate: true,
     },
     Job {
         key: "rand_write_4k",
         rw: "randwrite",
         block: "4k",
         io_fraction: 4,
+        invalidate: true,
     },
 ];
 
@@ -71,16 +86,19 @@ pub struct JobFigures {
 pub struct Patterns {
     pub seq_write: JobFigures,
     pub seq_read: JobFigures,
+    /// The sequential read again, from the page cache the first one filled.
+    pub seq_read_cached: JobFigures,
     pub rand_read_4k: JobFigures,
     pub rand_write_4k: JobFigures,
 }
 
 impl Patterns {
     /// The patterns in [`JOBS`]'s order, with their names in the report.
-    pub fn named(&self) -> [(&'static str, &JobFigures); 4] {
+    pub fn named(&self) -> [(&'static str, &JobFigures); 5] {
         [
             ("seq write 1 MiB (+fsync)", &self.seq_write),
             ("seq read 1 MiB", &self.seq_read),
+            ("seq read 1 MiB, cached", &self.seq_read_cached),
             ("rand read 4 KiB", &self.rand_read_4k),
             ("rand write 4 KiB (+fsync)", &self.rand_write_4k),
         ]
@@ -194,6 +212,7 @@ pub fn run(file_bytes: u64, reps: usize) -> Result<Fs> {
         Ok::<_, anyhow::Error>(Patterns {
             seq_write: next()?,
             seq_read: next()?,
+            seq_read_cached: next()?,
             rand_read_4k: next()?,
             rand_write_4k: next()?,
         })
@@ -222,6 +241,9 @@ fn fio(dir: &Path, job: Job, file_bytes: u64, jobs: u32) -> Result<f64> {
         .args(["--ioengine=psync", "--randrepeat=1", "--output-format=json"]);
     if job.rw.contains("write") {
         fio.arg("--end_fsync=1");
+    }
+    if !job.invalidate {
+        fio.arg("--invalidate=0");
     }
     let out = run_checked(&mut fio)?;
     // fio may print notes before the JSON document.

@@ -216,6 +216,7 @@ fn plots(report: &Report, out: &std::path::Path) -> Result<()> {
             categories: names(&[
                 "seq write 1M",
                 "seq read 1M",
+                "seq read 1M, cached",
                 "rand read 4K",
                 "rand write 4K",
             ]),

@@ -37,6 +37,12 @@ use firmware::nand::{
 pub trait ImageFile: Send + std::fmt::Debug + 'static {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Reads `first.len()` bytes at `offset` into `first` and the bytes right after them into
+    /// `second` (a page's data and its spare area: one system call where the file allows).
+    fn read_pair_at(&self, first: &mut [u8], second: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_exact_at(first, offset)?;
+        self.read_exact_at(second, offset + first.len() as u64)
+    }
     /// Writes all of `buf` at `offset` (on an error, any prefix of it may have been written).
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()>;
     /// Makes every write so far durable (`fdatasync`).
@@ -48,6 +54,21 @@ pub trait ImageFile: Send + std::fmt::Debug + 'static {
 impl ImageFile for File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         FileExt::read_exact_at(self, buf, offset)
+    }
+
+    fn read_pair_at(&self, first: &mut [u8], second: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut bufs = [io::IoSliceMut::new(first), io::IoSliceMut::new(second)];
+        let n = rustix::io::preadv(self, &mut bufs, offset)?;
+        let (first_len, second_len) = (bufs[0].len(), bufs[1].len());
+        // A short read (the end of the file, or a signal) finishes one piece at a time.
+        if n < first_len + second_len {
+            let [mut first, mut second] = bufs;
+            let (done_first, done_second) = (n.min(first_len), n.saturating_sub(first_len));
+            FileExt::read_exact_at(self, &mut first[done_first..], offset + done_first as u64)?;
+            let at = offset + (first_len + done_second) as u64;
+            FileExt::read_exact_at(self, &mut second[done_second..], at)?;
+        }
+        Ok(())
     }
 
     fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
@@ -310,14 +331,13 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             return Ok(state);
         }
         let at = self.page_offset(index);
-        self.file
-            .read_exact_at(data, at)
-            .and_then(|()| self.file.read_exact_at(spare, at + data.len() as u64))
-            .map_err(|e| match self.fault("read a page", &e) {
+        self.file.read_pair_at(data, spare, at).map_err(|e| {
+            match self.fault("read a page", &e) {
                 // A read never needs room: whatever failed, it is the host disk failing.
                 NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
                 other => other,
-            })?;
+            }
+        })?;
         Ok(state)
     }
 
@@ -374,5 +394,29 @@ impl<F: ImageFile> PageStore for FileStore<F> {
         }
         self.unsynced = false;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page's data and spare come back from one read of a real file, whole, and a pair that
+    /// runs past the end of the file is an error, not a short page.
+    #[test]
+    fn pair_reads_of_a_real_file() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("image");
+        let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        std::fs::write(&path, &bytes).expect("write");
+        let file = File::open(&path).expect("open");
+        let (mut data, mut spare) = (vec![0; 4096], vec![0; 64]);
+        file.read_pair_at(&mut data, &mut spare, 100).expect("read");
+        assert_eq!(data, bytes[100..4196]);
+        assert_eq!(spare, bytes[4196..4260]);
+        let err = file
+            .read_pair_at(&mut data, &mut spare, 10_000 - 4100)
+            .expect_err("past the end");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
     }
 }
