@@ -193,18 +193,24 @@ impl Lfs {
     }
 
     /// Makes `ino` durable (data and metadata; `datasync` changes nothing here because the
-    /// size and the block map must be logged with the data anyway): writes its buffer and the
-    /// log, then one device Flush, sent outside the lock and shared with concurrent callers.
+    /// size and the block map must be logged with the data anyway): writes its buffer, makes
+    /// it durable, writes the log and makes that durable. Both device Flushes are sent outside
+    /// the lock and shared with concurrent callers (group commit), so fsyncs of different
+    /// files do not wait for each other's Flush, nor do readers.
     pub fn fsync(&self, ino: InodeNo, datasync: bool) -> Result<()> {
         let _ = datasync;
         let device = {
             let mut s = self.lock_for_change()?;
             s.attr(ino)?;
             s.flush_file(ino)?;
-            s.flush_log()?;
-            s.maybe_checkpoint()?;
             Arc::clone(&s.device)
         };
+        self.durable.sync(&*device)?;
+        {
+            let mut s = self.lock_for_change()?;
+            s.flush_log()?;
+            s.maybe_checkpoint()?;
+        }
         self.durable.sync(&*device)
     }
 

@@ -97,6 +97,16 @@ impl Durability {
         }
     }
 
+    /// Device writes completed so far (a generation: [`Durability::covers`] takes it).
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// Whether a completed Flush covered every write up to generation `written`.
+    pub fn covers(&self, written: u64) -> bool {
+        self.synced.load(Ordering::Acquire) >= written
+    }
+
     /// Makes every write completed before the call durable, with one Flush shared between
     /// concurrent callers (none if an earlier Flush covered them).
     pub fn sync(&self, device: &dyn Zoned) -> Result<()> {

@@ -116,6 +116,9 @@ pub(crate) struct State {
     buffers: Buffers,
     snapshots: Snapshots,
     stats: LfsStats,
+    /// The write generation ([`Durability::written`]) the queued log records depend on: a
+    /// Flush covering it must complete before they are written.
+    log_needs: u64,
 }
 
 /// A mounted file system. All methods take `&self`; it may be shared between threads.
@@ -146,6 +149,7 @@ impl State {
             buffers: Buffers::default(),
             snapshots: Snapshots::default(),
             stats: LfsStats::default(),
+            log_needs: 0,
         }
     }
 

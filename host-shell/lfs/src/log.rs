@@ -209,13 +209,16 @@ impl State {
                 other => other,
             })?;
         }
+        // The records may name data of any write so far: it must be durable before them.
+        self.log_needs = self.durable.written();
         self.stream.queue(records.to_bytes())
     }
 
     /// Writes every queued transaction, then resets zones nothing durable refers to any more.
     pub(super) fn flush_log(&mut self) -> Result<()> {
-        if self.stream.has_pending() {
-            // The data the records name must be durable before the records.
+        if self.stream.has_pending() && !self.durable.covers(self.log_needs) {
+            // The data the records name must be durable before the records (an fsync syncs
+            // it before taking the lock for this, so usually it already is).
             self.durable.sync(&*self.device)?;
         }
         for payload in self.stream.take_payloads() {
