@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::{LfsError, Result};
+use crate::extent::Run;
 use crate::fsck::Problem;
 use crate::ids::SnapshotId;
 use crate::inode::{Attr, InodeNo, SetAttr};
@@ -13,6 +14,10 @@ use crate::snapshot::Snapshot;
 use crate::space;
 use crate::xattr::XattrMode;
 use crate::{Lfs, LfsStats, StatFs};
+
+/// Blocks the background cleaner reads before it takes the lock to move them (1 MiB): how long
+/// a move holds off other operations.
+const GC_BATCH_BLOCKS: u64 = 256;
 
 impl Lfs {
     pub fn lookup(&self, parent: InodeNo, name: &[u8]) -> Result<Attr> {
@@ -277,12 +282,67 @@ impl Lfs {
     }
 
     /// Cleans one zone if one holds reclaimable space; false if none does. The FUSE layer
-    /// may call it from a background thread.
+    /// calls it from a background thread. Readers do not wait for it: the victim's live blocks
+    /// are read in batches with the lock let go (a read in flight keeps zones from being reset,
+    /// see [`crate::reads`]), and only the moves of blocks still where they were read are
+    /// appended and committed with the lock held, one batch at a time.
     pub fn gc_step(&self) -> Result<bool> {
+        let runs = {
+            let s = self.lock_for_change()?;
+            let Some(victim) = s.pick_victim() else {
+                return Ok(false);
+            };
+            s.meta.runs_in(victim)
+        };
+        let mut batch = Vec::new();
+        let mut blocks = 0;
+        for run in runs {
+            blocks += run.2.count;
+            batch.push(run);
+            if blocks >= GC_BATCH_BLOCKS {
+                self.move_batch(&std::mem::take(&mut batch))?;
+                blocks = 0;
+            }
+        }
+        self.move_batch(&batch)?;
         let mut s = self.lock_for_change()?;
-        let cleaned = s.clean_one()?;
+        // Durable first; the flush then resets the victim (and any other empty zone). A block
+        // that moved under the cleaner's read (rewritten, or moved by a writer's own cleaning)
+        // is the next step's.
+        s.flush_log()?;
+        s.stats.gc_zones += 1;
         s.maybe_checkpoint()?;
-        Ok(cleaned)
+        Ok(true)
+    }
+
+    /// Reads a batch of a victim's runs with the lock let go, then moves what is still where
+    /// it was read. A batch read while any zone was reset is dropped (a zone reset and written
+    /// again could map a file block to the very LBA read before, with other bytes).
+    fn move_batch(&self, batch: &[(InodeNo, u64, Run)]) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (device, resets, in_flight) = {
+            let s = self.lock_for_change()?;
+            (
+                Arc::clone(&s.device),
+                s.stats.zone_resets,
+                self.reads.enter(),
+            )
+        };
+        let mut data = Vec::with_capacity(batch.len());
+        for (_, _, run) in batch {
+            data.push(device.read(run.lba.get(), run.count)?);
+        }
+        drop(in_flight);
+        let mut s = self.lock_for_change()?;
+        if s.stats.zone_resets != resets {
+            return Ok(());
+        }
+        for ((ino, file_block, run), bytes) in batch.iter().zip(&data) {
+            s.move_run(*ino, *file_block, *run, bytes)?;
+        }
+        s.maybe_checkpoint()
     }
 
     /// Whether cleaning ahead of need would help: free zones are down to a quarter of the

@@ -8,8 +8,10 @@
 use common::zns::ZoneAction;
 
 use crate::error::{LfsError, Result};
-use crate::format::ZoneUse;
+use crate::extent::Run;
+use crate::format::{ZoneUse, BLOCK_BYTES};
 use crate::ids::ZoneId;
+use crate::inode::InodeNo;
 use crate::space::RESERVE_ZONES;
 use crate::State;
 
@@ -104,8 +106,45 @@ impl State {
         self.meta.live_total() + self.buffers.fresh_blocks()
     }
 
+    /// Moves the blocks of `ino` from `file_block` that are still where `run` says (their bytes
+    /// read from there as `data`, maybe while the lock was let go) to the cold zone; blocks
+    /// rewritten, cut or freed since are left alone. Returns the blocks moved.
+    pub(crate) fn move_run(
+        &mut self,
+        ino: InodeNo,
+        file_block: u64,
+        run: Run,
+        data: &[u8],
+    ) -> Result<u64> {
+        let Some(inode) = self.meta.inode(ino) else {
+            return Ok(0);
+        };
+        // Stretches of the run still mapped where they were read: (index in the run, count).
+        let mut still: Vec<(u64, u64)> = Vec::new();
+        for i in 0..run.count {
+            if inode.extents.lookup(file_block + i).0 != Some(run.lba.offset(i)) {
+                continue;
+            }
+            match still.last_mut() {
+                Some((at, n)) if *at + *n == i => *n += 1,
+                _ => still.push((i, 1)),
+            }
+        }
+        let mut moved = 0;
+        for (at, n) in still {
+            let bytes = &data[at as usize * BLOCK_BYTES..(at + n) as usize * BLOCK_BYTES];
+            let runs = [(file_block + at, n)];
+            self.write_mapped(ZoneUse::Cold, ino, &runs, bytes, Vec::new(), Vec::new())?;
+            moved += n;
+        }
+        self.stats.gc_moved_blocks += moved;
+        Ok(moved)
+    }
+
     /// Cleans one zone: moves its live blocks, makes the move durable and resets it. False if
-    /// no zone has reclaimable space.
+    /// no zone has reclaimable space. (Writers that run out of room clean with this, the lock
+    /// held throughout; the background cleaner uses [`crate::Lfs::gc_step`], which reads the
+    /// blocks it moves with the lock let go.)
     pub(super) fn clean_one(&mut self) -> Result<bool> {
         let Some(victim) = self.pick_victim() else {
             return Ok(false);
@@ -113,15 +152,7 @@ impl State {
         // The victim's live extents, in device order.
         for (ino, file_block, run) in self.meta.runs_in(victim) {
             let data = self.device.read(run.lba.get(), run.count)?;
-            self.stats.gc_moved_blocks += run.count;
-            self.write_mapped(
-                ZoneUse::Cold,
-                ino,
-                &[(file_block, run.count)],
-                &data,
-                Vec::new(),
-                Vec::new(),
-            )?;
+            self.move_run(ino, file_block, run, &data)?;
         }
         debug_assert_eq!(self.meta.live(victim), 0);
         // Durable first; the flush then resets the victim (and any other empty zone).

@@ -384,3 +384,115 @@ fn reads_in_flight_while_the_cleaner_moves_their_blocks() {
     assert_eq!(read_all(&lfs, cold), want);
     assert_clean(&lfs);
 }
+
+/// Something to run once, in the cleaner's thread, while its read is in flight.
+type Hook = std::sync::Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+/// A RAM device that runs a hook at the first read made by a thread named `cleaner`: the
+/// moment the background cleaner has resolved a batch and let the lock go.
+#[derive(Clone)]
+struct DuringCleanerRead {
+    inner: RamZoned,
+    hook: Hook,
+}
+
+impl std::fmt::Debug for DuringCleanerRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DuringCleanerRead").finish_non_exhaustive()
+    }
+}
+
+impl Zoned for DuringCleanerRead {
+    fn info(&self) -> &common::zns::IdentifyZns {
+        self.inner.info()
+    }
+    fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, lfs::IoError> {
+        if std::thread::current().name() == Some("cleaner") {
+            let hook = self.hook.lock().expect("hook").take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.read(slba, nlb)
+    }
+    fn write(&self, slba: u64, data: &[u8]) -> Result<(), lfs::IoError> {
+        self.inner.write(slba, data)
+    }
+    fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, lfs::IoError> {
+        self.inner.append(zslba, data)
+    }
+    fn zone_action(
+        &self,
+        slba: u64,
+        action: common::zns::ZoneAction,
+        select_all: bool,
+    ) -> Result<(), lfs::IoError> {
+        self.inner.zone_action(slba, action, select_all)
+    }
+    fn report(
+        &self,
+        slba: u64,
+        filter: common::zns::ReportFilter,
+        max_zones: u32,
+    ) -> Result<(u64, Vec<common::zns::ZoneDescriptor>), lfs::IoError> {
+        self.inner.report(slba, filter, max_zones)
+    }
+    fn flush(&self) -> Result<(), lfs::IoError> {
+        self.inner.flush()
+    }
+}
+
+/// The background cleaner reads the blocks it moves with the lock let go. A file rewritten
+/// (and its buffer written to the device) while that read is in flight keeps its new bytes:
+/// the cleaner moves only blocks still where it read them, never the old copy over the new.
+#[test]
+fn the_cleaner_never_moves_a_block_rewritten_under_it() {
+    let hook: Hook = std::sync::Arc::default();
+    let device = DuringCleanerRead {
+        inner: fresh(geometry::tiny()),
+        hook: std::sync::Arc::clone(&hook),
+    };
+    let lfs = std::sync::Arc::new(Lfs::mount(&device).expect("mount"));
+    // A file whose blocks share zones with blocks overwritten next, so those zones hold
+    // reclaimable space and live blocks of the file.
+    let keep = lfs.create(ROOT, b"keep", 0o644, 0, 0).expect("create").ino;
+    let churn = lfs.create(ROOT, b"churn", 0o644, 0, 0).expect("create").ino;
+    let piece = 16 * 4096u64;
+    for i in 0..8 {
+        lfs.write(keep, i * piece, &pattern(i, piece as usize))
+            .expect("write");
+        lfs.fsync(keep, false).expect("fsync");
+        lfs.write(churn, i * piece, &pattern(100 + i, piece as usize))
+            .expect("write");
+        lfs.fsync(churn, false).expect("fsync");
+    }
+    lfs.write(churn, 0, &pattern(200, 8 * piece as usize))
+        .expect("overwrite");
+    lfs.fsync(churn, false).expect("fsync");
+    let new = pattern(300, 8 * piece as usize);
+    let writer = std::sync::Arc::clone(&lfs);
+    let rewrite = new.clone();
+    *hook.lock().expect("hook") = Some(Box::new(move || {
+        writer
+            .write(keep, 0, &rewrite)
+            .expect("rewrite under the cleaner");
+        writer.flush(keep).expect("flush under the cleaner");
+    }));
+    let cleaner_lfs = std::sync::Arc::clone(&lfs);
+    let cleaned = std::thread::Builder::new()
+        .name("cleaner".into())
+        .spawn(move || cleaner_lfs.gc_step().expect("gc"))
+        .expect("spawn")
+        .join()
+        .expect("the cleaner");
+    assert!(cleaned, "there was a zone to clean");
+    assert!(
+        hook.lock().expect("hook").is_none(),
+        "the cleaner read nothing"
+    );
+    assert!(
+        read_all(&lfs, keep) == new,
+        "the cleaner put old bytes back"
+    );
+    assert_clean(&lfs);
+}
