@@ -287,48 +287,63 @@ impl Lfs {
     /// see [`crate::reads`]), and only the moves of blocks still where they were read are
     /// appended and committed with the lock held, one batch at a time.
     pub fn gc_step(&self) -> Result<bool> {
-        let runs = {
+        let (victim, runs, resets) = {
             let s = self.lock_for_change()?;
             let Some(victim) = s.pick_victim() else {
                 return Ok(false);
             };
-            s.meta.runs_in(victim)
+            (victim, s.meta.runs_in(victim), s.stats.zone_resets)
         };
+        // Batches of at most GC_BATCH_BLOCKS, a long run split.
         let mut batch = Vec::new();
         let mut blocks = 0;
-        for run in runs {
-            blocks += run.2.count;
-            batch.push(run);
-            if blocks >= GC_BATCH_BLOCKS {
-                self.move_batch(&std::mem::take(&mut batch))?;
-                blocks = 0;
+        for (ino, file_block, run) in runs {
+            let mut at = 0;
+            while at < run.count {
+                let n = (run.count - at).min(GC_BATCH_BLOCKS - blocks);
+                let piece = Run {
+                    lba: run.lba.offset(at),
+                    count: n,
+                };
+                batch.push((ino, file_block + at, piece));
+                (at, blocks) = (at + n, blocks + n);
+                if blocks == GC_BATCH_BLOCKS {
+                    if !self.move_batch(&std::mem::take(&mut batch), resets)? {
+                        return Ok(true);
+                    }
+                    blocks = 0;
+                }
             }
         }
-        self.move_batch(&batch)?;
+        if !self.move_batch(&batch, resets)? {
+            return Ok(true);
+        }
         let mut s = self.lock_for_change()?;
         // Durable first; the flush then resets the victim (and any other empty zone). A block
-        // that moved under the cleaner's read (rewritten, or moved by a writer's own cleaning)
-        // is the next step's.
+        // that moved under the cleaner's read (rewritten) is not the cleaner's to move.
         s.flush_log()?;
-        s.stats.gc_zones += 1;
+        if s.meta.live(victim) == 0 {
+            s.stats.gc_zones += 1;
+        }
         s.maybe_checkpoint()?;
         Ok(true)
     }
 
     /// Reads a batch of a victim's runs with the lock let go, then moves what is still where
-    /// it was read. A batch read while any zone was reset is dropped (a zone reset and written
-    /// again could map a file block to the very LBA read before, with other bytes).
-    fn move_batch(&self, batch: &[(InodeNo, u64, Run)]) -> Result<()> {
+    /// it was read. False, with nothing read or moved, once any zone was reset since the runs
+    /// were listed (`resets`, the count then): the victim may have been reset and written
+    /// again, so an LBA listed could hold other bytes, even of the same file block. The step
+    /// then ends; the next one lists afresh.
+    fn move_batch(&self, batch: &[(InodeNo, u64, Run)], resets: u64) -> Result<bool> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let (device, resets, in_flight) = {
+        let (device, in_flight) = {
             let s = self.lock_for_change()?;
-            (
-                Arc::clone(&s.device),
-                s.stats.zone_resets,
-                self.reads.enter(),
-            )
+            if s.stats.zone_resets != resets {
+                return Ok(false);
+            }
+            (Arc::clone(&s.device), self.reads.enter())
         };
         let mut data = Vec::with_capacity(batch.len());
         for (_, _, run) in batch {
@@ -337,12 +352,13 @@ impl Lfs {
         drop(in_flight);
         let mut s = self.lock_for_change()?;
         if s.stats.zone_resets != resets {
-            return Ok(());
+            return Ok(false);
         }
         for ((ino, file_block, run), bytes) in batch.iter().zip(&data) {
             s.move_run(*ino, *file_block, *run, bytes)?;
         }
-        s.maybe_checkpoint()
+        s.maybe_checkpoint()?;
+        Ok(true)
     }
 
     /// Whether cleaning ahead of need would help: free zones are down to a quarter of the

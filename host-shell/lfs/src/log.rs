@@ -116,6 +116,14 @@ impl Stream {
         Ok(())
     }
 
+    /// Puts payloads taken by [`Stream::take_payloads`] and not written back at the head of
+    /// the queue, in order (each is whole transactions, at most a chunk's capacity).
+    pub fn requeue(&mut self, payloads: Vec<Vec<u8>>) {
+        let later = std::mem::take(&mut self.pending);
+        self.pending = payloads;
+        self.pending.extend(later);
+    }
+
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
@@ -221,9 +229,19 @@ impl State {
             // it before taking the lock for this, so usually it already is).
             self.durable.sync(&*self.device)?;
         }
-        for payload in self.stream.take_payloads() {
-            let blocks = self.append_chunk(ChunkKind::Log, &payload)?;
-            self.stream.logged(blocks);
+        let mut payloads = self.stream.take_payloads().into_iter();
+        while let Some(payload) = payloads.next() {
+            match self.append_chunk(ChunkKind::Log, &payload) {
+                Ok(blocks) => self.stream.logged(blocks),
+                Err(e) => {
+                    // Not written (no zone for the log, or a device error, which halts): the
+                    // records stay queued in order, so a later flush or checkpoint writes
+                    // them and no fsync returns as if they were durable.
+                    self.stream
+                        .requeue(std::iter::once(payload).chain(payloads).collect());
+                    return Err(e);
+                }
+            }
         }
         for z in self.reclaimable_zones() {
             self.reset_zone(z)?;
@@ -296,6 +314,24 @@ mod tests {
         assert_eq!(payloads[0].len(), cap);
         assert_eq!(payloads[1], [3]);
         assert!(!s.has_pending() && s.take_payloads().is_empty());
+    }
+
+    /// Payloads that could not be written go back ahead of what was queued since, and pack
+    /// into the same payloads again.
+    #[test]
+    fn requeued_payloads_come_first() {
+        let mut s = Stream::new(9, 1);
+        let cap = s.capacity();
+        s.queue(vec![1; cap - 10]).unwrap();
+        s.queue(vec![2; 10]).unwrap();
+        s.queue(vec![3; 1]).unwrap();
+        let payloads = s.take_payloads();
+        s.queue(vec![4; 2]).unwrap();
+        s.requeue(payloads.clone());
+        let again = s.take_payloads();
+        assert_eq!(again[0], payloads[0]);
+        assert_eq!(again[1], [3, 4, 4]);
+        assert!(!s.has_pending());
     }
 
     /// Chunks carry the stream's id and sequence number, which moves only once a chunk is

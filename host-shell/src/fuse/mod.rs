@@ -351,8 +351,12 @@ impl fuser::Filesystem for CsdFs {
         // writer without CAP_FSETID, whatever was negotiated at init.
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
         let written = if fh == OFFLOAD_HANDLE {
+            // Before and after: a regular open while the kernel runs may fill the cache with
+            // the bytes as they were.
             self.uncached().insert(i.0);
-            self.offload.write(caller(req), ino(i), offset, data, kill)
+            let written = self.offload.write(caller(req), ino(i), offset, data, kill);
+            self.uncached().insert(i.0);
+            written
         } else {
             self.lfs
                 .write_as(ino(i), offset, data, kill)

@@ -58,7 +58,12 @@ impl ImageFile for File {
 
     fn read_pair_at(&self, first: &mut [u8], second: &mut [u8], offset: u64) -> io::Result<()> {
         let mut bufs = [io::IoSliceMut::new(first), io::IoSliceMut::new(second)];
-        let n = rustix::io::preadv(self, &mut bufs, offset)?;
+        let n = loop {
+            match rustix::io::preadv(self, &mut bufs, offset) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other?,
+            }
+        };
         let (first_len, second_len) = (bufs[0].len(), bufs[1].len());
         // A short read (the end of the file, or a signal) finishes one piece at a time.
         if n < first_len + second_len {
