@@ -273,52 +273,15 @@ fn writes_reclaim_space_a_snapshot_holds() {
     assert!(read_all(&lfs, a) == new, "after a remount");
 }
 
-/// A device whose reads take a while before they reach the media, so reads are in flight while other threads clean and
-/// reset zones. Everything else goes straight to the RAM device.
-#[derive(Debug, Clone)]
-struct SlowReads(RamZoned);
-
-impl Zoned for SlowReads {
-    fn info(&self) -> &common::zns::IdentifyZns {
-        self.0.info()
-    }
-    fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, lfs::IoError> {
-        std::thread::sleep(std::time::Duration::from_micros(300));
-        self.0.read(slba, nlb)
-    }
-    fn write(&self, slba: u64, data: &[u8]) -> Result<(), lfs::IoError> {
-        self.0.write(slba, data)
-    }
-    fn append(&self, zslba: u64, data: Vec<u8>) -> Result<u64, lfs::IoError> {
-        self.0.append(zslba, data)
-    }
-    fn zone_action(
-        &self,
-        slba: u64,
-        action: common::zns::ZoneAction,
-        select_all: bool,
-    ) -> Result<(), lfs::IoError> {
-        self.0.zone_action(slba, action, select_all)
-    }
-    fn report(
-        &self,
-        slba: u64,
-        filter: common::zns::ReportFilter,
-        max_zones: u32,
-    ) -> Result<(u64, Vec<common::zns::ZoneDescriptor>), lfs::IoError> {
-        self.0.report(slba, filter, max_zones)
-    }
-    fn flush(&self) -> Result<(), lfs::IoError> {
-        self.0.flush()
-    }
-}
-
 /// Reads run outside the file system's lock while the cleaner moves their blocks and resets
 /// zones: every read returns the file's bytes (the old copy or the new one), and the cleaner
 /// did move blocks of the file being read.
 #[test]
 fn reads_in_flight_while_the_cleaner_moves_their_blocks() {
-    let device = SlowReads(fresh(geometry::tiny()));
+    let device = Watched::new(
+        fresh(geometry::tiny()),
+        std::time::Duration::from_micros(300),
+    );
     let lfs = Lfs::mount(&device).expect("mount");
     let capacity = lfs.statfs().expect("statfs").blocks * 4096;
     // The file read throughout shares its zones with data that is overwritten, so cleaning
@@ -388,21 +351,33 @@ fn reads_in_flight_while_the_cleaner_moves_their_blocks() {
 /// Something to run once, in the cleaner's thread, while its read is in flight.
 type Hook = std::sync::Arc<std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>>;
 
-/// A RAM device that runs a hook at the first read made by a thread named `cleaner`: the
-/// moment the background cleaner has resolved a batch and let the lock go.
+/// A RAM device for races with reads in flight: each read waits `delay` before it reaches the
+/// media, and the first read made by a thread named `cleaner` runs `hook` first (the moment
+/// the background cleaner has resolved a batch and let the lock go).
 #[derive(Clone)]
-struct DuringCleanerRead {
+struct Watched {
     inner: RamZoned,
+    delay: std::time::Duration,
     hook: Hook,
 }
 
-impl std::fmt::Debug for DuringCleanerRead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DuringCleanerRead").finish_non_exhaustive()
+impl Watched {
+    fn new(inner: RamZoned, delay: std::time::Duration) -> Watched {
+        Watched {
+            inner,
+            delay,
+            hook: Hook::default(),
+        }
     }
 }
 
-impl Zoned for DuringCleanerRead {
+impl std::fmt::Debug for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched").finish_non_exhaustive()
+    }
+}
+
+impl Zoned for Watched {
     fn info(&self) -> &common::zns::IdentifyZns {
         self.inner.info()
     }
@@ -413,6 +388,7 @@ impl Zoned for DuringCleanerRead {
                 hook();
             }
         }
+        std::thread::sleep(self.delay);
         self.inner.read(slba, nlb)
     }
     fn write(&self, slba: u64, data: &[u8]) -> Result<(), lfs::IoError> {
@@ -447,11 +423,8 @@ impl Zoned for DuringCleanerRead {
 /// the cleaner moves only blocks still where it read them, never the old copy over the new.
 #[test]
 fn the_cleaner_never_moves_a_block_rewritten_under_it() {
-    let hook: Hook = std::sync::Arc::default();
-    let device = DuringCleanerRead {
-        inner: fresh(geometry::tiny()),
-        hook: std::sync::Arc::clone(&hook),
-    };
+    let device = Watched::new(fresh(geometry::tiny()), std::time::Duration::ZERO);
+    let hook = std::sync::Arc::clone(&device.hook);
     let lfs = std::sync::Arc::new(Lfs::mount(&device).expect("mount"));
     // A file whose blocks share zones with blocks overwritten next, so those zones hold
     // reclaimable space and live blocks of the file.
