@@ -28,6 +28,7 @@
 //!   place, and glibc's `posix_fallocate` then writes zeros itself, which does reserve them.
 
 mod attr;
+mod cache;
 mod reply;
 mod serve;
 mod xattr;
@@ -70,6 +71,9 @@ pub struct CsdFs {
     /// Files written through an offload handle since their last regular open: their cached
     /// pages may be stale.
     uncached: Mutex<HashSet<u64>>,
+    /// Drops the ranges written through offload handles from the page cache of handles
+    /// already open.
+    invalidate: Arc<cache::Invalidator>,
 }
 
 impl CsdFs {
@@ -78,6 +82,7 @@ impl CsdFs {
             lfs,
             offload,
             uncached: Mutex::default(),
+            invalidate: Arc::default(),
         }
     }
 
@@ -356,6 +361,8 @@ impl fuser::Filesystem for CsdFs {
             self.uncached().insert(i.0);
             let written = self.offload.write(caller(req), ino(i), offset, data, kill);
             self.uncached().insert(i.0);
+            // The kernel's output may be longer than the write: from the offset on.
+            self.invalidate.from(i.0, offset);
             written
         } else {
             self.lfs

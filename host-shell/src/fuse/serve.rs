@@ -164,6 +164,7 @@ pub fn mount(
         link,
     ));
     let fs = CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload));
+    let invalidate = Arc::clone(&fs.invalidate);
     let mut options = vec![
         fuser::MountOption::FSName("csd".into()),
         fuser::MountOption::Subtype("csd".into()),
@@ -196,6 +197,11 @@ pub fn mount(
             });
         }
     };
+    // Notices go out once the session exists; without them (no thread to be had) new opens
+    // still drop stale pages.
+    if let Err(e) = invalidate.start(session.notifier()) {
+        log(format_args!("no thread to drop cached pages from: {e}"));
+    }
     Ok(Mounted {
         session,
         lfs,
