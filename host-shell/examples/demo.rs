@@ -117,11 +117,15 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    // Regular: read the file through the mount; every byte crosses the link.
+    // Regular: read the file through the mount; every byte crosses the link. (Its pages are
+    // dropped from the page cache first: the write just left them there, and a read served
+    // from them would not reach the device at all.)
+    let mut reader = fs::File::open(&file).context("open the sample file")?;
+    rustix::fs::fadvise(&reader, 0, None, rustix::fs::Advice::DontNeed)
+        .context("drop the sample file's cached pages")?;
     let before = device.stats();
     let started = Instant::now();
     let mut counts = [0u64; 256];
-    let mut reader = fs::File::open(&file).context("open the sample file")?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = reader.read(&mut buf).context("read the sample file")?;
