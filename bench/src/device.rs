@@ -247,14 +247,7 @@ fn latency_once(reads: u64) -> anyhow::Result<(f64, f64)> {
     let queued = start.elapsed().as_nanos() as f64 / reads as f64;
     device.close()?;
 
-    let off = TimingModel {
-        read_ns: 0,
-        program_ns: 0,
-        erase_ns: 0,
-        channel_bytes_per_s: 0,
-        link_bytes_per_s: 0,
-    };
-    let manager = ZoneManager::format(Timed::new(SimNand::new(geometry), off), zones)
+    let manager = ZoneManager::format(Timed::new(SimNand::new(geometry), TimingModel::OFF), zones)
         .map_err(|e| anyhow::anyhow!("format: {e}"))?;
     let mut controller = Controller::new(manager, ProgramConfig::default());
     let mut call = |command: Command, mut buffer: Vec<u8>| -> anyhow::Result<Vec<u8>> {

@@ -176,16 +176,7 @@ impl Driver {
     /// Reads `nlb` blocks from `slba`.
     pub fn read(&self, slba: u64, nlb: u64) -> Result<Vec<u8>, DriverError> {
         let end = check::range_end(slba, nlb)?;
-        if nlb <= self.max_lbas() {
-            // One command: its buffer is the result.
-            let buffer = vec![0; (nlb * u64::from(LBA_BYTES)) as usize];
-            let read = Command::Read {
-                slba,
-                nlb: nlb as u32,
-            };
-            return Ok(self.call(read, buffer)?.buffer);
-        }
-        let mut out = Vec::with_capacity((nlb * u64::from(LBA_BYTES)) as usize);
+        let mut out = Vec::new();
         let mut lba = slba;
         while lba < end {
             let n = (end - lba).min(self.max_lbas());
@@ -197,7 +188,14 @@ impl Driver {
                 },
                 buffer,
             )?;
-            out.extend_from_slice(&done.buffer);
+            // The first command's buffer is the result's start, not copied (all of it for a
+            // read within the transfer limit).
+            if out.is_empty() {
+                out = done.buffer;
+                out.reserve(((end - lba - n) * u64::from(LBA_BYTES)) as usize);
+            } else {
+                out.extend_from_slice(&done.buffer);
+            }
             lba += n;
         }
         Ok(out)

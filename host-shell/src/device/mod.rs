@@ -57,13 +57,7 @@ impl Default for DeviceOptions {
             queues: 16,
             queue_depth: 32,
             timing: None,
-            programs: ProgramConfig {
-                // About 70 us of a kernel on the interpreter between two turns of regular I/O
-                // (the firmware's default of 2^16 doubled the p99 of 4 KiB reads under two
-                // kernels in `cargo xtask bench`).
-                slice_fuel: 1 << 15,
-                ..ProgramConfig::default()
-            },
+            programs: ProgramConfig::default(),
             power_cut_after_ops: None,
             power_cut_after_program_bytes: None,
         }
@@ -84,14 +78,6 @@ pub enum DeviceError {
     #[error("the device stopped unexpectedly (its thread panicked); see the message above")]
     Crashed,
 }
-
-const NO_TIMING: TimingModel = TimingModel {
-    read_ns: 0,
-    program_ns: 0,
-    erase_ns: 0,
-    channel_bytes_per_s: 0,
-    link_bytes_per_s: 0,
-};
 
 /// Media a device runs on.
 pub trait Media: PageStore + Send + std::fmt::Debug + 'static {}
@@ -148,7 +134,10 @@ impl Device<RamStore> {
         zones: ZoneConfig,
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
-        let nand = Timed::new(SimNand::new(geometry), options.timing.unwrap_or(NO_TIMING));
+        let nand = Timed::new(
+            SimNand::new(geometry),
+            options.timing.unwrap_or(TimingModel::OFF),
+        );
         let manager =
             ZoneManager::format(nand, zones).map_err(|e| DeviceError::Format(e.to_string()))?;
         Self::start(manager, options)
@@ -165,7 +154,7 @@ impl<S: Media> Device<S> {
     ) -> Result<Self, DeviceError> {
         let nand = Timed::new(
             SimNand::with_store(store),
-            options.timing.unwrap_or(NO_TIMING),
+            options.timing.unwrap_or(TimingModel::OFF),
         );
         let manager = ZoneManager::mount(nand, zones).map_err(|e| DeviceError::Mount {
             path: name.to_string(),

@@ -26,6 +26,15 @@ pub struct TimingModel {
 }
 
 impl TimingModel {
+    /// No modeled time at all (timing off).
+    pub const OFF: TimingModel = TimingModel {
+        read_ns: 0,
+        program_ns: 0,
+        erase_ns: 0,
+        channel_bytes_per_s: 0,
+        link_bytes_per_s: 0,
+    };
+
     /// The WD ZN540 as NVMeVirt models it.
     pub const ZN540: TimingModel = TimingModel {
         read_ns: 50_000,

@@ -97,20 +97,23 @@ fn helper_ids_match() {
     assert_eq!(d["CSD_HELPER_INPUT"], i64::from(abi::helper::INPUT));
 }
 
+/// The fields of the kernel context, in order, with their offsets in `common::abi::ctx`.
+const CTX_FIELDS: [(&str, u32); 8] = [
+    ("op", abi::ctx::OP),
+    ("file_size", abi::ctx::FILE_SIZE),
+    ("offset", abi::ctx::OFFSET),
+    ("len", abi::ctx::LEN),
+    ("param0", abi::ctx::PARAM0),
+    ("param1", abi::ctx::PARAM1),
+    ("out_cap", abi::ctx::OUT_CAP),
+    ("scratch_len", abi::ctx::SCRATCH_LEN),
+];
+
 /// struct csd_ctx has abi::ctx's fields, in its order, 8 bytes each.
 #[test]
 fn ctx_layout_matches() {
     let fields = ctx_fields(&header());
-    let expected = [
-        ("op", abi::ctx::OP),
-        ("file_size", abi::ctx::FILE_SIZE),
-        ("offset", abi::ctx::OFFSET),
-        ("len", abi::ctx::LEN),
-        ("param0", abi::ctx::PARAM0),
-        ("param1", abi::ctx::PARAM1),
-        ("out_cap", abi::ctx::OUT_CAP),
-        ("scratch_len", abi::ctx::SCRATCH_LEN),
-    ];
+    let expected = CTX_FIELDS;
     assert_eq!(fields.len(), expected.len(), "{fields:?}");
     for (i, ((ty, name), (want, offset))) in fields.iter().zip(expected).enumerate() {
         assert_eq!(ty, "uint64_t", "field {name}");
@@ -164,16 +167,7 @@ fn clang_sees_the_same_layout() {
             "_Static_assert(({expr}) == {value}LL, \"{expr}\");\n"
         ));
     };
-    for (field, offset) in [
-        ("op", abi::ctx::OP),
-        ("file_size", abi::ctx::FILE_SIZE),
-        ("offset", abi::ctx::OFFSET),
-        ("len", abi::ctx::LEN),
-        ("param0", abi::ctx::PARAM0),
-        ("param1", abi::ctx::PARAM1),
-        ("out_cap", abi::ctx::OUT_CAP),
-        ("scratch_len", abi::ctx::SCRATCH_LEN),
-    ] {
+    for (field, offset) in CTX_FIELDS {
         check(
             format!("offsetof(struct csd_ctx, {field})"),
             i64::from(offset),

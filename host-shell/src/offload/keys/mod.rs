@@ -170,7 +170,15 @@ impl Offload {
     /// Whether the caller's process has a read or write stream on `ino`: a handle it opens
     /// now is an offload handle (direct I/O; see the mount's rules in `crate::fuse`).
     pub fn streams(&self, caller: Caller, ino: InodeNo) -> bool {
-        self.stream_of(caller, ino, false).is_some() || self.stream_of(caller, ino, true).is_some()
+        if !self.has_state(ino) {
+            return false;
+        }
+        let Some(process) = Process::of_thread(caller.tid) else {
+            return false;
+        };
+        lock(&self.procs)
+            .get(&(ino, process))
+            .is_some_and(|s| s.read.is_some() || s.write.is_some())
     }
 
     fn args_of(&self, key: Key) -> (u64, u64) {
