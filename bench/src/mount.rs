@@ -43,12 +43,16 @@ impl CsdMount {
         std::fs::create_dir(&root).context("the mount point")?;
         let geometry = PRESET.geometry(capacity)?;
         let zones = firmware::zns::ZoneConfig::for_geometry(&geometry);
-        create_image(&image, Header { geometry, zones })?;
-        let options = DeviceOptions {
-            timing: Some(PRESET.timing()),
-            ..DeviceOptions::default()
-        };
-        let device = Arc::new(FileDevice::open(&image, options)?);
+        create_image(
+            &image,
+            Header {
+                geometry,
+                zones,
+                timing_preset: PRESET.id(),
+            },
+        )?;
+        // The image records its preset, and the device follows it.
+        let device = Arc::new(FileDevice::open(&image, DeviceOptions::default())?);
         Lfs::mkfs(&device.driver(), 0, 0)?;
         let counters = Arc::clone(&device);
         let link = Box::new(move || {

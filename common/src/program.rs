@@ -176,6 +176,37 @@ pub struct RunStats {
     pub device_bytes_read: u64,
     /// Bytes the kernel emitted with `csd_emit`.
     pub bytes_returned: u64,
+    /// Of `instructions`: loads, stores and atomics.
+    pub memory_insns: u64,
+    /// Of `instructions`: jumps, taken or not.
+    pub branch_insns: u64,
+    /// Of `instructions`: helper calls, bpf-to-bpf calls and exits. The rest are ALU
+    /// instructions (arithmetic, moves, byte swaps, 64-bit immediates).
+    pub call_insns: u64,
+    /// Helper calls made.
+    pub helper_calls: u64,
+    /// Bytes the helpers moved between the kernel's memory and the device.
+    pub helper_bytes: u64,
+    /// Modeled device time of the run, from its submission to its completion, in
+    /// nanoseconds. The firmware leaves the three modeled times zero and they do not cross
+    /// the link; the in-process device fills them from its timing model (see the host shell's
+    /// `device::clock`).
+    #[serde(skip)]
+    pub device_ns: u64,
+    /// Of `device_ns`: modeled time on the device's core running the kernel.
+    #[serde(skip)]
+    pub device_compute_ns: u64,
+    /// Modeled time of the run's NAND reads (overlapping its compute).
+    #[serde(skip)]
+    pub device_nand_ns: u64,
+}
+
+impl RunStats {
+    /// Instructions of the ALU class: those neither memory, branch nor call.
+    pub fn alu_insns(&self) -> u64 {
+        self.instructions
+            .saturating_sub(self.memory_insns + self.branch_insns + self.call_insns)
+    }
 }
 
 /// How a kernel run failed. `pc` is the index of the faulting instruction slot. (Division by
@@ -350,13 +381,21 @@ mod tests {
             fuel_used: 27,
             device_bytes_read: 128,
             bytes_returned: 1,
+            memory_insns: 3,
+            branch_insns: 2,
+            call_insns: 1,
+            helper_calls: 1,
+            helper_bytes: 128,
+            device_ns: 0,
+            device_compute_ns: 0,
+            device_nand_ns: 0,
         };
         roundtrip(
             ExecResult {
                 outcome: ExecOutcome::Exited { r0: 5 },
                 stats,
             },
-            &[0, 5, 10, 27, 0x80, 0x01, 1],
+            &[0, 5, 10, 27, 0x80, 0x01, 1, 3, 2, 1, 1, 0x80, 0x01],
         );
         roundtrip(ExecOutcome::Faulted(ExecFault::OutOfFuel), &[1, 0]);
         roundtrip(

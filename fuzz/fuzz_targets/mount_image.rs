@@ -53,6 +53,7 @@ fn base() -> &'static Base {
             Header {
                 geometry: GEOMETRY,
                 zones: zones(),
+                timing_preset: 0,
             },
         )
         .expect("image");

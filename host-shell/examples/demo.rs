@@ -50,12 +50,16 @@ fn main() -> Result<()> {
     let preset = Preset::Zn540;
     let geometry = preset.geometry(preset.default_capacity())?;
     let zones = firmware::zns::ZoneConfig::for_geometry(&geometry);
-    create_image(&image, Header { geometry, zones })?;
-    let options = DeviceOptions {
-        timing: Some(preset.timing()),
-        ..DeviceOptions::default()
-    };
-    let device = Arc::new(FileDevice::open(&image, options)?);
+    create_image(
+        &image,
+        Header {
+            geometry,
+            zones,
+            timing_preset: preset.id(),
+        },
+    )?;
+    // The image records its preset, and the device follows it.
+    let device = Arc::new(FileDevice::open(&image, DeviceOptions::default())?);
     let driver = device.driver();
     Lfs::mkfs(&driver, 0, 0)?;
     let info = *driver.info();

@@ -53,9 +53,34 @@ impl fmt::Display for Bytes {
     }
 }
 
+/// A duration in nanoseconds printed the way people read it (`1.250 ms`, `3.2 s`).
+#[derive(Debug, Clone, Copy)]
+pub struct Nanos(pub u64);
+
+impl fmt::Display for Nanos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.0 as f64;
+        match self.0 {
+            0..1_000 => write!(f, "{} ns", self.0),
+            1_000..1_000_000 => write!(f, "{:.1} us", ns / 1e3),
+            1_000_000..1_000_000_000 => write!(f, "{:.3} ms", ns / 1e6),
+            _ => write!(f, "{:.3} s", ns / 1e9),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Durations pick the unit that keeps them readable.
+    #[test]
+    fn nanos_read_well() {
+        assert_eq!(Nanos(999).to_string(), "999 ns");
+        assert_eq!(Nanos(1_500).to_string(), "1.5 us");
+        assert_eq!(Nanos(1_250_000).to_string(), "1.250 ms");
+        assert_eq!(Nanos(3_200_000_000).to_string(), "3.200 s");
+    }
 
     /// Plain numbers are bytes and binary suffixes multiply by powers of 1024.
     #[test]

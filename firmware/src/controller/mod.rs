@@ -4,7 +4,7 @@
 //! the command's host memory, and gets a [`Completion`] back, or `None` when the command goes on
 //! in the background. Only Execute Program does: kernels run in fuel-bounded slices, one slice
 //! per [`Controller::poll`], so a runner that serves its queues between polls keeps regular I/O
-//! flowing while a long kernel runs, as a single-core controller must.
+//! flowing while long kernels run; several runs take their slices in turn.
 
 mod dma;
 mod programs;
@@ -16,7 +16,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use common::{
-    command::{Command, CommandResult, Completion, DeviceHealth, ReportHeader, Submission},
+    command::{
+        Command, CommandId, CommandResult, Completion, DeviceHealth, ReportHeader, Submission,
+    },
     zns::IdentifyZns,
     Status, LBA_BYTES, WIRE_VERSION,
 };
@@ -110,10 +112,20 @@ impl<N: Nand> Controller<N> {
         })
     }
 
-    /// Runs one slice of the kernel at the head of the run queue. Returns the command that
-    /// finished, with its submission queue, if one did.
+    /// Runs one slice of the next running kernel in turn. Returns the command that finished,
+    /// with its submission queue, if one did.
     pub fn poll(&mut self) -> Option<(u16, Completion)> {
         self.programs.poll(&mut self.zones)
+    }
+
+    /// The submission queue and command id of the run the next [`Controller::poll`] slices.
+    pub fn next_run(&self) -> Option<(u16, CommandId)> {
+        self.programs.next_run()
+    }
+
+    /// The run of the latest slice, with its counters so far (cumulative over its slices).
+    pub fn last_slice(&self) -> Option<(u16, CommandId, common::program::RunStats)> {
+        self.programs.last_slice()
     }
 
     /// The last `csd_log` messages (at most [`programs::LOG_MESSAGES`]) of the latest run over

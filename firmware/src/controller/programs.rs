@@ -3,7 +3,9 @@
 //! Shaped after NVMe Computational Programs (TP4091): a program image is downloaded in chunks
 //! into a slot and verified when complete, activated, and executed over a memory range set (a
 //! file snapshot's extents plus an output buffer in device memory), from which the host reads
-//! the output back. Kernels run one at a time, one fuel slice per poll.
+//! the output back. Up to [`ProgramConfig::running`] runs are started at once, each on a VM of
+//! its own; every poll runs one fuel slice of the next of them in turn (round-robin), so a long
+//! kernel delays a short one by at most one slice per run ahead of it, never to its end.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -13,7 +15,7 @@ use common::{
     command::{CommandId, CommandResult, Completion},
     program::{
         ActivateProgram, ExecOutcome, ExecResult, ExecuteProgram, Extent, LoadProgram,
-        MemoryRangeSet, ProgramOp, ProgramResources, ReadOutput,
+        MemoryRangeSet, ProgramOp, ProgramResources, ReadOutput, RunStats,
     },
     Status, LBA_BYTES,
 };
@@ -45,6 +47,9 @@ pub struct ProgramConfig {
     pub slice_fuel: u64,
     /// Most Execute Program commands waiting to run.
     pub max_queued: usize,
+    /// Most runs started at once (each holds a VM: its stack and scratch memory); the queued
+    /// runs behind them start as those finish.
+    pub running: usize,
 }
 
 impl Default for ProgramConfig {
@@ -60,6 +65,7 @@ impl Default for ProgramConfig {
             // 2^16 doubled the p99 of 4 KiB reads under two kernels in `cargo xtask bench`.
             slice_fuel: 1 << 15,
             max_queued: 64,
+            running: 8,
         }
     }
 }
@@ -101,6 +107,8 @@ struct Job {
     sqid: u16,
     cid: CommandId,
     exec: ExecuteProgram,
+    /// The VM of a started run.
+    vm: Option<Vm>,
 }
 
 /// The computational half of the controller.
@@ -109,10 +117,14 @@ pub(super) struct Programs {
     config: ProgramConfig,
     slots: Vec<Slot>,
     sets: BTreeMap<u16, RangeSet>,
+    /// Queued and running jobs, oldest first; the first `config.running` of them run.
     queue: VecDeque<Job>,
-    /// Whether the job at the head of the queue has been started on the VM.
-    started: bool,
-    vm: Vm,
+    /// The position in `queue` whose turn is next.
+    turn: usize,
+    /// VMs of finished runs, kept for the next.
+    spare: Vec<Vm>,
+    /// The job of the latest slice and its counters so far.
+    last: Option<(u16, CommandId, RunStats)>,
 }
 
 impl Programs {
@@ -122,8 +134,9 @@ impl Programs {
             slots: (0..config.slots).map(|_| Slot::default()).collect(),
             sets: BTreeMap::new(),
             queue: VecDeque::new(),
-            started: false,
-            vm: Vm::new(config.scratch_bytes),
+            turn: 0,
+            spare: Vec::new(),
+            last: None,
         }
     }
 
@@ -305,7 +318,12 @@ impl Programs {
         }
         set.output.clear();
         set.log.clear();
-        self.queue.push_back(Job { sqid, cid, exec });
+        self.queue.push_back(Job {
+            sqid,
+            cid,
+            exec,
+            vm: None,
+        });
         Ok(())
     }
 
@@ -338,12 +356,30 @@ impl Programs {
             .flat_map(|set| set.log.iter().map(Vec::as_slice))
     }
 
-    /// Runs one slice of the job at the head of the queue.
+    /// The submission queue and command of the run the next [`Programs::poll`] slices.
+    pub(super) fn next_run(&self) -> Option<(u16, CommandId)> {
+        let job = self.queue.get(self.next_position()?)?;
+        Some((job.sqid, job.cid))
+    }
+
+    /// The job of the latest slice, with its run's counters so far.
+    pub(super) fn last_slice(&self) -> Option<(u16, CommandId, RunStats)> {
+        self.last
+    }
+
+    fn next_position(&self) -> Option<usize> {
+        let running = self.queue.len().min(self.config.running.max(1));
+        (running > 0).then(|| self.turn % running)
+    }
+
+    /// Runs one slice of the next running job in turn.
     pub(super) fn poll<N: Nand>(
         &mut self,
         zones: &mut ZoneManager<N>,
     ) -> Option<(u16, Completion)> {
-        let job = self.queue.front()?;
+        let at = self.next_position()?;
+        self.turn = at + 1;
+        let job = &mut self.queue[at];
         let (sqid, cid, exec) = (job.sqid, job.cid, job.exec);
         let (
             Some(Slot {
@@ -356,28 +392,32 @@ impl Programs {
             self.sets.get_mut(&exec.range_set.0),
         )
         else {
-            self.queue.pop_front();
-            self.started = false;
+            self.finish(at);
             return Some((sqid, Completion::status(cid, Status::InternalError)));
         };
-        if !self.started {
-            let ctx = Context {
-                op: exec.op.abi(),
-                file_size: set.file_size,
-                offset: exec.offset,
-                len: exec.len,
-                param0: exec.param0,
-                param1: exec.param1,
-                out_cap: u64::from(set.out_cap),
-            };
-            let fuel = if exec.fuel == 0 {
-                self.config.default_fuel
-            } else {
-                exec.fuel
-            };
-            self.vm.start(program, &ctx, fuel);
-            self.started = true;
-        }
+        let vm = match &mut job.vm {
+            Some(vm) => vm,
+            vm @ None => {
+                let ctx = Context {
+                    op: exec.op.abi(),
+                    file_size: set.file_size,
+                    offset: exec.offset,
+                    len: exec.len,
+                    param0: exec.param0,
+                    param1: exec.param1,
+                    out_cap: u64::from(set.out_cap),
+                };
+                let fuel = if exec.fuel == 0 {
+                    self.config.default_fuel
+                } else {
+                    exec.fuel
+                };
+                let scratch = self.config.scratch_bytes;
+                let fresh = vm.insert(self.spare.pop().unwrap_or_else(|| Vm::new(scratch)));
+                fresh.start(program, &ctx, fuel);
+                fresh
+            }
+        };
         let mut env = Snapshot {
             zones,
             set,
@@ -385,21 +425,21 @@ impl Programs {
             page: None,
             page_buf: [0; LBA_BYTES as usize],
         };
-        let outcome = match self.vm.resume(program, &mut env, self.config.slice_fuel) {
+        let step = vm.resume(program, &mut env, self.config.slice_fuel);
+        let stats = vm.stats();
+        self.last = Some((sqid, cid, stats));
+        let outcome = match step {
             Ok(Step::Yielded) => return None,
             Ok(Step::Exited { r0 }) => ExecOutcome::Exited { r0 },
             Err(err) => match err.fault() {
                 Some(fault) => ExecOutcome::Faulted(fault),
                 None => {
-                    self.queue.pop_front();
-                    self.started = false;
+                    self.finish(at);
                     return Some((sqid, Completion::status(cid, Status::InternalError)));
                 }
             },
         };
-        let stats = self.vm.stats();
-        self.queue.pop_front();
-        self.started = false;
+        self.finish(at);
         let status = match outcome {
             ExecOutcome::Exited { .. } => Status::Success,
             ExecOutcome::Faulted(common::program::ExecFault::OutOfFuel) => Status::ProgramOutOfFuel,
@@ -414,6 +454,15 @@ impl Programs {
                 result,
             },
         ))
+    }
+
+    /// Takes the job at `at` off the queue, keeping its VM for a later run.
+    fn finish(&mut self, at: usize) {
+        if let Some(Job { vm: Some(vm), .. }) = self.queue.remove(at) {
+            self.spare.push(vm);
+        }
+        // The job after it moved into its place and has the turn.
+        self.turn = at;
     }
 }
 

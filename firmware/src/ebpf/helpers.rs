@@ -191,5 +191,7 @@ pub(crate) fn call<E: Env + ?Sized>(
         _ => return Err(fault(0, 0)),
     };
     r[0] = r0;
+    stats.helper_calls += 1;
+    stats.helper_bytes += moved as u64;
     Ok(cost(moved))
 }

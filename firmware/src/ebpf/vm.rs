@@ -345,6 +345,8 @@ impl Vm {
         let mut pc = self.pc;
         let mut depth = self.depth;
         let mut helper_fuel = 0u64;
+        // Instructions by class (see `RunStats`); the ALU class is what is left.
+        let (mut memory, mut branches, mut calls) = (0u64, 0u64, 0u64);
         let frames = &mut self.frames;
         let stats = &mut self.stats;
         let mut mem = Mem {
@@ -377,6 +379,7 @@ impl Vm {
 
             macro_rules! load {
                 ($n:literal, $conv:expr) => {{
+                    memory += 1;
                     let addr = r[s].wrapping_add(i.off as i64 as u64);
                     match mem.load::<$n>(addr) {
                         Some(b) => r[d] = $conv(b),
@@ -386,6 +389,7 @@ impl Vm {
             }
             macro_rules! store {
                 ($n:literal, $bytes:expr) => {{
+                    memory += 1;
                     let addr = r[d].wrapping_add(i.off as i64 as u64);
                     if mem.store::<$n>(addr, $bytes).is_none() {
                         break fault(at, addr, $n, true);
@@ -393,11 +397,12 @@ impl Vm {
                 }};
             }
             macro_rules! jump_if {
-                ($cond:expr) => {
+                ($cond:expr) => {{
+                    branches += 1;
                     if $cond {
                         pc = i.off as usize;
                     }
-                };
+                }};
             }
 
             match i.op {
@@ -489,6 +494,7 @@ impl Vm {
                 Op::Stx32 => store!(4, (r[s] as u32).to_le_bytes()),
                 Op::Stx64 => store!(8, r[s].to_le_bytes()),
                 Op::Atomic32 | Op::Atomic64 => {
+                    memory += 1;
                     let wide = i.op == Op::Atomic64;
                     let addr = r[d].wrapping_add(i.off as i64 as u64);
                     if atomic_rmw(&mut mem, &mut r, addr, s, imm as i32, wide).is_none() {
@@ -500,7 +506,10 @@ impl Vm {
                     pc += 1;
                 }
 
-                Op::Ja => pc = i.off as usize,
+                Op::Ja => {
+                    branches += 1;
+                    pc = i.off as usize;
+                }
                 Op::JeqImm => jump_if!(r[d] == imm),
                 Op::JeqReg => jump_if!(r[d] == r[s]),
                 Op::JgtImm => jump_if!(r[d] > imm),
@@ -547,6 +556,7 @@ impl Vm {
                 Op::Jsle32Reg => jump_if!((r[d] as i32) <= r[s] as i32),
 
                 Op::CallHelper => {
+                    calls += 1;
                     match helpers::call(imm as u32, at, &mut r, &mut mem, env, out_cap, stats) {
                         Ok(cost) => {
                             helper_fuel += cost;
@@ -556,6 +566,7 @@ impl Vm {
                     }
                 }
                 Op::CallLocal => {
+                    calls += 1;
                     if depth >= MAX_DEPTH {
                         break Stop::Fault(ExecError::CallDepthExceeded { pc: at });
                     }
@@ -569,6 +580,7 @@ impl Vm {
                     pc = i.off as usize;
                 }
                 Op::Exit => {
+                    calls += 1;
                     if depth == 1 {
                         break Stop::Exit(r[0]);
                     }
@@ -587,6 +599,9 @@ impl Vm {
         self.regs = r;
         self.pc = pc;
         self.depth = depth;
+        self.stats.memory_insns += memory;
+        self.stats.branch_insns += branches;
+        self.stats.call_insns += calls;
         (stop, budget, helper_fuel)
     }
 

@@ -17,7 +17,9 @@
 //!     68    4 zasl_lbas
 //!     72    4 mdts_lbas
 //!     76    1 cross_zone_read (0 or 1)
-//!     77    3 reserved, zero
+//!     77    1 timing preset the image was made with (0: none recorded; the host shell's
+//!             presets name the others: 1 small, 2 zn540, 3 newport)
+//!     78    2 reserved, zero
 //!     80    4 CRC-32 (ISO-HDLC) of bytes 0..80
 //!     84 4012 zero
 //! ```
@@ -48,6 +50,7 @@ const MAX_ACTIVE: usize = 64;
 const ZASL: usize = 68;
 const MDTS: usize = 72;
 const CROSS_ZONE_READ: usize = 76;
+const TIMING_PRESET: usize = 77;
 const CRC: usize = 80;
 
 const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -59,6 +62,9 @@ pub struct Header {
     pub geometry: Geometry,
     /// How the zone manager carves it into zones.
     pub zones: ZoneConfig,
+    /// The timing preset the image was made with (0: none recorded). The firmware does not
+    /// interpret it; the host shell's device model does.
+    pub timing_preset: u8,
 }
 
 /// Why a header was refused.
@@ -154,6 +160,7 @@ impl Header {
         put_u32(&mut b, ZASL, z.zasl_lbas);
         put_u32(&mut b, MDTS, z.mdts_lbas);
         b[CROSS_ZONE_READ] = u8::from(z.cross_zone_read);
+        b[TIMING_PRESET] = self.timing_preset;
         let crc = CRC32.checksum(&b[..CRC]);
         put_u32(&mut b, CRC, crc);
         b
@@ -204,7 +211,11 @@ impl Header {
                 _ => return Err(HeaderError::Corrupt),
             },
         };
-        Ok(Header { geometry, zones })
+        Ok(Header {
+            geometry,
+            zones,
+            timing_preset: b[TIMING_PRESET],
+        })
     }
 }
 

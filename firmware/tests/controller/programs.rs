@@ -587,8 +587,9 @@ fn faults_are_typed_and_the_device_keeps_serving() {
     }
 }
 
-/// Several Execute Programs queue up and complete in order; a slot or range set in use by a
-/// queued run cannot be replaced until it completes.
+/// Several Execute Programs queue up (each shorter than the next, so they also complete in
+/// order as they take slices in turn); a slot or range set in use by a queued run cannot be
+/// replaced until it completes.
 #[test]
 fn queued_runs_complete_in_order() {
     let mut dev = sliced(500);
@@ -643,6 +644,55 @@ fn queued_runs_complete_in_order() {
     assert_eq!(finished, want);
     assert!(!dev.ctrl.busy());
     assert_eq!(dev.activate(0, false), Status::Success, "free again");
+}
+
+/// Started runs take one slice each in turn: of three runs queued longest first, the shortest
+/// finishes first, and `next_run` names them round-robin. With one run started at a time,
+/// they finish in the order they came.
+#[test]
+fn runs_take_slices_in_turn() {
+    for (running, want_order) in [(8, [2u16, 1, 0]), (1, [0, 1, 2])] {
+        let mut dev = Dev::new(ProgramConfig {
+            slice_fuel: 500,
+            running,
+            ..ProgramConfig::default()
+        });
+        dev.install(0, &image(SPIN));
+        let mut cids = Vec::new();
+        for set in 0..3u16 {
+            assert_eq!(dev.ranges(set, &[], 0, 0), Status::Success);
+            let mut run = exec(0, set, ProgramOp::FileJob, 0, 0);
+            run.param0 = 1000 * (3 - u64::from(set));
+            let cid = dev.cid();
+            let sub = Submission::new(cid, Command::ExecuteProgram(run));
+            assert_eq!(dev.ctrl.submit(1, &sub, &mut SliceDma::new(&mut [])), None);
+            cids.push(cid);
+        }
+        if running > 1 {
+            let mut turns = Vec::new();
+            for _ in 0..6 {
+                turns.push(dev.ctrl.next_run().expect("a run is due").1);
+                assert_eq!(dev.ctrl.poll(), None, "no run ends within two slices");
+            }
+            assert_eq!(turns, [cids.clone(), cids.clone()].concat());
+        }
+        let mut finished = Vec::new();
+        while finished.len() < 3 {
+            if let Some((_, done)) = dev.ctrl.poll() {
+                let set = cids.iter().position(|&c| c == done.cid).expect("ours") as u16;
+                let turns = 1000 * (3 - u64::from(set));
+                assert_eq!(
+                    exec_result(&done).outcome,
+                    ExecOutcome::Exited {
+                        r0: spin_result(turns)
+                    }
+                );
+                finished.push(set);
+            }
+        }
+        assert_eq!(finished, want_order, "{running} run(s) at once");
+        assert!(!dev.ctrl.busy());
+    }
 }
 
 /// Programs and range sets live in controller RAM: after a reboot over the same NAND the data

@@ -30,7 +30,8 @@ pub enum DeviceCommand {
 pub struct CreateArgs {
     /// Path of the image (`device create`: it must not exist; `mkfs`: made if missing).
     pub(crate) image: PathBuf,
-    /// NAND shape and timing.
+    /// NAND shape, NAND timing and the CPU that runs kernels; the image records it, and every
+    /// command on the image models its time (see `--timing`).
     #[arg(long, value_enum, default_value_t = Preset::Small)]
     preset: Preset,
     /// Raw NAND capacity, e.g. 64M or 1G: whole erase blocks on every die [default: 64M for
@@ -90,7 +91,14 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {
         )
     })?;
     let bar = spinner("formatting");
-    let result = create_image(&args.image, Header { geometry, zones });
+    let result = create_image(
+        &args.image,
+        Header {
+            geometry,
+            zones,
+            timing_preset: args.preset.id(),
+        },
+    );
     bar.finish_and_clear();
     result?;
     let lba = u64::from(LBA_BYTES);
@@ -220,6 +228,9 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         Ok((identify, health, zones, device.stats()))
     })?;
     let (identify, health, zones, stats) = report;
+    let preset = recorded_preset(&args.image)?;
+    let timing_on = super::open::timing_selected() == super::open::TimingSwitch::On;
+    let modeled_ns = stats.map(|s| s.modeled_ns);
     let mut states: Vec<(&str, usize)> = Vec::new();
     for state in [
         ZoneState::Empty,
@@ -248,6 +259,10 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         return print_json(&json!({
             "image": args.image.display().to_string(),
             "image_bytes": image_bytes,
+            "preset": preset.map(Preset::name),
+            "timing": if timing_on && preset.is_some() { "on" } else { "off" },
+            "cpu": preset.map(|p| p.cpu()),
+            "modeled_ns": modeled_ns,
             "geometry": {
                 "channels": nand.channels,
                 "dies_per_channel": nand.dies_per_channel,
@@ -333,5 +348,31 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         ),
         None => println!("counters     none (the device runs in QEMU)"),
     }
+    match (preset, modeled_ns) {
+        (Some(p), Some(ns)) if timing_on => {
+            let cpu = p.cpu();
+            println!(
+                "timing       {} preset ({} x {} at {} MHz); modeled {} since power-on",
+                p.name(),
+                cpu.cores,
+                cpu.core,
+                cpu.clock_hz / 1_000_000,
+                host_shell::units::Nanos(ns)
+            );
+        }
+        (Some(p), _) => println!("timing       {} preset, modeled time off", p.name()),
+        (None, _) => println!("timing       none recorded (the image was made without a preset)"),
+    }
     Ok(())
+}
+
+/// The timing preset the image at `path` was made with, if it records one.
+fn recorded_preset(path: &std::path::Path) -> anyhow::Result<Option<Preset>> {
+    use std::io::Read;
+    let mut head = vec![0u8; firmware::nand::image::HEADER_BYTES];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let header = Header::decode(&head).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(Preset::from_id(header.timing_preset))
 }

@@ -262,6 +262,9 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     if super::open::board_log_shown() {
         command.arg("--board-log");
     }
+    if super::open::timing_selected() == super::open::TimingSwitch::Off {
+        command.args(["--timing", "off"]);
+    }
     command
         .arg("mount")
         .arg(&args.image)

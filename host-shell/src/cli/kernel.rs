@@ -21,7 +21,7 @@ use host_shell::{
     lfs::Lfs,
     loader,
     offload::{Engine, Job, Kernel, Ranges, RunError},
-    units::parse_size,
+    units::{parse_size, Nanos},
 };
 
 use super::{driver_error, output_writer, print_json, with_device, zone_start, During};
@@ -94,8 +94,9 @@ pub struct RunArgs {
     /// Write the kernel's output to this file (`-`: stdout) instead of printing it as hex.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
-    /// Print JSON: ret, instructions, fuel_used, device_bytes_read, bytes_returned, and
-    /// output_hex unless --output is given; on a fault or out of fuel, also "error".
+    /// Print JSON: ret, instructions, fuel_used, device_bytes_read, bytes_returned, the
+    /// modeled device_ns, device_compute_ns and device_nand_ns, and output_hex unless --output
+    /// is given; on a fault or out of fuel, also "error".
     #[arg(long)]
     json: bool,
 }
@@ -374,6 +375,10 @@ struct RunJson {
     fuel_used: u64,
     device_bytes_read: u64,
     bytes_returned: u64,
+    /// Modeled device time of the run and its parts (0 with timing off).
+    device_ns: u64,
+    device_compute_ns: u64,
+    device_nand_ns: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_hex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,6 +407,9 @@ fn report_run(args: &RunArgs, run: &Run) -> anyhow::Result<()> {
             fuel_used: stats.fuel_used,
             device_bytes_read: stats.device_bytes_read,
             bytes_returned: stats.bytes_returned,
+            device_ns: stats.device_ns,
+            device_compute_ns: stats.device_compute_ns,
+            device_nand_ns: stats.device_nand_ns,
             output_hex: args.output.is_none().then(|| hex(&run.output)),
             error: error.clone(),
         })?;
@@ -413,6 +421,14 @@ fn report_run(args: &RunArgs, run: &Run) -> anyhow::Result<()> {
         println!("fuel used          {}", stats.fuel_used);
         println!("device bytes read  {}", stats.device_bytes_read);
         println!("bytes returned     {}", stats.bytes_returned);
+        if stats.device_ns > 0 {
+            println!(
+                "device time        {} modeled ({} compute, {} NAND reads)",
+                Nanos(stats.device_ns),
+                Nanos(stats.device_compute_ns),
+                Nanos(stats.device_nand_ns)
+            );
+        }
         if args.output.is_none() && error.is_none() {
             println!("output             {}", hex(&run.output));
         }

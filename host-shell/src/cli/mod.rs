@@ -44,6 +44,11 @@ struct Cli {
     /// board image) on stderr when the device stops.
     #[arg(long, global = true)]
     board_log: bool,
+    /// Modeled device time (NAND, link and the device's CPU): `on` follows the preset the
+    /// image was made with (`--preset` of `csd mkfs` and `csd device create`), `off` models
+    /// none.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    timing: open::TimingSwitch,
     #[command(subcommand)]
     group: Group,
 }
@@ -75,6 +80,7 @@ pub fn main() -> ExitCode {
     };
     open::select(cli.device);
     open::show_board_log(cli.board_log);
+    open::select_timing(cli.timing);
     let result = match cli.group {
         Group::Device(command) => device::run(command),
         Group::Zone(command) => zone::run(command),

@@ -21,7 +21,7 @@ use std::{
 use anyhow::Context;
 use clap::ValueEnum;
 use host_shell::{
-    device::{inprocess::Stats, Device, DeviceOptions, FileDevice},
+    device::{inprocess::Stats, Device, DeviceOptions, FileDevice, Timing},
     driver::Driver,
     link::{QemuDevice, QemuOptions},
     nand::{file::FileStore, hostcache::CachedFile},
@@ -49,6 +49,39 @@ pub fn select(kind: DeviceKind) {
 /// Where this process's devices run.
 pub fn selected() -> DeviceKind {
     SELECTED.get().copied().unwrap_or_default()
+}
+
+/// Whether devices keep modeled time (`--timing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TimingSwitch {
+    /// The timing preset the image was made with, if it records one.
+    #[default]
+    On,
+    /// No modeled time.
+    Off,
+}
+
+static TIMING: OnceLock<TimingSwitch> = OnceLock::new();
+
+/// Chooses whether this process's devices keep modeled time; the first call wins.
+pub fn select_timing(switch: TimingSwitch) {
+    let _ = TIMING.set(switch);
+}
+
+/// Whether this process's devices keep modeled time.
+pub fn timing_selected() -> TimingSwitch {
+    TIMING.get().copied().unwrap_or_default()
+}
+
+/// The device options of this process's devices.
+fn options() -> DeviceOptions {
+    DeviceOptions {
+        timing: match timing_selected() {
+            TimingSwitch::On => Timing::Image,
+            TimingSwitch::Off => Timing::Off,
+        },
+        ..DeviceOptions::default()
+    }
 }
 
 static BOARD_LOG: AtomicBool = AtomicBool::new(false);
@@ -82,10 +115,7 @@ impl OpenDevice {
     /// booting the board in QEMU over it (power-on recovery runs on the board).
     pub fn open(kind: DeviceKind, path: &Path) -> anyhow::Result<Self> {
         match kind {
-            DeviceKind::Inprocess => Ok(OpenDevice::InProcess(FileDevice::open(
-                path,
-                DeviceOptions::default(),
-            )?)),
+            DeviceKind::Inprocess => Ok(OpenDevice::InProcess(FileDevice::open(path, options())?)),
             DeviceKind::Qemu => {
                 // The board would create a missing image with its own geometry; a command on a
                 // device that does not exist is a mistake, as in-process.
@@ -114,13 +144,10 @@ impl OpenDevice {
             .open(path)
             .with_context(|| format!("could not open {}", path.display()))?;
         let store = FileStore::open_file(CachedFile::new(file), path)?;
-        let zones = store.header().zones;
-        let device = Device::mount(
-            store,
-            zones,
-            DeviceOptions::default(),
-            &path.display().to_string(),
-        )?;
+        let header = store.header();
+        let mut options = options();
+        options.timing = Timing::Model(options.timing.for_image(header.timing_preset));
+        let device = Device::mount(store, header.zones, options, &path.display().to_string())?;
         Ok(OpenDevice::HostCached(device))
     }
 

@@ -11,7 +11,11 @@ use firmware::{
     nand::sim::{PageStore, SimNand},
 };
 
-use super::{queue::Entry, runner::Backend};
+use super::{
+    clock::{Clock, SliceStart},
+    queue::Entry,
+    runner::Backend,
+};
 use crate::nand::timing::Timed;
 
 /// The NAND stack under an in-process device: the strict emulator over `S`, timed.
@@ -39,6 +43,9 @@ pub struct Counters {
     pub nand_program_bytes: AtomicU64,
     /// Modeled device time in nanoseconds (0 when timing is off).
     pub modeled_ns: AtomicU64,
+    /// The longest modeled wait of a regular command for the firmware's core (a kernel slice
+    /// in progress there), in nanoseconds.
+    pub modeled_wait_max_ns: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -53,6 +60,7 @@ pub struct Stats {
     pub nand_read_bytes: u64,
     pub nand_program_bytes: u64,
     pub modeled_ns: u64,
+    pub modeled_wait_max_ns: u64,
 }
 
 impl Stats {
@@ -73,6 +81,8 @@ impl Stats {
             nand_read_bytes: self.nand_read_bytes - earlier.nand_read_bytes,
             nand_program_bytes: self.nand_program_bytes - earlier.nand_program_bytes,
             modeled_ns: self.modeled_ns - earlier.modeled_ns,
+            // A maximum over the device's life, not a difference.
+            modeled_wait_max_ns: self.modeled_wait_max_ns,
         }
     }
 }
@@ -91,6 +101,7 @@ impl Counters {
             nand_read_bytes: get(&self.nand_read_bytes),
             nand_program_bytes: get(&self.nand_program_bytes),
             modeled_ns: get(&self.modeled_ns),
+            modeled_wait_max_ns: get(&self.modeled_wait_max_ns),
         }
     }
 }
@@ -125,16 +136,22 @@ fn data_bytes(command: &Command, completion: &Completion) -> (u64, u64) {
 #[derive(Debug)]
 pub struct InProcess<S: PageStore> {
     controller: Controller<DeviceNand<S>>,
+    clock: Clock,
     counters: Arc<Counters>,
     /// Commands in the background, to account their link bytes when they finish.
     running: Vec<(u16, Command, common::command::CommandId)>,
 }
 
 impl<S: PageStore> InProcess<S> {
-    /// Wraps `controller`, reporting into `counters`.
-    pub fn new(controller: Controller<DeviceNand<S>>, counters: Arc<Counters>) -> Self {
+    /// Wraps `controller`, keeping modeled time on `clock` and reporting into `counters`.
+    pub fn new(
+        controller: Controller<DeviceNand<S>>,
+        clock: Clock,
+        counters: Arc<Counters>,
+    ) -> Self {
         let backend = InProcess {
             controller,
+            clock,
             counters,
             running: Vec::new(),
         };
@@ -157,10 +174,13 @@ impl<S: PageStore> InProcess<S> {
         c.nand_read_bytes.store(stats.read_bytes, Ordering::Relaxed);
         c.nand_program_bytes
             .store(stats.program_bytes, Ordering::Relaxed);
-        c.modeled_ns.store(nand.elapsed_ns(), Ordering::Relaxed);
+        c.modeled_ns.store(self.clock.now_ns(), Ordering::Relaxed);
+        c.modeled_wait_max_ns
+            .store(self.clock.max_wait_ns(), Ordering::Relaxed);
     }
 
-    fn account(&mut self, command: &Command, completion: &Completion) {
+    /// Counts a completed command's bytes on the link; returns them.
+    fn account(&mut self, command: &Command, completion: &Completion) -> u64 {
         let (to_device, to_host) = data_bytes(command, completion);
         let c = &self.counters;
         c.commands.fetch_add(1, Ordering::Relaxed);
@@ -168,31 +188,56 @@ impl<S: PageStore> InProcess<S> {
             .fetch_add(SQE_BYTES + to_device, Ordering::Relaxed);
         c.link_to_host
             .fetch_add(CQE_BYTES + to_host, Ordering::Relaxed);
-        let nand = self.controller.zones_mut().nand_mut();
-        nand.end_command(to_device + to_host);
-        self.publish_nand();
+        SQE_BYTES + CQE_BYTES + to_device + to_host
+    }
+
+    fn nand(&mut self) -> &mut DeviceNand<S> {
+        self.controller.zones_mut().nand_mut()
     }
 }
 
 impl<S: PageStore + Send + 'static> Backend for InProcess<S> {
     fn submit(&mut self, sqid: u16, entry: &mut Entry) -> Option<Completion> {
-        self.controller.zones_mut().nand_mut().begin_command();
+        let start = self.clock.command_start();
+        self.nand().start_at(start);
         let mut dma = SliceDma::new(&mut entry.buffer);
         let command = entry.submission.command;
-        match self.controller.submit(sqid, &entry.submission, &mut dma) {
-            Some(completion) => {
-                self.account(&command, &completion);
-                Some(completion)
-            }
-            None => {
-                self.running.push((sqid, command, entry.submission.cid));
-                None
-            }
+        let cid = entry.submission.cid;
+        let done = self.controller.submit(sqid, &entry.submission, &mut dma);
+        let link = match &done {
+            Some(completion) => self.account(&command, completion),
+            // The rest of a run's link bytes are counted when it completes.
+            None => SQE_BYTES,
+        };
+        let nand_end = self.nand().finished_ns();
+        let end = self.clock.command_end(start, nand_end, link);
+        if done.is_none() {
+            self.running.push((sqid, command, cid));
+            self.clock.submitted(sqid, cid, end);
         }
+        self.publish_nand();
+        done
     }
 
     fn poll(&mut self) -> Option<(u16, Completion)> {
-        let (sqid, completion) = self.controller.poll()?;
+        let (sqid, cid) = self.controller.next_run()?;
+        let slice: SliceStart = self.clock.slice_start(sqid, cid);
+        self.nand().start_at(slice.start_ns);
+        let done = self.controller.poll();
+        if let Some((q, c, stats)) = self.controller.last_slice() {
+            let nand_end = self.nand().finished_ns();
+            self.clock.slice_end(q, c, slice, nand_end, &stats);
+        }
+        let Some((sqid, mut completion)) = done else {
+            self.publish_nand();
+            return None;
+        };
+        let time = self.clock.finished(sqid, completion.cid);
+        if let CommandResult::Exec(run) = &mut completion.result {
+            run.stats.device_ns = time.device_ns;
+            run.stats.device_compute_ns = time.compute_ns;
+            run.stats.device_nand_ns = time.nand_ns;
+        }
         let at = self
             .running
             .iter()
@@ -201,6 +246,7 @@ impl<S: PageStore + Send + 'static> Backend for InProcess<S> {
             let (_, command, _) = self.running.swap_remove(at);
             self.account(&command, &completion);
         }
+        self.publish_nand();
         Some((sqid, completion))
     }
 

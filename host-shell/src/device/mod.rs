@@ -4,6 +4,7 @@
 //! Every open runs the firmware's power-on recovery ([`ZoneManager::mount`]) over the media, so
 //! every CLI invocation on an image exercises it.
 
+pub mod clock;
 pub mod inprocess;
 pub mod queue;
 pub mod runner;
@@ -24,9 +25,11 @@ use crate::{
     nand::{
         file::{FileStore, ImageError},
         image::Header,
-        timing::{Timed, TimingModel},
+        preset::Preset,
+        timing::Timed,
     },
 };
+use clock::{Clock, DeviceModel, Execution};
 use inprocess::{Counters, InProcess, Stats};
 use runner::Runner;
 
@@ -37,8 +40,8 @@ pub struct DeviceOptions {
     pub queues: u16,
     /// Commands in flight per queue pair.
     pub queue_depth: usize,
-    /// The timing model, if modeled device time should be accounted.
-    pub timing: Option<TimingModel>,
+    /// The timing model modeled device time follows.
+    pub timing: Timing,
     /// Limits of the computational side.
     pub programs: ProgramConfig,
     /// Fault injection for power-loss tests: the NAND loses power after this many operations,
@@ -56,10 +59,34 @@ impl Default for DeviceOptions {
         DeviceOptions {
             queues: 16,
             queue_depth: 32,
-            timing: None,
+            timing: Timing::Image,
             programs: ProgramConfig::default(),
             power_cut_after_ops: None,
             power_cut_after_program_bytes: None,
+        }
+    }
+}
+
+/// Which timing model a device keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Timing {
+    /// None: modeled time stays zero.
+    Off,
+    /// The preset the image was made with; none for an image that records none, and for a
+    /// device in RAM.
+    #[default]
+    Image,
+    /// This model.
+    Model(DeviceModel),
+}
+
+impl Timing {
+    /// The model for an image that records preset id `recorded` (0: none).
+    pub fn for_image(self, recorded: u8) -> DeviceModel {
+        match self {
+            Timing::Off => DeviceModel::OFF,
+            Timing::Image => Preset::from_id(recorded).map_or(DeviceModel::OFF, Preset::model),
+            Timing::Model(model) => model,
         }
     }
 }
@@ -122,8 +149,12 @@ impl Device<FileStore> {
     /// Opens the image at `path`: checks it, runs power-on recovery and starts the device.
     pub fn open(path: &Path, options: DeviceOptions) -> Result<Self, DeviceError> {
         let store = FileStore::open(path)?;
-        let zones = store.header().zones;
-        Self::mount(store, zones, options, &path.display().to_string())
+        let header = store.header();
+        let options = DeviceOptions {
+            timing: Timing::Model(options.timing.for_image(header.timing_preset)),
+            ..options
+        };
+        Self::mount(store, header.zones, options, &path.display().to_string())
     }
 }
 
@@ -134,10 +165,7 @@ impl Device<RamStore> {
         zones: ZoneConfig,
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
-        let nand = Timed::new(
-            SimNand::new(geometry),
-            options.timing.unwrap_or(TimingModel::OFF),
-        );
+        let nand = Timed::new(SimNand::new(geometry), options.timing.for_image(0).nand);
         let manager =
             ZoneManager::format(nand, zones).map_err(|e| DeviceError::Format(e.to_string()))?;
         Self::start(manager, options)
@@ -145,17 +173,15 @@ impl Device<RamStore> {
 }
 
 impl<S: Media> Device<S> {
-    /// Mounts existing media and starts the device.
+    /// Mounts existing media and starts the device. (`Timing::Image` means none here: the
+    /// media's header is not at hand; [`Device::open`] resolves it.)
     pub fn mount(
         store: S,
         zones: ZoneConfig,
         options: DeviceOptions,
         name: &str,
     ) -> Result<Self, DeviceError> {
-        let nand = Timed::new(
-            SimNand::with_store(store),
-            options.timing.unwrap_or(TimingModel::OFF),
-        );
+        let nand = Timed::new(SimNand::with_store(store), options.timing.for_image(0).nand);
         let manager = ZoneManager::mount(nand, zones).map_err(|e| DeviceError::Mount {
             path: name.to_string(),
             reason: mount_reason(&e),
@@ -176,10 +202,19 @@ impl<S: Media> Device<S> {
                 .inner_mut()
                 .cut_power_after_program_bytes(n);
         }
+        let model = options.timing.for_image(0);
+        // Modeled time starts with the power-on recovery's NAND work.
+        let ready_ns = manager.nand().busy_until_ns();
         let controller = Controller::new(manager, options.programs);
         let identify = controller.identify();
         let counters = Arc::new(Counters::default());
-        let backend = InProcess::new(controller, Arc::clone(&counters));
+        let clock = Clock::new(
+            model.cpu,
+            Execution::Interpreted,
+            model.nand.link_bytes_per_s,
+            ready_ns,
+        );
+        let backend = InProcess::new(controller, clock, Arc::clone(&counters));
         let runner = Runner::start(backend, options.queues, options.queue_depth)?;
         Ok(Device {
             runner,

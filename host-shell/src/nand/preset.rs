@@ -3,16 +3,69 @@
 use firmware::nand::Geometry;
 
 use super::timing::TimingModel;
-use crate::units::Bytes;
+use crate::{
+    device::clock::{CpuModel, DeviceModel, InsnCycles},
+    units::Bytes,
+};
 
-/// A named NAND shape and timing.
+/// A named device: NAND shape and timing, and the CPU that runs kernels. Where the figures
+/// come from is in docs/TIMING.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// 2 channels x 2 dies, 256 KiB blocks: small and quick, for tests and trying things.
+    /// 2 channels x 2 dies, 256 KiB blocks, four Cortex-A53 cores: small and quick, for
+    /// tests and trying things.
     Small,
-    /// 8 channels x 4 dies, 1 MiB blocks, with the timing of a WD ZN540 as NVMeVirt models it.
+    /// 8 channels x 4 dies, 1 MiB blocks, with the NAND timing of a WD ZN540 as NVMeVirt
+    /// models it and two Cortex-R5-class controller cores for kernels.
     Zn540,
+    /// A computational drive like NGD's: the zn540's NAND with four Cortex-A53 cores.
+    Newport,
 }
+
+/// An SSD controller's Cortex-R5-class cores: two for kernels at 800 MHz.
+const CORTEX_R5: CpuModel = CpuModel {
+    core: "Cortex-R5",
+    cores: 2,
+    clock_hz: 800_000_000,
+    interpreted: InsnCycles {
+        alu: 28,
+        memory: 40,
+        branch: 32,
+        call: 45,
+    },
+    compiled: InsnCycles {
+        alu: 3,
+        memory: 5,
+        branch: 4,
+        call: 20,
+    },
+    helper_call_cycles: 30,
+    helper_bytes_per_cycle: 2,
+};
+
+/// A computational drive's quad Cortex-A53 at 1.2 GHz.
+const CORTEX_A53: CpuModel = CpuModel {
+    core: "Cortex-A53",
+    cores: 4,
+    clock_hz: 1_200_000_000,
+    interpreted: InsnCycles {
+        alu: 20,
+        memory: 32,
+        branch: 26,
+        call: 40,
+    },
+    compiled: InsnCycles {
+        alu: 1,
+        memory: 2,
+        branch: 3,
+        call: 12,
+    },
+    helper_call_cycles: 20,
+    helper_bytes_per_cycle: 4,
+};
+
+/// Every preset, in the order of their ids.
+pub const ALL: [Preset; 3] = [Preset::Small, Preset::Zn540, Preset::Newport];
 
 /// The capacity asked for does not fit the preset.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +87,42 @@ impl Preset {
         match self {
             Preset::Small => "small",
             Preset::Zn540 => "zn540",
+            Preset::Newport => "newport",
+        }
+    }
+
+    /// The preset named `name`, if there is one.
+    pub fn named(name: &str) -> Option<Preset> {
+        ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The id an image header records (see `firmware::nand::image`); 0 means none.
+    pub const fn id(self) -> u8 {
+        match self {
+            Preset::Small => 1,
+            Preset::Zn540 => 2,
+            Preset::Newport => 3,
+        }
+    }
+
+    /// The preset an image header's id names, if any.
+    pub fn from_id(id: u8) -> Option<Preset> {
+        ALL.into_iter().find(|p| p.id() == id)
+    }
+
+    /// The CPU that runs kernels.
+    pub const fn cpu(self) -> CpuModel {
+        match self {
+            Preset::Small | Preset::Newport => CORTEX_A53,
+            Preset::Zn540 => CORTEX_R5,
+        }
+    }
+
+    /// The whole timing model.
+    pub const fn model(self) -> DeviceModel {
+        DeviceModel {
+            nand: self.timing(),
+            cpu: self.cpu(),
         }
     }
 
@@ -41,7 +130,7 @@ impl Preset {
     pub const fn default_capacity(self) -> u64 {
         match self {
             Preset::Small => 64 << 20,
-            Preset::Zn540 => 1 << 30,
+            Preset::Zn540 | Preset::Newport => 1 << 30,
         }
     }
 
@@ -49,7 +138,7 @@ impl Preset {
     const fn shape(self) -> (u32, u32, u32, u32) {
         match self {
             Preset::Small => (2, 2, 64, 64),
-            Preset::Zn540 => (8, 4, 256, 128),
+            Preset::Zn540 | Preset::Newport => (8, 4, 256, 128),
         }
     }
 
@@ -63,7 +152,7 @@ impl Preset {
                 channel_bytes_per_s: 450_000_000,
                 link_bytes_per_s: 3_050_000_000,
             },
-            Preset::Zn540 => TimingModel::ZN540,
+            Preset::Zn540 | Preset::Newport => TimingModel::ZN540,
         }
     }
 
@@ -114,6 +203,17 @@ mod tests {
             (zn.dies(), zn.blocks_per_die, zn.pages_per_block),
             (32, 32, 256)
         );
+    }
+
+    /// Every preset's id names it back, and ids are distinct and not 0 (no preset).
+    #[test]
+    fn ids_round_trip() {
+        for p in ALL {
+            assert_ne!(p.id(), 0);
+            assert_eq!(Preset::from_id(p.id()), Some(p));
+            assert_eq!(Preset::named(p.name()), Some(p));
+        }
+        assert_eq!(Preset::from_id(0), None);
     }
 
     /// A capacity that is not a whole number of block stripes is refused with the step size.

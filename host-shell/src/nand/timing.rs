@@ -2,16 +2,18 @@
 //!
 //! [`Timed`] wraps any [`Nand`] and, without slowing anything down, accounts modeled time:
 //! each die is busy for the array time of its operations (read, program, erase), each channel
-//! for the page transfers over it, and the host link for the bytes a command moves. A command
-//! starts when the previous one ended; its NAND operations queue on their own die and channel,
-//! so pages striped across dies overlap as they would on a real controller. Figures for the
+//! for the page transfers over it. Whoever issues operations (a command, a kernel's slice) says
+//! when they start ([`Timed::start_at`], a time the device's clock chooses, see
+//! `device::clock`) and learns when the last of them ends ([`Timed::finished_ns`]); they queue
+//! on their own die and channel, so pages striped across dies overlap as they would on a real
+//! controller, and work of concurrent commands and kernels contends for the same dies. Figures for the
 //! ZN540 preset follow NVMeVirt's model of that drive (Kim et al., FAST '23): 450 MB/s
 //! channels, 3050 MB/s PCIe, 50 us reads, 561 us programs.
 
 use firmware::nand::{BlockId, Geometry, Nand, PageAddr};
 
 /// Latencies and bandwidths of the model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimingModel {
     /// Array time of a page read, in nanoseconds.
     pub read_ns: u64,
@@ -44,7 +46,8 @@ impl TimingModel {
         link_bytes_per_s: 3_050_000_000,
     };
 
-    fn transfer_ns(bytes: u64, per_s: u64) -> u64 {
+    /// Nanoseconds to move `bytes` at `per_s` bytes per second (0 when `per_s` is 0: untimed).
+    pub fn transfer_ns(bytes: u64, per_s: u64) -> u64 {
         if per_s == 0 {
             return 0;
         }
@@ -57,10 +60,10 @@ impl TimingModel {
 pub struct Timed<N> {
     inner: N,
     model: TimingModel,
-    /// Modeled time the current command started at.
-    command_start_ns: u64,
-    /// Latest end of any operation of the current command.
-    command_end_ns: u64,
+    /// Modeled time the current operations start at.
+    start_ns: u64,
+    /// Latest end of any operation since `start_ns` was set.
+    end_ns: u64,
     die_free_ns: Vec<u64>,
     channel_free_ns: Vec<u64>,
 }
@@ -72,8 +75,8 @@ impl<N: Nand> Timed<N> {
         Timed {
             inner,
             model,
-            command_start_ns: 0,
-            command_end_ns: 0,
+            start_ns: 0,
+            end_ns: 0,
             die_free_ns: vec![0; g.dies() as usize],
             channel_free_ns: vec![0; g.channels as usize],
         }
@@ -94,24 +97,27 @@ impl<N: Nand> Timed<N> {
         self.inner
     }
 
-    /// Starts a command at the end of the previous one.
-    pub fn begin_command(&mut self) {
-        self.command_start_ns = self.command_end_ns.max(self.command_start_ns);
-        self.command_end_ns = self.command_start_ns;
+    /// The model.
+    pub fn model(&self) -> TimingModel {
+        self.model
     }
 
-    /// Ends the current command, which moved `link_bytes` over the host link, and returns the
-    /// modeled time since the device started, in nanoseconds.
-    pub fn end_command(&mut self, link_bytes: u64) -> u64 {
-        let link = TimingModel::transfer_ns(link_bytes, self.model.link_bytes_per_s);
-        self.command_end_ns = self.command_end_ns.max(self.command_start_ns + link);
-        self.command_start_ns = self.command_end_ns;
-        self.command_end_ns
+    /// Operations from now on start no earlier than `ns` (modeled time since power-on).
+    pub fn start_at(&mut self, ns: u64) {
+        self.start_ns = ns;
+        self.end_ns = ns;
     }
 
-    /// Modeled time so far, in nanoseconds.
-    pub fn elapsed_ns(&self) -> u64 {
-        self.command_end_ns
+    /// When every die and channel is done with the work given so far.
+    pub fn busy_until_ns(&self) -> u64 {
+        let dies = self.die_free_ns.iter().copied().max().unwrap_or(0);
+        let channels = self.channel_free_ns.iter().copied().max().unwrap_or(0);
+        dies.max(channels)
+    }
+
+    /// When the last operation since [`Timed::start_at`] ends (its start if there was none).
+    pub fn finished_ns(&self) -> u64 {
+        self.end_ns
     }
 
     fn channel_of(&self, g: &Geometry, block: BlockId) -> usize {
@@ -125,7 +131,7 @@ impl<N: Nand> Timed<N> {
         let die = g.die_of(block) as usize;
         let channel = self.channel_of(&g, block);
         let xfer = TimingModel::transfer_ns(bytes, self.model.channel_bytes_per_s);
-        let start = self.command_start_ns.max(self.die_free_ns[die]);
+        let start = self.start_ns.max(self.die_free_ns[die]);
         let end = if transfer_first {
             let xfer_start = start.max(self.channel_free_ns[channel]);
             self.channel_free_ns[channel] = xfer_start + xfer;
@@ -136,7 +142,7 @@ impl<N: Nand> Timed<N> {
             xfer_start + xfer
         };
         self.die_free_ns[die] = end;
-        self.command_end_ns = self.command_end_ns.max(end);
+        self.end_ns = self.end_ns.max(end);
     }
 }
 
@@ -217,7 +223,7 @@ mod tests {
         let mut nand = Timed::new(SimNand::new(g), MODEL);
         let data = vec![0u8; 4096];
         let spare = vec![0u8; 64];
-        nand.begin_command();
+        nand.start_at(0);
         for die in 0..4 {
             nand.program_page(
                 PageAddr {
@@ -229,10 +235,11 @@ mod tests {
             )
             .unwrap();
         }
-        assert_eq!(nand.end_command(0), 500_000);
+        assert_eq!(nand.finished_ns(), 500_000);
     }
 
-    /// Programs on the same die queue behind each other, across commands too.
+    /// Programs on the same die queue behind each other, across commands too (each starting
+    /// at time 0 here: the die, not the start, orders them).
     #[test]
     fn programs_on_one_die_serialize() {
         let g = geometry();
@@ -240,7 +247,7 @@ mod tests {
         let data = vec![0u8; 4096];
         let spare = vec![0u8; 64];
         for page in 0..3 {
-            nand.begin_command();
+            nand.start_at(0);
             nand.program_page(
                 PageAddr {
                     block: g.block(0, 0),
@@ -250,23 +257,21 @@ mod tests {
                 &spare,
             )
             .unwrap();
-            nand.end_command(0);
         }
-        assert_eq!(nand.elapsed_ns(), 1_500_000);
+        assert_eq!(nand.finished_ns(), 1_500_000);
     }
 
-    /// Channel transfers and the host link add their bandwidth time.
+    /// Channel transfers add their bandwidth time after a read's array time.
     #[test]
     fn transfers_cost_bandwidth_time() {
         let g = geometry();
         let model = TimingModel {
             channel_bytes_per_s: 4160 * 1000,
-            link_bytes_per_s: 4096 * 1000,
             ..MODEL
         };
         let mut nand = Timed::new(SimNand::new(g), model);
         let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
-        nand.begin_command();
+        nand.start_at(1_000);
         nand.read_page(
             PageAddr {
                 block: g.block(0, 0),
@@ -276,7 +281,7 @@ mod tests {
             &mut spare,
         )
         .unwrap();
-        // 50 us array + 1 ms channel transfer of 4160 bytes; the link's 1 ms overlaps.
-        assert_eq!(nand.end_command(4096), 1_050_000);
+        // From 1 us: 50 us array + 1 ms channel transfer of 4160 bytes.
+        assert_eq!(nand.finished_ns(), 1_051_000);
     }
 }

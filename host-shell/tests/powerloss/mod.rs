@@ -107,7 +107,11 @@ impl Bench {
         let device = ram::format(geometry, zones);
         Lfs::mkfs(&device, 0, 0).expect("mkfs");
         let store = ram::power_off(&device);
-        let header = Header { geometry, zones };
+        let header = Header {
+            geometry,
+            zones,
+            timing_preset: 0,
+        };
         let cache = CachedFile::over_ram(RamFile::new(ImageLayout::of(&geometry).len));
         let image = FileStore::create_in(cache, Path::new("host.img"), header).expect("image");
         let image = format_store(image, zones).expect("format");

@@ -13,6 +13,7 @@ fn small_header() -> Header {
     Header {
         geometry,
         zones: geometry::zones_for(&geometry),
+        timing_preset: 0,
     }
 }
 
@@ -151,6 +152,7 @@ fn image_file_persists() {
         Header {
             geometry,
             zones: geometry::zones_for(&geometry),
+            timing_preset: 0,
         },
     )
     .expect("image");

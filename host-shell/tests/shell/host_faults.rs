@@ -39,7 +39,11 @@ fn geometry() -> (Geometry, ZoneConfig) {
 /// A formatted image with a fresh file system, its host pages all synced.
 fn fresh_disk() -> RamFile {
     let (g, zones) = geometry();
-    let header = Header { geometry: g, zones };
+    let header = Header {
+        geometry: g,
+        zones,
+        timing_preset: 0,
+    };
     let file = CachedFile::over_ram(RamFile::new(ImageLayout::of(&g).len));
     let store = FileStore::create_in(file, Path::new("host.img"), header).expect("image");
     let store = format_store(store, zones).expect("format");

@@ -4,6 +4,7 @@
 //! because `cargo xtask reliability` runs it by name.)
 
 mod device;
+mod device_time;
 mod host_faults;
 mod loader;
 mod offload_engine;

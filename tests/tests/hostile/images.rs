@@ -111,6 +111,7 @@ fn corrupted_image_files() {
     let header = Header {
         geometry: GEOMETRY,
         zones: zones(),
+        timing_preset: 0,
     };
     create_image(&path, header).expect("create");
     let device = FileDevice::open(&path, options()).expect("open");

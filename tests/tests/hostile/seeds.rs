@@ -123,6 +123,7 @@ fn write_fuzz_seeds() {
     let header = firmware::nand::image::Header {
         geometry: testkit::tiny_fs::GEOMETRY,
         zones: testkit::tiny_fs::zones(),
+        timing_preset: 0,
     };
     host_shell::device::create_image(&img, header).expect("create");
     let bytes = std::fs::read(&img).expect("read");

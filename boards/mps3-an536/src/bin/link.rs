@@ -98,6 +98,7 @@ fn file_device(path: &CString) -> ZoneManager<BoardNand> {
             let header = Header {
                 geometry: BOARD_GEOMETRY,
                 zones: ZoneConfig::for_geometry(&BOARD_GEOMETRY),
+                timing_preset: 0,
             };
             let store = FileStore::create(path, header)
                 .unwrap_or_else(|e| fail("could not create the NAND image", &e));

@@ -17,8 +17,9 @@
 //! - `user.csd.write_stream` = kernel path: every write by this process on this inode, through
 //!   a handle it opens afterwards, runs the kernel with the written bytes as its input (`csd_input`); its output is what is stored at
 //!   the write's offset, and the write reports the caller's length as written.
-//! - `user.csd.stats`: `instructions=.. fuel_used=.. device_bytes_read=.. bytes_returned=..`
-//!   of the process's last run on the inode.
+//! - `user.csd.stats`: `instructions=.. fuel_used=.. device_bytes_read=.. bytes_returned=..
+//!   device_ns=.. device_compute_ns=.. device_nand_ns=..` of the process's last run on the
+//!   inode (the modeled device times are 0 with timing off).
 //! - `user.csd.link` (any inode): `to_device=.. to_host=..`, the device's host-link byte
 //!   counters since it was opened.
 //!

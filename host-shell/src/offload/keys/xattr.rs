@@ -114,8 +114,15 @@ impl Offload {
             RESULT => state.job.as_ref().map(|j| j.output.clone()),
             STATS => lock(&state.last).map(|s| {
                 format!(
-                    "instructions={} fuel_used={} device_bytes_read={} bytes_returned={}",
-                    s.instructions, s.fuel_used, s.device_bytes_read, s.bytes_returned
+                    "instructions={} fuel_used={} device_bytes_read={} bytes_returned={} \
+                     device_ns={} device_compute_ns={} device_nand_ns={}",
+                    s.instructions,
+                    s.fuel_used,
+                    s.device_bytes_read,
+                    s.bytes_returned,
+                    s.device_ns,
+                    s.device_compute_ns,
+                    s.device_nand_ns
                 )
                 .into_bytes()
             }),

@@ -1,0 +1,151 @@
+//! Modeled device time on the in-process device: kernels on the preset's cores side by side,
+//! their compute from their instruction counts, and regular I/O waiting at most one slice.
+
+use common::{
+    program::{ExecResult, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
+    LBA_BYTES,
+};
+use firmware::controller::ProgramConfig;
+use host_shell::{
+    device::{
+        clock::{DeviceModel, Execution},
+        DeviceOptions, RamDevice, Timing,
+    },
+    driver::Driver,
+    nand::preset::Preset,
+};
+use testkit::geometry;
+
+/// 100,000 turns of a two-instruction loop: 100,002 ALU instructions, 100,000 branches and
+/// one exit, no memory access or helper.
+const LOOP: &str = "mov64 r1, 0\nadd64 r1, 1\njlt r1, 100000, -2\nmov64 r0, 0\nexit\n";
+
+fn device(model: DeviceModel) -> RamDevice {
+    let geometry = geometry::small();
+    let options = DeviceOptions {
+        timing: Timing::Model(model),
+        ..DeviceOptions::default()
+    };
+    RamDevice::in_ram(geometry, geometry::zones_for(&geometry), options).expect("device")
+}
+
+/// Loads the loop into slot 0 and defines range sets 0 to 3 (empty files).
+fn prepare(driver: &Driver) {
+    let text = rbpf::assembler::assemble(LOOP).expect("assembles");
+    driver
+        .load_program(ProgramSlot(0), &firmware::ebpf::encode_image(&text, &[]))
+        .expect("load");
+    driver.activate(ProgramSlot(0), true).expect("activate");
+    for set in 0..4 {
+        driver
+            .set_ranges(RangeSetId(set), &[], 0, 64)
+            .expect("ranges");
+    }
+}
+
+fn run(driver: &Driver, set: u16) -> ExecResult {
+    driver
+        .execute(
+            ExecuteProgram {
+                slot: ProgramSlot(0),
+                range_set: RangeSetId(set),
+                op: ProgramOp::FileJob,
+                offset: 0,
+                len: 0,
+                param0: 0,
+                param1: 0,
+                fuel: 0,
+            },
+            Vec::new(),
+        )
+        .expect("execute")
+}
+
+/// The loop's compute is its instruction classes times the preset's cycles, at its clock; a
+/// run without NAND reads takes its compute and reads nothing.
+#[test]
+fn compute_follows_the_instruction_classes() {
+    let model = Preset::Small.model();
+    let device = device(model);
+    let driver = device.driver();
+    prepare(&driver);
+    let stats = run(&driver, 0).stats;
+    assert_eq!(
+        (
+            stats.alu_insns(),
+            stats.branch_insns,
+            stats.call_insns,
+            stats.memory_insns
+        ),
+        (100_002, 100_000, 1, 0)
+    );
+    let c = model.cpu.interpreted;
+    let cycles = 100_002 * c.alu + 100_000 * c.branch + c.call;
+    assert_eq!(model.cpu.cycles(&stats, Execution::Interpreted), cycles);
+    let want = cycles * 1_000_000_000 / model.cpu.clock_hz;
+    // Summed per slice, each rounded down to the nanosecond.
+    let slices = stats
+        .fuel_used
+        .div_ceil(ProgramConfig::default().slice_fuel);
+    assert!(
+        (want - slices..=want).contains(&stats.device_compute_ns),
+        "compute {} ns, want {want}",
+        stats.device_compute_ns
+    );
+    assert_eq!(stats.device_nand_ns, 0);
+    assert!(stats.device_ns >= stats.device_compute_ns);
+    device.close().expect("closes");
+}
+
+/// Four runs at once on a four-core preset take about a quarter of the modeled time of the
+/// same four one after another; on one core, about the same. Meanwhile a thread reading
+/// blocks never waits for the firmware's core longer than one slice.
+#[test]
+fn four_kernels_share_four_cores() {
+    for cores in [4, 1] {
+        let mut model = Preset::Small.model();
+        model.cpu.cores = cores;
+        let device = device(model);
+        let driver = device.driver();
+        prepare(&driver);
+        let zone = driver.all_zones().expect("zones")[1].zslba;
+        driver
+            .append(zone, vec![7; LBA_BYTES as usize])
+            .expect("append");
+
+        let one_after_another: u64 = (0..4).map(|set| run(&driver, set).stats.device_ns).sum();
+        let at_once = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4)
+                .map(|set| {
+                    let driver = device.driver_on(set + 1);
+                    s.spawn(move || run(&driver, set).stats.device_ns)
+                })
+                .collect();
+            let reader = device.driver_on(6);
+            for _ in 0..200 {
+                assert!(reader.read(zone, 1).expect("read").iter().all(|&b| b == 7));
+            }
+            runs.into_iter()
+                .map(|r| r.join().expect("run"))
+                .max()
+                .expect("four runs")
+        });
+        let ratio = at_once as f64 / one_after_another as f64;
+        let want = if cores == 4 { 0.2..0.3 } else { 0.95..1.05 };
+        assert!(
+            want.contains(&ratio),
+            "{cores} core(s): four at once took {at_once} ns, one after another {one_after_another} ns"
+        );
+        // The longest slice: the slice's fuel at the dearest instruction class.
+        let c = model.cpu.interpreted;
+        let dearest = c.alu.max(c.branch).max(c.memory).max(c.call);
+        let slice_ns =
+            ProgramConfig::default().slice_fuel * dearest * 1_000_000_000 / model.cpu.clock_hz;
+        let waited = device.stats().modeled_wait_max_ns;
+        assert!(
+            waited <= slice_ns,
+            "{cores} core(s): a read waited {waited} ns for the firmware's core, a slice is at most {slice_ns} ns"
+        );
+        device.close().expect("closes");
+    }
+}
