@@ -6,6 +6,7 @@
 //! estimated. Run it through `cargo xtask bench [--quick]`, which builds the kernels first.
 
 mod concurrent;
+mod crossover;
 mod device;
 mod executor;
 mod fs;
@@ -55,6 +56,7 @@ struct Executor {
 #[derive(Debug, Serialize)]
 struct Offload {
     entropy: offload::Entropy,
+    crossover: crossover::Crossover,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,6 +155,18 @@ fn main() -> Result<()> {
     let gc = section("gc", || {
         gc::run(plan.gc_device_bytes, plan.gc_overwrite_factor)
     })?;
+    let entropy_run = kernels
+        .iter()
+        .find(|k| k.kernel == "entropy")
+        .context("the executor figures have no entropy kernel")?;
+    let crossover = crossover::model(
+        "entropy",
+        &entropy_run.run,
+        entropy_run.data_bytes,
+        entropy_run.native.median,
+        device.append.memcpy_out.median,
+        plan.offload_bytes as u64,
+    );
     let firmware = cli
         .firmware_text
         .zip(cli.firmware_ram)
@@ -167,7 +181,7 @@ fn main() -> Result<()> {
             speedup_vs_rbpf_interp: speedup,
             kernels,
         },
-        offload: Offload { entropy },
+        offload: Offload { entropy, crossover },
         fs,
         concurrent,
         device,
@@ -255,6 +269,43 @@ fn plots(report: &Report, out: &std::path::Path) -> Result<()> {
         },
         &out.join("concurrent.svg"),
     )?;
+    let x = &report.offload.crossover;
+    let devices: Vec<u64> = (0..=12).map(|i| 1u64 << i).collect();
+    let mut lines = vec![plot::Line {
+        name: "regular: read over the shared link, compute on the host".into(),
+        points: devices
+            .iter()
+            .map(|&n| (n as f64, x.regular_at(n)))
+            .collect(),
+    }];
+    for l in &x.lines {
+        lines.push(plot::Line {
+            name: format!(
+                "offload: {} x {} at {} MHz, {}",
+                l.cores,
+                l.core,
+                l.clock_hz / 1_000_000,
+                l.execution
+            ),
+            points: devices
+                .iter()
+                .map(|&n| (n as f64, x.offload_at(l, n)))
+                .collect(),
+        });
+    }
+    plot::draw_lines(
+        &plot::Lines {
+            title: &format!(
+                "{}: seconds to process {} MiB on each of N devices",
+                x.kernel,
+                x.data_bytes_per_device >> 20
+            ),
+            x_label: "N devices on one host",
+            y_label: "modeled seconds",
+            lines,
+        },
+        &out.join("crossover.svg"),
+    )?;
     let g = &report.gc.write_amplification;
     plot::draw(
         &plot::Bars {
@@ -324,8 +375,8 @@ fn markdown(report: &Report) -> String {
         "## Offload: entropy of a {} MiB file through the mount (ZN540 preset)\n",
         e.data_bytes >> 20
     );
-    let _ = writeln!(md, "| way | wall s | client CPU s | link bytes | modeled device s | throughput vs regular | client CPU reduction | link bytes reduction |");
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(md, "| way | wall s | client CPU s | link bytes | modeled device s | modeled end to end s | throughput vs regular | client CPU reduction | link bytes reduction |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let way = |md: &mut String, name: &str, w: &offload::Way, v: Option<&offload::Versus>| {
         let (a, b, c) = v.map_or(("1".into(), "1".into(), "1".into()), |v| {
             (
@@ -336,12 +387,13 @@ fn markdown(report: &Report) -> String {
         });
         let _ = writeln!(
             md,
-            "| {name} | {:.3} | {:.5} | {} ({} to device) | {:.3} | {a} | {b} | {c} |",
+            "| {name} | {:.3} | {:.5} | {} ({} to device) | {:.3} | {:.3} | {a} | {b} | {c} |",
             w.wall.median,
             w.client_cpu.median,
             w.link_bytes,
             w.link_to_device_bytes,
-            w.modeled_device_s
+            w.modeled_device_s,
+            w.modeled_end_to_end_s
         );
     };
     way(&mut md, "regular read + native histogram", &e.regular, None);
@@ -358,6 +410,53 @@ fn markdown(report: &Report) -> String {
         Some(&e.read_stream),
     );
     let _ = writeln!(md, "\nMedians of {} runs. Client CPU: the job's thread (user + system); the mount's threads are not the client.\n", e.regular.wall.reps);
+    let _ = writeln!(
+        md,
+        "Modeled end to end: the device's modeled time plus the host's own work (regular: the histogram natively, {:.3} s; offloads: the client CPU). The last file job on the device: {:.3} s, of it {:.3} s compute on one {} core and {:.3} s of NAND reads overlapping it.\n",
+        e.native_histogram_s.median,
+        e.file_job_device_s,
+        e.file_job_device_compute_s,
+        host_shell::nand::preset::Preset::Zn540.cpu().core,
+        e.file_job_device_nand_s
+    );
+    let x = &report.offload.crossover;
+    let _ = writeln!(
+        md,
+        "## When the offload pays off: {} over {} MiB on each of N devices sharing one host ([crossover.svg](crossover.svg))\n",
+        x.kernel,
+        x.data_bytes_per_device >> 20
+    );
+    let _ = writeln!(
+        md,
+        "Host side: link {:.0} MB/s, memcpy {:.0} MB/s, native {} on {} cores {:.0} MB/s; device NAND {:.0} MB/s. Regular way at N = 1: {:.3} s. Formula in docs/TIMING.md.\n",
+        x.link_bytes_per_s / 1e6,
+        x.host_memcpy_bytes_per_s / 1e6,
+        x.kernel,
+        x.host_cores,
+        x.host_compute_bytes_per_s / 1e6,
+        x.nand_bytes_per_s / 1e6,
+        x.regular_s
+    );
+    let _ = writeln!(md, "| device CPU (preset) | execution | cycles per byte | device MB/s | offload s at N = 1 | offload first from N |");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|");
+    for l in &x.lines {
+        let _ = writeln!(
+            md,
+            "| {} x {} at {} MHz ({}) | {} | {:.1} | {:.1} | {:.2} | {} |",
+            l.cores,
+            l.core,
+            l.clock_hz / 1_000_000,
+            l.preset,
+            l.execution,
+            l.cycles_per_byte,
+            l.device_bytes_per_s / 1e6,
+            l.offload_s,
+            l.crossover_devices
+                .map_or(format!("over {}", crossover::MAX_DEVICES), |n| n
+                    .to_string())
+        );
+    }
+    let _ = writeln!(md);
 
     let f = &report.fs;
     let _ = writeln!(
@@ -495,6 +594,9 @@ fn markdown(report: &Report) -> String {
             let _ = writeln!(md, "## Firmware: not measured (run through `cargo xtask bench`, which builds the board image)\n");
         }
     }
-    let _ = writeln!(md, "Plots: executor.svg, fs.svg, concurrent.svg, gc.svg.");
+    let _ = writeln!(
+        md,
+        "Plots: executor.svg, fs.svg, concurrent.svg, gc.svg, crossover.svg."
+    );
     md
 }

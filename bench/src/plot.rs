@@ -23,12 +23,73 @@ pub struct Bars<'a> {
     pub reference: Option<f64>,
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 6] = [
     RGBColor(0x1f, 0x77, 0xb4),
     RGBColor(0xff, 0x7f, 0x0e),
     RGBColor(0x2c, 0xa0, 0x2c),
     RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x8c, 0x56, 0x4b),
 ];
+
+/// One line: a name and its points.
+#[derive(Debug)]
+pub struct Line {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A line chart on logarithmic axes.
+#[derive(Debug)]
+pub struct Lines<'a> {
+    pub title: &'a str,
+    pub x_label: &'a str,
+    pub y_label: &'a str,
+    pub lines: Vec<Line>,
+}
+
+/// Draws `chart` into the SVG file `path`.
+pub fn draw_lines(chart: &Lines<'_>, path: &Path) -> Result<()> {
+    let err = |e: DrawingAreaErrorKind<_>| anyhow!("drawing {}: {e}", path.display());
+    let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let points = || chart.lines.iter().flat_map(|l| l.points.iter().copied());
+    let (x0, x1) = points().fold((f64::MAX, f64::MIN), |(a, b), (x, _)| (a.min(x), b.max(x)));
+    let (y0, y1) = points().fold((f64::MAX, f64::MIN), |(a, b), (_, y)| (a.min(y), b.max(y)));
+    if !(x0 > 0.0 && y0 > 0.0 && x1 > x0 && y1.is_finite()) {
+        return Err(anyhow!("drawing {}: no positive points", path.display()));
+    }
+    let mut plot = ChartBuilder::on(&root)
+        .caption(chart.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d((x0..x1).log_scale(), (y0 / 1.5..y1 * 1.5).log_scale())
+        .map_err(err)?;
+    plot.configure_mesh()
+        .x_desc(chart.x_label)
+        .y_desc(chart.y_label)
+        .draw()
+        .map_err(err)?;
+    for (i, line) in chart.lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        plot.draw_series(LineSeries::new(
+            line.points.iter().copied(),
+            color.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label(line.name.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+    }
+    plot.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}
 
 /// Draws `bars` into the SVG file `path`.
 pub fn draw(bars: &Bars<'_>, path: &Path) -> Result<()> {

@@ -7,8 +7,11 @@
 //! the regular way (read the file through the mount: every byte crosses the host link) and
 //! offloaded (`setxattr user.csd.file_job /kernels/entropy.o`: the kernel runs on the device
 //! next to the data, and `getxattr user.csd.result` returns its 2 KiB histogram). It prints
-//! both results, the bytes that crossed the link for each (the device's link counters), and
-//! unmounts, also when a step fails.
+//! both results and, for each way, the bytes that crossed the link (the device's counters),
+//! the host CPU of the thread doing the job, the modeled device time (the preset's NAND, link
+//! and CPU; for the offload its compute and NAND parts) and a modeled end-to-end time: the
+//! device's time plus the host's own work, which for the regular way is the histogram measured
+//! natively over the bytes in memory. It unmounts, also when a step fails.
 
 use std::{
     fs,
@@ -17,7 +20,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
-use tests::reference::{sample_text, shannon_entropy};
+use tests::reference::{entropy_histogram, sample_text, shannon_entropy};
 
 use anyhow::{anyhow, bail, Context, Result};
 use host_shell::{
@@ -25,7 +28,7 @@ use host_shell::{
     fuse::{self, MountConfig},
     lfs::Lfs,
     nand::{image::Header, preset::Preset},
-    units::Bytes,
+    units::{Bytes, Nanos},
 };
 
 const DATA_BYTES: usize = 64 << 20;
@@ -128,7 +131,7 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
     rustix::fs::fadvise(&reader, 0, None, rustix::fs::Advice::DontNeed)
         .context("drop the sample file's cached pages")?;
     let before = device.stats();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), thread_cpu());
     let mut counts = [0u64; 256];
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -141,17 +144,23 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
         }
     }
     let regular_wall = started.elapsed();
+    let regular_cpu = thread_cpu() - cpu;
     let regular = device.stats().since(&before);
+    // The host's own work of the regular way, natively: the histogram of bytes in memory.
+    let native = Instant::now();
+    std::hint::black_box(entropy_histogram(std::hint::black_box(&data)));
+    let native = native.elapsed();
 
     // Offloaded: one setxattr runs the kernel on the device; getxattr returns the histogram.
     let before = device.stats();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), thread_cpu());
     tests::xattr::set(&file, "user.csd.file_job", "/kernels/entropy.o")
         .context("setxattr user.csd.file_job")?;
     let mut result = vec![0u8; 4096];
     let n = rustix::fs::getxattr(&file, "user.csd.result", &mut result[..])
         .context("getxattr user.csd.result")?;
     let offload_wall = started.elapsed();
+    let offload_cpu = thread_cpu() - cpu;
     let offloaded = device.stats().since(&before);
     let device_counts = histogram(&result[..n])?;
     let mut stats = vec![0u8; 256];
@@ -176,6 +185,34 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
         &offloaded,
         offload_wall,
     );
+    println!();
+    println!(
+        "Modeled on the {} preset (host CPU: the job's thread, user + system):",
+        Preset::Zn540.name()
+    );
+    let ns = |d: Duration| d.as_nanos() as u64;
+    println!(
+        "  regular    host CPU {:>10}  device {:>10}  end to end {:>10} (device + native histogram {})",
+        Nanos(ns(regular_cpu)).to_string(),
+        Nanos(regular.modeled_ns).to_string(),
+        Nanos(regular.modeled_ns + ns(native)).to_string(),
+        Nanos(ns(native))
+    );
+    let field = |key: &str| -> u64 {
+        stats
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(0)
+    };
+    println!(
+        "  offloaded  host CPU {:>10}  device {:>10}  end to end {:>10} (kernel {}: compute {}, NAND reads {})",
+        Nanos(ns(offload_cpu)).to_string(),
+        Nanos(offloaded.modeled_ns).to_string(),
+        Nanos(offloaded.modeled_ns + ns(offload_cpu)).to_string(),
+        Nanos(field("device_ns")),
+        Nanos(field("device_compute_ns")),
+        Nanos(field("device_nand_ns"))
+    );
     println!("  kernel run: {stats}");
     if counts != device_counts {
         bail!("the offloaded histogram differs from the one computed on the host");
@@ -189,11 +226,16 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
 
 fn print_line(what: &str, h: f64, stats: &host_shell::device::inprocess::Stats, wall: Duration) {
     println!(
-        "  {what} H = {h:.6}  link {:>10} (to device {}, to host {})  wall {:>6.2} s  modeled device {:>6.3} s",
+        "  {what} H = {h:.6}  link {:>10} (to device {}, to host {})  wall {:>6.2} s",
         Bytes(stats.link_bytes()).to_string(),
         Bytes(stats.link_to_device_bytes),
         Bytes(stats.link_to_host_bytes),
         wall.as_secs_f64(),
-        stats.modeled_ns as f64 / 1e9
     );
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
 }

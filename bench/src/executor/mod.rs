@@ -38,6 +38,9 @@ pub struct KernelFigures {
     pub speedup_vs_rbpf_jit: Option<f64>,
     /// Native time / this executor's time (below 1: how far from native).
     pub ratio_vs_native: f64,
+    /// The run's counters (instruction classes, helper calls), for the device-time model.
+    #[serde(skip)]
+    pub run: common::program::RunStats,
 }
 
 struct Kernel {
@@ -227,6 +230,7 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Vec<KernelFigu
             speedup_vs_rbpf_interp: rbpf_interp.median / csd.median,
             speedup_vs_rbpf_jit: rbpf_jit.map(|jit| jit.median / csd.median),
             ratio_vs_native: native.median / csd.median,
+            run: stats,
             csd,
             rbpf_interp,
             rbpf_jit,

@@ -6,6 +6,7 @@
 //! tmpfs, is `host_disk_full`.)
 
 mod cli;
+mod device_time;
 mod model;
 mod offload;
 mod offload_edges;
