@@ -26,6 +26,11 @@
 //! twice (a Zone Append must not append twice). A device answers a frame it cannot use with a
 //! `Nak`; the host answers a bad frame by retransmitting its request.
 //!
+//! Execute Program goes on in the background: the device answers its request with
+//! [`ToHost::Pending`] at once, and serves other requests while the run is in progress. The host
+//! sends [`ToDevice::Poll`] to let the device run its kernels for a few slices; the answer is the
+//! [`ToHost::Response`] of a run that finished (its completion names it), or `Pending` again.
+//!
 //! Data only, no allocation: the caller provides the buffers ([`MAX_BODY_BYTES`] and
 //! [`MAX_FRAME_BYTES`] are enough for any frame).
 
@@ -33,7 +38,7 @@ use crc::{Crc, CRC_32_ISO_HDLC};
 use serde::{Deserialize, Serialize};
 
 /// Version of the link framing. A receiver rejects a frame of another version.
-pub const LINK_VERSION: u16 = 1;
+pub const LINK_VERSION: u16 = 2;
 
 /// Most DMA bytes one request or response carries: 1 MiB, four times the controller's largest
 /// Read or Write (64 LBAs), room for a large extent list or kernel output.
@@ -82,6 +87,9 @@ pub enum ToDevice<'a, S> {
         host_len: u32,
         data: &'a [u8],
     },
+    /// Runs the device's kernels for a few slices; answered with the completion of a run that
+    /// finished, or [`ToHost::Pending`].
+    Poll,
 }
 
 /// A message from the device to the host. `C` is the completion envelope (`Completion`).
@@ -95,6 +103,9 @@ pub enum ToHost<'a, C> {
     Response { completion: C, data: &'a [u8] },
     /// The device received a frame it could not use; the host should send its request again.
     Nak(NakReason),
+    /// The request goes on in the background (an Execute Program accepted), or a
+    /// [`ToDevice::Poll`] found no run finished yet. `busy`: whether runs are in progress.
+    Pending { busy: bool },
 }
 
 /// What a device tells the host when a session opens.

@@ -3,7 +3,9 @@
 //! Stop and wait (see `common::link`): one request at a time, answered before the next is read.
 //! The last response is kept and sent again, without touching the controller, when the host
 //! retransmits a request with the same sequence number, so a lost response never runs a
-//! command twice. Execute Program is served to its end (slice after slice) before answering.
+//! command twice. Execute Program goes on in the background: its request is answered `Pending`,
+//! and each `Poll` runs at most [`POLL_SLICES`] kernel slices before answering, so regular
+//! commands are served between groups of slices, not after a kernel's end.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -20,6 +22,11 @@ use firmware::nand::Nand;
 
 /// The submission queue the link's commands belong to.
 const LINK_SQ: u16 = 0;
+
+/// Most kernel slices one `Poll` runs: enough that a poll's round trip over the emulated UART
+/// (a few bytes each way) stays small beside them, few enough that a regular command waits for
+/// a handful of slices at most.
+pub const POLL_SLICES: u32 = 8;
 
 /// A command's host memory as carried by one request frame and its response.
 struct LinkDma<'a> {
@@ -140,74 +147,113 @@ impl<N: Nand> Server<N> {
                 host_len,
                 data,
             } => {
-                if let Some((last_seq, frame)) = &self.last {
-                    if *last_seq == seq {
-                        defmt::info!("link: request {} again, sending its response again", seq);
-                        write_all(port, frame);
-                        return;
-                    }
+                if replayed(&self.last, seq, port) {
+                    return;
                 }
                 self.output.clear();
-                let completion = serve_one(
+                let done = serve_one(
                     &mut self.controller,
                     &submission,
                     host_len,
                     data,
                     &mut self.output,
                 );
-                log_fault(&completion);
-                let response = DeviceMessage::Response {
-                    completion,
-                    data: &self.output,
+                let response = match &done {
+                    Some(completion) => {
+                        log_fault(completion);
+                        DeviceMessage::Response {
+                            completion: *completion,
+                            data: &self.output,
+                        }
+                    }
+                    None => DeviceMessage::Pending { busy: true },
                 };
-                let mut frame = vec![0u8; MAX_FRAME_BYTES];
-                let len = link::encode(seq, &response, &mut self.body, &mut frame)
-                    .unwrap_or_else(|_| panic!("a response never outgrows a frame"));
-                frame.truncate(len);
-                write_all(port, &frame);
-                self.last = Some((seq, frame));
-                self.served += 1;
-                if self.served.is_power_of_two() {
-                    defmt::info!("link: requests served: {}", self.served);
-                }
+                let frame = encode_frame(seq, &response, &mut self.body);
+                self.answer(seq, frame, port);
             }
+            HostMessage::Poll => {
+                if replayed(&self.last, seq, port) {
+                    return;
+                }
+                let mut finished = None;
+                for _ in 0..POLL_SLICES {
+                    if !self.controller.busy() {
+                        break;
+                    }
+                    if let Some((_, done)) = self.controller.poll() {
+                        finished = Some(done);
+                        break;
+                    }
+                }
+                let response = match &finished {
+                    Some(completion) => {
+                        log_fault(completion);
+                        DeviceMessage::Response {
+                            completion: *completion,
+                            data: &[],
+                        }
+                    }
+                    None => DeviceMessage::Pending {
+                        busy: self.controller.busy(),
+                    },
+                };
+                let frame = encode_frame(seq, &response, &mut self.body);
+                self.answer(seq, frame, port);
+            }
+        }
+    }
+
+    /// Sends the response `frame` to request `seq` and keeps it for a retransmission.
+    fn answer<P: Write>(&mut self, seq: u32, frame: Vec<u8>, port: &mut P) {
+        write_all(port, &frame);
+        self.last = Some((seq, frame));
+        self.served += 1;
+        if self.served.is_power_of_two() {
+            defmt::info!("link: requests served: {}", self.served);
         }
     }
 }
 
-/// Runs one command to its completion.
+/// Sends the kept response `last` again if `seq` is the request it answered.
+fn replayed<P: Write>(last: &Option<(u32, Vec<u8>)>, seq: u32, port: &mut P) -> bool {
+    match last {
+        Some((last_seq, frame)) if *last_seq == seq => {
+            defmt::info!("link: request {} again, sending its response again", seq);
+            write_all(port, frame);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn encode_frame(seq: u32, response: &DeviceMessage<'_>, body: &mut [u8]) -> Vec<u8> {
+    let mut frame = vec![0u8; MAX_FRAME_BYTES];
+    let len = link::encode(seq, response, body, &mut frame)
+        .unwrap_or_else(|_| panic!("a response never outgrows a frame"));
+    frame.truncate(len);
+    frame
+}
+
+/// Serves one command: its completion, or `None` when it goes on in the background (Execute
+/// Program).
 fn serve_one<N: Nand>(
     controller: &mut Controller<N>,
     submission: &Submission,
     host_len: u32,
     data: &[u8],
     output: &mut Vec<u8>,
-) -> Completion {
+) -> Option<Completion> {
     let cid = submission.cid;
     let host_len = host_len as usize;
     if host_len > MAX_DATA_BYTES as usize || data.len() > host_len {
-        return Completion::status(cid, Status::DataTransferError);
+        return Some(Completion::status(cid, Status::DataTransferError));
     }
     let mut dma = LinkDma {
         input: data,
         host_len,
         output,
     };
-    if let Some(done) = controller.submit(LINK_SQ, submission, &mut dma) {
-        return done;
-    }
-    // Execute Program goes on in slices; nothing else is in flight on the link.
-    loop {
-        match controller.poll() {
-            Some((_, done)) if done.cid == cid => return done,
-            Some(_) => {}
-            None if !controller.busy() => {
-                defmt::error!("link: command {} vanished from the run queue", cid.0);
-                return Completion::status(cid, Status::InternalError);
-            }
-            None => {}
-        }
-    }
+    controller.submit(LINK_SQ, submission, &mut dma)
 }
 
 /// Logs a completion that reports a fault: the media or the firmware failing (errors), or a

@@ -48,6 +48,7 @@ enum OwnedReq {
         host_len: u32,
         data: Vec<u8>,
     },
+    Poll,
 }
 
 /// A Hello frame's bytes are pinned: header, postcard variant 0, CRC, COBS, delimiters
@@ -56,8 +57,23 @@ enum OwnedReq {
 fn golden_hello() {
     assert_eq!(
         frame(1, &Req::Hello),
-        [0x00, 0x02, 0x01, 0x02, 0x01, 0x01, 0x01, 0x01, 0x05, 0x7a, 0xfd, 0x7b, 0x06, 0x00]
+        [0x00, 0x02, 0x02, 0x02, 0x01, 0x01, 0x01, 0x01, 0x05, 0xe7, 0xe7, 0x93, 0x37, 0x00]
     );
+}
+
+/// A Poll is the message variant after Request, and survives the trip.
+#[test]
+fn golden_poll() {
+    let bytes = frame(3, &Req::Poll);
+    // Version 2, sequence 3, variant 2; then the CRC.
+    let body = [2u8, 0, 3, 0, 0, 0, 2];
+    let mut want = vec![0x00];
+    let mut full = body.to_vec();
+    full.extend(CRC32.checksum(&body).to_le_bytes());
+    want.extend(cobs::encode_vec(&full));
+    want.push(0x00);
+    assert_eq!(bytes, want);
+    assert_eq!(receive::<OwnedReq>(&bytes), [Ok((3, OwnedReq::Poll))]);
 }
 
 /// A Request frame's bytes are pinned, data included.
@@ -74,8 +90,8 @@ fn golden_request() {
     assert_eq!(
         frame(0x0102_0304, &msg),
         [
-            0x00, 0x02, 0x01, 0x0c, 0x04, 0x03, 0x02, 0x01, 0x01, 0x02, 0xac, 0x02, 0x03, 0x03,
-            0xaa, 0x06, 0xbb, 0x35, 0xde, 0x75, 0x2b, 0x00
+            0x00, 0x02, 0x02, 0x0c, 0x04, 0x03, 0x02, 0x01, 0x01, 0x02, 0xac, 0x02, 0x03, 0x03,
+            0xaa, 0x06, 0xbb, 0x4c, 0xb4, 0x08, 0x3a, 0x00
         ]
     );
 }
@@ -132,6 +148,8 @@ fn roundtrip_to_host() {
             data: &[1, 2, 3, 0, 0, 0],
         },
         Resp::Nak(NakReason::BadChecksum),
+        Resp::Pending { busy: true },
+        Resp::Pending { busy: false },
     ];
     for (seq, msg) in msgs.iter().enumerate() {
         let bytes = frame(seq as u32, msg);
@@ -206,22 +224,22 @@ fn overlong_frame_is_dropped() {
 /// A frame of another link version is refused by version, not misread.
 #[test]
 fn other_version_is_refused() {
-    // Version 2, seq 0, Hello (variant 0), then the CRC.
-    let mut body = vec![2, 0, 0, 0, 0, 0, 0];
+    // Version 3, seq 0, Hello (variant 0), then the CRC.
+    let mut body = vec![3, 0, 0, 0, 0, 0, 0];
     body.extend(CRC32.checksum(&body).to_le_bytes());
     let mut bytes = vec![0x00];
     bytes.extend(cobs::encode_vec(&body));
     bytes.push(0x00);
     assert_eq!(
         receive::<OwnedReq>(&bytes),
-        [Err(DecodeError::UnsupportedVersion(2))]
+        [Err(DecodeError::UnsupportedVersion(3))]
     );
 }
 
 /// Bytes after the message inside a checksummed frame make it corrupt.
 #[test]
 fn trailing_bytes_are_corrupt() {
-    let body = [1, 0, 5, 0, 0, 0, 0, 0xEE];
+    let body = [2, 0, 5, 0, 0, 0, 0, 0xEE];
     let mut full = body.to_vec();
     full.extend(CRC32.checksum(&body).to_le_bytes());
     let f = Frame::from_body(&full).expect("checks pass");

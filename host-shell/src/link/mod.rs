@@ -2,7 +2,8 @@
 //!
 //! - [`Link`]: stop-and-wait exchange of frames over any byte stream, with retransmission on a
 //!   `Nak`, a corrupt answer or a timeout (the device replays its last response to a repeated
-//!   sequence number, so a retransmission never runs a command twice).
+//!   sequence number, so a retransmission never runs a command twice). Kernel runs go on in the
+//!   background on the board; the host polls for their completions between other requests.
 //! - [`qemu`]: starts the board image in QEMU with UART0 on a Unix socket, and [`QemuDevice`]
 //!   puts a [`Link`] behind the device thread's [`Backend`], so the host's queues and driver
 //!   work unchanged over QEMU.
@@ -56,6 +57,16 @@ pub struct LinkStats {
     /// Bytes written to and read from the link.
     pub bytes_out: u64,
     pub bytes_in: u64,
+}
+
+/// The device's answer to a request or a poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A completion, with the host memory the device wrote (from offset 0).
+    Done(Completion, Vec<u8>),
+    /// The request went on in the background (Execute Program), or a poll found no run
+    /// finished; `busy`: whether runs are still in progress.
+    Pending { busy: bool },
 }
 
 /// A fault to put into the next frame sent, to test the link's recovery.
@@ -139,15 +150,16 @@ impl<P: Port + std::fmt::Debug> Link<P> {
         Ok(info)
     }
 
-    /// Runs one command: sends `submission` with the host memory the device may read (`data`)
-    /// and the size of the command's host memory, and returns the completion with the host
-    /// memory the device wrote (from offset 0).
-    pub fn call(
+    /// Sends one command: `submission` with the host memory the device may read (`data`) and
+    /// the size of the command's host memory. The answer is its completion with the host memory
+    /// the device wrote, or `Pending` for a command that goes on in the background (see
+    /// [`Link::poll`]).
+    pub fn request(
         &mut self,
         submission: &Submission,
         host_len: usize,
         data: &[u8],
-    ) -> Result<(Completion, Vec<u8>), LinkError> {
+    ) -> Result<Answer, LinkError> {
         let max = self.info.map_or(MAX_DATA_BYTES, |i| i.max_data_bytes);
         if host_len > max as usize || data.len() > max as usize {
             return Err(LinkError::TooLarge {
@@ -161,10 +173,37 @@ impl<P: Port + std::fmt::Debug> Link<P> {
             host_len: host_len as u32,
             data,
         };
-        self.exchange(&msg, |msg| match msg {
-            DeviceMessage::Response { completion, data } => Some((completion, data.to_vec())),
-            _ => None,
-        })
+        self.exchange(&msg, answer)
+    }
+
+    /// Lets the device run its background work (kernel slices) for a while: the answer is the
+    /// completion of a run that finished, or `Pending`.
+    pub fn poll(&mut self) -> Result<Answer, LinkError> {
+        self.seq = self.seq.wrapping_add(1);
+        self.exchange(&HostMessage::Poll, answer)
+    }
+
+    /// Runs one command to its end: [`Link::request`], then polls a command that went to the
+    /// background until it completes (nothing else may be in the background).
+    pub fn call(
+        &mut self,
+        submission: &Submission,
+        host_len: usize,
+        data: &[u8],
+    ) -> Result<(Completion, Vec<u8>), LinkError> {
+        let mut answer = self.request(submission, host_len, data)?;
+        loop {
+            match answer {
+                Answer::Done(completion, data) => return Ok((completion, data)),
+                Answer::Pending { busy: false } => {
+                    return Ok((
+                        Completion::status(submission.cid, common::Status::InternalError),
+                        Vec::new(),
+                    ))
+                }
+                Answer::Pending { busy: true } => answer = self.poll()?,
+            }
+        }
     }
 
     /// Makes the next frame sent carry `fault` (once; the retransmission is clean).
@@ -302,6 +341,17 @@ impl<P: Port + std::fmt::Debug> Link<P> {
             self.stats.retransmits += 1;
             self.send_frame(len)?;
         }
+    }
+}
+
+/// The answers a request or a poll takes.
+fn answer(msg: DeviceMessage<'_>) -> Option<Answer> {
+    match msg {
+        DeviceMessage::Response { completion, data } => {
+            Some(Answer::Done(completion, data.to_vec()))
+        }
+        DeviceMessage::Pending { busy } => Some(Answer::Pending { busy }),
+        _ => None,
     }
 }
 

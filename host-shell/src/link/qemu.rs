@@ -16,13 +16,15 @@ use std::{
 };
 
 use common::{
-    command::{Command, Completion, Submission},
+    command::{Command, CommandId, Completion, Submission},
     link::DeviceInfo,
     zns::IdentifyZns,
     Status,
 };
 
-use super::{reads_host_memory, BoardLog, BoardLogError, Link, LinkError, LinkStats, LogLine};
+use super::{
+    reads_host_memory, Answer, BoardLog, BoardLogError, Link, LinkError, LinkStats, LogLine,
+};
 use crate::{
     device::{
         queue::Entry,
@@ -198,7 +200,24 @@ impl QemuBoard {
         LinkError::Exited(why)
     }
 
-    /// Runs one command over the link.
+    /// Sends one command over the link (see [`Link::request`]).
+    pub fn request(
+        &mut self,
+        submission: &Submission,
+        host_len: usize,
+        data: &[u8],
+    ) -> Result<Answer, LinkError> {
+        self.link
+            .request(submission, host_len, data)
+            .map_err(|e| self.explain(e))
+    }
+
+    /// Lets the board run its kernels for a few slices (see [`Link::poll`]).
+    pub fn poll(&mut self) -> Result<Answer, LinkError> {
+        self.link.poll().map_err(|e| self.explain(e))
+    }
+
+    /// Runs one command over the link to its end.
     pub fn call(
         &mut self,
         submission: &Submission,
@@ -246,17 +265,25 @@ fn connect(socket: &Path) -> Result<UnixStream, LinkError> {
     }
 }
 
-/// The device thread's backend over the link: one command at a time, answered in full
-/// (Execute Program included), so nothing runs in the background on the host side.
+/// The device thread's backend over the link: one command at a time, and Execute Program in
+/// the background on the board, polled for while the host's queues are empty.
 #[derive(Debug)]
 pub struct QemuBackend {
     board: QemuBoard,
+    /// Runs on the board: the command id the link knows it by, and its queue and own id.
+    running: Vec<(CommandId, u16, CommandId)>,
+    /// The next command id for a run on the board (ids of different queues may coincide).
+    next_run: u16,
 }
 
 impl QemuBackend {
     /// A backend over a started board.
     pub fn new(board: QemuBoard) -> Self {
-        QemuBackend { board }
+        QemuBackend {
+            board,
+            running: Vec::new(),
+            next_run: 0,
+        }
     }
 
     /// The board.
@@ -265,37 +292,81 @@ impl QemuBackend {
     }
 }
 
+fn link_failed(cid: CommandId, e: &LinkError) -> Completion {
+    eprintln!("csd: {e}");
+    let status = match e {
+        LinkError::TooLarge { .. } => Status::DataTransferError,
+        _ => Status::CommandAborted,
+    };
+    Completion::status(cid, status)
+}
+
 impl Backend for QemuBackend {
-    fn submit(&mut self, _sqid: u16, entry: &mut Entry) -> Option<Completion> {
-        let sub = entry.submission;
+    fn submit(&mut self, sqid: u16, entry: &mut Entry) -> Option<Completion> {
+        let mut sub = entry.submission;
         let data: &[u8] = if reads_host_memory(&sub.command) {
             &entry.buffer
         } else {
             &[]
         };
-        match self.board.call(&sub, entry.buffer.len(), data) {
-            Ok((completion, written)) => {
+        let own = sub.cid;
+        let background = matches!(sub.command, Command::ExecuteProgram(_));
+        if background {
+            sub.cid = CommandId(self.next_run);
+            self.next_run = self.next_run.wrapping_add(1);
+        }
+        match self.board.request(&sub, entry.buffer.len(), data) {
+            Ok(Answer::Done(mut completion, written)) => {
                 let n = written.len().min(entry.buffer.len());
                 entry.buffer[..n].copy_from_slice(&written[..n]);
+                completion.cid = own;
                 Some(completion)
             }
-            Err(e) => {
-                eprintln!("csd: {e}");
-                let status = match e {
-                    LinkError::TooLarge { .. } => Status::DataTransferError,
-                    _ => Status::CommandAborted,
-                };
-                Some(Completion::status(sub.cid, status))
+            Ok(Answer::Pending { .. }) if background => {
+                self.running.push((sub.cid, sqid, own));
+                None
             }
+            Ok(Answer::Pending { .. }) => {
+                eprintln!(
+                    "csd: the board put a command that has no background part in the background"
+                );
+                Some(Completion::status(own, Status::InternalError))
+            }
+            Err(e) => Some(link_failed(own, &e)),
         }
     }
 
     fn poll(&mut self) -> Option<(u16, Completion)> {
-        None
+        let (link_cid, sqid, own) = *self.running.first()?;
+        let mut take = |link_cid: CommandId, completion: Completion| {
+            let at = self.running.iter().position(|r| r.0 == link_cid)?;
+            let (_, sqid, own) = self.running.swap_remove(at);
+            Some((
+                sqid,
+                Completion {
+                    cid: own,
+                    ..completion
+                },
+            ))
+        };
+        match self.board.poll() {
+            Ok(Answer::Done(completion, _)) => take(completion.cid, completion),
+            Ok(Answer::Pending { busy: true }) => None,
+            // The board has no run in progress, yet this one never completed: fail it.
+            Ok(Answer::Pending { busy: false }) => take(
+                link_cid,
+                Completion::status(link_cid, Status::InternalError),
+            ),
+            Err(e) => {
+                let failed = link_failed(own, &e);
+                self.running.remove(0);
+                Some((sqid, failed))
+            }
+        }
     }
 
     fn busy(&self) -> bool {
-        false
+        !self.running.is_empty()
     }
 }
 

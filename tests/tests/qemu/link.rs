@@ -113,6 +113,61 @@ fn qemu_device_survives_restart_and_runs_a_kernel() {
     assert_eq!(driver.read(zone_size, 3).expect("host reads"), second);
 }
 
+/// The board serves regular commands while a kernel runs: a kernel counting until its fuel
+/// runs out (hundreds of slices) on one queue, and reads and appends on another that all
+/// complete before it does, every completion reaching the command that asked.
+#[test]
+fn the_board_serves_io_between_kernel_slices() {
+    let device = QemuDevice::start(&QemuOptions::new(None)).expect("QEMU device starts");
+    let zone_size = device.identify().zone_size_lbas;
+    let kernel = device.driver_on(1);
+    let program = loader::load_object(kernel_object("tests/hostile_infinite_loop"))
+        .expect("kernel links")
+        .to_bytes();
+    kernel
+        .load_program(ProgramSlot(0), &program)
+        .expect("program loads");
+    kernel.activate(ProgramSlot(0), true).expect("activates");
+    kernel
+        .set_ranges(RangeSetId(0), &[], 0, 64)
+        .expect("range set");
+    let kernel_done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let exec = ExecuteProgram {
+                slot: ProgramSlot(0),
+                range_set: RangeSetId(0),
+                op: ProgramOp::FileJob,
+                offset: 0,
+                len: 0,
+                param0: 0,
+                param1: 0,
+                fuel: 20_000_000,
+            };
+            let result = kernel.execute(exec, Vec::new()).expect("kernel runs");
+            kernel_done.store(true, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(
+                result.outcome,
+                ExecOutcome::Faulted(common::program::ExecFault::OutOfFuel)
+            );
+        });
+        // Let the kernel start.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let io = device.driver_on(2);
+        for i in 0..4u8 {
+            let block = vec![i; LBA_BYTES as usize];
+            let at = io.append(zone_size, block).expect("append");
+            assert_eq!(at, zone_size + u64::from(i));
+            assert!(io.read(at, 1).expect("read").iter().all(|&b| b == i));
+        }
+        assert!(
+            !kernel_done.load(std::sync::atomic::Ordering::SeqCst),
+            "the I/O waited for the kernel's end"
+        );
+    });
+    device.stop();
+}
+
 /// Garbage on the line, a bit flipped in a request and a request cut short are all rejected
 /// by the board (a Nak or silence), the host retransmits, and every command completes once.
 #[test]
