@@ -3,8 +3,10 @@
 //! - Read throughput: this thread reads the file sequentially (1 MiB reads) for a fixed window
 //!   while 0, 1, 2 and 4 worker processes each run `user.csd.file_job` entropy on it in a loop.
 //! - Latency: 4 KiB reads at random offsets for a window with no kernel, then while two
-//!   processes each run a long kernel (entropy over the whole file); p50 and p99 of each. The
-//!   reads are `O_DIRECT`, so each one reaches the file system (not the page cache).
+//!   processes each run a long kernel (entropy over the whole file, and over a copy of it: file
+//!   jobs on one file take turns, as the kernel holds the inode's lock across a setxattr); p50
+//!   and p99 of each. The reads are `O_DIRECT`, so each one reaches the file system (not the
+//!   page cache).
 //!
 //! Workers are this binary again (`csd-bench --offload-worker FILE`): a process of its own, as
 //! offload state belongs to a process. They print a line per finished job and are killed with
@@ -59,6 +61,12 @@ pub struct Concurrent {
     pub read_4k_during_kernel: Latency,
     /// p99 during the kernel / p99 idle.
     pub p99_ratio: f64,
+    /// In modeled time (zn540 preset): the longest any regular command of this section waited
+    /// for the firmware's core, the longest slice that core ran, and the longest a slice's
+    /// compute can be (its fuel at the dearest instruction class).
+    pub modeled_wait_max_us: f64,
+    pub modeled_slice_max_us: f64,
+    pub modeled_slice_compute_max_us: f64,
 }
 
 /// The worker: runs entropy file jobs on `file` until killed, a line on stdout per job.
@@ -83,8 +91,8 @@ struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` workers on `file` and waits until each is ready.
-    fn start(n: usize, file: &Path) -> Result<Workers> {
+    /// Starts a worker on each of `files` and waits until each is ready.
+    fn start(files: &[&Path]) -> Result<Workers> {
         let exe = std::env::current_exe().context("the benchmark's own path")?;
         let finished = Arc::new(AtomicU64::new(0));
         let mut workers = Workers {
@@ -92,7 +100,7 @@ impl Workers {
             finished: Arc::clone(&finished),
             readers: Vec::new(),
         };
-        for _ in 0..n {
+        for file in files {
             let mut child = Command::new(&exe)
                 .arg("--offload-worker")
                 .arg(file)
@@ -157,7 +165,7 @@ pub fn run(root: &Path, file_bytes: usize, window: Duration) -> Result<Concurren
 
     let mut throughput: Vec<Throughput> = Vec::new();
     for offloaders in [0, 1, 2, 4] {
-        let workers = Workers::start(offloaders, &file)?;
+        let workers = Workers::start(&vec![file.as_path(); offloaders])?;
         let bytes_per_s = read_throughput(&file, window)?;
         let offloads_finished = workers.stop()?;
         let idle = throughput
@@ -171,13 +179,27 @@ pub fn run(root: &Path, file_bytes: usize, window: Duration) -> Result<Concurren
         });
     }
     let read_4k_idle = read_latency(&file, file_bytes as u64, window)?;
-    let workers = Workers::start(2, &file)?;
+    // The two kernels run over two files: file jobs on one file take turns, as the kernel
+    // holds a file's inode lock across a setxattr, and with it across the job.
+    let second = mount.root().join("sample2.txt");
+    std::fs::copy(&file, &second).context("copy the sample file")?;
+    let workers = Workers::start(&[&file, &second])?;
     // Let the kernels start before measuring.
     std::thread::sleep(Duration::from_millis(100));
     let read_4k_during_kernel = read_latency(&file, file_bytes as u64, window)?;
     workers.stop()?;
+    let stats = mount.stats();
+    let modeled_wait_max_us = stats.modeled_wait_max_ns as f64 / 1e3;
+    let modeled_slice_max_us = stats.modeled_slice_max_ns as f64 / 1e3;
     mount.finish()?;
+    let cpu = crate::mount::PRESET.cpu();
+    let c = cpu.interpreted;
+    let dearest = c.alu.max(c.memory).max(c.branch).max(c.call);
+    let slice_fuel = firmware::controller::ProgramConfig::default().slice_fuel;
     Ok(Concurrent {
+        modeled_wait_max_us,
+        modeled_slice_max_us,
+        modeled_slice_compute_max_us: (slice_fuel * dearest) as f64 / cpu.clock_hz as f64 * 1e6,
         file_bytes: file_bytes as u64,
         window_s: window.as_secs_f64(),
         throughput,

@@ -522,6 +522,14 @@ fn markdown(report: &Report) -> String {
         c.read_4k_during_kernel.reads,
         c.p99_ratio
     );
+    let _ = writeln!(
+        md,
+        "Modeled on the device (zn540: {} cores): the longest any regular command waited for the firmware's core was {:.0} us, for the slice in progress there; the longest slice that core ran took {:.0} us (a slice's compute is at most {:.0} us; its NAND reads take longer when their dies are busy).\n",
+        host_shell::nand::preset::Preset::Zn540.cpu().cores,
+        c.modeled_wait_max_us,
+        c.modeled_slice_max_us,
+        c.modeled_slice_compute_max_us
+    );
 
     let d = &report.device.append;
     let _ = writeln!(

@@ -170,6 +170,8 @@ pub struct Clock {
     latest_ns: u64,
     /// The longest a regular command waited for core 0.
     max_wait_ns: u64,
+    /// The longest slice core 0 ran.
+    max_firmware_slice_ns: u64,
 }
 
 impl Clock {
@@ -187,6 +189,7 @@ impl Clock {
             runs: HashMap::new(),
             latest_ns: ready_ns,
             max_wait_ns: 0,
+            max_firmware_slice_ns: 0,
         }
     }
 
@@ -221,6 +224,12 @@ impl Clock {
     /// The longest a regular command has waited for core 0 (for a slice to end).
     pub fn max_wait_ns(&self) -> u64 {
         self.max_wait_ns
+    }
+
+    /// The longest slice core 0 has run: its compute, or its NAND reads when their dies were
+    /// busy longer.
+    pub fn max_firmware_slice_ns(&self) -> u64 {
+        self.max_firmware_slice_ns
     }
 
     /// Ends a regular command that started at `start_ns`, whose NAND work ended at `nand_end_ns`
@@ -299,6 +308,7 @@ impl Clock {
         }
         if slice.core == 0 && end > slice.start_ns {
             self.firmware_slices.push_back((slice.start_ns, end));
+            self.max_firmware_slice_ns = self.max_firmware_slice_ns.max(end - slice.start_ns);
         }
         self.reach(end);
         end
@@ -520,6 +530,7 @@ mod tests {
         assert_eq!(clock.command_end(start, start, 4096), 2_004_000);
         // The first waited a whole slice (it arrived as the slice began).
         assert_eq!(clock.max_wait_ns(), 1_000_000);
+        assert_eq!(clock.max_firmware_slice_ns(), 1_000_000);
         // After the slices, nothing to wait for.
         clock.finished(0, CID);
         assert_eq!(clock.command_start(), 3_000_000);

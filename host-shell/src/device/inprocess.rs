@@ -46,6 +46,8 @@ pub struct Counters {
     /// The longest modeled wait of a regular command for the firmware's core (a kernel slice
     /// in progress there), in nanoseconds.
     pub modeled_wait_max_ns: AtomicU64,
+    /// The longest kernel slice the firmware's core ran, in modeled nanoseconds.
+    pub modeled_slice_max_ns: AtomicU64,
 }
 
 /// A snapshot of [`Counters`].
@@ -61,6 +63,7 @@ pub struct Stats {
     pub nand_program_bytes: u64,
     pub modeled_ns: u64,
     pub modeled_wait_max_ns: u64,
+    pub modeled_slice_max_ns: u64,
 }
 
 impl Stats {
@@ -81,8 +84,9 @@ impl Stats {
             nand_read_bytes: self.nand_read_bytes - earlier.nand_read_bytes,
             nand_program_bytes: self.nand_program_bytes - earlier.nand_program_bytes,
             modeled_ns: self.modeled_ns - earlier.modeled_ns,
-            // A maximum over the device's life, not a difference.
+            // Maxima over the device's life, not differences.
             modeled_wait_max_ns: self.modeled_wait_max_ns,
+            modeled_slice_max_ns: self.modeled_slice_max_ns,
         }
     }
 }
@@ -102,6 +106,7 @@ impl Counters {
             nand_program_bytes: get(&self.nand_program_bytes),
             modeled_ns: get(&self.modeled_ns),
             modeled_wait_max_ns: get(&self.modeled_wait_max_ns),
+            modeled_slice_max_ns: get(&self.modeled_slice_max_ns),
         }
     }
 }
@@ -177,6 +182,8 @@ impl<S: PageStore> InProcess<S> {
         c.modeled_ns.store(self.clock.now_ns(), Ordering::Relaxed);
         c.modeled_wait_max_ns
             .store(self.clock.max_wait_ns(), Ordering::Relaxed);
+        c.modeled_slice_max_ns
+            .store(self.clock.max_firmware_slice_ns(), Ordering::Relaxed);
     }
 
     /// Counts a completed command's bytes on the link; returns them.

@@ -78,6 +78,10 @@ fn c_kernels_match_the_reference() {
     assert_eq!(v["device_bytes_read"], zone_data.len() as u64);
     assert!(v["instructions"].as_u64().unwrap() > 0);
     assert!(v["fuel_used"].as_u64().unwrap() >= v["instructions"].as_u64().unwrap());
+    // The image records the small preset: its device time is modeled, compute included.
+    let modeled = |key: &str| v[key].as_u64().unwrap_or_else(|| panic!("{key} in {v}"));
+    assert!(modeled("device_compute_ns") > 0 && modeled("device_nand_ns") > 0);
+    assert!(modeled("device_ns") >= modeled("device_compute_ns").max(modeled("device_nand_ns")));
 
     let v = run(&img, "passthrough", &["--lba", zslba, "--len", &len]);
     assert_eq!(output(&v), data);
