@@ -2,7 +2,9 @@
 //!
 //! [`Timed`] wraps any [`Nand`] and, without slowing anything down, accounts modeled time:
 //! each die is busy for the array time of its operations (read, program, erase), each channel
-//! for the page transfers over it. Whoever issues operations (a command, a kernel's slice) says
+//! for the page transfers over it. Each keeps its recent busy intervals ([`Timeline`]), so an
+//! operation given at an earlier modeled time than work already booked (a kernel whose modeled
+//! time runs behind another's) still finds the idle gaps before that work. Whoever issues operations (a command, a kernel's slice) says
 //! when they start ([`Timed::start_at`], a time the device's clock chooses, see
 //! `device::clock`) and learns when the last of them ends ([`Timed::finished_ns`]); they queue
 //! on their own die and channel, so pages striped across dies overlap as they would on a real
@@ -55,6 +57,44 @@ impl TimingModel {
     }
 }
 
+/// Busy intervals of one die or channel: recent ones, sorted and disjoint.
+#[derive(Debug, Clone, Default)]
+struct Timeline {
+    busy: std::collections::VecDeque<(u64, u64)>,
+}
+
+/// Intervals a [`Timeline`] keeps; older ones are forgotten (work given before them finds the
+/// resource free).
+const KEPT_INTERVALS: usize = 256;
+
+impl Timeline {
+    /// Books `len` nanoseconds at the earliest time from `at` on when the resource is free;
+    /// returns when the booking starts.
+    fn book(&mut self, at: u64, len: u64) -> u64 {
+        let mut start = at;
+        let mut i = self.busy.partition_point(|&(_, end)| end <= at);
+        while let Some(&(s, e)) = self.busy.get(i) {
+            if start + len <= s {
+                break;
+            }
+            start = start.max(e);
+            i += 1;
+        }
+        if len > 0 {
+            self.busy.insert(i, (start, start + len));
+            if self.busy.len() > KEPT_INTERVALS {
+                self.busy.pop_front();
+            }
+        }
+        start
+    }
+
+    /// When the last booking ends.
+    fn until(&self) -> u64 {
+        self.busy.back().map_or(0, |&(_, end)| end)
+    }
+}
+
 /// A [`Nand`] that accounts modeled time for its operations. See the module docs.
 #[derive(Debug)]
 pub struct Timed<N> {
@@ -64,8 +104,8 @@ pub struct Timed<N> {
     start_ns: u64,
     /// Latest end of any operation since `start_ns` was set.
     end_ns: u64,
-    die_free_ns: Vec<u64>,
-    channel_free_ns: Vec<u64>,
+    dies: Vec<Timeline>,
+    channels: Vec<Timeline>,
 }
 
 impl<N: Nand> Timed<N> {
@@ -77,8 +117,8 @@ impl<N: Nand> Timed<N> {
             model,
             start_ns: 0,
             end_ns: 0,
-            die_free_ns: vec![0; g.dies() as usize],
-            channel_free_ns: vec![0; g.channels as usize],
+            dies: vec![Timeline::default(); g.dies() as usize],
+            channels: vec![Timeline::default(); g.channels as usize],
         }
     }
 
@@ -110,9 +150,8 @@ impl<N: Nand> Timed<N> {
 
     /// When every die and channel is done with the work given so far.
     pub fn busy_until_ns(&self) -> u64 {
-        let dies = self.die_free_ns.iter().copied().max().unwrap_or(0);
-        let channels = self.channel_free_ns.iter().copied().max().unwrap_or(0);
-        dies.max(channels)
+        let until = |t: &[Timeline]| t.iter().map(Timeline::until).max().unwrap_or(0);
+        until(&self.dies).max(until(&self.channels))
     }
 
     /// When the last operation since [`Timed::start_at`] ends (its start if there was none).
@@ -124,24 +163,21 @@ impl<N: Nand> Timed<N> {
         g.channel_of_die(g.die_of(block)) as usize
     }
 
-    /// Die work of `array_ns`, with a transfer of `bytes` over the channel before (`transfer_first`)
-    /// or after it.
+    /// Die work of `array_ns`, with a transfer of `bytes` over the channel before (`transfer_first`,
+    /// a program) or after it (a read). (A read's die is booked for its array time and the
+    /// transfer together, even when the channel takes the data later.)
     fn account(&mut self, block: BlockId, array_ns: u64, bytes: u64, transfer_first: bool) {
         let g = self.inner.geometry();
         let die = g.die_of(block) as usize;
         let channel = self.channel_of(&g, block);
         let xfer = TimingModel::transfer_ns(bytes, self.model.channel_bytes_per_s);
-        let start = self.start_ns.max(self.die_free_ns[die]);
         let end = if transfer_first {
-            let xfer_start = start.max(self.channel_free_ns[channel]);
-            self.channel_free_ns[channel] = xfer_start + xfer;
-            xfer_start + xfer + array_ns
+            let sent = self.channels[channel].book(self.start_ns, xfer) + xfer;
+            self.dies[die].book(sent, array_ns) + array_ns
         } else {
-            let xfer_start = (start + array_ns).max(self.channel_free_ns[channel]);
-            self.channel_free_ns[channel] = xfer_start + xfer;
-            xfer_start + xfer
+            let read = self.dies[die].book(self.start_ns, array_ns + xfer) + array_ns;
+            self.channels[channel].book(read, xfer) + xfer
         };
-        self.die_free_ns[die] = end;
         self.end_ns = self.end_ns.max(end);
     }
 }
@@ -259,6 +295,33 @@ mod tests {
             .unwrap();
         }
         assert_eq!(nand.finished_ns(), 1_500_000);
+    }
+
+    /// Work given at an earlier modeled time than work already booked on its die uses the
+    /// idle time before it; work that does not fit there goes after.
+    #[test]
+    fn earlier_work_fills_the_gaps() {
+        let g = geometry();
+        let mut nand = Timed::new(SimNand::new(g), MODEL);
+        let (data, spare) = (vec![0u8; 4096], vec![0u8; 64]);
+        let (mut out, mut out_spare) = (vec![0u8; 4096], vec![0u8; 64]);
+        let addr = |page| PageAddr {
+            block: g.block(0, 0),
+            page,
+        };
+        // A program at 10 ms: the die is busy 10-10.5 ms.
+        nand.start_at(10_000_000);
+        nand.program_page(addr(0), &data, &spare).unwrap();
+        assert_eq!(nand.finished_ns(), 10_500_000);
+        // A read at 0 fits before it.
+        nand.start_at(0);
+        nand.read_page(addr(0), &mut out, &mut out_spare).unwrap();
+        assert_eq!(nand.finished_ns(), 50_000);
+        // A program at 9.8 ms does not fit before 10 ms: it follows the first.
+        nand.start_at(9_800_000);
+        nand.program_page(addr(1), &data, &spare).unwrap();
+        assert_eq!(nand.finished_ns(), 11_000_000);
+        assert_eq!(nand.busy_until_ns(), 11_000_000);
     }
 
     /// Channel transfers add their bandwidth time after a read's array time.
