@@ -102,7 +102,7 @@ fn hostile_streams() -> Vec<(String, Vec<u8>)> {
         }
     }
     let msg = postcard::to_allocvec(&response).expect("encode");
-    for version in [0u16, 2, 0xFFFF] {
+    for version in [0u16, link::LINK_VERSION - 1, link::LINK_VERSION + 1, 0xFFFF] {
         streams.push((
             format!("version {version}"),
             cobs_frame(&checked_body(version, 5, &msg)),
