@@ -327,10 +327,13 @@ impl Clock {
 
 #[cfg(test)]
 mod tests {
-    use firmware::nand::{sim::SimNand, Geometry, Nand, PageAddr};
+    use firmware::nand::{sim::SimNand, Nand, PageAddr};
 
     use super::*;
-    use crate::nand::timing::{Timed, TimingModel};
+    use crate::nand::timing::{
+        fixtures::{geometry, MODEL},
+        Timed,
+    };
 
     /// 1 GHz, so a cycle is a nanosecond; interpreted: ALU 10, memory 20, branch 15, call 30
     /// cycles; a helper call 100 cycles and 4 bytes per cycle.
@@ -428,30 +431,11 @@ mod tests {
         }
     }
 
-    fn geometry() -> Geometry {
-        Geometry {
-            channels: 2,
-            dies_per_channel: 2,
-            blocks_per_die: 4,
-            pages_per_block: 8,
-            page_bytes: 4096,
-            spare_bytes: 64,
-        }
-    }
-
-    const NAND: TimingModel = TimingModel {
-        read_ns: 50_000,
-        program_ns: 500_000,
-        erase_ns: 3_000_000,
-        channel_bytes_per_s: 0,
-        link_bytes_per_s: 0,
-    };
-
     /// A slice's reads overlap its compute: the slice lasts the longer of the two.
     #[test]
     fn reads_overlap_compute() {
         let g = geometry();
-        let mut nand = Timed::new(SimNand::new(g), NAND);
+        let mut nand = Timed::new(SimNand::new(g), MODEL);
         let mut clock = Clock::new(CPU, Execution::Interpreted, 0, 0);
         let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);
         clock.submitted(0, CID, 0);
@@ -499,7 +483,7 @@ mod tests {
     #[test]
     fn io_waits_for_the_slice_in_progress() {
         let g = geometry();
-        let mut nand = Timed::new(SimNand::new(g), NAND);
+        let mut nand = Timed::new(SimNand::new(g), MODEL);
         // 4096 bytes per 4 us over the link.
         let mut clock = Clock::new(CPU, Execution::Interpreted, 1_024_000_000, 0);
         let (mut data, mut spare) = (vec![0u8; 4096], vec![0u8; 64]);

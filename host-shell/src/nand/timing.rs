@@ -227,13 +227,15 @@ impl<N: Nand> Nand for Timed<N> {
     }
 }
 
+/// A small NAND and its model, for the timing tests here and in `device::clock`.
 #[cfg(test)]
-mod tests {
-    use firmware::nand::sim::SimNand;
+pub(crate) mod fixtures {
+    use firmware::nand::Geometry;
 
-    use super::*;
+    use super::TimingModel;
 
-    fn geometry() -> Geometry {
+    /// 2 channels x 2 dies, 4 blocks of 8 pages each.
+    pub fn geometry() -> Geometry {
         Geometry {
             channels: 2,
             dies_per_channel: 2,
@@ -244,13 +246,22 @@ mod tests {
         }
     }
 
-    const MODEL: TimingModel = TimingModel {
+    /// 50 us reads, 500 us programs, 3 ms erases; transfers untimed.
+    pub const MODEL: TimingModel = TimingModel {
         read_ns: 50_000,
         program_ns: 500_000,
         erase_ns: 3_000_000,
         channel_bytes_per_s: 0,
         link_bytes_per_s: 0,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use firmware::nand::sim::SimNand;
+
+    use super::fixtures::{geometry, MODEL};
+    use super::*;
 
     /// Programs on four different dies overlap: one command takes one program time, not four.
     #[test]
