@@ -229,7 +229,9 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
     })?;
     let (identify, health, zones, stats) = report;
     let preset = recorded_preset(&args.image)?;
-    let timing_on = super::open::timing_selected() == super::open::TimingSwitch::On;
+    // Modeled time is kept in-process only (the board in QEMU keeps none).
+    let timing_on =
+        super::open::timing_selected() == super::open::TimingSwitch::On && stats.is_some();
     let modeled_ns = stats.map(|s| s.modeled_ns);
     let mut states: Vec<(&str, usize)> = Vec::new();
     for state in [
@@ -360,6 +362,10 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
                 host_shell::units::Nanos(ns)
             );
         }
+        (Some(p), None) => println!(
+            "timing       {} preset, not modeled (the board keeps no modeled time)",
+            p.name()
+        ),
         (Some(p), _) => println!("timing       {} preset, modeled time off", p.name()),
         (None, _) => println!("timing       none recorded (the image was made without a preset)"),
     }
