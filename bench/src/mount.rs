@@ -55,10 +55,7 @@ impl CsdMount {
         let device = Arc::new(FileDevice::open(&image, DeviceOptions::default())?);
         Lfs::mkfs(&device.driver(), 0, 0)?;
         let counters = Arc::clone(&device);
-        let link = Box::new(move || {
-            let s = counters.stats();
-            (s.link_to_device_bytes, s.link_to_host_bytes)
-        });
+        let link = Box::new(move || Some(counters.stats()));
         let mounted = fuse::mount(&device.driver(), &root, &MountConfig::default(), link)?;
         let background = Background::serve(mounted)?;
         Ok(CsdMount {

@@ -77,10 +77,7 @@ fn main() -> Result<()> {
     );
 
     let counters = Arc::clone(&device);
-    let link = Box::new(move || {
-        let s = counters.stats();
-        (s.link_to_device_bytes, s.link_to_host_bytes)
-    });
+    let link = Box::new(move || Some(counters.stats()));
     let mounted = fuse::mount(&driver, &mnt, &MountConfig::default(), link)?;
     let background = fuse::Background::serve(mounted)?;
     let shown = job(&device, &object, &mnt);

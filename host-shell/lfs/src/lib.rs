@@ -84,6 +84,25 @@ pub struct LfsStats {
     pub snapshots_reclaimed: u64,
 }
 
+impl std::fmt::Display for LfsStats {
+    /// `key=value` pairs, space-separated (the daemon's log line and `user.csd.counters`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data_write_blocks={} data_read_blocks={} meta_blocks={} gc_zones={} \
+             gc_moved_blocks={} zone_resets={} checkpoints={} snapshots_reclaimed={}",
+            self.data_write_blocks,
+            self.data_read_blocks,
+            self.meta_blocks,
+            self.gc_zones,
+            self.gc_moved_blocks,
+            self.zone_resets,
+            self.checkpoints,
+            self.snapshots_reclaimed
+        )
+    }
+}
+
 /// File-system statistics, as statfs reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StatFs {

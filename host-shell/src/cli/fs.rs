@@ -169,12 +169,8 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
     });
     let driver = device.driver();
     let counters = std::sync::Arc::clone(&device);
-    // The board keeps no link counters the host can read while it runs: zero there.
-    let link = Box::new(move || {
-        counters
-            .stats()
-            .map_or((0, 0), |s| (s.link_to_device_bytes, s.link_to_host_bytes))
-    });
+    // The board keeps no counters the host can read while it runs.
+    let link = Box::new(move || counters.stats());
     let served = (|| -> anyhow::Result<()> {
         let mut mounted = fuse::mount(&driver, &args.mountpoint, &config, link)?;
         mounted.unmount_on(signals, &args.mountpoint)?;

@@ -66,6 +66,29 @@ pub struct Stats {
     pub modeled_slice_max_ns: u64,
 }
 
+impl std::fmt::Display for Stats {
+    /// `key=value` pairs, space-separated (`user.csd.counters`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "commands={} link_to_device_bytes={} link_to_host_bytes={} nand_reads={} \
+             nand_programs={} nand_erases={} nand_read_bytes={} nand_program_bytes={} \
+             modeled_ns={} modeled_wait_max_ns={} modeled_slice_max_ns={}",
+            self.commands,
+            self.link_to_device_bytes,
+            self.link_to_host_bytes,
+            self.nand_reads,
+            self.nand_programs,
+            self.nand_erases,
+            self.nand_read_bytes,
+            self.nand_program_bytes,
+            self.modeled_ns,
+            self.modeled_wait_max_ns,
+            self.modeled_slice_max_ns
+        )
+    }
+}
+
 impl Stats {
     /// Bytes that crossed the host link in both directions.
     pub fn link_bytes(&self) -> u64 {

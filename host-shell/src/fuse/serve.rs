@@ -11,7 +11,7 @@ use super::CsdFs;
 use crate::daemon::log;
 use crate::driver::Driver;
 use crate::lfs::{Lfs, LfsError};
-use crate::offload::keys::{LinkCounters, Offload};
+use crate::offload::keys::{DeviceCounters, Offload};
 use crate::offload::Engine;
 
 /// How a mount behaves.
@@ -152,7 +152,7 @@ pub fn mount(
     driver: &Driver,
     mountpoint: &Path,
     config: &MountConfig,
-    link: LinkCounters,
+    device: DeviceCounters,
 ) -> Result<Mounted, ServeError> {
     let lfs = Arc::new(Lfs::mount(driver)?);
     lfs.report_halt_with(|halted| log(halted));
@@ -161,7 +161,7 @@ pub fn mount(
         Engine::new(driver.clone()),
         config.fuel,
         config.permissions,
-        link,
+        device,
     ));
     let fs = CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload));
     let invalidate = Arc::clone(&fs.invalidate);
@@ -265,19 +265,7 @@ impl Mounted {
             ))
         })?;
         match lfs.stats() {
-            Ok(s) => log(format_args!(
-                "file system counters: data_write_blocks={} data_read_blocks={} meta_blocks={} \
-                 gc_zones={} gc_moved_blocks={} zone_resets={} checkpoints={} \
-                 snapshots_reclaimed={}",
-                s.data_write_blocks,
-                s.data_read_blocks,
-                s.meta_blocks,
-                s.gc_zones,
-                s.gc_moved_blocks,
-                s.zone_resets,
-                s.checkpoints,
-                s.snapshots_reclaimed
-            )),
+            Ok(s) => log(format_args!("file system counters: {s}")),
             Err(e) => log(format_args!("file system counters: {e}")),
         }
         let unmounted = lfs.unmount().map_err(ServeError::Unmount);

@@ -9,6 +9,7 @@
 //! ([`child_reader`]).
 
 use std::{
+    collections::HashMap,
     fs,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
@@ -182,6 +183,44 @@ fn file_job_every_kernel_and_stats() {
     assert!(!out.status.success(), "another process has no result");
     let link = String::from_utf8(get(&m.root, "user.csd.link").expect("link")).expect("text");
     assert!(link.starts_with("to_device="), "{link}");
+    m.unmount_and_fsck();
+}
+
+/// `user.csd.counters` on the mount's root reports the file system's and the device's counters
+/// live: data blocks written once a write is fsync'ed, and the device's commands and NAND
+/// programs with them. Other inodes do not have it, and it cannot be set.
+#[test]
+fn counters_on_the_root_are_live() {
+    let mut m = setup(&sample(4096), &[]);
+    let counters = |m: &Mount| -> HashMap<String, u64> {
+        let text =
+            String::from_utf8(get(&m.root, "user.csd.counters").expect("counters")).expect("text");
+        text.split_whitespace()
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("key=value");
+                (k.to_string(), v.parse().expect("a count"))
+            })
+            .collect()
+    };
+    let before = counters(&m);
+    let file = m.path("written");
+    fs::write(&file, vec![5u8; 1 << 20]).expect("write");
+    fs::File::open(&file)
+        .and_then(|f| f.sync_all())
+        .expect("fsync");
+    let after = counters(&m);
+    assert!(
+        after["data_write_blocks"] >= before["data_write_blocks"] + 256,
+        "{before:?} -> {after:?}"
+    );
+    assert!(after["commands"] > before["commands"], "{after:?}");
+    assert!(
+        after["nand_programs"] > before["nand_programs"],
+        "{after:?}"
+    );
+    assert!(after.contains_key("modeled_ns"), "{after:?}");
+    assert_eq!(get(&file, "user.csd.counters"), Err(Errno::NODATA));
+    assert!(set(&m.root, "user.csd.counters", "1").is_err());
     m.unmount_and_fsck();
 }
 

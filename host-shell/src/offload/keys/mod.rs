@@ -22,6 +22,9 @@
 //!   inode (the modeled device times are 0 with timing off).
 //! - `user.csd.link` (any inode): `to_device=.. to_host=..`, the device's host-link byte
 //!   counters since it was opened.
+//! - `user.csd.counters` (the mount's root): the file system's counters of this mount and the
+//!   device's since it was opened, `key=value` pairs, live (the file system's are the line the
+//!   daemon logs at unmount; the device's are absent on the board in QEMU).
 //!
 //! Removing a key ends it. The state of a process that has exited is reclaimed on the next
 //! offload operation, on any release, and by the mount's background thread.
@@ -69,8 +72,9 @@ pub struct Caller {
     pub gid: u32,
 }
 
-/// The link counters, read from the device that runs the mount.
-pub type LinkCounters = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// The counters of the device that runs the mount, read live; `None` where the device keeps
+/// none the host can read (the board in QEMU).
+pub type DeviceCounters = Box<dyn Fn() -> Option<crate::device::inprocess::Stats> + Send + Sync>;
 
 /// A finished file job.
 #[derive(Debug)]
@@ -110,7 +114,7 @@ pub struct Offload {
     engine: Engine,
     fuel: u64,
     check_permissions: bool,
-    link: LinkCounters,
+    device: DeviceCounters,
     procs: Mutex<HashMap<Key, ProcState>>,
 }
 
@@ -133,14 +137,14 @@ impl Offload {
         engine: Engine,
         fuel: u64,
         check_permissions: bool,
-        link: LinkCounters,
+        device: DeviceCounters,
     ) -> Offload {
         Offload {
             fs,
             engine,
             fuel,
             check_permissions,
-            link,
+            device,
             procs: Mutex::new(HashMap::new()),
         }
     }

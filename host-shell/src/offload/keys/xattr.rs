@@ -18,6 +18,7 @@ const FILE_JOB: &[u8] = b"user.csd.file_job";
 const RESULT: &[u8] = b"user.csd.result";
 const STATS: &[u8] = b"user.csd.stats";
 const LINK: &[u8] = b"user.csd.link";
+const COUNTERS: &[u8] = b"user.csd.counters";
 
 /// Largest extended attribute value Linux passes (`XATTR_SIZE_MAX`).
 const XATTR_MAX: usize = 64 << 10;
@@ -85,7 +86,7 @@ impl Offload {
                 Ok(())
             }
             FILE_JOB => self.file_job(caller, key, value),
-            RESULT | STATS | LINK => Err(OffloadError::ReadOnlyKey(key_name(name))),
+            RESULT | STATS | LINK | COUNTERS => Err(OffloadError::ReadOnlyKey(key_name(name))),
             _ => Err(OffloadError::Invalid(format!(
                 "{} is not an offload key (user.csd.args, read_stream, write_stream, file_job)",
                 key_name(name)
@@ -96,8 +97,17 @@ impl Offload {
     /// getxattr of a `user.csd.*` key.
     pub fn getxattr(&self, caller: Caller, ino: InodeNo, name: &[u8]) -> Result<Vec<u8>> {
         if name == LINK {
-            let (to_device, to_host) = (self.link)();
+            let (to_device, to_host) =
+                (self.device)().map_or((0, 0), |s| (s.link_to_device_bytes, s.link_to_host_bytes));
             return Ok(format!("to_device={to_device} to_host={to_host}").into_bytes());
+        }
+        if name == COUNTERS && ino == InodeNo::ROOT {
+            let mut line = self.fs.stats().map_err(OffloadError::Lfs)?.to_string();
+            if let Some(device) = (self.device)() {
+                line.push(' ');
+                line.push_str(&device.to_string());
+            }
+            return Ok(line.into_bytes());
         }
         let not_set = || OffloadError::NotSet(key_name(name));
         if !self.has_state(ino) {
