@@ -92,6 +92,9 @@ pub enum Command {
     /// Report wear and bad blocks; the postcard-encoded [`DeviceHealth`]
     /// goes to the host by DMA.
     GetHealth,
+    /// Copy the `csd_log` messages of the last run over a range set to the host, oldest first:
+    /// each one as its length (u16, little-endian) and its bytes.
+    ReadLog(crate::program::RangeSetId),
 }
 
 /// The start of a zone report.

@@ -187,6 +187,8 @@ pub struct RunStats {
     pub helper_calls: u64,
     /// Bytes the helpers moved between the kernel's memory and the device.
     pub helper_bytes: u64,
+    /// Messages the kernel logged with `csd_log` (the device keeps the last 16 of them).
+    pub log_messages: u64,
     /// Modeled device time of the run, from its submission to its completion, in
     /// nanoseconds. The firmware leaves the three modeled times zero and they do not cross
     /// the link; the in-process device fills them from its timing model (see the host shell's
@@ -386,6 +388,7 @@ mod tests {
             call_insns: 1,
             helper_calls: 1,
             helper_bytes: 128,
+            log_messages: 0,
             device_ns: 0,
             device_compute_ns: 0,
             device_nand_ns: 0,
@@ -395,7 +398,7 @@ mod tests {
                 outcome: ExecOutcome::Exited { r0: 5 },
                 stats,
             },
-            &[0, 5, 10, 27, 0x80, 0x01, 1, 3, 2, 1, 1, 0x80, 0x01],
+            &[0, 5, 10, 27, 0x80, 0x01, 1, 3, 2, 1, 1, 0x80, 0x01, 0],
         );
         roundtrip(ExecOutcome::Faulted(ExecFault::OutOfFuel), &[1, 0]);
         roundtrip(

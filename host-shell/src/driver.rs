@@ -99,6 +99,7 @@ fn name(command: &Command) -> &'static str {
         Command::ExecuteProgram(_) => "Execute Program",
         Command::ReadOutput(_) => "Read Output",
         Command::GetHealth => "Get Health",
+        Command::ReadLog(_) => "Read Log",
     }
 }
 
@@ -391,6 +392,30 @@ impl Driver {
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    /// The `csd_log` messages of the last run over range set `id`, oldest first.
+    pub fn read_log(&self, id: RangeSetId) -> Result<Vec<Vec<u8>>, DriverError> {
+        let most = firmware::controller::LOG_MESSAGES * (2 + common::abi::LOG_MAX_BYTES as usize);
+        let done = self.call(Command::ReadLog(id), vec![0; most])?;
+        let n = match done.completion.result {
+            CommandResult::Transferred(n) => n as usize,
+            _ => return Err(IoError::Malformed("read-log completion").into()),
+        };
+        let mut bytes = done.buffer.get(..n).unwrap_or_default();
+        let mut messages = Vec::new();
+        while let [lo, hi, rest @ ..] = bytes {
+            let len = usize::from(u16::from_le_bytes([*lo, *hi]));
+            let msg = rest
+                .get(..len)
+                .ok_or(IoError::Malformed("read-log message"))?;
+            messages.push(msg.to_vec());
+            bytes = &rest[len..];
+        }
+        if !bytes.is_empty() {
+            return Err(IoError::Malformed("read-log message").into());
+        }
+        Ok(messages)
     }
 
     /// Reads up to `len` bytes of range set `id`'s output from `offset`.

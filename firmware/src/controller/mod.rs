@@ -10,7 +10,7 @@ mod dma;
 mod programs;
 
 pub use dma::{Dma, DmaError, SliceDma};
-pub use programs::ProgramConfig;
+pub use programs::{ProgramConfig, LOG_MESSAGES};
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -103,6 +103,7 @@ impl<N: Nand> Controller<N> {
             },
             Command::ReadOutput(read) => self.programs.read_output(read, dma),
             Command::GetHealth => self.health(dma),
+            Command::ReadLog(set) => self.programs.read_log(set, dma),
         };
         Some(match result {
             // A refused image: the status says so, the result why.

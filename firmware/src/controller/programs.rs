@@ -15,7 +15,7 @@ use common::{
     command::{CommandId, CommandResult, Completion},
     program::{
         ActivateProgram, ExecOutcome, ExecResult, ExecuteProgram, Extent, LoadProgram,
-        MemoryRangeSet, ProgramOp, ProgramResources, ReadOutput, RunStats,
+        MemoryRangeSet, ProgramOp, ProgramResources, RangeSetId, ReadOutput, RunStats,
     },
     Status, LBA_BYTES,
 };
@@ -346,6 +346,27 @@ impl Programs {
         dma.write_to_host(0, &set.output[start..end])
             .map_err(|_| Status::DataTransferError)?;
         Ok(CommandResult::Transferred((end - start) as u32))
+    }
+
+    /// Sends the last `csd_log` messages of the run over range set `id` to the host, each as a
+    /// u16 length and its bytes.
+    pub(super) fn read_log(
+        &self,
+        id: RangeSetId,
+        dma: &mut dyn Dma,
+    ) -> Result<CommandResult, Status> {
+        if self.range_in_use(id.0) {
+            return Err(Status::InvalidField);
+        }
+        let set = self.sets.get(&id.0).ok_or(Status::InvalidMemoryRange)?;
+        let mut at = 0usize;
+        for msg in &set.log {
+            dma.write_to_host(at, &(msg.len() as u16).to_le_bytes())
+                .and_then(|()| dma.write_to_host(at + 2, msg))
+                .map_err(|_| Status::DataTransferError)?;
+            at += 2 + msg.len();
+        }
+        Ok(CommandResult::Transferred(at as u32))
     }
 
     /// The last `csd_log` messages of the run over range set `id`, oldest first.

@@ -174,6 +174,7 @@ pub(crate) fn call<E: Env + ?Sized>(
                 // `len` is at most LOG_MAX_BYTES here.
                 let msg = mem.slice(ptr, len as usize).ok_or(fault(ptr, r[2]))?;
                 env.log(msg);
+                stats.log_messages += 1;
                 (len, msg.len())
             }
         }

@@ -200,7 +200,7 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
         let ran = (|| -> anyhow::Result<_> {
             let mut lease = engine.lease()?;
             // The output crosses the link only for a kernel that exited.
-            let ran = engine.run(&mut lease, &kernel, &ranges, job, |result| {
+            let ran = engine.run(&mut lease, &kernel, &ranges, job, |result, _log| {
                 Ok::<_, RunError>(matches!(result.outcome, ExecOutcome::Exited { .. }))
             });
             let released = engine.release(lease);

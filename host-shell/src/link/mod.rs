@@ -364,6 +364,7 @@ pub fn reads_host_memory(command: &Command) -> bool {
             | Command::Read { .. }
             | Command::ZoneManagementReceive { .. }
             | Command::ReadOutput(_)
+            | Command::ReadLog(_)
             | Command::GetHealth
             | Command::Flush
     )

@@ -30,6 +30,8 @@ pub struct Job {
 pub struct Ran {
     pub result: ExecResult,
     pub output: Vec<u8>,
+    /// The kernel's `csd_log` messages (the device's last 16), oldest first.
+    pub log: Vec<Vec<u8>>,
 }
 
 /// The device command of a run that failed.
@@ -39,6 +41,7 @@ pub enum Step {
     Activate,
     DefineRanges,
     Execute,
+    ReadLog,
     ReadOutput,
 }
 
@@ -49,6 +52,7 @@ impl std::fmt::Display for Step {
             Step::Activate => "program activation",
             Step::DefineRanges => "memory range set",
             Step::Execute => "execute program",
+            Step::ReadLog => "read log",
             Step::ReadOutput => "read output",
         })
     }
@@ -117,9 +121,9 @@ impl Engine {
 
     /// Runs `kernel` over `ranges` on the lease: loads and activates it and defines the range
     /// set where the lease does not hold them yet ([`Engine::load`], [`Engine::define`]),
-    /// executes `job`, then reads back at most `job.max_output` bytes of output if `accept`
-    /// says so. `accept` sees how the kernel stopped before any output crosses the link; its
-    /// error ends the run.
+    /// executes `job`, reads the kernel's log if it logged, then reads back at most
+    /// `job.max_output` bytes of output if `accept` says so. `accept` sees how the kernel
+    /// stopped, and its log, before any output crosses the link; its error ends the run.
     ///
     /// A file's snapshot is checked before the run and after it: a run over blocks that writes
     /// took back ends with [`RunError::Snapshot`], whatever the device answered.
@@ -129,7 +133,7 @@ impl Engine {
         kernel: &Kernel,
         ranges: &Ranges,
         job: Job,
-        accept: impl FnOnce(&ExecResult) -> Result<bool, E>,
+        accept: impl FnOnce(&ExecResult, &[Vec<u8>]) -> Result<bool, E>,
     ) -> Result<Ran, E> {
         self.load(lease, kernel)?;
         self.define(lease, ranges)?;
@@ -147,13 +151,24 @@ impl Engine {
         let result = self.driver.execute(exec, job.input);
         ranges.check().map_err(RunError::Snapshot)?;
         let result = result.map_err(failed(Step::Execute))?;
-        let output = if accept(&result)? {
+        let log = if result.stats.log_messages > 0 {
+            self.driver
+                .read_log(lease.set)
+                .map_err(failed(Step::ReadLog))?
+        } else {
+            Vec::new()
+        };
+        let output = if accept(&result, &log)? {
             self.driver
                 .read_output_all(lease.set, result.stats.bytes_returned, job.max_output)
                 .map_err(failed(Step::ReadOutput))?
         } else {
             Vec::new()
         };
-        Ok(Ran { result, output })
+        Ok(Ran {
+            result,
+            output,
+            log,
+        })
     }
 }

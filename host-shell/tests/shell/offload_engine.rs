@@ -38,7 +38,7 @@ fn job() -> Job {
     }
 }
 
-fn exited(result: &common::program::ExecResult) -> Result<bool, RunError> {
+fn exited(result: &common::program::ExecResult, _log: &[Vec<u8>]) -> Result<bool, RunError> {
     Ok(matches!(result.outcome, ExecOutcome::Exited { .. }))
 }
 

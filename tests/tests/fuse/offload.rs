@@ -186,6 +186,30 @@ fn file_job_every_kernel_and_stats() {
     m.unmount_and_fsck();
 }
 
+/// A kernel's `csd_log` lines come back through `user.csd.log`, one per line, for the process
+/// that ran it; a run that logs nothing leaves it empty.
+#[test]
+fn kernel_log_lines_reach_the_caller() {
+    let data = sample(4096);
+    let mut m = setup(&data, &[]);
+    fs::copy(
+        kernel_object("tests/log_twice"),
+        m.path("kernels/log_twice.o"),
+    )
+    .expect("copy log_twice");
+    let file = m.path("data");
+    assert_eq!(get(&file, "user.csd.log"), Err(Errno::NODATA), "nothing ran yet");
+    set(&file, "user.csd.file_job", "/kernels/log_twice.o").expect("job");
+    assert_eq!(
+        get(&file, "user.csd.log").expect("log"),
+        b"first line\nsecond line\n"
+    );
+    assert!(set(&file, "user.csd.log", "x").is_err(), "read only");
+    set(&file, "user.csd.file_job", "/kernels/entropy.o").expect("job");
+    assert_eq!(get(&file, "user.csd.log").expect("log"), b"");
+    m.unmount_and_fsck();
+}
+
 /// `user.csd.counters` on the mount's root reports the file system's and the device's counters
 /// live: data blocks written once a write is fsync'ed, and the device's commands and NAND
 /// programs with them. Other inodes do not have it, and it cannot be set.

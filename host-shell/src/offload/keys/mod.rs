@@ -20,6 +20,8 @@
 //! - `user.csd.stats`: `instructions=.. fuel_used=.. device_bytes_read=.. bytes_returned=..
 //!   device_ns=.. device_compute_ns=.. device_nand_ns=..` of the process's last run on the
 //!   inode (the modeled device times are 0 with timing off).
+//! - `user.csd.log`: the `csd_log` messages of the process's last run on the inode, one per
+//!   line (the device keeps the last 16).
 //! - `user.csd.link` (any inode): `to_device=.. to_host=..`, the device's host-link byte
 //!   counters since it was opened.
 //! - `user.csd.counters` (the mount's root): the file system's counters of this mount and the
@@ -90,7 +92,23 @@ struct ProcState {
     read: Option<Arc<Stream>>,
     write: Option<Arc<Stream>>,
     job: Option<FileJob>,
-    last: Arc<Mutex<Option<RunStats>>>,
+    last: Arc<Mutex<Option<LastRun>>>,
+}
+
+/// The counters and log of a process's last run on an inode.
+#[derive(Debug, Clone)]
+struct LastRun {
+    stats: RunStats,
+    log: Vec<Vec<u8>>,
+}
+
+impl LastRun {
+    fn of(result: &common::program::ExecResult, log: &[Vec<u8>]) -> Self {
+        LastRun {
+            stats: result.stats,
+            log: log.to_vec(),
+        }
+    }
 }
 
 impl ProcState {
@@ -193,7 +211,7 @@ impl Offload {
             .unwrap_or((0, 0))
     }
 
-    fn last_of(&self, key: Key) -> Arc<Mutex<Option<RunStats>>> {
+    fn last_of(&self, key: Key) -> Arc<Mutex<Option<LastRun>>> {
         Arc::clone(&lock(&self.procs).entry(key).or_default().last)
     }
 

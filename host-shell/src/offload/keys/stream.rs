@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use common::program::{ProgramOp, RunStats};
+use common::program::ProgramOp;
 
 use super::error::{check_run, OffloadError, Result};
 use super::{Caller, Held, Key, Offload, ReadPath};
@@ -24,7 +24,7 @@ pub(super) struct Stream {
     /// What the stream runs on, `None` once retired. Its lock serialises runs (they share the
     /// range set's output buffer).
     held: Mutex<Option<Held>>,
-    last: Arc<Mutex<Option<RunStats>>>,
+    last: Arc<Mutex<Option<super::LastRun>>>,
 }
 
 impl Offload {
@@ -143,8 +143,8 @@ impl Offload {
             &stream.kernel,
             &held.ranges,
             job,
-            |result| {
-                *lock(&stream.last) = Some(result.stats);
+            |result, log| {
+                *lock(&stream.last) = Some(super::LastRun::of(result, log));
                 check_run(stream.kernel.name(), result)?;
                 Ok(true)
             },

@@ -19,6 +19,7 @@ const RESULT: &[u8] = b"user.csd.result";
 const STATS: &[u8] = b"user.csd.stats";
 const LINK: &[u8] = b"user.csd.link";
 const COUNTERS: &[u8] = b"user.csd.counters";
+const LOG: &[u8] = b"user.csd.log";
 
 /// Largest extended attribute value Linux passes (`XATTR_SIZE_MAX`).
 const XATTR_MAX: usize = 64 << 10;
@@ -86,7 +87,9 @@ impl Offload {
                 Ok(())
             }
             FILE_JOB => self.file_job(caller, key, value),
-            RESULT | STATS | LINK | COUNTERS => Err(OffloadError::ReadOnlyKey(key_name(name))),
+            RESULT | STATS | LOG | LINK | COUNTERS => {
+                Err(OffloadError::ReadOnlyKey(key_name(name)))
+            }
             _ => Err(OffloadError::Invalid(format!(
                 "{} is not an offload key (user.csd.args, read_stream, write_stream, file_job)",
                 key_name(name)
@@ -122,7 +125,16 @@ impl Offload {
             WRITE_STREAM => state.write.as_ref().map(|s| s.kernel.name().into()),
             FILE_JOB => state.job.as_ref().map(|j| j.kernel.clone().into_bytes()),
             RESULT => state.job.as_ref().map(|j| j.output.clone()),
-            STATS => lock(&state.last).map(|s| {
+            LOG => lock(&state.last).as_ref().map(|last| {
+                let mut text = Vec::new();
+                for line in &last.log {
+                    text.extend_from_slice(line);
+                    text.push(b'\n');
+                }
+                text
+            }),
+            STATS => lock(&state.last).as_ref().map(|last| {
+                let s = last.stats;
                 format!(
                     "instructions={} fuel_used={} device_bytes_read={} bytes_returned={} \
                      device_ns={} device_compute_ns={} device_nand_ns={}",
@@ -193,16 +205,22 @@ impl Offload {
         let last = self.last_of(key);
         let ran = self
             .engine
-            .run(&mut held.lease, &kernel, &held.ranges, job, |result| {
-                *lock(&last) = Some(result.stats);
-                check_run(kernel.name(), result)?;
-                // Refused before it crosses the link.
-                let size = result.stats.bytes_returned.min(u64::from(cap)) as usize;
-                if size > XATTR_MAX {
-                    return Err(OffloadError::TooBig(size));
-                }
-                Ok(true)
-            })
+            .run(
+                &mut held.lease,
+                &kernel,
+                &held.ranges,
+                job,
+                |result, log| {
+                    *lock(&last) = Some(super::LastRun::of(result, log));
+                    check_run(kernel.name(), result)?;
+                    // Refused before it crosses the link.
+                    let size = result.stats.bytes_returned.min(u64::from(cap)) as usize;
+                    if size > XATTR_MAX {
+                        return Err(OffloadError::TooBig(size));
+                    }
+                    Ok(true)
+                },
+            )
             .inspect_err(|e| self.log_reclaimed(e, &held));
         self.free(held.lease, Some(held.ranges));
         let mut procs = lock(&self.procs);
