@@ -47,6 +47,10 @@ const PACKAGES: &[Package] = &[
         why: "maps files (mmap, madvise) for the tests of what the mount's page cache holds",
     },
     Package {
+        name: "python3-venv",
+        why: "a fresh virtual environment to pip-install the Python client into, in its test",
+    },
+    Package {
         name: "clang-19",
         why: "compiles the C kernels to eBPF",
     },

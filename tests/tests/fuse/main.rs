@@ -11,3 +11,4 @@ mod model;
 mod offload;
 mod offload_edges;
 mod posix;
+mod python;

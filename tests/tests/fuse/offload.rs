@@ -198,7 +198,11 @@ fn kernel_log_lines_reach_the_caller() {
     )
     .expect("copy log_twice");
     let file = m.path("data");
-    assert_eq!(get(&file, "user.csd.log"), Err(Errno::NODATA), "nothing ran yet");
+    assert_eq!(
+        get(&file, "user.csd.log"),
+        Err(Errno::NODATA),
+        "nothing ran yet"
+    );
     set(&file, "user.csd.file_job", "/kernels/log_twice.o").expect("job");
     assert_eq!(
         get(&file, "user.csd.log").expect("log"),
