@@ -39,6 +39,12 @@ class Client(unittest.TestCase):
         self.assertGreater(stats["instructions"], 0)
         self.assertIn("device_ns", stats)
 
+    def test_the_rust_kernel_matches_the_c_one(self) -> None:
+        self.assertEqual(
+            csd.file_job(path("data"), "/kernels/entropy_rs.o"),
+            csd.file_job(path("data"), "/kernels/entropy.o"),
+        )
+
     def test_args_reach_the_kernel(self) -> None:
         out = csd.file_job(path("data"), "/kernels/return_param.o", args=(1234, 0))
         self.assertEqual(struct.unpack("<Q", out)[0], 1234)

@@ -58,6 +58,30 @@ pub fn filter_u32_count(data: &[u8], threshold: u64) -> u64 {
         .count() as u64
 }
 
+/// `kernels/rust/csv_filter`: the records (lines, newline included) whose field `field`
+/// (0-based, comma-separated; line ends not part of it) is the decimal `value`, and how many.
+/// Records longer than 1024 bytes (newline included) are left out.
+pub fn csv_filter(data: &[u8], field: u64, value: u64) -> (Vec<u8>, u64) {
+    let mut out = Vec::new();
+    let mut count = 0;
+    for record in data.split_inclusive(|&b| b == b'\n') {
+        if record.len() > 1024 {
+            continue;
+        }
+        let text = String::from_utf8_lossy(record);
+        let fields: Vec<&str> = text.trim_end_matches(['\r', '\n']).split(',').collect();
+        let hit = fields.get(field as usize).is_some_and(|f| {
+            let f = f.replace('\r', "");
+            !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) && f.parse::<u64>() == Ok(value)
+        });
+        if hit {
+            out.extend_from_slice(record);
+            count += 1;
+        }
+    }
+    (out, count)
+}
+
 /// `pattern.c`: occurrences (overlapping) of the `len`-byte pattern whose byte `i` is
 /// `(pattern >> 8*i) & 0xff`. `None` when `len` is not in `1..=8` (the kernel then returns
 /// `CSD_EINVAL` and emits nothing).

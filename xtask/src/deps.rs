@@ -47,6 +47,10 @@ const PACKAGES: &[Package] = &[
         why: "maps files (mmap, madvise) for the tests of what the mount's page cache holds",
     },
     Package {
+        name: "llvm-22",
+        why: "llc-22, which compiles the Rust kernels' LLVM bitcode to BPF objects",
+    },
+    Package {
         name: "python3-venv",
         why: "a fresh virtual environment to pip-install the Python client into, in its test",
     },

@@ -46,8 +46,19 @@ pub fn run() -> Result<()> {
 fn fmt() -> Result<()> {
     let root = crate::root();
     cmd::run(cmd::cargo(&root).args(["fmt", "--all", "--", "--check"]))?;
-    for manifest in ["boards/mps3-an536/Cargo.toml", "fuzz/Cargo.toml"] {
-        cmd::run(cmd::cargo(&root).args(["fmt", "--manifest-path", manifest, "--", "--check"]))?;
+    for manifest in [
+        "boards/mps3-an536/Cargo.toml",
+        "fuzz/Cargo.toml",
+        "kernels/rust/Cargo.toml",
+    ] {
+        cmd::run(cmd::cargo(&root).args([
+            "fmt",
+            "--all",
+            "--manifest-path",
+            manifest,
+            "--",
+            "--check",
+        ]))?;
     }
     Ok(())
 }

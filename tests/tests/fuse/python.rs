@@ -39,7 +39,13 @@ fn the_python_client_installs_and_works() {
 
     let mut m = Mount::new(&[], &[]);
     fs::create_dir(m.path("kernels")).expect("mkdir /kernels");
-    for k in ["entropy", "xor", "tests/return_param", "tests/log_twice"] {
+    for k in [
+        "entropy",
+        "entropy_rs",
+        "xor",
+        "tests/return_param",
+        "tests/log_twice",
+    ] {
         let name = k.rsplit('/').next().expect("a name");
         fs::copy(kernel_object(k), m.path(&format!("kernels/{name}.o"))).expect("copy kernel");
     }

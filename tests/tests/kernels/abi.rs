@@ -201,3 +201,87 @@ fn clang_sees_the_same_layout() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Rust kernel SDK's ABI (`kernels/rust/csd/src/abi.rs`, compiled here for the host).
+#[path = "../../../kernels/rust/csd/src/abi.rs"]
+#[allow(dead_code)]
+mod rust_sdk;
+
+/// The Rust SDK states the same ABI as common: helper ids, error codes, op kinds, the log
+/// limit and the context's layout.
+#[test]
+fn the_rust_sdk_states_the_same_abi() {
+    use rust_sdk as sdk;
+    let helpers = [
+        sdk::helper::READ,
+        sdk::helper::EMIT,
+        sdk::helper::SCRATCH,
+        sdk::helper::LOG,
+        sdk::helper::INPUT,
+    ];
+    let want = [
+        abi::helper::READ,
+        abi::helper::EMIT,
+        abi::helper::SCRATCH,
+        abi::helper::LOG,
+        abi::helper::INPUT,
+    ];
+    assert_eq!(helpers, want);
+    assert_eq!(
+        abi::helper::MAX_ID,
+        sdk::helper::INPUT,
+        "the SDK has every helper"
+    );
+    assert_eq!(
+        [
+            sdk::err::IO,
+            sdk::err::INVALID,
+            sdk::err::NO_SPACE,
+            sdk::err::NOT_SUPPORTED
+        ],
+        [
+            abi::err::IO,
+            abi::err::INVALID,
+            abi::err::NO_SPACE,
+            abi::err::NOT_SUPPORTED
+        ]
+    );
+    assert_eq!(
+        [
+            sdk::op::READ_STREAM,
+            sdk::op::FILE_JOB,
+            sdk::op::WRITE_STREAM
+        ],
+        [
+            abi::op::READ_STREAM,
+            abi::op::FILE_JOB,
+            abi::op::WRITE_STREAM
+        ]
+    );
+    assert_eq!(sdk::LOG_MAX_BYTES, abi::LOG_MAX_BYTES);
+    use std::mem::offset_of;
+    let offsets = [
+        offset_of!(sdk::Ctx, op),
+        offset_of!(sdk::Ctx, file_size),
+        offset_of!(sdk::Ctx, offset),
+        offset_of!(sdk::Ctx, len),
+        offset_of!(sdk::Ctx, param0),
+        offset_of!(sdk::Ctx, param1),
+        offset_of!(sdk::Ctx, out_cap),
+        offset_of!(sdk::Ctx, scratch_len),
+        std::mem::size_of::<sdk::Ctx>(),
+    ];
+    let want = [
+        abi::ctx::OP,
+        abi::ctx::FILE_SIZE,
+        abi::ctx::OFFSET,
+        abi::ctx::LEN,
+        abi::ctx::PARAM0,
+        abi::ctx::PARAM1,
+        abi::ctx::OUT_CAP,
+        abi::ctx::SCRATCH_LEN,
+        abi::ctx::SIZE,
+    ]
+    .map(|v| v as usize);
+    assert_eq!(offsets, want);
+}
