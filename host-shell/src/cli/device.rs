@@ -54,6 +54,23 @@ pub struct CreateArgs {
     /// --max-open].
     #[arg(long, value_name = "N")]
     max_active: Option<u32>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// What `device create` made.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Created {
+    image: String,
+    preset: &'static str,
+    raw_bytes: u64,
+    zones: u64,
+    zone_bytes: u64,
+    zone_capacity_bytes: u64,
+    /// 0: no limit.
+    max_open: u32,
+    max_active: u32,
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +94,26 @@ pub fn run(command: DeviceCommand) -> anyhow::Result<()> {
 }
 
 pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {
+    let created = make(args)?;
+    if args.json {
+        return print_json(&created);
+    }
+    println!(
+        "created {}: {} preset, {} raw NAND, {} zones of {} (capacity {}), max open {}, max active {}",
+        created.image,
+        created.preset,
+        Bytes(created.raw_bytes),
+        created.zones,
+        Bytes(created.zone_bytes),
+        Bytes(created.zone_capacity_bytes),
+        limit(created.max_open),
+        limit(created.max_active),
+    );
+    Ok(())
+}
+
+/// Creates and formats the image `args` describe.
+pub(crate) fn make(args: &CreateArgs) -> anyhow::Result<Created> {
     let capacity = args
         .capacity
         .unwrap_or_else(|| args.preset.default_capacity());
@@ -102,18 +139,16 @@ pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     result?;
     let lba = u64::from(LBA_BYTES);
-    println!(
-        "created {}: {} preset, {} raw NAND, {} zones of {} (capacity {}), max open {}, max active {}",
-        args.image.display(),
-        args.preset.name(),
-        Bytes(capacity),
-        layout.nr_zones,
-        Bytes(layout.zone_size * lba),
-        Bytes(layout.zone_cap * lba),
-        limit(zones.max_open),
-        limit(zones.max_active),
-    );
-    Ok(())
+    Ok(Created {
+        image: args.image.display().to_string(),
+        preset: args.preset.name(),
+        raw_bytes: capacity,
+        zones: u64::from(layout.nr_zones),
+        zone_bytes: layout.zone_size * lba,
+        zone_capacity_bytes: layout.zone_cap * lba,
+        max_open: zones.max_open,
+        max_active: zones.max_active,
+    })
 }
 
 fn limit(n: u32) -> String {

@@ -79,15 +79,28 @@ pub struct FsckArgs {
 
 pub fn mkfs(args: &MkfsArgs) -> anyhow::Result<()> {
     let image = &args.device.image;
-    if !image.exists() {
+    let created = if image.exists() {
+        None
+    } else if args.device.json {
+        Some(super::device::make(&args.device)?)
+    } else {
         super::device::create(&args.device)?;
-    }
+        None
+    };
     let uid = args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw());
     let gid = args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw());
     with_device(image, |_, driver| {
         Lfs::mkfs(driver, uid, gid)
             .with_context(|| format!("could not make a file system on {}", image.display()))
     })?;
+    if args.device.json {
+        return print_json(&serde_json::json!({
+            "image": image.display().to_string(),
+            "created": created,
+            "uid": uid,
+            "gid": gid,
+        }));
+    }
     println!("made a file system on {}", image.display());
     Ok(())
 }

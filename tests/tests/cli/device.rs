@@ -49,6 +49,34 @@ fn create_and_info() {
     assert!(text.contains("max open 3, max active 5"), "{text}");
 }
 
+/// `device create --json` and `mkfs --json` describe what they made; mkfs of an existing image
+/// says it created nothing.
+#[test]
+fn create_and_mkfs_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dev.img");
+    let img = img.to_str().unwrap();
+    let made = csd_json(["device", "create", img, "--capacity", "32M", "--json"]);
+    assert_eq!(made["image"], img);
+    assert_eq!(made["preset"], "small");
+    assert_eq!(made["raw_bytes"], 32 << 20);
+    assert!(made["zones"].as_u64().unwrap() > 0, "{made}");
+    assert_eq!(made["max_open"], 14);
+    let fs = csd_json(["mkfs", img, "--json", "--uid", "7", "--gid", "8"]);
+    assert_eq!(fs["created"], serde_json::Value::Null, "{fs}");
+    assert_eq!((fs["uid"].as_u64(), fs["gid"].as_u64()), (Some(7), Some(8)));
+    let other = dir.path().join("fs.img");
+    let fs = csd_json([
+        "mkfs",
+        other.to_str().unwrap(),
+        "--preset",
+        "zn540",
+        "--json",
+    ]);
+    assert_eq!(fs["created"]["preset"], "zn540", "{fs}");
+    assert_eq!(fs["created"]["raw_bytes"], 1u64 << 30);
+}
+
 /// Arguments that make no sense are refused before anything is created, each with one line.
 #[test]
 fn bad_create_arguments() {
