@@ -235,11 +235,11 @@ pub fn check_geometry(g: &Geometry) -> Result<(), HeaderError> {
     if g.spare_bytes == 0 || g.spare_bytes > 4096 {
         return Err(HeaderError::BadGeometry("spare bytes must be 1 to 4096"));
     }
-    let pages = u64::from(g.channels)
-        * u64::from(g.dies_per_channel)
-        * u64::from(g.blocks_per_die)
-        * u64::from(g.pages_per_block);
-    if pages > MAX_PAGES {
+    // Four u32 counts: their product can pass even u64 (a header the fuzzer made did).
+    let pages = [g.dies_per_channel, g.blocks_per_die, g.pages_per_block]
+        .into_iter()
+        .try_fold(u64::from(g.channels), |n, c| n.checked_mul(u64::from(c)));
+    if pages.is_none_or(|p| p > MAX_PAGES) {
         return Err(HeaderError::BadGeometry("more than 2^28 pages"));
     }
     Ok(())

@@ -395,3 +395,30 @@ fn corrupted_pages() {
     }
     tally.finish();
 }
+
+/// A header whose counts multiply past even u64 is refused as too many pages, not an
+/// arithmetic overflow (found by the mount_image fuzz target).
+#[test]
+fn geometry_counts_past_u64_are_refused() {
+    let geometry = Geometry {
+        channels: u32::MAX,
+        dies_per_channel: u32::MAX,
+        blocks_per_die: u32::MAX,
+        pages_per_block: u32::MAX,
+        ..GEOMETRY
+    };
+    let h = Header {
+        geometry,
+        zones: zones(),
+        timing_preset: 0,
+    }
+    .encode();
+    assert!(
+        matches!(
+            Header::decode(&h),
+            Err(firmware::nand::image::HeaderError::BadGeometry(_))
+        ),
+        "{:?}",
+        Header::decode(&h)
+    );
+}
