@@ -144,10 +144,7 @@ impl OpenDevice {
             .open(path)
             .with_context(|| format!("could not open {}", path.display()))?;
         let store = FileStore::open_file(CachedFile::new(file), path)?;
-        let header = store.header();
-        let mut options = options();
-        options.timing = Timing::Model(options.timing.for_image(header.timing_preset));
-        let device = Device::mount(store, header.zones, options, &path.display().to_string())?;
+        let device = Device::open_image(store, options())?;
         Ok(OpenDevice::HostCached(device))
     }
 

@@ -138,11 +138,12 @@ pub struct RunTime {
 #[derive(Debug, Default)]
 struct Run {
     submitted_ns: u64,
-    /// When its next slice may start.
+    /// When its next slice may start: the end of its previous slice (or its submission).
     ready_ns: u64,
     /// Its counters at the end of its previous slice.
     counted: RunStats,
-    time: RunTime,
+    compute_ns: u64,
+    nand_ns: u64,
 }
 
 /// A slice in progress: where and when it started.
@@ -300,9 +301,8 @@ impl Clock {
         let nand = nand_end_ns.saturating_sub(slice.start_ns);
         let end = slice.start_ns + compute.max(nand);
         run.ready_ns = end;
-        run.time.compute_ns += compute;
-        run.time.nand_ns += nand;
-        run.time.device_ns = end - run.submitted_ns;
+        run.compute_ns += compute;
+        run.nand_ns += nand;
         if let Some(free) = self.cores.get_mut(slice.core) {
             *free = end;
         }
@@ -320,8 +320,12 @@ impl Clock {
         let Some(run) = self.runs.remove(&(sqid, cid)) else {
             return RunTime::default();
         };
-        self.host_ns = self.host_ns.max(run.submitted_ns + run.time.device_ns);
-        run.time
+        self.host_ns = self.host_ns.max(run.ready_ns);
+        RunTime {
+            device_ns: run.ready_ns - run.submitted_ns,
+            compute_ns: run.compute_ns,
+            nand_ns: run.nand_ns,
+        }
     }
 }
 

@@ -11,11 +11,7 @@ use firmware::{
     nand::sim::{PageStore, SimNand},
 };
 
-use super::{
-    clock::{Clock, SliceStart},
-    queue::Entry,
-    runner::Backend,
-};
+use super::{clock::Clock, queue::Entry, runner::Backend};
 use crate::nand::timing::Timed;
 
 /// The NAND stack under an in-process device: the strict emulator over `S`, timed.
@@ -251,7 +247,7 @@ impl<S: PageStore + Send + 'static> Backend for InProcess<S> {
 
     fn poll(&mut self) -> Option<(u16, Completion)> {
         let (sqid, cid) = self.controller.next_run()?;
-        let slice: SliceStart = self.clock.slice_start(sqid, cid);
+        let slice = self.clock.slice_start(sqid, cid);
         self.nand().start_at(slice.start_ns);
         let done = self.controller.poll();
         if let Some((q, c, stats)) = self.controller.last_slice() {

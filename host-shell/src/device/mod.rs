@@ -23,7 +23,7 @@ use firmware::{
 use crate::{
     driver::Driver,
     nand::{
-        file::{FileStore, ImageError},
+        file::{FileStore, ImageError, ImageFile},
         image::Header,
         preset::Preset,
         timing::Timed,
@@ -148,13 +148,18 @@ pub fn format_store<S: PageStore>(store: S, zones: ZoneConfig) -> Result<S, Devi
 impl Device<FileStore> {
     /// Opens the image at `path`: checks it, runs power-on recovery and starts the device.
     pub fn open(path: &Path, options: DeviceOptions) -> Result<Self, DeviceError> {
-        let store = FileStore::open(path)?;
+        Self::open_image(FileStore::open(path)?, options)
+    }
+}
+
+impl<F: ImageFile + Send + std::fmt::Debug + 'static> Device<FileStore<F>> {
+    /// Starts the device over an opened image: its zones and timing preset are the header's.
+    pub fn open_image(store: FileStore<F>, options: DeviceOptions) -> Result<Self, DeviceError> {
         let header = store.header();
-        let options = DeviceOptions {
-            timing: Timing::Model(options.timing.for_image(header.timing_preset)),
-            ..options
-        };
-        Self::mount(store, header.zones, options, &path.display().to_string())
+        let model = options.timing.for_image(header.timing_preset);
+        let name = store.path().display().to_string();
+        let nand = Timed::new(SimNand::with_store(store), model.nand);
+        Self::recover(nand, header.zones, options, model, &name)
     }
 }
 
@@ -165,33 +170,47 @@ impl Device<RamStore> {
         zones: ZoneConfig,
         options: DeviceOptions,
     ) -> Result<Self, DeviceError> {
-        let nand = Timed::new(SimNand::new(geometry), options.timing.for_image(0).nand);
+        let model = options.timing.for_image(0);
+        let nand = Timed::new(SimNand::new(geometry), model.nand);
         let manager =
             ZoneManager::format(nand, zones).map_err(|e| DeviceError::Format(e.to_string()))?;
-        Self::start(manager, options)
+        Self::start(manager, options, model)
     }
 }
 
 impl<S: Media> Device<S> {
-    /// Mounts existing media and starts the device. (`Timing::Image` means none here: the
-    /// media's header is not at hand; [`Device::open`] resolves it.)
+    /// Mounts existing media and starts the device. (`Timing::Image` means none here: media
+    /// without an image header record no preset; [`Device::open_image`] reads it.)
     pub fn mount(
         store: S,
         zones: ZoneConfig,
         options: DeviceOptions,
         name: &str,
     ) -> Result<Self, DeviceError> {
-        let nand = Timed::new(SimNand::with_store(store), options.timing.for_image(0).nand);
+        let model = options.timing.for_image(0);
+        let nand = Timed::new(SimNand::with_store(store), model.nand);
+        Self::recover(nand, zones, options, model, name)
+    }
+
+    /// Power-on recovery over `nand`, then the device.
+    fn recover(
+        nand: Timed<SimNand<S>>,
+        zones: ZoneConfig,
+        options: DeviceOptions,
+        model: DeviceModel,
+        name: &str,
+    ) -> Result<Self, DeviceError> {
         let manager = ZoneManager::mount(nand, zones).map_err(|e| DeviceError::Mount {
             path: name.to_string(),
             reason: mount_reason(&e),
         })?;
-        Self::start(manager, options)
+        Self::start(manager, options, model)
     }
 
     fn start(
         mut manager: ZoneManager<Timed<SimNand<S>>>,
         options: DeviceOptions,
+        model: DeviceModel,
     ) -> Result<Self, DeviceError> {
         if let Some(n) = options.power_cut_after_ops {
             manager.nand_mut().inner_mut().cut_power_after_ops(n);
@@ -202,7 +221,6 @@ impl<S: Media> Device<S> {
                 .inner_mut()
                 .cut_power_after_program_bytes(n);
         }
-        let model = options.timing.for_image(0);
         // Modeled time starts with the power-on recovery's NAND work.
         let ready_ns = manager.nand().busy_until_ns();
         let controller = Controller::new(manager, options.programs);

@@ -200,21 +200,12 @@ impl QemuBoard {
         LinkError::Exited(why)
     }
 
-    /// Sends one command over the link (see [`Link::request`]).
-    pub fn request(
+    /// Runs `exchange` over the link; a failure says whether QEMU died (see `explain`).
+    pub fn on_link<T>(
         &mut self,
-        submission: &Submission,
-        host_len: usize,
-        data: &[u8],
-    ) -> Result<Answer, LinkError> {
-        self.link
-            .request(submission, host_len, data)
-            .map_err(|e| self.explain(e))
-    }
-
-    /// Lets the board run its kernels for a few slices (see [`Link::poll`]).
-    pub fn poll(&mut self) -> Result<Answer, LinkError> {
-        self.link.poll().map_err(|e| self.explain(e))
+        exchange: impl FnOnce(&mut Link<UnixStream>) -> Result<T, LinkError>,
+    ) -> Result<T, LinkError> {
+        exchange(&mut self.link).map_err(|e| self.explain(e))
     }
 
     /// Runs one command over the link to its end.
@@ -224,9 +215,7 @@ impl QemuBoard {
         host_len: usize,
         data: &[u8],
     ) -> Result<(Completion, Vec<u8>), LinkError> {
-        self.link
-            .call(submission, host_len, data)
-            .map_err(|e| self.explain(e))
+        self.on_link(|link| link.call(submission, host_len, data))
     }
 
     /// Stops QEMU (the board has no shutdown command: every completed write is already on the
@@ -315,7 +304,11 @@ impl Backend for QemuBackend {
             sub.cid = CommandId(self.next_run);
             self.next_run = self.next_run.wrapping_add(1);
         }
-        match self.board.request(&sub, entry.buffer.len(), data) {
+        let host_len = entry.buffer.len();
+        match self
+            .board
+            .on_link(|link| link.request(&sub, host_len, data))
+        {
             Ok(Answer::Done(mut completion, written)) => {
                 let n = written.len().min(entry.buffer.len());
                 entry.buffer[..n].copy_from_slice(&written[..n]);
@@ -349,7 +342,7 @@ impl Backend for QemuBackend {
                 },
             ))
         };
-        match self.board.poll() {
+        match self.board.on_link(Link::poll) {
             Ok(Answer::Done(completion, _)) => take(completion.cid, completion),
             Ok(Answer::Pending { busy: true }) => None,
             // The board has no run in progress, yet this one never completed: fail it.

@@ -91,11 +91,6 @@ impl Preset {
         }
     }
 
-    /// The preset named `name`, if there is one.
-    pub fn named(name: &str) -> Option<Preset> {
-        ALL.into_iter().find(|p| p.name() == name)
-    }
-
     /// The id an image header records (see `firmware::nand::image`); 0 means none.
     pub const fn id(self) -> u8 {
         match self {
@@ -205,13 +200,12 @@ mod tests {
         );
     }
 
-    /// Every preset's id names it back, and ids are distinct and not 0 (no preset).
+    /// Every preset's id names it back (so ids are distinct), and none is 0 (no preset).
     #[test]
     fn ids_round_trip() {
         for p in ALL {
             assert_ne!(p.id(), 0);
             assert_eq!(Preset::from_id(p.id()), Some(p));
-            assert_eq!(Preset::named(p.name()), Some(p));
         }
         assert_eq!(Preset::from_id(0), None);
     }

@@ -137,11 +137,6 @@ impl<N: Nand> Timed<N> {
         self.inner
     }
 
-    /// The model.
-    pub fn model(&self) -> TimingModel {
-        self.model
-    }
-
     /// Operations from now on start no earlier than `ns` (modeled time since power-on).
     pub fn start_at(&mut self, ns: u64) {
         self.start_ns = ns;
