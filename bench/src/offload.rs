@@ -12,13 +12,7 @@
 //! end time adds the host's own work to the device's: for the regular way the histogram
 //! computed natively over the bytes in memory, for the offloads the client's CPU.
 
-use std::{
-    fs::File,
-    io::Read,
-    os::unix::fs::FileExt,
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::{fs::File, io::Read, os::unix::fs::FileExt, path::Path, time::Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
@@ -109,16 +103,13 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Entropy> {
     let mut regular = measure(&mount, reps, expected, || regular(&file)).context("regular")?;
     regular.modeled_end_to_end_s = regular.modeled_device_s + native.median;
     let file_job = measure(&mount, reps, expected, || file_job(&file)).context("file_job")?;
-    let stats = String::from_utf8(
-        tests::xattr::get(&file, "user.csd.stats").context("getxattr user.csd.stats")?,
-    )
-    .context("user.csd.stats is text")?;
-    let field = |key: &str| -> f64 {
-        stats
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse::<u64>().ok())
-            .unwrap_or(0) as f64
-            / 1e9
+    let stats =
+        tests::xattr::numbers(&file, "user.csd.stats").context("getxattr user.csd.stats")?;
+    let seconds = |key: &str| -> Result<f64> {
+        let ns = stats
+            .get(key)
+            .with_context(|| format!("user.csd.stats has no {key}"))?;
+        Ok(*ns as f64 / 1e9)
     };
     let read_stream = measure(&mount, reps, expected, || read_stream(&file, data_bytes))
         .context("read_stream")?;
@@ -128,9 +119,9 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Entropy> {
     Ok(Entropy {
         data_bytes: data_bytes as u64,
         native_histogram_s: native,
-        file_job_device_s: field("device_ns"),
-        file_job_device_compute_s: field("device_compute_ns"),
-        file_job_device_nand_s: field("device_nand_ns"),
+        file_job_device_s: seconds("device_ns")?,
+        file_job_device_compute_s: seconds("device_compute_ns")?,
+        file_job_device_nand_s: seconds("device_nand_ns")?,
         wall_ratio: file_job.wall_ratio,
         client_cpu_reduction: file_job.client_cpu_reduction,
         link_bytes_reduction: file_job.link_bytes_reduction,
@@ -150,12 +141,6 @@ fn versus(regular: &Way, way: Way) -> Versus {
     }
 }
 
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
-}
-
 /// Runs `job` `reps` times, checking its histogram each time.
 fn measure(
     mount: &CsdMount,
@@ -173,10 +158,10 @@ fn measure(
     let (mut link, mut to_device, mut to_host) = (vec![], vec![], vec![]);
     for _ in 0..reps {
         let before = mount.stats();
-        let (cpu0, started) = (thread_cpu(), Instant::now());
+        let (cpu0, started) = (tests::thread_cpu(), Instant::now());
         let counts = job()?;
         wall.push(started.elapsed().as_secs_f64());
-        cpu.push((thread_cpu() - cpu0).as_secs_f64());
+        cpu.push((tests::thread_cpu() - cpu0).as_secs_f64());
         let used = mount.stats().since(&before);
         link.push(used.link_bytes() as f64);
         to_device.push(used.link_to_device_bytes as f64);

@@ -128,7 +128,7 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
     rustix::fs::fadvise(&reader, 0, None, rustix::fs::Advice::DontNeed)
         .context("drop the sample file's cached pages")?;
     let before = device.stats();
-    let (started, cpu) = (Instant::now(), thread_cpu());
+    let (started, cpu) = (Instant::now(), tests::thread_cpu());
     let mut counts = [0u64; 256];
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -141,7 +141,7 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
         }
     }
     let regular_wall = started.elapsed();
-    let regular_cpu = thread_cpu() - cpu;
+    let regular_cpu = tests::thread_cpu() - cpu;
     let regular = device.stats().since(&before);
     // The host's own work of the regular way, natively: the histogram of bytes in memory.
     let native = Instant::now();
@@ -150,20 +150,23 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
 
     // Offloaded: one setxattr runs the kernel on the device; getxattr returns the histogram.
     let before = device.stats();
-    let (started, cpu) = (Instant::now(), thread_cpu());
+    let (started, cpu) = (Instant::now(), tests::thread_cpu());
     tests::xattr::set(&file, "user.csd.file_job", "/kernels/entropy.o")
         .context("setxattr user.csd.file_job")?;
     let mut result = vec![0u8; 4096];
     let n = rustix::fs::getxattr(&file, "user.csd.result", &mut result[..])
         .context("getxattr user.csd.result")?;
     let offload_wall = started.elapsed();
-    let offload_cpu = thread_cpu() - cpu;
+    let offload_cpu = tests::thread_cpu() - cpu;
     let offloaded = device.stats().since(&before);
     let device_counts = histogram(&result[..n])?;
-    let mut stats = vec![0u8; 256];
-    let n = rustix::fs::getxattr(&file, "user.csd.stats", &mut stats[..])
-        .context("getxattr user.csd.stats")?;
-    let stats = String::from_utf8_lossy(&stats[..n]).into_owned();
+    let stats = tests::xattr::get(&file, "user.csd.stats").context("getxattr user.csd.stats")?;
+    let run = tests::xattr::parse_numbers(&stats).context("user.csd.stats is not key=number")?;
+    let field = |key: &str| -> Result<u64> {
+        run.get(key)
+            .copied()
+            .with_context(|| format!("user.csd.stats has no {key}"))
+    };
 
     println!();
     println!(
@@ -195,22 +198,16 @@ fn job(device: &FileDevice, object: &Path, mnt: &Path) -> Result<()> {
         Nanos(regular.modeled_ns + ns(native)).to_string(),
         Nanos(ns(native))
     );
-    let field = |key: &str| -> u64 {
-        stats
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            .unwrap_or(0)
-    };
     println!(
         "  offloaded  host CPU {:>10}  device {:>10}  end to end {:>10} (kernel {}: compute {}, NAND reads {})",
         Nanos(ns(offload_cpu)).to_string(),
         Nanos(offloaded.modeled_ns).to_string(),
         Nanos(offloaded.modeled_ns + ns(offload_cpu)).to_string(),
-        Nanos(field("device_ns")),
-        Nanos(field("device_compute_ns")),
-        Nanos(field("device_nand_ns"))
+        Nanos(field("device_ns")?),
+        Nanos(field("device_compute_ns")?),
+        Nanos(field("device_nand_ns")?)
     );
-    println!("  kernel run: {stats}");
+    println!("  kernel run: {}", String::from_utf8_lossy(&stats));
     if counts != device_counts {
         bail!("the offloaded histogram differs from the one computed on the host");
     }
@@ -229,10 +226,4 @@ fn print_line(what: &str, h: f64, stats: &host_shell::device::inprocess::Stats, 
         Bytes(stats.link_to_host_bytes),
         wall.as_secs_f64(),
     );
-}
-
-/// CPU time of the calling thread.
-fn thread_cpu() -> Duration {
-    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
 }

@@ -6,7 +6,15 @@ use std::{
     ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, Output},
+    time::Duration,
 };
+
+/// CPU time (user and system) of the calling thread: a client's own work, apart from the
+/// mount's threads in the same process.
+pub fn thread_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
+}
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -2,13 +2,13 @@
 //! a file job's `user.csd.stats` reports the device's compute and NAND time, and file jobs at
 //! once run side by side on the preset's cores.
 
-use std::{collections::HashMap, fs, path::Path};
+use std::{collections::BTreeMap, fs, path::Path};
 
 use testkit::rng::pattern;
 use tests::{
     csd_json, kernel_object,
     mount::Mount,
-    xattr::{get, set},
+    xattr::{numbers, set},
 };
 
 /// A mount of a fresh `preset` image with the entropy kernel at /k/entropy.o.
@@ -20,15 +20,9 @@ fn setup(preset: &str) -> Mount {
 }
 
 /// Runs entropy over `file` as a file job; returns its `user.csd.stats` as numbers.
-fn file_job(file: &Path) -> HashMap<String, u64> {
+fn file_job(file: &Path) -> BTreeMap<String, u64> {
     set(file, "user.csd.file_job", "/k/entropy.o").expect("file job");
-    let text = String::from_utf8(get(file, "user.csd.stats").expect("stats")).expect("text");
-    text.split_whitespace()
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').expect("key=value");
-            (key.to_string(), value.parse().expect("a number"))
-        })
-        .collect()
+    numbers(file, "user.csd.stats").expect("stats of key=number pairs")
 }
 
 /// On a zn540 image, compute grows with the kernel's instructions (4, 8 and 16 MiB inputs),

@@ -9,7 +9,6 @@
 //! ([`child_reader`]).
 
 use std::{
-    collections::HashMap,
     fs,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
@@ -23,7 +22,7 @@ use tests::{
     kernel_object,
     mount::Mount,
     reference,
-    xattr::{get, remove, set},
+    xattr::{get, numbers, remove, set},
 };
 
 /// Sample data: every byte value, u32 values on both sides of 2^31 and the pattern "ab".
@@ -220,16 +219,8 @@ fn kernel_log_lines_reach_the_caller() {
 #[test]
 fn counters_on_the_root_are_live() {
     let mut m = setup(&sample(4096), &[]);
-    let counters = |m: &Mount| -> HashMap<String, u64> {
-        let text =
-            String::from_utf8(get(&m.root, "user.csd.counters").expect("counters")).expect("text");
-        text.split_whitespace()
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').expect("key=value");
-                (k.to_string(), v.parse().expect("a count"))
-            })
-            .collect()
-    };
+    let counters =
+        |m: &Mount| numbers(&m.root, "user.csd.counters").expect("counters of key=number pairs");
     let before = counters(&m);
     let file = m.path("written");
     fs::write(&file, vec![5u8; 1 << 20]).expect("write");
