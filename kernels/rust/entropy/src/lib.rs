@@ -39,13 +39,6 @@ fn main(run: Run<'_>) -> Result<u64, Error> {
         pos += n as u64;
         total += n as u64;
     }
-    let counts = as_bytes(counts);
-    csd::emit(counts)?;
+    csd::emit(csd::bytes_of(counts))?;
     Ok(total)
-}
-
-/// The counts as the little-endian bytes they are in memory (eBPF is little-endian here).
-fn as_bytes(words: &[u64]) -> &[u8] {
-    // SAFETY: any u64 is 8 initialised bytes, and the byte view covers exactly the words.
-    unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) }
 }
