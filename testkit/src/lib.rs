@@ -2,7 +2,8 @@
 //! that runs the firmware's zone manager in the test's thread ([`device`]), file-system
 //! helpers ([`fs`]), one seeded generator ([`rng`]), the zone manager's reference model
 //! ([`zns_model`]), the generator of programs the eBPF differential tests run
-//! ([`ebpf_diff`]) and, with the feature `host-shell`, the tiny file system the hostile-image
+//! ([`ebpf_diff`]), with the feature `jit` the comparison of the two executors
+//! ([`executors`]) and, with the feature `host-shell`, the tiny file system the hostile-image
 //! tests damage (`tiny_fs`), and hex as csd's JSON prints it ([`hex`]).
 //!
 //! It depends on the firmware and the file system only (the host shell behind its feature), so
@@ -11,6 +12,8 @@
 
 pub mod device;
 pub mod ebpf_diff;
+#[cfg(feature = "jit")]
+pub mod executors;
 pub mod fs;
 pub mod geometry;
 pub mod hex;

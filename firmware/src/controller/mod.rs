@@ -24,6 +24,7 @@ use common::{
 };
 
 use crate::{
+    ebpf::{Executor, Interpreter},
     nand::{BlockId, Nand},
     zns::ZoneManager,
 };
@@ -32,19 +33,28 @@ use programs::Programs;
 
 /// The device controller over a zone manager. See the module docs.
 #[derive(Debug)]
-pub struct Controller<N: Nand> {
+pub struct Controller<N: Nand, X: Executor = Interpreter> {
     zones: ZoneManager<N>,
-    programs: Programs,
+    programs: Programs<X>,
     /// Bounce buffer for block transfers when host memory is not directly addressable.
     bounce: Vec<u8>,
 }
 
 impl<N: Nand> Controller<N> {
-    /// A controller serving `zones`, with `config` for its program slots.
+    /// A controller serving `zones`, with `config` for its program slots, running kernels on
+    /// the interpreter.
     pub fn new(zones: ZoneManager<N>, config: ProgramConfig) -> Self {
+        Controller::with_executor(zones, config, Interpreter)
+    }
+}
+
+impl<N: Nand, X: Executor> Controller<N, X> {
+    /// A controller serving `zones`, with `config` for its program slots, running kernels on
+    /// `executor`.
+    pub fn with_executor(zones: ZoneManager<N>, config: ProgramConfig, executor: X) -> Self {
         Controller {
             zones,
-            programs: Programs::new(config),
+            programs: Programs::new(config, executor),
             bounce: Vec::new(),
         }
     }

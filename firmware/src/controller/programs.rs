@@ -21,7 +21,7 @@ use common::{
 };
 
 use crate::{
-    ebpf::{Context, Env, HelperError, Program, Step, Vm},
+    ebpf::{Context, Env, Executor, HelperError, Program, Step, Vm},
     nand::Nand,
     zns::ZoneManager,
 };
@@ -113,8 +113,10 @@ struct Job {
 
 /// The computational half of the controller.
 #[derive(Debug)]
-pub(super) struct Programs {
+pub(super) struct Programs<X> {
     config: ProgramConfig,
+    /// What runs the kernels.
+    executor: X,
     slots: Vec<Slot>,
     sets: BTreeMap<u16, RangeSet>,
     /// Queued and running jobs, oldest first; the first `config.running` of them run.
@@ -127,10 +129,11 @@ pub(super) struct Programs {
     last: Option<(u16, CommandId, RunStats)>,
 }
 
-impl Programs {
-    pub(super) fn new(config: ProgramConfig) -> Self {
+impl<X: Executor> Programs<X> {
+    pub(super) fn new(config: ProgramConfig, executor: X) -> Self {
         Programs {
             config,
+            executor,
             slots: (0..config.slots).map(|_| Slot::default()).collect(),
             sets: BTreeMap::new(),
             queue: VecDeque::new(),
@@ -198,6 +201,7 @@ impl Programs {
         let image = core::mem::take(&mut slot.partial);
         Ok(match Program::load(&image) {
             Ok(program) => {
+                self.executor.prepare(&program);
                 slot.program = Some(program);
                 CommandResult::None
             }
@@ -446,7 +450,9 @@ impl Programs {
             page: None,
             page_buf: [0; LBA_BYTES as usize],
         };
-        let step = vm.resume(program, &mut env, self.config.slice_fuel);
+        let step = self
+            .executor
+            .resume(vm, program, &mut env, self.config.slice_fuel);
         let stats = vm.stats();
         self.last = Some((sqid, cid, stats));
         let outcome = match step {

@@ -116,9 +116,10 @@ fn ret(r: Result<usize, HelperError>) -> (u64, usize) {
 }
 
 /// Runs helper `id` (verified to be known) with arguments `r[1..=5]`; sets `r[0]` and returns
-/// the fuel to charge.
+/// the fuel to charge. Native code calls helpers through this too, so both executors share
+/// every check and every counter.
 #[inline(never)]
-pub(crate) fn call<E: Env + ?Sized>(
+pub fn call<E: Env + ?Sized>(
     id: u32,
     pc: u32,
     r: &mut [u64; 16],

@@ -39,6 +39,16 @@ impl Program {
     pub fn rodata(&self) -> &[u8] {
         &self.rodata
     }
+
+    /// The verified instructions, one per slot (what a compiler of native code translates).
+    pub fn insns(&self) -> &[Insn] {
+        &self.insns
+    }
+
+    /// The image's fingerprint (FNV-1a): equal images have equal fingerprints.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
 }
 
 /// Checks an image's header (magic, version, flags, lengths and limits) and returns its

@@ -38,7 +38,7 @@ pub(crate) mod size {
 }
 
 /// Atomic operation codes (the `imm` of an atomic store).
-pub(crate) mod atomic {
+pub mod atomic {
     pub const ADD: i32 = 0x00;
     pub const OR: i32 = 0x40;
     pub const AND: i32 = 0x50;
@@ -78,7 +78,7 @@ impl RawInsn {
 /// variants from register `src`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub(crate) enum Op {
+pub enum Op {
     // 64-bit ALU.
     Add64Imm,
     Add64Reg,
@@ -234,7 +234,7 @@ pub(crate) enum Op {
 /// operations use the low half); for memory operations `off` is the address offset and `imm`
 /// the stored immediate; for jumps and local calls `off` is the absolute target.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Insn {
+pub struct Insn {
     pub op: Op,
     pub dst: u8,
     pub src: u8,

@@ -4,7 +4,7 @@
 use common::abi::{self, region};
 
 /// Bytes of the whole stack: one [`abi::STACK_BYTES`] frame per call level.
-pub(crate) const STACK_TOTAL: usize = (abi::STACK_BYTES * abi::MAX_CALL_DEPTH) as usize;
+pub const STACK_TOTAL: usize = (abi::STACK_BYTES * abi::MAX_CALL_DEPTH) as usize;
 
 const CTX: u64 = region::CTX_BASE >> 32;
 const STACK: u64 = region::STACK_BASE >> 32;
@@ -20,7 +20,8 @@ const _: () = assert!(
 );
 
 /// Borrowed view of the regions for one slice of execution.
-pub(crate) struct Mem<'a> {
+#[derive(Debug)]
+pub struct Mem<'a> {
     pub ctx: &'a [u8],
     pub stack: &'a mut [u8],
     /// Lowest live stack offset: the bottom of the innermost call frame. Frames below it are

@@ -24,6 +24,7 @@
 //! budget by that one call; the overrun is counted in [`RunStats::fuel_used`] and ends the
 //! slice (or the run, with [`ExecError::OutOfFuel`]).
 
+mod executor;
 mod helpers;
 mod image;
 mod insn;
@@ -32,7 +33,13 @@ mod verify;
 mod vm;
 
 pub use common::program::RunStats;
-pub use helpers::{Env, HelperError, BYTES_PER_FUEL, HELPER_CALL_FUEL};
+pub use executor::{Executor, Interpreter};
+pub use helpers::{call as call_helper, Env, HelperError, BYTES_PER_FUEL, HELPER_CALL_FUEL};
 pub use image::{encode as encode_image, split as split_image, LoadError, Program};
+pub use insn::{atomic, Insn, Op};
+pub use mem::{Mem, STACK_TOTAL};
 pub use verify::VerifyError;
-pub use vm::{run_to_end, Context, ExecError, Step, Vm};
+pub use vm::{
+    run_to_end, Context, ExecError, Frame, Native, NativeExit, NativeRun, SliceEnd, Step, Vm,
+    FRAME_BYTES, MAX_FRAMES, STACK_TOP_ADDR,
+};

@@ -175,11 +175,15 @@ impl fmt::Display for ExecError {
 
 impl core::error::Error for ExecError {}
 
-/// Saved state of a caller while a bpf-to-bpf callee runs.
+/// Saved state of a caller while a bpf-to-bpf callee runs (`repr(C)`: native code reads
+/// and writes it).
 #[derive(Copy, Clone, Debug, Default)]
-struct Frame {
-    saved: [u64; 4],
-    ret_pc: usize,
+#[repr(C)]
+pub struct Frame {
+    /// The caller's `r6`..`r9`.
+    pub saved: [u64; 4],
+    /// The instruction after the call.
+    pub ret_pc: usize,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -188,12 +192,67 @@ enum State {
     Running,
 }
 
-/// Why the hot loop stopped.
-enum Stop {
+/// Why a stretch of execution stopped (the interpreter's hot loop, or native code).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SliceEnd {
+    /// The kernel returned `r0` from its entry function.
     Exit(u64),
+    /// The budget is used up (or, for native code, too small for the next block).
     Fuel,
+    /// The kernel faulted; the run is over.
     Fault(ExecError),
 }
+
+/// Native code for one verified program, run by [`Vm::resume_native`] a basic block at a
+/// time.
+///
+/// Native code keeps a run's state in the interpreter's own form (registers, pc, call frames,
+/// counters), so a run passes between the two at any block boundary: the interpreter takes
+/// over wherever a slice ends inside a block, which keeps fuel exact to the instruction.
+pub trait Native {
+    /// Whether native code enters at instruction `pc` (a block start), and the instructions
+    /// from `pc` to the end of its block (at least 1).
+    fn block_at(&self, pc: usize) -> (bool, u64);
+    /// Runs whole blocks from `*run.pc`, an entry whose block fits in `budget`, until the
+    /// kernel exits or faults or the next block does not fit in what is left. Charges each
+    /// block's instructions before running it, adds its instruction classes to `run.stats`,
+    /// and calls helpers through [`super::helpers::call`].
+    fn run(&self, run: NativeRun<'_>, env: &mut dyn Env, budget: i64) -> NativeExit;
+}
+
+/// A run's state lent to native code for one stretch.
+#[derive(Debug)]
+pub struct NativeRun<'a> {
+    /// `r0`..`r10` (indices 11..15 unused).
+    pub regs: &'a mut [u64; 16],
+    pub pc: &'a mut usize,
+    /// Live call frames, the entry frame included.
+    pub depth: &'a mut usize,
+    /// Saved callers: `frames[d - 1]` is the caller of the frame at depth `d + 1`.
+    pub frames: &'a mut [Frame; MAX_DEPTH],
+    /// The run's memory; `mem.stack_lo` matches `depth`.
+    pub mem: Mem<'a>,
+    pub stats: &'a mut RunStats,
+    /// The context's `out_cap`, which `csd_emit` enforces.
+    pub out_cap: u64,
+}
+
+/// How a stretch of native code ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct NativeExit {
+    pub end: SliceEnd,
+    /// The budget left (negative when a helper's cost overran it).
+    pub budget_left: i64,
+    /// Fuel charged by helpers (the rest of the fuel used is instructions).
+    pub helper_fuel: u64,
+}
+
+/// Most call frames of a run.
+pub const MAX_FRAMES: usize = MAX_DEPTH;
+/// Bytes of one call frame of the stack.
+pub const FRAME_BYTES: u64 = FRAME;
+/// `r10` of the entry frame: the top of the stack region.
+pub const STACK_TOP_ADDR: u64 = STACK_TOP;
 
 /// An eBPF virtual machine: the buffers and registers of one run at a time.
 #[derive(Debug)]
@@ -282,34 +341,108 @@ impl Vm {
         env: &mut E,
         slice: u64,
     ) -> Result<Step, ExecError> {
+        let budget = self.slice_budget(program, slice)?;
+        let (end, left, helper_fuel) = self.run(program, env, budget);
+        self.end_slice(budget, end, left, helper_fuel)
+    }
+
+    /// [`Vm::resume`] with native code for `program`: whole blocks run natively, and the
+    /// interpreter runs where a block does not fit the slice (and where a run stopped inside
+    /// one). Same results, faults, fuel and counters as [`Vm::resume`].
+    pub fn resume_native<N: Native + ?Sized>(
+        &mut self,
+        program: &Program,
+        native: &N,
+        env: &mut dyn Env,
+        slice: u64,
+    ) -> Result<Step, ExecError> {
+        let budget = self.slice_budget(program, slice)?;
+        let mut left = budget;
+        let mut helper_fuel = 0;
+        let end = loop {
+            if left <= 0 {
+                break SliceEnd::Fuel;
+            }
+            let (entry, rest) = native.block_at(self.pc);
+            let rest = rest.clamp(1, i64::MAX as u64) as i64;
+            let end = if entry && rest <= left {
+                let out_cap = u64::from_le_bytes(self.ctx_field(abi::ctx::OUT_CAP));
+                let stack_lo = STACK_TOTAL - self.depth * FRAME as usize;
+                let exit = native.run(
+                    NativeRun {
+                        regs: &mut self.regs,
+                        pc: &mut self.pc,
+                        depth: &mut self.depth,
+                        frames: &mut self.frames,
+                        mem: Mem {
+                            ctx: &self.ctx,
+                            stack: &mut self.stack,
+                            stack_lo,
+                            scratch: &mut self.scratch,
+                            rodata: &program.rodata,
+                        },
+                        stats: &mut self.stats,
+                        out_cap,
+                    },
+                    env,
+                    left,
+                );
+                left = exit.budget_left;
+                helper_fuel += exit.helper_fuel;
+                exit.end
+            } else {
+                let part = rest.min(left);
+                let (end, part_left, part_helpers) = self.run(program, env, part);
+                left -= part - part_left;
+                helper_fuel += part_helpers;
+                end
+            };
+            if end != SliceEnd::Fuel {
+                break end;
+            }
+        };
+        self.end_slice(budget, end, left, helper_fuel)
+    }
+
+    /// Checks that `program`'s run is in progress; the fuel of a slice of at most `slice`.
+    fn slice_budget(&self, program: &Program, slice: u64) -> Result<i64, ExecError> {
         if self.state != State::Running {
             return Err(ExecError::NotRunning);
         }
         if self.prog_id != program.fingerprint {
             return Err(ExecError::ProgramMismatch);
         }
-        let budget = slice.min(self.fuel_left).min(i64::MAX as u64) as i64;
-        let (stop, left, helper_fuel) = self.run(program, env, budget);
+        Ok(slice.min(self.fuel_left).min(i64::MAX as u64) as i64)
+    }
+
+    /// Books a slice that started with `budget` and ended with `left`.
+    fn end_slice(
+        &mut self,
+        budget: i64,
+        end: SliceEnd,
+        left: i64,
+        helper_fuel: u64,
+    ) -> Result<Step, ExecError> {
         let consumed = (budget - left) as u64;
         self.stats.fuel_used += consumed;
         self.stats.instructions += consumed - helper_fuel;
         self.fuel_left = self.fuel_left.saturating_sub(consumed);
-        match stop {
-            Stop::Exit(r0) => {
+        match end {
+            SliceEnd::Exit(r0) => {
                 self.state = State::Idle;
                 Ok(Step::Exited { r0 })
             }
-            Stop::Fault(e) => {
+            SliceEnd::Fault(e) => {
                 self.state = State::Idle;
                 Err(e)
             }
-            Stop::Fuel if self.fuel_left == 0 => {
+            SliceEnd::Fuel if self.fuel_left == 0 => {
                 self.state = State::Idle;
                 Err(ExecError::OutOfFuel {
                     instructions: self.stats.instructions,
                 })
             }
-            Stop::Fuel => Ok(Step::Yielded),
+            SliceEnd::Fuel => Ok(Step::Yielded),
         }
     }
 
@@ -338,7 +471,7 @@ impl Vm {
         program: &Program,
         env: &mut E,
         mut budget: i64,
-    ) -> (Stop, i64, u64) {
+    ) -> (SliceEnd, i64, u64) {
         let insns = program.insns.as_slice();
         let out_cap = u64::from_le_bytes(self.ctx_field(abi::ctx::OUT_CAP));
         let mut r = self.regs;
@@ -359,12 +492,12 @@ impl Vm {
 
         let stop = loop {
             if budget <= 0 {
-                break Stop::Fuel;
+                break SliceEnd::Fuel;
             }
             budget -= 1;
             let Some(&i) = insns.get(pc) else {
                 // The verifier rules this out (no fall-through past the end).
-                break Stop::Fault(ExecError::MemoryFault {
+                break SliceEnd::Fault(ExecError::MemoryFault {
                     pc: pc as u32,
                     addr: 0,
                     len: 0,
@@ -562,13 +695,13 @@ impl Vm {
                             helper_fuel += cost;
                             budget = budget.saturating_sub(cost.min(i64::MAX as u64) as i64);
                         }
-                        Err(e) => break Stop::Fault(e),
+                        Err(e) => break SliceEnd::Fault(e),
                     }
                 }
                 Op::CallLocal => {
                     calls += 1;
                     if depth >= MAX_DEPTH {
-                        break Stop::Fault(ExecError::CallDepthExceeded { pc: at });
+                        break SliceEnd::Fault(ExecError::CallDepthExceeded { pc: at });
                     }
                     frames[depth - 1] = Frame {
                         saved: [r[6], r[7], r[8], r[9]],
@@ -582,7 +715,7 @@ impl Vm {
                 Op::Exit => {
                     calls += 1;
                     if depth == 1 {
-                        break Stop::Exit(r[0]);
+                        break SliceEnd::Exit(r[0]);
                     }
                     depth -= 1;
                     let f = frames[depth - 1];
@@ -625,8 +758,8 @@ pub fn run_to_end<E: Env + ?Sized>(
 }
 
 #[cold]
-fn fault(pc: u32, addr: u64, len: u32, write: bool) -> Stop {
-    Stop::Fault(ExecError::MemoryFault {
+fn fault(pc: u32, addr: u64, len: u32, write: bool) -> SliceEnd {
+    SliceEnd::Fault(ExecError::MemoryFault {
         pc,
         addr,
         len,

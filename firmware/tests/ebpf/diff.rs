@@ -1,5 +1,6 @@
 //! Differential tests against rbpf 0.4's interpreter: the same terminating program gives the
-//! same r0 and leaves the same stack contents (folded into r0 by an epilogue).
+//! same r0 and leaves the same stack contents (folded into r0 by an epilogue). Our JIT runs
+//! each program too and must agree with our interpreter on everything.
 //!
 //! Only comparable behaviour is generated: no pointers reach results (rbpf uses host
 //! addresses), memory stays in a 64-byte stack window or reads the 64-byte context, and two
@@ -8,16 +9,18 @@
 //! keeps the upper half in rbpf (zeroed in the RFC).
 
 use crate::util::{asm, ctx, load, TestEnv};
-use firmware::ebpf::Vm;
+use firmware::ebpf::Step;
 use proptest::prelude::*;
+use testkit::executors;
 use testkit::ebpf_diff::{epilogue, program, ALU_CODES, G, JMP_CODES, MAX_REG, MAX_SKIP, WIDTHS};
 
+/// r0 of our run; the JIT must agree with the interpreter on everything first.
 fn run_ours(text: &[u8]) -> u64 {
     let p = load(text).unwrap_or_else(|e| panic!("our verifier refused: {e}"));
-    let mut vm = Vm::new(0);
-    vm.run_to_end(&p, &ctx(), &mut TestEnv::default(), 10_000_000)
-        .unwrap_or_else(|e| panic!("our run failed: {e}"))
-        .0
+    match executors::agree(&p, &ctx(), &TestEnv::default(), 10_000_000, 0).end {
+        Ok(Step::Exited { r0 }) => r0,
+        other => panic!("our run failed: {other:?}"),
+    }
 }
 
 fn run_rbpf(text: &[u8]) -> u64 {

@@ -5,5 +5,6 @@ mod diff;
 mod helpers;
 mod hostile;
 mod isa;
+mod jit;
 mod util;
 mod verify;

@@ -1,6 +1,7 @@
 //! Shared helpers for the eBPF executor tests: assembling, image building, a test `Env`.
 
-use firmware::ebpf::{self, Context, Env, ExecError, HelperError, Program, RunStats};
+use firmware::ebpf::{self, Context, Env, ExecError, HelperError, Program, RunStats, Step};
+use testkit::executors;
 
 /// Default fuel for tests that expect to finish.
 pub const FUEL: u64 = 1_000_000;
@@ -34,7 +35,7 @@ pub fn prog(src: &str) -> Program {
 }
 
 /// A test environment: a file snapshot, collected output and logs, optional write input.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TestEnv {
     pub file: Vec<u8>,
     pub out: Vec<u8>,
@@ -95,9 +96,10 @@ pub fn ctx() -> Context {
     }
 }
 
-/// Runs a program to its end with a default context and an empty file.
+/// Runs a program to its end with a default context and an empty file, on the interpreter
+/// and on the JIT (which must agree on everything, in whole and in small slices).
 pub fn run(p: &Program) -> Result<(u64, RunStats), ExecError> {
-    ebpf::run_to_end(p, &ctx(), &mut TestEnv::default(), FUEL)
+    run_env(p, &mut TestEnv::default())
 }
 
 /// Runs assembler text and returns r0, panicking on any error.
@@ -111,7 +113,14 @@ pub fn r0_bytes(text: &[u8]) -> u64 {
     run(&p).unwrap_or_else(|e| panic!("run: {e}")).0
 }
 
-/// Runs a program to its end with a default context and the given environment.
+/// Runs a program to its end with a default context and the given environment, on the
+/// interpreter and on the JIT (which must agree); `env` ends as the run left it.
 pub fn run_env(p: &Program, env: &mut TestEnv) -> Result<(u64, RunStats), ExecError> {
-    ebpf::run_to_end(p, &ctx(), env, FUEL)
+    let outcome = executors::agree(p, &ctx(), env, FUEL, common::abi::DEFAULT_SCRATCH_BYTES);
+    *env = outcome.env;
+    match outcome.end {
+        Ok(Step::Exited { r0 }) => Ok((r0, outcome.stats)),
+        Ok(Step::Yielded) => unreachable!("a run to its end does not yield"),
+        Err(e) => Err(e),
+    }
 }

@@ -1,0 +1,937 @@
+//! Translation of a verified program into Cranelift IR: one function per program, one IR
+//! block per basic block ([`Blocks`]), eBPF registers in SSA variables.
+//!
+//! The function takes the [`State`](crate::native) pointer, enters at the state's `pc` through
+//! a jump table over block starts, and returns an exit reason ([`exit`]) with the registers,
+//! budget, counters and `pc` written back. Each block first checks that all of its
+//! instructions fit the budget (otherwise it returns, and the interpreter runs the part that
+//! fits), then charges them and adds its instruction classes to the counters. A fault inside
+//! a block gives back what the block charged for the instructions after the faulting one, so
+//! fuel and counters match the interpreter's, which charges as it goes.
+
+use cranelift_codegen::ir::{
+    condcodes::IntCC, types, AbiParam, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData,
+    SigRef, Signature, Type, Value,
+};
+use cranelift_frontend::{FunctionBuilder, Variable};
+use firmware::ebpf::{atomic, Insn, Op, FRAME_BYTES, MAX_FRAMES};
+
+use crate::blocks::{ends_block, is_jump, next_pc, Blocks};
+use crate::native::{exit, field, STACK_REGION};
+use common::abi::region;
+
+const I8: Type = types::I8;
+const I16: Type = types::I16;
+const I32: Type = types::I32;
+const I64: Type = types::I64;
+
+/// Instruction classes of a stretch of instructions, as `RunStats` counts them.
+#[derive(Copy, Clone, Debug, Default)]
+struct Classes {
+    insns: i64,
+    memory: i64,
+    branches: i64,
+    calls: i64,
+}
+
+impl Classes {
+    fn add(&mut self, op: Op) {
+        self.insns += 1;
+        if is_memory(op) {
+            self.memory += 1;
+        } else if is_jump(op) {
+            self.branches += 1;
+        } else if matches!(op, Op::CallHelper | Op::CallLocal | Op::Exit) {
+            self.calls += 1;
+        }
+    }
+}
+
+fn is_memory(op: Op) -> bool {
+    (Op::Ldx8 as u8..=Op::Atomic64 as u8).contains(&(op as u8))
+}
+
+/// The binary ALU operations.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Bin {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    SDiv,
+    Mod,
+    SMod,
+    Or,
+    And,
+    Xor,
+    Lsh,
+    Rsh,
+    Arsh,
+}
+
+/// The memory flags of kernel memory: checked before every access (so no trap), maybe
+/// unaligned.
+fn kernel_mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+/// The flags of the state and frame fields: aligned, always mapped.
+fn host_mem() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// Builds the function body for `insns` into `b`, whose signature is `(ptr) -> i32`.
+pub(crate) fn translate(
+    b: FunctionBuilder<'_>,
+    insns: &[Insn],
+    blocks: &Blocks,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+) {
+    let mut g = Gen::new(b, insns, blocks, isa.default_call_conv());
+    g.body();
+    g.b.seal_all_blocks();
+    g.b.finalize(isa.frontend_config());
+}
+
+struct Gen<'a, 'f> {
+    b: FunctionBuilder<'f>,
+    insns: &'a [Insn],
+    blocks: &'a Blocks,
+    /// IR block of every slot where a basic block starts.
+    block_of: Vec<Option<Block>>,
+    /// The one return path: params (reason: i32, pc: i64).
+    exit: Block,
+    /// Enters the block at a pc: param (pc: i64).
+    dispatch: Block,
+    helper_sig: SigRef,
+    state: Value,
+    regs: Value,
+    frames: Value,
+    stack: Value,
+    r: [Variable; 11],
+    budget: Variable,
+    memory: Variable,
+    branches: Variable,
+    calls: Variable,
+    helper_fuel: Variable,
+}
+
+impl<'a, 'f> Gen<'a, 'f> {
+    fn new(
+        mut b: FunctionBuilder<'f>,
+        insns: &'a [Insn],
+        blocks: &'a Blocks,
+        call_conv: cranelift_codegen::isa::CallConv,
+    ) -> Self {
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let state = b.block_params(entry)[0];
+        let load = |b: &mut FunctionBuilder<'_>, off: i32| b.ins().load(I64, host_mem(), state, off);
+        let regs = load(&mut b, field::REGS);
+        let frames = load(&mut b, field::FRAMES);
+        let stack = load(&mut b, field::STACK);
+        let r: [Variable; 11] = std::array::from_fn(|_| b.declare_var(I64));
+        for (i, &var) in r.iter().enumerate() {
+            let v = b.ins().load(I64, host_mem(), regs, 8 * i as i32);
+            b.def_var(var, v);
+        }
+        let budget = b.declare_var(I64);
+        let v = load(&mut b, field::BUDGET);
+        b.def_var(budget, v);
+        let [memory, branches, calls, helper_fuel] = std::array::from_fn(|_| b.declare_var(I64));
+        let zero = b.ins().iconst(I64, 0);
+        for var in [memory, branches, calls, helper_fuel] {
+            b.def_var(var, zero);
+        }
+        let pc = load(&mut b, field::PC);
+
+        let mut sig = Signature::new(call_conv);
+        sig.params.extend([AbiParam::new(I64); 3]);
+        sig.returns.push(AbiParam::new(I64));
+        let helper_sig = b.import_signature(sig);
+
+        let exit = b.create_block();
+        b.append_block_param(exit, I32);
+        b.append_block_param(exit, I64);
+        let dispatch = b.create_block();
+        b.append_block_param(dispatch, I64);
+        b.ins().jump(dispatch, &[BlockArg::Value(pc)]);
+
+        let block_of = blocks
+            .start
+            .iter()
+            .map(|&s| s.then(|| b.create_block()))
+            .collect();
+        Gen {
+            b,
+            insns,
+            blocks,
+            block_of,
+            exit,
+            dispatch,
+            helper_sig,
+            state,
+            regs,
+            frames,
+            stack,
+            r,
+            budget,
+            memory,
+            branches,
+            calls,
+            helper_fuel,
+        }
+    }
+
+    fn body(&mut self) {
+        self.emit_dispatch();
+        self.emit_exit();
+        for pc in 0..self.insns.len() {
+            if let Some(block) = self.block_of[pc] {
+                self.emit_block(pc, block);
+            }
+        }
+    }
+
+    /// `dispatch(pc)`: a jump table over the slots; a slot that starts no block returns
+    /// [`exit::ELSEWHERE`].
+    fn emit_dispatch(&mut self) {
+        let dispatch = self.dispatch;
+        self.b.switch_to_block(dispatch);
+        let pc = self.b.block_params(dispatch)[0];
+        let elsewhere = self.b.ins().iconst(I32, i64::from(exit::ELSEWHERE));
+        let args = [BlockArg::Value(elsewhere), BlockArg::Value(pc)];
+        let default = self.b.func.dfg.block_call(self.exit, &args);
+        let table: Vec<_> = self
+            .block_of
+            .clone()
+            .into_iter()
+            .map(|block| match block {
+                Some(block) => self.b.func.dfg.block_call(block, &[]),
+                None => self.b.func.dfg.block_call(self.exit, &args),
+            })
+            .collect();
+        let jt = self.b.create_jump_table(JumpTableData::new(default, &table));
+        // Slots number at most 65,536, and a pc past them takes the default.
+        let past = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, pc, 1 << 20);
+        let clamped = self.b.ins().iconst(I64, 1 << 20);
+        let pc = self.b.ins().select(past, clamped, pc);
+        let index = self.b.ins().ireduce(I32, pc);
+        self.b.ins().br_table(index, jt);
+    }
+
+    /// `exit(reason, pc)`: writes the registers, budget, counters and pc back and returns.
+    fn emit_exit(&mut self) {
+        let exit = self.exit;
+        self.b.switch_to_block(exit);
+        self.b.set_cold_block(exit);
+        let (reason, pc) = (self.b.block_params(exit)[0], self.b.block_params(exit)[1]);
+        for i in 0..11 {
+            let v = self.b.use_var(self.r[i]);
+            self.b.ins().store(host_mem(), v, self.regs, 8 * i as i32);
+        }
+        let fields = [
+            (self.budget, field::BUDGET),
+            (self.memory, field::MEMORY),
+            (self.branches, field::BRANCHES),
+            (self.calls, field::CALLS),
+            (self.helper_fuel, field::HELPER_FUEL),
+        ];
+        for (var, off) in fields {
+            let v = self.b.use_var(var);
+            self.b.ins().store(host_mem(), v, self.state, off);
+        }
+        self.b.ins().store(host_mem(), pc, self.state, field::PC);
+        self.b.ins().return_(&[reason]);
+    }
+
+    /// Jumps to `exit(reason, pc)`.
+    fn leave(&mut self, reason: u32, pc: usize) {
+        let reason = self.b.ins().iconst(I32, i64::from(reason));
+        let pc = self.b.ins().iconst(I64, pc as i64);
+        self.b
+            .ins()
+            .jump(self.exit, &[BlockArg::Value(reason), BlockArg::Value(pc)]);
+    }
+
+    /// Jumps to the block starting at `pc`, or leaves for the interpreter if none does (the
+    /// verifier rules out running off the end; the interpreter reports it if it ever did).
+    fn goto(&mut self, pc: usize) {
+        match self.block_of.get(pc).copied().flatten() {
+            Some(block) => {
+                self.b.ins().jump(block, &[]);
+            }
+            None => self.leave(exit::ELSEWHERE, pc),
+        }
+    }
+
+    fn block_at(&self, pc: usize) -> Block {
+        // Jump and call targets start blocks (`Blocks::of`).
+        self.block_of[pc].unwrap_or(self.exit)
+    }
+
+    fn add_var(&mut self, var: Variable, n: i64) {
+        if n != 0 {
+            let v = self.b.use_var(var);
+            let v = self.b.ins().iadd_imm_s(v, n);
+            self.b.def_var(var, v);
+        }
+    }
+
+    /// Emits the basic block starting at `start`.
+    fn emit_block(&mut self, start: usize, block: Block) {
+        // The slots of the block and its classes.
+        let mut pcs = Vec::new();
+        let mut total = Classes::default();
+        let mut pc = start;
+        loop {
+            let op = self.insns[pc].op;
+            pcs.push(pc);
+            total.add(op);
+            let next = next_pc(self.insns, pc);
+            if ends_block(op) || next >= self.insns.len() || self.blocks.start[next] {
+                break;
+            }
+            pc = next;
+        }
+
+        self.b.switch_to_block(block);
+        let budget = self.b.use_var(self.budget);
+        let fits = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, budget, total.insns);
+        let body = self.b.create_block();
+        let short = self.b.create_block();
+        self.b.set_cold_block(short);
+        self.b.ins().brif(fits, body, &[], short, &[]);
+        self.b.switch_to_block(short);
+        self.leave(exit::FUEL, start);
+
+        self.b.switch_to_block(body);
+        self.add_var(self.budget, -total.insns);
+        self.add_var(self.memory, total.memory);
+        self.add_var(self.branches, total.branches);
+        self.add_var(self.calls, total.calls);
+
+        let mut done = Classes::default();
+        for &pc in &pcs {
+            let op = self.insns[pc].op;
+            done.add(op);
+            // What the block charged for the instructions after this one.
+            let after = Classes {
+                insns: total.insns - done.insns,
+                memory: total.memory - done.memory,
+                branches: total.branches - done.branches,
+                calls: total.calls - done.calls,
+            };
+            self.emit_insn(pc, after);
+        }
+        let last = *pcs.last().unwrap_or(&start);
+        if !ends_block(self.insns[last].op) {
+            self.goto(next_pc(self.insns, last));
+        }
+    }
+
+    fn reg(&mut self, i: u8) -> Value {
+        self.b.use_var(self.r[usize::from(i & 15).min(10)])
+    }
+
+    fn set(&mut self, i: u8, v: Value) {
+        self.b.def_var(self.r[usize::from(i & 15).min(10)], v);
+    }
+
+    fn emit_insn(&mut self, pc: usize, after: Classes) {
+        let i = self.insns[pc];
+        let (d, s) = (i.dst, i.src);
+        let imm = i.imm as i64;
+        use Op::*;
+        match i.op {
+            Add64Imm | Sub64Imm | Mul64Imm | Div64Imm | SDiv64Imm | Mod64Imm | SMod64Imm
+            | Or64Imm | And64Imm | Xor64Imm | Lsh64Imm | Rsh64Imm | Arsh64Imm => {
+                let a = self.reg(d);
+                let b = self.b.ins().iconst(I64, imm);
+                let v = self.bin(I64, bin_of(i.op), a, b);
+                self.set(d, v);
+            }
+            Add64Reg | Sub64Reg | Mul64Reg | Div64Reg | SDiv64Reg | Mod64Reg | SMod64Reg
+            | Or64Reg | And64Reg | Xor64Reg | Lsh64Reg | Rsh64Reg | Arsh64Reg => {
+                let a = self.reg(d);
+                let b = self.reg(s);
+                let v = self.bin(I64, bin_of(i.op), a, b);
+                self.set(d, v);
+            }
+            Add32Imm | Sub32Imm | Mul32Imm | Div32Imm | SDiv32Imm | Mod32Imm | SMod32Imm
+            | Or32Imm | And32Imm | Xor32Imm | Lsh32Imm | Rsh32Imm | Arsh32Imm => {
+                let a = self.reg(d);
+                let a = self.b.ins().ireduce(I32, a);
+                let b = self.b.ins().iconst(I32, i64::from(imm as u32));
+                let v = self.bin(I32, bin_of(i.op), a, b);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            Add32Reg | Sub32Reg | Mul32Reg | Div32Reg | SDiv32Reg | Mod32Reg | SMod32Reg
+            | Or32Reg | And32Reg | Xor32Reg | Lsh32Reg | Rsh32Reg | Arsh32Reg => {
+                let a = self.reg(d);
+                let a = self.b.ins().ireduce(I32, a);
+                let b = self.reg(s);
+                let b = self.b.ins().ireduce(I32, b);
+                let v = self.bin(I32, bin_of(i.op), a, b);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            Neg64 => {
+                let a = self.reg(d);
+                let v = self.b.ins().ineg(a);
+                self.set(d, v);
+            }
+            Neg32 => {
+                let a = self.reg(d);
+                let a = self.b.ins().ireduce(I32, a);
+                let v = self.b.ins().ineg(a);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            Mov64Imm => {
+                let v = self.b.ins().iconst(I64, imm);
+                self.set(d, v);
+            }
+            Mov64Reg => {
+                let v = self.reg(s);
+                self.set(d, v);
+            }
+            Mov32Imm => {
+                let v = self.b.ins().iconst(I64, i64::from(imm as u32));
+                self.set(d, v);
+            }
+            Mov32Reg | ZeroExt32 => {
+                let v = self.reg(if i.op == Mov32Reg { s } else { d });
+                let v = self.b.ins().ireduce(I32, v);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            ZeroExt16 => {
+                let v = self.reg(d);
+                let v = self.b.ins().ireduce(I16, v);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            MovSx64B | MovSx64H | MovSx64W => {
+                let narrow = match i.op {
+                    MovSx64B => I8,
+                    MovSx64H => I16,
+                    _ => I32,
+                };
+                let v = self.reg(s);
+                let v = self.b.ins().ireduce(narrow, v);
+                let v = self.b.ins().sextend(I64, v);
+                self.set(d, v);
+            }
+            MovSx32B | MovSx32H => {
+                let narrow = if i.op == MovSx32B { I8 } else { I16 };
+                let v = self.reg(s);
+                let v = self.b.ins().ireduce(narrow, v);
+                let v = self.b.ins().sextend(I32, v);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            Nop => {}
+            Swap16 | Swap32 => {
+                let narrow = if i.op == Swap16 { I16 } else { I32 };
+                let v = self.reg(d);
+                let v = self.b.ins().ireduce(narrow, v);
+                let v = self.b.ins().bswap(v);
+                let v = self.b.ins().uextend(I64, v);
+                self.set(d, v);
+            }
+            Swap64 => {
+                let v = self.reg(d);
+                let v = self.b.ins().bswap(v);
+                self.set(d, v);
+            }
+
+            Ldx8 | Ldx16 | Ldx32 | Ldx64 | Ldsx8 | Ldsx16 | Ldsx32 => {
+                let len = match i.op {
+                    Ldx8 | Ldsx8 => 1,
+                    Ldx16 | Ldsx16 => 2,
+                    Ldx32 | Ldsx32 => 4,
+                    _ => 8,
+                };
+                let ptr = self.access(pc, after, s, i.off, len, false);
+                let f = kernel_mem();
+                let ins = self.b.ins();
+                let v = match i.op {
+                    Ldx8 => ins.uload8(I64, f, ptr, 0),
+                    Ldx16 => ins.uload16(I64, f, ptr, 0),
+                    Ldx32 => ins.uload32(f, ptr, 0),
+                    Ldx64 => ins.load(I64, f, ptr, 0),
+                    Ldsx8 => ins.sload8(I64, f, ptr, 0),
+                    Ldsx16 => ins.sload16(I64, f, ptr, 0),
+                    _ => ins.sload32(f, ptr, 0),
+                };
+                self.set(d, v);
+            }
+            St8 | St16 | St32 | St64 | Stx8 | Stx16 | Stx32 | Stx64 => {
+                let len = match i.op {
+                    St8 | Stx8 => 1,
+                    St16 | Stx16 => 2,
+                    St32 | Stx32 => 4,
+                    _ => 8,
+                };
+                let ptr = self.access(pc, after, d, i.off, len, true);
+                let v = if matches!(i.op, St8 | St16 | St32 | St64) {
+                    self.b.ins().iconst(I64, imm)
+                } else {
+                    self.reg(s)
+                };
+                let f = kernel_mem();
+                let ins = self.b.ins();
+                match len {
+                    1 => ins.istore8(f, v, ptr, 0),
+                    2 => ins.istore16(f, v, ptr, 0),
+                    4 => ins.istore32(f, v, ptr, 0),
+                    _ => ins.store(f, v, ptr, 0),
+                };
+            }
+            Atomic32 | Atomic64 => self.atomic(pc, after, i),
+            Lddw => {
+                let v = self.b.ins().iconst(I64, imm);
+                self.set(d, v);
+            }
+
+            Ja => {
+                let target = self.block_at(i.off as usize);
+                self.b.ins().jump(target, &[]);
+            }
+            JeqImm | JeqReg | JgtImm | JgtReg | JgeImm | JgeReg | JltImm | JltReg | JleImm
+            | JleReg | JsetImm | JsetReg | JneImm | JneReg | JsgtImm | JsgtReg | JsgeImm
+            | JsgeReg | JsltImm | JsltReg | JsleImm | JsleReg | Jeq32Imm | Jeq32Reg
+            | Jgt32Imm | Jgt32Reg | Jge32Imm | Jge32Reg | Jlt32Imm | Jlt32Reg | Jle32Imm
+            | Jle32Reg | Jset32Imm | Jset32Reg | Jne32Imm | Jne32Reg | Jsgt32Imm | Jsgt32Reg
+            | Jsge32Imm | Jsge32Reg | Jslt32Imm | Jslt32Reg | Jsle32Imm | Jsle32Reg => {
+                self.cond_jump(pc, i);
+            }
+
+            CallHelper => self.call_helper(pc, i),
+            CallLocal => self.call_local(pc, i),
+            Exit => self.exit_insn(pc),
+            // Never executed: the verifier rules out jumps into a wide load, and blocks step
+            // over it.
+            WideSecondHalf => {}
+        }
+    }
+
+    /// `a op b` at width `ty`, with RFC 9669's answers where the machine would trap:
+    /// division by zero gives 0, modulo by zero keeps the dividend, and the signed overflow
+    /// `MIN / -1` wraps (to `MIN`, remainder 0).
+    fn bin(&mut self, ty: Type, op: Bin, a: Value, b: Value) -> Value {
+        let ins = self.b.ins();
+        match op {
+            Bin::Add => ins.iadd(a, b),
+            Bin::Sub => ins.isub(a, b),
+            Bin::Mul => ins.imul(a, b),
+            Bin::Or => ins.bor(a, b),
+            Bin::And => ins.band(a, b),
+            Bin::Xor => ins.bxor(a, b),
+            // Cranelift takes shift amounts modulo the width, as RFC 9669 does.
+            Bin::Lsh => ins.ishl(a, b),
+            Bin::Rsh => ins.ushr(a, b),
+            Bin::Arsh => ins.sshr(a, b),
+            Bin::Div | Bin::Mod => {
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, b, 0);
+                let one = self.b.ins().iconst(ty, 1);
+                let safe = self.b.ins().select(zero, one, b);
+                if op == Bin::Div {
+                    let q = self.b.ins().udiv(a, safe);
+                    let z = self.b.ins().iconst(ty, 0);
+                    self.b.ins().select(zero, z, q)
+                } else {
+                    let r = self.b.ins().urem(a, safe);
+                    self.b.ins().select(zero, a, r)
+                }
+            }
+            Bin::SDiv | Bin::SMod => {
+                let min = if ty == I32 {
+                    i64::from(i32::MIN)
+                } else {
+                    i64::MIN
+                };
+                let zero = self.b.ins().icmp_imm_s(IntCC::Equal, b, 0);
+                let a_min = self.b.ins().icmp_imm_s(IntCC::Equal, a, min);
+                let b_neg1 = self.b.ins().icmp_imm_s(IntCC::Equal, b, -1);
+                let overflow = self.b.ins().band(a_min, b_neg1);
+                let unsafe_div = self.b.ins().bor(zero, overflow);
+                let one = self.b.ins().iconst(ty, 1);
+                let safe = self.b.ins().select(unsafe_div, one, b);
+                if op == Bin::SDiv {
+                    // MIN / 1 is MIN: the wrapped quotient of MIN / -1.
+                    let q = self.b.ins().sdiv(a, safe);
+                    let z = self.b.ins().iconst(ty, 0);
+                    self.b.ins().select(zero, z, q)
+                } else {
+                    // MIN % 1 is 0: the wrapped remainder of MIN % -1.
+                    let r = self.b.ins().srem(a, safe);
+                    self.b.ins().select(zero, a, r)
+                }
+            }
+        }
+    }
+
+    /// The host address of a checked access of `len` bytes at `r[base] + off`; branches to a
+    /// fault exit when the access is not wholly inside a region (writable, if `write`).
+    fn access(
+        &mut self,
+        pc: usize,
+        after: Classes,
+        base: u8,
+        off: i32,
+        len: i64,
+        write: bool,
+    ) -> Value {
+        let off = i64::from(off);
+        if base == 10 && off >= -(FRAME_BYTES as i64) && off + len <= 0 {
+            // Inside the live frame below r10, which the verifier keeps read-only: always
+            // in bounds, nothing to check.
+            let r10 = self.reg(10);
+            let at = self
+                .b
+                .ins()
+                .iadd_imm_s(r10, off - region::STACK_BASE as i64);
+            return self.b.ins().iadd(self.stack, at);
+        }
+        let reg = self.reg(base);
+        let addr = self.b.ins().iadd_imm_s(reg, off);
+        let hi = self.b.ins().ushr_imm_u(addr, 32);
+        let last = self.b.ins().iconst(I64, 5);
+        let index = self.b.ins().umin(hi, last);
+        let scaled = self.b.ins().imul_imm_s(index, field::REGION_BYTES);
+        let entry = self.b.ins().iadd(self.state, scaled);
+        let table = if write { field::WRITE } else { field::READ };
+        let base_ptr = self
+            .b
+            .ins()
+            .load(I64, host_mem(), entry, table + field::REGION_BASE);
+        let lo = self
+            .b
+            .ins()
+            .load(I64, host_mem(), entry, table + field::REGION_LO);
+        let end = self
+            .b
+            .ins()
+            .load(I64, host_mem(), entry, table + field::REGION_END);
+        let within = self.b.ins().band_imm_u(addr, 0xffff_ffff);
+        let above = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, within, lo);
+        let stop = self.b.ins().iadd_imm_s(within, len);
+        let below = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, stop, end);
+        let ok = self.b.ins().band(above, below);
+        let cont = self.b.create_block();
+        let fault = self.b.create_block();
+        self.b.set_cold_block(fault);
+        self.b.ins().brif(ok, cont, &[], fault, &[]);
+
+        self.b.switch_to_block(fault);
+        self.b
+            .ins()
+            .store(host_mem(), addr, self.state, field::FAULT_ADDR);
+        let len_v = self.b.ins().iconst(I64, len);
+        self.b
+            .ins()
+            .store(host_mem(), len_v, self.state, field::FAULT_LEN);
+        let write_v = self.b.ins().iconst(I64, i64::from(write));
+        self.b
+            .ins()
+            .store(host_mem(), write_v, self.state, field::FAULT_WRITE);
+        self.refund(after);
+        self.leave(exit::MEMORY, pc);
+
+        self.b.switch_to_block(cont);
+        self.b.ins().iadd(base_ptr, within)
+    }
+
+    /// Gives back what the block charged for instructions that did not run.
+    fn refund(&mut self, after: Classes) {
+        self.add_var(self.budget, after.insns);
+        self.add_var(self.memory, -after.memory);
+        self.add_var(self.branches, -after.branches);
+        self.add_var(self.calls, -after.calls);
+    }
+
+    /// An atomic read-modify-write (a run is single-threaded, so a plain load and store).
+    fn atomic(&mut self, pc: usize, after: Classes, i: Insn) {
+        let wide = i.op == Op::Atomic64;
+        let len = if wide { 8 } else { 4 };
+        // Writable implies readable; a fault is reported as a write, as the interpreter does.
+        let ptr = self.access(pc, after, i.dst, i.off, len, true);
+        let f = kernel_mem();
+        let old = if wide {
+            self.b.ins().load(I64, f, ptr, 0)
+        } else {
+            self.b.ins().uload32(f, ptr, 0)
+        };
+        let src = self.reg(i.src);
+        let code = i.imm as i32;
+        let store = |g: &mut Self, v: Value| {
+            if wide {
+                g.b.ins().store(f, v, ptr, 0);
+            } else {
+                g.b.ins().istore32(f, v, ptr, 0);
+            }
+        };
+        let new = match code & !atomic::FETCH {
+            atomic::ADD => self.b.ins().iadd(old, src),
+            atomic::OR => self.b.ins().bor(old, src),
+            atomic::AND => self.b.ins().band(old, src),
+            atomic::XOR => self.b.ins().bxor(old, src),
+            0xe0 => src,
+            _ => {
+                // cmpxchg: compare with r0, write src if equal; r0 gets the old value.
+                let r0 = self.reg(0);
+                let expected = if wide {
+                    r0
+                } else {
+                    let low = self.b.ins().ireduce(I32, r0);
+                    self.b.ins().uextend(I64, low)
+                };
+                let equal = self.b.ins().icmp(IntCC::Equal, old, expected);
+                let new = self.b.ins().select(equal, src, old);
+                store(self, new);
+                self.set(0, old);
+                return;
+            }
+        };
+        store(self, new);
+        if code & atomic::FETCH != 0 {
+            self.set(i.src, old);
+        }
+    }
+
+    fn cond_jump(&mut self, pc: usize, i: Insn) {
+        use Op::*;
+        let wide = (JeqImm as u8..=JsleReg as u8).contains(&(i.op as u8));
+        let reg_src = matches!(
+            i.op,
+            JeqReg
+                | JgtReg
+                | JgeReg
+                | JltReg
+                | JleReg
+                | JsetReg
+                | JneReg
+                | JsgtReg
+                | JsgeReg
+                | JsltReg
+                | JsleReg
+                | Jeq32Reg
+                | Jgt32Reg
+                | Jge32Reg
+                | Jlt32Reg
+                | Jle32Reg
+                | Jset32Reg
+                | Jne32Reg
+                | Jsgt32Reg
+                | Jsge32Reg
+                | Jslt32Reg
+                | Jsle32Reg
+        );
+        let mut a = self.reg(i.dst);
+        let mut b = if reg_src {
+            self.reg(i.src)
+        } else {
+            self.b.ins().iconst(I64, i.imm as i64)
+        };
+        if !wide {
+            a = self.b.ins().ireduce(I32, a);
+            b = self.b.ins().ireduce(I32, b);
+        }
+        let cc = match i.op {
+            JeqImm | JeqReg | Jeq32Imm | Jeq32Reg => Some(IntCC::Equal),
+            JneImm | JneReg | Jne32Imm | Jne32Reg => Some(IntCC::NotEqual),
+            JgtImm | JgtReg | Jgt32Imm | Jgt32Reg => Some(IntCC::UnsignedGreaterThan),
+            JgeImm | JgeReg | Jge32Imm | Jge32Reg => Some(IntCC::UnsignedGreaterThanOrEqual),
+            JltImm | JltReg | Jlt32Imm | Jlt32Reg => Some(IntCC::UnsignedLessThan),
+            JleImm | JleReg | Jle32Imm | Jle32Reg => Some(IntCC::UnsignedLessThanOrEqual),
+            JsgtImm | JsgtReg | Jsgt32Imm | Jsgt32Reg => Some(IntCC::SignedGreaterThan),
+            JsgeImm | JsgeReg | Jsge32Imm | Jsge32Reg => Some(IntCC::SignedGreaterThanOrEqual),
+            JsltImm | JsltReg | Jslt32Imm | Jslt32Reg => Some(IntCC::SignedLessThan),
+            JsleImm | JsleReg | Jsle32Imm | Jsle32Reg => Some(IntCC::SignedLessThanOrEqual),
+            _ => None, // jset
+        };
+        let taken = match cc {
+            Some(cc) => self.b.ins().icmp(cc, a, b),
+            None => {
+                let both = self.b.ins().band(a, b);
+                self.b.ins().icmp_imm_s(IntCC::NotEqual, both, 0)
+            }
+        };
+        let target = self.block_at(i.off as usize);
+        let next = pc + 1;
+        match self.block_of.get(next).copied().flatten() {
+            Some(fall) => {
+                self.b.ins().brif(taken, target, &[], fall, &[]);
+            }
+            None => {
+                let off_end = self.b.create_block();
+                self.b.ins().brif(taken, target, &[], off_end, &[]);
+                self.b.switch_to_block(off_end);
+                self.leave(exit::ELSEWHERE, next);
+            }
+        }
+    }
+
+    fn call_helper(&mut self, pc: usize, i: Insn) {
+        for n in 1..=5u8 {
+            let v = self.reg(n);
+            self.b
+                .ins()
+                .store(host_mem(), v, self.regs, 8 * i32::from(n));
+        }
+        let callee = self
+            .b
+            .ins()
+            .load(I64, host_mem(), self.state, field::HELPER);
+        let id = self.b.ins().iconst(I64, i.imm as i64);
+        let at = self.b.ins().iconst(I64, pc as i64);
+        let call = self
+            .b
+            .ins()
+            .call_indirect(self.helper_sig, callee, &[self.state, id, at]);
+        let cost = self.b.inst_results(call)[0];
+        let failed = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, cost, 0);
+        let ok = self.b.create_block();
+        let fault = self.b.create_block();
+        self.b.set_cold_block(fault);
+        self.b.ins().brif(failed, fault, &[], ok, &[]);
+        self.b.switch_to_block(fault);
+        self.leave(exit::HELPER, pc);
+
+        self.b.switch_to_block(ok);
+        let r0 = self.b.ins().load(I64, host_mem(), self.regs, 0);
+        self.set(0, r0);
+        let budget = self.b.use_var(self.budget);
+        let budget = self.b.ins().isub(budget, cost);
+        self.b.def_var(self.budget, budget);
+        let spent = self.b.use_var(self.helper_fuel);
+        let spent = self.b.ins().iadd(spent, cost);
+        self.b.def_var(self.helper_fuel, spent);
+        self.goto(pc + 1);
+    }
+
+    /// The stack region's lowest live offset moves by `delta` (a call or return).
+    fn move_stack_lo(&mut self, delta: i64) {
+        let at = field::READ + STACK_REGION as i32 * field::REGION_BYTES as i32 + field::REGION_LO;
+        let lo = self.b.ins().load(I64, host_mem(), self.state, at);
+        let lo = self.b.ins().iadd_imm_s(lo, delta);
+        self.b.ins().store(host_mem(), lo, self.state, at);
+        let at = field::WRITE + STACK_REGION as i32 * field::REGION_BYTES as i32 + field::REGION_LO;
+        self.b.ins().store(host_mem(), lo, self.state, at);
+        let r10 = self.reg(10);
+        let r10 = self.b.ins().iadd_imm_s(r10, delta);
+        self.set(10, r10);
+    }
+
+    /// The frame record of the caller at `depth` (frames[depth - 1]).
+    fn frame_at(&mut self, depth: Value) -> Value {
+        let index = self.b.ins().iadd_imm_s(depth, -1);
+        let off = self.b.ins().imul_imm_s(index, field::FRAME_BYTES);
+        self.b.ins().iadd(self.frames, off)
+    }
+
+    fn call_local(&mut self, pc: usize, i: Insn) {
+        let depth = self
+            .b
+            .ins()
+            .load(I64, host_mem(), self.state, field::DEPTH);
+        let full = self.b.ins().icmp_imm_s(
+            IntCC::UnsignedGreaterThanOrEqual,
+            depth,
+            MAX_FRAMES as i64,
+        );
+        let ok = self.b.create_block();
+        let fault = self.b.create_block();
+        self.b.set_cold_block(fault);
+        self.b.ins().brif(full, fault, &[], ok, &[]);
+        self.b.switch_to_block(fault);
+        self.leave(exit::DEPTH, pc);
+
+        self.b.switch_to_block(ok);
+        let frame = self.frame_at(depth);
+        for n in 0..4u8 {
+            let v = self.reg(6 + n);
+            self.b.ins().store(
+                host_mem(),
+                v,
+                frame,
+                field::FRAME_SAVED + 8 * i32::from(n),
+            );
+        }
+        let ret = self.b.ins().iconst(I64, pc as i64 + 1);
+        self.b
+            .ins()
+            .store(host_mem(), ret, frame, field::FRAME_RET_PC);
+        let deeper = self.b.ins().iadd_imm_s(depth, 1);
+        self.b
+            .ins()
+            .store(host_mem(), deeper, self.state, field::DEPTH);
+        self.move_stack_lo(-(FRAME_BYTES as i64));
+        let target = self.block_at(i.off as usize);
+        self.b.ins().jump(target, &[]);
+    }
+
+    fn exit_insn(&mut self, pc: usize) {
+        let depth = self
+            .b
+            .ins()
+            .load(I64, host_mem(), self.state, field::DEPTH);
+        let outermost = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, depth, 1);
+        let ret = self.b.create_block();
+        let done = self.b.create_block();
+        self.b.ins().brif(outermost, done, &[], ret, &[]);
+        self.b.switch_to_block(done);
+        self.leave(exit::EXIT, pc + 1);
+
+        self.b.switch_to_block(ret);
+        let shallower = self.b.ins().iadd_imm_s(depth, -1);
+        self.b
+            .ins()
+            .store(host_mem(), shallower, self.state, field::DEPTH);
+        let frame = self.frame_at(shallower);
+        for n in 0..4u8 {
+            let v = self.b.ins().load(
+                I64,
+                host_mem(),
+                frame,
+                field::FRAME_SAVED + 8 * i32::from(n),
+            );
+            self.set(6 + n, v);
+        }
+        let ret_pc = self
+            .b
+            .ins()
+            .load(I64, host_mem(), frame, field::FRAME_RET_PC);
+        self.move_stack_lo(FRAME_BYTES as i64);
+        self.b.ins().jump(self.dispatch, &[BlockArg::Value(ret_pc)]);
+    }
+}
+
+fn bin_of(op: Op) -> Bin {
+    use Op::*;
+    match op {
+        Add64Imm | Add64Reg | Add32Imm | Add32Reg => Bin::Add,
+        Sub64Imm | Sub64Reg | Sub32Imm | Sub32Reg => Bin::Sub,
+        Mul64Imm | Mul64Reg | Mul32Imm | Mul32Reg => Bin::Mul,
+        Div64Imm | Div64Reg | Div32Imm | Div32Reg => Bin::Div,
+        SDiv64Imm | SDiv64Reg | SDiv32Imm | SDiv32Reg => Bin::SDiv,
+        Mod64Imm | Mod64Reg | Mod32Imm | Mod32Reg => Bin::Mod,
+        SMod64Imm | SMod64Reg | SMod32Imm | SMod32Reg => Bin::SMod,
+        Or64Imm | Or64Reg | Or32Imm | Or32Reg => Bin::Or,
+        And64Imm | And64Reg | And32Imm | And32Reg => Bin::And,
+        Xor64Imm | Xor64Reg | Xor32Imm | Xor32Reg => Bin::Xor,
+        Lsh64Imm | Lsh64Reg | Lsh32Imm | Lsh32Reg => Bin::Lsh,
+        Rsh64Imm | Rsh64Reg | Rsh32Imm | Rsh32Reg => Bin::Rsh,
+        _ => Bin::Arsh,
+    }
+}
