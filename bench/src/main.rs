@@ -51,6 +51,8 @@ struct Executor {
     /// The smallest speedup over rbpf's interpreter across the kernels (the goal: at least 2).
     speedup_vs_rbpf_interp: f64,
     kernels: Vec<executor::KernelFigures>,
+    /// The JIT per kernel (the in-process device's default executor).
+    jit: std::collections::BTreeMap<&'static str, executor::JitFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -179,6 +181,7 @@ fn main() -> Result<()> {
         quick: cli.quick,
         executor: Executor {
             speedup_vs_rbpf_interp: speedup,
+            jit: kernels.iter().map(|k| (k.kernel, k.jit.clone())).collect(),
             kernels,
         },
         offload: Offload { entropy, crossover },
@@ -369,6 +372,26 @@ fn markdown(report: &Report) -> String {
     }
     let reps = report.executor.kernels.first().map_or(0, |k| k.csd.reps);
     let _ = writeln!(md, "\nMedians of {reps} runs; min and max are in report.json. \"vs\" columns: peer time / csd time.\n");
+    let _ = writeln!(
+        md,
+        "### JIT (the in-process device's default executor; same kernels, same data)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| kernel | compile ms | M insn/s | vs interpreter | vs native Rust |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|");
+    for (kernel, j) in &report.executor.jit {
+        let _ = writeln!(
+            md,
+            "| {kernel} | {:.2} | {:.0} | {:.1}x | {:.3}x |",
+            j.compile_ms,
+            j.insns_per_s / 1e6,
+            j.speedup_vs_interp,
+            j.ratio_vs_native
+        );
+    }
+    let _ = writeln!(md);
     let e = &report.offload.entropy;
     let _ = writeln!(
         md,

@@ -104,8 +104,16 @@ fn differences<E: PartialEq + Debug>(interp: &Outcome<E>, native: &Outcome<E>) -
             out.push_str(&format!("  {name}: interpreter {a}, JIT {b}\n"));
         }
     };
-    field("yields", interp.yields.to_string(), native.yields.to_string());
-    field("end", format!("{:?}", interp.end), format!("{:?}", native.end));
+    field(
+        "yields",
+        interp.yields.to_string(),
+        native.yields.to_string(),
+    );
+    field(
+        "end",
+        format!("{:?}", interp.end),
+        format!("{:?}", native.end),
+    );
     field(
         "stats",
         format!("{:?}", interp.stats),
@@ -123,6 +131,10 @@ fn differences<E: PartialEq + Debug>(interp: &Outcome<E>, native: &Outcome<E>) -
             );
         }
     }
-    field("env", format!("{:?}", interp.env), format!("{:?}", native.env));
+    field(
+        "env",
+        format!("{:?}", interp.env),
+        format!("{:?}", native.env),
+    );
     out
 }

@@ -12,7 +12,7 @@ use std::{path::Path, time::Instant};
 
 use anyhow::{bail, ensure, Context as _, Result};
 use common::abi;
-use firmware::ebpf::{Context, Env, HelperError, Program, Vm};
+use firmware::ebpf::{Context, Env, HelperError, Program, Step, Vm};
 use serde::Serialize;
 use testkit::rng::Rng;
 
@@ -41,6 +41,23 @@ pub struct KernelFigures {
     /// The run's counters (instruction classes, helper calls), for the device-time model.
     #[serde(skip)]
     pub run: common::program::RunStats,
+    /// The JIT on the same kernel and data.
+    #[serde(skip)]
+    pub jit: JitFigures,
+}
+
+/// The JIT against the interpreter and native Rust, one kernel (`executor.jit.<kernel>`).
+#[derive(Clone, Debug, Serialize)]
+pub struct JitFigures {
+    /// Seconds per run.
+    pub seconds: Spread,
+    /// Milliseconds compiling the kernel took.
+    pub compile_ms: f64,
+    pub insns_per_s: f64,
+    /// Interpreter time / JIT time (medians).
+    pub speedup_vs_interp: f64,
+    /// Native Rust time / JIT time (below 1: how far from native).
+    pub ratio_vs_native: f64,
 }
 
 struct Kernel {
@@ -188,6 +205,27 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Vec<KernelFigu
             );
         }
 
+        let jit = jit::Jit::new()?;
+        let compile_started = Instant::now();
+        let compiled = jit.compile(&program)?;
+        let compile_ms = compile_started.elapsed().as_secs_f64() * 1e3;
+        let (jit_time, (jit_r0, jit_stats, jit_out)) = time(reps, || {
+            let mut env = FileEnv {
+                file: &data,
+                out: Vec::new(),
+            };
+            vm.start(&program, &ctx, u64::MAX);
+            match vm.resume_native(&program, &compiled, &mut env, u64::MAX)? {
+                Step::Exited { r0 } => Ok((r0, vm.stats(), env.out)),
+                Step::Yielded => bail!("a run with all the fuel in one slice yielded"),
+            }
+        })?;
+        ensure!(
+            (jit_r0, &jit_stats, &jit_out) == (r0, &stats, &out),
+            "{}: the JIT disagrees with the interpreter (result, counters or output)",
+            kernel.name
+        );
+
         let ctx_bytes = ctx.encode(scratch_len);
         let mode = rbpf_shim::Mode::Interpreter;
         let (rbpf_interp, (rbpf_r0, rbpf_out)) = time(reps, || {
@@ -221,6 +259,14 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Vec<KernelFigu
         })?;
 
         let insns = stats.instructions as f64;
+        eprintln!(
+            "csd-bench: {}: interpreter {:.0} M insn/s, JIT {:.0} M insn/s ({:.1}x; {:.3}x native; compiled in {compile_ms:.2} ms)",
+            kernel.name,
+            insns / csd.median / 1e6,
+            insns / jit_time.median / 1e6,
+            csd.median / jit_time.median,
+            native.median / jit_time.median,
+        );
         figures.push(KernelFigures {
             kernel: kernel.name,
             data_bytes: data.len() as u64,
@@ -231,6 +277,13 @@ pub fn run(root: &Path, data_bytes: usize, reps: usize) -> Result<Vec<KernelFigu
             speedup_vs_rbpf_jit: rbpf_jit.map(|jit| jit.median / csd.median),
             ratio_vs_native: native.median / csd.median,
             run: stats,
+            jit: JitFigures {
+                compile_ms,
+                insns_per_s: insns / jit_time.median,
+                speedup_vs_interp: csd.median / jit_time.median,
+                ratio_vs_native: native.median / jit_time.median,
+                seconds: jit_time,
+            },
             csd,
             rbpf_interp,
             rbpf_jit,

@@ -11,8 +11,8 @@
 use crate::util::{asm, ctx, load, TestEnv};
 use firmware::ebpf::Step;
 use proptest::prelude::*;
-use testkit::executors;
 use testkit::ebpf_diff::{epilogue, program, ALU_CODES, G, JMP_CODES, MAX_REG, MAX_SKIP, WIDTHS};
+use testkit::executors;
 
 /// r0 of our run; the JIT must agree with the interpreter on everything first.
 fn run_ours(text: &[u8]) -> u64 {

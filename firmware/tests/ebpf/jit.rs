@@ -86,13 +86,13 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
 /// not), the generated pieces, and a final exit.
 fn program(pieces: &[Vec<u8>]) -> Vec<u8> {
     let mut text = [
-        raw(0xbf, 6, 1, 0, 0),                        // r6 = ctx
-        raw(0x85, 0, 0, 0, helper::SCRATCH as i32),   // r0 = scratch
-        raw(0xbf, 7, 0, 0, 0),                        // r7 = scratch
-        raw(0xbf, 8, 10, 0, 0),                       // r8 = r10 - 64
+        raw(0xbf, 6, 1, 0, 0),                      // r6 = ctx
+        raw(0x85, 0, 0, 0, helper::SCRATCH as i32), // r0 = scratch
+        raw(0xbf, 7, 0, 0, 0),                      // r7 = scratch
+        raw(0xbf, 8, 10, 0, 0),                     // r8 = r10 - 64
         raw(0x07, 8, 0, 0, -64),
-        raw(0xb7, 2, 0, 0, 16),                       // r2 = 16 (a length)
-        raw(0xbf, 1, 7, 0, 0),                        // r1 = scratch
+        raw(0xb7, 2, 0, 0, 16), // r2 = 16 (a length)
+        raw(0xbf, 1, 7, 0, 0),  // r1 = scratch
     ]
     .concat();
     for p in pieces {

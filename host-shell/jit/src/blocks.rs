@@ -6,6 +6,13 @@
 //! block because their fuel is only known after they ran, and the interpreter stops before
 //! the next instruction once the budget is gone. Native code charges a block's instructions
 //! when it enters the block, so a block runs natively only when all of it fits the budget.
+//!
+//! Checking the budget at every block would cost a compare and a branch per block, so only
+//! *heads* check: the entry, targets of backward jumps, call targets, the instructions after
+//! calls. A head checks that the budget covers its *reach*, the most instructions any path
+//! from it runs before it enters the next head or leaves native code; every other block is
+//! reached only by forward edges inside some head's reach, so it always fits. Entered from
+//! outside (after the interpreter ran a slice's tail), any block checks its reach first.
 
 use firmware::ebpf::{Insn, Op};
 
@@ -36,6 +43,11 @@ pub(crate) struct Blocks {
     /// Per slot: instructions from it to the end of its block (0 for the second slot of a
     /// wide load, which is never executed).
     pub rest: Vec<u32>,
+    /// Per slot: whether a head starts there.
+    pub head: Vec<bool>,
+    /// Per block start: the most instructions a path from it runs before it enters a head
+    /// or leaves native code (its own included).
+    pub reach: Vec<u64>,
 }
 
 impl Blocks {
@@ -68,13 +80,66 @@ impl Blocks {
             let falls_into = next < len && !start[next] && !ends_block(insns[pc].op);
             rest[pc] = if falls_into { 1 + rest[next] } else { 1 };
         }
-        Blocks { start, rest }
+        let mut head = vec![false; len];
+        if let Some(h) = head.first_mut() {
+            *h = true;
+        }
+        for (pc, insn) in insns.iter().enumerate() {
+            let target = insn.off as usize;
+            let backward = (is_jump(insn.op) && target <= pc) || insn.op == Op::CallLocal;
+            if backward && target < len {
+                head[target] = true;
+            }
+            if matches!(insn.op, Op::CallLocal | Op::CallHelper) && pc + 1 < len {
+                head[pc + 1] = true;
+            }
+        }
+        let mut reach = vec![0u64; len];
+        for pc in (0..len).rev() {
+            if !start[pc] {
+                continue;
+            }
+            // The block's last slot, and where control goes from it.
+            let mut last = pc;
+            while !ends_block(insns[last].op) {
+                let next = next_pc(insns, last);
+                if next >= len || start[next] {
+                    break;
+                }
+                last = next;
+            }
+            let insn = insns[last];
+            let next = next_pc(insns, last);
+            let successors: [Option<usize>; 2] = match insn.op {
+                Op::Ja => [Some(insn.off as usize), None],
+                op if is_jump(op) => [Some(insn.off as usize), Some(next)],
+                Op::CallHelper | Op::CallLocal | Op::Exit => [None, None],
+                _ => [Some(next), None],
+            };
+            let onward = successors
+                .into_iter()
+                .flatten()
+                .filter(|&s| s < len && !head[s])
+                .map(|s| reach[s])
+                .max()
+                .unwrap_or(0);
+            reach[pc] = u64::from(rest[pc]) + onward;
+        }
+        Blocks {
+            start,
+            rest,
+            head,
+            reach,
+        }
     }
 
-    /// What [`firmware::ebpf::Native::block_at`] answers.
+    /// What [`firmware::ebpf::Native::block_at`] answers: at a block start the reach native
+    /// code needs the budget to cover, elsewhere the instructions to the end of the block
+    /// (which the interpreter runs).
     pub fn at(&self, pc: usize) -> (bool, u64) {
         match (self.start.get(pc), self.rest.get(pc)) {
-            (Some(&start), Some(&rest)) => (start, u64::from(rest.max(1))),
+            (Some(true), _) => (true, self.reach[pc].max(1)),
+            (Some(false), Some(&rest)) => (false, u64::from(rest.max(1))),
             _ => (false, 1),
         }
     }
@@ -114,7 +179,16 @@ mod tests {
         );
         // Block 0 is mov, lddw, jeq: three instructions over four slots.
         assert_eq!(b.rest, [3, 2, 0, 1, 2, 1, 2, 1]);
-        assert_eq!(b.at(0), (true, 3));
+        // Heads: the entry, and the instruction after the helper call.
+        assert_eq!(
+            b.head,
+            [true, false, false, false, false, false, true, false]
+        );
+        // From 0: its 3, then the longer of 4..5 (2, ending at the call) or 6 (a head): 5.
+        assert_eq!(b.reach[0], 5);
+        assert_eq!(b.reach[4], 2);
+        assert_eq!(b.reach[6], 2);
+        assert_eq!(b.at(0), (true, 5));
         assert_eq!(b.at(1), (false, 2));
         assert_eq!(b.at(8), (false, 1));
     }

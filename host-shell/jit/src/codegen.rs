@@ -10,14 +10,14 @@
 //! fuel and counters match the interpreter's, which charges as it goes.
 
 use cranelift_codegen::ir::{
-    condcodes::IntCC, types, AbiParam, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData,
-    SigRef, Signature, Type, Value,
+    condcodes::IntCC, types, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 use firmware::ebpf::{atomic, Insn, Op, FRAME_BYTES, MAX_FRAMES};
 
 use crate::blocks::{ends_block, is_jump, next_pc, Blocks};
-use crate::native::{exit, field, STACK_REGION};
+use crate::live::{self, Regs};
+use crate::native::{classes, exit, field, STACK_REGION};
 use common::abi::region;
 
 const I8: Type = types::I8;
@@ -35,6 +35,11 @@ struct Classes {
 }
 
 impl Classes {
+    /// The three counters as the `classes` variable adds them.
+    fn packed(self) -> i64 {
+        classes::pack(self.memory as u64, self.branches as u64, self.calls as u64) as i64
+    }
+
     fn add(&mut self, op: Op) {
         self.insns += 1;
         if is_memory(op) {
@@ -80,6 +85,11 @@ fn host_mem() -> MemFlagsData {
     MemFlagsData::trusted()
 }
 
+/// The flags of state fields that no code writes during a stretch (pointers, bounds).
+fn fixed() -> MemFlagsData {
+    MemFlagsData::trusted().with_readonly().with_can_move()
+}
+
 /// Builds the function body for `insns` into `b`, whose signature is `(ptr) -> i32`.
 pub(crate) fn translate(
     b: FunctionBuilder<'_>,
@@ -87,7 +97,7 @@ pub(crate) fn translate(
     blocks: &Blocks,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
 ) {
-    let mut g = Gen::new(b, insns, blocks, isa.default_call_conv());
+    let mut g = Gen::new(b, insns, blocks);
     g.body();
     g.b.seal_all_blocks();
     g.b.finalize(isa.frontend_config());
@@ -97,96 +107,84 @@ struct Gen<'a, 'f> {
     b: FunctionBuilder<'f>,
     insns: &'a [Insn],
     blocks: &'a Blocks,
-    /// IR block of every slot where a basic block starts.
+    /// IR block of every slot where a basic block starts: where jumps inside the code go
+    /// (a head's budget check, or straight to the body).
     block_of: Vec<Option<Block>>,
-    /// The one return path: params (reason: i32, pc: i64).
-    exit: Block,
-    /// Enters the block at a pc: param (pc: i64).
+    /// The block's instructions, after any check.
+    body_of: Vec<Option<Block>>,
+    /// Registers live on entry to each slot.
+    live: Vec<Regs>,
+    /// Enters the code at a pc: param (pc: i64).
     dispatch: Block,
-    helper_sig: SigRef,
+    /// Where a jump to a slot without a block would go: back to the interpreter, at a pc
+    /// past the program (where it faults).
+    nowhere: Block,
+    /// Returns from a local call to a pc: param (pc: i64).
+    returns: Block,
     state: Value,
-    regs: Value,
-    frames: Value,
-    stack: Value,
     r: [Variable; 11],
     budget: Variable,
-    memory: Variable,
-    branches: Variable,
-    calls: Variable,
-    helper_fuel: Variable,
+    /// Instruction classes, packed ([`classes`]).
+    classes: Variable,
 }
 
 impl<'a, 'f> Gen<'a, 'f> {
-    fn new(
-        mut b: FunctionBuilder<'f>,
-        insns: &'a [Insn],
-        blocks: &'a Blocks,
-        call_conv: cranelift_codegen::isa::CallConv,
-    ) -> Self {
+    fn new(mut b: FunctionBuilder<'f>, insns: &'a [Insn], blocks: &'a Blocks) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let state = b.block_params(entry)[0];
-        let load = |b: &mut FunctionBuilder<'_>, off: i32| b.ins().load(I64, host_mem(), state, off);
-        let regs = load(&mut b, field::REGS);
-        let frames = load(&mut b, field::FRAMES);
-        let stack = load(&mut b, field::STACK);
+        let load =
+            |b: &mut FunctionBuilder<'_>, off: i32| b.ins().load(I64, host_mem(), state, off);
+        // Registers are loaded where the code is entered, each block its live ones.
         let r: [Variable; 11] = std::array::from_fn(|_| b.declare_var(I64));
-        for (i, &var) in r.iter().enumerate() {
-            let v = b.ins().load(I64, host_mem(), regs, 8 * i as i32);
-            b.def_var(var, v);
-        }
         let budget = b.declare_var(I64);
         let v = load(&mut b, field::BUDGET);
         b.def_var(budget, v);
-        let [memory, branches, calls, helper_fuel] = std::array::from_fn(|_| b.declare_var(I64));
+        let classes = b.declare_var(I64);
         let zero = b.ins().iconst(I64, 0);
-        for var in [memory, branches, calls, helper_fuel] {
-            b.def_var(var, zero);
-        }
+        b.def_var(classes, zero);
         let pc = load(&mut b, field::PC);
 
-        let mut sig = Signature::new(call_conv);
-        sig.params.extend([AbiParam::new(I64); 3]);
-        sig.returns.push(AbiParam::new(I64));
-        let helper_sig = b.import_signature(sig);
-
-        let exit = b.create_block();
-        b.append_block_param(exit, I32);
-        b.append_block_param(exit, I64);
         let dispatch = b.create_block();
         b.append_block_param(dispatch, I64);
         b.ins().jump(dispatch, &[BlockArg::Value(pc)]);
+        let returns = b.create_block();
+        b.append_block_param(returns, I64);
+        let nowhere = b.create_block();
 
-        let block_of = blocks
+        let block_of: Vec<Option<Block>> = blocks
             .start
             .iter()
             .map(|&s| s.then(|| b.create_block()))
+            .collect();
+        let body_of = block_of
+            .iter()
+            .zip(&blocks.head)
+            .map(|(block, &head)| block.map(|block| if head { b.create_block() } else { block }))
             .collect();
         Gen {
             b,
             insns,
             blocks,
+            live: live::live_in(insns),
             block_of,
-            exit,
+            body_of,
             dispatch,
-            helper_sig,
+            nowhere,
+            returns,
             state,
-            regs,
-            frames,
-            stack,
             r,
             budget,
-            memory,
-            branches,
-            calls,
-            helper_fuel,
+            classes,
         }
     }
 
     fn body(&mut self) {
         self.emit_dispatch();
-        self.emit_exit();
+        self.b.switch_to_block(self.nowhere);
+        self.b.set_cold_block(self.nowhere);
+        self.leave(exit::ELSEWHERE, self.insns.len(), live::ALL);
         for pc in 0..self.insns.len() {
             if let Some(block) = self.block_of[pc] {
                 self.emit_block(pc, block);
@@ -194,65 +192,125 @@ impl<'a, 'f> Gen<'a, 'f> {
         }
     }
 
-    /// `dispatch(pc)`: a jump table over the slots; a slot that starts no block returns
-    /// [`exit::ELSEWHERE`].
+    /// `dispatch(pc)`, the way in: a jump table over the slots to a stub per block that
+    /// loads the block's live registers from the VM; a slot that starts no block returns
+    /// [`exit::ELSEWHERE`] for the interpreter. `returns(pc)`, the way back from a local call:
+    /// a jump table over the call sites' next slots, registers staying where they are.
     fn emit_dispatch(&mut self) {
-        let dispatch = self.dispatch;
-        self.b.switch_to_block(dispatch);
-        let pc = self.b.block_params(dispatch)[0];
-        let elsewhere = self.b.ins().iconst(I32, i64::from(exit::ELSEWHERE));
-        let args = [BlockArg::Value(elsewhere), BlockArg::Value(pc)];
-        let default = self.b.func.dfg.block_call(self.exit, &args);
-        let table: Vec<_> = self
-            .block_of
-            .clone()
-            .into_iter()
-            .map(|block| match block {
-                Some(block) => self.b.func.dfg.block_call(block, &[]),
-                None => self.b.func.dfg.block_call(self.exit, &args),
+        let elsewhere = self.b.create_block();
+        self.b.append_block_param(elsewhere, I64);
+        self.b.set_cold_block(elsewhere);
+        let mut stubs = Vec::with_capacity(self.block_of.len());
+        for pc in 0..self.block_of.len() {
+            stubs.push(self.body_of[pc].map(|body| {
+                // Entered from outside, any block checks its reach (the registers are still
+                // in the VM if it does not fit).
+                let stub = self.b.create_block();
+                self.b.switch_to_block(stub);
+                let loaded = self.b.create_block();
+                self.check_reach(pc, loaded, 0);
+                self.b.switch_to_block(loaded);
+                self.load_regs(self.live[pc]);
+                self.b.ins().jump(body, &[]);
+                stub
+            }));
+        }
+        self.jump_table(self.dispatch, &stubs, elsewhere);
+        self.b.switch_to_block(elsewhere);
+        let pc = self.b.block_params(elsewhere)[0];
+        self.finish(exit::ELSEWHERE, pc);
+
+        let mut sites = vec![None; self.block_of.len()];
+        for (pc, insn) in self.insns.iter().enumerate() {
+            if insn.op == Op::CallLocal {
+                if let Some(site) = sites.get_mut(pc + 1) {
+                    *site = self.block_of[pc + 1];
+                }
+            }
+        }
+        let lost = self.b.create_block();
+        self.b.append_block_param(lost, I64);
+        self.b.set_cold_block(lost);
+        self.jump_table(self.returns, &sites, lost);
+        // Unreachable (return addresses are call sites' next slots): the interpreter decides.
+        self.b.switch_to_block(lost);
+        let pc = self.b.block_params(lost)[0];
+        self.store_regs(live::ALL);
+        self.finish(exit::ELSEWHERE, pc);
+    }
+
+    /// Fills `from(pc)` with a jump table to `targets[pc]`, `default` (given `pc`) elsewhere.
+    fn jump_table(&mut self, from: Block, targets: &[Option<Block>], default: Block) {
+        self.b.switch_to_block(from);
+        let pc = self.b.block_params(from)[0];
+        let args = [BlockArg::Value(pc)];
+        let fallback = self.b.func.dfg.block_call(default, &args);
+        let table: Vec<_> = targets
+            .iter()
+            .map(|target| match target {
+                Some(block) => self.b.func.dfg.block_call(*block, &[]),
+                None => self.b.func.dfg.block_call(default, &args),
             })
             .collect();
-        let jt = self.b.create_jump_table(JumpTableData::new(default, &table));
+        let jt = self
+            .b
+            .create_jump_table(JumpTableData::new(fallback, &table));
         // Slots number at most 65,536, and a pc past them takes the default.
-        let past = self.b.ins().icmp_imm_s(IntCC::UnsignedGreaterThan, pc, 1 << 20);
+        let past = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThan, pc, 1 << 20);
         let clamped = self.b.ins().iconst(I64, 1 << 20);
         let pc = self.b.ins().select(past, clamped, pc);
         let index = self.b.ins().ireduce(I32, pc);
         self.b.ins().br_table(index, jt);
     }
 
-    /// `exit(reason, pc)`: writes the registers, budget, counters and pc back and returns.
-    fn emit_exit(&mut self) {
-        let exit = self.exit;
-        self.b.switch_to_block(exit);
-        self.b.set_cold_block(exit);
-        let (reason, pc) = (self.b.block_params(exit)[0], self.b.block_params(exit)[1]);
+    /// Reads the registers in `regs` from the VM.
+    fn load_regs(&mut self, regs: Regs) {
+        let base = self.fixed_field(field::REGS);
         for i in 0..11 {
-            let v = self.b.use_var(self.r[i]);
-            self.b.ins().store(host_mem(), v, self.regs, 8 * i as i32);
+            if regs & (1 << i) != 0 {
+                let v = self.b.ins().load(I64, host_mem(), base, 8 * i as i32);
+                self.b.def_var(self.r[i], v);
+            }
         }
-        let fields = [
-            (self.budget, field::BUDGET),
-            (self.memory, field::MEMORY),
-            (self.branches, field::BRANCHES),
-            (self.calls, field::CALLS),
-            (self.helper_fuel, field::HELPER_FUEL),
-        ];
+    }
+
+    /// Writes the registers in `regs` back to the VM.
+    fn store_regs(&mut self, regs: Regs) {
+        if regs == 0 {
+            return;
+        }
+        let base = self.fixed_field(field::REGS);
+        for i in 0..11 {
+            if regs & (1 << i) != 0 {
+                let v = self.b.use_var(self.r[i]);
+                self.b.ins().store(host_mem(), v, base, 8 * i as i32);
+            }
+        }
+    }
+
+    /// Writes the budget, counters and `pc` back and returns `reason`. Every exit returns on
+    /// its own: one shared exit block would tie the budget's and counters' live ranges
+    /// together across the whole function, and the register allocator would keep them in
+    /// memory.
+    fn finish(&mut self, reason: u32, pc: Value) {
+        let fields = [(self.budget, field::BUDGET), (self.classes, field::CLASSES)];
         for (var, off) in fields {
             let v = self.b.use_var(var);
             self.b.ins().store(host_mem(), v, self.state, off);
         }
         self.b.ins().store(host_mem(), pc, self.state, field::PC);
+        let reason = self.b.ins().iconst(I32, i64::from(reason));
         self.b.ins().return_(&[reason]);
     }
 
-    /// Jumps to `exit(reason, pc)`.
-    fn leave(&mut self, reason: u32, pc: usize) {
-        let reason = self.b.ins().iconst(I32, i64::from(reason));
+    /// Writes the registers `regs` back and returns `reason` at `pc`.
+    fn leave(&mut self, reason: u32, pc: usize, regs: Regs) {
+        self.store_regs(regs);
         let pc = self.b.ins().iconst(I64, pc as i64);
-        self.b
-            .ins()
-            .jump(self.exit, &[BlockArg::Value(reason), BlockArg::Value(pc)]);
+        self.finish(reason, pc);
     }
 
     /// Jumps to the block starting at `pc`, or leaves for the interpreter if none does (the
@@ -262,13 +320,23 @@ impl<'a, 'f> Gen<'a, 'f> {
             Some(block) => {
                 self.b.ins().jump(block, &[]);
             }
-            None => self.leave(exit::ELSEWHERE, pc),
+            None => self.leave(exit::ELSEWHERE, pc, live::ALL),
         }
     }
 
     fn block_at(&self, pc: usize) -> Block {
-        // Jump and call targets start blocks (`Blocks::of`).
-        self.block_of[pc].unwrap_or(self.exit)
+        // Jump and call targets start blocks (`Blocks::of`, over targets the verifier checked
+        // are inside the program), so `nowhere` is never taken.
+        self.block_of
+            .get(pc)
+            .copied()
+            .flatten()
+            .unwrap_or(self.nowhere)
+    }
+
+    /// A state field that does not change during a stretch.
+    fn fixed_field(&mut self, off: i32) -> Value {
+        self.b.ins().load(I64, fixed(), self.state, off)
     }
 
     fn add_var(&mut self, var: Variable, n: i64) {
@@ -296,24 +364,14 @@ impl<'a, 'f> Gen<'a, 'f> {
             pc = next;
         }
 
-        self.b.switch_to_block(block);
-        let budget = self.b.use_var(self.budget);
-        let fits = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, budget, total.insns);
-        let body = self.b.create_block();
-        let short = self.b.create_block();
-        self.b.set_cold_block(short);
-        self.b.ins().brif(fits, body, &[], short, &[]);
-        self.b.switch_to_block(short);
-        self.leave(exit::FUEL, start);
-
+        let body = self.body_of[start].unwrap_or(block);
+        if self.blocks.head[start] {
+            self.b.switch_to_block(block);
+            self.check_reach(start, body, self.live[start]);
+        }
         self.b.switch_to_block(body);
         self.add_var(self.budget, -total.insns);
-        self.add_var(self.memory, total.memory);
-        self.add_var(self.branches, total.branches);
-        self.add_var(self.calls, total.calls);
+        self.add_var(self.classes, total.packed());
 
         let mut done = Classes::default();
         for &pc in &pcs {
@@ -332,6 +390,22 @@ impl<'a, 'f> Gen<'a, 'f> {
         if !ends_block(self.insns[last].op) {
             self.goto(next_pc(self.insns, last));
         }
+    }
+
+    /// In the current block: goes on to `then` if the budget covers the reach of the block
+    /// at `start`, or leaves for the interpreter there, writing back the registers `regs`.
+    fn check_reach(&mut self, start: usize, then: Block, regs: Regs) {
+        let budget = self.b.use_var(self.budget);
+        let reach = self.blocks.reach[start].min(i64::MAX as u64) as i64;
+        let fits = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, budget, reach);
+        let short = self.b.create_block();
+        self.b.set_cold_block(short);
+        self.b.ins().brif(fits, then, &[], short, &[]);
+        self.b.switch_to_block(short);
+        self.leave(exit::FUEL, start, regs);
     }
 
     fn reg(&mut self, i: u8) -> Value {
@@ -506,10 +580,10 @@ impl<'a, 'f> Gen<'a, 'f> {
             }
             JeqImm | JeqReg | JgtImm | JgtReg | JgeImm | JgeReg | JltImm | JltReg | JleImm
             | JleReg | JsetImm | JsetReg | JneImm | JneReg | JsgtImm | JsgtReg | JsgeImm
-            | JsgeReg | JsltImm | JsltReg | JsleImm | JsleReg | Jeq32Imm | Jeq32Reg
-            | Jgt32Imm | Jgt32Reg | Jge32Imm | Jge32Reg | Jlt32Imm | Jlt32Reg | Jle32Imm
-            | Jle32Reg | Jset32Imm | Jset32Reg | Jne32Imm | Jne32Reg | Jsgt32Imm | Jsgt32Reg
-            | Jsge32Imm | Jsge32Reg | Jslt32Imm | Jslt32Reg | Jsle32Imm | Jsle32Reg => {
+            | JsgeReg | JsltImm | JsltReg | JsleImm | JsleReg | Jeq32Imm | Jeq32Reg | Jgt32Imm
+            | Jgt32Reg | Jge32Imm | Jge32Reg | Jlt32Imm | Jlt32Reg | Jle32Imm | Jle32Reg
+            | Jset32Imm | Jset32Reg | Jne32Imm | Jne32Reg | Jsgt32Imm | Jsgt32Reg | Jsge32Imm
+            | Jsge32Reg | Jslt32Imm | Jslt32Reg | Jsle32Imm | Jsle32Reg => {
                 self.cond_jump(pc, i);
             }
 
@@ -580,6 +654,9 @@ impl<'a, 'f> Gen<'a, 'f> {
 
     /// The host address of a checked access of `len` bytes at `r[base] + off`; branches to a
     /// fault exit when the access is not wholly inside a region (writable, if `write`).
+    ///
+    /// Scratch, where kernels keep their buffers, is checked first with one compare against a
+    /// bound that stays fixed for the run; anything else goes through the region tables.
     fn access(
         &mut self,
         pc: usize,
@@ -598,10 +675,55 @@ impl<'a, 'f> Gen<'a, 'f> {
                 .b
                 .ins()
                 .iadd_imm_s(r10, off - region::STACK_BASE as i64);
-            return self.b.ins().iadd(self.stack, at);
+            let stack = self.fixed_field(field::STACK);
+            return self.b.ins().iadd(stack, at);
         }
         let reg = self.reg(base);
         let addr = self.b.ins().iadd_imm_s(reg, off);
+        let in_scratch = self
+            .b
+            .ins()
+            .iadd_imm_s(addr, (region::SCRATCH_BASE as i64).wrapping_neg());
+        let width = match len {
+            1 => 0,
+            2 => 1,
+            4 => 2,
+            _ => 3,
+        };
+        let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width);
+        let fits = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThan, in_scratch, limit);
+        let fast = self.b.create_block();
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        self.b.set_cold_block(slow);
+        self.b.ins().brif(fits, fast, &[], slow, &[]);
+
+        self.b.switch_to_block(fast);
+        let scratch = self.fixed_field(field::SCRATCH);
+        let ptr = self.b.ins().iadd(scratch, in_scratch);
+        self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
+
+        self.b.switch_to_block(slow);
+        let ptr = self.table_access(pc, after, addr, len, write);
+        self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
+
+        self.b.switch_to_block(join);
+        self.b.block_params(join)[0]
+    }
+
+    /// The general check through the region tables, indexed by `addr >> 32`.
+    fn table_access(
+        &mut self,
+        pc: usize,
+        after: Classes,
+        addr: Value,
+        len: i64,
+        write: bool,
+    ) -> Value {
         let hi = self.b.ins().ushr_imm_u(addr, 32);
         let last = self.b.ins().iconst(I64, 5);
         let index = self.b.ins().umin(hi, last);
@@ -620,7 +742,8 @@ impl<'a, 'f> Gen<'a, 'f> {
             .b
             .ins()
             .load(I64, host_mem(), entry, table + field::REGION_END);
-        let within = self.b.ins().band_imm_u(addr, 0xffff_ffff);
+        let low = self.b.ins().ireduce(I32, addr);
+        let within = self.b.ins().uextend(I64, low);
         let above = self
             .b
             .ins()
@@ -630,6 +753,7 @@ impl<'a, 'f> Gen<'a, 'f> {
         let ok = self.b.ins().band(above, below);
         let cont = self.b.create_block();
         let fault = self.b.create_block();
+        self.b.set_cold_block(cont);
         self.b.set_cold_block(fault);
         self.b.ins().brif(ok, cont, &[], fault, &[]);
 
@@ -646,7 +770,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             .ins()
             .store(host_mem(), write_v, self.state, field::FAULT_WRITE);
         self.refund(after);
-        self.leave(exit::MEMORY, pc);
+        self.leave(exit::MEMORY, pc, 0);
 
         self.b.switch_to_block(cont);
         self.b.ins().iadd(base_ptr, within)
@@ -655,9 +779,7 @@ impl<'a, 'f> Gen<'a, 'f> {
     /// Gives back what the block charged for instructions that did not run.
     fn refund(&mut self, after: Classes) {
         self.add_var(self.budget, after.insns);
-        self.add_var(self.memory, -after.memory);
-        self.add_var(self.branches, -after.branches);
-        self.add_var(self.calls, -after.calls);
+        self.add_var(self.classes, -after.packed());
     }
 
     /// An atomic read-modify-write (a run is single-threaded, so a plain load and store).
@@ -777,47 +899,19 @@ impl<'a, 'f> Gen<'a, 'f> {
                 let off_end = self.b.create_block();
                 self.b.ins().brif(taken, target, &[], off_end, &[]);
                 self.b.switch_to_block(off_end);
-                self.leave(exit::ELSEWHERE, next);
+                self.leave(exit::ELSEWHERE, next, live::ALL);
             }
         }
     }
 
+    /// A helper call returns to the host, which runs the helper and enters again at the
+    /// next instruction (a block start), so generated code never calls out.
     fn call_helper(&mut self, pc: usize, i: Insn) {
-        for n in 1..=5u8 {
-            let v = self.reg(n);
-            self.b
-                .ins()
-                .store(host_mem(), v, self.regs, 8 * i32::from(n));
-        }
-        let callee = self
-            .b
-            .ins()
-            .load(I64, host_mem(), self.state, field::HELPER);
         let id = self.b.ins().iconst(I64, i.imm as i64);
-        let at = self.b.ins().iconst(I64, pc as i64);
-        let call = self
-            .b
+        self.b
             .ins()
-            .call_indirect(self.helper_sig, callee, &[self.state, id, at]);
-        let cost = self.b.inst_results(call)[0];
-        let failed = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, cost, 0);
-        let ok = self.b.create_block();
-        let fault = self.b.create_block();
-        self.b.set_cold_block(fault);
-        self.b.ins().brif(failed, fault, &[], ok, &[]);
-        self.b.switch_to_block(fault);
-        self.leave(exit::HELPER, pc);
-
-        self.b.switch_to_block(ok);
-        let r0 = self.b.ins().load(I64, host_mem(), self.regs, 0);
-        self.set(0, r0);
-        let budget = self.b.use_var(self.budget);
-        let budget = self.b.ins().isub(budget, cost);
-        self.b.def_var(self.budget, budget);
-        let spent = self.b.use_var(self.helper_fuel);
-        let spent = self.b.ins().iadd(spent, cost);
-        self.b.def_var(self.helper_fuel, spent);
-        self.goto(pc + 1);
+            .store(host_mem(), id, self.state, field::HELPER_ID);
+        self.leave(exit::HELPER, pc, self.live[pc]);
     }
 
     /// The stack region's lowest live offset moves by `delta` (a call or return).
@@ -837,36 +931,30 @@ impl<'a, 'f> Gen<'a, 'f> {
     fn frame_at(&mut self, depth: Value) -> Value {
         let index = self.b.ins().iadd_imm_s(depth, -1);
         let off = self.b.ins().imul_imm_s(index, field::FRAME_BYTES);
-        self.b.ins().iadd(self.frames, off)
+        let frames = self.fixed_field(field::FRAMES);
+        self.b.ins().iadd(frames, off)
     }
 
     fn call_local(&mut self, pc: usize, i: Insn) {
-        let depth = self
-            .b
-            .ins()
-            .load(I64, host_mem(), self.state, field::DEPTH);
-        let full = self.b.ins().icmp_imm_s(
-            IntCC::UnsignedGreaterThanOrEqual,
-            depth,
-            MAX_FRAMES as i64,
-        );
+        let depth = self.b.ins().load(I64, host_mem(), self.state, field::DEPTH);
+        let full =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, depth, MAX_FRAMES as i64);
         let ok = self.b.create_block();
         let fault = self.b.create_block();
         self.b.set_cold_block(fault);
         self.b.ins().brif(full, fault, &[], ok, &[]);
         self.b.switch_to_block(fault);
-        self.leave(exit::DEPTH, pc);
+        self.leave(exit::DEPTH, pc, 0);
 
         self.b.switch_to_block(ok);
         let frame = self.frame_at(depth);
         for n in 0..4u8 {
             let v = self.reg(6 + n);
-            self.b.ins().store(
-                host_mem(),
-                v,
-                frame,
-                field::FRAME_SAVED + 8 * i32::from(n),
-            );
+            self.b
+                .ins()
+                .store(host_mem(), v, frame, field::FRAME_SAVED + 8 * i32::from(n));
         }
         let ret = self.b.ins().iconst(I64, pc as i64 + 1);
         self.b
@@ -882,16 +970,16 @@ impl<'a, 'f> Gen<'a, 'f> {
     }
 
     fn exit_insn(&mut self, pc: usize) {
-        let depth = self
+        let depth = self.b.ins().load(I64, host_mem(), self.state, field::DEPTH);
+        let outermost = self
             .b
             .ins()
-            .load(I64, host_mem(), self.state, field::DEPTH);
-        let outermost = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThanOrEqual, depth, 1);
+            .icmp_imm_s(IntCC::UnsignedLessThanOrEqual, depth, 1);
         let ret = self.b.create_block();
         let done = self.b.create_block();
         self.b.ins().brif(outermost, done, &[], ret, &[]);
         self.b.switch_to_block(done);
-        self.leave(exit::EXIT, pc + 1);
+        self.leave(exit::EXIT, pc + 1, 1);
 
         self.b.switch_to_block(ret);
         let shallower = self.b.ins().iadd_imm_s(depth, -1);
@@ -913,7 +1001,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             .ins()
             .load(I64, host_mem(), frame, field::FRAME_RET_PC);
         self.move_stack_lo(FRAME_BYTES as i64);
-        self.b.ins().jump(self.dispatch, &[BlockArg::Value(ret_pc)]);
+        self.b.ins().jump(self.returns, &[BlockArg::Value(ret_pc)]);
     }
 }
 

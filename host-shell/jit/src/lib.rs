@@ -12,6 +12,7 @@
 
 mod blocks;
 mod codegen;
+mod live;
 mod native;
 
 use std::{fmt, str::FromStr, sync::Arc, time::Instant};
@@ -108,7 +109,11 @@ impl Jit {
         set(
             &mut flags,
             "enable_verifier",
-            if cfg!(debug_assertions) { "true" } else { "false" },
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
         )?;
         let isa = cranelift_native::builder()
             .map_err(|e| JitError::UnsupportedHost(e.to_string()))?
@@ -148,6 +153,13 @@ impl Jit {
         module
             .define_function(func, &mut ctx)
             .map_err(|e| JitError::Compile(format!("{e:?}")))?;
+        if let Some(path) = std::env::var_os("CSD_JIT_DUMP") {
+            if let Some(code) = ctx.compiled_code() {
+                let mut path = std::path::PathBuf::from(path);
+                path.set_extension(insns.len().to_string());
+                let _ = std::fs::write(path, code.code_buffer());
+            }
+        }
         module
             .finalize_definitions()
             .map_err(|e| JitError::Compile(e.to_string()))?;

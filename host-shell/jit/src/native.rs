@@ -1,27 +1,24 @@
 //! The one module of the crate allowed `unsafe`: it owns the executable memory of compiled
-//! code, lays out the [`State`] the code works on, calls into the code, and is the one
-//! trampoline through which the code calls helpers.
+//! code, lays out the [`State`] the code works on, and calls into the code.
 //!
 //! Generated code sees a run only through [`State`]: raw pointers to the VM's registers, call
-//! frames and stack, and a table of the kernel's memory regions (host pointer, lowest and end
-//! offset that may be touched) for reads and one for writes. Every access the code makes is
-//! checked against that table (or, for `r10`-relative stack accesses, proven inside the live
-//! frame when compiled), so it never reaches outside the buffers the VM lent it.
+//! frames, stack and scratch, and a table of the kernel's memory regions (host pointer, lowest
+//! and end offset that may be touched) for reads and one for writes. Every access the code
+//! makes is checked against scratch's bounds or that table (or, for `r10`-relative stack
+//! accesses, proven inside the live frame when compiled), so it never reaches outside the
+//! buffers the VM lent it. The code calls nothing: for a helper call it returns, the helper
+//! runs here in safe Rust through the firmware's own dispatch, and the code is entered again
+//! after the call.
 #![allow(unsafe_code)]
 
-use std::{
-    any::Any,
-    ffi::c_void,
-    mem::{offset_of, size_of},
-    panic::{self, AssertUnwindSafe},
-    slice,
-};
+use std::mem::{offset_of, size_of};
 
-use common::{abi, program::RunStats};
+use common::abi;
 use cranelift_jit::JITModule;
 use cranelift_module::FuncId;
 use firmware::ebpf::{
-    call_helper, Env, ExecError, Frame, Mem, NativeExit, NativeRun, SliceEnd, STACK_TOTAL,
+    call_helper, Env, ExecError, Frame, Mem, NativeExit, NativeRun, SliceEnd, FRAME_BYTES,
+    STACK_TOTAL,
 };
 
 /// One region of the kernel's memory as the generated code sees it: `base[lo..end]` may be
@@ -74,7 +71,7 @@ pub(crate) mod exit {
     pub const FUEL: u32 = 1;
     /// A load or store at `pc` faulted; the fault fields say where.
     pub const MEMORY: u32 = 2;
-    /// The helper called at `pc` faulted (or panicked); the trampoline kept why.
+    /// The instruction at `pc` calls helper `helper_id`: run it, then enter at `pc + 1`.
     pub const HELPER: u32 = 3;
     /// The local call at `pc` would nest too deep.
     pub const DEPTH: u32 = 4;
@@ -82,9 +79,6 @@ pub(crate) mod exit {
     pub const ELSEWHERE: u32 = 5;
 }
 
-/// The helper trampoline's type: `(state, helper id, pc) -> fuel cost`, or -1 when the helper
-/// faulted or panicked.
-pub(crate) type HelperFn = unsafe extern "C" fn(*mut State, u64, u64) -> i64;
 /// The compiled entry's type: `(state) -> exit reason`.
 type EntryFn = unsafe extern "C" fn(*mut State) -> u32;
 
@@ -98,17 +92,20 @@ pub(crate) struct State {
     depth: u64,
     budget: i64,
     pc: u64,
-    memory: u64,
-    branches: u64,
-    calls: u64,
-    helper_fuel: u64,
+    /// Instruction classes, packed by [`classes`].
+    classes: u64,
+    /// The scratch buffer, and per access width (1, 2, 4, 8 bytes) the bound of the fast
+    /// check: an access at scratch offset `o` fits when `o < scratch_limit[w]`.
+    scratch: *mut u8,
+    scratch_limit: [u64; 4],
     fault_addr: u64,
     fault_len: u64,
     fault_write: u64,
+    helper_id: u64,
+    /// Why the code returned (set here, not by the code).
+    reason: u32,
     read: [Region; REGIONS],
     write: [Region; REGIONS],
-    helper: HelperFn,
-    helper_ctx: *mut c_void,
 }
 
 /// Byte offsets of [`State`]'s fields and of [`Frame`]'s, for the code generator.
@@ -121,16 +118,15 @@ pub(crate) mod field {
     pub const DEPTH: i32 = offset_of!(State, depth) as i32;
     pub const BUDGET: i32 = offset_of!(State, budget) as i32;
     pub const PC: i32 = offset_of!(State, pc) as i32;
-    pub const MEMORY: i32 = offset_of!(State, memory) as i32;
-    pub const BRANCHES: i32 = offset_of!(State, branches) as i32;
-    pub const CALLS: i32 = offset_of!(State, calls) as i32;
-    pub const HELPER_FUEL: i32 = offset_of!(State, helper_fuel) as i32;
+    pub const CLASSES: i32 = offset_of!(State, classes) as i32;
+    pub const SCRATCH: i32 = offset_of!(State, scratch) as i32;
+    pub const SCRATCH_LIMIT: i32 = offset_of!(State, scratch_limit) as i32;
     pub const FAULT_ADDR: i32 = offset_of!(State, fault_addr) as i32;
     pub const FAULT_LEN: i32 = offset_of!(State, fault_len) as i32;
     pub const FAULT_WRITE: i32 = offset_of!(State, fault_write) as i32;
     pub const READ: i32 = offset_of!(State, read) as i32;
     pub const WRITE: i32 = offset_of!(State, write) as i32;
-    pub const HELPER: i32 = offset_of!(State, helper) as i32;
+    pub const HELPER_ID: i32 = offset_of!(State, helper_id) as i32;
     /// Bytes of one region table entry, and its fields.
     pub const REGION_BYTES: i64 = size_of::<Region>() as i64;
     pub const REGION_BASE: i32 = offset_of!(Region, base) as i32;
@@ -148,63 +144,30 @@ const _: () = assert!(size_of::<usize>() == 8 && size_of::<*mut u8>() == 8);
 #[cfg(not(target_endian = "little"))]
 compile_error!("the JIT generates little-endian memory accesses");
 
-/// What the trampoline needs besides [`State`], and what it leaves behind.
-struct HelperCtx<'a> {
-    env: &'a mut dyn Env,
-    stats: *mut RunStats,
-    out_cap: u64,
-    ctx: (*const u8, usize),
-    stack_len: usize,
-    scratch: (*mut u8, usize),
-    rodata: (*const u8, usize),
-    fault: Option<ExecError>,
-    panic: Option<Box<dyn Any + Send>>,
-}
+/// Three instruction counters in one word, so a block adds them with one instruction: memory
+/// accesses in bits 0..21, branches in 21..42, calls in 42..63 (a typical block's sum fits
+/// a 32-bit immediate). A stretch of native code runs at most [`STRETCH`] instructions, so
+/// no field overflows into the next.
+pub(crate) mod classes {
+    pub const BITS: u32 = 21;
+    pub const MASK: u64 = (1 << BITS) - 1;
 
-/// The helper trampoline: rebuilds the kernel's memory from the raw parts generated code
-/// works with and calls the firmware's helper dispatch, which checks every pointer and length.
-unsafe extern "C" fn trampoline(state: *mut State, id: u64, pc: u64) -> i64 {
-    // SAFETY: generated code passes the `State` that `Code::run` handed it, which outlives the
-    // call into the code; the code is suspended in this call, so nothing else touches it.
-    let state = unsafe { &mut *state };
-    // SAFETY: `helper_ctx` is the `HelperCtx` that `Code::run` built on its stack for this
-    // stretch of code; only this trampoline dereferences it, one call at a time.
-    let h = unsafe { &mut *state.helper_ctx.cast::<HelperCtx<'_>>() };
-    // SAFETY: the pointers and lengths below are the VM's buffers, borrowed mutably by
-    // `Code::run` for the whole stretch (the `NativeRun`); every pointer the generated code
-    // uses was derived from the same raw pointers, and the code is suspended while these
-    // slices live, so there is exactly one live access path.
-    let (regs, stats, mut mem) = unsafe {
-        (
-            &mut *state.regs,
-            &mut *h.stats,
-            Mem {
-                ctx: slice::from_raw_parts(h.ctx.0, h.ctx.1),
-                stack: slice::from_raw_parts_mut(state.stack, h.stack_len),
-                stack_lo: state.read[STACK_REGION].lo as usize,
-                scratch: slice::from_raw_parts_mut(h.scratch.0, h.scratch.1),
-                rodata: slice::from_raw_parts(h.rodata.0, h.rodata.1),
-            },
-        )
-    };
-    let (env, out_cap) = (&mut *h.env, h.out_cap);
-    let called = panic::catch_unwind(AssertUnwindSafe(|| {
-        call_helper(id as u32, pc as u32, regs, &mut mem, env, out_cap, stats)
-    }));
-    match called {
-        Ok(Ok(cost)) => cost.min(i64::MAX as u64) as i64,
-        Ok(Err(fault)) => {
-            h.fault = Some(fault);
-            -1
-        }
-        // Unwinding through generated code is not possible: keep the panic and go on with it
-        // once the code has returned.
-        Err(payload) => {
-            h.panic = Some(payload);
-            -1
-        }
+    pub const fn pack(memory: u64, branches: u64, calls: u64) -> u64 {
+        (calls << (2 * BITS)) | (branches << BITS) | memory
+    }
+
+    /// (memory, branches, calls)
+    pub const fn unpack(packed: u64) -> (u64, u64, u64) {
+        (packed & MASK, (packed >> BITS) & MASK, packed >> (2 * BITS))
     }
 }
+
+/// Most fuel one call into generated code may use (the caller calls again for more).
+pub(crate) const STRETCH: i64 = 1 << 20;
+const _: () = assert!(
+    STRETCH as u64 <= classes::MASK,
+    "a stretch's counts fit their fields"
+);
 
 /// One program's compiled code: the executable memory and its entry.
 pub(crate) struct Code {
@@ -241,50 +204,98 @@ impl Code {
         }
     }
 
-    /// Runs the code over `run` from `*run.pc` with `budget` (see [`firmware::ebpf::Native`]).
+    /// Runs the code over `run` from `*run.pc` with `budget` (see [`firmware::ebpf::Native`]),
+    /// serving its helper calls in between.
     pub(crate) fn run(&self, run: NativeRun<'_>, env: &mut dyn Env, budget: i64) -> NativeExit {
         let NativeRun {
             regs,
             pc,
             depth,
             frames,
-            mem,
+            mut mem,
             stats,
             out_cap,
         } = run;
-        let Mem {
-            ctx,
-            stack,
-            stack_lo,
-            scratch,
-            rodata,
-        } = mem;
-        debug_assert_eq!(stack.len(), STACK_TOTAL);
-        let stack_ptr = stack.as_mut_ptr();
-        let scratch_ptr = scratch.as_mut_ptr();
+        let mut left = budget;
+        let mut helper_fuel = 0;
+        let end = loop {
+            let granted = left.min(STRETCH);
+            let out = self.enter(regs, pc, depth, frames, &mut mem, granted);
+            left -= granted - out.budget;
+            let (memory, branches, calls) = classes::unpack(out.classes);
+            stats.memory_insns += memory;
+            stats.branch_insns += branches;
+            stats.call_insns += calls;
+            let at = *pc as u32;
+            match out.reason {
+                exit::EXIT => break SliceEnd::Exit(regs[0]),
+                exit::HELPER => {
+                    match call_helper(
+                        out.helper_id as u32,
+                        at,
+                        regs,
+                        &mut mem,
+                        env,
+                        out_cap,
+                        stats,
+                    ) {
+                        Ok(cost) => {
+                            left = left.saturating_sub(cost.min(i64::MAX as u64) as i64);
+                            helper_fuel += cost;
+                            *pc += 1;
+                            if left <= 0 {
+                                break SliceEnd::Fuel;
+                            }
+                        }
+                        Err(fault) => break SliceEnd::Fault(fault),
+                    }
+                }
+                exit::MEMORY => {
+                    break SliceEnd::Fault(ExecError::MemoryFault {
+                        pc: at,
+                        addr: out.fault_addr,
+                        len: out.fault_len as u32,
+                        write: out.fault_write != 0,
+                    })
+                }
+                exit::DEPTH => break SliceEnd::Fault(ExecError::CallDepthExceeded { pc: at }),
+                // FUEL, ELSEWHERE: the interpreter (or another stretch) goes on from `pc`.
+                _ => break SliceEnd::Fuel,
+            }
+        };
+        NativeExit {
+            end,
+            budget_left: left,
+            helper_fuel,
+        }
+    }
+
+    /// One call into the code: from `*pc` with `budget`; `pc`, `depth`, the registers, frames
+    /// and memory as the code left them.
+    fn enter(
+        &self,
+        regs: &mut [u64; 16],
+        pc: &mut usize,
+        depth: &mut usize,
+        frames: &mut [Frame],
+        mem: &mut Mem<'_>,
+        budget: i64,
+    ) -> State {
+        let stack_lo = STACK_TOTAL - *depth * FRAME_BYTES as usize;
+        let stack_ptr = mem.stack.as_mut_ptr();
+        let scratch_ptr = mem.scratch.as_mut_ptr();
         // The context and read-only data are only ever read: their write entries map nothing.
-        let ctx_ptr = ctx.as_ptr().cast_mut();
-        let rodata_ptr = rodata.as_ptr().cast_mut();
+        let ctx_ptr = mem.ctx.as_ptr().cast_mut();
+        let rodata_ptr = mem.rodata.as_ptr().cast_mut();
         let mut read = [Region::NONE; REGIONS];
-        read[CTX_REGION] = Region::new(ctx_ptr, 0, ctx.len());
-        read[STACK_REGION] = Region::new(stack_ptr, stack_lo, stack.len());
-        read[SCRATCH_REGION] = Region::new(scratch_ptr, 0, scratch.len());
-        read[RODATA_REGION] = Region::new(rodata_ptr, 0, rodata.len());
+        read[CTX_REGION] = Region::new(ctx_ptr, 0, mem.ctx.len());
+        read[STACK_REGION] = Region::new(stack_ptr, stack_lo, mem.stack.len());
+        read[SCRATCH_REGION] = Region::new(scratch_ptr, 0, mem.scratch.len());
+        read[RODATA_REGION] = Region::new(rodata_ptr, 0, mem.rodata.len());
         let mut write = [Region::NONE; REGIONS];
         write[STACK_REGION] = read[STACK_REGION];
         write[SCRATCH_REGION] = read[SCRATCH_REGION];
-        let stats_ptr: *mut RunStats = stats;
-        let mut helper = HelperCtx {
-            env,
-            stats: stats_ptr,
-            out_cap,
-            ctx: (ctx.as_ptr(), ctx.len()),
-            stack_len: stack.len(),
-            scratch: (scratch_ptr, scratch.len()),
-            rodata: (rodata.as_ptr(), rodata.len()),
-            fault: None,
-            panic: None,
-        };
+        let scratch_len = mem.scratch.len() as u64;
         let mut state = State {
             regs,
             frames: frames.as_mut_ptr(),
@@ -292,66 +303,29 @@ impl Code {
             depth: *depth as u64,
             budget,
             pc: *pc as u64,
-            memory: 0,
-            branches: 0,
-            calls: 0,
-            helper_fuel: 0,
+            classes: 0,
+            scratch: scratch_ptr,
+            scratch_limit: [1u64, 2, 4, 8].map(|w| (scratch_len + 1).saturating_sub(w)),
             fault_addr: 0,
             fault_len: 0,
             fault_write: 0,
+            helper_id: 0,
+            reason: 0,
             read,
             write,
-            helper: trampoline,
-            helper_ctx: (&raw mut helper).cast(),
         };
+        debug_assert_eq!(mem.stack.len(), STACK_TOTAL);
+        debug_assert_eq!(frames.len(), firmware::ebpf::MAX_FRAMES);
         // SAFETY: the code was generated for this `State` layout (the offsets in `field`) from
-        // a verified program; it only touches memory through the state's pointers, within the
-        // bounds of the region tables, the 16 registers and the `MAX_FRAMES` frames, all of
-        // which `run` borrows mutably for this call; it calls out only through `trampoline`.
-        let reason = unsafe { (self.entry)(&raw mut state) };
-        if let Some(payload) = helper.panic.take() {
-            panic::resume_unwind(payload);
-        }
+        // a verified program. It touches memory only through the state's pointers: the 16
+        // registers and `MAX_FRAMES` frames, and kernel memory within the bounds of the region
+        // tables and `scratch_limit`, all derived just above from buffers this function
+        // borrows mutably for the call. It calls nothing and returns an exit reason.
+        state.reason = unsafe { (self.entry)(&raw mut state) };
         *pc = state.pc as usize;
         *depth = state.depth as usize;
-        // SAFETY: the generated code has returned; `stats_ptr` is the `&mut RunStats` of the
-        // `NativeRun`, and no other pointer to it is in use.
-        let stats = unsafe { &mut *stats_ptr };
-        stats.memory_insns += state.memory;
-        stats.branch_insns += state.branches;
-        stats.call_insns += state.calls;
-        let at = state.pc as u32;
-        let end = match reason {
-            exit::EXIT => {
-                // SAFETY: as above, for the registers.
-                SliceEnd::Exit(unsafe { (*state.regs)[0] })
-            }
-            exit::MEMORY => SliceEnd::Fault(ExecError::MemoryFault {
-                pc: at,
-                addr: state.fault_addr,
-                len: state.fault_len as u32,
-                write: state.fault_write != 0,
-            }),
-            exit::HELPER => SliceEnd::Fault(
-                helper
-                    .fault
-                    .take()
-                    .unwrap_or(ExecError::HelperFault {
-                        pc: at,
-                        helper: 0,
-                        addr: 0,
-                        len: 0,
-                    }),
-            ),
-            exit::DEPTH => SliceEnd::Fault(ExecError::CallDepthExceeded { pc: at }),
-            // FUEL, ELSEWHERE: the interpreter goes on from `pc`.
-            _ => SliceEnd::Fuel,
-        };
-        NativeExit {
-            end,
-            budget_left: state.budget,
-            helper_fuel: state.helper_fuel,
-        }
+        mem.stack_lo = STACK_TOTAL - *depth * FRAME_BYTES as usize;
+        state
     }
 }
 
