@@ -201,6 +201,10 @@ pub struct RunStats {
     /// Modeled time of the run's NAND reads (overlapping its compute).
     #[serde(skip)]
     pub device_nand_ns: u64,
+    /// Whether the device ran the kernel as native code (the in-process device's JIT) rather
+    /// than interpreting it. Host-side, like the modeled times: the firmware leaves it false.
+    #[serde(skip)]
+    pub jit: bool,
 }
 
 impl RunStats {
@@ -392,6 +396,7 @@ mod tests {
             device_ns: 0,
             device_compute_ns: 0,
             device_nand_ns: 0,
+            jit: false,
         };
         roundtrip(
             ExecResult {

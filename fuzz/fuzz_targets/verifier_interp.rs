@@ -1,23 +1,29 @@
-//! The verifier and the interpreter on hostile input.
+//! The verifier, the interpreter and the JIT on hostile input.
 //!
 //! The first byte picks the mode:
 //! - even: the rest is a program image: `Program::load` refuses it with a typed error or it
 //!   runs with bounded fuel against an `Env` serving a small file; never a panic or a hang.
+//!   The JIT runs it too and must agree with the interpreter on everything (result or fault,
+//!   fuel, counters, memory, helper effects), in one slice and in small ones.
 //! - odd: the rest drives `arbitrary` to build a terminating program in the subset rbpf 0.4
 //!   defines like RFC 9669 (the generator of `firmware/tests/ebpf/diff.rs`); both interpreters
-//!   must return the same r0, which folds in every data register and the stack window.
+//!   must return the same r0, which folds in every data register and the stack window, and
+//!   the JIT must agree with ours.
 #![no_main]
 
 use arbitrary::Unstructured;
-use firmware::ebpf::{encode_image, Context, Env, HelperError, Program, Vm};
+use firmware::ebpf::{encode_image, Context, Env, HelperError, Program, Step};
 use libfuzzer_sys::fuzz_target;
 
 use testkit::ebpf_diff::{self, G};
+use testkit::executors;
 
-/// Enough for any terminating loop of a small program to show up as `OutOfFuel` quickly.
-const FUEL: u64 = 200_000;
+/// Enough for any terminating loop of a small program to show up as `OutOfFuel` quickly (and
+/// for the comparison's one-fuel slices to stay fast).
+const FUEL: u64 = 20_000;
 
 /// A small file snapshot, an output sink and an optional write-stream input.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct FuzzEnv {
     file: [u8; 256],
     out: usize,
@@ -67,21 +73,17 @@ fn raw_mode(image: &[u8]) {
     let Ok(program) = Program::load(image) else {
         return;
     };
-    let mut env = FuzzEnv {
+    let env = FuzzEnv {
         file: core::array::from_fn(|i| i as u8),
         out: 0,
         input_left: 300,
     };
-    // Slices of every size, so resuming is exercised as well as running to the end.
-    let mut vm = Vm::new(4096);
-    vm.start(&program, &ctx(common::abi::op::WRITE_STREAM), FUEL);
-    let mut slices = 0u32;
-    while let Ok(firmware::ebpf::Step::Yielded) = vm.resume(&program, &mut env, 997) {
-        slices += 1;
-        assert!(slices <= 1_000, "the fuel budget did not end the run");
-    }
-    assert!(env.out as u64 <= 512, "emit overran out_cap");
-    let stats = vm.stats();
+    // Both executors, in one slice and in slices of 7 fuel (which end inside blocks and at
+    // their starts), so resuming is exercised as well as running to the end.
+    let c = ctx(common::abi::op::WRITE_STREAM);
+    let run = executors::agree_in(&program, &c, &env, FUEL, 4096, &[7]);
+    assert!(run.env.out as u64 <= 512, "emit overran out_cap");
+    let stats = run.stats;
     // One helper call may overrun the budget by its own cost.
     let most_moved = u64::from(common::abi::MAX_RODATA_BYTES) + 4096;
     let overrun =
@@ -169,16 +171,15 @@ fn diff_mode(bytes: &[u8]) {
     let c = ctx(common::abi::op::FILE_JOB);
     let program = Program::load(&encode_image(&text, &[]))
         .unwrap_or_else(|e| panic!("our verifier refused a generated program: {e}"));
-    let mut vm = Vm::new(0);
-    let mut env = FuzzEnv {
+    let env = FuzzEnv {
         file: [0; 256],
         out: 0,
         input_left: 0,
     };
-    let ours = vm
-        .run_to_end(&program, &c, &mut env, 10_000_000)
-        .unwrap_or_else(|e| panic!("our run failed: {e}"))
-        .0;
+    let ours = match executors::agree_in(&program, &c, &env, 10_000_000, 0, &[7]).end {
+        Ok(Step::Exited { r0 }) => r0,
+        other => panic!("our run failed: {other:?}"),
+    };
     let rbpf_vm = rbpf::EbpfVmRaw::new(Some(&text))
         .unwrap_or_else(|e| panic!("rbpf refused a generated program: {e}"));
     let mut mem = c.encode(0).to_vec();

@@ -66,12 +66,24 @@ pub fn agree<E: Env + Clone + PartialEq + Debug>(
     fuel: u64,
     scratch_bytes: u32,
 ) -> Outcome<E> {
+    agree_in(program, ctx, env, fuel, scratch_bytes, &SLICES)
+}
+
+/// [`agree`] with the small slices `slices` (the fuzz target keeps to fewer, for speed).
+pub fn agree_in<E: Env + Clone + PartialEq + Debug>(
+    program: &Program,
+    ctx: &Context,
+    env: &E,
+    fuel: u64,
+    scratch_bytes: u32,
+    slices: &[u64],
+) -> Outcome<E> {
     let jit = jit::Jit::new().unwrap_or_else(|e| panic!("no JIT on this host: {e}"));
     let compiled = jit
         .compile(program)
         .unwrap_or_else(|e| panic!("the JIT refused a verified program: {e}"));
     let whole = run(None, program, ctx, env.clone(), fuel, fuel, scratch_bytes);
-    for slice in std::iter::once(fuel).chain(SLICES) {
+    for &slice in std::iter::once(&fuel).chain(slices) {
         let interp = if slice == fuel {
             whole.clone()
         } else {

@@ -59,6 +59,11 @@ impl<N: Nand, X: Executor> Controller<N, X> {
         }
     }
 
+    /// What runs the kernels.
+    pub fn executor(&self) -> &X {
+        self.programs.executor()
+    }
+
     /// The zone manager.
     pub fn zones(&self) -> &ZoneManager<N> {
         &self.zones

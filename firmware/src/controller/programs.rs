@@ -143,6 +143,10 @@ impl<X: Executor> Programs<X> {
         }
     }
 
+    pub(super) fn executor(&self) -> &X {
+        &self.executor
+    }
+
     pub(super) fn busy(&self) -> bool {
         !self.queue.is_empty()
     }

@@ -15,7 +15,7 @@ mod codegen;
 mod live;
 mod native;
 
-use std::{fmt, str::FromStr, sync::Arc, time::Instant};
+use std::{fmt, str::FromStr, time::Instant};
 
 use cranelift_codegen::{
     ir::{types, AbiParam, Function, UserFuncName},
@@ -73,7 +73,7 @@ const CACHED: usize = 16;
 struct Cached {
     fingerprint: u64,
     insns: Vec<Insn>,
-    compiled: Arc<Compiled>,
+    compiled: Compiled,
 }
 
 /// The JIT: a code generator for this host and the programs it compiled.
@@ -172,7 +172,7 @@ impl Jit {
 
     /// The compiled code of `program`, compiling it on first use; `None` if it failed to
     /// compile (see [`Jit::failures`]).
-    pub fn code_for(&mut self, program: &Program) -> Option<Arc<Compiled>> {
+    pub fn code_for(&mut self, program: &Program) -> Option<&Compiled> {
         let fingerprint = program.fingerprint();
         if let Some(at) = self
             .cache
@@ -180,32 +180,30 @@ impl Jit {
             .position(|c| c.fingerprint == fingerprint && c.insns == program.insns())
         {
             let hit = self.cache.remove(at);
-            let compiled = Arc::clone(&hit.compiled);
             self.cache.insert(0, hit);
-            return Some(compiled);
-        }
-        if self.failed.iter().any(|(f, _)| *f == fingerprint) {
-            return None;
-        }
-        match self.compile(program) {
-            Ok(compiled) => {
-                let compiled = Arc::new(compiled);
-                self.cache.truncate(CACHED - 1);
-                self.cache.insert(
-                    0,
-                    Cached {
-                        fingerprint,
-                        insns: program.insns().to_vec(),
-                        compiled: Arc::clone(&compiled),
-                    },
-                );
-                Some(compiled)
+        } else {
+            if self.failed.iter().any(|(f, _)| *f == fingerprint) {
+                return None;
             }
-            Err(e) => {
-                self.failed.push((fingerprint, e.to_string()));
-                None
+            match self.compile(program) {
+                Ok(compiled) => {
+                    self.cache.truncate(CACHED - 1);
+                    self.cache.insert(
+                        0,
+                        Cached {
+                            fingerprint,
+                            insns: program.insns().to_vec(),
+                            compiled,
+                        },
+                    );
+                }
+                Err(e) => {
+                    self.failed.push((fingerprint, e.to_string()));
+                    return None;
+                }
             }
         }
+        self.cache.first().map(|c| &c.compiled)
     }
 
     /// Programs that failed to compile and ran on the interpreter instead, with why.
@@ -227,23 +225,31 @@ impl Executor for Jit {
         slice: u64,
     ) -> Result<Step, ExecError> {
         match self.code_for(program) {
-            Some(code) => vm.resume_native(program, &*code, env, slice),
+            Some(code) => vm.resume_native(program, code, env, slice),
             None => vm.resume(program, env, slice),
         }
     }
 }
 
 /// Which executor runs kernels (`--executor jit|interp`).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum ExecutorKind {
-    /// Native code where the host has a code generator, the interpreter elsewhere.
-    #[default]
+    /// Native code (Cranelift).
     Jit,
     /// The metered interpreter, as on the board.
     Interp,
 }
 
 impl ExecutorKind {
+    /// The JIT where this host has a code generator, the interpreter elsewhere.
+    pub fn for_host() -> ExecutorKind {
+        static KIND: std::sync::OnceLock<ExecutorKind> = std::sync::OnceLock::new();
+        *KIND.get_or_init(|| match Jit::new() {
+            Ok(_) => ExecutorKind::Jit,
+            Err(_) => ExecutorKind::Interp,
+        })
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ExecutorKind::Jit => "jit",

@@ -300,6 +300,8 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
             "timing": if timing_on && preset.is_some() { "on" } else { "off" },
             "cpu": preset.map(|p| p.cpu()),
             "modeled_ns": modeled_ns,
+            // The board (`--device qemu`, no in-process counters) always interprets.
+            "executor": if stats.is_some() { super::open::executor().name() } else { "interp" },
             "geometry": {
                 "channels": nand.channels,
                 "dies_per_channel": nand.dies_per_channel,

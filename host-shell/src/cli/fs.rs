@@ -274,6 +274,11 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     if super::open::timing_selected() == super::open::TimingSwitch::Off {
         command.args(["--timing", "off"]);
     }
+    match super::open::executor_selected() {
+        Some(super::open::ExecutorSwitch::Jit) => command.args(["--executor", "jit"]),
+        Some(super::open::ExecutorSwitch::Interp) => command.args(["--executor", "interp"]),
+        None => &mut command,
+    };
     command
         .arg("mount")
         .arg(&args.image)

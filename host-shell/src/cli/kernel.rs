@@ -379,6 +379,8 @@ struct RunJson {
     device_ns: u64,
     device_compute_ns: u64,
     device_nand_ns: u64,
+    /// What ran the kernel: `jit` or `interp`.
+    executor: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     output_hex: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -410,6 +412,7 @@ fn report_run(args: &RunArgs, run: &Run) -> anyhow::Result<()> {
             device_ns: stats.device_ns,
             device_compute_ns: stats.device_compute_ns,
             device_nand_ns: stats.device_nand_ns,
+            executor: if stats.jit { "jit" } else { "interp" },
             output_hex: args.output.is_none().then(|| hex(&run.output)),
             error: error.clone(),
         })?;
@@ -421,6 +424,10 @@ fn report_run(args: &RunArgs, run: &Run) -> anyhow::Result<()> {
         println!("fuel used          {}", stats.fuel_used);
         println!("device bytes read  {}", stats.device_bytes_read);
         println!("bytes returned     {}", stats.bytes_returned);
+        println!(
+            "executor           {}",
+            if stats.jit { "jit" } else { "interp" }
+        );
         if stats.device_ns > 0 {
             println!(
                 "device time        {} modeled ({} compute, {} NAND reads)",

@@ -49,6 +49,11 @@ struct Cli {
     /// none.
     #[arg(long, global = true, value_enum, default_value_t)]
     timing: open::TimingSwitch,
+    /// What runs kernels on the in-process device: `jit` (native code; the default where this
+    /// host has a code generator) or `interp` (the metered interpreter the board runs). Both
+    /// give the same results, faults and fuel; the modeled device CPU follows the choice.
+    #[arg(long, global = true, value_enum)]
+    executor: Option<open::ExecutorSwitch>,
     #[command(subcommand)]
     group: Group,
 }
@@ -81,6 +86,10 @@ pub fn main() -> ExitCode {
     open::select(cli.device);
     open::show_board_log(cli.board_log);
     open::select_timing(cli.timing);
+    if let Err(err) = open::select_executor(cli.executor) {
+        eprintln!("csd: {}", sentence(&err));
+        return ExitCode::from(2);
+    }
     let result = match cli.group {
         Group::Device(command) => device::run(command),
         Group::Zone(command) => zone::run(command),

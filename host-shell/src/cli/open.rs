@@ -21,7 +21,7 @@ use std::{
 use anyhow::Context;
 use clap::ValueEnum;
 use host_shell::{
-    device::{inprocess::Stats, Device, DeviceOptions, FileDevice, Timing},
+    device::{inprocess::Stats, Device, DeviceOptions, ExecutorKind, FileDevice, Timing},
     driver::Driver,
     link::{QemuDevice, QemuOptions},
     nand::{file::FileStore, hostcache::CachedFile},
@@ -73,6 +73,44 @@ pub fn timing_selected() -> TimingSwitch {
     TIMING.get().copied().unwrap_or_default()
 }
 
+/// What runs kernels (`--executor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorSwitch {
+    /// Native code from the JIT.
+    Jit,
+    /// The metered interpreter.
+    Interp,
+}
+
+static EXECUTOR: OnceLock<Option<ExecutorSwitch>> = OnceLock::new();
+
+/// Chooses what runs this process's kernels (`None`: the host's default); the first call
+/// wins. The board always interprets, so asking it for the JIT is an error.
+pub fn select_executor(switch: Option<ExecutorSwitch>) -> anyhow::Result<()> {
+    if switch == Some(ExecutorSwitch::Jit) && selected() == DeviceKind::Qemu {
+        anyhow::bail!(
+            "--executor jit runs kernels on the in-process device; the board (--device qemu) \
+             always interprets them"
+        );
+    }
+    let _ = EXECUTOR.set(switch);
+    Ok(())
+}
+
+/// `--executor` as given (`None` when not).
+pub fn executor_selected() -> Option<ExecutorSwitch> {
+    EXECUTOR.get().copied().flatten()
+}
+
+/// What runs this process's kernels on the in-process device.
+pub fn executor() -> ExecutorKind {
+    match executor_selected() {
+        Some(ExecutorSwitch::Jit) => ExecutorKind::Jit,
+        Some(ExecutorSwitch::Interp) => ExecutorKind::Interp,
+        None => ExecutorKind::for_host(),
+    }
+}
+
 /// The device options of this process's devices.
 fn options() -> DeviceOptions {
     DeviceOptions {
@@ -80,6 +118,7 @@ fn options() -> DeviceOptions {
             TimingSwitch::On => Timing::Image,
             TimingSwitch::Off => Timing::Off,
         },
+        executor: executor(),
         ..DeviceOptions::default()
     }
 }

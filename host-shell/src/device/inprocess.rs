@@ -11,6 +11,8 @@ use firmware::{
     nand::sim::{PageStore, SimNand},
 };
 
+use jit::HostExecutor;
+
 use super::{clock::Clock, queue::Entry, runner::Backend};
 use crate::nand::timing::Timed;
 
@@ -159,32 +161,36 @@ fn data_bytes(command: &Command, completion: &Completion) -> (u64, u64) {
 /// The controller over a NAND store `S`, as a [`Backend`].
 #[derive(Debug)]
 pub struct InProcess<S: PageStore> {
-    controller: Controller<DeviceNand<S>>,
+    controller: Controller<DeviceNand<S>, HostExecutor>,
     clock: Clock,
     counters: Arc<Counters>,
     /// Commands in the background, to account their link bytes when they finish.
     running: Vec<(u16, Command, common::command::CommandId)>,
+    /// Whether kernels run on the JIT (reported with every run).
+    jit: bool,
 }
 
 impl<S: PageStore> InProcess<S> {
     /// Wraps `controller`, keeping modeled time on `clock` and reporting into `counters`.
     pub fn new(
-        controller: Controller<DeviceNand<S>>,
+        controller: Controller<DeviceNand<S>, HostExecutor>,
         clock: Clock,
         counters: Arc<Counters>,
     ) -> Self {
+        let jit = controller.executor().kind() == jit::ExecutorKind::Jit;
         let backend = InProcess {
             controller,
             clock,
             counters,
             running: Vec::new(),
+            jit,
         };
         backend.publish_nand();
         backend
     }
 
     /// Gives the controller back (power off).
-    pub fn into_controller(self) -> Controller<DeviceNand<S>> {
+    pub fn into_controller(self) -> Controller<DeviceNand<S>, HostExecutor> {
         self.controller
     }
 
@@ -263,6 +269,7 @@ impl<S: PageStore + Send + 'static> Backend for InProcess<S> {
             run.stats.device_ns = time.device_ns;
             run.stats.device_compute_ns = time.compute_ns;
             run.stats.device_nand_ns = time.nand_ns;
+            run.stats.jit = self.jit;
         }
         let at = self
             .running

@@ -31,6 +31,8 @@ use crate::{
 };
 use clock::{Clock, DeviceModel, Execution};
 use inprocess::{Counters, InProcess, Stats};
+pub use jit::ExecutorKind;
+use jit::HostExecutor;
 use runner::Runner;
 
 /// How a device runs.
@@ -44,6 +46,9 @@ pub struct DeviceOptions {
     pub timing: Timing,
     /// Limits of the computational side.
     pub programs: ProgramConfig,
+    /// What runs kernels: the JIT (the default where the host has a code generator) or the
+    /// interpreter. The modeled device CPU follows it (compiled or interpreted cycles).
+    pub executor: ExecutorKind,
     /// Fault injection for power-loss tests: the NAND loses power after this many operations,
     /// counted from when the device is ready (after format or power-on recovery); the
     /// operation in flight is torn and every later command fails. `None` in normal use.
@@ -61,6 +66,7 @@ impl Default for DeviceOptions {
             queue_depth: 32,
             timing: Timing::Image,
             programs: ProgramConfig::default(),
+            executor: ExecutorKind::for_host(),
             power_cut_after_ops: None,
             power_cut_after_program_bytes: None,
         }
@@ -104,6 +110,8 @@ pub enum DeviceError {
     Thread(#[from] std::io::Error),
     #[error("the device stopped unexpectedly (its thread panicked); see the message above")]
     Crashed,
+    #[error("cannot run kernels with the JIT: {0} (use --executor interp)")]
+    Executor(jit::JitError),
 }
 
 /// Media a device runs on.
@@ -223,15 +231,15 @@ impl<S: Media> Device<S> {
         }
         // Modeled time starts with the power-on recovery's NAND work.
         let ready_ns = manager.nand().busy_until_ns();
-        let controller = Controller::new(manager, options.programs);
+        let executor = HostExecutor::new(options.executor).map_err(DeviceError::Executor)?;
+        let execution = match options.executor {
+            ExecutorKind::Jit => Execution::Compiled,
+            ExecutorKind::Interp => Execution::Interpreted,
+        };
+        let controller = Controller::with_executor(manager, options.programs, executor);
         let identify = controller.identify();
         let counters = Arc::new(Counters::default());
-        let clock = Clock::new(
-            model.cpu,
-            Execution::Interpreted,
-            model.nand.link_bytes_per_s,
-            ready_ns,
-        );
+        let clock = Clock::new(model.cpu, execution, model.nand.link_bytes_per_s, ready_ns);
         let backend = InProcess::new(controller, clock, Arc::clone(&counters));
         let runner = Runner::start(backend, options.queues, options.queue_depth)?;
         Ok(Device {

@@ -5,6 +5,10 @@
 //! bytes. Hostile kernels from `kernels/tests` end with typed statuses and faults, and the
 //! device keeps serving after each.
 //!
+//! Every command goes to two devices over the same NAND contents, one running kernels on the
+//! interpreter and one on the JIT; their completions (status, result, every counter), the
+//! bytes they hand the host, and each run's output must be identical.
+//!
 //! Needs `target/kernels/` (`cargo xtask kernels`).
 
 use common::abi;
@@ -18,6 +22,7 @@ use firmware::controller::{Controller, ProgramConfig, SliceDma};
 use firmware::nand::sim::SimNand;
 use firmware::nand::Geometry;
 use firmware::zns::ZoneManager;
+use jit::{ExecutorKind, HostExecutor};
 use testkit::{geometry, rng::pattern};
 use tests::reference;
 
@@ -38,25 +43,46 @@ const SET: u16 = 0;
 /// Load Program chunk size: small enough that every kernel image takes several chunks.
 const CHUNK: usize = 256;
 
-/// The device and a host that numbers its commands.
+/// The device twice (interpreter, JIT) and a host that numbers its commands.
 #[derive(Debug)]
 struct Dev {
-    ctrl: Controller<SimNand>,
+    ctrl: Controller<SimNand, HostExecutor>,
+    jit: Controller<SimNand, HostExecutor>,
     next_cid: u16,
+}
+
+fn controller(kind: ExecutorKind) -> Controller<SimNand, HostExecutor> {
+    let zones = ZoneManager::format(SimNand::new(GEOMETRY), geometry::zones_for(&GEOMETRY))
+        .expect("format");
+    let config = ProgramConfig {
+        slice_fuel: SLICE_FUEL,
+        ..ProgramConfig::default()
+    };
+    let executor = HostExecutor::new(kind).expect("an executor for this host");
+    Controller::with_executor(zones, config, executor)
 }
 
 impl Dev {
     fn new() -> Self {
-        let zones = ZoneManager::format(SimNand::new(GEOMETRY), geometry::zones_for(&GEOMETRY))
-            .expect("format");
-        let config = ProgramConfig {
-            slice_fuel: SLICE_FUEL,
-            ..ProgramConfig::default()
-        };
         Dev {
-            ctrl: Controller::new(zones, config),
+            ctrl: controller(ExecutorKind::Interp),
+            jit: controller(ExecutorKind::Jit),
             next_cid: 1,
         }
+    }
+
+    /// Submits `sub` to both devices, each with its own copy of `buf`; both must answer
+    /// alike and leave the same bytes in host memory.
+    fn submit_both(&mut self, sqid: u16, sub: &Submission, buf: &mut [u8]) -> Option<Completion> {
+        let mut twin = buf.to_vec();
+        let done = self.ctrl.submit(sqid, sub, &mut SliceDma::new(buf));
+        let jit = self.jit.submit(sqid, sub, &mut SliceDma::new(&mut twin));
+        assert_eq!(done, jit, "the JIT device answered {sub:?} otherwise");
+        assert!(
+            buf == twin.as_slice(),
+            "the JIT device left other bytes for {sub:?}"
+        );
+        done
     }
 
     fn submission(&mut self, command: Command) -> Submission {
@@ -68,8 +94,7 @@ impl Dev {
     fn submit(&mut self, command: Command, buf: &mut [u8]) -> Completion {
         let sub = self.submission(command);
         let done = self
-            .ctrl
-            .submit(0, &sub, &mut SliceDma::new(buf))
+            .submit_both(0, &sub, buf)
             .unwrap_or_else(|| panic!("{command:?} went to the background"));
         assert_eq!(done.cid, sub.cid);
         done
@@ -156,14 +181,17 @@ impl Dev {
     fn execute(&mut self, exec: ExecuteProgram, input: &[u8]) -> (Completion, Vec<u8>) {
         let sub = self.submission(Command::ExecuteProgram(exec));
         let mut buf = input.to_vec();
-        let queued = self.ctrl.submit(1, &sub, &mut SliceDma::new(&mut buf));
+        let queued = self.submit_both(1, &sub, &mut buf);
         assert_eq!(queued, None, "Execute Program completes through poll");
-        let done = loop {
-            if let Some((sqid, done)) = self.ctrl.poll() {
+        let poll = |ctrl: &mut Controller<SimNand, HostExecutor>| loop {
+            if let Some((sqid, done)) = ctrl.poll() {
                 assert_eq!((sqid, done.cid), (1, sub.cid));
                 break done;
             }
         };
+        let done = poll(&mut self.ctrl);
+        let jit = poll(&mut self.jit);
+        assert_eq!(done, jit, "the JIT ran {exec:?} otherwise");
         let mut out = vec![0u8; 1 << 20];
         let read = ReadOutput {
             range_set: exec.range_set,

@@ -18,7 +18,7 @@
 //!   a handle it opens afterwards, runs the kernel with the written bytes as its input (`csd_input`); its output is what is stored at
 //!   the write's offset, and the write reports the caller's length as written.
 //! - `user.csd.stats`: `instructions=.. fuel_used=.. device_bytes_read=.. bytes_returned=..
-//!   device_ns=.. device_compute_ns=.. device_nand_ns=..` of the process's last run on the
+//!   device_ns=.. device_compute_ns=.. device_nand_ns=.. jit=0|1` of the process's last run on the
 //!   inode (the modeled device times are 0 with timing off).
 //! - `user.csd.log`: the `csd_log` messages of the process's last run on the inode, one per
 //!   line (the device keeps the last 16).

@@ -137,14 +137,15 @@ impl Offload {
                 let s = last.stats;
                 format!(
                     "instructions={} fuel_used={} device_bytes_read={} bytes_returned={} \
-                     device_ns={} device_compute_ns={} device_nand_ns={}",
+                     device_ns={} device_compute_ns={} device_nand_ns={} jit={}",
                     s.instructions,
                     s.fuel_used,
                     s.device_bytes_read,
                     s.bytes_returned,
                     s.device_ns,
                     s.device_compute_ns,
-                    s.device_nand_ns
+                    s.device_nand_ns,
+                    u8::from(s.jit)
                 )
                 .into_bytes()
             }),
