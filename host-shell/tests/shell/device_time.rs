@@ -9,7 +9,7 @@ use firmware::controller::ProgramConfig;
 use host_shell::{
     device::{
         clock::{DeviceModel, Execution},
-        DeviceOptions, RamDevice, Timing,
+        DeviceOptions, ExecutorKind, RamDevice, Timing,
     },
     driver::Driver,
     nand::preset::Preset,
@@ -22,10 +22,11 @@ fn spin(turns: u32) -> String {
     format!("mov64 r1, 0\nadd64 r1, 1\njlt r1, {turns}, -2\nmov64 r0, 0\nexit\n")
 }
 
-fn device(model: DeviceModel) -> RamDevice {
+fn device(model: DeviceModel, executor: ExecutorKind) -> RamDevice {
     let geometry = geometry::small();
     let options = DeviceOptions {
         timing: Timing::Model(model),
+        executor,
         ..DeviceOptions::default()
     };
     RamDevice::in_ram(geometry, geometry::zones_for(&geometry), options).expect("device")
@@ -63,55 +64,66 @@ fn run(driver: &Driver, set: u16) -> ExecResult {
         .expect("execute")
 }
 
-/// The loop's compute is its instruction classes times the preset's cycles, at its clock; a
-/// run without NAND reads takes its compute and reads nothing.
+/// The loop's compute is its instruction classes times the preset's cycles, at its clock, in
+/// the column of the executor that ran it (interpreted or compiled); a run without NAND reads
+/// takes its compute and reads nothing. Both executors count the same classes.
 #[test]
 fn compute_follows_the_instruction_classes() {
     let model = Preset::Small.model();
-    let device = device(model);
-    let driver = device.driver();
-    prepare(&driver, 100_000);
-    let stats = run(&driver, 0).stats;
-    assert_eq!(
+    for (executor, execution, c) in [
         (
-            stats.alu_insns(),
-            stats.branch_insns,
-            stats.call_insns,
-            stats.memory_insns
+            ExecutorKind::Interp,
+            Execution::Interpreted,
+            model.cpu.interpreted,
         ),
-        (100_002, 100_000, 1, 0)
-    );
-    let c = model.cpu.interpreted;
-    let cycles = 100_002 * c.alu + 100_000 * c.branch + c.call;
-    assert_eq!(model.cpu.cycles(&stats, Execution::Interpreted), cycles);
-    let want = cycles * 1_000_000_000 / model.cpu.clock_hz;
-    // Summed per slice, each rounded down to the nanosecond.
-    let slices = stats
-        .fuel_used
-        .div_ceil(ProgramConfig::default().slice_fuel);
-    assert!(
-        (want - slices..=want).contains(&stats.device_compute_ns),
-        "compute {} ns, want {want}",
-        stats.device_compute_ns
-    );
-    assert_eq!(stats.device_nand_ns, 0);
-    assert!(stats.device_ns >= stats.device_compute_ns);
-    device.close().expect("closes");
+        (ExecutorKind::Jit, Execution::Compiled, model.cpu.compiled),
+    ] {
+        let device = device(model, executor);
+        let driver = device.driver();
+        prepare(&driver, 100_000);
+        let stats = run(&driver, 0).stats;
+        assert_eq!(stats.jit, executor == ExecutorKind::Jit);
+        assert_eq!(
+            (
+                stats.alu_insns(),
+                stats.branch_insns,
+                stats.call_insns,
+                stats.memory_insns
+            ),
+            (100_002, 100_000, 1, 0)
+        );
+        let cycles = 100_002 * c.alu + 100_000 * c.branch + c.call;
+        assert_eq!(model.cpu.cycles(&stats, execution), cycles);
+        let want = cycles * 1_000_000_000 / model.cpu.clock_hz;
+        // Summed per slice, each rounded down to the nanosecond.
+        let slices = stats
+            .fuel_used
+            .div_ceil(ProgramConfig::default().slice_fuel);
+        assert!(
+            (want - slices..=want).contains(&stats.device_compute_ns),
+            "{executor}: compute {} ns, want {want}",
+            stats.device_compute_ns
+        );
+        assert_eq!(stats.device_nand_ns, 0);
+        assert!(stats.device_ns >= stats.device_compute_ns);
+        device.close().expect("closes");
+    }
 }
 
 /// Four runs at once on a four-core preset take about a quarter of the modeled time of the
 /// same four one after another; on one core, about the same. With a thread reading blocks
 /// meanwhile, no read waits for the firmware's core longer than one slice.
 ///
-/// The runs are long (4 million instructions) and start together, so none completes before
-/// the last is submitted; the ratios are measured without the reader, whose commands move the
-/// host's clock (docs/TIMING.md: events take their modeled times in the emulator's order).
+/// The runs are long (4 million instructions, interpreted) and start together, so none
+/// completes before the last is submitted; the ratios are measured without the reader, whose
+/// commands move the host's clock (docs/TIMING.md: events take their modeled times in the
+/// emulator's order).
 #[test]
 fn four_kernels_share_four_cores() {
     for cores in [4, 1] {
         let mut model = Preset::Small.model();
         model.cpu.cores = cores;
-        let device = device(model);
+        let device = device(model, ExecutorKind::Interp);
         let driver = device.driver();
         prepare(&driver, 2_000_000);
         let zone = driver.all_zones().expect("zones")[1].zslba;
