@@ -192,6 +192,7 @@ fn help_everywhere() {
         &["zone", "append"],
         &["zone", "write"],
         &["zone", "read"],
+        &["zone", "map"],
         &["kernel"],
         &["kernel", "run"],
         &["kernel", "asm"],
