@@ -66,6 +66,10 @@ pub struct MountArgs {
     /// would lose.
     #[arg(long, hide = true)]
     emulate_host_cache: bool,
+    /// Print JSON once mounted: {"image", "mountpoint", "pid", "log"} (the daemon's pid and
+    /// its log file).
+    #[arg(long, conflicts_with = "foreground")]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -303,6 +307,14 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         if is_mounted(&mountpoint) {
+            if args.json {
+                return print_json(&serde_json::json!({
+                    "image": args.image.display().to_string(),
+                    "mountpoint": mountpoint.display().to_string(),
+                    "pid": child.id(),
+                    "log": log_path.display().to_string(),
+                }));
+            }
             println!(
                 "mounted {} on {} (pid {}, log {})",
                 args.image.display(),

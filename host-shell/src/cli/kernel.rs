@@ -127,6 +127,10 @@ pub struct DisasmArgs {
     /// A kernel object (ELF, linked first as `csd kernel run` would), a program image (starts
     /// with "CSDP"), or raw little-endian eBPF instructions.
     input: PathBuf,
+    /// Print a JSON list of {pc, text}, one per instruction (pc counts 8-byte slots: a 64-bit
+    /// immediate load takes two).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(command: KernelCommand) -> anyhow::Result<()> {
@@ -492,14 +496,32 @@ fn instructions(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// One instruction of `csd kernel disasm --json`.
+#[derive(Debug, serde::Serialize)]
+struct InsnJson {
+    pc: usize,
+    text: String,
+}
+
 fn disasm(args: &DisasmArgs) -> anyhow::Result<()> {
     let text = instructions(&args.input)?;
-    let mut out = std::io::stdout().lock();
+    let mut listing = Vec::new();
     let mut pc = 0usize;
     for insn in rbpf::disassembler::to_insn_vec(&text) {
-        writeln!(out, "{pc:>5}: {}", insn.desc)?;
         // A 64-bit immediate load takes two instruction slots.
-        pc += if insn.opc == 0x18 { 2 } else { 1 };
+        let slots = if insn.opc == 0x18 { 2 } else { 1 };
+        listing.push(InsnJson {
+            pc,
+            text: insn.desc,
+        });
+        pc += slots;
+    }
+    if args.json {
+        return print_json(&listing);
+    }
+    let mut out = std::io::stdout().lock();
+    for insn in &listing {
+        writeln!(out, "{:>5}: {}", insn.pc, insn.text)?;
     }
     Ok(())
 }

@@ -195,6 +195,7 @@ fn help_everywhere() {
         &["zone", "map"],
         &["kernel"],
         &["kernel", "run"],
+        &["kernel", "link"],
         &["kernel", "asm"],
         &["kernel", "disasm"],
     ];
