@@ -24,7 +24,7 @@ use host_shell::{
     units::{parse_size, Nanos},
 };
 
-use super::{driver_error, output_writer, print_json, with_device, zone_start, During};
+use super::{driver_error, output_writer, print_json, spinner, with_device, zone_start, During};
 
 #[derive(Debug, Subcommand)]
 pub enum KernelCommand {
@@ -178,6 +178,8 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
     }
     let out_cap = u32::try_from(args.out_cap)
         .map_err(|_| anyhow!("--out-cap {} is over 4 GiB", args.out_cap))?;
+    // The run's length is the kernel's: a spinner, not a bar.
+    let bar = spinner(&format!("running {}", kernel.name()));
     let run = with_device(&args.image, |_, driver| {
         let engine = Engine::new(driver.clone());
         // A file's snapshot pins its blocks while the kernel runs; the file system is
@@ -225,6 +227,7 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
             output: ran.output,
         })
     })?;
+    bar.finish_and_clear();
     report_run(args, &run)
 }
 
