@@ -326,8 +326,18 @@ fn plots(report: &Report, out: &std::path::Path) -> Result<()> {
         },
         &out.join("gc.svg"),
     )?;
+    let title = format!(
+        "Zones after random 4 KiB overwrites at {:.0}% full: state, write pointer, live data, erase counts",
+        g.last().map_or(0.0, |p| p.utilization * 100.0)
+    );
+    let path = out.join(ZONE_MAP_SVG);
+    std::fs::write(&path, report.gc.zone_map.to_svg(&title))
+        .with_context(|| format!("could not write {}", path.display()))?;
     Ok(())
 }
+
+/// The picture of the cleaner's device after its fullest run (`csd zone map --svg` of it).
+const ZONE_MAP_SVG: &str = "zone-map.svg";
 
 const MIB: f64 = (1u64 << 20) as f64;
 
@@ -613,6 +623,10 @@ fn markdown(report: &Report) -> String {
         );
     }
     let _ = writeln!(md);
+    let _ = writeln!(
+        md,
+        "Write amplification: [gc.svg](gc.svg). The device's zones after the fullest run, as `csd zone map --svg` draws them (state, write pointer, live data, erase counts): [{ZONE_MAP_SVG}]({ZONE_MAP_SVG}).\n"
+    );
     match &report.firmware {
         Some(fw) => {
             let _ = writeln!(
@@ -627,7 +641,7 @@ fn markdown(report: &Report) -> String {
     }
     let _ = writeln!(
         md,
-        "Plots: executor.svg, fs.svg, concurrent.svg, gc.svg, crossover.svg."
+        "Plots: executor.svg, fs.svg, concurrent.svg, gc.svg, {ZONE_MAP_SVG}, crossover.svg."
     );
     md
 }

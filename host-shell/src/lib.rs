@@ -12,6 +12,8 @@
 //! - [`daemon`]: the mount daemon's log.
 //! - [`loader`]: links clang-built eBPF objects into program images.
 //! - [`link`]: the firmware on a board in QEMU, driven over an emulated serial link.
+//! - [`zonemap`]: every zone of a device (state, write pointer, live data, erase counts) as a
+//!   picture or a list.
 //!
 //! Nothing in this crate reaches into the firmware's internals: it drives the firmware only
 //! through its public, sans-IO interfaces.
@@ -27,3 +29,4 @@ pub mod loader;
 pub mod nand;
 pub mod offload;
 pub mod units;
+pub mod zonemap;

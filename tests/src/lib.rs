@@ -172,4 +172,5 @@ pub mod mapping;
 pub mod mount;
 pub mod reference;
 pub mod reliability;
+pub mod svg;
 pub mod xattr;

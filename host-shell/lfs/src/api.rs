@@ -13,6 +13,7 @@ use crate::rename::RenameFlags;
 use crate::snapshot::Snapshot;
 use crate::space;
 use crate::xattr::XattrMode;
+use crate::zones::ZoneUsage;
 use crate::{Lfs, LfsStats, StatFs};
 
 /// Blocks the background cleaner reads before it takes the lock to move them (1 MiB): how long
@@ -374,6 +375,13 @@ impl Lfs {
         Ok(s.free_zones().len() as u64 <= low
             && s.pick_victim()
                 .is_some_and(|z| 2 * s.meta.live(z) <= s.space.cap()))
+    }
+
+    /// What each zone holds for the file system, in zone order: its role and its live data
+    /// blocks (the blocks file extents map there; data still buffered in memory is not
+    /// counted until it is written).
+    pub fn zone_usage(&self) -> Result<Vec<ZoneUsage>> {
+        Ok(self.lock()?.zone_usage())
     }
 
     /// What the file system asked of the device so far.

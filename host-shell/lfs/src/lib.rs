@@ -53,6 +53,7 @@ pub use rename::RenameFlags;
 pub use snapshot::Snapshot;
 pub use xattr::XattrMode;
 pub use zoned::{IoError, Zoned};
+pub use zones::{ZoneRole, ZoneUsage};
 
 use buffers::Buffers;
 use checkpoint::CkptLog;

@@ -4,6 +4,8 @@
 //!
 //! The choices (which zone is free, which is the victim, which may be reset) are
 //! [`crate::space::Space`]'s; this module adds the jobs other parts give zones and does the device I/O.
+//! [`ZoneUsage`] is what the file system keeps in each zone, for pictures of the device
+//! (`csd zone map`).
 
 use common::zns::ZoneAction;
 
@@ -12,14 +14,82 @@ use crate::extent::Run;
 use crate::format::{ZoneUse, BLOCK_BYTES};
 use crate::ids::ZoneId;
 use crate::inode::InodeNo;
-use crate::space::RESERVE_ZONES;
+use crate::space::{CKPT_ZONES, RESERVE_ZONES};
 use crate::State;
+
+/// What a zone is for, as the file system uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ZoneRole {
+    /// Zones 0 and 1: the checkpoint log.
+    Checkpoint,
+    /// In the metadata stream's chain: the latest checkpoint's image and the log since.
+    Metadata,
+    /// The zone new file data is appended to.
+    Hot,
+    /// The zone the cleaner moves live data to.
+    Cold,
+    /// Written with file data (some or all of it may be dead); only read now.
+    Data,
+    /// Empty, with no job.
+    Free,
+}
+
+impl ZoneRole {
+    /// The role's name in reports and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZoneRole::Checkpoint => "checkpoint",
+            ZoneRole::Metadata => "metadata",
+            ZoneRole::Hot => "hot",
+            ZoneRole::Cold => "cold",
+            ZoneRole::Data => "data",
+            ZoneRole::Free => "free",
+        }
+    }
+}
+
+/// What the file system keeps in one zone ([`crate::Lfs::zone_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZoneUsage {
+    pub zone: ZoneId,
+    pub role: ZoneRole,
+    /// Blocks of file data the file system maps into the zone (its valid data); 0 for the
+    /// checkpoint and metadata zones, whose blocks are metadata.
+    pub live_blocks: u64,
+}
 
 impl State {
     /// Whether another part gives `zone` a job: the stream's chain, or the hot or cold zone.
     /// ([`crate::space::Space`] itself keeps the checkpoint zones and zones holding unmapped data.)
     pub(crate) fn has_job(&self, zone: ZoneId) -> bool {
         self.stream.holds(zone) || self.meta.is_active(zone)
+    }
+
+    /// Each zone's role and live data blocks, in zone order.
+    pub(crate) fn zone_usage(&self) -> Vec<ZoneUsage> {
+        self.space
+            .zones()
+            .map(|zone| {
+                let role = if CKPT_ZONES.contains(&zone) {
+                    ZoneRole::Checkpoint
+                } else if self.stream.holds(zone) {
+                    ZoneRole::Metadata
+                } else if self.meta.hot() == Some(zone) {
+                    ZoneRole::Hot
+                } else if self.meta.cold() == Some(zone) {
+                    ZoneRole::Cold
+                } else if self.space.written(zone) > 0 {
+                    ZoneRole::Data
+                } else {
+                    ZoneRole::Free
+                };
+                ZoneUsage {
+                    zone,
+                    role,
+                    live_blocks: self.meta.live(zone),
+                }
+            })
+            .collect()
     }
 
     /// Empty zones with no job.
@@ -159,5 +229,80 @@ impl State {
         self.flush_log()?;
         self.stats.gc_zones += 1;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use firmware::nand::sim::SimNand;
+    use firmware::zns::{ZoneConfig, ZoneManager};
+
+    use super::{ZoneRole, ZoneUsage};
+    use crate::format::BLOCK_BYTES;
+    use crate::inode::InodeNo;
+    use crate::zoned::Direct;
+    use crate::Lfs;
+
+    fn live(usage: &[ZoneUsage]) -> Vec<u64> {
+        usage.iter().map(|u| u.live_blocks).collect()
+    }
+
+    fn with_role(usage: &[ZoneUsage], role: ZoneRole) -> Vec<u32> {
+        usage
+            .iter()
+            .filter(|u| u.role == role)
+            .map(|u| u.zone.0)
+            .collect()
+    }
+
+    /// A new file system holds no live data: zones 0 and 1 keep checkpoints, the metadata
+    /// stream has a zone, the rest are free. A written file's blocks count in the hot zone,
+    /// an overwrite leaves the count as it was (the old blocks are dead), and a remount
+    /// rebuilds the same counts from media.
+    #[test]
+    fn zone_usage_counts_live_blocks_per_zone() {
+        let geometry = testkit::geometry::small();
+        let zones = ZoneConfig::for_geometry(&geometry);
+        let manager = ZoneManager::format(SimNand::new(geometry), zones).expect("format");
+        let device = Direct::new(manager);
+        Lfs::mkfs(&device, 0, 0).expect("mkfs");
+        let lfs = Lfs::mount(&device).expect("mount");
+        let fresh = lfs.zone_usage().expect("usage");
+        assert_eq!(fresh.len(), lfs.lock().expect("lock").space.nr() as usize);
+        assert_eq!(with_role(&fresh, ZoneRole::Checkpoint), [0, 1]);
+        assert_eq!(with_role(&fresh, ZoneRole::Metadata).len(), 1, "{fresh:?}");
+        assert!(with_role(&fresh, ZoneRole::Hot).is_empty(), "{fresh:?}");
+        assert!(live(&fresh).iter().all(|&n| n == 0), "{fresh:?}");
+
+        let ino = lfs
+            .create(InodeNo::ROOT, b"f", 0o644, 0, 0)
+            .expect("create")
+            .ino;
+        lfs.write(ino, 0, &vec![7u8; 40 * BLOCK_BYTES])
+            .expect("write");
+        lfs.fsync(ino, false).expect("fsync");
+        lfs.write(ino, 0, &vec![9u8; 10 * BLOCK_BYTES])
+            .expect("overwrite");
+        lfs.fsync(ino, false).expect("fsync");
+        let written = lfs.zone_usage().expect("usage");
+        let hot = with_role(&written, ZoneRole::Hot);
+        assert_eq!(hot.len(), 1, "{written:?}");
+        assert_eq!(written[hot[0] as usize].live_blocks, 40, "{written:?}");
+        assert_eq!(live(&written).iter().sum::<u64>(), 40, "{written:?}");
+        assert_eq!(
+            lfs.lock()
+                .expect("lock")
+                .space
+                .written(written[hot[0] as usize].zone),
+            50,
+            "the overwritten blocks are still in the zone, dead"
+        );
+        lfs.unmount().expect("unmount");
+
+        let lfs = Lfs::mount(&device).expect("remount");
+        let again = lfs.zone_usage().expect("usage");
+        assert_eq!(live(&again), live(&written));
+        assert_eq!(with_role(&again, ZoneRole::Hot), hot);
+        lfs.unmount().expect("unmount");
     }
 }

@@ -13,10 +13,11 @@ use host_shell::{
     device::create_image,
     nand::{image::Header, preset::Preset},
     units::{parse_size, Bytes, SizeError},
+    zonemap::state_name,
 };
 use serde_json::json;
 
-use super::{print_json, spinner, with_device, zone::state_name, During};
+use super::{print_json, spinner, with_device, During};
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {

@@ -22,7 +22,7 @@ use host_shell::{
     lfs::{Attr, InodeNo, Lfs},
 };
 
-use super::{device::CreateArgs, print_json, with_device};
+use super::{device::CreateArgs, print_json, spinner, with_device};
 
 #[derive(Debug, Args)]
 pub struct MkfsArgs {
@@ -66,6 +66,10 @@ pub struct MountArgs {
     /// would lose.
     #[arg(long, hide = true)]
     emulate_host_cache: bool,
+    /// Print JSON once mounted: {"image", "mountpoint", "pid", "log"} (the daemon's pid and
+    /// its log file).
+    #[arg(long, conflicts_with = "foreground")]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,10 +93,12 @@ pub fn mkfs(args: &MkfsArgs) -> anyhow::Result<()> {
     };
     let uid = args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw());
     let gid = args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw());
+    let bar = spinner("making the file system");
     with_device(image, |_, driver| {
         Lfs::mkfs(driver, uid, gid)
             .with_context(|| format!("could not make a file system on {}", image.display()))
     })?;
+    bar.finish_and_clear();
     if args.device.json {
         return print_json(&serde_json::json!({
             "image": image.display().to_string(),
@@ -106,6 +112,7 @@ pub fn mkfs(args: &MkfsArgs) -> anyhow::Result<()> {
 }
 
 pub fn fsck(args: &FsckArgs) -> anyhow::Result<()> {
+    let bar = spinner("checking the file system");
     let problems = with_device(&args.image, |_, driver| {
         let lfs = Lfs::mount(driver).with_context(|| {
             format!(
@@ -117,6 +124,7 @@ pub fn fsck(args: &FsckArgs) -> anyhow::Result<()> {
         lfs.unmount().context("could not unmount after fsck")?;
         Ok(problems)
     })?;
+    bar.finish_and_clear();
     if args.json {
         let list: Vec<_> = problems
             .iter()
@@ -305,9 +313,20 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
         .process_group(0)
         .spawn()
         .context("could not start the mount daemon")?;
+    // Starting the device on a large image, or on the board in QEMU, takes a while.
+    let bar = spinner("mounting");
     let started = Instant::now();
     loop {
         if is_mounted(&mountpoint) {
+            bar.finish_and_clear();
+            if args.json {
+                return print_json(&serde_json::json!({
+                    "image": args.image.display().to_string(),
+                    "mountpoint": mountpoint.display().to_string(),
+                    "pid": child.id(),
+                    "log": log_path.display().to_string(),
+                }));
+            }
             println!(
                 "mounted {} on {} (pid {}, log {})",
                 args.image.display(),

@@ -24,7 +24,7 @@ use host_shell::{
     units::{parse_size, Nanos},
 };
 
-use super::{driver_error, output_writer, print_json, with_device, zone_start, During};
+use super::{driver_error, output_writer, print_json, spinner, with_device, zone_start, During};
 
 #[derive(Debug, Subcommand)]
 pub enum KernelCommand {
@@ -127,6 +127,10 @@ pub struct DisasmArgs {
     /// A kernel object (ELF, linked first as `csd kernel run` would), a program image (starts
     /// with "CSDP"), or raw little-endian eBPF instructions.
     input: PathBuf,
+    /// Print a JSON list of {pc, text}, one per instruction (pc counts 8-byte slots: a 64-bit
+    /// immediate load takes two).
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(command: KernelCommand) -> anyhow::Result<()> {
@@ -174,6 +178,8 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
     }
     let out_cap = u32::try_from(args.out_cap)
         .map_err(|_| anyhow!("--out-cap {} is over 4 GiB", args.out_cap))?;
+    // The run's length is the kernel's: a spinner, not a bar.
+    let bar = spinner(&format!("running {}", kernel.name()));
     let run = with_device(&args.image, |_, driver| {
         let engine = Engine::new(driver.clone());
         // A file's snapshot pins its blocks while the kernel runs; the file system is
@@ -221,6 +227,7 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
             output: ran.output,
         })
     })?;
+    bar.finish_and_clear();
     report_run(args, &run)
 }
 
@@ -499,14 +506,32 @@ fn instructions(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// One instruction of `csd kernel disasm --json`.
+#[derive(Debug, serde::Serialize)]
+struct InsnJson {
+    pc: usize,
+    text: String,
+}
+
 fn disasm(args: &DisasmArgs) -> anyhow::Result<()> {
     let text = instructions(&args.input)?;
-    let mut out = std::io::stdout().lock();
+    let mut listing = Vec::new();
     let mut pc = 0usize;
     for insn in rbpf::disassembler::to_insn_vec(&text) {
-        writeln!(out, "{pc:>5}: {}", insn.desc)?;
         // A 64-bit immediate load takes two instruction slots.
-        pc += if insn.opc == 0x18 { 2 } else { 1 };
+        let slots = if insn.opc == 0x18 { 2 } else { 1 };
+        listing.push(InsnJson {
+            pc,
+            text: insn.desc,
+        });
+        pc += slots;
+    }
+    if args.json {
+        return print_json(&listing);
+    }
+    let mut out = std::io::stdout().lock();
+    for insn in &listing {
+        writeln!(out, "{:>5}: {}", insn.pc, insn.text)?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 use common::LBA_BYTES;
 use host_shell::driver::{Driver, DriverError};
 use host_shell::lfs::IoError;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 
 /// Command line of the csd computational storage device: create zoned device images, read and
 /// write their zones, run eBPF kernels on the device over the data, and make, check and mount
@@ -269,12 +269,15 @@ pub(crate) fn output_writer(path: Option<&PathBuf>) -> anyhow::Result<Box<dyn Wr
 const PROGRESS_MIN_BYTES: u64 = 8 << 20;
 
 /// A byte progress bar on stderr for a transfer of `total` bytes. indicatif draws nothing when
-/// stderr is not a terminal, so scripts and tests see only the command's output.
+/// stderr is not a terminal, so scripts and tests see only the command's output. Like
+/// [`spinner`], it clears itself when dropped, so an error leaves no bar above its line.
 pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     if total < PROGRESS_MIN_BYTES {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(total).with_message(what.to_string());
+    let bar = ProgressBar::new(total)
+        .with_message(what.to_string())
+        .with_finish(ProgressFinish::AndClear);
     if let Ok(style) = ProgressStyle::with_template(
         "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
     ) {
@@ -283,9 +286,12 @@ pub(crate) fn progress(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
-/// A spinner on stderr for a step of unknown length.
+/// A spinner on stderr for a step of unknown length; it clears itself when finished or
+/// dropped (a step that failed).
 pub(crate) fn spinner(what: &str) -> ProgressBar {
-    let bar = ProgressBar::new_spinner().with_message(what.to_string());
+    let bar = ProgressBar::new_spinner()
+        .with_message(what.to_string())
+        .with_finish(ProgressFinish::AndClear);
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
 }

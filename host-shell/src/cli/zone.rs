@@ -11,14 +11,17 @@ use common::{
     zns::{ReportFilter, ZoneAction, ZoneState},
     LBA_BYTES,
 };
+use host_shell::zonemap::state_name;
 use host_shell::{
+    device::image_zone_erase_counts,
     driver::Driver,
     units::{parse_size, Bytes},
+    zonemap::ZoneMap,
 };
 use serde_json::json;
 
 use super::{
-    is_stdio, output_writer, pad_to_blocks, print_json, progress, read_input, with_device,
+    is_stdio, output_writer, pad_to_blocks, print_json, progress, read_input, spinner, with_device,
     zone_start, During,
 };
 
@@ -40,6 +43,9 @@ pub enum ZoneCommand {
     Write(WriteArgs),
     /// Read bytes from an LBA to a file or stdout.
     Read(ReadArgs),
+    /// Every zone's state, write pointer, file-system live data and erase counts, as a table,
+    /// an SVG picture or JSON.
+    Map(MapArgs),
 }
 
 /// Zone states as the CLI names them.
@@ -66,19 +72,6 @@ impl StateArg {
             StateArg::ReadOnly => ReportFilter::ReadOnly,
             StateArg::Offline => ReportFilter::Offline,
         }
-    }
-}
-
-/// A zone state's name in reports and JSON.
-pub fn state_name(state: ZoneState) -> &'static str {
-    match state {
-        ZoneState::Empty => "empty",
-        ZoneState::ImplicitlyOpened => "implicit_open",
-        ZoneState::ExplicitlyOpened => "explicit_open",
-        ZoneState::Closed => "closed",
-        ZoneState::Full => "full",
-        ZoneState::ReadOnly => "read_only",
-        ZoneState::Offline => "offline",
     }
 }
 
@@ -155,6 +148,23 @@ pub struct ReadArgs {
     output: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct MapArgs {
+    /// The device image (not mounted). Its file system, if it holds one, is mounted to count
+    /// each zone's live blocks (a mount writes a checkpoint).
+    image: PathBuf,
+    /// Draw the zones as an SVG picture into this file (`-`: stdout): outlined in their state's
+    /// colour, filled up to the write pointer and the live data, with a bar and a number for
+    /// the highest erase count of their blocks, and a legend.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Print the same data as JSON: {zone_size_lbas, zone_cap_lbas, file_system, zones: [{zone,
+    /// state, zslba, wp, zcap, written_lbas, role, live_blocks, erase_counts}]}. Without --svg
+    /// or --json, a table.
+    #[arg(long)]
+    json: bool,
+}
+
 pub fn run(command: ZoneCommand) -> anyhow::Result<()> {
     match command {
         ZoneCommand::Report(args) => report(&args),
@@ -166,6 +176,7 @@ pub fn run(command: ZoneCommand) -> anyhow::Result<()> {
         ZoneCommand::Append(args) => append(&args),
         ZoneCommand::Write(args) => write(&args),
         ZoneCommand::Read(args) => read(&args),
+        ZoneCommand::Map(args) => map(&args),
     }
 }
 
@@ -393,4 +404,75 @@ fn read(args: &ReadArgs) -> anyhow::Result<()> {
         bar.finish_and_clear();
         Ok(())
     })
+}
+
+fn map(args: &MapArgs) -> anyhow::Result<()> {
+    let svg_to_stdout = args.svg.as_deref().is_some_and(is_stdio);
+    if svg_to_stdout && args.json {
+        return Err(anyhow!(
+            "--svg - and --json would both write to stdout: give --svg a file"
+        ));
+    }
+    let bar = spinner("mapping the zones");
+    let map = (|| -> anyhow::Result<ZoneMap> {
+        let map = with_device(&args.image, |_, driver| {
+            ZoneMap::read(driver).with_context(|| format!("{}", args.image.display()))
+        })?;
+        // The zone manager's erase counts, from the image once the device is closed.
+        let counts = image_zone_erase_counts(&args.image).with_context(|| {
+            format!(
+                "could not read the erase counts of {}",
+                args.image.display()
+            )
+        })?;
+        Ok(map.with_erase_counts(counts))
+    })();
+    bar.finish_and_clear();
+    let map = map?;
+    if let Some(path) = &args.svg {
+        let title = format!("Zones of {}", args.image.display());
+        let mut out = output_writer(Some(path))?;
+        out.write_all(map.to_svg(&title).as_bytes())
+            .and_then(|()| out.flush())
+            .with_context(|| format!("could not write {}", path.display()))?;
+    }
+    if args.json {
+        return print_json(&map);
+    }
+    if args.svg.is_none() {
+        print_map(&map)?;
+    }
+    Ok(())
+}
+
+/// The zone map as a table: one line per zone.
+fn print_map(map: &ZoneMap) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>6}  {:<13}  {:>10}  {:>10}  {:<10}  erase counts",
+        "zone", "state", "written", "live", "role"
+    )?;
+    for z in &map.zones {
+        let live = z
+            .live_blocks
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
+        let role = z.role.map_or("-", |r| r.name());
+        let erase: Vec<String> = z.erase_counts.iter().map(u32::to_string).collect();
+        writeln!(
+            out,
+            "{:>6}  {:<13}  {:>10}  {:>10}  {:<10}  {}",
+            z.zone,
+            state_name(z.state),
+            z.written_lbas,
+            live,
+            role,
+            if erase.is_empty() {
+                "-".to_string()
+            } else {
+                erase.join(" ")
+            }
+        )?;
+    }
+    Ok(())
 }

@@ -153,6 +153,41 @@ pub fn format_store<S: PageStore>(store: S, zones: ZoneConfig) -> Result<S, Devi
     Ok(manager.into_nand().into_store())
 }
 
+/// The erase counts of the NAND blocks each zone holds now, by zone (in slot order; a zone
+/// holds blocks from its first write until its reset, so an empty zone has none), read from
+/// powered-off media as power-on recovery reads them: the zone manager's latest checkpoint and
+/// each block's first page. Nothing is written; the media comes back with the counts. `name`
+/// names the media in an error.
+pub fn zone_erase_counts<S: PageStore>(
+    store: S,
+    zones: ZoneConfig,
+    name: &str,
+) -> Result<(Vec<Vec<u32>>, S), DeviceError> {
+    let manager =
+        ZoneManager::mount(SimNand::with_store(store), zones).map_err(|e| DeviceError::Mount {
+            path: name.to_string(),
+            reason: mount_reason(&e),
+        })?;
+    let layout = *manager.layout();
+    let counts = (0..layout.nr_zones)
+        .map(|zone| {
+            (0..layout.config.zone_blocks as usize)
+                .filter_map(|slot| manager.slot_block(zone, slot))
+                .filter_map(|block| manager.erase_count(block))
+                .collect()
+        })
+        .collect();
+    Ok((counts, manager.into_nand().into_store()))
+}
+
+/// [`zone_erase_counts`] of the image at `path`, which no device may have open.
+pub fn image_zone_erase_counts(path: &Path) -> Result<Vec<Vec<u32>>, DeviceError> {
+    let store = FileStore::open(path)?;
+    let zones = store.header().zones;
+    let name = path.display().to_string();
+    zone_erase_counts(store, zones, &name).map(|(counts, _)| counts)
+}
+
 impl Device<FileStore> {
     /// Opens the image at `path`: checks it, runs power-on recovery and starts the device.
     pub fn open(path: &Path, options: DeviceOptions) -> Result<Self, DeviceError> {

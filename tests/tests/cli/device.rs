@@ -192,8 +192,10 @@ fn help_everywhere() {
         &["zone", "append"],
         &["zone", "write"],
         &["zone", "read"],
+        &["zone", "map"],
         &["kernel"],
         &["kernel", "run"],
+        &["kernel", "link"],
         &["kernel", "asm"],
         &["kernel", "disasm"],
     ];

@@ -281,6 +281,35 @@ fn asm_disasm_round_trip() {
     let text = String::from_utf8(csd_ok(["kernel", "disasm", image.to_str().unwrap()])).unwrap();
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(text.lines().last().unwrap().ends_with("exit"), "{text}");
+    // --json: the same listing as {pc, text} objects.
+    let listing = csd_json(["kernel", "disasm", image.to_str().unwrap(), "--json"]);
+    let listing = listing.as_array().expect("a JSON list");
+    assert_eq!(listing.len(), 6, "{listing:?}");
+    for (insn, line) in listing.iter().zip(text.lines()) {
+        let (pc, desc) = line.split_once(": ").expect("`pc: insn`");
+        assert_eq!(insn["pc"].as_u64(), pc.trim().parse().ok(), "{insn}");
+        assert_eq!(insn["text"], desc, "{insn}");
+    }
+    assert_eq!(listing[5]["text"], "exit");
+    // A 64-bit immediate load takes two slots: the next pc is two on.
+    let wide = dir.path().join("wide.s");
+    std::fs::write(&wide, "lddw r0, 0x100000001\nexit\n").unwrap();
+    let wide_image = dir.path().join("wide.img");
+    csd_ok([
+        "kernel",
+        "asm",
+        wide.to_str().unwrap(),
+        "-o",
+        wide_image.to_str().unwrap(),
+    ]);
+    let listing = csd_json(["kernel", "disasm", wide_image.to_str().unwrap(), "--json"]);
+    let pcs: Vec<u64> = listing
+        .as_array()
+        .expect("a JSON list")
+        .iter()
+        .map(|i| i["pc"].as_u64().expect("a pc"))
+        .collect();
+    assert_eq!(pcs, [0, 2], "{listing}");
     let again = dir.path().join("again.s");
     let stripped: String = text
         .lines()

@@ -357,3 +357,95 @@ fn kill_9_mid_stream_keeps_acknowledged_appends() {
     ]);
     assert_eq!(String::from_utf8(lba).unwrap().trim(), wp.to_string());
 }
+
+/// `csd zone map` of a device without a file system: the JSON gives every zone's state and
+/// written LBAs, erase counts for the blocks a written zone holds and none for empty zones, and
+/// no file-system usage; the SVG is well-formed XML with one `rect.zone` per zone and a legend
+/// saying there is no file system; the table names each zone. Bad outputs are refused.
+#[test]
+fn zone_map_of_a_raw_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), &["--capacity", "16M"]);
+    let img_s = img.to_str().unwrap();
+    let input = dir.path().join("in.bin");
+    std::fs::write(&input, data(10 * BLOCK, 4)).unwrap();
+    csd_ok([
+        "zone",
+        "append",
+        img_s,
+        "2",
+        "--input",
+        input.to_str().unwrap(),
+    ]);
+    csd_ok(["zone", "finish", img_s, "3"]);
+    let zones = report(&img).len();
+
+    let map = csd_json(["zone", "map", img_s, "--json"]);
+    assert_eq!(map["file_system"], false, "{map}");
+    let list = map["zones"].as_array().expect("a list of zones");
+    assert_eq!(list.len(), zones);
+    for (i, z) in list.iter().enumerate() {
+        assert_eq!(z["zone"], i as u64, "{z}");
+        assert_eq!(z["live_blocks"], Value::Null, "{z}");
+        assert_eq!(z["role"], Value::Null, "{z}");
+        let erases = z["erase_counts"].as_array().expect("erase counts");
+        match i {
+            2 => {
+                assert_eq!(z["state"], "closed", "{z}");
+                assert_eq!(z["written_lbas"], 10, "{z}");
+                assert!(!erases.is_empty(), "a written zone holds blocks: {z}");
+                assert!(erases.iter().all(|n| n.as_u64() >= Some(1)), "{z}");
+            }
+            3 => {
+                assert_eq!(z["state"], "full", "{z}");
+                assert_eq!(z["written_lbas"], z["zcap"], "{z}");
+            }
+            _ => {
+                assert_eq!(z["state"], "empty", "{z}");
+                assert_eq!(z["written_lbas"], 0, "{z}");
+                assert!(erases.is_empty(), "an empty zone holds no blocks: {z}");
+            }
+        }
+    }
+
+    let svg = dir.path().join("map.svg");
+    let out = csd_ok(["zone", "map", img_s, "--svg", svg.to_str().unwrap()]);
+    assert!(out.is_empty(), "--svg alone prints nothing");
+    let parsed = tests::svg::zone_map_summary(&svg);
+    assert_eq!(parsed["root"], "{http://www.w3.org/2000/svg}svg");
+    let drawn: Vec<u64> = parsed["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(drawn, (0..zones as u64).collect::<Vec<_>>());
+    let legend = parsed["legend"].as_array().unwrap();
+    assert_eq!(legend.len(), 1, "{parsed}");
+    let legend = legend[0].as_str().unwrap();
+    for words in [
+        "empty",
+        "closed",
+        "full",
+        "write pointer",
+        "no file system",
+        "erase count",
+    ] {
+        assert!(legend.contains(words), "{words:?} in {legend}");
+    }
+
+    let table = String::from_utf8(csd_ok(["zone", "map", img_s])).unwrap();
+    assert_eq!(table.lines().count(), zones + 1, "{table}");
+    assert!(table.lines().nth(3).unwrap().contains("closed"), "{table}");
+
+    let err = csd_fails(1, ["zone", "map", img_s, "--svg", "-", "--json"]);
+    assert!(err.contains("both write to stdout"), "{err}");
+    let err = csd_fails(
+        1,
+        ["zone", "map", img_s, "--svg", dir.path().to_str().unwrap()],
+    );
+    assert!(err.contains("could not create"), "{err}");
+    let missing = dir.path().join("missing.img");
+    let err = csd_fails(1, ["zone", "map", missing.to_str().unwrap()]);
+    assert!(err.contains("missing.img"), "{err}");
+}

@@ -104,3 +104,93 @@ fn foreground_mount_unmounts_cleanly_on_sigterm() {
     assert_eq!(fs::read(m.path("kept")).expect("read"), b"through SIGTERM");
     m.unmount_and_fsck();
 }
+
+/// `csd mount --json` names the daemon's pid, the mount point and the log; after writes and an
+/// unmount, `csd zone map --json` of the image counts the file's blocks as the file system's
+/// live data (the checkpoint zones 0 and 1 named as such, written zones holding blocks with
+/// erase counts), and `--svg` draws a well-formed picture with one `rect.zone` per zone and a
+/// legend for live data.
+#[test]
+fn mount_json_and_zone_map_of_a_file_system() {
+    let mut m = Mount::new(&["--capacity", "16M"], &[]);
+    m.unmount();
+    let root = m.root.canonicalize().expect("mount point");
+    let _lazy = Lazy(&root);
+    let image = m.image.display().to_string();
+    let log = m.dir().join("json-mount.log");
+    let mounted = csd_json([
+        "mount".as_ref(),
+        m.image.as_os_str(),
+        root.as_os_str(),
+        "--log".as_ref(),
+        log.as_os_str(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(mounted["image"], image.as_str(), "{mounted}");
+    assert_eq!(
+        mounted["mountpoint"],
+        root.display().to_string().as_str(),
+        "{mounted}"
+    );
+    assert_eq!(
+        mounted["log"],
+        log.display().to_string().as_str(),
+        "{mounted}"
+    );
+    let pid = mounted["pid"].as_u64().expect("a pid");
+    assert!(is_mounted(&root));
+    let data = vec![0x6bu8; 3 << 20];
+    fs::write(root.join("big"), &data).expect("write");
+    fs::write(root.join("gone"), vec![1u8; 1 << 20]).expect("write");
+    fs::remove_file(root.join("gone")).expect("unlink");
+    let status = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&root)
+        .status()
+        .expect("fusermount3");
+    assert!(status.success());
+    let started = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon {pid} did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let map = csd_json(["zone", "map", &image, "--json"]);
+    assert_eq!(map["file_system"], true, "{map}");
+    let zones = map["zones"].as_array().expect("zones");
+    let live: u64 = zones
+        .iter()
+        .map(|z| z["live_blocks"].as_u64().expect("live blocks"))
+        .sum();
+    assert_eq!(live, (data.len() / 4096) as u64, "{map}");
+    assert_eq!(zones[0]["role"], "checkpoint");
+    assert_eq!(zones[1]["role"], "checkpoint");
+    assert!(zones.iter().any(|z| z["role"] == "metadata"), "{map}");
+    for z in zones {
+        let erases = z["erase_counts"].as_array().expect("erase counts");
+        assert_eq!(
+            erases.is_empty(),
+            z["written_lbas"] == 0,
+            "written zones hold blocks, empty ones none: {z}"
+        );
+        assert!(
+            z["live_blocks"].as_u64() <= z["written_lbas"].as_u64(),
+            "{z}"
+        );
+    }
+
+    let svg = m.dir().join("zones.svg");
+    csd_ok(["zone", "map", &image, "--svg", &svg.display().to_string()]);
+    let parsed = tests::svg::zone_map_summary(&svg);
+    assert_eq!(
+        parsed["zones"].as_array().map(Vec::len),
+        Some(zones.len()),
+        "{parsed}"
+    );
+    let legend = parsed["legend"][0].as_str().expect("a legend");
+    assert!(legend.contains("live file data"), "{legend}");
+    m.fsck().expect("the map leaves a clean file system");
+}

@@ -80,7 +80,10 @@ fn absurd_arguments() {
     for image in [missing, dir_path, zeros, data, "/dev/null", ""] {
         add(&["device", "info", image]);
         add(&["zone", "report", image]);
+        add(&["zone", "map", image]);
     }
+    add(&["zone", "map", img, "--svg", dir_path]);
+    add(&["zone", "map", img, "--svg", "-", "--json"]);
     for lba in [
         "-1",
         "18446744073709551615",
