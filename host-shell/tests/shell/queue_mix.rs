@@ -11,7 +11,7 @@ use common::{
     program::{ExecFault, ExecOutcome, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
-use host_shell::device::{DeviceOptions, RamDevice};
+use host_shell::device::{DeviceOptions, ExecutorKind, RamDevice};
 use testkit::geometry;
 
 /// A kernel that never exits on its own: it counts until its fuel runs out.
@@ -20,13 +20,18 @@ const ENDLESS: &str = "mov64 r0, 0\nadd64 r0, 1\nja -2\nexit\n";
 /// While a kernel burns 100 million fuel (about 95 slices) on queue 3, three threads append and read on queues
 /// 0 to 2; their commands all complete, correctly, before the kernel does. (Each I/O command
 /// waits for at most one slice, so 8 commands per queue need about 8 of the kernel's slices.)
+/// The interpreter runs it: the JIT would burn the fuel before the I/O threads start, and
+/// the scheduling between slices is the same under both.
 #[test]
 fn io_runs_beside_a_long_kernel() {
     let geometry = geometry::small();
     let device = RamDevice::in_ram(
         geometry,
         geometry::zones_for(&geometry),
-        DeviceOptions::default(),
+        DeviceOptions {
+            executor: ExecutorKind::Interp,
+            ..DeviceOptions::default()
+        },
     )
     .unwrap();
     let zones = device.driver().all_zones().unwrap();
