@@ -691,6 +691,8 @@ impl<'a, 'f> Gen<'a, 'f> {
             _ => 3,
         };
         let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width);
+        // Loaded here, where it dominates the accesses after this one, so that they share it.
+        let scratch = self.fixed_field(field::SCRATCH);
         let fits = self
             .b
             .ins()
@@ -703,7 +705,6 @@ impl<'a, 'f> Gen<'a, 'f> {
         self.b.ins().brif(fits, fast, &[], slow, &[]);
 
         self.b.switch_to_block(fast);
-        let scratch = self.fixed_field(field::SCRATCH);
         let ptr = self.b.ins().iadd(scratch, in_scratch);
         self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
 
