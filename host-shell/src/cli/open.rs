@@ -135,9 +135,17 @@ pub fn board_log_shown() -> bool {
     BOARD_LOG.load(Ordering::Relaxed)
 }
 
-/// A device a command opened, wherever it runs.
+/// A device a command opened, wherever it runs, and the lock that keeps every other `csd`
+/// process off its image while it runs.
 #[derive(Debug)]
-pub enum OpenDevice {
+pub struct OpenDevice {
+    device: Running,
+    lock: ImageLock,
+}
+
+/// Where an open device runs.
+#[derive(Debug)]
+enum Running {
     InProcess(FileDevice),
     /// In-process, with the host's page cache emulated in this process (crash tests).
     HostCached(Device<FileStore<CachedFile<std::fs::File>>>),
@@ -153,30 +161,25 @@ impl OpenDevice {
     /// Opens the device image at `path`: in-process (power-on recovery runs here), or by
     /// booting the board in QEMU over it (power-on recovery runs on the board).
     pub fn open(kind: DeviceKind, path: &Path) -> anyhow::Result<Self> {
-        match kind {
-            DeviceKind::Inprocess => Ok(OpenDevice::InProcess(FileDevice::open(path, options())?)),
+        let lock = ImageLock::take(path)?;
+        let device = match kind {
+            DeviceKind::Inprocess => Running::InProcess(FileDevice::open(path, options())?),
             DeviceKind::Qemu => {
-                // The board would create a missing image with its own geometry; a command on a
-                // device that does not exist is a mistake, as in-process.
-                if !path.is_file() {
-                    anyhow::bail!(
-                        "{}: no such device image; create it with `csd device create`",
-                        path.display()
-                    );
-                }
                 let options = QemuOptions::new(Some(path.to_path_buf()));
                 let device = QemuDevice::start(&options).with_context(|| {
                     format!("{}: could not start the device in QEMU", path.display())
                 })?;
-                Ok(OpenDevice::Qemu(device))
+                Running::Qemu(device)
             }
-        }
+        };
+        Ok(OpenDevice { device, lock })
     }
 
     /// Opens the image at `path` in-process behind an emulated host page cache
     /// ([`CachedFile`]): only a Flush writes to the file, so a kill of this process loses what a
     /// crash of the host would.
     pub fn open_with_host_cache(path: &Path) -> anyhow::Result<Self> {
+        let lock = ImageLock::take(path)?;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -184,48 +187,109 @@ impl OpenDevice {
             .with_context(|| format!("could not open {}", path.display()))?;
         let store = FileStore::open_file(CachedFile::new(file), path)?;
         let device = Device::open_image(store, options())?;
-        Ok(OpenDevice::HostCached(device))
+        Ok(OpenDevice {
+            device: Running::HostCached(device),
+            lock,
+        })
     }
 
     /// A driver on queue pair 0.
     pub fn driver(&self) -> Driver {
-        match self {
-            OpenDevice::InProcess(d) => d.driver(),
-            OpenDevice::HostCached(d) => d.driver(),
-            OpenDevice::Qemu(d) => d.driver(),
+        match &self.device {
+            Running::InProcess(d) => d.driver(),
+            Running::HostCached(d) => d.driver(),
+            Running::Qemu(d) => d.driver(),
         }
     }
 
     /// The device's counters so far; `None` in QEMU, where the board keeps none the host can
     /// read (the link's counters arrive when it stops).
     pub fn stats(&self) -> Option<Stats> {
-        match self {
-            OpenDevice::InProcess(d) => Some(d.stats()),
-            OpenDevice::HostCached(d) => Some(d.stats()),
-            OpenDevice::Qemu(_) => None,
+        match &self.device {
+            Running::InProcess(d) => Some(d.stats()),
+            Running::HostCached(d) => Some(d.stats()),
+            Running::Qemu(_) => None,
         }
     }
 
     /// Powers the device off: in-process, after the commands it took; in QEMU, by stopping the
     /// board (every completed write is already in the image file, as after a power cut), after
-    /// printing its log if `--board-log` asked for it.
+    /// printing its log if `--board-log` asked for it. The image is unlocked after that.
     pub fn close(self) -> anyhow::Result<()> {
-        match self {
-            OpenDevice::InProcess(d) => d.close().map(|_| ()).map_err(Into::into),
+        let OpenDevice { device, lock } = self;
+        let closed = match device {
+            Running::InProcess(d) => d.close().map(|_| ()).map_err(Into::into),
             // A clean stop syncs what the cache holds, as a host that shuts down does.
-            OpenDevice::HostCached(d) => {
+            Running::HostCached(d) => {
                 use host_shell::nand::file::ImageFile;
                 let mut file = d.close()?.into_file();
                 file.sync_data().context("could not sync the image")
             }
-            OpenDevice::Qemu(d) => {
+            Running::Qemu(d) => {
                 if board_log_shown() {
                     print_board_log(&d);
                 }
                 match d.stop() {
                     Some(_) => Ok(()),
-                    None => anyhow::bail!("the link to the board stopped unexpectedly"),
+                    None => Err(anyhow::anyhow!(
+                        "the link to the board stopped unexpectedly"
+                    )),
                 }
+            }
+        };
+        drop(lock);
+        closed
+    }
+}
+
+/// How long opening an image waits for another process to let go of it.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// An exclusive advisory lock (`flock`) on a device image, held for as long as a device runs
+/// over it: two devices over one image would each recover and write it as if it were theirs
+/// alone. The kernel drops the lock when its holder exits, however it exits.
+#[derive(Debug)]
+struct ImageLock {
+    _file: std::fs::File,
+}
+
+impl ImageLock {
+    fn take(path: &Path) -> anyhow::Result<Self> {
+        // The board would create a missing image with its own geometry, and the in-process
+        // device would say less: a command on a device that does not exist is a mistake.
+        let file = std::fs::File::open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "{}: no such device image; create it with `csd device create`",
+                path.display()
+            ),
+            _ => anyhow::Error::new(e).context(format!("could not open {}", path.display())),
+        })?;
+        // A daemon that was just unmounted still writes its checkpoint for a moment.
+        let started = std::time::Instant::now();
+        loop {
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_GRACE => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return Self::locked(path, file, other),
+            }
+        }
+    }
+
+    fn locked(
+        path: &Path,
+        file: std::fs::File,
+        lock: Result<(), std::fs::TryLockError>,
+    ) -> anyhow::Result<Self> {
+        match lock {
+            Ok(()) => Ok(ImageLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{}: the image is in use by another csd process (a mount, or a command still \
+                 running); unmount it or wait for that command, then try again",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("could not lock {}", path.display()))
             }
         }
     }

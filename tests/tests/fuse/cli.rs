@@ -194,3 +194,32 @@ fn mount_json_and_zone_map_of_a_file_system() {
     assert!(legend.contains("live file data"), "{legend}");
     m.fsck().expect("the map leaves a clean file system");
 }
+
+/// While a mount runs over an image, every other `csd` command on that image is refused with
+/// one line saying so (two devices over one image would each write it as their own); after
+/// the unmount the same commands work and the file system is intact.
+#[test]
+fn an_image_in_use_is_refused() {
+    let mut m = Mount::new(&[], &[]);
+    fs::write(m.path("kept"), b"still here").expect("write");
+    let image = m.image.display().to_string();
+    for args in [
+        vec!["zone", "report", image.as_str()],
+        vec!["fsck", image.as_str()],
+        vec!["device", "info", image.as_str()],
+    ] {
+        let out = csd(args.iter().copied());
+        assert_eq!(out.status.code(), Some(1), "{args:?} while mounted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&image) && err.contains("in use by another csd process"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(fs::read(m.path("kept")).expect("read"), b"still here");
+    m.unmount();
+    let json = csd_json(["fsck", &image, "--json"]);
+    assert_eq!(json["clean"], true, "{json}");
+    m.mount();
+    assert_eq!(fs::read(m.path("kept")).expect("read"), b"still here");
+}
