@@ -72,6 +72,11 @@ pub enum Status {
     /// Capacity Exceeded (generic 81h): the device has no room for the command's data. An
     /// emulated device answers it when the host disk under its image file is full.
     CapacityExceeded,
+
+    // Appended: media and data integrity errors (SCT 2).
+    /// Access Denied (media 86h): the host may not change what it asked to change (a raw
+    /// write to a running device's zones while a file system holds them).
+    AccessDenied,
 }
 
 impl Status {
@@ -103,6 +108,7 @@ impl Status {
             Status::ProgramFault => 0x705,
             Status::InvalidMemoryRange => 0x706,
             Status::CapacityExceeded => 0x081,
+            Status::AccessDenied => 0x286,
         }
     }
 
@@ -134,6 +140,7 @@ impl Status {
             Status::ProgramFault => "Program Fault",
             Status::InvalidMemoryRange => "Invalid Memory Range",
             Status::CapacityExceeded => "Capacity Exceeded",
+            Status::AccessDenied => "Access Denied",
         }
     }
 

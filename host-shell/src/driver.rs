@@ -145,9 +145,7 @@ impl Driver {
 
     /// Submits `command` with `buffer` and waits; a status other than success is an error.
     pub fn call(&self, command: Command, buffer: Vec<u8>) -> Result<Done, DriverError> {
-        let done = self
-            .queue()
-            .call(|cid| Submission::new(cid, command), buffer)?;
+        let done = self.exchange(command, buffer)?;
         if done.completion.status != Status::Success {
             return Err(IoError::Device {
                 command: name(&command),
@@ -156,6 +154,14 @@ impl Driver {
             .into());
         }
         Ok(done)
+    }
+
+    /// Submits `command` with `buffer` and waits for its completion, whatever its status (only
+    /// a failure of the queues is an error).
+    pub fn exchange(&self, command: Command, buffer: Vec<u8>) -> Result<Done, DriverError> {
+        Ok(self
+            .queue()
+            .call(|cid| Submission::new(cid, command), buffer)?)
     }
 
     /// Identify, asked again of the device.

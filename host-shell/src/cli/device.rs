@@ -1,6 +1,9 @@
 //! `csd device create|info`: making images and describing them.
 
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
@@ -11,6 +14,10 @@ use firmware::{
 };
 use host_shell::{
     device::create_image,
+    link::{
+        running::{self, Welcome},
+        Session,
+    },
     nand::{image::Header, preset::Preset},
     units::{parse_size, Bytes, SizeError},
     zonemap::state_name,
@@ -25,6 +32,35 @@ pub enum DeviceCommand {
     Create(CreateArgs),
     /// Show a device's geometry, zones, limits, wear, bad blocks and counters.
     Info(InfoArgs),
+    /// Power the device on and keep it running in the background: every csd command on the
+    /// image (zone, kernel, device info, mkfs, fsck, mount) attaches to it until `device stop`.
+    Start(StartArgs),
+    /// Power off the device `device start` keeps running (refused while it is mounted).
+    Stop(StopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The device image.
+    image: PathBuf,
+    /// Run in this process until stopped (SIGINT or SIGTERM, or `csd device stop`).
+    #[arg(long)]
+    foreground: bool,
+    /// The daemon's log [default: IMAGE.log].
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The device image.
+    image: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -91,7 +127,131 @@ pub fn run(command: DeviceCommand) -> anyhow::Result<()> {
     match command {
         DeviceCommand::Create(args) => create(&args),
         DeviceCommand::Info(args) => info(&args),
+        DeviceCommand::Start(args) if args.foreground => serve(&args),
+        DeviceCommand::Start(args) => start(&args),
+        DeviceCommand::Stop(args) => stop(&args),
     }
+}
+
+/// The pid of the device running over `image`, if one does.
+fn running_pid(image: &Path) -> anyhow::Result<Option<u32>> {
+    Ok(match running::connect(image, &Session::Raw)? {
+        Some((_, Welcome::Attached { pid, .. })) => Some(pid),
+        _ => None,
+    })
+}
+
+/// `device start` in the background: the same command with `--foreground`, then a wait until
+/// its socket answers.
+fn start(args: &StartArgs) -> anyhow::Result<()> {
+    if let Some(pid) = running_pid(&args.image)? {
+        anyhow::bail!(
+            "{}: a device is already running over it (pid {pid})",
+            args.image.display()
+        );
+    }
+    let argv: Vec<std::ffi::OsString> = vec![
+        "device".into(),
+        "start".into(),
+        args.image.clone().into(),
+        "--foreground".into(),
+    ];
+    let log = super::daemon::log_path(&args.image, args.log.as_deref());
+    let mut daemon = super::daemon::Daemon::spawn("the device daemon", &argv, log)?;
+    let bar = spinner("powering on");
+    let ready = daemon.wait(|| running_pid(&args.image).ok().flatten().is_some());
+    bar.finish_and_clear();
+    ready?;
+    let socket = running::socket_path(&args.image);
+    if args.json {
+        return print_json(&json!({
+            "image": args.image.display().to_string(),
+            "pid": daemon.pid(),
+            "socket": socket.display().to_string(),
+            "log": daemon.log().display().to_string(),
+        }));
+    }
+    println!(
+        "device running over {} (pid {}, socket {}, log {})",
+        args.image.display(),
+        daemon.pid(),
+        socket.display(),
+        daemon.log().display()
+    );
+    Ok(())
+}
+
+/// The device daemon: powers the device on, serves sessions on the image's socket until
+/// stopped, then powers it off.
+fn serve(args: &StartArgs) -> anyhow::Result<()> {
+    host_shell::daemon::name("csd device");
+    // Blocked before any thread starts, so that only the signal thread receives them.
+    let signals = host_shell::fuse::StopSignals::block()?;
+    if let Some(pid) = running_pid(&args.image)? {
+        anyhow::bail!(
+            "{}: a device is already running over it (pid {pid})",
+            args.image.display()
+        );
+    }
+    let device = super::open::OpenDevice::power_on(super::open::selected(), &args.image)?;
+    let socket = running::socket_path(&args.image);
+    // This process holds the image's lock: a socket left there is a dead daemon's.
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket)
+        .with_context(|| format!("could not listen on {}", socket.display()))?;
+    let server = running::Server::new(device.driver());
+    let stop = server.stopper();
+    std::thread::Builder::new()
+        .name("csd-signals".into())
+        .spawn(move || {
+            if let Ok(signal) = signals.wait() {
+                host_shell::daemon::log(format_args!("{signal}: powering off"));
+                stop();
+            }
+        })
+        .context("could not start the signal thread")?;
+    host_shell::daemon::log(format_args!(
+        "powered on {}; attach through {}",
+        args.image.display(),
+        socket.display()
+    ));
+    let served = server.run(listener, Duration::from_secs(10));
+    let _ = std::fs::remove_file(&socket);
+    drop(server);
+    let closed = device.close();
+    served.with_context(|| format!("could not serve on {}", socket.display()))?;
+    closed.with_context(|| {
+        format!(
+            "{}: the device did not power off cleanly",
+            args.image.display()
+        )
+    })?;
+    host_shell::daemon::log(format_args!("powered off {}: clean", args.image.display()));
+    Ok(())
+}
+
+/// `device stop`: asks the daemon to power off and waits until it has.
+fn stop(args: &StopArgs) -> anyhow::Result<()> {
+    let image = args.image.display();
+    match running::connect(&args.image, &Session::Stop)? {
+        None => {
+            anyhow::bail!("{image}: no device is running over it (`csd device start` runs one)")
+        }
+        Some((_, Welcome::Refused(why))) => anyhow::bail!("{image}: the device cannot stop: {why}"),
+        Some((_, Welcome::Stopping)) => {}
+        Some((_, other)) => anyhow::bail!("{image}: the device answered {other:?} to a stop"),
+    }
+    let bar = spinner("powering off");
+    let off = super::open::wait_unlocked(&args.image, Duration::from_secs(60));
+    bar.finish_and_clear();
+    if !off {
+        anyhow::bail!("{image}: the device did not power off within 60 s; see its log");
+    }
+    if args.json {
+        return print_json(&json!({ "image": image.to_string(), "stopped": true }));
+    }
+    println!("powered off {image}");
+    Ok(())
 }
 
 pub(crate) fn create(args: &CreateArgs) -> anyhow::Result<()> {

@@ -7,12 +7,7 @@
 //! (`fusermount3 -u MOUNTPOINT`, or SIGINT/SIGTERM/SIGHUP, which unmount it), then writes a
 //! checkpoint and closes the device before it exits.
 
-use std::{
-    fs::OpenOptions,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -93,6 +88,7 @@ pub fn mkfs(args: &MkfsArgs) -> anyhow::Result<()> {
     };
     let uid = args.uid.unwrap_or_else(|| nix::unistd::getuid().as_raw());
     let gid = args.gid.unwrap_or_else(|| nix::unistd::getgid().as_raw());
+    super::open::use_file_system(format!("csd mkfs (pid {})", std::process::id()));
     let bar = spinner("making the file system");
     with_device(image, |_, driver| {
         Lfs::mkfs(driver, uid, gid)
@@ -112,6 +108,7 @@ pub fn mkfs(args: &MkfsArgs) -> anyhow::Result<()> {
 }
 
 pub fn fsck(args: &FsckArgs) -> anyhow::Result<()> {
+    super::open::use_file_system(format!("csd fsck (pid {})", std::process::id()));
     let bar = spinner("checking the file system");
     let problems = with_device(&args.image, |_, driver| {
         let lfs = Lfs::mount(driver).with_context(|| {
@@ -181,7 +178,13 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
             .map_or(MountConfig::default().threads, usize::from),
         ..MountConfig::default()
     };
-    // In-process or on the board in QEMU, as `--device` says.
+    super::open::use_file_system(format!(
+        "csd mount on {} (pid {})",
+        args.mountpoint.display(),
+        std::process::id()
+    ));
+    // Attached to the device running over the image, or in-process or on the board in QEMU,
+    // as `--device` says.
     let device = std::sync::Arc::new(if args.emulate_host_cache {
         daemon::log(HOST_CACHE_LOG);
         super::open::OpenDevice::open_with_host_cache(&args.image)?
@@ -251,116 +254,53 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// How long the background start may take before `csd mount` gives up.
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-
 fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt;
     let mountpoint = args
         .mountpoint
         .canonicalize()
         .with_context(|| format!("could not resolve {}", args.mountpoint.display()))?;
-    let log_path = args.log.clone().unwrap_or_else(|| {
-        let mut p = args.image.clone().into_os_string();
-        p.push(".log");
-        PathBuf::from(p)
-    });
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("could not open the log {}", log_path.display()))?;
-    let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-    let exe = std::env::current_exe().context("could not find the csd binary")?;
-    let mut command = Command::new(exe);
-    if super::open::selected() == super::open::DeviceKind::Qemu {
-        command.args(["--device", "qemu"]);
-    }
-    if super::open::board_log_shown() {
-        command.arg("--board-log");
-    }
-    if super::open::timing_selected() == super::open::TimingSwitch::Off {
-        command.args(["--timing", "off"]);
-    }
-    match super::open::executor_selected() {
-        Some(super::open::ExecutorSwitch::Jit) => command.args(["--executor", "jit"]),
-        Some(super::open::ExecutorSwitch::Interp) => command.args(["--executor", "interp"]),
-        None => &mut command,
-    };
-    command
-        .arg("mount")
-        .arg(&args.image)
-        .arg(&mountpoint)
-        .arg("--foreground")
-        .arg("--fuel")
-        .arg(args.fuel.to_string());
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "mount".into(),
+        args.image.clone().into(),
+        mountpoint.clone().into(),
+        "--foreground".into(),
+        "--fuel".into(),
+        args.fuel.to_string().into(),
+    ];
     if let Some(threads) = args.threads {
-        command.arg("--threads").arg(threads.to_string());
+        argv.extend(["--threads".into(), threads.to_string().into()]);
     }
-    if args.allow_other {
-        command.arg("--allow-other");
+    for (on, flag) in [
+        (args.allow_other, "--allow-other"),
+        (args.no_permissions, "--no-permissions"),
+        (args.emulate_host_cache, "--emulate-host-cache"),
+    ] {
+        if on {
+            argv.push(flag.into());
+        }
     }
-    if args.no_permissions {
-        command.arg("--no-permissions");
-    }
-    if args.emulate_host_cache {
-        command.arg("--emulate-host-cache");
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .process_group(0)
-        .spawn()
-        .context("could not start the mount daemon")?;
-    // Starting the device on a large image, or on the board in QEMU, takes a while.
+    let log = super::daemon::log_path(&args.image, args.log.as_deref());
+    let mut daemon = super::daemon::Daemon::spawn("the mount daemon", &argv, log)?;
     let bar = spinner("mounting");
-    let started = Instant::now();
-    loop {
-        if is_mounted(&mountpoint) {
-            bar.finish_and_clear();
-            if args.json {
-                return print_json(&serde_json::json!({
-                    "image": args.image.display().to_string(),
-                    "mountpoint": mountpoint.display().to_string(),
-                    "pid": child.id(),
-                    "log": log_path.display().to_string(),
-                }));
-            }
-            println!(
-                "mounted {} on {} (pid {}, log {})",
-                args.image.display(),
-                mountpoint.display(),
-                child.id(),
-                log_path.display()
-            );
-            return Ok(());
-        }
-        if let Some(status) = child
-            .try_wait()
-            .context("could not watch the mount daemon")?
-        {
-            let text = std::fs::read(&log_path).unwrap_or_default();
-            let tail = String::from_utf8_lossy(text.get(log_start as usize..).unwrap_or_default());
-            let last = tail
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim_start_matches("csd: ").to_string())
-                .unwrap_or_else(|| format!("it exited with {status}"));
-            return Err(anyhow!("the mount daemon failed: {last}"));
-        }
-        if started.elapsed() > START_TIMEOUT {
-            let _ = child.kill();
-            return Err(anyhow!(
-                "the mount did not appear on {} within {} s; see {}",
-                mountpoint.display(),
-                START_TIMEOUT.as_secs(),
-                log_path.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let ready = daemon.wait(|| is_mounted(&mountpoint));
+    bar.finish_and_clear();
+    ready?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "image": args.image.display().to_string(),
+            "mountpoint": mountpoint.display().to_string(),
+            "pid": daemon.pid(),
+            "log": daemon.log().display().to_string(),
+        }));
     }
+    println!(
+        "mounted {} on {} (pid {}, log {})",
+        args.image.display(),
+        mountpoint.display(),
+        daemon.pid(),
+        daemon.log().display()
+    );
+    Ok(())
 }
 
 /// The attributes of `path` in a mounted file system (`/a/b` or `a/b`; no symlinks followed).

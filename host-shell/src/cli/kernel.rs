@@ -179,6 +179,9 @@ fn run_kernel(args: &RunArgs) -> anyhow::Result<()> {
     let out_cap = u32::try_from(args.out_cap)
         .map_err(|_| anyhow!("--out-cap {} is over 4 GiB", args.out_cap))?;
     // The run's length is the kernel's: a spinner, not a bar.
+    if args.file.is_some() {
+        super::open::use_file_system(format!("csd kernel run (pid {})", std::process::id()));
+    }
     let bar = spinner(&format!("running {}", kernel.name()));
     let run = with_device(&args.image, |_, driver| {
         let engine = Engine::new(driver.clone());

@@ -11,6 +11,7 @@
 //! failed command, 2 for arguments clap could not parse. Device errors name the command and the
 //! NVMe status by name and code (`zone append failed: Zone Is Full (1B9h)`).
 
+mod daemon;
 mod device;
 mod fs;
 mod kernel;
@@ -175,8 +176,17 @@ pub(crate) fn with_device<T>(
 ) -> anyhow::Result<T> {
     let device = open::OpenDevice::open_selected(path)?;
     let driver = device.driver();
-    let result = f(&device, &driver);
+    let mut result = f(&device, &driver);
     drop(driver);
+    if let (Err(e), Some(holder)) = (&result, device.file_system_holder()) {
+        if e.to_string().contains(common::Status::AccessDenied.name()) {
+            result = Err(anyhow!(
+                "{}: {e}: the running device's zones belong to its file system, in use by \
+                 {holder}; unmount it first",
+                path.display()
+            ));
+        }
+    }
     let closed = device.close();
     let value = result?;
     closed.with_context(|| format!("{}: the device did not close cleanly", path.display()))?;

@@ -23,7 +23,7 @@ use clap::ValueEnum;
 use host_shell::{
     device::{inprocess::Stats, Device, DeviceOptions, ExecutorKind, FileDevice, Timing},
     driver::Driver,
-    link::{QemuDevice, QemuOptions},
+    link::{running::AttachError, AttachedDevice, QemuDevice, QemuOptions, Session},
     nand::{file::FileStore, hostcache::CachedFile},
 };
 
@@ -135,12 +135,27 @@ pub fn board_log_shown() -> bool {
     BOARD_LOG.load(Ordering::Relaxed)
 }
 
+static SESSION: OnceLock<Session> = OnceLock::new();
+
+/// Says that this process runs the file system on the devices it opens (`holder` names it
+/// for others' error messages): on a running device, it attaches as the file system's one
+/// session. The first call wins.
+pub fn use_file_system(holder: String) {
+    let _ = SESSION.set(Session::FileSystem { holder });
+}
+
+/// What this process attaches to a running device as.
+fn session() -> Session {
+    SESSION.get().cloned().unwrap_or(Session::Raw)
+}
+
 /// A device a command opened, wherever it runs, and the lock that keeps every other `csd`
 /// process off its image while it runs.
 #[derive(Debug)]
 pub struct OpenDevice {
     device: Running,
-    lock: ImageLock,
+    /// None on a running device, whose daemon holds the lock.
+    lock: Option<ImageLock>,
 }
 
 /// Where an open device runs.
@@ -150,6 +165,8 @@ enum Running {
     /// In-process, with the host's page cache emulated in this process (crash tests).
     HostCached(Device<FileStore<CachedFile<std::fs::File>>>),
     Qemu(QemuDevice),
+    /// The device `csd device start` keeps running over the image, shared.
+    Attached(AttachedDevice),
 }
 
 impl OpenDevice {
@@ -158,10 +175,38 @@ impl OpenDevice {
         Self::open(selected(), path)
     }
 
-    /// Opens the device image at `path`: in-process (power-on recovery runs here), or by
-    /// booting the board in QEMU over it (power-on recovery runs on the board).
+    /// Opens the device image at `path`: attaches to the device running over it if there is
+    /// one (`csd device start`), else powers one on in-process (power-on recovery runs here),
+    /// or by booting the board in QEMU over it (power-on recovery runs on the board).
     pub fn open(kind: DeviceKind, path: &Path) -> anyhow::Result<Self> {
-        let lock = ImageLock::take(path)?;
+        if let Some(device) = Self::attach(path)? {
+            return Ok(device);
+        }
+        Self::power_on(kind, path)
+    }
+
+    /// Attaches to the device running over `path`, if one does.
+    pub fn attach(path: &Path) -> anyhow::Result<Option<Self>> {
+        match AttachedDevice::attach(path, &session()) {
+            Ok(Some(device)) => Ok(Some(OpenDevice {
+                device: Running::Attached(device),
+                lock: None,
+            })),
+            Ok(None) => Ok(None),
+            Err(AttachError::Refused(why)) => Err(anyhow::anyhow!(
+                "{}: the running device refused this command: {why}",
+                path.display()
+            )),
+            Err(e) => Err(anyhow::Error::new(e).context(format!(
+                "{}: could not attach to the running device",
+                path.display()
+            ))),
+        }
+    }
+
+    /// Powers on a device of this process over the image at `path` (see [`Self::open`]).
+    pub fn power_on(kind: DeviceKind, path: &Path) -> anyhow::Result<Self> {
+        let lock = Some(ImageLock::take(path)?);
         let device = match kind {
             DeviceKind::Inprocess => Running::InProcess(FileDevice::open(path, options())?),
             DeviceKind::Qemu => {
@@ -179,7 +224,7 @@ impl OpenDevice {
     /// ([`CachedFile`]): only a Flush writes to the file, so a kill of this process loses what a
     /// crash of the host would.
     pub fn open_with_host_cache(path: &Path) -> anyhow::Result<Self> {
-        let lock = ImageLock::take(path)?;
+        let lock = Some(ImageLock::take(path)?);
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -199,6 +244,16 @@ impl OpenDevice {
             Running::InProcess(d) => d.driver(),
             Running::HostCached(d) => d.driver(),
             Running::Qemu(d) => d.driver(),
+            Running::Attached(d) => d.driver(),
+        }
+    }
+
+    /// Who holds the file system of the running device this command attached to (when it is
+    /// not this process).
+    pub fn file_system_holder(&self) -> Option<&str> {
+        match &self.device {
+            Running::Attached(d) => d.file_system(),
+            _ => None,
         }
     }
 
@@ -208,7 +263,7 @@ impl OpenDevice {
         match &self.device {
             Running::InProcess(d) => Some(d.stats()),
             Running::HostCached(d) => Some(d.stats()),
-            Running::Qemu(_) => None,
+            Running::Qemu(_) | Running::Attached(_) => None,
         }
     }
 
@@ -236,9 +291,27 @@ impl OpenDevice {
                     )),
                 }
             }
+            // The device goes on running for others.
+            Running::Attached(d) => {
+                d.detach();
+                Ok(())
+            }
         };
         drop(lock);
         closed
+    }
+}
+
+/// Waits until no process holds the image at `path` (a daemon powering off), for at most
+/// `timeout`; whether it is free.
+pub fn wait_unlocked(path: &Path, timeout: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        let free = std::fs::File::open(path).map_or(true, |f| f.try_lock().is_ok());
+        if free || started.elapsed() > timeout {
+            return free;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

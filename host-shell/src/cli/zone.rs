@@ -413,6 +413,8 @@ fn map(args: &MapArgs) -> anyhow::Result<()> {
             "--svg - and --json would both write to stdout: give --svg a file"
         ));
     }
+    // The map mounts the file system (if the image holds one) to find its live data.
+    super::open::use_file_system(format!("csd zone map (pid {})", std::process::id()));
     let bar = spinner("mapping the zones");
     let map = (|| -> anyhow::Result<ZoneMap> {
         let map = with_device(&args.image, |_, driver| {

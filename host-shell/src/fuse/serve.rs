@@ -129,6 +129,11 @@ impl StopSignals {
         signals.thread_block().map_err(ServeError::BlockSignals)?;
         Ok(StopSignals(signals))
     }
+
+    /// Waits for one of them (in the one thread that should receive them).
+    pub fn wait(self) -> nix::Result<Signal> {
+        self.0.wait()
+    }
 }
 
 /// A mounted session, running until it is unmounted.

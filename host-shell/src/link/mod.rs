@@ -9,8 +9,10 @@
 //!   work unchanged over QEMU.
 //! - [`board_log`]: the board's defmt log, decoded with the table of the image it runs.
 
+pub mod backend;
 pub mod board_log;
 pub mod qemu;
+pub mod running;
 
 use std::{
     io::{self, Read, Write},
@@ -25,8 +27,10 @@ use common::{
     },
 };
 
+pub use backend::{LinkBackend, LinkEnd};
 pub use board_log::{BoardLog, BoardLogError, LogLine};
 pub use qemu::{QemuDevice, QemuOptions};
+pub use running::{AttachedDevice, Session};
 
 /// Why an exchange over the link failed.
 #[derive(Debug, thiserror::Error)]

@@ -16,22 +16,14 @@ use std::{
 };
 
 use common::{
-    command::{Command, CommandId, Completion, Submission},
+    command::{Command, Completion, Submission},
     link::DeviceInfo,
     zns::IdentifyZns,
     Status,
 };
 
-use super::{
-    reads_host_memory, Answer, BoardLog, BoardLogError, Link, LinkError, LinkStats, LogLine,
-};
-use crate::{
-    device::{
-        queue::Entry,
-        runner::{Backend, Runner},
-    },
-    driver::Driver,
-};
+use super::{BoardLog, BoardLogError, Link, LinkBackend, LinkEnd, LinkError, LinkStats, LogLine};
+use crate::{device::runner::Runner, driver::Driver};
 
 /// How to start the board.
 #[derive(Debug, Clone)]
@@ -254,112 +246,15 @@ fn connect(socket: &Path) -> Result<UnixStream, LinkError> {
     }
 }
 
-/// The device thread's backend over the link: one command at a time, and Execute Program in
-/// the background on the board, polled for while the host's queues are empty.
-#[derive(Debug)]
-pub struct QemuBackend {
-    board: QemuBoard,
-    /// Runs on the board: the command id the link knows it by, and its queue and own id.
-    running: Vec<(CommandId, u16, CommandId)>,
-    /// The next command id for a run on the board (ids of different queues may coincide).
-    next_run: u16,
-}
+/// The device thread's backend over the board's link.
+pub type QemuBackend = LinkBackend<QemuBoard>;
 
-impl QemuBackend {
-    /// A backend over a started board.
-    pub fn new(board: QemuBoard) -> Self {
-        QemuBackend {
-            board,
-            running: Vec::new(),
-            next_run: 0,
-        }
-    }
-
-    /// The board.
-    pub fn board(&mut self) -> &mut QemuBoard {
-        &mut self.board
-    }
-}
-
-fn link_failed(cid: CommandId, e: &LinkError) -> Completion {
-    eprintln!("csd: {e}");
-    let status = match e {
-        LinkError::TooLarge { .. } => Status::DataTransferError,
-        _ => Status::CommandAborted,
-    };
-    Completion::status(cid, status)
-}
-
-impl Backend for QemuBackend {
-    fn submit(&mut self, sqid: u16, entry: &mut Entry) -> Option<Completion> {
-        let mut sub = entry.submission;
-        let data: &[u8] = if reads_host_memory(&sub.command) {
-            &entry.buffer
-        } else {
-            &[]
-        };
-        let own = sub.cid;
-        let background = matches!(sub.command, Command::ExecuteProgram(_));
-        if background {
-            sub.cid = CommandId(self.next_run);
-            self.next_run = self.next_run.wrapping_add(1);
-        }
-        let host_len = entry.buffer.len();
-        match self
-            .board
-            .on_link(|link| link.request(&sub, host_len, data))
-        {
-            Ok(Answer::Done(mut completion, written)) => {
-                let n = written.len().min(entry.buffer.len());
-                entry.buffer[..n].copy_from_slice(&written[..n]);
-                completion.cid = own;
-                Some(completion)
-            }
-            Ok(Answer::Pending { .. }) if background => {
-                self.running.push((sub.cid, sqid, own));
-                None
-            }
-            Ok(Answer::Pending { .. }) => {
-                eprintln!(
-                    "csd: the board put a command that has no background part in the background"
-                );
-                Some(Completion::status(own, Status::InternalError))
-            }
-            Err(e) => Some(link_failed(own, &e)),
-        }
-    }
-
-    fn poll(&mut self) -> Option<(u16, Completion)> {
-        let (link_cid, sqid, own) = *self.running.first()?;
-        let mut take = |link_cid: CommandId, completion: Completion| {
-            let at = self.running.iter().position(|r| r.0 == link_cid)?;
-            let (_, sqid, own) = self.running.swap_remove(at);
-            Some((
-                sqid,
-                Completion {
-                    cid: own,
-                    ..completion
-                },
-            ))
-        };
-        match self.board.on_link(Link::poll) {
-            Ok(Answer::Done(completion, _)) => take(completion.cid, completion),
-            Ok(Answer::Pending { busy: true }) => None,
-            // The board has no run in progress, yet this one never completed: fail it.
-            Ok(Answer::Pending { busy: false }) => take(
-                link_cid,
-                Completion::status(link_cid, Status::InternalError),
-            ),
-            Err(e) => {
-                let failed = link_failed(own, &e);
-                self.running.remove(0);
-                Some((sqid, failed))
-            }
-        }
-    }
-
-    fn busy(&self) -> bool {
-        !self.running.is_empty()
+impl LinkEnd for QemuBoard {
+    fn on_link<T>(
+        &mut self,
+        exchange: impl FnOnce(&mut Link<UnixStream>) -> Result<T, LinkError>,
+    ) -> Result<T, LinkError> {
+        QemuBoard::on_link(self, exchange)
     }
 }
 
@@ -424,9 +319,10 @@ impl QemuDevice {
 
     /// Stops the device thread and QEMU; returns the link's counters.
     pub fn stop(self) -> Option<LinkStats> {
-        let mut backend = self.runner.stop()?;
-        let stats = backend.board().link().stats();
-        backend.board.stop();
+        let backend = self.runner.stop()?;
+        let mut board = backend.into_end();
+        let stats = board.link().stats();
+        board.stop();
         Some(stats)
     }
 }

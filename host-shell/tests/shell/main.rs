@@ -9,3 +9,4 @@ mod host_faults;
 mod loader;
 mod offload_engine;
 mod queue_mix;
+mod running;

@@ -4,4 +4,5 @@
 
 mod device;
 mod kernel;
+mod running;
 mod zone;

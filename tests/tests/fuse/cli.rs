@@ -223,3 +223,54 @@ fn an_image_in_use_is_refused() {
     m.mount();
     assert_eq!(fs::read(m.path("kept")).expect("read"), b"still here");
 }
+
+/// A mount on a running device shares it: zone reports and kernel runs work beside the mount,
+/// a raw reset of one of the file system's zones is refused (Access Denied, naming the mount)
+/// and the file is intact, the device will not stop while mounted, and fsck is clean after the
+/// unmount and the stop.
+#[test]
+fn a_mount_shares_a_running_device() {
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut m = Mount::new(&[], &[]);
+    m.unmount();
+    let image = m.image.display().to_string();
+    let mut device = tests::RunningDevice::start(&[], &m.image);
+    m.mount();
+    fs::write(m.path("data"), &data).expect("write");
+    let json = csd_json(["zone", "report", &image, "--json"]);
+    let zones = json.as_array().expect("zones");
+    let used = zones
+        .iter()
+        .find(|z| z["state"] != "empty")
+        .expect("the file system wrote a zone");
+    let zone = used["zone"].as_u64().unwrap().to_string();
+    let out = csd(["zone", "reset", &image, &zone]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Access Denied") && err.contains("csd mount on"),
+        "{err}"
+    );
+    let err = device.stop().expect_err("a mounted device does not stop");
+    assert!(err.contains("in use by csd mount"), "{err}");
+    let entropy = kernel_object("entropy").display().to_string();
+    // Offloads through the mount and raw kernel runs of another kernel take turns on the
+    // device; each gets its own kernel's output.
+    let other = kernel_object("xor").display().to_string();
+    fs::copy(&entropy, m.path("entropy.o")).expect("copy kernel");
+    let want = reference::histogram_bytes(&reference::entropy_histogram(&data));
+    for _ in 0..2 {
+        tests::xattr::set(&m.path("data"), "user.csd.file_job", "/entropy.o").expect("file job");
+        let run = csd_json(["kernel", "run", &image, &other, "--zone", &zone, "--json"]);
+        assert!(run["instructions"].as_u64().unwrap() > 0, "{run}");
+        let got = tests::xattr::get(&m.path("data"), "user.csd.result").expect("result");
+        assert_eq!(got, want);
+    }
+    assert_eq!(fs::read(m.path("data")).expect("read"), data);
+    m.unmount();
+    device.stop().expect("device stop");
+    let json = csd_json(["fsck", &image, "--json"]);
+    assert_eq!(json["clean"], true, "{json}");
+    m.mount();
+    assert_eq!(fs::read(m.path("data")).expect("read"), data);
+}
