@@ -29,8 +29,8 @@ pub fn state_name(state: ZoneState) -> &'static str {
     }
 }
 
-/// Every state, in the legend's order.
-const STATES: [ZoneState; 7] = [
+/// Every zone state, in the legend's order.
+pub const STATES: [ZoneState; 7] = [
     ZoneState::Empty,
     ZoneState::ImplicitlyOpened,
     ZoneState::ExplicitlyOpened,

@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
-use common::{zns::ZoneState, LBA_BYTES};
+use common::LBA_BYTES;
 use firmware::{
     nand::Geometry,
     zns::{Layout, ZoneConfig},
@@ -430,15 +430,7 @@ fn info(args: &InfoArgs) -> anyhow::Result<()> {
         super::open::timing_selected() == super::open::TimingSwitch::On && stats.is_some();
     let modeled_ns = stats.map(|s| s.modeled_ns);
     let mut states: Vec<(&str, usize)> = Vec::new();
-    for state in [
-        ZoneState::Empty,
-        ZoneState::ImplicitlyOpened,
-        ZoneState::ExplicitlyOpened,
-        ZoneState::Closed,
-        ZoneState::Full,
-        ZoneState::ReadOnly,
-        ZoneState::Offline,
-    ] {
+    for state in host_shell::zonemap::STATES {
         let n = zones.iter().filter(|z| z.state == state).count();
         states.push((state_name(state), n));
     }

@@ -151,6 +151,20 @@ fn read_line<T: for<'de> Deserialize<'de>>(stream: &mut UnixStream) -> io::Resul
 #[derive(Debug)]
 pub struct Attachment {
     link: Link<UnixStream>,
+    /// The same socket, to say goodbye on.
+    socket: UnixStream,
+}
+
+impl Attachment {
+    /// Ends the session and waits until the server has let go of what it held (its file
+    /// system, its slots): it closes its side after that.
+    fn goodbye(mut self) {
+        if self.socket.shutdown(std::net::Shutdown::Write).is_ok() {
+            let _ = self.socket.set_read_timeout(Some(Duration::from_secs(10)));
+            let mut rest = [0u8; 256];
+            while matches!(self.socket.read(&mut rest), Ok(n) if n > 0) {}
+        }
+    }
 }
 
 impl LinkEnd for Attachment {
@@ -184,6 +198,10 @@ impl AttachedDevice {
             Welcome::Refused(why) => return Err(AttachError::Refused(why)),
             Welcome::Stopping => return Err(AttachError::Refused("it is powering off".into())),
         };
+        let socket = stream.try_clone().map_err(|source| AttachError::Io {
+            path: socket_path(image),
+            source,
+        })?;
         let mut link = Link::new(stream);
         // A socket loses nothing: a slow answer is a slow command, not a lost frame.
         link.set_timeouts(Duration::from_secs(3600), Duration::from_secs(24 * 3600));
@@ -197,13 +215,12 @@ impl AttachedDevice {
         .ok_or_else(|| AttachError::Protocol {
             path: socket_path(image),
         })?;
-        let runner =
-            Runner::start(LinkBackend::new(Attachment { link }), 4, 64).map_err(|source| {
-                AttachError::Io {
-                    path: socket_path(image),
-                    source,
-                }
-            })?;
+        let runner = Runner::start(LinkBackend::new(Attachment { link, socket }), 4, 64).map_err(
+            |source| AttachError::Io {
+                path: socket_path(image),
+                source,
+            },
+        )?;
         Ok(Some(AttachedDevice {
             runner,
             identify,
@@ -228,9 +245,11 @@ impl AttachedDevice {
         self.pid
     }
 
-    /// Detaches (the device keeps running).
+    /// Detaches (the device keeps running), once the server has ended the session.
     pub fn detach(self) {
-        drop(self.runner.stop());
+        if let Some(backend) = self.runner.stop() {
+            backend.into_end().goodbye();
+        }
     }
 }
 
@@ -298,14 +317,17 @@ impl Server {
                     std::thread::Builder::new()
                         .name("csd-session".into())
                         .spawn(move || {
+                            let mut stream = stream;
                             let mut session = SessionServer::new(driver, Arc::clone(&shared));
-                            if let Err(e) = session.serve(stream) {
+                            if let Err(e) = session.serve(&mut stream) {
                                 if e.kind() != io::ErrorKind::UnexpectedEof {
                                     crate::daemon::log(format_args!("a session ended: {e}"));
                                 }
                             }
                             session.end();
                             shared.lock().sessions -= 1;
+                            // Closed last: the client waits for it (see `Attachment::goodbye`).
+                            drop(stream);
                         })?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -365,12 +387,12 @@ impl SessionServer {
         }
     }
 
-    fn serve(&mut self, mut stream: UnixStream) -> io::Result<()> {
-        let welcome = match read_line::<Session>(&mut stream)? {
+    fn serve(&mut self, stream: &mut UnixStream) -> io::Result<()> {
+        let welcome = match read_line::<Session>(stream)? {
             None => Welcome::Refused("the first line is not a session".into()),
             Some(session) => self.welcome(session),
         };
-        write_line(&mut stream, &welcome)?;
+        write_line(stream, &welcome)?;
         if !matches!(welcome, Welcome::Attached { .. }) {
             return Ok(());
         }
