@@ -121,14 +121,43 @@ impl Plan {
 }
 
 /// Runs one section, saying so first (a full run takes minutes).
+/// The sections of a run, for the progress bar.
+const SECTIONS: u64 = 6;
+
+/// The run's progress on stderr, when it is a terminal: sections done, the one running and
+/// the time so far (each section also logs a line as it starts and ends).
+fn progress() -> &'static indicatif::ProgressBar {
+    static BAR: std::sync::OnceLock<indicatif::ProgressBar> = std::sync::OnceLock::new();
+    BAR.get_or_init(|| {
+        let bar = indicatif::ProgressBar::new(SECTIONS);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{bar:20}] {pos}/{len} sections, now {msg} ({elapsed})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        bar
+    })
+}
+
 fn section<T>(name: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
-    eprintln!("csd-bench: {name}");
+    let bar = progress();
+    bar.set_message(name.to_string());
+    // Printed above the bar (or alone, when stderr is not a terminal).
+    bar.suspend(|| eprintln!("csd-bench: {name}"));
     let started = std::time::Instant::now();
-    let out = run().with_context(|| format!("the {name} figures"))?;
-    eprintln!(
-        "csd-bench: {name} done in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let out = run().with_context(|| format!("the {name} figures"));
+    bar.inc(1);
+    if bar.position() >= SECTIONS || out.is_err() {
+        bar.finish_and_clear();
+    }
+    let out = out?;
+    bar.suspend(|| {
+        eprintln!(
+            "csd-bench: {name} done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        )
+    });
     Ok(out)
 }
 
