@@ -3,7 +3,7 @@
 //! `tests/tests/`.
 
 use std::{
-    ffi::{OsStr, OsString},
+    ffi::OsStr,
     path::{Path, PathBuf},
     process::{Command, Output},
     time::Duration,
@@ -172,55 +172,6 @@ pub mod mapping;
 pub mod mount;
 pub mod reference;
 pub mod reliability;
+pub mod running;
 pub mod svg;
 pub mod xattr;
-
-/// A device `csd device start` keeps running over an image, for a test: stopped (or, if it will
-/// not stop, killed) when dropped, so that a failing test leaves no daemon behind.
-#[derive(Debug)]
-pub struct RunningDevice {
-    image: PathBuf,
-    /// The daemon's pid.
-    pub pid: u32,
-}
-
-impl RunningDevice {
-    /// `csd [global] device start IMAGE --json`; panics if it fails.
-    pub fn start(global: &[&str], image: &Path) -> RunningDevice {
-        let mut args: Vec<OsString> = global.iter().map(OsString::from).collect();
-        args.extend([
-            "device".into(),
-            "start".into(),
-            image.into(),
-            "--json".into(),
-        ]);
-        let json = csd_json(&args);
-        let pid = json["pid"].as_u64().expect("device start reports its pid") as u32;
-        RunningDevice {
-            image: image.to_path_buf(),
-            pid,
-        }
-    }
-
-    /// `csd device stop IMAGE`: its output if it stopped, or why not.
-    pub fn stop(&mut self) -> Result<String, String> {
-        let out = csd(["device".as_ref(), "stop".as_ref(), self.image.as_os_str()]);
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        if out.status.success() {
-            self.pid = 0;
-            Ok(text(&out.stdout))
-        } else {
-            Err(text(&out.stderr))
-        }
-    }
-}
-
-impl Drop for RunningDevice {
-    fn drop(&mut self) {
-        if self.pid != 0 && self.stop().is_err() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &self.pid.to_string()])
-                .status();
-        }
-    }
-}

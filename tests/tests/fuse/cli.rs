@@ -234,7 +234,7 @@ fn a_mount_shares_a_running_device() {
     let mut m = Mount::new(&[], &[]);
     m.unmount();
     let image = m.image.display().to_string();
-    let mut device = tests::RunningDevice::start(&[], &m.image);
+    let mut device = tests::running::RunningDevice::start(&[], &m.image);
     m.mount();
     fs::write(m.path("data"), &data).expect("write");
     let json = csd_json(["zone", "report", &image, "--json"]);

@@ -143,3 +143,11 @@ fn qemu_needs_an_existing_image() {
     assert!(err.contains("no such device image"), "{err}");
     assert!(!img.exists(), "nothing was created");
 }
+
+/// `csd --device qemu device start` keeps the board running in QEMU between commands: the same
+/// walk through zone states as in-process (see
+/// [`tests::running::zone_states_follow_the_commands_until_power_off`]).
+#[test]
+fn a_running_board_keeps_its_zone_states_between_commands() {
+    tests::running::zone_states_follow_the_commands_until_power_off(&["--device", "qemu"]);
+}
