@@ -11,6 +11,7 @@ pub mod abi;
 pub mod command;
 pub mod link;
 pub mod load_error;
+pub mod nvme;
 pub mod program;
 pub mod status;
 pub mod zns;

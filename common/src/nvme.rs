@@ -1,0 +1,778 @@
+//! NVMe's own encodings of the device's commands and data: the 64-byte submission queue entry
+//! (SQE) and 16-byte completion queue entry (CQE), the I/O commands of the NVM and Zoned
+//! Namespace command sets, Identify, the zone report, and the Identify data structures, in the
+//! specifications' byte layouts:
+//!
+//! - NVM Express Base Specification 2.1: the common command format (SQE: opcode in byte 0,
+//!   command identifier in bytes 3:2, namespace in bytes 7:4, the data pointer in bytes 39:24,
+//!   command dwords 10 to 15 in bytes 63:40), the completion queue entry (dword 3: command
+//!   identifier in bits 15:0, phase tag in bit 16, status in bits 31:17 with the status code in
+//!   bits 24:17, its type in bits 27:25, More in bit 30 and Do Not Retry in bit 31), Identify
+//!   (06h; CNS in CDW10 bits 7:0, the command set identifier in CDW11 bits 31:24) and the
+//!   Identify Controller data structure.
+//! - NVM Command Set 1.1: Flush (00h), Write (01h) and Read (02h), with the starting LBA in
+//!   CDW10 and CDW11 and the 0's based number of logical blocks in CDW12 bits 15:0; Identify
+//!   Namespace (CNS 00h).
+//! - Zoned Namespace Command Set 1.2 (command set identifier 02h): Zone Management Send (79h;
+//!   the Zone Send Action in CDW13 bits 7:0, Select All in bit 8), Zone Management Receive
+//!   (7Ah; the 0's based number of dwords in CDW12, the Zone Receive Action in CDW13 bits 7:0,
+//!   its specific field, the reporting options, in bits 15:8, Partial Report in bit 16), Zone
+//!   Append (7Dh; the assigned LBA in CQE dwords 0 and 1), the report (a 64-byte header whose
+//!   bytes 7:0 count the zones, then 64-byte zone descriptors), and the I/O command set
+//!   specific Identify Namespace (CNS 05h) and Identify Controller (CNS 06h).
+//!
+//! The Computational Programs command set (identifier 04h; admin Load Program 85h, Program
+//! Activation Management 88h, Memory Range Set Management 89h) is not encoded here: its field
+//! layouts could not be checked against the specification's text (see docs/ARCHITECTURE.md).
+
+use crate::{
+    command::{Command, CommandId, CommandResult, Completion},
+    zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState, ZoneType},
+    Status,
+};
+
+/// Bytes of a submission queue entry.
+pub const SQE_BYTES: usize = 64;
+/// Bytes of a completion queue entry.
+pub const CQE_BYTES: usize = 16;
+/// Bytes of every Identify data structure.
+pub const IDENTIFY_BYTES: usize = 4096;
+/// Bytes of the zone report's header and of each zone descriptor.
+pub const ZONE_REPORT_HEADER_BYTES: usize = 64;
+pub const ZONE_DESCRIPTOR_BYTES: usize = 64;
+
+/// Opcodes.
+pub mod opcode {
+    /// NVM Command Set, I/O.
+    pub const FLUSH: u8 = 0x00;
+    pub const WRITE: u8 = 0x01;
+    pub const READ: u8 = 0x02;
+    /// Zoned Namespace Command Set, I/O.
+    pub const ZONE_MANAGEMENT_SEND: u8 = 0x79;
+    pub const ZONE_MANAGEMENT_RECEIVE: u8 = 0x7A;
+    pub const ZONE_APPEND: u8 = 0x7D;
+    /// Admin.
+    pub const IDENTIFY: u8 = 0x06;
+}
+
+/// Identify's Controller or Namespace Structure (CNS) values.
+pub mod cns {
+    pub const NAMESPACE: u8 = 0x00;
+    pub const CONTROLLER: u8 = 0x01;
+    /// I/O command set specific, for the command set in CDW11's CSI.
+    pub const CSI_NAMESPACE: u8 = 0x05;
+    pub const CSI_CONTROLLER: u8 = 0x06;
+}
+
+/// Command set identifiers (CSI).
+pub mod csi {
+    pub const NVM: u8 = 0x00;
+    pub const ZONED: u8 = 0x02;
+    pub const COMPUTATIONAL_PROGRAMS: u8 = 0x04;
+}
+
+/// A submission queue entry.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sqe {
+    pub opcode: u8,
+    /// Byte 1: fused operation (bits 1:0) and PRP or SGL (bits 7:6).
+    pub flags: u8,
+    pub cid: u16,
+    pub nsid: u32,
+    pub cdw2: u32,
+    pub cdw3: u32,
+    /// Metadata pointer.
+    pub mptr: u64,
+    /// Data pointer: PRP entries 1 and 2 (or an SGL descriptor).
+    pub dptr: [u64; 2],
+    /// Command dwords 10 to 15.
+    pub cdw: [u32; 6],
+}
+
+fn put_u16(out: &mut [u8], at: usize, v: u16) {
+    out[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(out: &mut [u8], at: usize, v: u32) {
+    out[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u64(out: &mut [u8], at: usize, v: u64) {
+    out[at..at + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+fn get_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn get_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn get_u64(b: &[u8], at: usize) -> u64 {
+    u64::from(get_u32(b, at)) | u64::from(get_u32(b, at + 4)) << 32
+}
+
+impl Sqe {
+    /// An entry for `opcode` with command identifier `cid` on namespace `nsid`.
+    pub fn new(opcode: u8, cid: u16, nsid: u32) -> Self {
+        Sqe {
+            opcode,
+            cid,
+            nsid,
+            ..Sqe::default()
+        }
+    }
+
+    /// The entry's bytes.
+    pub fn to_bytes(&self) -> [u8; SQE_BYTES] {
+        let mut b = [0u8; SQE_BYTES];
+        b[0] = self.opcode;
+        b[1] = self.flags;
+        put_u16(&mut b, 2, self.cid);
+        put_u32(&mut b, 4, self.nsid);
+        put_u32(&mut b, 8, self.cdw2);
+        put_u32(&mut b, 12, self.cdw3);
+        put_u64(&mut b, 16, self.mptr);
+        put_u64(&mut b, 24, self.dptr[0]);
+        put_u64(&mut b, 32, self.dptr[1]);
+        for (i, dw) in self.cdw.iter().enumerate() {
+            put_u32(&mut b, 40 + 4 * i, *dw);
+        }
+        b
+    }
+
+    /// The entry in `b`.
+    pub fn from_bytes(b: &[u8; SQE_BYTES]) -> Self {
+        let mut cdw = [0u32; 6];
+        for (i, dw) in cdw.iter_mut().enumerate() {
+            *dw = get_u32(b, 40 + 4 * i);
+        }
+        Sqe {
+            opcode: b[0],
+            flags: b[1],
+            cid: get_u16(b, 2),
+            nsid: get_u32(b, 4),
+            cdw2: get_u32(b, 8),
+            cdw3: get_u32(b, 12),
+            mptr: get_u64(b, 16),
+            dptr: [get_u64(b, 24), get_u64(b, 32)],
+            cdw,
+        }
+    }
+
+    /// Command dword `n` (10 to 15).
+    pub fn cdw(&self, n: usize) -> u32 {
+        self.cdw[n - 10]
+    }
+
+    fn set_cdw(&mut self, n: usize, v: u32) {
+        self.cdw[n - 10] = v;
+    }
+
+    /// The 64-bit LBA in CDW10 (low) and CDW11 (high).
+    pub fn slba(&self) -> u64 {
+        u64::from(self.cdw(10)) | u64::from(self.cdw(11)) << 32
+    }
+
+    fn set_slba(&mut self, lba: u64) {
+        self.set_cdw(10, lba as u32);
+        self.set_cdw(11, (lba >> 32) as u32);
+    }
+}
+
+/// A completion queue entry.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cqe {
+    /// Command specific dwords 0 and 1.
+    pub dw0: u32,
+    pub dw1: u32,
+    /// Submission queue head pointer and identifier.
+    pub sqhd: u16,
+    pub sqid: u16,
+    pub cid: u16,
+    pub phase: bool,
+    /// Status code type (bits 10:8) and status code (bits 7:0): [`Status::code`].
+    pub status: u16,
+    pub more: bool,
+    pub do_not_retry: bool,
+}
+
+impl Cqe {
+    /// The entry's bytes.
+    pub fn to_bytes(&self) -> [u8; CQE_BYTES] {
+        let mut b = [0u8; CQE_BYTES];
+        put_u32(&mut b, 0, self.dw0);
+        put_u32(&mut b, 4, self.dw1);
+        put_u16(&mut b, 8, self.sqhd);
+        put_u16(&mut b, 10, self.sqid);
+        let dw3 = u32::from(self.cid)
+            | u32::from(self.phase) << 16
+            | u32::from(self.status & 0x7ff) << 17
+            | u32::from(self.more) << 30
+            | u32::from(self.do_not_retry) << 31;
+        put_u32(&mut b, 12, dw3);
+        b
+    }
+
+    /// The entry in `b`.
+    pub fn from_bytes(b: &[u8; CQE_BYTES]) -> Self {
+        let dw3 = get_u32(b, 12);
+        Cqe {
+            dw0: get_u32(b, 0),
+            dw1: get_u32(b, 4),
+            sqhd: get_u16(b, 8),
+            sqid: get_u16(b, 10),
+            cid: dw3 as u16,
+            phase: dw3 >> 16 & 1 == 1,
+            status: (dw3 >> 17 & 0x7ff) as u16,
+            more: dw3 >> 30 & 1 == 1,
+            do_not_retry: dw3 >> 31 == 1,
+        }
+    }
+
+    /// The completion of `completion` on queue `sqid`: its status, and in dwords 0 and 1 the
+    /// assigned LBA of a Zone Append or the bytes a command transferred. (A kernel run's
+    /// result and a program's rejection do not fit a completion entry.)
+    pub fn of(completion: &Completion, sqid: u16, sqhd: u16, phase: bool) -> Self {
+        let (dw0, dw1) = match completion.result {
+            CommandResult::Lba(lba) => (lba as u32, (lba >> 32) as u32),
+            CommandResult::Transferred(n) => (n, 0),
+            _ => (0, 0),
+        };
+        Cqe {
+            dw0,
+            dw1,
+            sqhd,
+            sqid,
+            cid: completion.cid.0,
+            phase,
+            status: completion.status.code(),
+            more: false,
+            do_not_retry: completion.status != Status::Success,
+        }
+    }
+}
+
+/// Why an entry does not decode to one of this device's commands.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SqeError {
+    /// An opcode this device does not implement (Invalid Command Opcode).
+    Opcode(u8),
+    /// A field this device does not accept (Invalid Field in Command).
+    Field,
+}
+
+impl SqeError {
+    /// The status a controller completes the entry with.
+    pub const fn status(self) -> Status {
+        match self {
+            SqeError::Opcode(_) => Status::InvalidOpcode,
+            SqeError::Field => Status::InvalidField,
+        }
+    }
+}
+
+/// The specification's Zone Receive Action Specific value of a report filter.
+pub const fn filter_value(filter: ReportFilter) -> u8 {
+    match filter {
+        ReportFilter::All => 0,
+        ReportFilter::Empty => 1,
+        ReportFilter::ImplicitlyOpened => 2,
+        ReportFilter::ExplicitlyOpened => 3,
+        ReportFilter::Closed => 4,
+        ReportFilter::Full => 5,
+        ReportFilter::ReadOnly => 6,
+        ReportFilter::Offline => 7,
+    }
+}
+
+fn filter_of(value: u8) -> Option<ReportFilter> {
+    Some(match value {
+        0 => ReportFilter::All,
+        1 => ReportFilter::Empty,
+        2 => ReportFilter::ImplicitlyOpened,
+        3 => ReportFilter::ExplicitlyOpened,
+        4 => ReportFilter::Closed,
+        5 => ReportFilter::Full,
+        6 => ReportFilter::ReadOnly,
+        7 => ReportFilter::Offline,
+        _ => return None,
+    })
+}
+
+fn action_of(value: u8) -> Option<ZoneAction> {
+    [
+        ZoneAction::Close,
+        ZoneAction::Finish,
+        ZoneAction::Open,
+        ZoneAction::Reset,
+        ZoneAction::Offline,
+    ]
+    .into_iter()
+    .find(|a| a.spec_value() == value)
+}
+
+/// Bytes of a zone report of `zones` descriptors.
+pub const fn report_bytes(zones: u32) -> usize {
+    ZONE_REPORT_HEADER_BYTES + zones as usize * ZONE_DESCRIPTOR_BYTES
+}
+
+/// `command` as an I/O command (Read, Write, Flush, Zone Append, Zone Management Send and
+/// Receive) with command identifier `cid` on namespace `nsid`; `None` for commands that are
+/// not NVM or zoned I/O commands, or a transfer NVMe cannot express (more than 65,536 blocks,
+/// or none).
+pub fn io_sqe(command: &Command, cid: CommandId, nsid: u32) -> Option<Sqe> {
+    let blocks = |nlb: u32| (1..=0x1_0000).contains(&nlb).then(|| nlb - 1);
+    let sqe = match *command {
+        Command::Flush => Sqe::new(opcode::FLUSH, cid.0, nsid),
+        Command::Read { slba, nlb } | Command::Write { slba, nlb } => {
+            let op = if matches!(command, Command::Read { .. }) {
+                opcode::READ
+            } else {
+                opcode::WRITE
+            };
+            let mut sqe = Sqe::new(op, cid.0, nsid);
+            sqe.set_slba(slba);
+            sqe.set_cdw(12, blocks(nlb)?);
+            sqe
+        }
+        Command::ZoneAppend { zslba, nlb } => {
+            let mut sqe = Sqe::new(opcode::ZONE_APPEND, cid.0, nsid);
+            sqe.set_slba(zslba);
+            sqe.set_cdw(12, blocks(nlb)?);
+            sqe
+        }
+        Command::ZoneManagementSend {
+            slba,
+            action,
+            select_all,
+        } => {
+            let mut sqe = Sqe::new(opcode::ZONE_MANAGEMENT_SEND, cid.0, nsid);
+            sqe.set_slba(slba);
+            sqe.set_cdw(
+                13,
+                u32::from(action.spec_value()) | u32::from(select_all) << 8,
+            );
+            sqe
+        }
+        Command::ZoneManagementReceive {
+            slba,
+            filter,
+            max_zones,
+            partial,
+        } => {
+            let mut sqe = Sqe::new(opcode::ZONE_MANAGEMENT_RECEIVE, cid.0, nsid);
+            sqe.set_slba(slba);
+            let dwords = u32::try_from(report_bytes(max_zones) / 4).ok()?;
+            sqe.set_cdw(12, dwords - 1);
+            // Zone Receive Action 00h: Report Zones.
+            sqe.set_cdw(
+                13,
+                u32::from(filter_value(filter)) << 8 | u32::from(partial) << 16,
+            );
+            sqe
+        }
+        _ => return None,
+    };
+    Some(sqe)
+}
+
+/// The I/O command in `sqe` (see [`io_sqe`]).
+pub fn io_command(sqe: &Sqe) -> Result<Command, SqeError> {
+    let nlb = sqe.cdw(12) & 0xffff;
+    Ok(match sqe.opcode {
+        opcode::FLUSH => Command::Flush,
+        opcode::READ => Command::Read {
+            slba: sqe.slba(),
+            nlb: nlb + 1,
+        },
+        opcode::WRITE => Command::Write {
+            slba: sqe.slba(),
+            nlb: nlb + 1,
+        },
+        opcode::ZONE_APPEND => Command::ZoneAppend {
+            zslba: sqe.slba(),
+            nlb: nlb + 1,
+        },
+        opcode::ZONE_MANAGEMENT_SEND => Command::ZoneManagementSend {
+            slba: sqe.slba(),
+            action: action_of(sqe.cdw(13) as u8).ok_or(SqeError::Field)?,
+            select_all: sqe.cdw(13) >> 8 & 1 == 1,
+        },
+        opcode::ZONE_MANAGEMENT_RECEIVE => {
+            let cdw13 = sqe.cdw(13);
+            // Only Report Zones (00h), not the extended report.
+            if cdw13 & 0xff != 0 {
+                return Err(SqeError::Field);
+            }
+            let bytes = (u64::from(sqe.cdw(12)) + 1) * 4;
+            let descriptors = bytes.saturating_sub(ZONE_REPORT_HEADER_BYTES as u64)
+                / ZONE_DESCRIPTOR_BYTES as u64;
+            Command::ZoneManagementReceive {
+                slba: sqe.slba(),
+                filter: filter_of((cdw13 >> 8) as u8).ok_or(SqeError::Field)?,
+                max_zones: u32::try_from(descriptors).map_err(|_| SqeError::Field)?,
+                partial: cdw13 >> 16 & 1 == 1,
+            }
+        }
+        other => return Err(SqeError::Opcode(other)),
+    })
+}
+
+/// An Identify command for structure `cns` of command set `csi`.
+pub fn identify_sqe(cid: CommandId, nsid: u32, cns: u8, csi: u8) -> Sqe {
+    let mut sqe = Sqe::new(opcode::IDENTIFY, cid.0, nsid);
+    sqe.set_cdw(10, u32::from(cns));
+    sqe.set_cdw(11, u32::from(csi) << 24);
+    sqe
+}
+
+/// The structure (CNS) and command set (CSI) an Identify command asks for.
+pub fn identify_of(sqe: &Sqe) -> (u8, u8) {
+    (sqe.cdw(10) as u8, (sqe.cdw(11) >> 24) as u8)
+}
+
+/// Writes a zone report into `out` (at least [`report_bytes`] of `descriptors`): the number
+/// of matching zones, then each descriptor. Returns the bytes written.
+pub fn write_zone_report(nr_zones: u64, descriptors: &[ZoneDescriptor], out: &mut [u8]) -> usize {
+    let len = report_bytes(descriptors.len() as u32).min(out.len());
+    out[..len].fill(0);
+    put_u64(out, 0, nr_zones);
+    for (i, d) in descriptors.iter().enumerate() {
+        let at = ZONE_REPORT_HEADER_BYTES + i * ZONE_DESCRIPTOR_BYTES;
+        if at + ZONE_DESCRIPTOR_BYTES > out.len() {
+            break;
+        }
+        // Zone Type 2h: sequential write required.
+        out[at] = match d.zone_type {
+            ZoneType::SequentialWriteRequired => 0x2,
+        };
+        out[at + 1] = d.state.spec_value() << 4;
+        out[at + 2] = d.attrs;
+        put_u64(out, at + 8, d.zcap);
+        put_u64(out, at + 16, d.zslba);
+        put_u64(out, at + 24, d.wp);
+    }
+    len
+}
+
+fn state_of(value: u8) -> Option<ZoneState> {
+    [
+        ZoneState::Empty,
+        ZoneState::ImplicitlyOpened,
+        ZoneState::ExplicitlyOpened,
+        ZoneState::Closed,
+        ZoneState::Full,
+        ZoneState::ReadOnly,
+        ZoneState::Offline,
+    ]
+    .into_iter()
+    .find(|s| s.spec_value() == value)
+}
+
+/// The descriptor at index `i` of the zone report in `b`, if it is there and valid.
+pub fn zone_descriptor(b: &[u8], i: usize) -> Option<ZoneDescriptor> {
+    let at = ZONE_REPORT_HEADER_BYTES + i * ZONE_DESCRIPTOR_BYTES;
+    let d = b.get(at..at + ZONE_DESCRIPTOR_BYTES)?;
+    if d[0] & 0xf != 0x2 {
+        return None;
+    }
+    Some(ZoneDescriptor {
+        zone_type: ZoneType::SequentialWriteRequired,
+        state: state_of(d[1] >> 4)?,
+        attrs: d[2],
+        zcap: get_u64(d, 8),
+        zslba: get_u64(d, 16),
+        wp: get_u64(d, 24),
+    })
+}
+
+/// The number of matching zones in the zone report in `b`.
+pub fn zone_report_count(b: &[u8]) -> Option<u64> {
+    (b.len() >= 8).then(|| get_u64(b, 0))
+}
+
+/// Floor of log2 of `n` (at least 1).
+fn log2(n: u64) -> u32 {
+    63 - n.max(1).leading_zeros()
+}
+
+/// The Identify Namespace data structure (CNS 00h) of the zoned namespace: its size, capacity
+/// and use in LBAs, and one LBA format of `lba_bytes`.
+pub fn identify_namespace(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
+    let mut b = [0u8; IDENTIFY_BYTES];
+    put_u64(&mut b, 0, id.nsze_lbas); // NSZE
+    put_u64(&mut b, 8, id.nsze_lbas); // NCAP
+    put_u64(&mut b, 16, id.nsze_lbas); // NUSE
+    b[25] = 0; // NLBAF (0's based): one format
+    b[26] = 0; // FLBAS: format 0
+               // LBA Format 0: no metadata, LBA Data Size as a power of two.
+    put_u32(&mut b, 128, log2(u64::from(id.lba_bytes)) << 16);
+    b
+}
+
+/// The Zoned Namespace Command Set specific Identify Namespace data structure (CNS 05h, CSI
+/// 02h): the open and active limits (0's based; all ones for no limit) and the zone size of
+/// LBA format 0.
+pub fn identify_zns_namespace(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
+    let limit = |n: u32| n.checked_sub(1).unwrap_or(u32::MAX);
+    let mut b = [0u8; IDENTIFY_BYTES];
+    put_u32(&mut b, 4, limit(id.max_active)); // MAR
+    put_u32(&mut b, 8, limit(id.max_open)); // MOR
+                                            // LBA Format Extension 0: Zone Size; no zone descriptor extension.
+    put_u64(&mut b, 2816, id.zone_size_lbas);
+    b
+}
+
+/// The Zoned Namespace Command Set specific Identify Controller data structure (CNS 06h, CSI
+/// 02h): the Zone Append Size Limit, as a power of two of 4 KiB units (the minimum memory page
+/// size).
+pub fn identify_zns_controller(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
+    let mut b = [0u8; IDENTIFY_BYTES];
+    let bytes = u64::from(id.zasl_lbas) * u64::from(id.lba_bytes);
+    b[0] = log2(bytes / 4096) as u8;
+    b
+}
+
+/// What names a controller in Identify Controller.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ControllerNames<'a> {
+    /// Serial number (up to 20 ASCII characters).
+    pub serial: &'a str,
+    /// Model number (up to 40).
+    pub model: &'a str,
+    /// Firmware revision (up to 8).
+    pub firmware: &'a str,
+    /// NVM subsystem NVMe qualified name (up to 256 bytes).
+    pub subnqn: &'a str,
+}
+
+fn put_text(out: &mut [u8], at: usize, len: usize, text: &str, pad: u8) {
+    let field = &mut out[at..at + len];
+    field.fill(pad);
+    let n = text.len().min(len);
+    field[..n].copy_from_slice(&text.as_bytes()[..n]);
+}
+
+/// The Identify Controller data structure (CNS 01h) of a controller with one namespace.
+pub fn identify_controller(id: &IdentifyZns, names: &ControllerNames<'_>) -> [u8; IDENTIFY_BYTES] {
+    let mut b = [0u8; IDENTIFY_BYTES];
+    put_text(&mut b, 4, 20, names.serial, b' '); // SN
+    put_text(&mut b, 24, 40, names.model, b' '); // MN
+    put_text(&mut b, 64, 8, names.firmware, b' '); // FR
+                                                   // MDTS: a power of two of 4 KiB units.
+    let bytes = u64::from(id.mdts_lbas) * u64::from(id.lba_bytes);
+    b[77] = log2(bytes / 4096) as u8;
+    put_u32(&mut b, 80, 0x0002_0100); // VER: 2.1.0
+    b[512] = 0x66; // SQES: 64-byte entries
+    b[513] = 0x44; // CQES: 16-byte entries
+    put_u32(&mut b, 516, 1); // NN
+    b[525] = u8::from(id.volatile_write_cache); // VWC
+    put_text(&mut b, 768, 256, names.subnqn, 0); // SUBNQN
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zns::NandInfo;
+
+    /// A Read as the specification lays it out, byte by byte.
+    #[test]
+    fn golden_read() {
+        let read = Command::Read {
+            slba: 0x1122_3344_5566_7788,
+            nlb: 8,
+        };
+        let sqe = io_sqe(&read, CommandId(0xabcd), 1).expect("a read");
+        let mut want = [0u8; SQE_BYTES];
+        want[0] = 0x02;
+        want[2..4].copy_from_slice(&[0xcd, 0xab]);
+        want[4] = 1;
+        want[40..48].copy_from_slice(&[0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11]);
+        want[48] = 7; // 0's based
+        assert_eq!(sqe.to_bytes(), want);
+        assert_eq!(io_command(&Sqe::from_bytes(&want)), Ok(read));
+    }
+
+    #[test]
+    fn golden_zone_commands() {
+        let append = io_sqe(
+            &Command::ZoneAppend {
+                zslba: 0x100,
+                nlb: 1,
+            },
+            CommandId(2),
+            1,
+        )
+        .expect("an append");
+        let b = append.to_bytes();
+        assert_eq!((b[0], b[40], b[41], b[48]), (0x7d, 0x00, 0x01, 0));
+
+        let reset_all = io_sqe(
+            &Command::ZoneManagementSend {
+                slba: 0,
+                action: ZoneAction::Reset,
+                select_all: true,
+            },
+            CommandId(3),
+            1,
+        )
+        .expect("a send");
+        let b = reset_all.to_bytes();
+        // CDW13 at bytes 55:52: Zone Send Action 04h, Select All in bit 8.
+        assert_eq!((b[0], b[52], b[53]), (0x79, 0x04, 0x01));
+
+        let report = Command::ZoneManagementReceive {
+            slba: 0x200,
+            filter: ReportFilter::Closed,
+            max_zones: 3,
+            partial: true,
+        };
+        let b = io_sqe(&report, CommandId(4), 1)
+            .expect("a receive")
+            .to_bytes();
+        // NUMD: (64 + 3 * 64) / 4 - 1 = 63; Report Zones with the Closed option (04h),
+        // Partial Report in bit 16.
+        assert_eq!(
+            (b[0], b[48], b[52], b[53], b[54]),
+            (0x7a, 63, 0x00, 0x04, 0x01)
+        );
+        assert_eq!(io_command(&Sqe::from_bytes(&b)), Ok(report));
+    }
+
+    #[test]
+    fn unknown_opcodes_and_fields_are_refused() {
+        let mut sqe = Sqe::new(0x05, 1, 1);
+        assert_eq!(io_command(&sqe), Err(SqeError::Opcode(0x05)));
+        assert_eq!(SqeError::Opcode(5).status(), Status::InvalidOpcode);
+        sqe.opcode = opcode::ZONE_MANAGEMENT_SEND;
+        sqe.set_cdw(13, 0x09);
+        assert_eq!(io_command(&sqe), Err(SqeError::Field));
+        sqe.opcode = opcode::ZONE_MANAGEMENT_RECEIVE;
+        sqe.set_cdw(13, 0x01); // the extended report
+        assert_eq!(io_command(&sqe), Err(SqeError::Field));
+        assert!(io_sqe(&Command::Read { slba: 0, nlb: 0 }, CommandId(0), 1).is_none());
+        assert!(io_sqe(&Command::GetHealth, CommandId(0), 1).is_none());
+    }
+
+    /// A Zone Append's completion: the assigned LBA in dwords 0 and 1; a failure's status
+    /// (Zone Is Full, 1B9h) in dword 3 bits 31:17 with Do Not Retry.
+    #[test]
+    fn golden_completions() {
+        let done = Completion {
+            cid: CommandId(0x1234),
+            status: Status::Success,
+            result: CommandResult::Lba(0x1_0000_0002),
+        };
+        let b = Cqe::of(&done, 1, 5, true).to_bytes();
+        assert_eq!(
+            b,
+            [2, 0, 0, 0, 1, 0, 0, 0, 5, 0, 1, 0, 0x34, 0x12, 0x01, 0x00]
+        );
+        let full = Completion::status(CommandId(7), Status::ZoneFull);
+        let cqe = Cqe::of(&full, 1, 0, false);
+        let b = cqe.to_bytes();
+        let dw3 = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        assert_eq!(dw3 >> 17 & 0xff, 0xb9, "status code");
+        assert_eq!(dw3 >> 25 & 0x7, 0x1, "status code type: command specific");
+        assert_eq!(dw3 >> 31, 1, "do not retry");
+        assert_eq!(Cqe::from_bytes(&b), cqe);
+    }
+
+    #[test]
+    fn golden_zone_report() {
+        let d = ZoneDescriptor {
+            zone_type: ZoneType::SequentialWriteRequired,
+            state: ZoneState::ImplicitlyOpened,
+            attrs: 0,
+            zcap: 0x80,
+            zslba: 0x100,
+            wp: 0x102,
+        };
+        let mut out = [0xffu8; 256];
+        assert_eq!(write_zone_report(9, &[d], &mut out), 128);
+        assert_eq!(out[..8], [9, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(out[8..64].iter().all(|&b| b == 0));
+        assert_eq!(out[64], 0x02, "zone type: sequential write required");
+        assert_eq!(out[65], 0x20, "zone state 2h in bits 7:4");
+        assert_eq!(out[72..80], [0x80, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(out[80..88], [0x00, 0x01, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(out[88..96], [0x02, 0x01, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(zone_report_count(&out), Some(9));
+        assert_eq!(zone_descriptor(&out, 0), Some(d));
+    }
+
+    fn identify() -> IdentifyZns {
+        IdentifyZns {
+            lba_bytes: 4096,
+            nsze_lbas: 30 * 256,
+            zone_size_lbas: 256,
+            zone_cap_lbas: 256,
+            nr_zones: 30,
+            max_open: 14,
+            max_active: 0,
+            zasl_lbas: 32,
+            mdts_lbas: 256,
+            volatile_write_cache: true,
+            cross_zone_read: true,
+            nand: NandInfo {
+                channels: 2,
+                dies_per_channel: 2,
+                blocks_per_die: 32,
+                pages_per_block: 32,
+                page_bytes: 4096,
+                spare_bytes: 64,
+            },
+            programs: crate::program::ProgramResources {
+                slots: 4,
+                range_sets: 8,
+                max_extents: 256,
+                max_output_bytes: 1 << 20,
+            },
+        }
+    }
+
+    #[test]
+    fn golden_identify() {
+        let sqe = identify_sqe(CommandId(1), 1, cns::CSI_NAMESPACE, csi::ZONED);
+        let b = sqe.to_bytes();
+        // CNS in CDW10 bits 7:0 (byte 40), CSI in CDW11 bits 31:24 (byte 47).
+        assert_eq!((b[0], b[40], b[47]), (0x06, 0x05, 0x02));
+        assert_eq!(identify_of(&Sqe::from_bytes(&b)), (0x05, 0x02));
+
+        let id = identify();
+        let ns = identify_namespace(&id);
+        assert_eq!(ns[..8], 7680u64.to_le_bytes());
+        assert_eq!(ns[130], 12, "LBA data size 2^12");
+        let zns = identify_zns_namespace(&id);
+        assert_eq!(zns[4..8], u32::MAX.to_le_bytes(), "no active limit");
+        assert_eq!(zns[8..12], 13u32.to_le_bytes(), "MOR is 0's based");
+        assert_eq!(zns[2816..2824], 256u64.to_le_bytes(), "zone size");
+        assert_eq!(
+            identify_zns_controller(&id)[0],
+            5,
+            "ZASL: 128 KiB = 2^5 x 4 KiB"
+        );
+        let names = ControllerNames {
+            serial: "CSD0001",
+            model: "csd",
+            firmware: "0.1",
+            subnqn: "nqn.2026-12.org.csd:dev",
+        };
+        let ctrl = identify_controller(&id, &names);
+        assert_eq!(&ctrl[4..11], b"CSD0001");
+        assert_eq!(ctrl[11], b' ');
+        assert_eq!(ctrl[77], 8, "MDTS: 1 MiB = 2^8 x 4 KiB");
+        assert_eq!(
+            (ctrl[512], ctrl[513], ctrl[516], ctrl[525]),
+            (0x66, 0x44, 1, 1)
+        );
+        assert_eq!(
+            &ctrl[768..768 + names.subnqn.len()],
+            names.subnqn.as_bytes()
+        );
+        assert_eq!(ctrl[768 + names.subnqn.len()], 0);
+    }
+}
