@@ -77,6 +77,9 @@ pub enum Status {
     /// Access Denied (media 86h): the host may not change what it asked to change (a raw
     /// write to a running device's zones while a file system holds them).
     AccessDenied,
+    /// Command Sequence Error (generic 0Ch): a command before the one it depends on (an NVMe
+    /// over Fabrics command before Connect, or before the controller is enabled).
+    CommandSequenceError,
 }
 
 impl Status {
@@ -109,6 +112,7 @@ impl Status {
             Status::InvalidMemoryRange => 0x706,
             Status::CapacityExceeded => 0x081,
             Status::AccessDenied => 0x286,
+            Status::CommandSequenceError => 0x00C,
         }
     }
 
@@ -141,6 +145,7 @@ impl Status {
             Status::InvalidMemoryRange => "Invalid Memory Range",
             Status::CapacityExceeded => "Capacity Exceeded",
             Status::AccessDenied => "Access Denied",
+            Status::CommandSequenceError => "Command Sequence Error",
         }
     }
 

@@ -27,6 +27,7 @@ pub use ::lfs;
 pub mod link;
 pub mod loader;
 pub mod nand;
+pub mod nvmf;
 pub mod offload;
 pub mod units;
 pub mod zonemap;

@@ -35,6 +35,19 @@ impl RunningDevice {
         }
     }
 
+    /// `csd device start IMAGE ARGS --json`; panics if it fails.
+    pub fn start_with(image: &Path, args: &[&str]) -> RunningDevice {
+        let mut argv: Vec<OsString> = vec!["device".into(), "start".into(), image.into()];
+        argv.extend(args.iter().map(OsString::from));
+        argv.push("--json".into());
+        let json = csd_json(&argv);
+        let pid = json["pid"].as_u64().expect("device start reports its pid") as u32;
+        RunningDevice {
+            image: image.to_path_buf(),
+            pid,
+        }
+    }
+
     /// `csd device stop IMAGE`: its output if it stopped, or why not.
     pub fn stop(&mut self) -> Result<String, String> {
         let out = csd(["device".as_ref(), "stop".as_ref(), self.image.as_os_str()]);

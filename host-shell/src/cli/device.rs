@@ -49,9 +49,39 @@ pub struct StartArgs {
     /// The daemon's log [default: IMAGE.log].
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Also serve the device to NVMe/TCP hosts (`nvme connect -t tcp`) on ADDR:PORT, or on
+    /// PORT of the loopback interface.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = listen_arg)]
+    nvme_tcp: Option<std::net::SocketAddr>,
+    /// The NVMe/TCP subsystem's name [default: nqn.2026-12.dev.csd:IMAGE-FILE-NAME].
+    #[arg(long, value_name = "NQN", requires = "nvme_tcp")]
+    nqn: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `ADDR:PORT`, or `PORT` on the loopback interface.
+fn listen_arg(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|_| format!("{text:?} is not ADDR:PORT (for example 127.0.0.1:4420) or a port"))
+}
+
+impl StartArgs {
+    /// The subsystem's NQN.
+    fn nqn(&self) -> String {
+        self.nqn.clone().unwrap_or_else(|| {
+            let name = self
+                .image
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "device".into());
+            format!("nqn.2026-12.dev.csd:{name}")
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -150,12 +180,16 @@ fn start(args: &StartArgs) -> anyhow::Result<()> {
             args.image.display()
         );
     }
-    let argv: Vec<std::ffi::OsString> = vec![
+    let mut argv: Vec<std::ffi::OsString> = vec![
         "device".into(),
         "start".into(),
         args.image.clone().into(),
         "--foreground".into(),
     ];
+    if let Some(addr) = args.nvme_tcp {
+        argv.extend(["--nvme-tcp".into(), addr.to_string().into()]);
+        argv.extend(["--nqn".into(), args.nqn().into()]);
+    }
     let log = super::daemon::log_path(&args.image, args.log.as_deref());
     let mut daemon = super::daemon::Daemon::spawn("the device daemon", &argv, log)?;
     let bar = spinner("powering on");
@@ -163,12 +197,15 @@ fn start(args: &StartArgs) -> anyhow::Result<()> {
     bar.finish_and_clear();
     ready?;
     let socket = running::socket_path(&args.image);
+    let nvme_tcp = args.nvme_tcp.map(|addr| (addr.to_string(), args.nqn()));
     if args.json {
         return print_json(&json!({
             "image": args.image.display().to_string(),
             "pid": daemon.pid(),
             "socket": socket.display().to_string(),
             "log": daemon.log().display().to_string(),
+            "nvme_tcp": nvme_tcp.as_ref().map(|(addr, _)| addr),
+            "nqn": nvme_tcp.as_ref().map(|(_, nqn)| nqn),
         }));
     }
     println!(
@@ -178,6 +215,9 @@ fn start(args: &StartArgs) -> anyhow::Result<()> {
         socket.display(),
         daemon.log().display()
     );
+    if let Some((addr, nqn)) = nvme_tcp {
+        println!("NVMe/TCP: {nqn} on {addr}");
+    }
     Ok(())
 }
 
@@ -199,8 +239,32 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&socket);
     let listener = std::os::unix::net::UnixListener::bind(&socket)
         .with_context(|| format!("could not listen on {}", socket.display()))?;
+    // The NVMe/TCP listener first: a port in use fails the start, with nothing running yet.
+    let nvme_tcp = match args.nvme_tcp {
+        Some(addr) => Some(
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("could not listen for NVMe/TCP hosts on {addr}"))?,
+        ),
+        None => None,
+    };
     let server = running::Server::new(device.driver());
     let stop = server.stopper();
+    let target = nvme_tcp.map(|listener| {
+        let target = host_shell::nvmf::Target::new(device.driver(), &args.nqn());
+        let serving = std::sync::Arc::clone(&target);
+        let nqn = args.nqn();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        std::thread::spawn(move || {
+            host_shell::daemon::log(format_args!("NVMe/TCP: serving {nqn} on {addr}"));
+            if let Err(e) = serving.serve(listener) {
+                host_shell::daemon::log(format_args!("NVMe/TCP: the listener failed: {e}"));
+            }
+        });
+        target
+    });
     std::thread::Builder::new()
         .name("csd-signals".into())
         .spawn(move || {
@@ -216,6 +280,9 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
         socket.display()
     ));
     let served = server.run(listener, Duration::from_secs(10));
+    if let Some(target) = &target {
+        target.stop();
+    }
     let _ = std::fs::remove_file(&socket);
     drop(server);
     let closed = device.close();

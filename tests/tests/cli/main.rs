@@ -4,5 +4,6 @@
 
 mod device;
 mod kernel;
+mod nvme_tcp;
 mod running;
 mod zone;
