@@ -531,10 +531,20 @@ impl<'t> Queue<'t> {
                 self.with_data(sqe, data)
             }
             admin::GET_LOG_PAGE => {
-                // Number of dwords, 0's based: lower half in CDW10 31:16, upper in CDW11 15:0.
+                // Number of dwords, 0's based: lower half in CDW10 31:16, upper in CDW11 15:0;
+                // the log page offset in CDW12 and CDW13.
                 let numd = (sqe.cdw(10) >> 16) | (sqe.cdw(11) & 0xffff) << 16;
-                let len = ((numd as usize) + 1) * 4;
-                self.with_data(sqe, vec![0u8; len.min(64 * 1024)])
+                let len = (((numd as usize) + 1) * 4).min(64 * 1024);
+                let offset = (u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32) as usize;
+                let page = match sqe.cdw(10) as u8 {
+                    LOG_COMMANDS_SUPPORTED => commands_supported(),
+                    // Error information, SMART / health, changed zones, the rest: nothing to
+                    // report.
+                    _ => Vec::new(),
+                };
+                let mut data: Vec<u8> = page.into_iter().skip(offset).take(len).collect();
+                data.resize(len, 0);
+                self.with_data(sqe, data)
             }
             admin::SET_FEATURES | admin::GET_FEATURES => {
                 // Number of Queues (07h): the I/O queues granted, 0's based, in dword 0.
@@ -648,6 +658,45 @@ impl<'t> Queue<'t> {
         data.truncate(len);
         Ok(data)
     }
+}
+
+/// Log page 05h: Commands Supported and Effects.
+const LOG_COMMANDS_SUPPORTED: u8 = 0x05;
+
+/// The Commands Supported and Effects log: one dword per admin opcode (bytes 1023:0), then per
+/// I/O opcode (from byte 1024); bit 0 says the command is supported, bit 1 that it may change
+/// logical blocks' content (the same page for every command set).
+fn commands_supported() -> Vec<u8> {
+    const SUPPORTED: u32 = 1;
+    const CHANGES_CONTENT: u32 = 1 << 1;
+    let mut page = vec![0u8; 4096];
+    let mut set = |at: usize, effects: u32| {
+        page[at * 4..at * 4 + 4].copy_from_slice(&effects.to_le_bytes());
+    };
+    for op in [
+        admin::GET_LOG_PAGE,
+        admin::IDENTIFY,
+        admin::SET_FEATURES,
+        admin::GET_FEATURES,
+        admin::ASYNC_EVENT_REQUEST,
+        admin::KEEP_ALIVE,
+    ] {
+        set(usize::from(op), SUPPORTED);
+    }
+    for (op, effects) in [
+        (nvme::opcode::FLUSH, SUPPORTED),
+        (nvme::opcode::WRITE, SUPPORTED | CHANGES_CONTENT),
+        (nvme::opcode::READ, SUPPORTED),
+        (
+            nvme::opcode::ZONE_MANAGEMENT_SEND,
+            SUPPORTED | CHANGES_CONTENT,
+        ),
+        (nvme::opcode::ZONE_MANAGEMENT_RECEIVE, SUPPORTED),
+        (nvme::opcode::ZONE_APPEND, SUPPORTED | CHANGES_CONTENT),
+    ] {
+        set(256 + usize::from(op), effects);
+    }
+    page
 }
 
 /// Fills in what Identify Controller says of a controller over a fabric.

@@ -36,7 +36,15 @@ const PACKAGES: &[Package] = &[
     },
     Package {
         name: "fio",
-        why: "file-system benchmarks and load tests",
+        why: "file-system benchmarks and load tests (and, copied into the Linux guest, zoned writes over NVMe/TCP)",
+    },
+    Package {
+        name: "nvme-cli",
+        why: "nvme, copied into the Linux guest of cargo xtask guest",
+    },
+    Package {
+        name: "busybox-static",
+        why: "the Linux guest's shell and tools, and the cpio that packs its initramfs",
     },
     Package {
         name: "bindfs",
@@ -85,11 +93,18 @@ const PACKAGES: &[Package] = &[
     },
 ];
 
-/// QEMU with the `mps3-an536` (Cortex-R52) machine: bookworm-backports only.
-const QEMU: Package = Package {
-    name: "qemu-system-arm",
-    why: "runs the Cortex-R52 board image",
-};
+/// QEMU with the `mps3-an536` (Cortex-R52) machine, and the x86-64 QEMU of the Linux guest:
+/// bookworm-backports only (both, so that they share one qemu-system-common).
+const QEMU: [Package; 2] = [
+    Package {
+        name: "qemu-system-arm",
+        why: "runs the Cortex-R52 board image",
+    },
+    Package {
+        name: "qemu-system-x86",
+        why: "runs the Linux guest of cargo xtask guest (qemu-system-x86_64)",
+    },
+];
 
 /// A crate whose binary `cargo install --locked` puts in cargo's bin folder, at a pinned
 /// version (the suites' results are compared run to run, so the suite must not move).
@@ -125,7 +140,7 @@ pub const CROSS_TOOLCHAIN: &str = "debian-cross";
 pub fn run() -> Result<()> {
     check_rust_components()?;
     let missing: Vec<&Package> = PACKAGES.iter().filter(|p| !installed(p.name)).collect();
-    let qemu_ok = qemu_has_board();
+    let qemu_ok = qemu_ready();
     let missing_users: Vec<&str> = USERS.into_iter().filter(|u| !user_ready(u)).collect();
     let missing_tools: Vec<&Tool> = TOOLS.into_iter().filter(|t| !t.ready()).collect();
     if missing.is_empty()
@@ -151,7 +166,9 @@ pub fn run() -> Result<()> {
         steps.push(Step::Install(missing.iter().map(|p| p.name).collect()));
     }
     if !qemu_ok {
-        steps.push(Step::InstallBackports(QEMU.name));
+        steps.push(Step::InstallBackports(
+            QEMU.iter().map(|p| p.name).collect(),
+        ));
     }
     for user in &missing_users {
         eprintln!("deps: missing the user {user} (pjdfstest runs tests as it)");
@@ -164,10 +181,9 @@ pub fn run() -> Result<()> {
         eprintln!("deps: missing {} ({})", p.name, p.why);
     }
     if !qemu_ok {
-        eprintln!(
-            "deps: missing {} from {BACKPORTS} ({})",
-            QEMU.name, QEMU.why
-        );
+        for p in &QEMU {
+            eprintln!("deps: missing {} from {BACKPORTS} ({})", p.name, p.why);
+        }
     }
 
     if !steps.is_empty() && !is_root() {
@@ -252,7 +268,7 @@ enum Step {
     },
     Update,
     Install(Vec<&'static str>),
-    InstallBackports(&'static str),
+    InstallBackports(Vec<&'static str>),
     /// A user without a home; its group is the one of the same name (made if missing).
     AddUser {
         name: &'static str,
@@ -281,9 +297,9 @@ impl Step {
                 cmd.args(names);
                 Some(cmd)
             }
-            Step::InstallBackports(name) => {
+            Step::InstallBackports(names) => {
                 let mut cmd = apt_install();
-                cmd.args(["-t", BACKPORTS, name]);
+                cmd.args(["-t", BACKPORTS]).args(names);
                 Some(cmd)
             }
             Step::AddUser { name, group_exists } => {
@@ -402,6 +418,11 @@ impl Tool {
 }
 
 /// Whether the installed QEMU has the Cortex-R52 board.
+/// Both QEMUs: the ARM one with the board's machine, and the x86-64 one.
+fn qemu_ready() -> bool {
+    qemu_has_board() && cmd::on_path("qemu-system-x86_64")
+}
+
 fn qemu_has_board() -> bool {
     Command::new("qemu-system-arm")
         .args(["-machine", "help"])

@@ -20,6 +20,7 @@ mod board;
 mod cmd;
 mod demo;
 mod deps;
+mod guest;
 mod kernels;
 mod posix;
 mod reliability;
@@ -70,6 +71,9 @@ enum Task {
     /// Unmount what a `posix` run left under DIR once stdin closes (started by that run).
     #[command(hide = true)]
     PosixJanitor { dir: PathBuf },
+    /// Boot a Linux guest that attaches a running csd device over NVMe/TCP with Linux's own
+    /// driver, and check what it sees (nvme-cli, blkzone, fio in zbd mode).
+    Guest,
     /// Build, run, test or measure the Cortex-R52 board image.
     Board {
         #[command(subcommand)]
@@ -86,6 +90,7 @@ fn main() {
         Task::Kernels => kernels::build().map(|_| ()),
         Task::Bench { quick } => bench::run(quick),
         Task::Board { action } => board::run(action),
+        Task::Guest => guest::run(),
         Task::Reliability { long, minutes } => reliability::run(long, minutes),
         Task::Posix(options) => posix::run(&options),
         Task::PosixJanitor { dir } => posix::janitor(&dir),

@@ -1,0 +1,40 @@
+#!/bin/busybox sh
+# The Linux guest of `cargo xtask guest`: attaches a csd device over NVMe/TCP with Linux's own
+# nvme-tcp driver, then looks at it and writes to it with the usual tools. Lines that start
+# with "GUEST:" are what the host checks.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+# The modules in dependency order (the virtio network, then the NVMe/TCP host).
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
+         failover net_failover virtio_net nvme-fabrics nvme-tcp; do
+  insmod "/modules/$m.ko" || echo "GUEST: insmod $m failed"
+done
+# csd.port=... and csd.nqn=... from the kernel command line.
+for a in $(cat /proc/cmdline); do
+  case $a in csd.port=*) port=${a#*=};; csd.nqn=*) nqn=${a#*=};; esac
+done
+# QEMU's user-mode network: the gateway 10.0.2.2 is the host's loopback.
+ip link set lo up
+ip link set eth0 up
+ip addr add 10.0.2.15/24 dev eth0
+ip route add default via 10.0.2.2
+echo "GUEST: up $(cut -d' ' -f1 /proc/uptime)"
+hostid=0c5d0000-0000-4000-8000-000000000001
+nvme connect -t tcp -a 10.0.2.2 -s "$port" -n "$nqn" \
+  --hostnqn="nqn.2014-08.org.nvmexpress:uuid:$hostid" --hostid="$hostid"
+echo "GUEST: connect $?"
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/nvme0n1 ] && break; sleep 1; done
+nvme list
+echo "GUEST: zoned $(cat /sys/block/nvme0n1/queue/zoned)"
+blkzone report -c 4 /dev/nvme0n1
+fio --name=zbd --filename=/dev/nvme0n1 --direct=1 --zonemode=zbd --rw=write --bs=64k \
+  --offset=0 --size=4M --verify=crc32c --ioengine=psync
+echo "GUEST: fio $?"
+echo "GUEST: zones after fio"
+nvme zns report-zones /dev/nvme0n1 -d 8
+nvme disconnect-all
+echo "GUEST: done"
+poweroff -f
