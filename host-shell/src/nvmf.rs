@@ -106,9 +106,10 @@ struct Controller {
 }
 
 /// The target: one subsystem over one device.
-#[derive(Debug)]
 pub struct Target {
     driver: Driver,
+    /// Whether zone-changing commands are refused now (a file system holds the zones).
+    zones_held: Box<dyn Fn() -> bool + Send + Sync>,
     nqn: String,
     serial: String,
     controllers: Mutex<HashMap<u16, Controller>>,
@@ -116,12 +117,27 @@ pub struct Target {
     stop: AtomicBool,
 }
 
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("nqn", &self.nqn)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Target {
-    /// A target serving the device behind `driver` as subsystem `nqn`.
-    pub fn new(driver: Driver, nqn: &str) -> Arc<Self> {
+    /// A target serving the device behind `driver` as subsystem `nqn`; while `zones_held`
+    /// says so, commands that change zones complete with Access Denied (a file system on the
+    /// running device owns them).
+    pub fn new(
+        driver: Driver,
+        nqn: &str,
+        zones_held: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Arc<Self> {
         let serial = format!("CSD{:08X}", crc32(nqn.as_bytes()));
         Arc::new(Target {
             driver,
+            zones_held: Box::new(zones_held),
             nqn: nqn.to_string(),
             serial,
             controllers: Mutex::new(HashMap::new()),
@@ -572,6 +588,19 @@ impl<'t> Queue<'t> {
             Ok(c) => c,
             Err(e) => return Ok(self.done(sqe, e.status())),
         };
+        let changes_zones = matches!(
+            command,
+            Command::Write { .. } | Command::ZoneAppend { .. } | Command::ZoneManagementSend { .. }
+        );
+        if changes_zones && (self.target.zones_held)() {
+            // The host's write data must still be taken off the connection.
+            if let Command::Write { nlb, .. } | Command::ZoneAppend { nlb, .. } = command {
+                if in_capsule.is_empty() {
+                    self.receive(sqe.cid, nlb as usize * LBA_BYTES as usize)?;
+                }
+            }
+            return Ok(self.done(sqe, Status::AccessDenied));
+        }
         let driver = &self.target.driver;
         let outcome = match command {
             Command::ZoneManagementReceive {

@@ -170,6 +170,7 @@ where
 
 pub mod mapping;
 pub mod mount;
+pub mod nvme_host;
 pub mod reference;
 pub mod reliability;
 pub mod running;

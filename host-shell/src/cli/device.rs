@@ -250,7 +250,8 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
     let server = running::Server::new(device.driver());
     let stop = server.stopper();
     let target = nvme_tcp.map(|listener| {
-        let target = host_shell::nvmf::Target::new(device.driver(), &args.nqn());
+        let target =
+            host_shell::nvmf::Target::new(device.driver(), &args.nqn(), server.file_system_held());
         let serving = std::sync::Arc::clone(&target);
         let nqn = args.nqn();
         let addr = listener

@@ -297,6 +297,13 @@ impl Server {
         }
     }
 
+    /// Whether a file-system session holds the device now (others may then not change zones):
+    /// for the device's other front ends, such as the NVMe/TCP target.
+    pub fn file_system_held(&self) -> impl Fn() -> bool + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move || shared.lock().file_system.is_some()
+    }
+
     /// A flag that ends [`Server::run`] when set (a stop signal).
     pub fn stopper(&self) -> impl Fn() + Send + 'static {
         let shared = Arc::clone(&self.shared);

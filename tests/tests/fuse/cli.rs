@@ -274,3 +274,47 @@ fn a_mount_shares_a_running_device() {
     m.mount();
     assert_eq!(fs::read(m.path("data")).expect("read"), data);
 }
+
+/// An NVMe/TCP host obeys the running device's rules too: while the file system is mounted on
+/// it, the host's Zone Append completes with Access Denied and the file is intact; after the
+/// unmount the same append succeeds.
+#[test]
+fn nvme_tcp_writes_wait_for_the_mount() {
+    use tests::nvme_host::{free_port, io_sqe, Host, SGL_IN_CAPSULE};
+    const NQN: &str = "nqn.2026-12.dev.csd:fuse";
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 13) as u8).collect();
+    let mut m = Mount::new(&[], &[]);
+    m.unmount();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let port: u16 = listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let device =
+        tests::running::RunningDevice::start_with(&m.image, &["--nvme-tcp", &listen, "--nqn", NQN]);
+    m.mount();
+    fs::write(m.path("kept"), &data).expect("write");
+
+    let mut admin = Host::connect(port);
+    let cntlid = admin.fabrics_connect(NQN, 0, 0xffff).dw0 as u16;
+    assert_eq!(admin.property(Some(1 | 6 << 16 | 4 << 20), 0x14).status, 0);
+    let mut io = Host::connect(port);
+    assert_eq!(io.fabrics_connect(NQN, 1, cntlid).status, 0);
+    // The last zone: the file system has not written it.
+    let zones = tests::csd_json(["zone", "report", &m.image.display().to_string(), "--json"]);
+    let last = zones.as_array().and_then(|z| z.last()).expect("zones");
+    let zslba = last["zslba"].as_u64().expect("zslba");
+    let append = io_sqe(&mut io, 0x7d, zslba, 1, SGL_IN_CAPSULE, 4096);
+    let (cqe, _) = io.call(&append, &[0x5a; 4096]);
+    assert_eq!(cqe.status, 0x286, "Access Denied while mounted: {cqe:?}");
+    assert_eq!(fs::read(m.path("kept")).expect("read"), data);
+    m.unmount();
+    let append = io_sqe(&mut io, 0x7d, zslba, 1, SGL_IN_CAPSULE, 4096);
+    let (cqe, _) = io.call(&append, &[0x5a; 4096]);
+    assert_eq!(cqe.status, 0, "allowed once unmounted: {cqe:?}");
+    drop((admin, io));
+    drop(device);
+    m.mount();
+    assert_eq!(fs::read(m.path("kept")).expect("read"), data);
+}
