@@ -38,11 +38,15 @@ use std::{
 use common::{
     command::{Command, CommandId, CommandResult, Completion},
     nvme::{self, Cqe, Sqe},
+    program::{ExecFault, ExecOutcome, Extent, ProgramOp},
     zns::IdentifyZns,
     Status, LBA_BYTES,
 };
 
-use crate::driver::{Driver, DriverError};
+use crate::{
+    driver::{Driver, DriverError},
+    offload::{Engine, Job, Kernel},
+};
 
 /// PDU types.
 mod pdu {
@@ -58,6 +62,24 @@ mod pdu {
     /// C2HData flags: the last PDU of the transfer.
     pub const LAST_PDU: u8 = 1 << 2;
 }
+
+/// This project's own commands, in NVMe's vendor-specific opcode ranges (admin C0h-FFh, I/O
+/// 80h-FFh), until the Computational Programs command set's layouts can be checked against the
+/// specification: Load Program (admin C1h: program index in CDW10 bits 7:0, the kernel's ELF
+/// object or linked image as data) and Execute Program (I/O C2h: program index in CDW10 bits
+/// 7:0, the first LBA in CDW12 and CDW13, the number of LBAs, 0's based, in CDW14, `param0` in
+/// CDW2 and CDW3, `param1` in CDW15; the kernel's output as data, its return value in
+/// completion dwords 0 and 1).
+pub mod csd_opcode {
+    pub const LOAD_PROGRAM: u8 = 0xC1;
+    pub const EXECUTE_PROGRAM: u8 = 0xC2;
+}
+
+/// What an engine needs kept alive (the session its driver runs over).
+pub type Keep = Box<dyn std::any::Any + Send + Sync>;
+
+/// Program indexes a controller holds.
+const PROGRAMS: usize = 16;
 
 /// Admin opcodes this target serves.
 mod admin {
@@ -100,14 +122,20 @@ const MAX_PDU: u32 = MAX_H2C_DATA + 4096;
 const CONNECT_INVALID_PARAMETERS: u16 = 0x182;
 
 /// What a controller remembers between its queues.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Controller {
     cc: u32,
+    /// Kernels loaded with Load Program, by program index.
+    programs: HashMap<u8, Kernel>,
 }
 
 /// The target: one subsystem over one device.
 pub struct Target {
     driver: Driver,
+    /// Runs kernels: an engine on program slots the running device gives this target, made
+    /// at the first run.
+    engine: Box<dyn Fn() -> Option<(Engine, Keep)> + Send + Sync>,
+    engine_made: Mutex<Option<Option<(Arc<Engine>, Keep)>>>,
     /// Whether zone-changing commands are refused now (a file system holds the zones).
     zones_held: Box<dyn Fn() -> bool + Send + Sync>,
     nqn: String,
@@ -129,14 +157,21 @@ impl Target {
     /// A target serving the device behind `driver` as subsystem `nqn`; while `zones_held`
     /// says so, commands that change zones complete with Access Denied (a file system on the
     /// running device owns them).
+    ///
+    /// `engine` makes the engine kernels run on, with what must live as long as it (called
+    /// once, at the first run: the running device's sessions hand out program slots, so it is
+    /// an engine on a session's driver, and the session is kept).
     pub fn new(
         driver: Driver,
         nqn: &str,
         zones_held: impl Fn() -> bool + Send + Sync + 'static,
+        engine: impl Fn() -> Option<(Engine, Keep)> + Send + Sync + 'static,
     ) -> Arc<Self> {
         let serial = format!("CSD{:08X}", crc32(nqn.as_bytes()));
         Arc::new(Target {
             driver,
+            engine: Box::new(engine),
+            engine_made: Mutex::new(None),
             zones_held: Box::new(zones_held),
             nqn: nqn.to_string(),
             serial,
@@ -146,9 +181,16 @@ impl Target {
         })
     }
 
-    /// Ends [`Target::serve`] (connections in progress end with their hosts).
+    /// Ends [`Target::serve`] and lets go of the engine's session (connections in progress
+    /// end with their hosts).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        let made = self
+            .engine_made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(made);
     }
 
     /// Accepts connections on `listener` until stopped, each on its own thread.
@@ -184,6 +226,18 @@ impl Target {
 
     fn identify(&self) -> IdentifyZns {
         *self.driver.info()
+    }
+
+    /// The engine kernels run on (made at the first call), or `None` if it cannot be made
+    /// or the target stopped.
+    fn engine(&self) -> Option<Arc<Engine>> {
+        if self.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut made = self.engine_made.lock().unwrap_or_else(|p| p.into_inner());
+        made.get_or_insert_with(|| (self.engine)().map(|(e, keep)| (Arc::new(e), keep)))
+            .as_ref()
+            .map(|(engine, _)| Arc::clone(engine))
     }
 
     fn with_controller<T>(&self, cntlid: u16, f: impl FnOnce(&mut Controller) -> T) -> Option<T> {
@@ -413,7 +467,10 @@ impl<'t> Queue<'t> {
             return Ok(self.done(sqe, Status::CommandSequenceError));
         }
         if self.qid == 0 {
-            return Ok(self.admin(sqe, cntlid));
+            return self.admin(sqe, cntlid, in_capsule);
+        }
+        if sqe.opcode == csd_opcode::EXECUTE_PROGRAM {
+            return Ok(self.execute_program(sqe));
         }
         self.io(sqe, in_capsule)
     }
@@ -490,9 +547,9 @@ impl<'t> Queue<'t> {
         }
     }
 
-    fn admin(&mut self, sqe: &Sqe, cntlid: u16) -> Option<Answer> {
+    fn admin(&mut self, sqe: &Sqe, cntlid: u16, in_capsule: Vec<u8>) -> io::Result<Option<Answer>> {
         let id = self.target.identify();
-        match sqe.opcode {
+        Ok(match sqe.opcode {
             admin::IDENTIFY => {
                 let (cns, csi) = nvme::identify_of(sqe);
                 let nsid_ok = sqe.nsid == 1;
@@ -541,7 +598,7 @@ impl<'t> Queue<'t> {
                         list[0] = 0x05;
                         list
                     }
-                    _ => return self.done(sqe, Status::InvalidField),
+                    _ => return Ok(self.done(sqe, Status::InvalidField)),
                 };
                 data.resize(nvme::IDENTIFY_BYTES, 0);
                 self.with_data(sqe, data)
@@ -575,9 +632,112 @@ impl<'t> Queue<'t> {
                 })
             }
             admin::KEEP_ALIVE => self.done(sqe, Status::Success),
+            csd_opcode::LOAD_PROGRAM => return self.load_program(sqe, cntlid, in_capsule),
             admin::ASYNC_EVENT_REQUEST => None,
             _ => self.done(sqe, Status::InvalidOpcode),
+        })
+    }
+
+    /// The data of a command that sends some: in the capsule, or asked for with R2T.
+    fn data_in(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Vec<u8>> {
+        if !in_capsule.is_empty() {
+            return Ok(in_capsule);
         }
+        let len = sqe.dptr[1] as u32 as usize;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.receive(sqe.cid, len)
+    }
+
+    /// Load Program (this project's C1h): keeps the kernel under its program index.
+    fn load_program(
+        &mut self,
+        sqe: &Sqe,
+        cntlid: u16,
+        in_capsule: Vec<u8>,
+    ) -> io::Result<Option<Answer>> {
+        let bytes = self.data_in(sqe, in_capsule)?;
+        let index = sqe.cdw(10) as u8;
+        if usize::from(index) >= PROGRAMS || bytes.is_empty() || bytes.len() > MAX_H2C_DATA as usize
+        {
+            return Ok(self.done(sqe, Status::InvalidField));
+        }
+        // An ELF object is linked here, as `csd kernel run` does; a linked image goes as is.
+        let image = if bytes.starts_with(b"\x7fELF") {
+            match crate::loader::link(&bytes) {
+                Ok(image) => image.to_bytes(),
+                Err(_) => return Ok(self.done(sqe, Status::ProgramRejected)),
+            }
+        } else {
+            bytes
+        };
+        let kernel = Kernel::from_image(format!("NVMe/TCP program {index}"), image);
+        self.target.with_controller(cntlid, |c| {
+            c.programs.insert(index, kernel);
+        });
+        Ok(self.done(sqe, Status::Success))
+    }
+
+    /// Execute Program (this project's C2h): runs a loaded kernel over an LBA range.
+    fn execute_program(&mut self, sqe: &Sqe) -> Option<Answer> {
+        let cntlid = self.cntlid?;
+        let index = sqe.cdw(10) as u8;
+        let Some(kernel) = self
+            .target
+            .with_controller(cntlid, |c| c.programs.get(&index).cloned())
+            .flatten()
+        else {
+            return self.done(sqe, Status::ProgramNotActive);
+        };
+        let Some(engine) = self.target.engine() else {
+            return self.done(sqe, Status::InternalError);
+        };
+        let start_lba = u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32;
+        let lba_count = sqe.cdw(14).wrapping_add(1);
+        let out_cap = (sqe.dptr[1] as u32).min(MAX_H2C_DATA);
+        let file_size = u64::from(lba_count) * u64::from(LBA_BYTES);
+        let ranges = crate::offload::Ranges::raw(
+            vec![Extent {
+                start_lba,
+                lba_count,
+            }],
+            file_size,
+            out_cap,
+        );
+        let job = Job {
+            op: ProgramOp::FileJob,
+            offset: 0,
+            len: file_size,
+            params: (
+                u64::from(sqe.cdw2) | u64::from(sqe.cdw3) << 32,
+                u64::from(sqe.cdw(15)),
+            ),
+            fuel: 0,
+            input: Vec::new(),
+            max_output: out_cap,
+        };
+        let Ok(mut lease) = engine.lease() else {
+            return self.done(sqe, Status::InternalError);
+        };
+        let ran = engine.run(&mut lease, &kernel, &ranges, job, |result, _| {
+            Ok::<_, crate::offload::RunError>(matches!(result.outcome, ExecOutcome::Exited { .. }))
+        });
+        let _ = engine.release(lease);
+        let Ok(ran) = ran else {
+            return self.done(sqe, Status::InternalError);
+        };
+        let status = match ran.result.outcome {
+            ExecOutcome::Exited { r0 } => {
+                let mut answer = self.with_data(sqe, ran.output)?;
+                answer.cqe.dw0 = r0 as u32;
+                answer.cqe.dw1 = (r0 >> 32) as u32;
+                return Some(answer);
+            }
+            ExecOutcome::Faulted(ExecFault::OutOfFuel) => Status::ProgramOutOfFuel,
+            ExecOutcome::Faulted(_) => Status::ProgramFault,
+        };
+        self.done(sqe, status)
     }
 
     fn io(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Option<Answer>> {
@@ -709,6 +869,7 @@ fn commands_supported() -> Vec<u8> {
         admin::GET_FEATURES,
         admin::ASYNC_EVENT_REQUEST,
         admin::KEEP_ALIVE,
+        csd_opcode::LOAD_PROGRAM,
     ] {
         set(usize::from(op), SUPPORTED);
     }
@@ -722,6 +883,7 @@ fn commands_supported() -> Vec<u8> {
         ),
         (nvme::opcode::ZONE_MANAGEMENT_RECEIVE, SUPPORTED),
         (nvme::opcode::ZONE_APPEND, SUPPORTED | CHANGES_CONTENT),
+        (csd_opcode::EXECUTE_PROGRAM, SUPPORTED),
     ] {
         set(256 + usize::from(op), effects);
     }

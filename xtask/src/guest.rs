@@ -14,7 +14,9 @@
 //! block layer sees a host-managed zoned disk; `blkzone report` lists sequential-write-required
 //! zones; fio in zbd mode writes 4 MiB and verifies it; and the zone report the guest reads
 //! after fio (`nvme zns report-zones`) matches `csd zone report` of the running device, zone
-//! by zone.
+//! by zone; and the entropy kernel, loaded and run with `nvme admin-passthru` and
+//! `io-passthru` (this project's vendor-specific Load and Execute Program), returns the same
+//! histogram of fio's 4 MiB as `csd kernel run` on the running device.
 
 use std::{
     fs,
@@ -54,7 +56,11 @@ pub fn run() -> Result<()> {
     let dir = root.join("target/guest");
     fs::create_dir_all(&dir)?;
     let kernel = kernel(&dir)?;
-    let initrd = initramfs(&dir, &kernel)?;
+    let entropy = crate::kernels::build()?
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "entropy.o"))
+        .context("cargo xtask kernels built no entropy.o")?;
+    let initrd = initramfs(&dir, &kernel, &entropy)?;
     cmd::run(cmd::cargo(&root).args(["build", "--locked", "-p", "host-shell", "--bin", "csd"]))?;
     let csd = root.join("target/debug/csd");
 
@@ -95,9 +101,17 @@ pub fn run() -> Result<()> {
             .arg(&image)
             .arg("--json"),
     )?;
+    // The same kernel over the same 4 MiB, run by csd on the running device.
+    let host_run = cmd::output(
+        Command::new(&csd)
+            .args(["kernel", "run"])
+            .arg(&image)
+            .arg(&entropy)
+            .args(["--lba", "0", "--len", "4194304", "--json"]),
+    )?;
     drop(device);
 
-    check(&text, &host_zones).with_context(|| {
+    check(&text, &host_zones, &host_run).with_context(|| {
         format!(
             "the guest's console ({}) does not show what it should",
             console.display()
@@ -110,7 +124,8 @@ pub fn run() -> Result<()> {
     eprintln!(
         "guest: Linux's nvme-tcp driver attached the device (userland up {up} s after boot, \
          {:.1} s boot to power-off); host-managed zoned disk; fio zbd wrote and verified 4 MiB; \
-         its zone report matches csd's",
+         its zone report matches csd's; the entropy kernel run through nvme io-passthru gave \
+         csd kernel run's histogram",
         took.as_secs_f64()
     );
     Ok(())
@@ -198,10 +213,18 @@ fn kernel(dir: &Path) -> Result<Kernel> {
 }
 
 /// The initramfs, rebuilt when the init script changed.
-fn initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
+fn initramfs(dir: &Path, kernel: &Kernel, entropy: &Path) -> Result<PathBuf> {
     let out = dir.join("initrd.gz");
     let stamp = dir.join("initrd.init");
-    if out.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(INIT) {
+    let object = fs::read(entropy).with_context(|| {
+        format!(
+            "could not read {} (`cargo xtask kernels`)",
+            entropy.display()
+        )
+    })?;
+    // The init script and the kernel object it runs: rebuilt when either changed.
+    let made_from = format!("{INIT}\n{:?}", object);
+    if out.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(made_from.as_str()) {
         return Ok(out);
     }
     let tree = dir.join("initramfs");
@@ -230,6 +253,8 @@ fn initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
             copy(lib, &tree.join(lib.strip_prefix("/")?))?;
         }
     }
+    fs::create_dir_all(tree.join("kernels"))?;
+    fs::write(tree.join("kernels/entropy.o"), &object)?;
     let init = tree.join("init");
     fs::write(&init, INIT)?;
     use std::os::unix::fs::PermissionsExt;
@@ -241,7 +266,7 @@ fn initramfs(dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
             .arg(&out)
             .current_dir(&tree),
     )?;
-    fs::write(&stamp, INIT)?;
+    fs::write(&stamp, made_from)?;
     Ok(out)
 }
 
@@ -346,13 +371,15 @@ fn state_value(name: &str) -> Option<u8> {
     })
 }
 
-fn check(text: &str, host_zones: &str) -> Result<()> {
+fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
     for want in [
         "GUEST: connect 0",
         "csd computational storage device",
         "GUEST: zoned host-managed",
         "SEQ_WRITE_REQUIRED",
         "GUEST: fio 0",
+        "GUEST: load 0",
+        "GUEST: execute 0",
         "GUEST: done",
     ] {
         ensure!(text.contains(want), "no {want:?}");
@@ -397,6 +424,22 @@ fn check(text: &str, host_zones: &str) -> Result<()> {
     ensure!(
         written >= 4,
         "fio's 4 MiB should fill 4 zones; {written} have data"
+    );
+    // The kernel's output through NVMe/TCP is csd's own run's.
+    let histogram = text
+        .lines()
+        .find_map(|l| l.split("GUEST: histogram ").nth(1))
+        .map(str::trim)
+        .unwrap_or("");
+    let want = host_run
+        .split("\"output_hex\":")
+        .nth(1)
+        .and_then(|rest| rest.split('"').nth(1))
+        .context("csd kernel run printed no output_hex")?;
+    ensure!(
+        histogram.len() == 4096 && histogram == want,
+        "the histogram through NVMe/TCP ({} hex digits) is not csd kernel run's",
+        histogram.len()
     );
     Ok(())
 }

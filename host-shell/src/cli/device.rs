@@ -250,8 +250,22 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
     let server = running::Server::new(device.driver());
     let stop = server.stopper();
     let target = nvme_tcp.map(|listener| {
-        let target =
-            host_shell::nvmf::Target::new(device.driver(), &args.nqn(), server.file_system_held());
+        let image = args.image.clone();
+        // Kernels run on program slots of a session of this running device, attached at the
+        // first run (the server is serving by then).
+        let engine = move || {
+            let attached =
+                host_shell::link::AttachedDevice::attach(&image, &Session::Raw).ok()??;
+            let engine = host_shell::offload::Engine::new(attached.driver());
+            let keep: host_shell::nvmf::Keep = Box::new(attached);
+            Some((engine, keep))
+        };
+        let target = host_shell::nvmf::Target::new(
+            device.driver(),
+            &args.nqn(),
+            server.file_system_held(),
+            engine,
+        );
         let serving = std::sync::Arc::clone(&target);
         let nqn = args.nqn();
         let addr = listener
@@ -280,10 +294,11 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
         args.image.display(),
         socket.display()
     ));
-    let served = server.run(listener, Duration::from_secs(10));
-    if let Some(target) = &target {
-        target.stop();
-    }
+    let served = server.run_then(listener, Duration::from_secs(10), || {
+        if let Some(target) = &target {
+            target.stop();
+        }
+    });
     let _ = std::fs::remove_file(&socket);
     drop(server);
     let closed = device.close();

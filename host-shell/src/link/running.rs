@@ -313,6 +313,17 @@ impl Server {
     /// Serves sessions on `listener` until a [`Session::Stop`] is accepted or the stopper is
     /// called, then waits up to `linger` for the sessions still attached to end.
     pub fn run(&self, listener: UnixListener, linger: Duration) -> io::Result<()> {
+        self.run_then(listener, linger, || {})
+    }
+
+    /// [`Server::run`], calling `stopping` once it stops accepting sessions and before it
+    /// waits for those still attached (to detach this process's own).
+    pub fn run_then(
+        &self,
+        listener: UnixListener,
+        linger: Duration,
+        stopping: impl FnOnce(),
+    ) -> io::Result<()> {
         listener.set_nonblocking(true)?;
         while !self.shared.stop.load(Ordering::SeqCst) {
             match listener.accept() {
@@ -344,6 +355,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
         }
+        stopping();
         let started = Instant::now();
         while self.shared.lock().sessions > 0 && started.elapsed() < linger {
             std::thread::sleep(Duration::from_millis(20));

@@ -68,7 +68,7 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     let list = admin.identify(0, 0x02, 0x00);
     assert_eq!(le32(&list, 0), 1, "active namespace 1");
     // An opcode the target does not know: Invalid Command Opcode, and the queue goes on.
-    let unknown = admin.sqe(0xc1, 0, SGL_IN_CAPSULE, 0);
+    let unknown = admin.sqe(0xc5, 0, SGL_IN_CAPSULE, 0);
     let (cqe, _) = admin.call(&unknown, &[]);
     assert_eq!(cqe.status, 0x001, "{cqe:?}");
     let keep_alive = admin.sqe(0x18, 0, SGL_IN_CAPSULE, 0);
@@ -126,6 +126,30 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     let report = csd_json(["zone", "report", img, "--json"]);
     assert_eq!(report[0]["state"], "implicit_open");
     assert_eq!(report[0]["wp"], 2);
+
+    // A kernel through this project's own commands (vendor-specific opcodes): Load Program
+    // (admin C1h) with the clang-built object in the capsule, Execute Program (I/O C2h) over
+    // the two blocks written; the histogram comes back as data, the byte count in dword 0.
+    let object = std::fs::read(tests::kernel_object("entropy")).expect("entropy.o");
+    let mut load = admin.sqe(0xc1, 0, SGL_IN_CAPSULE, object.len() as u32);
+    load[40] = 3; // program index
+    assert_eq!(admin.call(&load, &object).0.status, 0, "Load Program");
+    let mut exec = io_sqe(&mut io, 0xc2, 0, 2, SGL_TRANSPORT, 2048);
+    exec[40..44].copy_from_slice(&3u32.to_le_bytes()); // CDW10: program index
+    exec[48..52].fill(0); // CDW12 and CDW13: the first LBA (0)
+    exec[52..56].fill(0);
+    exec[56..60].copy_from_slice(&1u32.to_le_bytes()); // CDW14: 2 LBAs, 0's based
+    let (cqe, output) = io.call(&exec, &[]);
+    assert_eq!(cqe.status, 0, "Execute Program: {cqe:?}");
+    assert_eq!(cqe.dw0, 8192, "the kernel's return value: bytes it read");
+    let mut both = first.clone();
+    both.extend_from_slice(&second);
+    let want = tests::reference::histogram_bytes(&tests::reference::entropy_histogram(&both));
+    assert_eq!(output, want, "the histogram of the two blocks");
+    let mut missing = io_sqe(&mut io, 0xc2, 0, 1, SGL_TRANSPORT, 2048);
+    missing[40..44].copy_from_slice(&9u32.to_le_bytes());
+    missing[48..60].fill(0);
+    assert_eq!(io.call(&missing, &[]).0.status, 0x702, "Program Not Active");
 
     // A write out of place: the device's status goes back in the completion.
     let bad = io_sqe(&mut io, 0x01, 7, 1, SGL_IN_CAPSULE, 4096);

@@ -35,6 +35,16 @@ fio --name=zbd --filename=/dev/nvme0n1 --direct=1 --zonemode=zbd --rw=write --bs
 echo "GUEST: fio $?"
 echo "GUEST: zones after fio"
 nvme zns report-zones /dev/nvme0n1 -d 8
+# A kernel through csd's own commands (vendor-specific opcodes; see docs/ARCHITECTURE.md): Load
+# Program (admin C1h) of the entropy kernel as index 1, then Execute Program (I/O C2h) over
+# the 1,024 LBAs fio wrote; the output is the byte histogram.
+nvme admin-passthru /dev/nvme0 --opcode=0xc1 --cdw10=1 --write \
+  --data-len="$(stat -c %s /kernels/entropy.o)" --input-file=/kernels/entropy.o > /dev/null
+echo "GUEST: load $?"
+nvme io-passthru /dev/nvme0n1 --opcode=0xc2 --namespace-id=1 --cdw10=1 --cdw12=0 --cdw13=0 \
+  --cdw14=1023 --data-len=2048 --read --raw-binary > /tmp/histogram.bin
+echo "GUEST: execute $?"
+echo "GUEST: histogram $(od -An -tx1 -v /tmp/histogram.bin | tr -d ' \n')"
 nvme disconnect-all
 echo "GUEST: done"
 poweroff -f
