@@ -78,6 +78,9 @@ pub mod csd_opcode {
 /// What an engine needs kept alive (the session its driver runs over).
 pub type Keep = Box<dyn std::any::Any + Send + Sync>;
 
+/// The engine a target made, and what it keeps alive.
+type MadeEngine = Option<(Arc<Engine>, Keep)>;
+
 /// Program indexes a controller holds.
 const PROGRAMS: usize = 16;
 
@@ -135,7 +138,8 @@ pub struct Target {
     /// Runs kernels: an engine on program slots the running device gives this target, made
     /// at the first run.
     engine: Box<dyn Fn() -> Option<(Engine, Keep)> + Send + Sync>,
-    engine_made: Mutex<Option<Option<(Arc<Engine>, Keep)>>>,
+    /// `None` until the first run; then the engine, if it could be made.
+    engine_made: Mutex<Option<MadeEngine>>,
     /// Whether zone-changing commands are refused now (a file system holds the zones).
     zones_held: Box<dyn Fn() -> bool + Send + Sync>,
     nqn: String,
