@@ -313,16 +313,29 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long `device stop` asks again while a file system holds the device.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// `device stop`: asks the daemon to power off and waits until it has.
 fn stop(args: &StopArgs) -> anyhow::Result<()> {
     let image = args.image.display();
-    match running::connect(&args.image, &Session::Stop)? {
-        None => {
-            anyhow::bail!("{image}: no device is running over it (`csd device start` runs one)")
+    // A mount that was just unmounted still holds the file system for a moment (its
+    // checkpoint): a refusal is asked again for a while.
+    let started = std::time::Instant::now();
+    loop {
+        match running::connect(&args.image, &Session::Stop)? {
+            None => {
+                anyhow::bail!("{image}: no device is running over it (`csd device start` runs one)")
+            }
+            Some((_, Welcome::Refused(_))) if started.elapsed() < STOP_GRACE => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some((_, Welcome::Refused(why))) => {
+                anyhow::bail!("{image}: the device cannot stop: {why}")
+            }
+            Some((_, Welcome::Stopping)) => break,
+            Some((_, other)) => anyhow::bail!("{image}: the device answered {other:?} to a stop"),
         }
-        Some((_, Welcome::Refused(why))) => anyhow::bail!("{image}: the device cannot stop: {why}"),
-        Some((_, Welcome::Stopping)) => {}
-        Some((_, other)) => anyhow::bail!("{image}: the device answered {other:?} to a stop"),
     }
     let bar = spinner("powering off");
     let off = super::open::wait_unlocked(&args.image, Duration::from_secs(60));
