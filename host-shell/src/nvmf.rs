@@ -348,6 +348,8 @@ struct Queue<'t> {
     sqhd: u16,
     /// The next R2T's transfer tag.
     ttag: u16,
+    /// Command capsules that arrived while a write's data was awaited.
+    pending: std::collections::VecDeque<Pdu>,
 }
 
 impl<'t> Queue<'t> {
@@ -359,6 +361,7 @@ impl<'t> Queue<'t> {
             cntlid: None,
             sqhd: 0,
             ttag: 0,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -372,7 +375,10 @@ impl<'t> Queue<'t> {
         resp[4..8].copy_from_slice(&MAX_H2C_DATA.to_le_bytes());
         write_pdu(&mut self.stream, pdu::IC_RESP, 0, 128, &resp, &[])?;
         loop {
-            let capsule = read_pdu(&mut self.stream)?;
+            let capsule = match self.pending.pop_front() {
+                Some(capsule) => capsule,
+                None => read_pdu(&mut self.stream)?,
+            };
             match capsule.kind {
                 pdu::CAPSULE_CMD => {}
                 pdu::H2C_TERM_REQ => return Ok(()),
@@ -834,10 +840,21 @@ impl<'t> Queue<'t> {
             let mut got = 0;
             while got < chunk {
                 let p = read_pdu(&mut self.stream)?;
-                if p.kind != pdu::H2C_DATA {
+                if p.kind == pdu::CAPSULE_CMD {
+                    // The host sends commands without waiting: served after this one.
+                    self.pending.push_back(p);
+                    continue;
+                }
+                let h = p.header();
+                let ours = p.kind == pdu::H2C_DATA
+                    && h.len() >= 16
+                    && h[0..2] == cid.to_le_bytes()
+                    && h[2..4] == self.ttag.to_le_bytes()
+                    && h[4..8] == (data.len() as u32).to_le_bytes();
+                if !ours {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        "expected H2CData after an R2T",
+                        "a PDU other than the H2CData an R2T asked for",
                     ));
                 }
                 let payload = p.data();

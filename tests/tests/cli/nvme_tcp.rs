@@ -91,6 +91,12 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     let second: Vec<u8> = (0..4096u32).map(|i| i as u8).collect();
     let write = io_sqe(&mut io, 0x01, 1, 1, SGL_TRANSPORT, 4096);
     io.send(&write, &[]);
+    let write_cid = io.cid;
+    // The host does not wait: a Flush follows before the target's R2T is answered.
+    let flush = io.sqe(0x00, 1, SGL_IN_CAPSULE, 0);
+    io.send(&flush, &[]);
+    let flush_cid = io.cid;
+    io.cid = write_cid;
     let r2t = io.read_pdu();
     assert_eq!(r2t.kind, 0x09, "R2T");
     assert_eq!(le16(&r2t.header, 0), io.cid);
@@ -104,7 +110,10 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     h2c.extend_from_slice(&second);
     io.stream.write_all(&h2c).expect("H2CData");
     let done = Host::response(&io.read_pdu());
-    assert_eq!(done.status, 0, "{done:?}");
+    assert_eq!((done.cid, done.status), (write_cid, 0), "{done:?}");
+    let flushed = Host::response(&io.read_pdu());
+    assert_eq!((flushed.cid, flushed.status), (flush_cid, 0), "{flushed:?}");
+    io.cid = flush_cid;
 
     let read = io_sqe(&mut io, 0x02, 0, 2, SGL_TRANSPORT, 8192);
     let (cqe, data) = io.call(&read, &[]);
