@@ -188,10 +188,25 @@ impl OpenDevice {
     /// Attaches to the device running over `path`, if one does.
     pub fn attach(path: &Path) -> anyhow::Result<Option<Self>> {
         match AttachedDevice::attach(path, &session()) {
-            Ok(Some(device)) => Ok(Some(OpenDevice {
-                device: Running::Attached(device),
-                lock: None,
-            })),
+            Ok(Some(device)) => {
+                // The running device was powered on with its own options.
+                let chosen = selected() == DeviceKind::Qemu
+                    || timing_selected() == TimingSwitch::Off
+                    || executor_selected().is_some();
+                if chosen {
+                    eprintln!(
+                        "csd: {}: attached to the device running over it (pid {}); --device, \
+                         --timing and --executor apply where a command powers a device on \
+                         (`csd device start`)",
+                        path.display(),
+                        device.pid()
+                    );
+                }
+                Ok(Some(OpenDevice {
+                    device: Running::Attached(device),
+                    lock: None,
+                }))
+            }
             Ok(None) => Ok(None),
             Err(AttachError::Refused(why)) => Err(anyhow::anyhow!(
                 "{}: the running device refused this command: {why}",
