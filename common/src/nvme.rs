@@ -458,17 +458,7 @@ pub fn write_zone_report(nr_zones: u64, descriptors: &[ZoneDescriptor], out: &mu
 }
 
 fn state_of(value: u8) -> Option<ZoneState> {
-    [
-        ZoneState::Empty,
-        ZoneState::ImplicitlyOpened,
-        ZoneState::ExplicitlyOpened,
-        ZoneState::Closed,
-        ZoneState::Full,
-        ZoneState::ReadOnly,
-        ZoneState::Offline,
-    ]
-    .into_iter()
-    .find(|s| s.spec_value() == value)
+    ZoneState::ALL.into_iter().find(|s| s.spec_value() == value)
 }
 
 /// The descriptor at index `i` of the zone report in `b`, if it is there and valid.

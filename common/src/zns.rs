@@ -31,6 +31,17 @@ pub enum ZoneState {
 }
 
 impl ZoneState {
+    /// Every state, from Empty to Offline.
+    pub const ALL: [ZoneState; 7] = [
+        ZoneState::Empty,
+        ZoneState::ImplicitlyOpened,
+        ZoneState::ExplicitlyOpened,
+        ZoneState::Closed,
+        ZoneState::Full,
+        ZoneState::ReadOnly,
+        ZoneState::Offline,
+    ];
+
     /// The state's value in the specification's zone descriptor (`1h`..`4h`, `Dh`..`Fh`).
     pub const fn spec_value(self) -> u8 {
         match self {

@@ -30,15 +30,7 @@ pub fn state_name(state: ZoneState) -> &'static str {
 }
 
 /// Every zone state, in the legend's order.
-pub const STATES: [ZoneState; 7] = [
-    ZoneState::Empty,
-    ZoneState::ImplicitlyOpened,
-    ZoneState::ExplicitlyOpened,
-    ZoneState::Closed,
-    ZoneState::Full,
-    ZoneState::ReadOnly,
-    ZoneState::Offline,
-];
+pub const STATES: [ZoneState; 7] = ZoneState::ALL;
 
 /// The colour a state is drawn in.
 fn state_colour(state: ZoneState) -> &'static str {
