@@ -22,7 +22,7 @@ pub fn run() -> Result<()> {
         ("board in QEMU", board::test),
         ("host tests", host_tests),
         // Linux's nvme-tcp driver in a guest attaches a running device (seconds, under TCG).
-        ("Linux guest over NVMe/TCP", crate::guest::run),
+        ("guest over NVMe/TCP", crate::guest::run),
         ("firmware on Cortex-R", cortex_r_builds),
         // pjdfstest on csd and on bindfs over tmpfs, fsx on csd: one to two minutes.
         ("posix suites", crate::posix::test),
