@@ -12,7 +12,8 @@
 //!
 //! Checked from the guest's console: the connect succeeds; `nvme list` shows the device; the
 //! block layer sees a host-managed zoned disk; `blkzone report` lists sequential-write-required
-//! zones; fio in zbd mode writes 4 MiB and verifies it; and the zone report the guest reads
+//! zones; fio in zbd mode writes 4 MiB and verifies it, then verifies it again with 16 reads
+//! in flight; the zone report the guest reads
 //! after fio (`nvme zns report-zones`) matches `csd zone report` of the running device, zone
 //! by zone; and the entropy kernel, loaded and run with `nvme admin-passthru` and
 //! `io-passthru` (this project's vendor-specific Load and Execute Program), returns the same
@@ -378,6 +379,7 @@ fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
         "GUEST: zoned host-managed",
         "SEQ_WRITE_REQUIRED",
         "GUEST: fio 0",
+        "GUEST: fio-qd16 0",
         "GUEST: load 0",
         "GUEST: execute 0",
         "GUEST: done",

@@ -33,6 +33,12 @@ blkzone report -c 4 /dev/nvme0n1
 fio --name=zbd --filename=/dev/nvme0n1 --direct=1 --zonemode=zbd --rw=write --bs=64k \
   --offset=0 --size=4M --verify=crc32c --ioengine=psync
 echo "GUEST: fio $?"
+# The same data read back and verified again, 16 reads in flight (libaio): the target takes
+# commands while others are outstanding.
+# (Not in zbd mode: fio would reset the zones before a write job, even one that only verifies.)
+fio --name=zbd --filename=/dev/nvme0n1 --direct=1 --rw=write --bs=64k \
+  --offset=0 --size=4M --verify=crc32c --verify_only=1 --ioengine=libaio --iodepth=16
+echo "GUEST: fio-qd16 $?"
 echo "GUEST: zones after fio"
 nvme zns report-zones /dev/nvme0n1 -d 8
 # A kernel through csd's own commands (vendor-specific opcodes; see docs/ARCHITECTURE.md): Load
