@@ -128,6 +128,9 @@ const CONNECT_INVALID_PARAMETERS: u16 = 0x182;
 #[derive(Debug, Default, Clone)]
 struct Controller {
     cc: u32,
+    /// A discovery controller (connected to the well-known discovery NQN): it answers
+    /// Identify Controller and the Discovery log page, and has no namespace.
+    discovery: bool,
     /// Kernels loaded with Load Program, by program index.
     programs: HashMap<u8, Kernel>,
 }
@@ -500,7 +503,8 @@ impl<'t> Queue<'t> {
                     return invalid(self);
                 }
                 let subnqn = nul_terminated(&data[256..512]);
-                if subnqn != self.target.nqn.as_bytes() {
+                let discovery = subnqn == DISCOVERY_NQN.as_bytes();
+                if subnqn != self.target.nqn.as_bytes() && !(discovery && qid == 0) {
                     return invalid(self);
                 }
                 let cntlid = if qid == 0 {
@@ -510,7 +514,13 @@ impl<'t> Queue<'t> {
                         .controllers
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    controllers.insert(id, Controller::default());
+                    controllers.insert(
+                        id,
+                        Controller {
+                            discovery,
+                            ..Controller::default()
+                        },
+                    );
                     id
                 } else {
                     let id = u16::from_le_bytes([data[16], data[17]]);
@@ -559,6 +569,13 @@ impl<'t> Queue<'t> {
 
     fn admin(&mut self, sqe: &Sqe, cntlid: u16, in_capsule: Vec<u8>) -> io::Result<Option<Answer>> {
         let id = self.target.identify();
+        let discovery = self
+            .target
+            .with_controller(cntlid, |c| c.discovery)
+            .unwrap_or(false);
+        if discovery {
+            return Ok(self.discovery_admin(sqe, cntlid));
+        }
         Ok(match sqe.opcode {
             admin::IDENTIFY => {
                 let (cns, csi) = nvme::identify_of(sqe);
@@ -646,6 +663,42 @@ impl<'t> Queue<'t> {
             admin::ASYNC_EVENT_REQUEST => None,
             _ => self.done(sqe, Status::InvalidOpcode),
         })
+    }
+
+    /// The admin commands of a discovery controller: Identify Controller, the Discovery log
+    /// page (70h: this subsystem on this port), Keep Alive, Features, the held Asynchronous
+    /// Event Request; nothing else.
+    fn discovery_admin(&mut self, sqe: &Sqe, cntlid: u16) -> Option<Answer> {
+        match sqe.opcode {
+            admin::IDENTIFY if nvme::identify_of(sqe).0 == nvme::cns::CONTROLLER => {
+                let mut data = nvme::identify_controller(
+                    &self.target.identify(),
+                    &nvme::ControllerNames {
+                        serial: &self.target.serial,
+                        model: "csd computational storage device",
+                        firmware: env!("CARGO_PKG_VERSION"),
+                        subnqn: DISCOVERY_NQN,
+                    },
+                );
+                fabrics_identity(&mut data, cntlid);
+                data[111] = 2; // CNTRLTYPE: discovery controller
+                data[516..520].fill(0); // NN: no namespaces
+                self.with_data(sqe, data.to_vec())
+            }
+            admin::GET_LOG_PAGE if sqe.cdw(10) as u8 == LOG_DISCOVERY => {
+                let numd = (sqe.cdw(10) >> 16) | (sqe.cdw(11) & 0xffff) << 16;
+                let len = (((numd as usize) + 1) * 4).min(64 * 1024);
+                let offset = (u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32) as usize;
+                let page = discovery_log(&self.target.nqn, self.stream.local_addr().ok());
+                let mut data: Vec<u8> = page.into_iter().skip(offset).take(len).collect();
+                data.resize(len, 0);
+                self.with_data(sqe, data)
+            }
+            admin::KEEP_ALIVE => self.done(sqe, Status::Success),
+            admin::SET_FEATURES | admin::GET_FEATURES => self.done(sqe, Status::Success),
+            admin::ASYNC_EVENT_REQUEST => None,
+            _ => self.done(sqe, Status::InvalidOpcode),
+        }
     }
 
     /// The data of a command that sends some: in the capsule, or asked for with R2T.
@@ -868,6 +921,44 @@ impl<'t> Queue<'t> {
         data.truncate(len);
         Ok(data)
     }
+}
+
+/// The well-known NQN of discovery controllers.
+pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+
+/// Log page 70h: Discovery.
+const LOG_DISCOVERY: u8 = 0x70;
+
+/// The Discovery log page: a 1,024-byte header (generation counter, number of records, record
+/// format) and one 1,024-byte entry: NVMe/TCP (transport type 3), the address family of
+/// `addr`, an NVM subsystem (subsystem type 2), no secure channel required, port 1, a dynamic
+/// controller id (FFFFh), the admin queue size, the service id (the port, as text) at byte 32,
+/// the subsystem's NQN at byte 256 and the address at byte 512.
+fn discovery_log(nqn: &str, addr: Option<std::net::SocketAddr>) -> Vec<u8> {
+    let mut page = vec![0u8; 2048];
+    page[0..8].copy_from_slice(&1u64.to_le_bytes()); // GENCTR
+    page[8..16].copy_from_slice(&1u64.to_le_bytes()); // NUMREC
+    let e = &mut page[1024..];
+    e[0] = 3; // TRTYPE: TCP
+    e[1] = match addr {
+        Some(std::net::SocketAddr::V6(_)) => 2,
+        _ => 1,
+    }; // ADRFAM: IPv4 or IPv6
+    e[2] = 2; // SUBTYPE: an NVM subsystem
+    e[3] = 2; // TREQ: secure channel not required
+    e[4..6].copy_from_slice(&1u16.to_le_bytes()); // PORTID
+    e[6..8].copy_from_slice(&0xffffu16.to_le_bytes()); // CNTLID: dynamic
+    e[8..10].copy_from_slice(&(QUEUE_ENTRIES as u16).to_le_bytes()); // ASQSZ
+    let mut put = |at: usize, len: usize, text: &str| {
+        let n = text.len().min(len);
+        e[at..at + n].copy_from_slice(&text.as_bytes()[..n]);
+    };
+    if let Some(addr) = addr {
+        put(32, 32, &addr.port().to_string()); // TRSVCID
+        put(512, 256, &addr.ip().to_string()); // TRADDR
+    }
+    put(256, 256, nqn); // SUBNQN
+    page
 }
 
 /// Log page 05h: Commands Supported and Effects.

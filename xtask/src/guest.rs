@@ -10,7 +10,7 @@
 //! boots it with a user-mode network whose gateway is the host's loopback, where `csd device
 //! start --nvme-tcp` listens.
 //!
-//! Checked from the guest's console: the connect succeeds; `nvme list` shows the device; the
+//! Checked from the guest's console: `nvme discover` lists the subsystem; the connect succeeds; `nvme list` shows the device; the
 //! block layer sees a host-managed zoned disk; `blkzone report` lists sequential-write-required
 //! zones; fio in zbd mode writes 4 MiB and verifies it, then verifies it again with 16 reads
 //! in flight; the zone report the guest reads
@@ -373,6 +373,11 @@ fn state_value(name: &str) -> Option<u8> {
 }
 
 fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
+    let discovered = format!("GUEST: discover 0 subnqn: {NQN}");
+    ensure!(
+        text.contains(&discovered),
+        "no {discovered:?}: nvme discover did not list the subsystem"
+    );
     for want in [
         "GUEST: connect 0",
         "csd computational storage device",

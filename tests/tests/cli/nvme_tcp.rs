@@ -167,3 +167,48 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     drop((admin, io));
     drop(device);
 }
+
+/// The discovery controller: a host connects to the well-known discovery NQN and reads the
+/// Discovery log page (70h), which lists this subsystem on this port over TCP.
+#[test]
+fn discovery_lists_the_subsystem() {
+    const DISCOVERY: &str = "nqn.2014-08.org.nvmexpress.discovery";
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let image = dir.path().join("dev.img");
+    let img = image.to_str().expect("a UTF-8 path");
+    tests::csd_ok(["device", "create", img, "--capacity", "64M"]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _device = RunningDevice::start_with(&image, &["--nvme-tcp", &listen, "--nqn", NQN]);
+
+    let mut host = Host::connect(port);
+    assert_eq!(host.fabrics_connect(DISCOVERY, 0, 0xffff).status, 0);
+    assert_eq!(host.property(Some(1), 0x14).status, 0);
+    let ctrl = host.identify(0, 0x01, 0x00);
+    assert_eq!(ctrl[111], 2, "CNTRLTYPE: discovery controller");
+    assert_eq!(&ctrl[768..768 + DISCOVERY.len()], DISCOVERY.as_bytes());
+    // Get Log Page 70h, 2 KiB: NUMDL (0's based dwords) in CDW10 bits 31:16.
+    let mut get = host.sqe(0x02, 0, SGL_TRANSPORT, 2048);
+    get[40] = 0x70;
+    get[42..44].copy_from_slice(&(2048u16 / 4 - 1).to_le_bytes());
+    let (cqe, log) = host.call(&get, &[]);
+    assert_eq!(cqe.status, 0, "{cqe:?}");
+    assert_eq!(le64(&log, 8), 1, "one record");
+    let entry = &log[1024..];
+    assert_eq!(
+        (entry[0], entry[1], entry[2]),
+        (3, 1, 2),
+        "TCP, IPv4, NVM subsystem"
+    );
+    assert_eq!(
+        &entry[32..32 + port.to_string().len()],
+        port.to_string().as_bytes()
+    );
+    assert_eq!(&entry[256..256 + NQN.len()], NQN.as_bytes());
+    assert_eq!(&entry[512..521], b"127.0.0.1");
+    // A discovery controller has no namespace: I/O-side Identify is refused.
+    let mut ns = host.sqe(0x06, 1, SGL_TRANSPORT, 4096);
+    ns[40] = 0x05;
+    ns[47] = 0x02;
+    assert_ne!(host.call(&ns, &[]).0.status, 0);
+}

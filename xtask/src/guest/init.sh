@@ -23,6 +23,9 @@ ip addr add 10.0.2.15/24 dev eth0
 ip route add default via 10.0.2.2
 echo "GUEST: up $(cut -d' ' -f1 /proc/uptime)"
 hostid=0c5d0000-0000-4000-8000-000000000001
+nvme discover -t tcp -a 10.0.2.2 -s "$port" \
+  --hostnqn="nqn.2014-08.org.nvmexpress:uuid:$hostid" --hostid="$hostid" > /tmp/discover.txt
+echo "GUEST: discover $? $(grep subnqn /tmp/discover.txt | tr -s ' ')"
 nvme connect -t tcp -a 10.0.2.2 -s "$port" -n "$nqn" \
   --hostnqn="nqn.2014-08.org.nvmexpress:uuid:$hostid" --hostid="$hostid"
 echo "GUEST: connect $?"
