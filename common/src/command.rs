@@ -97,6 +97,16 @@ pub enum Command {
     ReadLog(crate::program::RangeSetId),
 }
 
+impl Command {
+    /// Whether the command changes a zone: its data, write pointer or state.
+    pub const fn changes_zones(&self) -> bool {
+        matches!(
+            self,
+            Command::Write { .. } | Command::ZoneAppend { .. } | Command::ZoneManagementSend { .. }
+        )
+    }
+}
+
 /// The start of a zone report.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

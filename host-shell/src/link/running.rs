@@ -609,11 +609,7 @@ impl SessionServer {
     /// Whether this session may not send `command`: it changes a zone, and another session
     /// holds the file system.
     fn denied(&self, command: &Command) -> bool {
-        let changes_zones = matches!(
-            command,
-            Command::Write { .. } | Command::ZoneAppend { .. } | Command::ZoneManagementSend { .. }
-        );
-        changes_zones && !self.file_system && self.shared.lock().file_system.is_some()
+        command.changes_zones() && !self.file_system && self.shared.lock().file_system.is_some()
     }
 
     /// Puts the device's slot and range set in place of this session's.
