@@ -1,0 +1,119 @@
+//! This project's own program commands (see [`super::csd_opcode`]).
+
+use std::io;
+
+use common::{
+    nvme::Sqe,
+    program::{ExecFault, ExecOutcome, Extent, ProgramOp},
+    Status, LBA_BYTES,
+};
+
+use super::{
+    queue::{Answer, Queue},
+    MAX_H2C_DATA, PROGRAMS,
+};
+use crate::offload::{Job, Kernel};
+
+impl Queue<'_> {
+    /// The data of a command that sends some: in the capsule, or asked for with R2T.
+    fn data_in(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Vec<u8>> {
+        if !in_capsule.is_empty() {
+            return Ok(in_capsule);
+        }
+        let len = sqe.dptr[1] as u32 as usize;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.receive(sqe.cid, len)
+    }
+
+    /// Load Program (this project's C1h): keeps the kernel under its program index.
+    pub(super) fn load_program(
+        &mut self,
+        sqe: &Sqe,
+        cntlid: u16,
+        in_capsule: Vec<u8>,
+    ) -> io::Result<Option<Answer>> {
+        let bytes = self.data_in(sqe, in_capsule)?;
+        let index = sqe.cdw(10) as u8;
+        if usize::from(index) >= PROGRAMS || bytes.is_empty() || bytes.len() > MAX_H2C_DATA as usize
+        {
+            return Ok(self.done(sqe, Status::InvalidField));
+        }
+        // An ELF object is linked here, as `csd kernel run` does; a linked image goes as is.
+        let image = if bytes.starts_with(b"\x7fELF") {
+            match crate::loader::link(&bytes) {
+                Ok(image) => image.to_bytes(),
+                Err(_) => return Ok(self.done(sqe, Status::ProgramRejected)),
+            }
+        } else {
+            bytes
+        };
+        let kernel = Kernel::from_image(format!("NVMe/TCP program {index}"), image);
+        self.target.with_controller(cntlid, |c| {
+            c.programs.insert(index, kernel);
+        });
+        Ok(self.done(sqe, Status::Success))
+    }
+
+    /// Execute Program (this project's C2h): runs a loaded kernel over an LBA range.
+    pub(super) fn execute_program(&mut self, sqe: &Sqe) -> Option<Answer> {
+        let cntlid = self.cntlid?;
+        let index = sqe.cdw(10) as u8;
+        let Some(kernel) = self
+            .target
+            .with_controller(cntlid, |c| c.programs.get(&index).cloned())
+            .flatten()
+        else {
+            return self.done(sqe, Status::ProgramNotActive);
+        };
+        let Some(engine) = self.target.engine() else {
+            return self.done(sqe, Status::InternalError);
+        };
+        let start_lba = u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32;
+        let lba_count = sqe.cdw(14).wrapping_add(1);
+        let out_cap = (sqe.dptr[1] as u32).min(MAX_H2C_DATA);
+        let file_size = u64::from(lba_count) * u64::from(LBA_BYTES);
+        let ranges = crate::offload::Ranges::raw(
+            vec![Extent {
+                start_lba,
+                lba_count,
+            }],
+            file_size,
+            out_cap,
+        );
+        let job = Job {
+            op: ProgramOp::FileJob,
+            offset: 0,
+            len: file_size,
+            params: (
+                u64::from(sqe.cdw2) | u64::from(sqe.cdw3) << 32,
+                u64::from(sqe.cdw(15)),
+            ),
+            fuel: 0,
+            input: Vec::new(),
+            max_output: out_cap,
+        };
+        let Ok(mut lease) = engine.lease() else {
+            return self.done(sqe, Status::InternalError);
+        };
+        let ran = engine.run(&mut lease, &kernel, &ranges, job, |result, _| {
+            Ok::<_, crate::offload::RunError>(matches!(result.outcome, ExecOutcome::Exited { .. }))
+        });
+        let _ = engine.release(lease);
+        let Ok(ran) = ran else {
+            return self.done(sqe, Status::InternalError);
+        };
+        let status = match ran.result.outcome {
+            ExecOutcome::Exited { r0 } => {
+                let mut answer = self.with_data(sqe, ran.output)?;
+                answer.cqe.dw0 = r0 as u32;
+                answer.cqe.dw1 = (r0 >> 32) as u32;
+                return Some(answer);
+            }
+            ExecOutcome::Faulted(ExecFault::OutOfFuel) => Status::ProgramOutOfFuel,
+            ExecOutcome::Faulted(_) => Status::ProgramFault,
+        };
+        self.done(sqe, status)
+    }
+}
