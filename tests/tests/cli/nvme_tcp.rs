@@ -15,8 +15,9 @@ use tests::{
 
 const NQN: &str = "nqn.2026-12.dev.csd:test";
 
-#[test]
-fn a_host_from_the_specifications_connects_and_does_io() {
+/// A new 64 MiB device `dev.img` in a temporary directory, running and serving NVMe/TCP as
+/// [`NQN`] on a free loopback port.
+fn serving() -> (tempfile::TempDir, RunningDevice, u16) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let image = dir.path().join("dev.img");
     let img = image.to_str().expect("a UTF-8 path");
@@ -24,6 +25,14 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let device = RunningDevice::start_with(&image, &["--nvme-tcp", &listen, "--nqn", NQN]);
+    (dir, device, port)
+}
+
+#[test]
+fn a_host_from_the_specifications_connects_and_does_io() {
+    let (dir, device, port) = serving();
+    let image = dir.path().join("dev.img");
+    let img = image.to_str().expect("a UTF-8 path");
 
     // A connection that sends garbage is closed; the target goes on serving others.
     let mut garbage = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -173,13 +182,7 @@ fn a_host_from_the_specifications_connects_and_does_io() {
 #[test]
 fn discovery_lists_the_subsystem() {
     const DISCOVERY: &str = "nqn.2014-08.org.nvmexpress.discovery";
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let image = dir.path().join("dev.img");
-    let img = image.to_str().expect("a UTF-8 path");
-    tests::csd_ok(["device", "create", img, "--capacity", "64M"]);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let _device = RunningDevice::start_with(&image, &["--nvme-tcp", &listen, "--nqn", NQN]);
+    let (_dir, _device, port) = serving();
 
     let mut host = Host::connect(port);
     assert_eq!(host.fabrics_connect(DISCOVERY, 0, 0xffff).status, 0);
