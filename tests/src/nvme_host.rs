@@ -17,6 +17,21 @@ pub struct Host {
     pub stream: TcpStream,
     /// The last command id used.
     pub cid: u16,
+    /// The header digest and the data digest, as ICResp agreed them.
+    pub header_digest: bool,
+    pub data_digest: bool,
+}
+
+/// CRC-32C, the NVMe/TCP digest (stored little-endian).
+pub fn digest(bytes: &[u8]) -> [u8; 4] {
+    crc::Crc::<u32>::new(&crc::CRC_32_ISCSI)
+        .checksum(bytes)
+        .to_le_bytes()
+}
+
+/// PDU types that never carry digests: ICReq, ICResp, H2CTermReq, C2HTermReq.
+fn undigested(kind: u8) -> bool {
+    kind <= 0x03
 }
 
 /// A PDU as read: type, flags, header (after the common header) and data.
@@ -49,36 +64,108 @@ pub struct Cqe {
 }
 
 impl Host {
-    /// Connects and exchanges ICReq and ICResp.
+    /// Connects and exchanges ICReq and ICResp, without digests.
     pub fn connect(port: u16) -> Host {
+        Host::connect_with_digests(port, false, false)
+    }
+
+    /// Connects asking for the header and data digests given (ICReq DGST bits 0 and 1);
+    /// ICResp must grant them.
+    pub fn connect_with_digests(port: u16, header: bool, data: bool) -> Host {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let dgst = u8::from(header) | u8::from(data) << 1;
         let mut icreq = vec![0u8; 128];
         icreq[0] = 0x00; // ICReq
         icreq[2] = 128; // HLEN
         icreq[4..8].copy_from_slice(&128u32.to_le_bytes()); // PLEN
+        icreq[11] = dgst;
         stream.write_all(&icreq).expect("send ICReq");
-        let mut host = Host { stream, cid: 0 };
+        let mut host = Host {
+            stream,
+            cid: 0,
+            header_digest: false,
+            data_digest: false,
+        };
         let resp = host.read_pdu();
         assert_eq!(resp.kind, 0x01, "ICResp");
         assert_eq!(le16(&resp.header, 0), 0, "PFV 0");
-        assert_eq!(resp.header[3] & 3, 0, "no digests");
+        assert_eq!(resp.header[3] & 3, dgst, "the digests asked for");
         assert!(le32(&resp.header, 4) >= 4096, "MAXH2CDATA");
+        (host.header_digest, host.data_digest) = (header, data);
         host
     }
 
+    /// Reads a PDU, checking its digests (and that it has the ones agreed).
     pub fn read_pdu(&mut self) -> Pdu {
         let mut ch = [0u8; 8];
         self.stream.read_exact(&mut ch).expect("a PDU header");
         let plen = le32(&ch, 4) as usize;
         let mut rest = vec![0u8; plen - 8];
         self.stream.read_exact(&mut rest).expect("the PDU");
-        let hlen = usize::from(ch[2]);
-        let pdo = if ch[3] == 0 { plen } else { usize::from(ch[3]) };
-        Pdu {
-            kind: ch[0],
-            header: rest[..hlen - 8].to_vec(),
-            data: rest[pdo - 8..].to_vec(),
+        let (kind, flags, hlen) = (ch[0], ch[1], usize::from(ch[2]));
+        let digests = !undigested(kind);
+        let hdgst = digests && self.header_digest;
+        assert_eq!(flags & 1 != 0, hdgst, "HDGSTF of a PDU of type {kind:#x}");
+        if hdgst {
+            let mut header = ch.to_vec();
+            header.extend_from_slice(&rest[..hlen - 8]);
+            assert_eq!(rest[hlen - 8..hlen - 4], digest(&header), "header digest");
         }
+        let has_data = ch[3] != 0;
+        let ddgst = digests && has_data && self.data_digest;
+        assert_eq!(flags & 2 != 0, ddgst, "DDGSTF of a PDU of type {kind:#x}");
+        let data = if has_data {
+            let at = usize::from(ch[3]) - 8;
+            let end = rest.len() - if ddgst { 4 } else { 0 };
+            if ddgst {
+                assert_eq!(rest[end..], digest(&rest[at..end]), "data digest");
+            }
+            rest[at..end].to_vec()
+        } else {
+            Vec::new()
+        };
+        Pdu {
+            kind,
+            header: rest[..hlen - 8].to_vec(),
+            data,
+        }
+    }
+
+    /// The bytes of a PDU of `kind` with `header` after the common header and then `data`,
+    /// with the digests agreed; `spoil` flips a bit of the data digest.
+    pub fn pdu_bytes(
+        &self,
+        kind: u8,
+        flags: u8,
+        header: &[u8],
+        data: &[u8],
+        spoil: bool,
+    ) -> Vec<u8> {
+        let hlen = 8 + header.len();
+        let hdgst = self.header_digest && !undigested(kind);
+        let ddgst = self.data_digest && !undigested(kind) && !data.is_empty();
+        let pdo = hlen + if hdgst { 4 } else { 0 };
+        let plen = pdo + data.len() + if ddgst { 4 } else { 0 };
+        let flags = flags | u8::from(hdgst) | u8::from(ddgst) << 1;
+        let mut pdu = vec![
+            kind,
+            flags,
+            hlen as u8,
+            if data.is_empty() { 0 } else { pdo as u8 },
+        ];
+        pdu.extend_from_slice(&(plen as u32).to_le_bytes());
+        pdu.extend_from_slice(header);
+        if hdgst {
+            let d = digest(&pdu);
+            pdu.extend_from_slice(&d);
+        }
+        pdu.extend_from_slice(data);
+        if ddgst {
+            let mut d = digest(data);
+            d[0] ^= u8::from(spoil);
+            pdu.extend_from_slice(&d);
+        }
+        pdu
     }
 
     /// A command SQE with the next command id; `sgl` describes `len` bytes.
@@ -96,13 +183,19 @@ impl Host {
 
     /// Sends a CapsuleCmd with `data` in the capsule.
     pub fn send(&mut self, sqe: &[u8; 64], data: &[u8]) {
-        let hlen = 72u8;
-        let plen = 72 + data.len() as u32;
-        let mut pdu = vec![0x04, 0, hlen, if data.is_empty() { 0 } else { hlen }];
-        pdu.extend_from_slice(&plen.to_le_bytes());
-        pdu.extend_from_slice(sqe);
-        pdu.extend_from_slice(data);
+        let pdu = self.pdu_bytes(0x04, 0, sqe, data, false);
         self.stream.write_all(&pdu).expect("send a capsule");
+    }
+
+    /// Answers an R2T (its PDU-specific header) with one H2CData PDU carrying `data`, the
+    /// last of the transfer; `spoil` spoils its data digest.
+    pub fn send_h2c(&mut self, r2t: &[u8], data: &[u8], spoil: bool) {
+        let mut header = r2t[0..4].to_vec(); // CCCID, TTAG
+        header.extend_from_slice(&r2t[4..8]); // DATAO: where the R2T asked
+        header.extend_from_slice(&(data.len() as u32).to_le_bytes()); // DATAL
+        header.extend_from_slice(&[0; 4]);
+        let pdu = self.pdu_bytes(0x06, 0x04, &header, data, spoil); // LAST_PDU
+        self.stream.write_all(&pdu).expect("send H2CData");
     }
 
     pub fn response(pdu: &Pdu) -> Cqe {

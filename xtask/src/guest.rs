@@ -111,6 +111,13 @@ pub fn run() -> Result<()> {
             .args(["--lba", "0", "--len", "4194304", "--json"]),
     )?;
     drop(device);
+    // The target's log names each connection's digests: the last ones asked for both.
+    let log = image.with_extension("img.log");
+    let log = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
+    ensure!(
+        log.contains("header and data digests"),
+        "no connection with header and data digests in the device's log"
+    );
 
     check(&text, &host_zones, &host_run).with_context(|| {
         format!(
@@ -126,7 +133,7 @@ pub fn run() -> Result<()> {
         "guest: Linux's nvme-tcp driver attached the device (userland up {up} s after boot, \
          {:.1} s boot to power-off); host-managed zoned disk; fio zbd wrote and verified 4 MiB; \
          its zone report matches csd's; the entropy kernel run through nvme io-passthru gave \
-         csd kernel run's histogram",
+         csd kernel run's histogram; with header and data digests fio wrote and verified 4 MiB",
         took.as_secs_f64()
     );
     Ok(())
@@ -387,6 +394,8 @@ fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
         "GUEST: fio-qd16 0",
         "GUEST: load 0",
         "GUEST: execute 0",
+        "GUEST: connect-digests 0",
+        "GUEST: fio-digests 0",
         "GUEST: done",
     ] {
         ensure!(text.contains(want), "no {want:?}");

@@ -149,7 +149,7 @@ impl Queue<'_> {
                 self.with_data(sqe, data.to_vec())
             }
             GET_LOG_PAGE if sqe.cdw(10) as u8 == LOG_DISCOVERY => {
-                let page = discovery_log(&self.target.nqn, self.stream.local_addr().ok());
+                let page = discovery_log(&self.target.nqn, self.wire.stream.local_addr().ok());
                 self.log_page(sqe, page)
             }
             KEEP_ALIVE => self.done(sqe, Status::Success),

@@ -8,7 +8,9 @@
 //! the header, the 64-byte SQE, then any in-capsule data) and complete in CapsuleResp PDUs
 //! (05h: the 16-byte CQE); the controller sends read data in C2HData PDUs (07h) and asks for
 //! write data that did not come in the capsule with R2T (09h), which the host answers with
-//! H2CData (06h). Header and data digests are not offered (ICResp says so).
+//! H2CData (06h). Header and data digests are used when the host's ICReq asks for them
+//! ([`pdu`]): a wrong header digest ends the connection (C2HTermReq, Header Digest Error), a
+//! wrong data digest completes its command with Transient Transport Error.
 //!
 //! From NVMe over Fabrics (NVMe Base 2.1): Fabrics commands have opcode 7Fh and their type in
 //! byte 4 (Property Set 00h, Connect 01h, Property Get 04h); Connect carries the queue id and
@@ -98,6 +100,8 @@ const IN_CAPSULE_BYTES: u32 = 8192;
 const MAX_PDU: u32 = MAX_H2C_DATA + 4096;
 /// Fabrics status: Connect Invalid Parameters (command specific, 82h).
 const CONNECT_INVALID_PARAMETERS: u16 = 0x182;
+/// Generic status Transient Transport Error (22h): a command whose data digest was wrong.
+const TRANSIENT_TRANSPORT_ERROR: u16 = 0x22;
 
 /// What a controller remembers between its queues.
 #[derive(Debug, Default, Clone)]

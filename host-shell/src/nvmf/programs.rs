@@ -15,14 +15,15 @@ use super::{
 use crate::offload::{Job, Kernel};
 
 impl Queue<'_> {
-    /// The data of a command that sends some: in the capsule, or asked for with R2T.
-    fn data_in(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Vec<u8>> {
+    /// The data of a command that sends some: in the capsule, or asked for with R2T (`None`
+    /// if its data digest was wrong).
+    fn data_in(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
         if !in_capsule.is_empty() {
-            return Ok(in_capsule);
+            return Ok(Some(in_capsule));
         }
         let len = sqe.dptr[1] as u32 as usize;
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         self.receive(sqe.cid, len)
     }
@@ -34,7 +35,9 @@ impl Queue<'_> {
         cntlid: u16,
         in_capsule: Vec<u8>,
     ) -> io::Result<Option<Answer>> {
-        let bytes = self.data_in(sqe, in_capsule)?;
+        let Some(bytes) = self.data_in(sqe, in_capsule)? else {
+            return Ok(self.transport_error(sqe));
+        };
         let index = sqe.cdw(10) as u8;
         if usize::from(index) >= PROGRAMS || bytes.is_empty() || bytes.len() > MAX_H2C_DATA as usize
         {

@@ -11,9 +11,9 @@ use common::{
 use super::{
     admin::{self, property_value, DISCOVERY_NQN},
     csd_opcode, driver_status, fctype, nul_terminated,
-    pdu::{self, read_pdu, write_pdu, Pdu},
+    pdu::{self, fes, Pdu, ReadError, Wire},
     property, Controller, Target, CONNECT_INVALID_PARAMETERS, IO_QUEUES, MAX_H2C_DATA,
-    QUEUE_ENTRIES,
+    QUEUE_ENTRIES, TRANSIENT_TRANSPORT_ERROR,
 };
 
 /// How a command ended: its completion, and data for the host.
@@ -25,7 +25,7 @@ pub(super) struct Answer {
 /// One connection: one queue of one controller.
 pub(super) struct Queue<'t> {
     pub(super) target: &'t Target,
-    pub(super) stream: TcpStream,
+    pub(super) wire: Wire,
     /// The queue id and controller, once connected.
     pub(super) qid: u16,
     pub(super) cntlid: Option<u16>,
@@ -40,7 +40,7 @@ impl<'t> Queue<'t> {
     pub(super) fn new(target: &'t Target, stream: TcpStream) -> Self {
         Queue {
             target,
-            stream,
+            wire: Wire::new(stream),
             qid: 0,
             cntlid: None,
             sqhd: 0,
@@ -50,33 +50,57 @@ impl<'t> Queue<'t> {
     }
 
     pub(super) fn run(mut self) -> io::Result<()> {
-        let req = read_pdu(&mut self.stream)?;
-        if req.kind != pdu::IC_REQ || req.hlen != 128 {
-            return self.terminate("the first PDU is not an ICReq");
+        let req = self.read()?;
+        if req.kind != pdu::IC_REQ || req.header().len() != 120 {
+            return self.terminate(fes::INVALID_HEADER_FIELD, "the first PDU is not an ICReq");
         }
-        // ICResp: PFV 0, CPDA 0, no digests, MAXH2CDATA.
+        // ICResp: PFV 0, CPDA 0, the digests the host asked for (both are offered),
+        // MAXH2CDATA.
+        let dgst = req.header()[3] & (pdu::HDGST_ENABLE | pdu::DDGST_ENABLE);
         let mut resp = [0u8; 120];
+        resp[3] = dgst;
         resp[4..8].copy_from_slice(&MAX_H2C_DATA.to_le_bytes());
-        write_pdu(&mut self.stream, pdu::IC_RESP, 0, 128, &resp, &[])?;
+        self.wire.write(pdu::IC_RESP, 0, 128, &resp, &[])?;
+        self.wire.use_digests(dgst);
+        let peer = self.wire.stream.peer_addr();
+        let digests = [
+            "no digests",
+            "header digest",
+            "data digest",
+            "header and data digests",
+        ];
+        crate::daemon::log(format_args!(
+            "NVMe/TCP connection from {}: {}",
+            peer.map_or_else(|e| e.to_string(), |p| p.to_string()),
+            digests[usize::from(dgst)]
+        ));
         loop {
-            let capsule = match self.pending.pop_front() {
+            let mut capsule = match self.pending.pop_front() {
                 Some(capsule) => capsule,
-                None => read_pdu(&mut self.stream)?,
+                None => self.read()?,
             };
             match capsule.kind {
                 pdu::CAPSULE_CMD => {}
                 pdu::H2C_TERM_REQ => return Ok(()),
-                _ => return self.terminate("a PDU out of sequence"),
+                _ => return self.terminate(fes::PDU_SEQUENCE, "a PDU out of sequence"),
             }
             let header = capsule.header();
             let Ok(bytes) = <&[u8; nvme::SQE_BYTES]>::try_from(header.get(..64).unwrap_or(&[]))
             else {
-                return self.terminate("a command capsule without its SQE");
+                return self.terminate(
+                    fes::INVALID_HEADER_FIELD,
+                    "a command capsule without its SQE",
+                );
             };
             let sqe = Sqe::from_bytes(bytes);
             self.sqhd = self.sqhd.wrapping_add(1) % QUEUE_ENTRIES as u16;
-            let in_capsule = capsule.data().to_vec();
-            let Some(answer) = self.command(&sqe, in_capsule)? else {
+            let answer = if capsule.data_intact {
+                let in_capsule = capsule.take_data();
+                self.command(&sqe, in_capsule)?
+            } else {
+                self.transport_error(&sqe)
+            };
+            let Some(answer) = answer else {
                 continue;
             };
             if !answer.data.is_empty() {
@@ -84,32 +108,36 @@ impl<'t> Queue<'t> {
                 let mut h = [0u8; 16];
                 h[0..2].copy_from_slice(&sqe.cid.to_le_bytes());
                 h[8..12].copy_from_slice(&(answer.data.len() as u32).to_le_bytes());
-                write_pdu(
-                    &mut self.stream,
-                    pdu::C2H_DATA,
-                    pdu::LAST_PDU,
-                    24,
-                    &h,
-                    &answer.data,
-                )?;
+                self.wire
+                    .write(pdu::C2H_DATA, pdu::LAST_PDU, 24, &h, &answer.data)?;
             }
-            write_pdu(
-                &mut self.stream,
-                pdu::CAPSULE_RESP,
-                0,
-                24,
-                &answer.cqe.to_bytes(),
-                &[],
-            )?;
+            self.wire
+                .write(pdu::CAPSULE_RESP, 0, 24, &answer.cqe.to_bytes(), &[])?;
         }
     }
 
-    /// Ends the connection with a C2HTermReq (Invalid PDU Header Field).
-    pub(super) fn terminate(&mut self, why: &str) -> io::Result<()> {
-        let mut h = [0u8; 16];
-        h[0] = 0x01;
-        write_pdu(&mut self.stream, pdu::C2H_TERM_REQ, 0, 24, &h, &[])?;
+    /// The next PDU; a fatal error in it ends the connection with a C2HTermReq.
+    fn read(&mut self) -> io::Result<Pdu> {
+        match self.wire.read() {
+            Ok(pdu) => Ok(pdu),
+            Err(ReadError::Io(e)) => Err(e),
+            Err(ReadError::Fatal { fes, why }) => self.terminate(fes, &why),
+        }
+    }
+
+    /// Ends the connection with a C2HTermReq of `fes`; returns the error that ends it.
+    pub(super) fn terminate<T>(&mut self, fes: u8, why: &str) -> io::Result<T> {
+        self.wire.terminate(fes)?;
         Err(io::Error::new(io::ErrorKind::InvalidData, why.to_string()))
+    }
+
+    /// A command whose data arrived with a wrong data digest: Transient Transport Error,
+    /// which the host may retry.
+    pub(super) fn transport_error(&self, sqe: &Sqe) -> Option<Answer> {
+        Some(Answer {
+            cqe: self.cqe(sqe.cid, TRANSIENT_TRANSPORT_ERROR, 0, 0),
+            data: Vec::new(),
+        })
     }
 
     pub(super) fn cqe(&self, cid: u16, status: u16, dw0: u32, dw1: u32) -> Cqe {
@@ -260,7 +288,7 @@ impl<'t> Queue<'t> {
             // The host's write data must still be taken off the connection.
             if let Command::Write { nlb, .. } | Command::ZoneAppend { nlb, .. } = command {
                 if in_capsule.is_empty() {
-                    self.receive(sqe.cid, nlb as usize * LBA_BYTES as usize)?;
+                    let _ = self.receive(sqe.cid, nlb as usize * LBA_BYTES as usize)?;
                 }
             }
             return Ok(self.done(sqe, Status::AccessDenied));
@@ -284,7 +312,10 @@ impl<'t> Queue<'t> {
             Command::Write { nlb, .. } | Command::ZoneAppend { nlb, .. } => {
                 let len = nlb as usize * LBA_BYTES as usize;
                 let data = if in_capsule.is_empty() {
-                    self.receive(sqe.cid, len)?
+                    match self.receive(sqe.cid, len)? {
+                        Some(data) => data,
+                        None => return Ok(self.transport_error(sqe)),
+                    }
                 } else {
                     in_capsule
                 };
@@ -319,9 +350,11 @@ impl<'t> Queue<'t> {
         })
     }
 
-    /// Asks the host for a write's `len` bytes with R2T PDUs and collects its H2CData.
-    pub(super) fn receive(&mut self, cid: u16, len: usize) -> io::Result<Vec<u8>> {
+    /// Asks the host for a write's `len` bytes with R2T PDUs and collects its H2CData;
+    /// `None` if a data digest was wrong (the transfer is still taken off the connection).
+    pub(super) fn receive(&mut self, cid: u16, len: usize) -> io::Result<Option<Vec<u8>>> {
         let mut data = Vec::with_capacity(len);
+        let mut intact = true;
         while data.len() < len {
             let chunk = (len - data.len()).min(MAX_H2C_DATA as usize);
             self.ttag = self.ttag.wrapping_add(1);
@@ -330,10 +363,10 @@ impl<'t> Queue<'t> {
             h[2..4].copy_from_slice(&self.ttag.to_le_bytes());
             h[4..8].copy_from_slice(&(data.len() as u32).to_le_bytes());
             h[8..12].copy_from_slice(&(chunk as u32).to_le_bytes());
-            write_pdu(&mut self.stream, pdu::R2T, 0, 24, &h, &[])?;
+            self.wire.write(pdu::R2T, 0, 24, &h, &[])?;
             let mut got = 0;
             while got < chunk {
-                let p = read_pdu(&mut self.stream)?;
+                let p = self.read()?;
                 if p.kind == pdu::CAPSULE_CMD {
                     // The host sends commands without waiting: served after this one.
                     self.pending.push_back(p);
@@ -351,6 +384,7 @@ impl<'t> Queue<'t> {
                         "a PDU other than the H2CData an R2T asked for",
                     ));
                 }
+                intact &= p.data_intact;
                 let payload = p.data();
                 got += payload.len();
                 data.extend_from_slice(payload);
@@ -360,6 +394,6 @@ impl<'t> Queue<'t> {
             }
         }
         data.truncate(len);
-        Ok(data)
+        Ok(intact.then_some(data))
     }
 }

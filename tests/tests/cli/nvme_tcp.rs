@@ -110,14 +110,7 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     assert_eq!(r2t.kind, 0x09, "R2T");
     assert_eq!(le16(&r2t.header, 0), io.cid);
     assert_eq!((le32(&r2t.header, 4), le32(&r2t.header, 8)), (0, 4096));
-    let mut h2c = vec![0x06, 0x04, 24, 24]; // H2CData, LAST_PDU
-    h2c.extend_from_slice(&(24u32 + 4096).to_le_bytes());
-    h2c.extend_from_slice(&r2t.header[0..4]); // CCCID, TTAG
-    h2c.extend_from_slice(&0u32.to_le_bytes()); // DATAO
-    h2c.extend_from_slice(&4096u32.to_le_bytes()); // DATAL
-    h2c.extend_from_slice(&[0; 4]);
-    h2c.extend_from_slice(&second);
-    io.stream.write_all(&h2c).expect("H2CData");
+    io.send_h2c(&r2t.header, &second, false);
     let done = Host::response(&io.read_pdu());
     assert_eq!((done.cid, done.status), (write_cid, 0), "{done:?}");
     let flushed = Host::response(&io.read_pdu());
@@ -214,4 +207,79 @@ fn discovery_lists_the_subsystem() {
     ns[40] = 0x05;
     ns[47] = 0x02;
     assert_ne!(host.call(&ns, &[]).0.status, 0);
+}
+
+/// Header and data digests (CRC-32C), as a host asks for them in ICReq: every PDU the target
+/// sends carries the right ones (the host checks each); data with a wrong data digest is not
+/// written and its command completes with Transient Transport Error; a wrong header digest
+/// ends the connection with a C2HTermReq (Header Digest Error).
+#[test]
+fn digests_guard_headers_and_data() {
+    let (dir, device, port) = serving();
+    let image = dir.path().join("dev.img");
+    let img = image.to_str().expect("a UTF-8 path");
+
+    let mut admin = Host::connect_with_digests(port, true, true);
+    let connected = admin.fabrics_connect(NQN, 0, 0xffff);
+    assert_eq!(connected.status, 0, "{connected:?}");
+    let cntlid = connected.dw0 as u16;
+    assert_eq!(admin.property(Some(1 | 6 << 16 | 4 << 20), 0x14).status, 0);
+    let ctrl = admin.identify(0, 0x01, 0x00);
+    assert_eq!(&ctrl[768..768 + NQN.len()], NQN.as_bytes());
+
+    // Only the header digest on one queue, only the data digest on another.
+    let mut headers_only = Host::connect_with_digests(port, true, false);
+    assert_eq!(headers_only.fabrics_connect(NQN, 1, cntlid).status, 0);
+    let mut io = Host::connect_with_digests(port, false, true);
+    assert_eq!(io.fabrics_connect(NQN, 2, cntlid).status, 0);
+
+    let first = vec![0x3cu8; 4096];
+    let append = io_sqe(&mut headers_only, 0x7d, 0, 1, SGL_IN_CAPSULE, 4096);
+    assert_eq!(headers_only.call(&append, &first).0.status, 0);
+
+    // In-capsule data with a wrong digest: not written.
+    let write = io_sqe(&mut io, 0x01, 1, 1, SGL_IN_CAPSULE, 4096);
+    let spoiled = io.pdu_bytes(0x04, 0, &write, &first, true);
+    io.stream.write_all(&spoiled).expect("send");
+    let cqe = Host::response(&io.read_pdu());
+    assert_eq!(cqe.status, 0x22, "Transient Transport Error: {cqe:?}");
+    // H2CData with a wrong digest: not written either; the host retries with a good one.
+    for spoil in [true, false] {
+        let second: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
+        let write = io_sqe(&mut io, 0x01, 1, 1, SGL_TRANSPORT, 4096);
+        io.send(&write, &[]);
+        let r2t = io.read_pdu();
+        assert_eq!(r2t.kind, 0x09, "R2T");
+        io.send_h2c(&r2t.header, &second, spoil);
+        let cqe = Host::response(&io.read_pdu());
+        let want = if spoil { 0x22 } else { 0 };
+        assert_eq!(cqe.status, want, "spoiled {spoil}: {cqe:?}");
+        let report = csd_json(["zone", "report", img, "--json"]);
+        assert_eq!(report[0]["wp"], if spoil { 1 } else { 2 });
+        if !spoil {
+            let read = io_sqe(&mut headers_only, 0x02, 0, 2, SGL_TRANSPORT, 8192);
+            let (cqe, data) = headers_only.call(&read, &[]);
+            assert_eq!(cqe.status, 0);
+            assert_eq!((&data[..4096], &data[4096..]), (&first[..], &second[..]));
+            let read = io_sqe(&mut io, 0x02, 1, 1, SGL_TRANSPORT, 4096);
+            assert_eq!(io.call(&read, &[]).1, second);
+        }
+    }
+
+    // A wrong header digest: C2HTermReq with FES 03h, then the target closes the connection.
+    let keep_alive = headers_only.sqe(0x18, 0, SGL_IN_CAPSULE, 0);
+    let mut pdu = headers_only.pdu_bytes(0x04, 0, &keep_alive, &[], false);
+    pdu[72] ^= 1;
+    headers_only.stream.write_all(&pdu).expect("send");
+    let term = headers_only.read_pdu();
+    assert_eq!(term.kind, 0x03, "C2HTermReq");
+    assert_eq!(le16(&term.header, 0), 0x03, "FES: Header Digest Error");
+    let mut rest = Vec::new();
+    let _ = headers_only.stream.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "nothing after the termination request");
+    // The other queues go on.
+    let keep_alive = admin.sqe(0x18, 0, SGL_IN_CAPSULE, 0);
+    assert_eq!(admin.call(&keep_alive, &[]).0.status, 0);
+    drop((admin, io, headers_only));
+    drop(device);
 }

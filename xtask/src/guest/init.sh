@@ -54,6 +54,20 @@ nvme io-passthru /dev/nvme0n1 --opcode=0xc2 --namespace-id=1 --cdw10=1 --cdw12=0
   --cdw14=1023 --data-len=2048 --read --raw-binary > /tmp/histogram.bin
 echo "GUEST: execute $?"
 echo "GUEST: histogram $(od -An -tx1 -v /tmp/histogram.bin | tr -d ' \n')"
+# Again with header and data digests (CRC-32C over every PDU header and all data): fio
+# writes and verifies 4 MiB in zones 32 on, 8 writes in flight.
+nvme disconnect-all
+nvme connect -t tcp -a 10.0.2.2 -s "$port" -n "$nqn" --hdr-digest --data-digest \
+  --hostnqn="nqn.2014-08.org.nvmexpress:uuid:$hostid" --hostid="$hostid"
+echo "GUEST: connect-digests $?"
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  dev=$(ls /dev/nvme*n1 2>/dev/null | head -n 1)
+  [ -b "$dev" ] && break
+  sleep 1
+done
+fio --name=digests --filename="$dev" --direct=1 --zonemode=zbd --rw=write --bs=64k \
+  --offset=32M --size=4M --verify=crc32c --ioengine=libaio --iodepth=8
+echo "GUEST: fio-digests $?"
 nvme disconnect-all
 echo "GUEST: done"
 poweroff -f
