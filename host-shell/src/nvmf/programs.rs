@@ -35,6 +35,10 @@ impl Queue<'_> {
         cntlid: u16,
         in_capsule: Vec<u8>,
     ) -> io::Result<Option<Answer>> {
+        // A program larger than the target takes is refused before its data is asked for.
+        if in_capsule.is_empty() && sqe.dptr[1] as u32 > MAX_H2C_DATA {
+            return Ok(self.done(sqe, Status::InvalidField));
+        }
         let Some(bytes) = self.data_in(sqe, in_capsule)? else {
             return Ok(self.transport_error(sqe));
         };

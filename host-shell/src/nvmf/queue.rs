@@ -284,6 +284,21 @@ impl<'t> Queue<'t> {
             Ok(c) => c,
             Err(e) => return Ok(self.done(sqe, e.status())),
         };
+        // No transfer beyond what Identify advertises (MDTS, and ZASL for Zone Append): Invalid
+        // Field in Command, before any buffer is made or data asked for.
+        let id = self.target.identify();
+        let lbas = |n: u32| u64::from(n) * u64::from(LBA_BYTES);
+        let (bytes, limit) = match command {
+            Command::Read { nlb, .. } | Command::Write { nlb, .. } => (lbas(nlb), id.mdts_lbas),
+            Command::ZoneAppend { nlb, .. } => (lbas(nlb), id.zasl_lbas.min(id.mdts_lbas)),
+            Command::ZoneManagementReceive { max_zones, .. } => {
+                (nvme::report_bytes(max_zones) as u64, id.mdts_lbas)
+            }
+            _ => (0, u32::MAX),
+        };
+        if bytes > lbas(limit.max(1)) {
+            return Ok(self.done(sqe, Status::InvalidField));
+        }
         if command.changes_zones() && (self.target.zones_held)() {
             // The host's write data must still be taken off the connection.
             if let Command::Write { nlb, .. } | Command::ZoneAppend { nlb, .. } = command {

@@ -162,6 +162,40 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     missing[48..60].fill(0);
     assert_eq!(io.call(&missing, &[]).0.status, 0x702, "Program Not Active");
 
+    // Transfers past what Identify advertises (MDTS, in 4 KiB units as a power of two at
+    // byte 77) are refused with Invalid Field in Command before any data moves: no R2T comes,
+    // the completion does, and the queue goes on.
+    let most = 1u32 << ctrl[77];
+    let huge_read = io_sqe(
+        &mut io,
+        0x02,
+        0,
+        most as u16 + 1,
+        SGL_TRANSPORT,
+        (most + 1) * 4096,
+    );
+    assert_eq!(io.call(&huge_read, &[]).0.status, 0x002, "a Read past MDTS");
+    let huge_write = io_sqe(
+        &mut io,
+        0x01,
+        2,
+        most as u16 + 1,
+        SGL_TRANSPORT,
+        (most + 1) * 4096,
+    );
+    let (cqe, _) = io.call(&huge_write, &[]);
+    assert_eq!(
+        cqe.status, 0x002,
+        "a Write past MDTS, answered without an R2T"
+    );
+    let mut huge_load = admin.sqe(0xc1, 0, SGL_TRANSPORT, 64 << 20);
+    huge_load[40] = 4;
+    let (cqe, _) = admin.call(&huge_load, &[]);
+    assert_eq!(
+        cqe.status, 0x002,
+        "a 64 MiB program, answered without an R2T"
+    );
+
     // A write out of place: the device's status goes back in the completion.
     let bad = io_sqe(&mut io, 0x01, 7, 1, SGL_IN_CAPSULE, 4096);
     let (cqe, _) = io.call(&bad, &first);
