@@ -68,8 +68,10 @@ pub enum Command {
         select_all: bool,
     },
     /// Zone Management Receive: report up to `max_zones` zones from the zone holding `slba`
-    /// that match `filter`. A postcard-encoded [`ReportHeader`] followed by its `descriptors`
-    /// postcard-encoded [`crate::zns::ZoneDescriptor`]s go to the host by DMA.
+    /// that match `filter`. The report goes to the host by DMA in the ZNS specification's
+    /// layout ([`crate::nvme::write_zone_report`]: a 64-byte header with the number of
+    /// matching zones, then one 64-byte descriptor per zone reported), and the completion
+    /// says how many bytes ([`CommandResult::Transferred`]).
     ZoneManagementReceive {
         slba: u64,
         filter: ReportFilter,
@@ -105,17 +107,6 @@ impl Command {
             Command::Write { .. } | Command::ZoneAppend { .. } | Command::ZoneManagementSend { .. }
         )
     }
-}
-
-/// The start of a zone report.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct ReportHeader {
-    /// Zones matching the filter from the starting zone on (with `partial`: only those
-    /// reported).
-    pub nr_zones: u64,
-    /// Descriptors that follow this header.
-    pub descriptors: u32,
 }
 
 /// Wear and bad-block summary of the NAND behind the namespace.
@@ -210,9 +201,9 @@ mod tests {
             },
         );
         let bytes = postcard::to_allocvec(&sub).unwrap();
-        // The first byte is the wire version (2 since Identify reports program resources and
-        // a refused Load Program carries its reason).
-        assert_eq!(bytes, [2, 7, 3, 0x80, 0x02, 2]);
+        // The first byte is the wire version (3 since zone reports travel in the ZNS
+        // specification's layout).
+        assert_eq!(bytes, [3, 7, 3, 0x80, 0x02, 2]);
         let sub = Submission::new(
             CommandId(1),
             Command::ActivateProgram(ActivateProgram {
@@ -220,7 +211,7 @@ mod tests {
                 activate: true,
             }),
         );
-        assert_eq!(postcard::to_allocvec(&sub).unwrap(), [2, 1, 8, 2, 1]);
+        assert_eq!(postcard::to_allocvec(&sub).unwrap(), [3, 1, 8, 2, 1]);
     }
 
     /// Completions round-trip and their first bytes are pinned.

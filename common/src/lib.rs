@@ -20,7 +20,7 @@ pub use status::Status;
 
 /// Version of the wire envelope. Bumped on any incompatible change; the firmware refuses an
 /// envelope with another version.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 
 /// Size of one logical block (LBA) in bytes.
 pub const LBA_BYTES: u32 = 4096;

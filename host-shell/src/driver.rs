@@ -8,8 +8,9 @@
 
 use common::{
     abi,
-    command::{Command, CommandResult, DeviceHealth, ReportHeader, Submission},
+    command::{Command, CommandResult, DeviceHealth, Submission},
     load_error::{LoadError, VerifyError},
+    nvme,
     program::{
         ActivateProgram, ExecResult, ExecuteProgram, Extent, LoadProgram, MemoryRangeSet,
         ProgramSlot, RangeSetId, ReadOutput,
@@ -27,6 +28,10 @@ use crate::device::{
 
 /// Bytes of one Load Program chunk.
 pub const LOAD_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Most zones one Zone Management Receive asks for: 256 KiB of descriptors, well inside one
+/// link frame.
+const REPORT_CHUNK: u32 = 4096;
 /// Host buffer for small structured replies (identify, health).
 const SMALL_REPLY_BYTES: usize = 4096;
 
@@ -269,25 +274,56 @@ impl Driver {
         filter: ReportFilter,
         max_zones: u32,
     ) -> Result<(u64, Vec<ZoneDescriptor>), DriverError> {
-        // A descriptor takes at most 40 bytes in postcard, the header 15.
-        let len = 16 + 40 * max_zones as usize;
+        // In pieces of at most REPORT_CHUNK zones (64 bytes each), so no transfer outgrows
+        // what a link frame carries; each piece starts at the zone after the last reported.
+        let mut zones: Vec<ZoneDescriptor> = Vec::new();
+        let mut matching = None;
+        let mut from = slba;
+        while (zones.len() as u64) < u64::from(max_zones) {
+            let want = (max_zones - zones.len() as u32).min(REPORT_CHUNK);
+            let (nr, got) = self.report_once(from, filter, want)?;
+            let more = got.len() as u32 == want;
+            let nr_matching = *matching.get_or_insert(nr);
+            let Some(last) = got.last() else {
+                break;
+            };
+            from = last.zslba + self.identify.zone_size_lbas;
+            zones.extend(got);
+            if !more || zones.len() as u64 >= nr_matching || from >= self.identify.nsze_lbas {
+                break;
+            }
+        }
+        Ok((matching.unwrap_or(0), zones))
+    }
+
+    /// One Zone Management Receive of at most `max_zones` descriptors.
+    fn report_once(
+        &self,
+        slba: u64,
+        filter: ReportFilter,
+        max_zones: u32,
+    ) -> Result<(u64, Vec<ZoneDescriptor>), DriverError> {
         let command = Command::ZoneManagementReceive {
             slba,
             filter,
             max_zones,
             partial: false,
         };
-        let done = self.call(command, vec![0; len])?;
+        let done = self.call(command, vec![0; nvme::report_bytes(max_zones)])?;
+        // The ZNS layout: the header counts the matching zones; the descriptors that came are
+        // the ones the transfer holds.
         let malformed = || IoError::Malformed("zone report");
-        let (header, mut rest): (ReportHeader, &[u8]) =
-            postcard::take_from_bytes(&done.buffer).map_err(|_| malformed())?;
-        let mut zones = Vec::with_capacity(header.descriptors as usize);
-        for _ in 0..header.descriptors {
-            let (descriptor, tail) = postcard::take_from_bytes(rest).map_err(|_| malformed())?;
-            zones.push(descriptor);
-            rest = tail;
-        }
-        Ok((header.nr_zones, zones))
+        let CommandResult::Transferred(len) = done.completion.result else {
+            return Err(malformed().into());
+        };
+        let report = done.buffer.get(..len as usize).ok_or_else(malformed)?;
+        let nr_zones = nvme::zone_report_count(report).ok_or_else(malformed)?;
+        let count = (report.len().saturating_sub(nvme::ZONE_REPORT_HEADER_BYTES))
+            / nvme::ZONE_DESCRIPTOR_BYTES;
+        let zones = (0..count)
+            .map(|i| nvme::zone_descriptor(report, i).ok_or_else(malformed))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((nr_zones, zones))
     }
 
     /// Every zone's descriptor.

@@ -16,9 +16,8 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use common::{
-    command::{
-        Command, CommandId, CommandResult, Completion, DeviceHealth, ReportHeader, Submission,
-    },
+    command::{Command, CommandId, CommandResult, Completion, DeviceHealth, Submission},
+    nvme,
     zns::IdentifyZns,
     Status, LBA_BYTES, WIRE_VERSION,
 };
@@ -216,15 +215,9 @@ impl<N: Nand, X: Executor> Controller<N, X> {
         dma: &mut dyn Dma,
     ) -> Result<CommandResult, Status> {
         let report = self.zones.report(slba, filter, max_zones, partial)?;
-        let header = ReportHeader {
-            nr_zones: report.nr_zones,
-            descriptors: report.descriptors.len() as u32,
-        };
-        let mut bytes = postcard::to_allocvec(&header).map_err(|_| Status::InternalError)?;
-        for descriptor in &report.descriptors {
-            let encoded = postcard::to_allocvec(descriptor).map_err(|_| Status::InternalError)?;
-            bytes.extend_from_slice(&encoded);
-        }
+        // The ZNS specification's layout: a 64-byte header, then 64-byte descriptors.
+        let mut bytes = vec![0u8; nvme::report_bytes(report.descriptors.len() as u32)];
+        nvme::write_zone_report(report.nr_zones, &report.descriptors, &mut bytes);
         dma.write_to_host(0, &bytes)
             .map_err(|_| Status::DataTransferError)?;
         Ok(CommandResult::Transferred(bytes.len() as u32))

@@ -3,7 +3,8 @@
 //! bytes the host receives, and reboots over the same NAND.
 
 use crate::support::{Dev, GEOMETRY, LBA};
-use common::command::{Command, CommandId, CommandResult, DeviceHealth, ReportHeader, Submission};
+use common::command::{Command, CommandId, CommandResult, DeviceHealth, Submission};
+use common::nvme;
 use common::zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState};
 use common::{Status, WIRE_VERSION};
 use firmware::controller::{ProgramConfig, SliceDma};
@@ -16,14 +17,15 @@ fn dev() -> Dev {
     Dev::new(ProgramConfig::default())
 }
 
-/// Zone Management Receive decoded: the header and its descriptors.
+/// Zone Management Receive decoded from the ZNS layout: the number of matching zones and the
+/// descriptors the transfer holds.
 fn report(
     dev: &mut Dev,
     slba: u64,
     filter: ReportFilter,
     max_zones: u32,
     partial: bool,
-) -> (ReportHeader, Vec<ZoneDescriptor>) {
+) -> (u64, Vec<ZoneDescriptor>) {
     let mut buf = vec![0u8; 4096];
     let done = dev.submit(
         Command::ZoneManagementReceive {
@@ -38,21 +40,18 @@ fn report(
     let CommandResult::Transferred(n) = done.result else {
         panic!("report returned {:?}", done.result);
     };
-    let (header, mut rest): (ReportHeader, &[u8]) =
-        postcard::take_from_bytes(&buf[..n as usize]).expect("report header");
-    let mut descriptors = Vec::new();
-    for _ in 0..header.descriptors {
-        let (d, more): (ZoneDescriptor, &[u8]) =
-            postcard::take_from_bytes(rest).expect("zone descriptor");
-        descriptors.push(d);
-        rest = more;
-    }
-    assert!(
-        rest.is_empty(),
-        "{} trailing bytes after the report",
-        rest.len()
+    let n = n as usize;
+    assert_eq!(
+        (n - nvme::ZONE_REPORT_HEADER_BYTES) % nvme::ZONE_DESCRIPTOR_BYTES,
+        0,
+        "a header and whole descriptors"
     );
-    (header, descriptors)
+    let count = (n - nvme::ZONE_REPORT_HEADER_BYTES) / nvme::ZONE_DESCRIPTOR_BYTES;
+    let descriptors = (0..count)
+        .map(|i| nvme::zone_descriptor(&buf[..n], i).expect("a zone descriptor"))
+        .collect();
+    let nr_zones = nvme::zone_report_count(&buf[..n]).expect("the report's header");
+    (nr_zones, descriptors)
 }
 
 fn zone_send(dev: &mut Dev, slba: u64, action: ZoneAction, select_all: bool) -> Status {
@@ -307,9 +306,9 @@ fn zone_management_send_and_receive() {
         Status::Success
     );
 
-    let (header, zones) = report(&mut dev, 0, ReportFilter::All, 4, false);
-    assert_eq!(header.nr_zones, 15);
-    assert_eq!(header.descriptors, 4);
+    let (nr_zones, zones) = report(&mut dev, 0, ReportFilter::All, 4, false);
+    assert_eq!(nr_zones, 15);
+    assert_eq!(zones.len(), 4);
     let states: Vec<ZoneState> = zones.iter().map(|d| d.state).collect();
     assert_eq!(
         states,
@@ -325,15 +324,15 @@ fn zone_management_send_and_receive() {
     assert_eq!(zones[3].zslba, 3 * ZONE);
     assert!(zones.iter().all(|d| d.zcap == ZONE));
 
-    let (header, zones) = report(&mut dev, ZONE, ReportFilter::Full, 8, false);
-    assert_eq!((header.nr_zones, zones.len()), (1, 1));
+    let (nr_zones, zones) = report(&mut dev, ZONE, ReportFilter::Full, 8, false);
+    assert_eq!((nr_zones, zones.len()), (1, 1));
     assert_eq!(zones[0].zslba, ZONE);
-    let (header, zones) = report(&mut dev, 0, ReportFilter::Empty, 2, false);
-    assert_eq!((header.nr_zones, zones.len()), (12, 2));
-    let (header, zones) = report(&mut dev, 0, ReportFilter::Empty, 2, true);
-    assert_eq!((header.nr_zones, zones.len()), (2, 2));
-    let (header, _) = report(&mut dev, 5 * ZONE + 3, ReportFilter::All, 0, false);
-    assert_eq!(header.nr_zones, 10, "from the zone holding slba on");
+    let (nr_zones, zones) = report(&mut dev, 0, ReportFilter::Empty, 2, false);
+    assert_eq!((nr_zones, zones.len()), (12, 2));
+    let (nr_zones, zones) = report(&mut dev, 0, ReportFilter::Empty, 2, true);
+    assert_eq!((nr_zones, zones.len()), (2, 2));
+    let (nr_zones, _) = report(&mut dev, 5 * ZONE + 3, ReportFilter::All, 0, false);
+    assert_eq!(nr_zones, 10, "from the zone holding slba on");
 
     let mut dev = dev.reboot(ProgramConfig::default());
     let (_, after) = report(&mut dev, 0, ReportFilter::All, 2, false);
@@ -345,12 +344,12 @@ fn zone_management_send_and_receive() {
         zone_send(&mut dev, 0, ZoneAction::Reset, true),
         Status::Success
     );
-    let (header, _) = report(&mut dev, 0, ReportFilter::Empty, 0, false);
-    assert_eq!(header.nr_zones, 15, "reset all empties every zone");
+    let (nr_zones, _) = report(&mut dev, 0, ReportFilter::Empty, 0, false);
+    assert_eq!(nr_zones, 15, "reset all empties every zone");
     assert_eq!(dev.read(0, 1).unwrap(), vec![0u8; LBA]);
     let mut dev = dev.reboot(ProgramConfig::default());
-    let (header, _) = report(&mut dev, 0, ReportFilter::Empty, 0, false);
-    assert_eq!(header.nr_zones, 15, "the reset survives a reboot");
+    let (nr_zones, _) = report(&mut dev, 0, ReportFilter::Empty, 0, false);
+    assert_eq!(nr_zones, 15, "the reset survives a reboot");
 }
 
 /// Get Health decodes and counts blocks as zones bind and erase them.

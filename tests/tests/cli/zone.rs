@@ -449,3 +449,29 @@ fn zone_map_of_a_raw_device() {
     let err = csd_fails(1, ["zone", "map", missing.to_str().unwrap()]);
     assert!(err.contains("missing.img"), "{err}");
 }
+
+/// A device with more zones than one Zone Management Receive asks for (4,096 a command): the
+/// report comes in pieces and lists every zone once, in order, with and without a state
+/// filter.
+#[test]
+fn a_report_of_thousands_of_zones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let img = image(dir.path(), &["--capacity", "5G"]);
+    let img_str = img.to_str().expect("utf-8 path");
+    csd_ok(["zone", "finish", img_str, "4500"]);
+    let zones = report(&img);
+    assert!(zones.len() > 4096, "{} zones", zones.len());
+    for (i, zone) in zones.iter().enumerate() {
+        assert_eq!(zone["zone"], i as u64, "zone {i} in its place");
+    }
+    assert_eq!(zones[4500]["state"], "full");
+    let full = csd_json(["zone", "report", img_str, "--state", "full", "--json"]);
+    let full = full.as_array().expect("a JSON list");
+    assert_eq!(full.len(), 1, "{full:?}");
+    assert_eq!(full[0]["zone"], 4500);
+    let empty = csd_json(["zone", "report", img_str, "--state", "empty", "--json"]);
+    assert_eq!(
+        empty.as_array().expect("a JSON list").len(),
+        zones.len() - 1
+    );
+}
