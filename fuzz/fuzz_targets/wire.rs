@@ -27,8 +27,8 @@ fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + core::fmt::Debug>(byt
 /// decodes the same.
 fn zone_report(bytes: &[u8]) {
     let _ = nvme::zone_report_count(bytes);
-    let count = bytes.len().saturating_sub(nvme::ZONE_REPORT_HEADER_BYTES)
-        / nvme::ZONE_DESCRIPTOR_BYTES;
+    let count =
+        bytes.len().saturating_sub(nvme::ZONE_REPORT_HEADER_BYTES) / nvme::ZONE_DESCRIPTOR_BYTES;
     let zones: Vec<ZoneDescriptor> = (0..count)
         .filter_map(|i| nvme::zone_descriptor(bytes, i))
         .collect();
