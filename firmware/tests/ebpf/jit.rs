@@ -3,7 +3,7 @@
 //! local calls, backward jumps cut short by fuel, and every opcode the verifier takes. (The
 //! other modules compare the two executors too: `util::run` runs both.)
 
-use crate::util::{ctx, load, raw, TestEnv};
+use crate::util::{ctx, load, prog, raw, run, TestEnv};
 use common::abi::{self, helper};
 use proptest::prelude::*;
 use testkit::executors;
@@ -156,5 +156,44 @@ fn generated_programs_end_every_way() {
     assert!(
         exits > 0 && memory > 0 && helper > 0 && depth > 0 && fuel > 0,
         "(loaded, exits, memory, helper, depth, fuel) = {counts:?}"
+    );
+}
+
+/// Accesses at an address the block checked already (the JIT checks once per block and
+/// register): a read-modify-write in scratch, a write after a read of the read-only context
+/// (which must still fault, at the store, as a write), and a register moved between two
+/// accesses (the second is checked again, and faults past scratch). `run` compares the JIT
+/// with the interpreter on each, whole and in slices.
+#[test]
+fn repeated_addresses_in_a_block() {
+    let scratch = format!("call {}\nmov64 r6, r0\n", helper::SCRATCH);
+    let rmw = format!(
+        "{scratch}stdw [r6+8], 41\nldxdw r2, [r6+8]\nadd64 r2, 1\nstxdw [r6+8], r2\nldxdw r0, [r6+8]\nexit"
+    );
+    assert_eq!(run(&prog(&rmw)).map(|r| r.0), Ok(42));
+
+    let ctx_write = "ldxdw r2, [r1+8]\nadd64 r2, 1\nstxdw [r1+8], r2\nexit";
+    assert_eq!(
+        run(&prog(ctx_write)).map(|r| r.0),
+        Err(firmware::ebpf::ExecError::MemoryFault {
+            pc: 2,
+            addr: abi::region::CTX_BASE + 8,
+            len: 8,
+            write: true
+        })
+    );
+
+    let moved = format!(
+        "{scratch}ldxdw r2, [r6+0]\nlddw r3, {}\nadd64 r6, r3\nstxdw [r6+0], r2\nexit",
+        abi::DEFAULT_SCRATCH_BYTES
+    );
+    assert_eq!(
+        run(&prog(&moved)).map(|r| r.0),
+        Err(firmware::ebpf::ExecError::MemoryFault {
+            pc: 6,
+            addr: abi::region::SCRATCH_BASE + u64::from(abi::DEFAULT_SCRATCH_BYTES),
+            len: 8,
+            write: true
+        })
     );
 }

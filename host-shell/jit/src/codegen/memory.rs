@@ -8,12 +8,32 @@ use super::{host_mem, kernel_mem, Classes, Gen, I32, I64};
 use crate::native::{exit, field};
 use common::abi::region;
 
+/// An access the current basic block has checked: `len` bytes at `r[base] + off`.
+#[derive(Copy, Clone, Debug)]
+pub(super) struct Checked {
+    /// The register (writing it forgets the entry).
+    pub(super) base: u8,
+    off: i64,
+    len: i64,
+    /// Checked as writable.
+    write: bool,
+    /// The kernel address.
+    addr: Value,
+    /// Whether it fell in scratch (readable and writable).
+    in_scratch: Value,
+    /// The host address.
+    ptr: Value,
+}
+
 impl Gen<'_, '_> {
     /// The host address of a checked access of `len` bytes at `r[base] + off`; branches to a
     /// fault exit when the access is not wholly inside a region (writable, if `write`).
     ///
     /// Scratch, where kernels keep their buffers, is checked first with one compare against a
-    /// bound that stays fixed for the run; anything else goes through the region tables.
+    /// bound that stays fixed for the run; anything else goes through the region tables. An
+    /// access to an address the block has checked already (the same register, unchanged since,
+    /// the same offset and width) needs no second check, except a write after a read: it is
+    /// known to fit if the read fell in scratch, and takes the full write check otherwise.
     pub(super) fn access(
         &mut self,
         pc: usize,
@@ -34,6 +54,36 @@ impl Gen<'_, '_> {
                 .iadd_imm_s(r10, off - region::STACK_BASE as i64);
             let stack = self.fixed_field(field::STACK);
             return self.b.ins().iadd(stack, at);
+        }
+        let base = (base & 15).min(10);
+        let seen = self
+            .checked
+            .iter()
+            .find(|c| (c.base, c.off, c.len) == (base, off, len))
+            .copied();
+        if let Some(seen) = seen {
+            if !write || seen.write {
+                return seen.ptr;
+            }
+            let known = self.b.create_block();
+            let slow = self.b.create_block();
+            let join = self.b.create_block();
+            self.b.append_block_param(join, I64);
+            self.b.set_cold_block(slow);
+            self.b.ins().brif(seen.in_scratch, known, &[], slow, &[]);
+            self.b.switch_to_block(known);
+            self.b.ins().jump(join, &[BlockArg::Value(seen.ptr)]);
+            self.b.switch_to_block(slow);
+            let ptr = self.table_access(pc, after, seen.addr, len, true);
+            self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
+            self.b.switch_to_block(join);
+            let ptr = self.b.block_params(join)[0];
+            self.remember(Checked {
+                write: true,
+                ptr,
+                ..seen
+            });
+            return ptr;
         }
         let reg = self.reg(base);
         let addr = self.b.ins().iadd_imm_s(reg, off);
@@ -70,7 +120,23 @@ impl Gen<'_, '_> {
         self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
 
         self.b.switch_to_block(join);
-        self.b.block_params(join)[0]
+        let ptr = self.b.block_params(join)[0];
+        self.remember(Checked {
+            base,
+            off,
+            len,
+            write,
+            addr,
+            in_scratch: fits,
+            ptr,
+        });
+        ptr
+    }
+
+    fn remember(&mut self, checked: Checked) {
+        let key = (checked.base, checked.off, checked.len);
+        self.checked.retain(|c| (c.base, c.off, c.len) != key);
+        self.checked.push(checked);
     }
 
     /// The general check through the region tables, indexed by `addr >> 32`.

@@ -123,6 +123,8 @@ struct Gen<'a, 'f> {
     /// Returns from a local call to a pc: param (pc: i64).
     returns: Block,
     state: Value,
+    /// Checked accesses of the current basic block, for later accesses at the same address.
+    checked: Vec<memory::Checked>,
     r: [Variable; 11],
     budget: Variable,
     /// Instruction classes, packed ([`classes`]).
@@ -175,6 +177,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             nowhere,
             returns,
             state,
+            checked: Vec::new(),
             r,
             budget,
             classes,
@@ -371,6 +374,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             self.check_reach(start, body, self.live[start]);
         }
         self.b.switch_to_block(body);
+        self.checked.clear();
         self.add_var(self.budget, -total.insns);
         self.add_var(self.classes, total.packed());
 
@@ -414,7 +418,9 @@ impl<'a, 'f> Gen<'a, 'f> {
     }
 
     fn set(&mut self, i: u8, v: Value) {
-        self.b.def_var(self.r[usize::from(i & 15).min(10)], v);
+        let i = (i & 15).min(10);
+        self.checked.retain(|c| c.base != i);
+        self.b.def_var(self.r[usize::from(i)], v);
     }
 
     fn emit_insn(&mut self, pc: usize, after: Classes) {
