@@ -166,28 +166,21 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     // byte 77) are refused with Invalid Field in Command before any data moves: no R2T comes,
     // the completion does, and the queue goes on.
     let most = 1u32 << ctrl[77];
-    let huge_read = io_sqe(
-        &mut io,
-        0x02,
-        0,
-        most as u16 + 1,
-        SGL_TRANSPORT,
-        (most + 1) * 4096,
-    );
-    assert_eq!(io.call(&huge_read, &[]).0.status, 0x002, "a Read past MDTS");
-    let huge_write = io_sqe(
-        &mut io,
-        0x01,
-        2,
-        most as u16 + 1,
-        SGL_TRANSPORT,
-        (most + 1) * 4096,
-    );
-    let (cqe, _) = io.call(&huge_write, &[]);
-    assert_eq!(
-        cqe.status, 0x002,
-        "a Write past MDTS, answered without an R2T"
-    );
+    for (opcode, slba, what) in [
+        (0x02, 0, "a Read"),
+        (0x01, 2, "a Write, answered without an R2T"),
+    ] {
+        let huge = io_sqe(
+            &mut io,
+            opcode,
+            slba,
+            most as u16 + 1,
+            SGL_TRANSPORT,
+            (most + 1) * 4096,
+        );
+        let (cqe, _) = io.call(&huge, &[]);
+        assert_eq!(cqe.status, 0x002, "{what} past MDTS");
+    }
     let mut huge_load = admin.sqe(0xc1, 0, SGL_TRANSPORT, 64 << 20);
     huge_load[40] = 4;
     let (cqe, _) = admin.call(&huge_load, &[]);
