@@ -98,6 +98,9 @@ pub(crate) struct State {
     /// check: an access at scratch offset `o` fits when `o < scratch_limit[w]`.
     scratch: *mut u8,
     scratch_limit: [u64; 4],
+    /// The scratch buffer's host address less its kernel address (modulo 2^64): a kernel
+    /// address plus this is the host address it stands for, if it is in scratch.
+    scratch_bias: u64,
     fault_addr: u64,
     fault_len: u64,
     fault_write: u64,
@@ -121,6 +124,7 @@ pub(crate) mod field {
     pub const CLASSES: i32 = offset_of!(State, classes) as i32;
     pub const SCRATCH: i32 = offset_of!(State, scratch) as i32;
     pub const SCRATCH_LIMIT: i32 = offset_of!(State, scratch_limit) as i32;
+    pub const SCRATCH_BIAS: i32 = offset_of!(State, scratch_bias) as i32;
     pub const FAULT_ADDR: i32 = offset_of!(State, fault_addr) as i32;
     pub const FAULT_LEN: i32 = offset_of!(State, fault_len) as i32;
     pub const FAULT_WRITE: i32 = offset_of!(State, fault_write) as i32;
@@ -306,6 +310,7 @@ impl Code {
             classes: 0,
             scratch: scratch_ptr,
             scratch_limit: [1u64, 2, 4, 8].map(|w| (scratch_len + 1).saturating_sub(w)),
+            scratch_bias: (scratch_ptr as u64).wrapping_sub(abi::region::SCRATCH_BASE),
             fault_addr: 0,
             fault_len: 0,
             fault_write: 0,

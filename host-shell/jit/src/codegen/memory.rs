@@ -87,10 +87,12 @@ impl Gen<'_, '_> {
         }
         let reg = self.reg(base);
         let addr = self.b.ins().iadd_imm_s(reg, off);
-        let in_scratch = self
-            .b
-            .ins()
-            .iadd_imm_s(addr, (region::SCRATCH_BASE as i64).wrapping_neg());
+        // The host address if it is in scratch, and its offset there: in scratch exactly when
+        // that offset is below the bound (both modulo 2^64, as `addr - SCRATCH_BASE` would be).
+        let bias = self.fixed_field(field::SCRATCH_BIAS);
+        let host = self.b.ins().iadd(addr, bias);
+        let scratch = self.fixed_field(field::SCRATCH);
+        let in_scratch = self.b.ins().isub(host, scratch);
         let width = match len {
             1 => 0,
             2 => 1,
@@ -98,8 +100,6 @@ impl Gen<'_, '_> {
             _ => 3,
         };
         let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width);
-        // Loaded here, where it dominates the accesses after this one, so that they share it.
-        let scratch = self.fixed_field(field::SCRATCH);
         let fits = self
             .b
             .ins()
@@ -112,8 +112,7 @@ impl Gen<'_, '_> {
         self.b.ins().brif(fits, fast, &[], slow, &[]);
 
         self.b.switch_to_block(fast);
-        let ptr = self.b.ins().iadd(scratch, in_scratch);
-        self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
+        self.b.ins().jump(join, &[BlockArg::Value(host)]);
 
         self.b.switch_to_block(slow);
         let ptr = self.table_access(pc, after, addr, len, write);
