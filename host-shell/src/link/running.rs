@@ -373,6 +373,29 @@ impl Shared {
 /// A run in the background: the link's command id and how it ended.
 type Finished = (CommandId, Result<Done, String>);
 
+/// The device's number for a session's number `ours` (of a program slot or a range set): the
+/// one the session was given, or the first free one, now owned by `session`. A number past
+/// the device's count is left as it is, for the device to refuse.
+fn claim(
+    given: &mut HashMap<u16, u16>,
+    owners: &mut [Option<u64>],
+    session: u64,
+    ours: u16,
+    none_free: Status,
+) -> Result<u16, Status> {
+    if let Some(&theirs) = given.get(&ours) {
+        return Ok(theirs);
+    }
+    if usize::from(ours) >= owners.len() {
+        return Ok(ours);
+    }
+    let free = owners.iter().position(Option::is_none).ok_or(none_free)?;
+    owners[free] = Some(session);
+    let theirs = free as u16;
+    given.insert(ours, theirs);
+    Ok(theirs)
+}
+
 /// One session's end of the link.
 struct SessionServer {
     driver: Driver,
@@ -380,7 +403,7 @@ struct SessionServer {
     id: u64,
     file_system: bool,
     /// This session's program slots and range sets, onto the device's.
-    slots: HashMap<u8, u8>,
+    slots: HashMap<u16, u16>,
     range_sets: HashMap<u16, u16>,
     /// Runs in the background and where they report.
     running: usize,
@@ -630,49 +653,35 @@ impl SessionServer {
     }
 
     fn slot(&mut self, ours: ProgramSlot) -> Result<ProgramSlot, Status> {
-        if let Some(&theirs) = self.slots.get(&ours.0) {
-            return Ok(ProgramSlot(theirs));
-        }
         let mut state = self.shared.lock();
-        if usize::from(ours.0) >= state.slots.len() {
-            // Out of range on the device too: it says so.
-            return Ok(ours);
-        }
-        let free = state
-            .slots
-            .iter()
-            .position(Option::is_none)
-            .ok_or(Status::InvalidProgramSlot)?;
-        state.slots[free] = Some(self.id);
-        let theirs = free as u8;
-        self.slots.insert(ours.0, theirs);
-        Ok(ProgramSlot(theirs))
+        let theirs = claim(
+            &mut self.slots,
+            &mut state.slots,
+            self.id,
+            ours.0.into(),
+            Status::InvalidProgramSlot,
+        )?;
+        // Slots number at most 255 (Identify counts them in a byte).
+        Ok(ProgramSlot(theirs as u8))
     }
 
     fn range_set(&mut self, ours: RangeSetId) -> Result<RangeSetId, Status> {
-        if let Some(&theirs) = self.range_sets.get(&ours.0) {
-            return Ok(RangeSetId(theirs));
-        }
         let mut state = self.shared.lock();
-        if usize::from(ours.0) >= state.range_sets.len() {
-            return Ok(ours);
-        }
-        let free = state
-            .range_sets
-            .iter()
-            .position(Option::is_none)
-            .ok_or(Status::InvalidMemoryRange)?;
-        state.range_sets[free] = Some(self.id);
-        let theirs = free as u16;
-        self.range_sets.insert(ours.0, theirs);
-        Ok(RangeSetId(theirs))
+        claim(
+            &mut self.range_sets,
+            &mut state.range_sets,
+            self.id,
+            ours.0,
+            Status::InvalidMemoryRange,
+        )
+        .map(RangeSetId)
     }
 
     /// Gives back what the session held: its slots (deactivated), range sets and file system.
     fn end(&mut self) {
         for (_, slot) in self.slots.drain() {
             let off = Command::ActivateProgram(ActivateProgram {
-                slot: ProgramSlot(slot),
+                slot: ProgramSlot(slot as u8),
                 activate: false,
             });
             let _ = self.driver.exchange(off, Vec::new());

@@ -43,13 +43,14 @@ pub(super) mod fes {
     pub const HEADER_DIGEST: u8 = 0x03;
 }
 
-/// One PDU as received.
+/// One PDU as received: the bytes after its common header, where its PDU-specific header and
+/// its data are.
 pub(super) struct Pdu {
     pub(super) kind: u8,
     pub(super) flags: u8,
-    /// The PDU-specific header (after the common header).
-    header: Vec<u8>,
-    data: Vec<u8>,
+    rest: Vec<u8>,
+    header_len: usize,
+    data: std::ops::Range<usize>,
     /// Whether the data's digest, if it had one, was right.
     pub(super) data_intact: bool,
 }
@@ -57,17 +58,22 @@ pub(super) struct Pdu {
 impl Pdu {
     /// The bytes of the PDU-specific header (after the common header).
     pub(super) fn header(&self) -> &[u8] {
-        &self.header
+        &self.rest[..self.header_len]
     }
 
     /// The PDU's data.
     pub(super) fn data(&self) -> &[u8] {
-        &self.data
+        &self.rest[self.data.clone()]
     }
 
     /// Takes the PDU's data.
     pub(super) fn take_data(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.data)
+        let mut bytes = std::mem::take(&mut self.rest);
+        bytes.truncate(self.data.end);
+        bytes.drain(..self.data.start);
+        self.header_len = 0;
+        self.data = 0..0;
+        bytes
     }
 }
 
@@ -149,16 +155,14 @@ impl Wire {
             return Err(fatal("a PDU too short for its header digest".into()));
         }
         if hdgst {
-            let mut whole = ch.to_vec();
-            whole.extend_from_slice(&rest[..hlen - 8]);
-            if digest(&whole) != rest[hlen - 8..hlen - 4] {
+            let crc = crc32c::crc32c_append(crc32c::crc32c(&ch), &rest[..hlen - 8]);
+            if crc.to_le_bytes() != rest[hlen - 8..hlen - 4] {
                 return Err(ReadError::Fatal {
                     fes: fes::HEADER_DIGEST,
                     why: "a PDU header's digest is wrong".into(),
                 });
             }
         }
-        let header = rest[..hlen - 8].to_vec();
         // Data from the data offset to the end, less the data digest if it has one.
         let has_data = pdo != 0 && usize::from(pdo) < plen as usize;
         let ddgst = digested && has_data && flags & DDGSTF != 0;
@@ -176,14 +180,15 @@ impl Wire {
                 )));
             }
             let intact = !ddgst || digest(&rest[start..end]) == rest[end..];
-            (rest[start..end].to_vec(), intact)
+            (start..end, intact)
         } else {
-            (Vec::new(), true)
+            (0..0, true)
         };
         Ok(Pdu {
             kind,
             flags,
-            header,
+            rest,
+            header_len: hlen - 8,
             data,
             data_intact,
         })
