@@ -441,6 +441,8 @@ impl SessionServer {
         let mut reader = FrameReader::new(vec![0u8; link::MAX_FRAME_BYTES]);
         let mut body = vec![0u8; link::MAX_BODY_BYTES];
         let mut frame = vec![0u8; link::MAX_FRAME_BYTES];
+        // Naks go out of a buffer of their own: `frame` keeps the last answer for a replay.
+        let mut nak = vec![0u8; 64];
         let mut chunk = vec![0u8; 64 * 1024];
         // The last answer, replayed if its request comes again.
         let mut last: Option<(u32, usize)> = None;
@@ -452,17 +454,17 @@ impl SessionServer {
             for &b in &chunk[..n] {
                 let answer = match reader.push(b) {
                     None => continue,
-                    Some(Err(_)) => Reply::Nak(NakReason::CorruptFrame),
+                    Some(Err(e)) => Reply::Nak(e.into()),
                     Some(Ok(f)) => match f.decode::<HostMessage<'_>>() {
-                        Err(_) => Reply::Nak(NakReason::CorruptFrame),
+                        Err(e) => Reply::Nak(e.into()),
                         Ok(_) if last.is_some_and(|(seq, _)| seq == f.seq) => Reply::Replay,
                         Ok(msg) => Reply::Message(f.seq, self.answer(msg)),
                     },
                 };
                 match answer {
                     Reply::Nak(reason) => {
-                        let len = encode(0, &DeviceMessage::Nak(reason), &mut body, &mut frame)?;
-                        stream.write_all(&frame[..len])?;
+                        let len = encode(0, &DeviceMessage::Nak(reason), &mut body, &mut nak)?;
+                        stream.write_all(&nak[..len])?;
                     }
                     Reply::Replay => {
                         if let Some((_, len)) = last {

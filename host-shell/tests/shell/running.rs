@@ -1,10 +1,18 @@
 //! The running device's server (`host_shell::link::running`) over a RAM device: sessions over
 //! its socket each number program slots and range sets from 0 without loading into each
 //! other's, and while a file-system session is attached, other sessions may not change zones.
+//! A request sent again after a refused frame gets its answer again.
 
-use std::{os::unix::net::UnixListener, time::Duration};
+use std::{
+    io::{Read, Write},
+    os::unix::net::UnixListener,
+    path::Path,
+    time::Duration,
+};
 
 use common::{
+    command::{Command, CommandId, Submission},
+    link::{self, DeviceMessage, FrameReader, HostMessage},
     program::{ExecOutcome, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
@@ -50,29 +58,78 @@ fn run_slot_0(driver: &Driver) -> u64 {
     }
 }
 
-#[test]
-fn sessions_keep_their_slots_and_the_file_system_its_zones() {
+/// Runs `check` against a running-device server over a RAM device, on the socket of
+/// `dir/dev.img`; the server stops whatever `check` does.
+fn with_server(check: impl FnOnce(&Path)) {
     let geometry = geometry::small();
     let device = RamDevice::in_ram(
         geometry,
         geometry::zones_for(&geometry),
         DeviceOptions::default(),
     )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    .expect("a RAM device");
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let image = dir.path().join("dev.img");
-    let listener = UnixListener::bind(running::socket_path(&image)).unwrap();
+    let listener = UnixListener::bind(running::socket_path(&image)).expect("the socket");
     let server = running::Server::new(device.driver());
     let stop = server.stopper();
     std::thread::scope(|s| {
-        s.spawn(|| server.run(listener, Duration::from_secs(5)).unwrap());
+        s.spawn(|| server.run(listener, Duration::from_secs(5)).expect("serve"));
 
         // Stopped whatever the checks say, so that a failure ends the test.
-        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sessions(&image)));
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&image)));
         stop();
         if let Err(panic) = checked {
             std::panic::resume_unwind(panic);
         }
+    });
+}
+
+#[test]
+fn sessions_keep_their_slots_and_the_file_system_its_zones() {
+    with_server(sessions);
+}
+
+/// The server keeps its last answer for a request sent again (a lost answer must not run a
+/// command twice); a frame it refuses in between does not replace that answer.
+#[test]
+fn a_request_sent_again_after_a_refused_frame_gets_its_answer() {
+    with_server(|image| {
+        let (mut stream, _) = running::connect(image, &Session::Raw)
+            .expect("connect")
+            .expect("a running device");
+        let (mut body, mut frame) = (vec![0u8; link::MAX_BODY_BYTES], vec![0u8; 4096]);
+        let request = HostMessage::Request {
+            submission: Submission::new(CommandId(9), Command::Flush),
+            host_len: 0,
+            data: &[],
+        };
+        let len = link::encode(7, &request, &mut body, &mut frame).expect("encode");
+        let sent = frame[..len].to_vec();
+        let mut reader = FrameReader::new(vec![0u8; link::MAX_FRAME_BYTES]);
+        let mut next = |stream: &mut std::os::unix::net::UnixStream| -> (u32, Vec<u8>) {
+            let mut byte = [0u8; 1];
+            loop {
+                stream.read_exact(&mut byte).expect("a frame");
+                if let Some(f) = reader.push(byte[0]) {
+                    let f = f.expect("a good frame");
+                    return (f.seq, f.message.to_vec());
+                }
+            }
+        };
+        stream.write_all(&sent).expect("send");
+        let first = next(&mut stream);
+        let answer: DeviceMessage<'_> = postcard::from_bytes(&first.1).expect("decode");
+        assert!(
+            matches!(answer, DeviceMessage::Response { .. }),
+            "{answer:?}"
+        );
+        stream.write_all(&[0, 1, 2, 3, 0]).expect("send garbage");
+        let (_, refused) = next(&mut stream);
+        let refused: DeviceMessage<'_> = postcard::from_bytes(&refused).expect("decode");
+        assert!(matches!(refused, DeviceMessage::Nak(_)), "{refused:?}");
+        stream.write_all(&sent).expect("send again");
+        assert_eq!(next(&mut stream), first, "the same answer, replayed");
     });
 }
 
