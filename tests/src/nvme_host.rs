@@ -61,6 +61,8 @@ pub struct Cqe {
     pub dw1: u32,
     pub cid: u16,
     pub status: u16,
+    /// Do Not Retry (dword 3 bit 31).
+    pub dnr: bool,
 }
 
 impl Host {
@@ -207,6 +209,7 @@ impl Host {
             dw1: le32(c, 4),
             cid: dw3 as u16,
             status: (dw3 >> 17 & 0x7ff) as u16,
+            dnr: dw3 >> 31 == 1,
         }
     }
 

@@ -155,6 +155,8 @@ impl Queue<'_> {
             KEEP_ALIVE => self.done(sqe, Status::Success),
             SET_FEATURES | GET_FEATURES => self.done(sqe, Status::Success),
             ASYNC_EVENT_REQUEST => None,
+            // Known commands with structures or pages it does not have.
+            IDENTIFY | GET_LOG_PAGE => self.done(sqe, Status::InvalidField),
             _ => self.done(sqe, Status::InvalidOpcode),
         }
     }

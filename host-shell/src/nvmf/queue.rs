@@ -150,7 +150,8 @@ impl<'t> Queue<'t> {
             phase: false,
             status,
             more: false,
-            do_not_retry: status != 0,
+            // A transport error is the one failure a host should retry.
+            do_not_retry: status != 0 && status != TRANSIENT_TRANSPORT_ERROR,
         }
     }
 

@@ -39,6 +39,9 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     garbage.write_all(&[0xff; 8]).expect("send");
     let mut rest = Vec::new();
     let _ = garbage.read_to_end(&mut rest);
+    // A C2HTermReq (03h, 24 bytes) with FES Invalid PDU Header Field, then the close.
+    assert_eq!(rest.len(), 24, "{rest:?}");
+    assert_eq!((rest[0], le16(&rest, 8)), (0x03, 0x01), "{rest:?}");
 
     // The admin queue: Connect, CAP, CC.EN, CSTS.RDY.
     let mut admin = Host::connect(port);
@@ -229,11 +232,11 @@ fn discovery_lists_the_subsystem() {
     );
     assert_eq!(&entry[256..256 + NQN.len()], NQN.as_bytes());
     assert_eq!(&entry[512..521], b"127.0.0.1");
-    // A discovery controller has no namespace: I/O-side Identify is refused.
+    // A discovery controller has no namespace: the zoned Identify Namespace is Invalid Field.
     let mut ns = host.sqe(0x06, 1, SGL_TRANSPORT, 4096);
     ns[40] = 0x05;
     ns[47] = 0x02;
-    assert_ne!(host.call(&ns, &[]).0.status, 0);
+    assert_eq!(host.call(&ns, &[]).0.status, 0x002);
 }
 
 /// Header and data digests (CRC-32C), as a host asks for them in ICReq: every PDU the target
@@ -270,6 +273,7 @@ fn digests_guard_headers_and_data() {
     io.stream.write_all(&spoiled).expect("send");
     let cqe = Host::response(&io.read_pdu());
     assert_eq!(cqe.status, 0x22, "Transient Transport Error: {cqe:?}");
+    assert!(!cqe.dnr, "a transport error may be retried");
     // H2CData with a wrong digest: not written either; the host retries with a good one.
     for spoil in [true, false] {
         let second: Vec<u8> = (0..4096u32).map(|i| (i * 7) as u8).collect();
@@ -280,7 +284,11 @@ fn digests_guard_headers_and_data() {
         io.send_h2c(&r2t.header, &second, spoil);
         let cqe = Host::response(&io.read_pdu());
         let want = if spoil { 0x22 } else { 0 };
-        assert_eq!(cqe.status, want, "spoiled {spoil}: {cqe:?}");
+        assert_eq!(
+            (cqe.status, cqe.dnr),
+            (want, false),
+            "spoiled {spoil}: {cqe:?}"
+        );
         let report = csd_json(["zone", "report", img, "--json"]);
         assert_eq!(report[0]["wp"], if spoil { 1 } else { 2 });
         if !spoil {
