@@ -168,7 +168,7 @@ fn generated_programs_end_every_way() {
 fn repeated_addresses_in_a_block() {
     let scratch = format!("call {}\nmov64 r6, r0\n", helper::SCRATCH);
     let rmw = format!(
-        "{scratch}stdw [r6+8], 41\nldxdw r2, [r6+8]\nadd64 r2, 1\nstxdw [r6+8], r2\nldxdw r0, [r6+8]\nexit"
+        "{scratch}ldxdw r2, [r6+8]\nadd64 r2, 42\nstxdw [r6+8], r2\nldxdw r0, [r6+8]\nexit"
     );
     assert_eq!(run(&prog(&rmw)).map(|r| r.0), Ok(42));
 

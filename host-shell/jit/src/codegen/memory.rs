@@ -65,19 +65,7 @@ impl Gen<'_, '_> {
             if !write || seen.write {
                 return seen.ptr;
             }
-            let known = self.b.create_block();
-            let slow = self.b.create_block();
-            let join = self.b.create_block();
-            self.b.append_block_param(join, I64);
-            self.b.set_cold_block(slow);
-            self.b.ins().brif(seen.in_scratch, known, &[], slow, &[]);
-            self.b.switch_to_block(known);
-            self.b.ins().jump(join, &[BlockArg::Value(seen.ptr)]);
-            self.b.switch_to_block(slow);
-            let ptr = self.table_access(pc, after, seen.addr, len, true);
-            self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
-            self.b.switch_to_block(join);
-            let ptr = self.b.block_params(join)[0];
+            let ptr = self.checked_ptr(pc, after, seen.in_scratch, seen.ptr, seen.addr, len, true);
             self.remember(Checked {
                 write: true,
                 ptr,
@@ -104,22 +92,7 @@ impl Gen<'_, '_> {
             .b
             .ins()
             .icmp(IntCC::UnsignedLessThan, in_scratch, limit);
-        let fast = self.b.create_block();
-        let slow = self.b.create_block();
-        let join = self.b.create_block();
-        self.b.append_block_param(join, I64);
-        self.b.set_cold_block(slow);
-        self.b.ins().brif(fits, fast, &[], slow, &[]);
-
-        self.b.switch_to_block(fast);
-        self.b.ins().jump(join, &[BlockArg::Value(host)]);
-
-        self.b.switch_to_block(slow);
-        let ptr = self.table_access(pc, after, addr, len, write);
-        self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
-
-        self.b.switch_to_block(join);
-        let ptr = self.b.block_params(join)[0];
+        let ptr = self.checked_ptr(pc, after, fits, host, addr, len, write);
         self.remember(Checked {
             base,
             off,
@@ -130,6 +103,32 @@ impl Gen<'_, '_> {
             ptr,
         });
         ptr
+    }
+
+    /// `host` where `in_scratch` holds, else the region tables' check of `addr` (cold).
+    #[allow(clippy::too_many_arguments)]
+    fn checked_ptr(
+        &mut self,
+        pc: usize,
+        after: Classes,
+        in_scratch: Value,
+        host: Value,
+        addr: Value,
+        len: i64,
+        write: bool,
+    ) -> Value {
+        let slow = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        self.b.set_cold_block(slow);
+        self.b
+            .ins()
+            .brif(in_scratch, join, &[BlockArg::Value(host)], slow, &[]);
+        self.b.switch_to_block(slow);
+        let ptr = self.table_access(pc, after, addr, len, write);
+        self.b.ins().jump(join, &[BlockArg::Value(ptr)]);
+        self.b.switch_to_block(join);
+        self.b.block_params(join)[0]
     }
 
     fn remember(&mut self, checked: Checked) {
