@@ -483,6 +483,18 @@ pub fn zone_report_count(b: &[u8]) -> Option<u64> {
     (b.len() >= 8).then(|| get_u64(b, 0))
 }
 
+/// The zone report in `b` (a transfer of a header and whole descriptors): the number of
+/// matching zones, and the descriptors it holds (each `None` if it does not decode).
+pub fn read_zone_report(
+    b: &[u8],
+) -> Option<(u64, impl Iterator<Item = Option<ZoneDescriptor>> + '_)> {
+    let descriptors = b.len().checked_sub(ZONE_REPORT_HEADER_BYTES)? / ZONE_DESCRIPTOR_BYTES;
+    Some((
+        zone_report_count(b)?,
+        (0..descriptors).map(|i| zone_descriptor(b, i)),
+    ))
+}
+
 /// Floor of log2 of `n` (at least 1).
 fn log2(n: u64) -> u32 {
     63 - n.max(1).leading_zeros()

@@ -317,12 +317,8 @@ impl Driver {
             return Err(malformed().into());
         };
         let report = done.buffer.get(..len as usize).ok_or_else(malformed)?;
-        let nr_zones = nvme::zone_report_count(report).ok_or_else(malformed)?;
-        let count = (report.len().saturating_sub(nvme::ZONE_REPORT_HEADER_BYTES))
-            / nvme::ZONE_DESCRIPTOR_BYTES;
-        let zones = (0..count)
-            .map(|i| nvme::zone_descriptor(report, i).ok_or_else(malformed))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (nr_zones, zones) = nvme::read_zone_report(report).ok_or_else(malformed)?;
+        let zones = zones.collect::<Option<Vec<_>>>().ok_or_else(malformed)?;
         Ok((nr_zones, zones))
     }
 

@@ -40,18 +40,14 @@ fn report(
     let CommandResult::Transferred(n) = done.result else {
         panic!("report returned {:?}", done.result);
     };
-    let n = n as usize;
     assert_eq!(
-        (n - nvme::ZONE_REPORT_HEADER_BYTES) % nvme::ZONE_DESCRIPTOR_BYTES,
+        (n as usize - nvme::ZONE_REPORT_HEADER_BYTES) % nvme::ZONE_DESCRIPTOR_BYTES,
         0,
         "a header and whole descriptors"
     );
-    let count = (n - nvme::ZONE_REPORT_HEADER_BYTES) / nvme::ZONE_DESCRIPTOR_BYTES;
-    let descriptors = (0..count)
-        .map(|i| nvme::zone_descriptor(&buf[..n], i).expect("a zone descriptor"))
-        .collect();
-    let nr_zones = nvme::zone_report_count(&buf[..n]).expect("the report's header");
-    (nr_zones, descriptors)
+    let (nr_zones, zones) = nvme::read_zone_report(&buf[..n as usize]).expect("a zone report");
+    let zones = zones.map(|z| z.expect("a zone descriptor")).collect();
+    (nr_zones, zones)
 }
 
 fn zone_send(dev: &mut Dev, slba: u64, action: ZoneAction, select_all: bool) -> Status {
