@@ -120,7 +120,6 @@ impl Plan {
     }
 }
 
-/// Runs one section, saying so first (a full run takes minutes).
 /// The sections of a run, for the progress bar.
 const SECTIONS: u64 = 6;
 
@@ -140,6 +139,7 @@ fn progress() -> &'static indicatif::ProgressBar {
     })
 }
 
+/// Runs one section, saying so first (a full run takes minutes).
 fn section<T>(name: &str, run: impl FnOnce() -> Result<T>) -> Result<T> {
     let bar = progress();
     bar.set_message(name.to_string());

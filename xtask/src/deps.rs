@@ -417,12 +417,12 @@ impl Tool {
     }
 }
 
-/// Whether the installed QEMU has the Cortex-R52 board.
 /// Both QEMUs: the ARM one with the board's machine, and the x86-64 one.
 fn qemu_ready() -> bool {
     qemu_has_board() && cmd::on_path("qemu-system-x86_64")
 }
 
+/// Whether the installed QEMU has the Cortex-R52 board.
 fn qemu_has_board() -> bool {
     Command::new("qemu-system-arm")
         .args(["-machine", "help"])
