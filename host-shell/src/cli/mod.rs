@@ -179,7 +179,12 @@ pub(crate) fn with_device<T>(
     let mut result = f(&device, &driver);
     drop(driver);
     if let (Err(e), Some(holder)) = (&result, device.file_system_holder()) {
-        if e.to_string().contains(common::Status::AccessDenied.name()) {
+        let denied = e.chain().any(|cause| {
+            cause
+                .downcast_ref::<DeviceStatus>()
+                .is_some_and(|d| d.status == common::Status::AccessDenied)
+        });
+        if denied {
             result = Err(anyhow!(
                 "{}: {e}: the running device's zones belong to its file system, in use by \
                  {holder}; unmount it first",
@@ -204,10 +209,23 @@ impl<T> During<T> for Result<T, DriverError> {
     }
 }
 
-/// `what failed: <status>` for a status the device returned, `what failed: <error>` otherwise.
+/// A command the device completed with an error status: `what failed: <status>`.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} failed: {status}")]
+pub(crate) struct DeviceStatus {
+    what: String,
+    status: common::Status,
+}
+
+/// `what failed: <status>` for a status the device returned (a [`DeviceStatus`], so callers
+/// can tell which), `what failed: <error>` otherwise.
 pub(crate) fn driver_error(what: &str, err: DriverError) -> anyhow::Error {
     match err {
-        DriverError::Io(IoError::Device { status, .. }) => anyhow!("{what} failed: {status}"),
+        DriverError::Io(IoError::Device { status, .. }) => DeviceStatus {
+            what: what.to_string(),
+            status,
+        }
+        .into(),
         other => anyhow!("{what} failed: {other}"),
     }
 }
