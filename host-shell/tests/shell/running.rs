@@ -13,45 +13,53 @@ use std::{
 use common::{
     command::{Command, CommandId, Submission},
     link::{self, DeviceMessage, FrameReader, HostMessage},
-    program::{ExecOutcome, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
+    program::{ExecOutcome, ExecResult, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
 use host_shell::{
     device::{DeviceOptions, RamDevice},
-    driver::Driver,
+    driver::{Driver, DriverError},
     link::{running, AttachedDevice, Session},
 };
 use testkit::geometry;
 
-/// Loads a kernel that returns `value` into slot 0 and range set 0 of the session's own
-/// numbering.
+/// Loads into slot 0 of the session's own numbering a kernel that returns `value` plus its
+/// output capacity, and sets range set 0 (also the session's own) to `64 * value` bytes of
+/// output: a run returns `65 * value` only with this session's kernel and range set.
 fn load_returning(driver: &Driver, value: u32) {
-    let text = rbpf::assembler::assemble(&format!("mov64 r0, {value}\nexit\n")).expect("assembles");
+    let text = rbpf::assembler::assemble(&format!(
+        "ldxdw r0, [r1+{}]\nadd64 r0, {value}\nexit\n",
+        common::abi::ctx::OUT_CAP
+    ))
+    .expect("assembles");
     driver
         .load_program(ProgramSlot(0), &firmware::ebpf::encode_image(&text, &[]))
         .expect("load program");
     driver.activate(ProgramSlot(0), true).expect("activate");
     driver
-        .set_ranges(RangeSetId(0), &[], 0, 64)
+        .set_ranges(RangeSetId(0), &[], 0, 64 * value)
         .expect("range set");
 }
 
+/// Runs slot 0 over range set 0, both of the session's numbering.
+fn execute_slot_0(driver: &Driver) -> Result<ExecResult, DriverError> {
+    driver.execute(
+        ExecuteProgram {
+            slot: ProgramSlot(0),
+            range_set: RangeSetId(0),
+            op: ProgramOp::FileJob,
+            offset: 0,
+            len: 0,
+            param0: 0,
+            param1: 0,
+            fuel: 1000,
+        },
+        Vec::new(),
+    )
+}
+
 fn run_slot_0(driver: &Driver) -> u64 {
-    let result = driver
-        .execute(
-            ExecuteProgram {
-                slot: ProgramSlot(0),
-                range_set: RangeSetId(0),
-                op: ProgramOp::FileJob,
-                offset: 0,
-                len: 0,
-                param0: 0,
-                param1: 0,
-                fuel: 1000,
-            },
-            Vec::new(),
-        )
-        .expect("execute");
+    let result = execute_slot_0(driver).expect("execute");
     match result.outcome {
         ExecOutcome::Exited { r0 } => r0,
         other => panic!("the kernel did not exit: {other:?}"),
@@ -142,8 +150,16 @@ fn sessions(image: &std::path::Path) {
         .expect("a running device");
     load_returning(&a.driver(), 1);
     load_returning(&b.driver(), 2);
-    assert_eq!(run_slot_0(&a.driver()), 1, "session a runs its own kernel");
-    assert_eq!(run_slot_0(&b.driver()), 2, "session b runs its own kernel");
+    assert_eq!(
+        run_slot_0(&a.driver()),
+        65,
+        "session a: its own kernel and range set"
+    );
+    assert_eq!(
+        run_slot_0(&b.driver()),
+        130,
+        "session b: its own kernel and range set"
+    );
 
     let zslba = a.driver().all_zones().expect("zone report")[1].zslba;
     let block = vec![7u8; LBA_BYTES as usize];
@@ -177,4 +193,14 @@ fn sessions(image: &std::path::Path) {
     a.driver().append(zslba, block).expect("append");
     a.detach();
     b.detach();
+    // Their slots were given back deactivated: a new session's slot 0 holds no kernel.
+    let c = AttachedDevice::attach(image, &Session::Raw)
+        .expect("attach")
+        .expect("a running device");
+    c.driver()
+        .set_ranges(RangeSetId(0), &[], 0, 64)
+        .expect("range set");
+    let run = execute_slot_0(&c.driver());
+    assert!(run.is_err(), "an ended session's kernel ran: {run:?}");
+    c.detach();
 }
