@@ -16,7 +16,7 @@ use super::{
 
 /// Admin opcodes this target serves.
 pub(super) const GET_LOG_PAGE: u8 = 0x02;
-pub(super) const IDENTIFY: u8 = 0x06;
+pub(super) const IDENTIFY: u8 = nvme::opcode::IDENTIFY;
 pub(super) const SET_FEATURES: u8 = 0x09;
 pub(super) const GET_FEATURES: u8 = 0x0A;
 pub(super) const ASYNC_EVENT_REQUEST: u8 = 0x0C;

@@ -15,19 +15,6 @@ use super::{
 use crate::offload::{Job, Kernel};
 
 impl Queue<'_> {
-    /// The data of a command that sends some: in the capsule, or asked for with R2T (`None`
-    /// if its data digest was wrong).
-    fn data_in(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Option<Vec<u8>>> {
-        if !in_capsule.is_empty() {
-            return Ok(Some(in_capsule));
-        }
-        let len = sqe.dptr[1] as u32 as usize;
-        if len == 0 {
-            return Ok(Some(Vec::new()));
-        }
-        self.receive(sqe.cid, len)
-    }
-
     /// Load Program (this project's C1h): keeps the kernel under its program index.
     pub(super) fn load_program(
         &mut self,
@@ -39,7 +26,8 @@ impl Queue<'_> {
         if in_capsule.is_empty() && sqe.dptr[1] as u32 > MAX_H2C_DATA {
             return Ok(self.done(sqe, Status::InvalidField));
         }
-        let Some(bytes) = self.data_in(sqe, in_capsule)? else {
+        let len = sqe.dptr[1] as u32 as usize;
+        let Some(bytes) = self.data_in(sqe.cid, len, in_capsule)? else {
             return Ok(self.transport_error(sqe));
         };
         let index = sqe.cdw(10) as u8;

@@ -303,9 +303,7 @@ impl<'t> Queue<'t> {
         if command.changes_zones() && (self.target.zones_held)() {
             // The host's write data must still be taken off the connection.
             if let Command::Write { nlb, .. } | Command::ZoneAppend { nlb, .. } = command {
-                if in_capsule.is_empty() {
-                    let _ = self.receive(sqe.cid, nlb as usize * LBA_BYTES as usize)?;
-                }
+                let _ = self.data_in(sqe.cid, nlb as usize * LBA_BYTES as usize, in_capsule)?;
             }
             return Ok(self.done(sqe, Status::AccessDenied));
         }
@@ -327,13 +325,8 @@ impl<'t> Queue<'t> {
                 .map(|done| (done.completion, done.buffer)),
             Command::Write { nlb, .. } | Command::ZoneAppend { nlb, .. } => {
                 let len = nlb as usize * LBA_BYTES as usize;
-                let data = if in_capsule.is_empty() {
-                    match self.receive(sqe.cid, len)? {
-                        Some(data) => data,
-                        None => return Ok(self.transport_error(sqe)),
-                    }
-                } else {
-                    in_capsule
+                let Some(data) = self.data_in(sqe.cid, len, in_capsule)? else {
+                    return Ok(self.transport_error(sqe));
                 };
                 if data.len() != len {
                     return Ok(self.done(sqe, Status::DataTransferError));
@@ -366,10 +359,24 @@ impl<'t> Queue<'t> {
         })
     }
 
+    /// A command's `len` bytes of data: those in its capsule, or asked for with R2T (`None` if
+    /// a data digest was wrong).
+    pub(super) fn data_in(
+        &mut self,
+        cid: u16,
+        len: usize,
+        in_capsule: Vec<u8>,
+    ) -> io::Result<Option<Vec<u8>>> {
+        if !in_capsule.is_empty() || len == 0 {
+            return Ok(Some(in_capsule));
+        }
+        self.receive(cid, len)
+    }
+
     /// Asks the host for a write's `len` bytes with R2T PDUs and collects its H2CData;
     /// `None` if a data digest was wrong (the transfer is still taken off the connection).
-    pub(super) fn receive(&mut self, cid: u16, len: usize) -> io::Result<Option<Vec<u8>>> {
-        let mut data = Vec::with_capacity(len);
+    fn receive(&mut self, cid: u16, len: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut data = Vec::new();
         let mut intact = true;
         while data.len() < len {
             let chunk = (len - data.len()).min(MAX_H2C_DATA as usize);
@@ -382,7 +389,7 @@ impl<'t> Queue<'t> {
             self.wire.write(pdu::R2T, 0, 24, &h, &[])?;
             let mut got = 0;
             while got < chunk {
-                let p = self.read()?;
+                let mut p = self.read()?;
                 if p.kind == pdu::CAPSULE_CMD {
                     // The host sends commands without waiting: served after this one.
                     self.pending.push_back(p);
@@ -401,9 +408,13 @@ impl<'t> Queue<'t> {
                     ));
                 }
                 intact &= p.data_intact;
-                let payload = p.data();
-                got += payload.len();
-                data.extend_from_slice(payload);
+                got += p.data().len();
+                if data.is_empty() {
+                    // The usual case, the whole transfer in one PDU: its bytes, not a copy.
+                    data = p.take_data();
+                } else {
+                    data.extend_from_slice(p.data());
+                }
                 if p.flags & pdu::LAST_PDU != 0 {
                     break;
                 }
