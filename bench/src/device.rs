@@ -252,7 +252,7 @@ fn latency_once(reads: u64) -> anyhow::Result<(f64, f64)> {
     let mut controller = Controller::new(manager, ProgramConfig::default());
     let mut call = |command: Command, mut buffer: Vec<u8>| -> anyhow::Result<Vec<u8>> {
         let sub = Submission::new(CommandId(0), command);
-        let done = controller.submit(0, &sub, &mut SliceDma::new(&mut buffer));
+        let done = controller.submit_command(0, &sub, &mut SliceDma::new(&mut buffer));
         match done {
             Some(c) if c.status.is_success() => Ok(buffer),
             other => anyhow::bail!("the controller answered {other:?}"),

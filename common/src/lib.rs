@@ -18,9 +18,10 @@ pub mod zns;
 
 pub use status::Status;
 
-/// Version of the wire envelope. Bumped on any incompatible change; the firmware refuses an
-/// envelope with another version.
-pub const WIRE_VERSION: u16 = 3;
+/// Version of what crosses the device's links: the commands (NVMe entries since version 4),
+/// completions and the structures they move. Bumped on any incompatible change; a host and a
+/// device of different versions refuse each other when a session opens.
+pub const WIRE_VERSION: u16 = 4;
 
 /// Size of one logical block (LBA) in bytes.
 pub const LBA_BYTES: u32 = 4096;

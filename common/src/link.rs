@@ -37,6 +37,11 @@
 use crc::{Crc, CRC_32_ISO_HDLC};
 use serde::{Deserialize, Serialize};
 
+use crate::{
+    command::{Command, CommandResult, Completion, Submission},
+    nvme::{self, Cqe, QueueType, Sqe, SqeError},
+};
+
 /// Version of the link framing. A receiver rejects a frame of another version.
 pub const LINK_VERSION: u16 = 2;
 
@@ -44,7 +49,7 @@ pub const LINK_VERSION: u16 = 2;
 /// Read or Write (64 LBAs), room for a large extent list or kernel output.
 pub const MAX_DATA_BYTES: u32 = 1024 * 1024;
 
-/// Room for a message's fields besides its data (the submission or completion).
+/// Room for a message's fields besides its data (the entry, a completion's result).
 const MAX_FIELDS_BYTES: usize = 256;
 
 /// Bytes of the header before the message: version (u16) and sequence number (u32).
@@ -68,12 +73,52 @@ pub const DELIMITER: u8 = 0x00;
 const CRC32: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
 /// What the host sends over the link.
-pub type HostMessage<'a> = ToDevice<'a, crate::command::Submission>;
+pub type HostMessage<'a> = ToDevice<'a, SubmissionEntry>;
 
 /// What the device sends over the link.
-pub type DeviceMessage<'a> = ToHost<'a, crate::command::Completion>;
+pub type DeviceMessage<'a> = ToHost<'a, CompletionEntry>;
 
-/// A message from the host to the device. `S` is the command envelope (`Submission`).
+/// A command on the link: the type of queue it is submitted to and its NVMe submission queue
+/// entry (64 bytes, [`crate::nvme::encode`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmissionEntry {
+    pub queue: QueueType,
+    pub sqe: Sqe,
+}
+
+impl SubmissionEntry {
+    /// The entry of `submission` for a host memory of `host_len` bytes (Execute Program's
+    /// parameter data not included: [`crate::nvme::parameter_data`]).
+    pub fn of(submission: &Submission, host_len: usize) -> Result<Self, SqeError> {
+        let (queue, sqe) = nvme::encode(submission.cid, &submission.command, host_len)?;
+        Ok(SubmissionEntry { queue, sqe })
+    }
+}
+
+/// A completion on the link: its NVMe completion queue entry (16 bytes), and the result that
+/// does not fit in one (a kernel run's outcome and counters, or why a program was refused;
+/// [`crate::nvme::completion_entry`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletionEntry {
+    pub cqe: Cqe,
+    pub rest: Option<CommandResult>,
+}
+
+impl CompletionEntry {
+    /// The entry of `completion`.
+    pub fn of(completion: &Completion) -> Self {
+        let (cqe, rest) = nvme::completion_entry(completion);
+        CompletionEntry { cqe, rest }
+    }
+
+    /// The completion it carries, of `command` when the host knows which command it answers;
+    /// `None` for a status this device does not send.
+    pub fn completion(&self, command: Option<&Command>) -> Option<Completion> {
+        nvme::completion_of(command, &self.cqe, self.rest)
+    }
+}
+
+/// A message from the host to the device. `S` is the command ([`SubmissionEntry`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToDevice<'a, S> {
     /// Opens a session: the device forgets its remembered response and answers with
@@ -92,7 +137,7 @@ pub enum ToDevice<'a, S> {
     Poll,
 }
 
-/// A message from the device to the host. `C` is the completion envelope (`Completion`).
+/// A message from the device to the host. `C` is the completion ([`CompletionEntry`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToHost<'a, C> {
     /// The answer to [`ToDevice::Hello`].

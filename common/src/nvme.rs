@@ -25,8 +25,11 @@
 //! Activation Management 88h, Memory Range Set Management 89h) is not encoded here: its field
 //! layouts could not be checked against the specification's text (see docs/ARCHITECTURE.md).
 
+use serde::{Deserialize, Serialize};
+
 use crate::{
     command::{Command, CommandId, CommandResult, Completion},
+    program::{ExecOutcome, RangeSetId},
     zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState, ZoneType},
     Status,
 };
@@ -52,7 +55,31 @@ pub mod opcode {
     pub const ZONE_MANAGEMENT_RECEIVE: u8 = 0x7A;
     pub const ZONE_APPEND: u8 = 0x7D;
     /// Admin.
+    pub const GET_LOG_PAGE: u8 = 0x02;
     pub const IDENTIFY: u8 = 0x06;
+    /// Computational Programs, admin (see [`super::cp`]).
+    pub const LOAD_PROGRAM: u8 = 0x85;
+    pub const PROGRAM_ACTIVATION: u8 = 0x88;
+    pub const MEMORY_RANGE_SET: u8 = 0x89;
+    /// Computational Programs and this project, I/O (see [`super::cp`]).
+    pub const EXECUTE_PROGRAM: u8 = super::cp::EXECUTE_PROGRAM;
+    pub const READ_OUTPUT: u8 = super::cp::READ_OUTPUT;
+}
+
+/// The namespace every command of this device names: its one zoned namespace.
+pub const NSID: u32 = 1;
+
+/// Log pages. C0h to FFh are vendor specific (NVMe Base Specification 2.1, Log Page
+/// Identifiers); this device keeps its own structures there, postcard-encoded.
+pub mod log_page {
+    /// The device's summary ([`crate::zns::IdentifyZns`]): geometry, limits and program
+    /// resources.
+    pub const DEVICE: u8 = 0xC0;
+    /// Wear and bad blocks ([`crate::command::DeviceHealth`]).
+    pub const HEALTH: u8 = 0xC1;
+    /// The `csd_log` messages of the last run over the range set in the log specific
+    /// identifier.
+    pub const KERNEL_LOG: u8 = 0xC2;
 }
 
 /// Identify's Controller or Namespace Structure (CNS) values.
@@ -181,6 +208,65 @@ impl Sqe {
     }
 }
 
+/// An entry crosses a link as its bytes (a tuple of fixed length: no length prefix).
+fn serialize_bytes<S: serde::Serializer, const N: usize>(
+    bytes: &[u8; N],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeTuple;
+    let mut t = s.serialize_tuple(N)?;
+    for b in bytes {
+        t.serialize_element(b)?;
+    }
+    t.end()
+}
+
+fn deserialize_bytes<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+) -> Result<[u8; N], D::Error> {
+    struct Bytes<const N: usize>;
+    impl<'de, const N: usize> serde::de::Visitor<'de> for Bytes<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(f, "{N} bytes")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
+            let mut out = [0u8; N];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_tuple(N, Bytes::<N>)
+}
+
+impl Serialize for Sqe {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(&self.to_bytes(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Sqe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_bytes::<D, SQE_BYTES>(d).map(|b| Sqe::from_bytes(&b))
+    }
+}
+
+impl Serialize for Cqe {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_bytes(&self.to_bytes(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cqe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_bytes::<D, CQE_BYTES>(d).map(|b| Cqe::from_bytes(&b))
+    }
+}
+
 /// A completion queue entry.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cqe {
@@ -261,6 +347,11 @@ pub enum SqeError {
     Opcode(u8),
     /// A field this device does not accept (Invalid Field in Command).
     Field,
+    /// A namespace this device does not have, or not for this command (Invalid Namespace or
+    /// Format).
+    Namespace,
+    /// The command's parameter data is missing from its host memory (Data Transfer Error).
+    Data,
 }
 
 impl SqeError {
@@ -269,6 +360,8 @@ impl SqeError {
         match self {
             SqeError::Opcode(_) => Status::InvalidOpcode,
             SqeError::Field => Status::InvalidField,
+            SqeError::Namespace => Status::InvalidNamespace,
+            SqeError::Data => Status::DataTransferError,
         }
     }
 }
@@ -318,43 +411,87 @@ pub const fn report_bytes(zones: u32) -> usize {
     ZONE_REPORT_HEADER_BYTES + zones as usize * ZONE_DESCRIPTOR_BYTES
 }
 
-/// `command` as an I/O command (Read, Write, Flush, Zone Append, Zone Management Send and
-/// Receive) with command identifier `cid` on namespace `nsid`; `None` for commands that are
-/// not NVM or zoned I/O commands, or a transfer NVMe cannot express (more than 65,536 blocks,
-/// or none).
-pub fn io_sqe(command: &Command, cid: CommandId, nsid: u32) -> Option<Sqe> {
-    let blocks = |nlb: u32| (1..=0x1_0000).contains(&nlb).then(|| nlb - 1);
-    let sqe = match *command {
-        Command::Flush => Sqe::new(opcode::FLUSH, cid.0, nsid),
+/// Which queue an entry is submitted to: admin and I/O commands share opcode values (02h is
+/// Get Log Page on the admin queue and Read on an I/O queue), so an entry means something only
+/// with its queue's type.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum QueueType {
+    Admin,
+    Io,
+}
+
+/// The 0's based number of logical blocks of a transfer of `nlb` blocks; NVMe cannot express
+/// none or more than 65,536.
+fn nlb_field(nlb: u32) -> Result<u32, SqeError> {
+    (1..=0x1_0000)
+        .contains(&nlb)
+        .then(|| nlb - 1)
+        .ok_or(SqeError::Field)
+}
+
+/// The 0's based number of dwords of a transfer of `bytes` (at least one dword).
+fn numd(bytes: usize) -> u32 {
+    (bytes.div_ceil(4).max(1) - 1) as u32
+}
+
+/// A Get Log Page (admin 02h) for log `lid` with log specific identifier `lsi`, of `bytes`:
+/// the log page identifier in CDW10 bits 7:0, the 0's based number of dwords in CDW10 bits
+/// 31:16 (lower) and CDW11 bits 15:0 (upper), the log specific identifier in CDW11 bits 31:16.
+fn get_log_page(sqe: &mut Sqe, lid: u8, lsi: u16, bytes: usize) {
+    let n = numd(bytes);
+    sqe.opcode = opcode::GET_LOG_PAGE;
+    sqe.set_cdw(10, u32::from(lid) | (n & 0xffff) << 16);
+    sqe.set_cdw(11, n >> 16 | u32::from(lsi) << 16);
+}
+
+/// `command` with command identifier `cid` for a host memory of `host_len` bytes, as the queue
+/// type and entry that carry it (namespace 1). Errors for a command NVMe cannot express (a
+/// transfer of no blocks or more than 65,536).
+///
+/// The NVM and Zoned Namespace commands are the specifications'; the device's own structures
+/// travel as vendor-specific log pages ([`log_page`]); the program commands are laid out in
+/// [`cp`] (see its docs for what is the Computational Programs specification's and what is
+/// this project's).
+pub fn encode(
+    cid: CommandId,
+    command: &Command,
+    host_len: usize,
+) -> Result<(QueueType, Sqe), SqeError> {
+    let mut sqe = Sqe::new(0, cid.0, NSID);
+    let queue = match *command {
+        Command::Flush => {
+            sqe.opcode = opcode::FLUSH;
+            QueueType::Io
+        }
         Command::Read { slba, nlb } | Command::Write { slba, nlb } => {
-            let op = if matches!(command, Command::Read { .. }) {
+            sqe.opcode = if matches!(command, Command::Read { .. }) {
                 opcode::READ
             } else {
                 opcode::WRITE
             };
-            let mut sqe = Sqe::new(op, cid.0, nsid);
             sqe.set_slba(slba);
-            sqe.set_cdw(12, blocks(nlb)?);
-            sqe
+            sqe.set_cdw(12, nlb_field(nlb)?);
+            QueueType::Io
         }
         Command::ZoneAppend { zslba, nlb } => {
-            let mut sqe = Sqe::new(opcode::ZONE_APPEND, cid.0, nsid);
+            sqe.opcode = opcode::ZONE_APPEND;
             sqe.set_slba(zslba);
-            sqe.set_cdw(12, blocks(nlb)?);
-            sqe
+            sqe.set_cdw(12, nlb_field(nlb)?);
+            QueueType::Io
         }
         Command::ZoneManagementSend {
             slba,
             action,
             select_all,
         } => {
-            let mut sqe = Sqe::new(opcode::ZONE_MANAGEMENT_SEND, cid.0, nsid);
+            sqe.opcode = opcode::ZONE_MANAGEMENT_SEND;
             sqe.set_slba(slba);
             sqe.set_cdw(
                 13,
                 u32::from(action.spec_value()) | u32::from(select_all) << 8,
             );
-            sqe
+            QueueType::Io
         }
         Command::ZoneManagementReceive {
             slba,
@@ -362,45 +499,109 @@ pub fn io_sqe(command: &Command, cid: CommandId, nsid: u32) -> Option<Sqe> {
             max_zones,
             partial,
         } => {
-            let mut sqe = Sqe::new(opcode::ZONE_MANAGEMENT_RECEIVE, cid.0, nsid);
+            sqe.opcode = opcode::ZONE_MANAGEMENT_RECEIVE;
             sqe.set_slba(slba);
-            let dwords = u32::try_from(report_bytes(max_zones) / 4).ok()?;
+            let bytes = u64::from(max_zones) * ZONE_DESCRIPTOR_BYTES as u64
+                + ZONE_REPORT_HEADER_BYTES as u64;
+            let dwords = u32::try_from(bytes / 4).map_err(|_| SqeError::Field)?;
             sqe.set_cdw(12, dwords - 1);
             // Zone Receive Action 00h: Report Zones.
             sqe.set_cdw(
                 13,
                 u32::from(filter_value(filter)) << 8 | u32::from(partial) << 16,
             );
-            sqe
+            QueueType::Io
         }
-        _ => return None,
+        Command::Identify => {
+            get_log_page(&mut sqe, log_page::DEVICE, 0, host_len);
+            QueueType::Admin
+        }
+        Command::IdentifyStructure { cns, csi } => {
+            sqe = identify_sqe(cid, NSID, cns, csi);
+            QueueType::Admin
+        }
+        Command::GetHealth => {
+            get_log_page(&mut sqe, log_page::HEALTH, 0, host_len);
+            QueueType::Admin
+        }
+        Command::ReadLog(set) => {
+            get_log_page(&mut sqe, log_page::KERNEL_LOG, set.0, host_len);
+            QueueType::Admin
+        }
+        Command::LoadProgram(ref load) => {
+            cp::load_program(&mut sqe, load);
+            QueueType::Admin
+        }
+        Command::ActivateProgram(ref act) => {
+            cp::activate(&mut sqe, act);
+            QueueType::Admin
+        }
+        Command::MemoryRangeSet(ref set) => {
+            cp::memory_range_set(&mut sqe, set);
+            QueueType::Admin
+        }
+        Command::ExecuteProgram(ref exec) => {
+            cp::execute(&mut sqe, exec, host_len + cp::EXECUTE_PARAMETER_BYTES);
+            QueueType::Io
+        }
+        Command::ReadOutput(ref read) => {
+            cp::read_output(&mut sqe, read);
+            QueueType::Io
+        }
     };
-    Some(sqe)
+    Ok((queue, sqe))
 }
 
-/// The I/O command in `sqe` (see [`io_sqe`]).
-pub fn io_command(sqe: &Sqe) -> Result<Command, SqeError> {
+/// The parameter data that goes before the host memory of `command` (Execute Program's, see
+/// [`cp::EXECUTE_PARAMETER_BYTES`]): a transport sends it as the first bytes of the command's
+/// host memory.
+pub fn parameter_data(command: &Command) -> Option<[u8; cp::EXECUTE_PARAMETER_BYTES]> {
+    match command {
+        Command::ExecuteProgram(exec) => Some(cp::execute_parameters(exec)),
+        _ => None,
+    }
+}
+
+/// The command in `sqe` submitted to a queue of type `queue` (see [`encode`]).
+/// `parameters` reads Execute Program's parameter data from the start of its host memory
+/// (`None` when the host memory is shorter).
+pub fn decode(
+    queue: QueueType,
+    sqe: &Sqe,
+    parameters: impl FnOnce() -> Option<[u8; cp::EXECUTE_PARAMETER_BYTES]>,
+) -> Result<Command, SqeError> {
     let nlb = sqe.cdw(12) & 0xffff;
-    Ok(match sqe.opcode {
-        opcode::FLUSH => Command::Flush,
-        opcode::READ => Command::Read {
+    let io = |nsid| queue == QueueType::Io && sqe.nsid == nsid;
+    if io(cp::COMPUTE_NSID) && sqe.opcode == cp::EXECUTE_PROGRAM {
+        let parameters = parameters().ok_or(SqeError::Data)?;
+        return cp::execute_with(sqe, &parameters).map(Command::ExecuteProgram);
+    }
+    if io(cp::MEMORY_NSID) && sqe.opcode == cp::READ_OUTPUT {
+        return cp::read_output_of(sqe);
+    }
+    if queue == QueueType::Io && sqe.nsid != NSID {
+        return Err(SqeError::Namespace);
+    }
+    Ok(match (queue, sqe.opcode) {
+        (QueueType::Io, opcode::FLUSH) => Command::Flush,
+        (QueueType::Io, opcode::READ) => Command::Read {
             slba: sqe.slba(),
             nlb: nlb + 1,
         },
-        opcode::WRITE => Command::Write {
+        (QueueType::Io, opcode::WRITE) => Command::Write {
             slba: sqe.slba(),
             nlb: nlb + 1,
         },
-        opcode::ZONE_APPEND => Command::ZoneAppend {
+        (QueueType::Io, opcode::ZONE_APPEND) => Command::ZoneAppend {
             zslba: sqe.slba(),
             nlb: nlb + 1,
         },
-        opcode::ZONE_MANAGEMENT_SEND => Command::ZoneManagementSend {
+        (QueueType::Io, opcode::ZONE_MANAGEMENT_SEND) => Command::ZoneManagementSend {
             slba: sqe.slba(),
             action: action_of(sqe.cdw(13) as u8).ok_or(SqeError::Field)?,
             select_all: sqe.cdw(13) >> 8 & 1 == 1,
         },
-        opcode::ZONE_MANAGEMENT_RECEIVE => {
+        (QueueType::Io, opcode::ZONE_MANAGEMENT_RECEIVE) => {
             let cdw13 = sqe.cdw(13);
             // Only Report Zones (00h), not the extended report.
             if cdw13 & 0xff != 0 {
@@ -416,8 +617,286 @@ pub fn io_command(sqe: &Sqe) -> Result<Command, SqeError> {
                 partial: cdw13 >> 16 & 1 == 1,
             }
         }
-        other => return Err(SqeError::Opcode(other)),
+        (QueueType::Admin, opcode::GET_LOG_PAGE) => match sqe.cdw(10) as u8 {
+            log_page::DEVICE => Command::Identify,
+            log_page::HEALTH => Command::GetHealth,
+            log_page::KERNEL_LOG => Command::ReadLog(RangeSetId((sqe.cdw(11) >> 16) as u16)),
+            _ => return Err(SqeError::Field),
+        },
+        (QueueType::Admin, opcode::IDENTIFY) => {
+            let (cns, csi) = identify_of(sqe);
+            Command::IdentifyStructure { cns, csi }
+        }
+        (QueueType::Admin, opcode::LOAD_PROGRAM) => cp::load_program_of(sqe)?,
+        (QueueType::Admin, opcode::PROGRAM_ACTIVATION) => cp::activate_of(sqe)?,
+        (QueueType::Admin, opcode::MEMORY_RANGE_SET) => cp::memory_range_set_of(sqe)?,
+        (_, other) => return Err(SqeError::Opcode(other)),
     })
+}
+
+/// The NVM or Zoned Namespace I/O command in `sqe` (what an I/O queue of a host that knows
+/// nothing of this project's commands may send).
+pub fn io_command(sqe: &Sqe) -> Result<Command, SqeError> {
+    if sqe.nsid != NSID {
+        return Err(SqeError::Namespace);
+    }
+    decode(QueueType::Io, sqe, || None)
+}
+
+/// The completion queue entry of `completion` (queue fields zero), and the result that does
+/// not fit in one: a kernel run's outcome and counters, or why a program was refused. Dwords 0
+/// and 1 hold the assigned LBA of a Zone Append, the bytes a command moved to the host, or the
+/// return value of a kernel that exited.
+pub fn completion_entry(completion: &Completion) -> (Cqe, Option<CommandResult>) {
+    let mut cqe = Cqe::of(completion, 0, 0, false);
+    let rest = match completion.result {
+        CommandResult::Exec(run) => {
+            if let ExecOutcome::Exited { r0 } = run.outcome {
+                (cqe.dw0, cqe.dw1) = (r0 as u32, (r0 >> 32) as u32);
+            }
+            Some(completion.result)
+        }
+        CommandResult::Rejected(_) => Some(completion.result),
+        _ => None,
+    };
+    (cqe, rest)
+}
+
+/// Whether `command` completes with the number of bytes it moved to the host.
+fn transfers_to_host(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Identify
+            | Command::IdentifyStructure { .. }
+            | Command::Read { .. }
+            | Command::ZoneManagementReceive { .. }
+            | Command::GetHealth
+            | Command::ReadOutput(_)
+            | Command::ReadLog(_)
+    )
+}
+
+/// The completion in `cqe` and `rest` (see [`completion_entry`]) of `command` (when the host
+/// knows which command it answers); `None` if its status is not one this device sends.
+pub fn completion_of(
+    command: Option<&Command>,
+    cqe: &Cqe,
+    rest: Option<CommandResult>,
+) -> Option<Completion> {
+    let status = Status::from_code(cqe.status)?;
+    let result = match (rest, command) {
+        (Some(result), _) => result,
+        (None, _) if status != Status::Success => CommandResult::None,
+        (None, Some(Command::ZoneAppend { .. })) => {
+            CommandResult::Lba(u64::from(cqe.dw0) | u64::from(cqe.dw1) << 32)
+        }
+        (None, Some(c)) if transfers_to_host(c) => CommandResult::Transferred(cqe.dw0),
+        (None, _) => CommandResult::None,
+    };
+    Some(Completion {
+        cid: CommandId(cqe.cid),
+        status,
+        result,
+    })
+}
+
+/// The program commands: the Computational Programs command set 1.0 (command set identifier
+/// 04h) and the Subsystem Local Memory command set 1.0 (03h), with this project's own fields
+/// where its commands carry more than theirs.
+///
+/// The specifications' text could not be read where this was written. The admin opcodes
+/// (85h, 88h, 89h) are those of libnvme's `types.h`. The I/O opcodes and every field layout
+/// follow two computational-storage emulators that agree with each other (CEMU's
+/// `hw/femu/nvme-def.h` and an SPDK computational-programs target's `nvme_cpcs_spec.h`) and
+/// are **not verified** against the specifications. docs/ARCHITECTURE.md lists which fields
+/// are whose.
+///
+/// The device has three namespaces in the sense of these command sets: 1, the zoned namespace
+/// (NVM and ZNS commands); 2, its compute namespace (Execute Program); 3, its memory
+/// namespace, where range set `r`'s output buffer is the bytes from `r << 32`.
+pub mod cp {
+    use super::{Sqe, SqeError};
+    use crate::{
+        command::Command,
+        program::{
+            ActivateProgram, ExecuteProgram, LoadProgram, MemoryRangeSet, ProgramOp, ProgramSlot,
+            RangeSetId, ReadOutput,
+        },
+    };
+
+    /// The compute namespace: Execute Program goes there.
+    pub const COMPUTE_NSID: u32 = 2;
+    /// The memory namespace: range sets' output buffers, read with Memory Read.
+    pub const MEMORY_NSID: u32 = 3;
+    /// Execute Program (I/O, compute namespace; unverified).
+    pub const EXECUTE_PROGRAM: u8 = 0x01;
+    /// Memory Read (I/O, memory namespace; unverified).
+    pub const READ_OUTPUT: u8 = 0x02;
+    /// Load Program's Program Type for an eBPF image (this project's value).
+    pub const PTYPE_EBPF: u8 = 0xC0;
+    /// Bytes of Execute Program's parameter data at the start of its host memory: the
+    /// kernel's offset and length (u64 little-endian each), which the entry has no room for.
+    /// A write stream's input follows them.
+    pub const EXECUTE_PARAMETER_BYTES: usize = 16;
+
+    /// Load Program: CDW10 bits 15:0 the program index, bits 23:16 the program type, bit 24
+    /// Select (0: load); CDW11 the program's size; CDW14 the bytes in this command; CDW15
+    /// their offset in the program.
+    pub(super) fn load_program(sqe: &mut Sqe, load: &LoadProgram) {
+        sqe.opcode = super::opcode::LOAD_PROGRAM;
+        sqe.set_cdw(10, u32::from(load.slot.0) | u32::from(PTYPE_EBPF) << 16);
+        sqe.set_cdw(11, load.total_len);
+        sqe.set_cdw(14, load.chunk_len);
+        sqe.set_cdw(15, load.offset);
+    }
+
+    pub(super) fn load_program_of(sqe: &Sqe) -> Result<Command, SqeError> {
+        let cdw10 = sqe.cdw(10);
+        // Only loads (Select 0) of eBPF programs; program indices fit a byte here.
+        if cdw10 >> 16 & 0x1ff != u32::from(PTYPE_EBPF) || cdw10 & 0xff00 != 0 {
+            return Err(SqeError::Field);
+        }
+        Ok(Command::LoadProgram(LoadProgram {
+            slot: ProgramSlot(cdw10 as u8),
+            offset: sqe.cdw(15),
+            total_len: sqe.cdw(11),
+            chunk_len: sqe.cdw(14),
+        }))
+    }
+
+    /// Program Activation Management: CDW10 bits 15:0 the program index, bits 19:16 Select
+    /// (1: activate, 0: deactivate).
+    pub(super) fn activate(sqe: &mut Sqe, act: &ActivateProgram) {
+        sqe.opcode = super::opcode::PROGRAM_ACTIVATION;
+        sqe.set_cdw(10, u32::from(act.slot.0) | u32::from(act.activate) << 16);
+    }
+
+    pub(super) fn activate_of(sqe: &Sqe) -> Result<Command, SqeError> {
+        let cdw10 = sqe.cdw(10);
+        let activate = match cdw10 >> 16 & 0xf {
+            0 => false,
+            1 => true,
+            _ => return Err(SqeError::Field),
+        };
+        if cdw10 & 0xff00 != 0 {
+            return Err(SqeError::Field);
+        }
+        Ok(Command::ActivateProgram(ActivateProgram {
+            slot: ProgramSlot(cdw10 as u8),
+            activate,
+        }))
+    }
+
+    /// Memory Range Set Management: CDW10 bits 3:0 Select (0: create), bits 31:16 the range
+    /// set's identifier. This project's own: CDW11 the number of extents (the file's extents
+    /// follow as data), CDW12 and CDW13 the file's size, CDW14 the output buffer's capacity.
+    pub(super) fn memory_range_set(sqe: &mut Sqe, set: &MemoryRangeSet) {
+        sqe.opcode = super::opcode::MEMORY_RANGE_SET;
+        sqe.set_cdw(10, u32::from(set.id.0) << 16);
+        sqe.set_cdw(11, set.extent_count);
+        sqe.set_cdw(12, set.file_size as u32);
+        sqe.set_cdw(13, (set.file_size >> 32) as u32);
+        sqe.set_cdw(14, set.out_cap);
+    }
+
+    pub(super) fn memory_range_set_of(sqe: &Sqe) -> Result<Command, SqeError> {
+        if sqe.cdw(10) & 0xf != 0 {
+            return Err(SqeError::Field);
+        }
+        Ok(Command::MemoryRangeSet(MemoryRangeSet {
+            id: RangeSetId((sqe.cdw(10) >> 16) as u16),
+            extent_count: sqe.cdw(11),
+            file_size: u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32,
+            out_cap: sqe.cdw(14),
+        }))
+    }
+
+    const fn op_value(op: ProgramOp) -> u32 {
+        match op {
+            ProgramOp::ReadStream => 0,
+            ProgramOp::FileJob => 1,
+            ProgramOp::WriteStream => 2,
+        }
+    }
+
+    /// Execute Program on the compute namespace: CDW2 bits 15:0 the program index, bits
+    /// 31:16 the range set; CDW3 the number of inline ranges (0: the range set); CDW4 the
+    /// data length; CDW10 and CDW11 the first program parameter, CDW12 and CDW13 the second.
+    /// This project's own: CDW14 and CDW15 the fuel, CDW5 bits 1:0 why it runs
+    /// ([`ProgramOp`]); the offset and length go as parameter data
+    /// ([`EXECUTE_PARAMETER_BYTES`], see [`execute_parameters`]).
+    pub(super) fn execute(sqe: &mut Sqe, exec: &ExecuteProgram, host_len: usize) {
+        sqe.opcode = EXECUTE_PROGRAM;
+        sqe.nsid = COMPUTE_NSID;
+        sqe.cdw2 = u32::from(exec.slot.0) | u32::from(exec.range_set.0) << 16;
+        sqe.mptr = host_len as u64 & 0xffff_ffff | u64::from(op_value(exec.op)) << 32;
+        sqe.set_cdw(10, exec.param0 as u32);
+        sqe.set_cdw(11, (exec.param0 >> 32) as u32);
+        sqe.set_cdw(12, exec.param1 as u32);
+        sqe.set_cdw(13, (exec.param1 >> 32) as u32);
+        sqe.set_cdw(14, exec.fuel as u32);
+        sqe.set_cdw(15, (exec.fuel >> 32) as u32);
+    }
+
+    /// The parameter data of `exec`: its offset and length.
+    pub fn execute_parameters(exec: &ExecuteProgram) -> [u8; EXECUTE_PARAMETER_BYTES] {
+        let mut b = [0u8; EXECUTE_PARAMETER_BYTES];
+        b[..8].copy_from_slice(&exec.offset.to_le_bytes());
+        b[8..].copy_from_slice(&exec.len.to_le_bytes());
+        b
+    }
+
+    /// Execute Program in `sqe`, with its offset and length from the parameter data
+    /// `parameters`.
+    pub fn execute_with(
+        sqe: &Sqe,
+        parameters: &[u8; EXECUTE_PARAMETER_BYTES],
+    ) -> Result<ExecuteProgram, SqeError> {
+        let op = match (sqe.mptr >> 32) & 0x3 {
+            0 => ProgramOp::ReadStream,
+            1 => ProgramOp::FileJob,
+            2 => ProgramOp::WriteStream,
+            _ => return Err(SqeError::Field),
+        };
+        // Inline ranges are not supported: the run names a range set.
+        if sqe.cdw3 != 0 || sqe.cdw2 & 0xff00 != 0 {
+            return Err(SqeError::Field);
+        }
+        let u64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&parameters[at..at + 8]);
+            u64::from_le_bytes(b)
+        };
+        Ok(ExecuteProgram {
+            slot: ProgramSlot(sqe.cdw2 as u8),
+            range_set: RangeSetId((sqe.cdw2 >> 16) as u16),
+            op,
+            offset: u64_at(0),
+            len: u64_at(8),
+            param0: u64::from(sqe.cdw(10)) | u64::from(sqe.cdw(11)) << 32,
+            param1: u64::from(sqe.cdw(12)) | u64::from(sqe.cdw(13)) << 32,
+            fuel: u64::from(sqe.cdw(14)) | u64::from(sqe.cdw(15)) << 32,
+        })
+    }
+
+    /// Memory Read on the memory namespace: CDW10 and CDW11 the starting byte (range set `r`'s
+    /// output buffer starts at `r << 32`), CDW12 the length in bytes.
+    pub(super) fn read_output(sqe: &mut Sqe, read: &ReadOutput) {
+        sqe.opcode = READ_OUTPUT;
+        sqe.nsid = MEMORY_NSID;
+        sqe.set_cdw(10, read.offset);
+        sqe.set_cdw(11, u32::from(read.range_set.0));
+        sqe.set_cdw(12, read.len);
+    }
+
+    pub(super) fn read_output_of(sqe: &Sqe) -> Result<Command, SqeError> {
+        let set = u16::try_from(sqe.cdw(11)).map_err(|_| SqeError::Field)?;
+        Ok(Command::ReadOutput(ReadOutput {
+            range_set: RangeSetId(set),
+            offset: sqe.cdw(10),
+            len: sqe.cdw(12),
+        }))
+    }
 }
 
 /// An Identify command for structure `cns` of command set `csi`.
@@ -504,27 +983,37 @@ fn log2(n: u64) -> u32 {
 /// and use in LBAs, and one LBA format of `lba_bytes`.
 pub fn identify_namespace(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
     let mut b = [0u8; IDENTIFY_BYTES];
-    put_u64(&mut b, 0, id.nsze_lbas); // NSZE
-    put_u64(&mut b, 8, id.nsze_lbas); // NCAP
-    put_u64(&mut b, 16, id.nsze_lbas); // NUSE
+    write_identify_namespace(id, &mut b);
+    b
+}
+
+/// Writes [`identify_namespace`] into `b`, which is zero.
+pub fn write_identify_namespace(id: &IdentifyZns, b: &mut [u8; IDENTIFY_BYTES]) {
+    put_u64(b, 0, id.nsze_lbas); // NSZE
+    put_u64(b, 8, id.nsze_lbas); // NCAP
+    put_u64(b, 16, id.nsze_lbas); // NUSE
     b[25] = 0; // NLBAF (0's based): one format
     b[26] = 0; // FLBAS: format 0
                // LBA Format 0: no metadata, LBA Data Size as a power of two.
-    put_u32(&mut b, 128, log2(u64::from(id.lba_bytes)) << 16);
-    b
+    put_u32(b, 128, log2(u64::from(id.lba_bytes)) << 16);
 }
 
 /// The Zoned Namespace Command Set specific Identify Namespace data structure (CNS 05h, CSI
 /// 02h): the open and active limits (0's based; all ones for no limit) and the zone size of
 /// LBA format 0.
 pub fn identify_zns_namespace(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
-    let limit = |n: u32| n.checked_sub(1).unwrap_or(u32::MAX);
     let mut b = [0u8; IDENTIFY_BYTES];
-    put_u32(&mut b, 4, limit(id.max_active)); // MAR
-    put_u32(&mut b, 8, limit(id.max_open)); // MOR
-                                            // LBA Format Extension 0: Zone Size; no zone descriptor extension.
-    put_u64(&mut b, 2816, id.zone_size_lbas);
+    write_identify_zns_namespace(id, &mut b);
     b
+}
+
+/// Writes [`identify_zns_namespace`] into `b`, which is zero.
+pub fn write_identify_zns_namespace(id: &IdentifyZns, b: &mut [u8; IDENTIFY_BYTES]) {
+    let limit = |n: u32| n.checked_sub(1).unwrap_or(u32::MAX);
+    put_u32(b, 4, limit(id.max_active)); // MAR
+    put_u32(b, 8, limit(id.max_open)); // MOR
+                                       // LBA Format Extension 0: Zone Size; no zone descriptor extension.
+    put_u64(b, 2816, id.zone_size_lbas);
 }
 
 /// The Zoned Namespace Command Set specific Identify Controller data structure (CNS 06h, CSI
@@ -532,9 +1021,14 @@ pub fn identify_zns_namespace(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
 /// size).
 pub fn identify_zns_controller(id: &IdentifyZns) -> [u8; IDENTIFY_BYTES] {
     let mut b = [0u8; IDENTIFY_BYTES];
+    write_identify_zns_controller(id, &mut b);
+    b
+}
+
+/// Writes [`identify_zns_controller`] into `b`, which is zero.
+pub fn write_identify_zns_controller(id: &IdentifyZns, b: &mut [u8; IDENTIFY_BYTES]) {
     let bytes = u64::from(id.zasl_lbas) * u64::from(id.lba_bytes);
     b[0] = log2(bytes / 4096) as u8;
-    b
 }
 
 /// What names a controller in Identify Controller.
@@ -560,25 +1054,251 @@ fn put_text(out: &mut [u8], at: usize, len: usize, text: &str, pad: u8) {
 /// The Identify Controller data structure (CNS 01h) of a controller with one namespace.
 pub fn identify_controller(id: &IdentifyZns, names: &ControllerNames<'_>) -> [u8; IDENTIFY_BYTES] {
     let mut b = [0u8; IDENTIFY_BYTES];
-    put_text(&mut b, 4, 20, names.serial, b' '); // SN
-    put_text(&mut b, 24, 40, names.model, b' '); // MN
-    put_text(&mut b, 64, 8, names.firmware, b' '); // FR
-                                                   // MDTS: a power of two of 4 KiB units.
+    write_identify_controller(id, names, &mut b);
+    b
+}
+
+/// Writes [`identify_controller`] into `b`, which is zero.
+pub fn write_identify_controller(
+    id: &IdentifyZns,
+    names: &ControllerNames<'_>,
+    b: &mut [u8; IDENTIFY_BYTES],
+) {
+    put_text(b, 4, 20, names.serial, b' '); // SN
+    put_text(b, 24, 40, names.model, b' '); // MN
+    put_text(b, 64, 8, names.firmware, b' '); // FR
+                                              // MDTS: a power of two of 4 KiB units.
     let bytes = u64::from(id.mdts_lbas) * u64::from(id.lba_bytes);
     b[77] = log2(bytes / 4096) as u8;
-    put_u32(&mut b, 80, 0x0002_0100); // VER: 2.1.0
+    put_u32(b, 80, 0x0002_0100); // VER: 2.1.0
     b[512] = 0x66; // SQES: 64-byte entries
     b[513] = 0x44; // CQES: 16-byte entries
-    put_u32(&mut b, 516, 1); // NN
+    put_u32(b, 516, 1); // NN
     b[525] = u8::from(id.volatile_write_cache); // VWC
-    put_text(&mut b, 768, 256, names.subnqn, 0); // SUBNQN
-    b
+    put_text(b, 768, 256, names.subnqn, 0); // SUBNQN
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::zns::NandInfo;
+    use crate::{
+        program::{
+            ActivateProgram, ExecResult, ExecuteProgram, LoadProgram, MemoryRangeSet, ProgramOp,
+            ProgramSlot, ReadOutput, RunStats,
+        },
+        zns::NandInfo,
+    };
+
+    /// `command`'s entry on an I/O queue.
+    fn io_sqe(command: &Command, cid: CommandId, nsid: u32) -> Option<Sqe> {
+        let (queue, sqe) = encode(cid, command, 0).ok()?;
+        assert_eq!((queue, sqe.nsid), (QueueType::Io, nsid));
+        Some(sqe)
+    }
+
+    /// The dword at byte `at` of `b`.
+    fn dw(b: &[u8; SQE_BYTES], at: usize) -> u32 {
+        get_u32(b, at)
+    }
+
+    /// Every command the device has goes to its queue type and comes back unchanged.
+    #[test]
+    fn every_command_round_trips() {
+        let exec = ExecuteProgram {
+            slot: ProgramSlot(3),
+            range_set: RangeSetId(0x1234),
+            op: ProgramOp::WriteStream,
+            offset: 0x1_0000_0001,
+            len: 0x2_0000_0002,
+            param0: 0x3_0000_0003,
+            param1: 0x4_0000_0004,
+            fuel: 0x5_0000_0005,
+        };
+        let commands = [
+            (Command::Flush, QueueType::Io),
+            (Command::Identify, QueueType::Admin),
+            (
+                Command::IdentifyStructure {
+                    cns: cns::CSI_NAMESPACE,
+                    csi: csi::ZONED,
+                },
+                QueueType::Admin,
+            ),
+            (Command::GetHealth, QueueType::Admin),
+            (Command::ReadLog(RangeSetId(9)), QueueType::Admin),
+            (
+                Command::LoadProgram(LoadProgram {
+                    slot: ProgramSlot(2),
+                    offset: 4096,
+                    total_len: 10_000,
+                    chunk_len: 4096,
+                }),
+                QueueType::Admin,
+            ),
+            (
+                Command::ActivateProgram(ActivateProgram {
+                    slot: ProgramSlot(2),
+                    activate: false,
+                }),
+                QueueType::Admin,
+            ),
+            (
+                Command::MemoryRangeSet(MemoryRangeSet {
+                    id: RangeSetId(7),
+                    extent_count: 300,
+                    file_size: 0x1_2345_6789,
+                    out_cap: 1 << 20,
+                }),
+                QueueType::Admin,
+            ),
+            (Command::ExecuteProgram(exec), QueueType::Io),
+            (
+                Command::ReadOutput(ReadOutput {
+                    range_set: RangeSetId(7),
+                    offset: 8,
+                    len: 512,
+                }),
+                QueueType::Io,
+            ),
+        ];
+        for (command, queue) in commands {
+            let (q, sqe) = encode(CommandId(5), &command, 4096).expect("encodes");
+            assert_eq!(q, queue, "{command:?}");
+            let back = Sqe::from_bytes(&sqe.to_bytes());
+            let params = parameter_data(&command);
+            assert_eq!(decode(q, &back, || params), Ok(command));
+        }
+        // Execute Program without its parameter data in host memory.
+        let (q, sqe) = encode(CommandId(5), &Command::ExecuteProgram(exec), 0).unwrap();
+        assert_eq!(decode(q, &sqe, || None), Err(SqeError::Data));
+    }
+
+    /// The vendor-specific log pages: Get Log Page (02h) with the log page identifier in
+    /// CDW10 bits 7:0, the 0's based dword count in bits 31:16, the log specific identifier
+    /// in CDW11 bits 31:16.
+    #[test]
+    fn golden_log_pages() {
+        let (queue, sqe) = encode(CommandId(1), &Command::ReadLog(RangeSetId(3)), 4096).unwrap();
+        let b = sqe.to_bytes();
+        assert_eq!(
+            (queue, b[0], dw(&b, 40), dw(&b, 44)),
+            (QueueType::Admin, 0x02, 0x03ff_00c2, 0x0003_0000)
+        );
+        // The same opcode on an I/O queue is a Read.
+        assert!(matches!(
+            decode(QueueType::Io, &sqe, || None),
+            Ok(Command::Read { .. })
+        ));
+        let mut unknown = sqe;
+        unknown.cdw[0] = 0x03ff_0002; // the SMART log: not served here
+        assert_eq!(
+            decode(QueueType::Admin, &unknown, || None),
+            Err(SqeError::Field)
+        );
+    }
+
+    /// The program commands in the layouts of [`cp`].
+    #[test]
+    fn golden_program_commands() {
+        let load = Command::LoadProgram(LoadProgram {
+            slot: ProgramSlot(2),
+            offset: 0x1000,
+            total_len: 0x2345,
+            chunk_len: 0x1000,
+        });
+        let b = encode(CommandId(1), &load, 0x1000).unwrap().1.to_bytes();
+        // PIND 2, PTYPE C0h, SEL 0 (load); PSIZE; NUMB; LOFF.
+        assert_eq!(b[0], 0x85);
+        assert_eq!((dw(&b, 40), dw(&b, 44)), (0x00c0_0002, 0x2345));
+        assert_eq!((dw(&b, 56), dw(&b, 60)), (0x1000, 0x1000));
+
+        let act = Command::ActivateProgram(ActivateProgram {
+            slot: ProgramSlot(2),
+            activate: true,
+        });
+        let b = encode(CommandId(1), &act, 0).unwrap().1.to_bytes();
+        assert_eq!((b[0], dw(&b, 40)), (0x88, 0x0001_0002));
+
+        let set = Command::MemoryRangeSet(MemoryRangeSet {
+            id: RangeSetId(5),
+            extent_count: 2,
+            file_size: 8192,
+            out_cap: 4096,
+        });
+        let b = encode(CommandId(1), &set, 24).unwrap().1.to_bytes();
+        // SEL 0 (create) in bits 3:0, RSID in bits 31:16.
+        assert_eq!((b[0], dw(&b, 40), dw(&b, 44)), (0x89, 0x0005_0000, 2));
+
+        let exec = ExecuteProgram {
+            slot: ProgramSlot(1),
+            range_set: RangeSetId(5),
+            op: ProgramOp::FileJob,
+            offset: 0,
+            len: 8192,
+            param0: 0xaa,
+            param1: 0xbb,
+            fuel: 1 << 36,
+        };
+        let (queue, sqe) = encode(CommandId(1), &Command::ExecuteProgram(exec), 0).unwrap();
+        let b = sqe.to_bytes();
+        // Opcode 01h on the compute namespace (2): CDW2 PIND and RSID, CDW3 no inline ranges,
+        // CDW4 the data length (the parameter data), CPARAM1 and CPARAM2, the fuel.
+        assert_eq!((queue, b[0], dw(&b, 4)), (QueueType::Io, 0x01, 2));
+        assert_eq!((dw(&b, 8), dw(&b, 12), dw(&b, 16)), (0x0005_0001, 0, 16));
+        assert_eq!(
+            (dw(&b, 40), dw(&b, 48), dw(&b, 56), dw(&b, 60)),
+            (0xaa, 0xbb, 0, 0x10)
+        );
+        assert_eq!(
+            parameter_data(&Command::ExecuteProgram(exec)),
+            Some([0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0])
+        );
+        // Opcode 01h on the zoned namespace is a Write.
+        let mut write = sqe;
+        write.nsid = NSID;
+        assert!(matches!(
+            decode(queue, &write, || None),
+            Ok(Command::Write { .. })
+        ));
+        let mut elsewhere = sqe;
+        elsewhere.nsid = 9;
+        assert_eq!(decode(queue, &elsewhere, || None), Err(SqeError::Namespace));
+
+        let read = Command::ReadOutput(ReadOutput {
+            range_set: RangeSetId(5),
+            offset: 0x40,
+            len: 0x200,
+        });
+        let b = encode(CommandId(1), &read, 0x200).unwrap().1.to_bytes();
+        // Memory Read (02h) on the memory namespace (3): the starting byte 5 << 32 | 40h.
+        assert_eq!((b[0], dw(&b, 4)), (0x02, 3));
+        assert_eq!((dw(&b, 40), dw(&b, 44), dw(&b, 48)), (0x40, 5, 0x200));
+    }
+
+    /// A kernel that exited returns its r0 in dwords 0 and 1; its counters and a refused
+    /// program's reason travel beside the entry.
+    #[test]
+    fn program_completions() {
+        let run = ExecResult {
+            outcome: ExecOutcome::Exited { r0: 0x1_0000_0002 },
+            stats: RunStats {
+                instructions: 10,
+                ..RunStats::default()
+            },
+        };
+        let done = Completion::ok(CommandId(4), CommandResult::Exec(run));
+        let (cqe, rest) = completion_entry(&done);
+        assert_eq!((cqe.dw0, cqe.dw1, cqe.cid), (2, 1, 4));
+        assert_eq!(completion_of(None, &cqe, rest), Some(done));
+        let append = Command::ZoneAppend { zslba: 0, nlb: 1 };
+        let placed = Completion::ok(CommandId(4), CommandResult::Lba(0x1_0000_0000));
+        let (cqe, rest) = completion_entry(&placed);
+        assert_eq!(rest, None);
+        assert_eq!(completion_of(Some(&append), &cqe, rest), Some(placed));
+        let mut unknown = cqe;
+        unknown.status = 0x3ff;
+        assert_eq!(completion_of(Some(&append), &unknown, None), None);
+    }
 
     /// A Read as the specification lays it out, byte by byte.
     #[test]
@@ -656,7 +1376,6 @@ mod tests {
         sqe.set_cdw(13, 0x01); // the extended report
         assert_eq!(io_command(&sqe), Err(SqeError::Field));
         assert!(io_sqe(&Command::Read { slba: 0, nlb: 0 }, CommandId(0), 1).is_none());
-        assert!(io_sqe(&Command::GetHealth, CommandId(0), 1).is_none());
     }
 
     /// A Zone Append's completion: the assigned LBA in dwords 0 and 1; a failure's status

@@ -80,9 +80,52 @@ pub enum Status {
     /// Command Sequence Error (generic 0Ch): a command before the one it depends on (an NVMe
     /// over Fabrics command before Connect, or before the controller is enabled).
     CommandSequenceError,
+
+    // Appended: generic command status (SCT 0).
+    /// Invalid Namespace or Format (generic 0Bh): the command names a namespace the device
+    /// does not have, or one its opcode does not belong to.
+    InvalidNamespace,
 }
 
 impl Status {
+    /// Every status, in declaration order (their postcard tags).
+    pub const ALL: [Status; 28] = [
+        Status::Success,
+        Status::InvalidOpcode,
+        Status::InvalidField,
+        Status::DataTransferError,
+        Status::InternalError,
+        Status::CommandAborted,
+        Status::LbaOutOfRange,
+        Status::UnsupportedVersion,
+        Status::WriteFault,
+        Status::UnrecoveredReadError,
+        Status::ZoneBoundaryError,
+        Status::ZoneFull,
+        Status::ZoneReadOnly,
+        Status::ZoneOffline,
+        Status::ZoneInvalidWrite,
+        Status::TooManyActiveZones,
+        Status::TooManyOpenZones,
+        Status::InvalidZoneStateTransition,
+        Status::InvalidProgramSlot,
+        Status::ProgramNotActive,
+        Status::ProgramRejected,
+        Status::ProgramOutOfFuel,
+        Status::ProgramFault,
+        Status::InvalidMemoryRange,
+        Status::CapacityExceeded,
+        Status::AccessDenied,
+        Status::CommandSequenceError,
+        Status::InvalidNamespace,
+    ];
+
+    /// The status whose `SCT << 8 | SC` is `code` (as a completion queue entry carries it),
+    /// if this device knows it.
+    pub fn from_code(code: u16) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.code() == code)
+    }
+
     /// The NVMe status as `SCT << 8 | SC`.
     pub const fn code(self) -> u16 {
         match self {
@@ -113,6 +156,7 @@ impl Status {
             Status::CapacityExceeded => 0x081,
             Status::AccessDenied => 0x286,
             Status::CommandSequenceError => 0x00C,
+            Status::InvalidNamespace => 0x00B,
         }
     }
 
@@ -146,6 +190,7 @@ impl Status {
             Status::CapacityExceeded => "Capacity Exceeded",
             Status::AccessDenied => "Access Denied",
             Status::CommandSequenceError => "Command Sequence Error",
+            Status::InvalidNamespace => "Invalid Namespace or Format",
         }
     }
 
@@ -201,5 +246,18 @@ mod tests {
         let bytes = postcard::to_allocvec(&Status::CapacityExceeded).unwrap();
         assert_eq!(bytes, [24]);
         assert_eq!(Status::CapacityExceeded.code(), 0x081);
+    }
+
+    /// `ALL` holds every status once, in tag order (so a new variant must join it), and each
+    /// code maps back to its status.
+    #[test]
+    fn all_statuses_and_their_codes() {
+        for (tag, status) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(postcard::to_allocvec(&status).unwrap(), [tag as u8]);
+            assert_eq!(Status::from_code(status.code()), Some(status));
+        }
+        let past = postcard::from_bytes::<Status>(&[Status::ALL.len() as u8]);
+        assert!(past.is_err(), "a status is missing from Status::ALL");
+        assert_eq!(Status::from_code(0x3ff), None);
     }
 }

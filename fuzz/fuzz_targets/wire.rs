@@ -1,5 +1,5 @@
-//! The wire decoders on hostile bytes: the postcard envelope, the ZNS zone report and the COBS
-//! link frames.
+//! The wire decoders on hostile bytes: the link's NVMe entries (and the commands decoded from
+//! them), the ZNS zone report and the COBS link frames.
 //!
 //! First byte: which decoder; the rest is its input. Decoding never panics; whatever decodes
 //! re-encodes to bytes that decode to the same value (postcard) and frames the reader accepts
@@ -7,8 +7,8 @@
 #![no_main]
 
 use common::{
-    command::{Command, CommandId, Completion, Submission},
-    link::{self, DeviceMessage, FrameReader, HostMessage},
+    command::{Command, CommandId, Submission},
+    link::{self, CompletionEntry, DeviceMessage, FrameReader, HostMessage, SubmissionEntry},
     nvme,
     zns::{IdentifyZns, ZoneDescriptor},
 };
@@ -20,6 +20,37 @@ fn roundtrip<T: Serialize + DeserializeOwned + PartialEq + core::fmt::Debug>(byt
         let again = postcard::to_allocvec(&value).expect("a decoded value encodes");
         let back: T = postcard::from_bytes(&again).expect("an encoded value decodes");
         assert_eq!(value, back);
+    }
+}
+
+/// A submission entry: whatever command it decodes to (with the entry's bytes as Execute
+/// Program's parameter data) encodes to an entry that decodes to the same command.
+fn submission(bytes: &[u8]) {
+    roundtrip::<SubmissionEntry>(bytes);
+    let Ok((entry, _)) = postcard::take_from_bytes::<SubmissionEntry>(bytes) else {
+        return;
+    };
+    let params = |b: &[u8]| b.get(..16).and_then(|p| p.try_into().ok());
+    if let Ok(command) = nvme::decode(entry.queue, &entry.sqe, || params(bytes)) {
+        let (queue, sqe) =
+            nvme::encode(CommandId(entry.sqe.cid), &command, 0).expect("a decoded command encodes");
+        let again = nvme::parameter_data(&command);
+        assert_eq!(nvme::decode(queue, &sqe, || again), Ok(command));
+    }
+}
+
+/// A completion entry: one that carries a known status decodes, whatever command it answers.
+fn completion(bytes: &[u8]) {
+    roundtrip::<CompletionEntry>(bytes);
+    if let Ok((entry, _)) = postcard::take_from_bytes::<CompletionEntry>(bytes) {
+        let append = Command::ZoneAppend { zslba: 0, nlb: 1 };
+        for command in [None, Some(&append), Some(&Command::Identify)] {
+            let done = entry.completion(command);
+            assert_eq!(
+                done.is_some(),
+                common::Status::from_code(entry.cqe.status).is_some()
+            );
+        }
     }
 }
 
@@ -55,8 +86,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match which % 8 {
-        0 => roundtrip::<Submission>(rest),
-        1 => roundtrip::<Completion>(rest),
+        0 => submission(rest),
+        1 => completion(rest),
         2 => zone_report(rest),
         3 => roundtrip::<IdentifyZns>(rest),
         4 => roundtrip::<ZoneDescriptor>(rest),
@@ -66,7 +97,8 @@ fuzz_target!(|data: &[u8]| {
             // A request carrying `rest` as its data, framed as a sender would, comes back
             // unchanged through the reader.
             let msg: HostMessage<'_> = link::ToDevice::Request {
-                submission: Submission::new(CommandId(1), Command::Flush),
+                submission: SubmissionEntry::of(&Submission::new(CommandId(1), Command::Flush), 0)
+                    .expect("a flush encodes"),
                 host_len: rest.len() as u32,
                 data: rest,
             };

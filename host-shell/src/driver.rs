@@ -92,6 +92,7 @@ impl DriverError {
 fn name(command: &Command) -> &'static str {
     match command {
         Command::Identify => "Identify",
+        Command::IdentifyStructure { .. } => "Identify (NVMe)",
         Command::Read { .. } => "Read",
         Command::Write { .. } => "Write",
         Command::ZoneAppend { .. } => "Zone Append",

@@ -10,10 +10,10 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use common::command::{CommandResult, Completion, Submission};
+use common::command::{CommandId, CommandResult, Completion};
 use common::link::{
-    self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason, MAX_BODY_BYTES,
-    MAX_DATA_BYTES, MAX_FRAME_BYTES,
+    self, CompletionEntry, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason,
+    SubmissionEntry, MAX_BODY_BYTES, MAX_DATA_BYTES, MAX_FRAME_BYTES,
 };
 use common::{Status, WIRE_VERSION};
 use embedded_io::{Read, Write};
@@ -162,7 +162,7 @@ impl<N: Nand> Server<N> {
                     Some(completion) => {
                         log_fault(completion);
                         DeviceMessage::Response {
-                            completion: *completion,
+                            completion: CompletionEntry::of(completion),
                             data: &self.output,
                         }
                     }
@@ -189,7 +189,7 @@ impl<N: Nand> Server<N> {
                     Some(completion) => {
                         log_fault(completion);
                         DeviceMessage::Response {
-                            completion: *completion,
+                            completion: CompletionEntry::of(completion),
                             data: &[],
                         }
                     }
@@ -238,12 +238,12 @@ fn encode_frame(seq: u32, response: &DeviceMessage<'_>, body: &mut [u8]) -> Vec<
 /// Program).
 fn serve_one<N: Nand>(
     controller: &mut Controller<N>,
-    submission: &Submission,
+    submission: &SubmissionEntry,
     host_len: u32,
     data: &[u8],
     output: &mut Vec<u8>,
 ) -> Option<Completion> {
-    let cid = submission.cid;
+    let cid = CommandId(submission.sqe.cid);
     let host_len = host_len as usize;
     if host_len > MAX_DATA_BYTES as usize || data.len() > host_len {
         return Some(Completion::status(cid, Status::DataTransferError));
@@ -253,7 +253,7 @@ fn serve_one<N: Nand>(
         host_len,
         output,
     };
-    controller.submit(LINK_SQ, submission, &mut dma)
+    controller.submit(LINK_SQ, submission.queue, &submission.sqe, &mut dma)
 }
 
 /// Logs a completion that reports a fault: the media or the firmware failing (errors), or a

@@ -96,16 +96,22 @@ fn golden_request() {
     );
 }
 
-/// The real command envelope and completion travel in frames both ways.
+/// The real entries travel in frames both ways: a request is its queue type and the 64 bytes
+/// of its submission queue entry, a response the 16 bytes of its completion queue entry.
 #[test]
 fn roundtrip_real_envelope() {
     use crate::command::{Command, CommandId, CommandResult, Completion, Submission};
     let sub = Submission::new(CommandId(5), Command::Read { slba: 8, nlb: 2 });
+    let entry = SubmissionEntry::of(&sub, 8192).expect("a read encodes");
     let msg = HostMessage::Request {
-        submission: sub,
+        submission: entry,
         host_len: 8192,
         data: &[],
     };
+    let mut want = vec![1, 1]; // Request; an I/O queue
+    want.extend(entry.sqe.to_bytes());
+    want.extend([0x80, 0x40, 0]); // host_len 8192, no data
+    assert_eq!(postcard::to_allocvec(&msg).unwrap(), want);
     let bytes = frame(77, &msg);
     let mut reader = FrameReader::new(vec![0u8; MAX_FRAME_BYTES]);
     let got: Vec<_> = bytes
@@ -118,8 +124,11 @@ fn roundtrip_real_envelope() {
         .collect();
     assert_eq!(got, [Ok((77, Ok(true)))]);
 
+    let completion = Completion::ok(CommandId(5), CommandResult::Transferred(8192));
+    let entry = CompletionEntry::of(&completion);
+    assert_eq!(entry.completion(Some(&sub.command)), Some(completion));
     let done = DeviceMessage::Response {
-        completion: Completion::ok(CommandId(5), CommandResult::Transferred(8192)),
+        completion: entry,
         data: &[7; 8192],
     };
     let bytes = frame(77, &done);

@@ -91,3 +91,67 @@ impl Dma for SliceDma<'_> {
         Some(self.memory)
     }
 }
+
+/// Host memory that starts with a command's parameter data, followed by the window `rest` (an
+/// Execute Program's offset and length before its input, see
+/// `common::nvme::cp::EXECUTE_PARAMETER_BYTES`), without copying `rest`. Writes may only
+/// land in `rest`.
+pub struct ParameterDma<'a> {
+    parameters: &'a [u8],
+    rest: &'a mut dyn Dma,
+}
+
+impl core::fmt::Debug for ParameterDma<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ParameterDma")
+            .field("parameters", &self.parameters.len())
+            .field("rest", &self.rest.host_len())
+            .finish()
+    }
+}
+
+impl<'a> ParameterDma<'a> {
+    /// `parameters`, then `rest`.
+    pub fn new(parameters: &'a [u8], rest: &'a mut dyn Dma) -> Self {
+        ParameterDma { parameters, rest }
+    }
+
+    fn error(&self, offset: usize, len: usize) -> DmaError {
+        DmaError {
+            offset,
+            len,
+            host_len: self.host_len(),
+        }
+    }
+}
+
+impl Dma for ParameterDma<'_> {
+    fn host_len(&self) -> usize {
+        self.parameters.len() + self.rest.host_len()
+    }
+
+    fn read_from_host(&mut self, offset: usize, dst: &mut [u8]) -> Result<(), DmaError> {
+        let p = self.parameters.len();
+        let head = p.saturating_sub(offset).min(dst.len());
+        if head > 0 {
+            dst[..head].copy_from_slice(&self.parameters[offset..offset + head]);
+        }
+        if head == dst.len() {
+            return Ok(());
+        }
+        let at = (offset + head) - p;
+        self.rest
+            .read_from_host(at, &mut dst[head..])
+            .map_err(|_| self.error(offset, dst.len()))
+    }
+
+    fn write_to_host(&mut self, offset: usize, src: &[u8]) -> Result<(), DmaError> {
+        let p = self.parameters.len();
+        if offset < p {
+            return Err(self.error(offset, src.len()));
+        }
+        self.rest
+            .write_to_host(offset - p, src)
+            .map_err(|_| self.error(offset, src.len()))
+    }
+}

@@ -1,15 +1,15 @@
 //! The controller: NVMe-shaped commands in, completions out.
 //!
-//! Sans-IO, as the whole firmware: the runner hands it a [`Submission`] and a [`Dma`] window on
-//! the command's host memory, and gets a [`Completion`] back, or `None` when the command goes on
-//! in the background. Only Execute Program does: kernels run in fuel-bounded slices, one slice
+//! Sans-IO, as the whole firmware: the runner hands it an NVMe submission queue entry with the
+//! type of queue it came from, and a [`Dma`] window on the command's host memory, and gets a
+//! [`Completion`] back, or `None` when the command goes on in the background. Only Execute Program does: kernels run in fuel-bounded slices, one slice
 //! per [`Controller::poll`], so a runner that serves its queues between polls keeps regular I/O
 //! flowing while long kernels run; several runs take their slices in turn.
 
 mod dma;
 mod programs;
 
-pub use dma::{Dma, DmaError, SliceDma};
+pub use dma::{Dma, DmaError, ParameterDma, SliceDma};
 pub use programs::{ProgramConfig, LOG_MESSAGES};
 
 use alloc::vec;
@@ -17,9 +17,9 @@ use alloc::vec::Vec;
 
 use common::{
     command::{Command, CommandId, CommandResult, Completion, DeviceHealth, Submission},
-    nvme,
+    nvme::{self, cp, QueueType, Sqe},
     zns::IdentifyZns,
-    Status, LBA_BYTES, WIRE_VERSION,
+    Status, LBA_BYTES,
 };
 
 use crate::{
@@ -78,15 +78,28 @@ impl<N: Nand, X: Executor> Controller<N, X> {
         self.zones
     }
 
-    /// Serves one command from submission queue `sqid`. Returns its completion, or `None` when
-    /// it goes on in the background (Execute Program): [`Controller::poll`] reports it then.
-    pub fn submit(&mut self, sqid: u16, sub: &Submission, dma: &mut dyn Dma) -> Option<Completion> {
-        let cid = sub.cid;
-        if sub.version != WIRE_VERSION {
-            return Some(Completion::status(cid, Status::UnsupportedVersion));
-        }
-        let result = match sub.command {
+    /// Serves the command in `sqe` from submission queue `sqid`, a queue of type `queue` (see
+    /// [`nvme::decode`]). Returns its completion, or `None` when it goes on in the background
+    /// (Execute Program): [`Controller::poll`] reports it then.
+    pub fn submit(
+        &mut self,
+        sqid: u16,
+        queue: QueueType,
+        sqe: &Sqe,
+        dma: &mut dyn Dma,
+    ) -> Option<Completion> {
+        let cid = CommandId(sqe.cid);
+        let parameters = || {
+            let mut p = [0u8; cp::EXECUTE_PARAMETER_BYTES];
+            dma.read_from_host(0, &mut p).ok().map(|()| p)
+        };
+        let command = match nvme::decode(queue, sqe, parameters) {
+            Ok(command) => command,
+            Err(e) => return Some(Completion::status(cid, e.status())),
+        };
+        let result = match command {
             Command::Identify => self.send_identify(dma),
+            Command::IdentifyStructure { cns, csi } => self.identify_structure(cns, csi, dma),
             Command::Read { slba, nlb } => self.read(slba, nlb, dma),
             Command::Write { slba, nlb } => self.write(slba, nlb, dma, false),
             Command::ZoneAppend { zslba, nlb } => self.write(zslba, nlb, dma, true),
@@ -125,6 +138,29 @@ impl<N: Nand, X: Executor> Controller<N, X> {
             Ok(result) => Completion::ok(cid, result),
             Err(status) => Completion::status(cid, status),
         })
+    }
+
+    /// Serves `submission` as a host's driver sends it: encoded as its NVMe entry
+    /// ([`nvme::encode`]), with its parameter data before the host memory `dma`, then
+    /// [`Controller::submit`]. For runners that hold typed commands (the in-process device,
+    /// tests); a command NVMe cannot express completes with Invalid Field.
+    pub fn submit_command(
+        &mut self,
+        sqid: u16,
+        submission: &Submission,
+        dma: &mut dyn Dma,
+    ) -> Option<Completion> {
+        let (queue, sqe) = match nvme::encode(submission.cid, &submission.command, dma.host_len()) {
+            Ok(entry) => entry,
+            Err(e) => return Some(Completion::status(submission.cid, e.status())),
+        };
+        match nvme::parameter_data(&submission.command) {
+            Some(parameters) => {
+                let mut dma = ParameterDma::new(&parameters, dma);
+                self.submit(sqid, queue, &sqe, &mut dma)
+            }
+            None => self.submit(sqid, queue, &sqe, dma),
+        }
     }
 
     /// Runs one slice of the next running kernel in turn. Returns the command that finished,
@@ -167,6 +203,39 @@ impl<N: Nand, X: Executor> Controller<N, X> {
 
     fn send_identify(&mut self, dma: &mut dyn Dma) -> Result<CommandResult, Status> {
         encode_to_host(&self.identify(), dma)
+    }
+
+    /// NVMe's Identify data structure `cns` of command set `csi`.
+    fn identify_structure(
+        &mut self,
+        cns: u8,
+        csi: u8,
+        dma: &mut dyn Dma,
+    ) -> Result<CommandResult, Status> {
+        let id = self.identify();
+        let names = nvme::ControllerNames {
+            serial: "csd",
+            model: "csd computational storage device",
+            firmware: env!("CARGO_PKG_VERSION"),
+            subnqn: "",
+        };
+        let mut data = vec![0u8; nvme::IDENTIFY_BYTES];
+        let b = <&mut [u8; nvme::IDENTIFY_BYTES]>::try_from(&mut data[..])
+            .map_err(|_| Status::InternalError)?;
+        match (cns, csi) {
+            (nvme::cns::NAMESPACE, _) => nvme::write_identify_namespace(&id, b),
+            (nvme::cns::CONTROLLER, _) => nvme::write_identify_controller(&id, &names, b),
+            (nvme::cns::CSI_NAMESPACE, nvme::csi::ZONED) => {
+                nvme::write_identify_zns_namespace(&id, b)
+            }
+            (nvme::cns::CSI_CONTROLLER, nvme::csi::ZONED) => {
+                nvme::write_identify_zns_controller(&id, b)
+            }
+            _ => return Err(Status::InvalidField),
+        }
+        dma.write_to_host(0, &data)
+            .map_err(|_| Status::DataTransferError)?;
+        Ok(CommandResult::Transferred(data.len() as u32))
     }
 
     fn read(&mut self, slba: u64, nlb: u32, dma: &mut dyn Dma) -> Result<CommandResult, Status> {

@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use common::{
     abi,
     command::{CommandId, CommandResult, Completion},
+    nvme::cp,
     program::{
         ActivateProgram, ExecOutcome, ExecResult, ExecuteProgram, Extent, LoadProgram,
         MemoryRangeSet, ProgramOp, ProgramResources, RangeSetId, ReadOutput, RunStats,
@@ -321,7 +322,8 @@ impl<X: Executor> Programs<X> {
                 return Err(Status::InvalidField);
             }
             set.input.resize(len, 0);
-            dma.read_from_host(0, &mut set.input)
+            // The input follows the command's parameter data.
+            dma.read_from_host(cp::EXECUTE_PARAMETER_BYTES, &mut set.input)
                 .map_err(|_| Status::DataTransferError)?;
         }
         set.output.clear();

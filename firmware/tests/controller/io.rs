@@ -3,10 +3,10 @@
 //! bytes the host receives, and reboots over the same NAND.
 
 use crate::support::{Dev, GEOMETRY, LBA};
-use common::command::{Command, CommandId, CommandResult, DeviceHealth, Submission};
-use common::nvme;
+use common::command::{Command, CommandId, CommandResult, DeviceHealth};
+use common::nvme::{self, QueueType, Sqe};
 use common::zns::{IdentifyZns, ReportFilter, ZoneAction, ZoneDescriptor, ZoneState};
-use common::{Status, WIRE_VERSION};
+use common::Status;
 use firmware::controller::{ProgramConfig, SliceDma};
 use testkit::rng::pattern;
 
@@ -66,6 +66,61 @@ fn health(dev: &mut Dev) -> DeviceHealth {
         panic!("health returned {:?}", done.result);
     };
     postcard::from_bytes(&buf[..n as usize]).expect("device health")
+}
+
+/// NVMe's Identify (06h), as an entry laid out by hand from the specification (CNS in byte
+/// 40, CSI in byte 47), answers the specifications' structures; a structure the device does
+/// not have is an invalid field.
+#[test]
+fn identify_answers_the_specifications_structures() {
+    let mut dev = dev();
+    let id = dev.ctrl.identify();
+    let mut identify = |cns: u8, csi: u8| {
+        let mut b = [0u8; nvme::SQE_BYTES];
+        b[0] = 0x06;
+        b[2] = 0x42; // command identifier 42h
+        b[4] = 1; // namespace 1
+        b[40] = cns;
+        b[47] = csi;
+        let mut data = vec![0u8; 4096];
+        let done = dev
+            .ctrl
+            .submit(
+                0,
+                QueueType::Admin,
+                &Sqe::from_bytes(&b),
+                &mut SliceDma::new(&mut data),
+            )
+            .expect("identify completes at once");
+        assert_eq!(done.cid, CommandId(0x42));
+        (done.status, data)
+    };
+    let (status, ns) = identify(0x00, 0x00);
+    assert_eq!(status, Status::Success);
+    assert_eq!(ns[..8], id.nsze_lbas.to_le_bytes(), "NSZE");
+    assert_eq!(ns[130], 12, "LBA format 0: 2^12-byte blocks");
+    let (status, ctrl) = identify(0x01, 0x00);
+    assert_eq!(status, Status::Success);
+    assert_eq!(&ctrl[4..7], b"csd", "serial number");
+    assert_eq!(
+        (ctrl[512], ctrl[513], ctrl[516]),
+        (0x66, 0x44, 1),
+        "SQES, CQES, NN"
+    );
+    let (status, zns) = identify(0x05, 0x02);
+    assert_eq!(status, Status::Success);
+    assert_eq!(zns[2816..2824], ZONE.to_le_bytes(), "zone size");
+    let (status, zctrl) = identify(0x06, 0x02);
+    assert_eq!(status, Status::Success);
+    let zasl = u64::from(id.zasl_lbas) * u64::from(id.lba_bytes) / 4096;
+    assert_eq!(1u64 << zctrl[0], zasl, "ZASL");
+    for (cns, csi) in [(0x05, 0x00), (0x06, 0x04), (0x02, 0x00), (0xff, 0x02)] {
+        assert_eq!(
+            identify(cns, csi).0,
+            Status::InvalidField,
+            "CNS {cns:02x}h CSI {csi:02x}h"
+        );
+    }
 }
 
 /// Identify sends the zone manager's identify data with the controller's program resources,
@@ -253,23 +308,42 @@ fn dma_buffer_too_small_is_a_data_transfer_error() {
     assert_eq!(zones[0].wp, 0);
 }
 
-/// A submission of another wire version is refused before it is looked at.
+/// Entries the device cannot serve complete with the status that names why, and change
+/// nothing: an opcode it does not have, a namespace it does not have, a zone action it does
+/// not know, and an Execute Program whose parameter data is missing from host memory.
 #[test]
-fn wrong_wire_version_is_unsupported() {
+fn hostile_entries_are_refused() {
     let mut dev = dev();
     let mut data = pattern(9, LBA);
-    for version in [0, WIRE_VERSION + 1, u16::MAX] {
-        let sub = Submission {
-            version,
-            cid: CommandId(77),
-            command: Command::Write { slba: 0, nlb: 1 },
-        };
+    let write = |cid, nsid| {
+        let mut sqe = Sqe::new(nvme::opcode::WRITE, cid, nsid);
+        sqe.cdw = [0; 6];
+        sqe
+    };
+    let mut unknown = write(1, 1);
+    unknown.opcode = 0x7f;
+    let mut bad_action = write(2, 1);
+    bad_action.opcode = nvme::opcode::ZONE_MANAGEMENT_SEND;
+    bad_action.cdw[3] = 0x0f;
+    let mut execute = write(4, nvme::cp::COMPUTE_NSID);
+    execute.opcode = nvme::cp::EXECUTE_PROGRAM;
+    let cases = [
+        (QueueType::Io, unknown, Status::InvalidOpcode),
+        (QueueType::Io, bad_action, Status::InvalidField),
+        (QueueType::Io, write(3, 9), Status::InvalidNamespace),
+        (QueueType::Admin, write(5, 1), Status::InvalidOpcode),
+        (QueueType::Io, execute, Status::DataTransferError),
+    ];
+    for (queue, sqe, status) in cases {
         let done = dev
             .ctrl
-            .submit(0, &sub, &mut SliceDma::new(&mut data))
-            .unwrap();
-        assert_eq!(done.cid, CommandId(77));
-        assert_eq!(done.status, Status::UnsupportedVersion);
+            .submit(0, queue, &sqe, &mut SliceDma::new(&mut []))
+            .expect("a refused entry completes at once");
+        assert_eq!(
+            (done.cid, done.status),
+            (CommandId(sqe.cid), status),
+            "{sqe:?}"
+        );
         assert_eq!(done.result, CommandResult::None);
     }
     assert_eq!(
@@ -277,7 +351,18 @@ fn wrong_wire_version_is_unsupported() {
         vec![0u8; LBA],
         "nothing was written"
     );
-    assert_eq!(dev.write(0, &data), Status::Success);
+    // The same write on namespace 1 with its data lands.
+    let done = dev
+        .ctrl
+        .submit(
+            0,
+            QueueType::Io,
+            &write(6, 1),
+            &mut SliceDma::new(&mut data),
+        )
+        .expect("a write completes");
+    assert_eq!(done.status, Status::Success);
+    assert_eq!(dev.read(0, 1).unwrap(), data);
 }
 
 /// Zone Management Send moves zones through their states; Receive reports them (filters,

@@ -147,7 +147,7 @@ fn rejected_images_and_unknown_slots() {
     );
     let done = dev
         .ctrl
-        .submit(0, &sub, &mut SliceDma::new(&mut []))
+        .submit_command(0, &sub, &mut SliceDma::new(&mut []))
         .unwrap();
     assert_eq!(done.status, Status::InvalidProgramSlot);
 
@@ -173,7 +173,8 @@ fn activation_and_execute_preconditions() {
             cid,
             Command::ExecuteProgram(exec(slot, set, ProgramOp::FileJob, 0, 0)),
         );
-        dev.ctrl.submit(0, &sub, &mut SliceDma::new(&mut []))
+        dev.ctrl
+            .submit_command(0, &sub, &mut SliceDma::new(&mut []))
     };
     assert_eq!(
         run(&mut dev, 2, 0).unwrap().status,
@@ -332,7 +333,11 @@ fn execute_completes_through_poll_and_read_output_returns_the_bytes() {
         cid,
         Command::ExecuteProgram(exec(0, 1, ProgramOp::ReadStream, 4000, 3000)),
     );
-    assert_eq!(dev.ctrl.submit(7, &sub, &mut SliceDma::new(&mut [])), None);
+    assert_eq!(
+        dev.ctrl
+            .submit_command(7, &sub, &mut SliceDma::new(&mut [])),
+        None
+    );
     assert!(dev.ctrl.busy());
     let (sqid, done) = dev.ctrl.poll().unwrap();
     assert_eq!((sqid, done.cid, done.status), (7, cid, Status::Success));
@@ -421,7 +426,9 @@ fn write_stream_input_across_slices() {
         cid,
         Command::ExecuteProgram(exec(0, 0, ProgramOp::WriteStream, 0, 11)),
     );
-    let done = dev.ctrl.submit(0, &sub, &mut SliceDma::new(&mut short));
+    let done = dev
+        .ctrl
+        .submit_command(0, &sub, &mut SliceDma::new(&mut short));
     assert_eq!(done.unwrap().status, Status::DataTransferError);
     assert!(!dev.ctrl.busy());
 }
@@ -449,7 +456,11 @@ fn io_is_served_between_kernel_slices() {
     assert_eq!(dev.ranges(0, &[], 0, 0), Status::Success);
     let cid = dev.cid();
     let sub = Submission::new(cid, Command::ExecuteProgram(run));
-    assert_eq!(dev.ctrl.submit(1, &sub, &mut SliceDma::new(&mut [])), None);
+    assert_eq!(
+        dev.ctrl
+            .submit_command(1, &sub, &mut SliceDma::new(&mut [])),
+        None
+    );
 
     let mut written = Vec::new();
     let mut polls = 0u64;
@@ -603,14 +614,20 @@ fn queued_runs_complete_in_order() {
         run.param0 = 1000 * (u64::from(set) + 1);
         let cid = dev.cid();
         let sub = Submission::new(cid, Command::ExecuteProgram(run));
-        assert_eq!(dev.ctrl.submit(2, &sub, &mut SliceDma::new(&mut [])), None);
+        assert_eq!(
+            dev.ctrl
+                .submit_command(2, &sub, &mut SliceDma::new(&mut [])),
+            None
+        );
         cids.push((cid, run.param0));
     }
     let again = Submission::new(
         dev.cid(),
         Command::ExecuteProgram(exec(0, 1, ProgramOp::FileJob, 0, 0)),
     );
-    let done = dev.ctrl.submit(2, &again, &mut SliceDma::new(&mut []));
+    let done = dev
+        .ctrl
+        .submit_command(2, &again, &mut SliceDma::new(&mut []));
     assert_eq!(
         done.unwrap().status,
         Status::InvalidField,
@@ -665,7 +682,11 @@ fn runs_take_slices_in_turn() {
             run.param0 = 1000 * (3 - u64::from(set));
             let cid = dev.cid();
             let sub = Submission::new(cid, Command::ExecuteProgram(run));
-            assert_eq!(dev.ctrl.submit(1, &sub, &mut SliceDma::new(&mut [])), None);
+            assert_eq!(
+                dev.ctrl
+                    .submit_command(1, &sub, &mut SliceDma::new(&mut [])),
+                None
+            );
             cids.push(cid);
         }
         if running > 1 {
@@ -713,7 +734,9 @@ fn reboot_keeps_data_not_programs() {
         cid,
         Command::ExecuteProgram(exec(0, 0, ProgramOp::FileJob, 0, 8000)),
     );
-    let done = dev.ctrl.submit(0, &sub, &mut SliceDma::new(&mut []));
+    let done = dev
+        .ctrl
+        .submit_command(0, &sub, &mut SliceDma::new(&mut []));
     assert_eq!(done.unwrap().status, Status::ProgramNotActive);
     dev.install(0, &image(READ_EMIT));
     let done = dev.execute(exec(0, 0, ProgramOp::FileJob, 0, 8000), &[]);

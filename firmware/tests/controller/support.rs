@@ -72,7 +72,7 @@ impl Dev {
         let cid = self.cid();
         let done = self
             .ctrl
-            .submit(0, &Submission::new(cid, command), &mut SliceDma::new(buf))
+            .submit_command(0, &Submission::new(cid, command), &mut SliceDma::new(buf))
             .unwrap_or_else(|| panic!("{command:?} went to the background"));
         assert_eq!(done.cid, cid, "completion echoes the command id");
         done
@@ -171,7 +171,9 @@ impl Dev {
         let cid = self.cid();
         let mut buf = input.to_vec();
         let sub = Submission::new(cid, Command::ExecuteProgram(exec));
-        let queued = self.ctrl.submit(3, &sub, &mut SliceDma::new(&mut buf));
+        let queued = self
+            .ctrl
+            .submit_command(3, &sub, &mut SliceDma::new(&mut buf));
         assert_eq!(queued, None, "Execute Program completes through poll");
         self.finish(cid)
     }

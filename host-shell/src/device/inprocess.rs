@@ -235,7 +235,9 @@ impl<S: PageStore + Send + 'static> Backend for InProcess<S> {
         let mut dma = SliceDma::new(&mut entry.buffer);
         let command = entry.submission.command;
         let cid = entry.submission.cid;
-        let done = self.controller.submit(sqid, &entry.submission, &mut dma);
+        let done = self
+            .controller
+            .submit_command(sqid, &entry.submission, &mut dma);
         let link = match &done {
             Some(completion) => self.account(&command, completion),
             // The rest of a run's link bytes are counted when it completes.

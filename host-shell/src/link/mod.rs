@@ -20,11 +20,12 @@ use std::{
 };
 
 use common::{
-    command::{Command, Completion, Submission},
+    command::{Command, CommandId, Completion, Submission},
     link::{
-        self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, MAX_BODY_BYTES, MAX_DATA_BYTES,
-        MAX_FRAME_BYTES,
+        self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, SubmissionEntry, MAX_BODY_BYTES,
+        MAX_DATA_BYTES, MAX_FRAME_BYTES,
     },
+    nvme,
 };
 
 pub use backend::{LinkBackend, LinkEnd};
@@ -45,6 +46,8 @@ pub enum LinkError {
     WireVersion { device: u16, host: u16 },
     #[error("the board's QEMU exited ({0}); see its log")]
     Exited(String),
+    #[error("the command has a field NVMe cannot express (a transfer of no blocks, or more than 65,536)")]
+    Encode,
 }
 
 /// Counters of a link, for throughput and retransmission figures.
@@ -171,20 +174,31 @@ impl<P: Port + std::fmt::Debug> Link<P> {
                 max,
             });
         }
+        let entry = SubmissionEntry::of(submission, host_len).map_err(|_| LinkError::Encode)?;
+        // Execute Program's parameter data goes first in its host memory.
+        let prefixed;
+        let (host_len, data) = match nvme::parameter_data(&submission.command) {
+            Some(parameters) => {
+                prefixed = [&parameters[..], data].concat();
+                (host_len + parameters.len(), &prefixed[..])
+            }
+            None => (host_len, data),
+        };
         self.seq = self.seq.wrapping_add(1);
         let msg = HostMessage::Request {
-            submission: *submission,
+            submission: entry,
             host_len: host_len as u32,
             data,
         };
-        self.exchange(&msg, answer)
+        let command = submission.command;
+        self.exchange(&msg, |msg| answer(msg, Some(&command)))
     }
 
     /// Lets the device run its background work (kernel slices) for a while: the answer is the
     /// completion of a run that finished, or `Pending`.
     pub fn poll(&mut self) -> Result<Answer, LinkError> {
         self.seq = self.seq.wrapping_add(1);
-        self.exchange(&HostMessage::Poll, answer)
+        self.exchange(&HostMessage::Poll, |msg| answer(msg, None))
     }
 
     /// Runs one command to its end: [`Link::request`], then polls a command that went to the
@@ -348,11 +362,18 @@ impl<P: Port + std::fmt::Debug> Link<P> {
     }
 }
 
-/// The answers a request or a poll takes.
-fn answer(msg: DeviceMessage<'_>) -> Option<Answer> {
+/// The answers a request (of `command`) or a poll takes.
+fn answer(msg: DeviceMessage<'_>, command: Option<&Command>) -> Option<Answer> {
     match msg {
         DeviceMessage::Response { completion, data } => {
-            Some(Answer::Done(completion, data.to_vec()))
+            let done = completion.completion(command).unwrap_or_else(|| {
+                eprintln!(
+                    "csd: the device completed command {} with status {:03X}h, which it does not send",
+                    completion.cqe.cid, completion.cqe.status
+                );
+                Completion::status(CommandId(completion.cqe.cid), common::Status::InternalError)
+            });
+            Some(Answer::Done(done, data.to_vec()))
         }
         DeviceMessage::Pending { busy } => Some(Answer::Pending { busy }),
         _ => None,
@@ -365,6 +386,7 @@ pub fn reads_host_memory(command: &Command) -> bool {
     !matches!(
         command,
         Command::Identify
+            | Command::IdentifyStructure { .. }
             | Command::Read { .. }
             | Command::ZoneManagementReceive { .. }
             | Command::ReadOutput(_)

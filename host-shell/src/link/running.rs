@@ -31,7 +31,8 @@ use std::{
 
 use common::{
     command::{Command, CommandId, Completion, Submission},
-    link::{self, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason},
+    link::{self, CompletionEntry, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason},
+    nvme::{self, cp},
     program::{ActivateProgram, ProgramSlot, RangeSetId},
     zns::IdentifyZns,
     Status, LBA_BYTES,
@@ -479,7 +480,7 @@ impl SessionServer {
                             }),
                             Answer::Pending(busy) => DeviceMessage::Pending { busy },
                             Answer::Done(completion) => DeviceMessage::Response {
-                                completion,
+                                completion: CompletionEntry::of(&completion),
                                 data: &data,
                             },
                         };
@@ -533,9 +534,22 @@ impl SessionServer {
                 host_len,
                 data,
             } => {
-                let cid = submission.cid;
+                let cid = CommandId(submission.sqe.cid);
                 let status = |s| (Answer::Done(Completion::status(cid, s)), Vec::new());
-                let mut command = submission.command;
+                let parameters = || data.get(..cp::EXECUTE_PARAMETER_BYTES)?.try_into().ok();
+                let mut command = match nvme::decode(submission.queue, &submission.sqe, parameters)
+                {
+                    Ok(command) => command,
+                    Err(e) => return status(e.status()),
+                };
+                // The host memory behind Execute Program's parameter data.
+                let (host_len, data) = match nvme::parameter_data(&command) {
+                    Some(p) => (
+                        host_len.saturating_sub(p.len() as u32),
+                        data.get(p.len()..).unwrap_or_default(),
+                    ),
+                    None => (host_len, data),
+                };
                 if self.denied(&command) {
                     return status(Status::AccessDenied);
                 }

@@ -12,7 +12,7 @@ use std::{
 
 use common::{
     command::{Command, CommandId, Submission},
-    link::{self, DeviceMessage, FrameReader, HostMessage},
+    link::{self, DeviceMessage, FrameReader, HostMessage, SubmissionEntry},
     program::{ExecOutcome, ExecResult, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
@@ -108,7 +108,8 @@ fn a_request_sent_again_after_a_refused_frame_gets_its_answer() {
             .expect("a running device");
         let (mut body, mut frame) = (vec![0u8; link::MAX_BODY_BYTES], vec![0u8; 4096]);
         let request = HostMessage::Request {
-            submission: Submission::new(CommandId(9), Command::Flush),
+            submission: SubmissionEntry::of(&Submission::new(CommandId(9), Command::Flush), 0)
+                .expect("a flush encodes"),
             host_len: 0,
             data: &[],
         };

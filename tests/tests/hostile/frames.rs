@@ -13,7 +13,7 @@ use std::{
 use crate::tally::Tally;
 use common::{
     command::{CommandId, Completion},
-    link::{self, DecodeError, DeviceInfo, DeviceMessage, FrameReader, ToHost},
+    link::{self, CompletionEntry, DecodeError, DeviceInfo, DeviceMessage, FrameReader, ToHost},
     Status,
 };
 use host_shell::link::{Link, Port};
@@ -84,7 +84,7 @@ fn checked_body(version: u16, seq: u32, message: &[u8]) -> Vec<u8> {
 
 /// Every hostile byte stream, named.
 fn hostile_streams() -> Vec<(String, Vec<u8>)> {
-    let completion = Completion::status(CommandId(9), Status::Success);
+    let completion = CompletionEntry::of(&Completion::status(CommandId(9), Status::Success));
     let response: DeviceMessage<'_> = ToHost::Response {
         completion,
         data: &[1, 2, 3, 0, 0, 5, 255],
@@ -234,7 +234,7 @@ impl Port for ScriptPort {
 #[test]
 fn host_link_survives_hostile_answers() {
     let mut tally = Tally::new("host link");
-    let answer = frame(1, &ToHost::<Completion>::Hello(hello_info()));
+    let answer = frame(1, &ToHost::<CompletionEntry>::Hello(hello_info()));
     // (An empty read is the end of the link, not a hostile answer.)
     let streams = hostile_streams().into_iter().filter(|(_, s)| !s.is_empty());
     for (name, stream) in streams.step_by(5) {

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{
     command::{Command, CommandId, Completion, Submission},
-    link::{self, ToDevice, ToHost},
+    link::{self, CompletionEntry, SubmissionEntry, ToDevice, ToHost},
     zns::ZoneAction,
     Status,
 };
@@ -69,7 +69,8 @@ fn write_fuzz_seeds() {
         },
     );
     let mut s = vec![0u8];
-    s.extend(postcard::to_allocvec(&sub).expect("encode"));
+    let entry = SubmissionEntry::of(&sub, 8192).expect("an append encodes");
+    s.extend(postcard::to_allocvec(&entry).expect("encode"));
     write(&wire, "submission", &s);
     let sub = Submission::new(
         CommandId(1),
@@ -80,16 +81,17 @@ fn write_fuzz_seeds() {
         },
     );
     let mut s = vec![0u8];
-    s.extend(postcard::to_allocvec(&sub).expect("encode"));
+    let entry = SubmissionEntry::of(&sub, 0).expect("a reset encodes");
+    s.extend(postcard::to_allocvec(&entry).expect("encode"));
     write(&wire, "submission-zms", &s);
-    let done = Completion::status(CommandId(7), Status::ZoneFull);
+    let done = CompletionEntry::of(&Completion::status(CommandId(7), Status::ZoneFull));
     let mut s = vec![1u8];
     s.extend(postcard::to_allocvec(&done).expect("encode"));
     write(&wire, "completion", &s);
     let mut body = vec![0u8; 1024];
     let mut out = vec![0u8; 2048];
     let req = ToDevice::Request {
-        submission: sub,
+        submission: entry,
         host_len: 8,
         data: &[1, 2, 0, 4],
     };
@@ -97,7 +99,7 @@ fn write_fuzz_seeds() {
     let mut s = vec![5u8];
     s.extend_from_slice(&out[..n]);
     write(&wire, "frame-request", &s);
-    let resp: ToHost<'_, Completion> = ToHost::Response {
+    let resp: ToHost<'_, CompletionEntry> = ToHost::Response {
         completion: done,
         data: &[9; 40],
     };

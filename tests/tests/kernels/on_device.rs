@@ -75,8 +75,10 @@ impl Dev {
     /// alike and leave the same bytes in host memory.
     fn submit_both(&mut self, sqid: u16, sub: &Submission, buf: &mut [u8]) -> Option<Completion> {
         let mut twin = buf.to_vec();
-        let done = self.ctrl.submit(sqid, sub, &mut SliceDma::new(buf));
-        let jit = self.jit.submit(sqid, sub, &mut SliceDma::new(&mut twin));
+        let done = self.ctrl.submit_command(sqid, sub, &mut SliceDma::new(buf));
+        let jit = self
+            .jit
+            .submit_command(sqid, sub, &mut SliceDma::new(&mut twin));
         assert_eq!(done, jit, "the JIT device answered {sub:?} otherwise");
         assert!(
             buf == twin.as_slice(),

@@ -1,5 +1,5 @@
-//! The controller end to end: `Submission`s in, `Completion`s out, host memory through a
-//! `SliceDma`, over the zone manager the [`crate::zones`] part rebooted.
+//! The controller end to end: commands in as NVMe entries, `Completion`s out, host memory
+//! through a `SliceDma`, over the zone manager the [`crate::zones`] part rebooted.
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -25,7 +25,7 @@ impl Host {
     pub fn submit(&mut self, command: Command, buf: &mut [u8]) -> Completion {
         let cid = self.cid();
         let sub = Submission::new(cid, command);
-        match self.ctrl.submit(0, &sub, &mut SliceDma::new(buf)) {
+        match self.ctrl.submit_command(0, &sub, &mut SliceDma::new(buf)) {
             Some(done) => done,
             None => self.finish(cid),
         }
