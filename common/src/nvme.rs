@@ -541,7 +541,7 @@ pub fn encode(
             QueueType::Admin
         }
         Command::ExecuteProgram(ref exec) => {
-            cp::execute(&mut sqe, exec, host_len + cp::EXECUTE_PARAMETER_BYTES);
+            cp::execute(&mut sqe, exec);
             QueueType::Io
         }
         Command::ReadOutput(ref read) => {
@@ -579,7 +579,9 @@ pub fn decode(
     if io(cp::MEMORY_NSID) && sqe.opcode == cp::READ_OUTPUT {
         return cp::read_output_of(sqe);
     }
-    if queue == QueueType::Io && sqe.nsid != NSID {
+    // A Flush may name every namespace (FFFFFFFFh).
+    let broadcast = sqe.opcode == opcode::FLUSH && sqe.nsid == u32::MAX;
+    if queue == QueueType::Io && sqe.nsid != NSID && !broadcast {
         return Err(SqeError::Namespace);
     }
     Ok(match (queue, sqe.opcode) {
@@ -637,7 +639,7 @@ pub fn decode(
 /// The NVM or Zoned Namespace I/O command in `sqe` (what an I/O queue of a host that knows
 /// nothing of this project's commands may send).
 pub fn io_command(sqe: &Sqe) -> Result<Command, SqeError> {
-    if sqe.nsid != NSID {
+    if [cp::COMPUTE_NSID, cp::MEMORY_NSID].contains(&sqe.nsid) {
         return Err(SqeError::Namespace);
     }
     decode(QueueType::Io, sqe, || None)
@@ -715,7 +717,7 @@ pub fn completion_of(
 /// (NVM and ZNS commands); 2, its compute namespace (Execute Program); 3, its memory
 /// namespace, where range set `r`'s output buffer is the bytes from `r << 32`.
 pub mod cp {
-    use super::{Sqe, SqeError};
+    use super::{get_u32, Sqe, SqeError};
     use crate::{
         command::Command,
         program::{
@@ -734,10 +736,11 @@ pub mod cp {
     pub const READ_OUTPUT: u8 = 0x02;
     /// Load Program's Program Type for an eBPF image (this project's value).
     pub const PTYPE_EBPF: u8 = 0xC0;
-    /// Bytes of Execute Program's parameter data at the start of its host memory: the
-    /// kernel's offset and length (u64 little-endian each), which the entry has no room for.
-    /// A write stream's input follows them.
-    pub const EXECUTE_PARAMETER_BYTES: usize = 16;
+    /// Bytes of Execute Program's parameter data at the start of its host memory, what the
+    /// entry has no room for: the kernel's offset and length (u64 little-endian each), then
+    /// why it runs (u32: 0 a read stream, 1 a file job, 2 a write stream) and four reserved
+    /// bytes. A write stream's input follows.
+    pub const EXECUTE_PARAMETER_BYTES: usize = 24;
 
     /// Load Program: CDW10 bits 15:0 the program index, bits 23:16 the program type, bit 24
     /// Select (0: load); CDW11 the program's size; CDW14 the bytes in this command; CDW15
@@ -820,16 +823,16 @@ pub mod cp {
     }
 
     /// Execute Program on the compute namespace: CDW2 bits 15:0 the program index, bits
-    /// 31:16 the range set; CDW3 the number of inline ranges (0: the range set); CDW4 the
-    /// data length; CDW10 and CDW11 the first program parameter, CDW12 and CDW13 the second.
-    /// This project's own: CDW14 and CDW15 the fuel, CDW5 bits 1:0 why it runs
-    /// ([`ProgramOp`]); the offset and length go as parameter data
-    /// ([`EXECUTE_PARAMETER_BYTES`], see [`execute_parameters`]).
-    pub(super) fn execute(sqe: &mut Sqe, exec: &ExecuteProgram, host_len: usize) {
+    /// 31:16 the range set; CDW3 the number of inline ranges (0: the range set); CDW10 and
+    /// CDW11 the first program parameter, CDW12 and CDW13 the second. This project's own:
+    /// CDW14 and CDW15 the fuel (0: the device's default), and the parameter data
+    /// ([`EXECUTE_PARAMETER_BYTES`], see [`execute_parameters`]). (The emulators put the
+    /// data length in CDW4; it stays zero here, as the transport says how long the data is,
+    /// and a Linux host cannot set CDW4 and CDW5 in a passthrough command.)
+    pub(super) fn execute(sqe: &mut Sqe, exec: &ExecuteProgram) {
         sqe.opcode = EXECUTE_PROGRAM;
         sqe.nsid = COMPUTE_NSID;
         sqe.cdw2 = u32::from(exec.slot.0) | u32::from(exec.range_set.0) << 16;
-        sqe.mptr = host_len as u64 & 0xffff_ffff | u64::from(op_value(exec.op)) << 32;
         sqe.set_cdw(10, exec.param0 as u32);
         sqe.set_cdw(11, (exec.param0 >> 32) as u32);
         sqe.set_cdw(12, exec.param1 as u32);
@@ -838,11 +841,12 @@ pub mod cp {
         sqe.set_cdw(15, (exec.fuel >> 32) as u32);
     }
 
-    /// The parameter data of `exec`: its offset and length.
+    /// The parameter data of `exec`: its offset, length and why it runs.
     pub fn execute_parameters(exec: &ExecuteProgram) -> [u8; EXECUTE_PARAMETER_BYTES] {
         let mut b = [0u8; EXECUTE_PARAMETER_BYTES];
         b[..8].copy_from_slice(&exec.offset.to_le_bytes());
-        b[8..].copy_from_slice(&exec.len.to_le_bytes());
+        b[8..16].copy_from_slice(&exec.len.to_le_bytes());
+        b[16..20].copy_from_slice(&op_value(exec.op).to_le_bytes());
         b
     }
 
@@ -852,10 +856,12 @@ pub mod cp {
         sqe: &Sqe,
         parameters: &[u8; EXECUTE_PARAMETER_BYTES],
     ) -> Result<ExecuteProgram, SqeError> {
-        let op = match (sqe.mptr >> 32) & 0x3 {
-            0 => ProgramOp::ReadStream,
-            1 => ProgramOp::FileJob,
-            2 => ProgramOp::WriteStream,
+        let op = get_u32(parameters, 16);
+        let reserved = get_u32(parameters, 20);
+        let op = match (op, reserved) {
+            (0, 0) => ProgramOp::ReadStream,
+            (1, 0) => ProgramOp::FileJob,
+            (2, 0) => ProgramOp::WriteStream,
             _ => return Err(SqeError::Field),
         };
         // Inline ranges are not supported: the run names a range set.
@@ -1242,17 +1248,19 @@ mod tests {
         let (queue, sqe) = encode(CommandId(1), &Command::ExecuteProgram(exec), 0).unwrap();
         let b = sqe.to_bytes();
         // Opcode 01h on the compute namespace (2): CDW2 PIND and RSID, CDW3 no inline ranges,
-        // CDW4 the data length (the parameter data), CPARAM1 and CPARAM2, the fuel.
+        // CDW4 and CDW5 zero, CPARAM1 and CPARAM2, the fuel.
         assert_eq!((queue, b[0], dw(&b, 4)), (QueueType::Io, 0x01, 2));
-        assert_eq!((dw(&b, 8), dw(&b, 12), dw(&b, 16)), (0x0005_0001, 0, 16));
+        assert_eq!((dw(&b, 8), dw(&b, 12), sqe.mptr), (0x0005_0001, 0, 0));
         assert_eq!(
             (dw(&b, 40), dw(&b, 48), dw(&b, 56), dw(&b, 60)),
             (0xaa, 0xbb, 0, 0x10)
         );
-        assert_eq!(
-            parameter_data(&Command::ExecuteProgram(exec)),
-            Some([0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0, 0, 0, 0, 0, 0])
-        );
+        let mut params = [0u8; 24];
+        params[9] = 0x20; // length 8192
+        params[16] = 1; // a file job
+        assert_eq!(parameter_data(&Command::ExecuteProgram(exec)), Some(params));
+        params[20] = 1; // a reserved byte
+        assert_eq!(decode(queue, &sqe, || Some(params)), Err(SqeError::Field));
         // Opcode 01h on the zoned namespace is a Write.
         let mut write = sqe;
         write.nsid = NSID;

@@ -251,20 +251,20 @@ fn serve(args: &StartArgs) -> anyhow::Result<()> {
     let stop = server.stopper();
     let target = nvme_tcp.map(|listener| {
         let image = args.image.clone();
-        // Kernels run on program slots of a session of this running device, attached at the
+        // Kernels run on program slots of sessions of this running device, attached at the
         // first run (the server is serving by then).
-        let engine = move || {
+        let session = move || {
             let attached =
                 host_shell::link::AttachedDevice::attach(&image, &Session::Raw).ok()??;
-            let engine = host_shell::offload::Engine::new(attached.driver());
+            let driver = attached.driver();
             let keep: host_shell::nvmf::Keep = Box::new(attached);
-            Some((engine, keep))
+            Some((driver, keep))
         };
         let target = host_shell::nvmf::Target::new(
             device.driver(),
             &args.nqn(),
             server.file_system_held(),
-            engine,
+            session,
         );
         let serving = std::sync::Arc::clone(&target);
         let nqn = args.nqn();

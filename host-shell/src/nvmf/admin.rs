@@ -105,6 +105,11 @@ impl Queue<'_> {
             }
             KEEP_ALIVE => self.done(sqe, Status::Success),
             csd_opcode::LOAD_PROGRAM => return self.load_program(sqe, cntlid, in_capsule),
+            nvme::opcode::LOAD_PROGRAM
+            | nvme::opcode::PROGRAM_ACTIVATION
+            | nvme::opcode::MEMORY_RANGE_SET => {
+                return self.program_command(nvme::QueueType::Admin, sqe, in_capsule)
+            }
             ASYNC_EVENT_REQUEST => None,
             _ => self.done(sqe, Status::InvalidOpcode),
         })
@@ -221,6 +226,9 @@ fn commands_supported() -> Vec<u8> {
         ASYNC_EVENT_REQUEST,
         KEEP_ALIVE,
         csd_opcode::LOAD_PROGRAM,
+        nvme::opcode::LOAD_PROGRAM,
+        nvme::opcode::PROGRAM_ACTIVATION,
+        nvme::opcode::MEMORY_RANGE_SET,
     ] {
         set(usize::from(op), SUPPORTED);
     }

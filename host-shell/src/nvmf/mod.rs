@@ -24,7 +24,10 @@
 //! the I/O command set combinations), Get Log Page (pages of zeros), Set and Get Features
 //! (the number of queues; the rest accepted), Keep Alive, Asynchronous Event Request (held, as
 //! no event is ever reported). I/O: Read, Write, Flush, Zone Append, Zone Management Send and
-//! Receive. Anything else completes with Invalid Command Opcode.
+//! Receive. The Computational Programs commands (`common::nvme::cp`: Load Program, Program
+//! Activation Management, Memory Range Set Management on the admin queue; Execute Program on
+//! namespace 2 and Memory Read on namespace 3) go to the device on a session of their own
+//! (`programs.rs`). Anything else completes with Invalid Command Opcode.
 
 use std::{
     collections::HashMap,
@@ -52,8 +55,8 @@ mod queue;
 use queue::Queue;
 
 /// This project's own commands, in NVMe's vendor-specific opcode ranges (admin C0h-FFh, I/O
-/// 80h-FFh), until the Computational Programs command set's layouts can be checked against the
-/// specification: Load Program (admin C1h: program index in CDW10 bits 7:0, the kernel's ELF
+/// 80h-FFh), for hosts that cannot reach the Computational Programs commands' compute
+/// namespace (Linux's passthrough refuses a namespace it has no device for): Load Program (admin C1h: program index in CDW10 bits 7:0, the kernel's ELF
 /// object or linked image as data) and Execute Program (I/O C2h: program index in CDW10 bits
 /// 7:0, the first LBA in CDW12 and CDW13, the number of LBAs, 0's based, in CDW14, `param0` in
 /// CDW2 and CDW3, `param1` in CDW15; the kernel's output as data, its return value in
@@ -63,11 +66,12 @@ pub mod csd_opcode {
     pub const EXECUTE_PROGRAM: u8 = 0xC2;
 }
 
-/// What an engine needs kept alive (the session its driver runs over).
+/// What a session's driver needs kept alive (the attachment it runs over).
 pub type Keep = Box<dyn std::any::Any + Send + Sync>;
 
-/// The engine a target made, and what it keeps alive.
-type MadeEngine = Option<(Arc<Engine>, Keep)>;
+/// A session of the running device the target made (`None` if it could not), with what
+/// keeps it alive.
+type Made<T> = Option<(T, Keep)>;
 
 /// Program indexes a controller holds.
 const PROGRAMS: usize = 16;
@@ -117,11 +121,15 @@ struct Controller {
 /// The target: one subsystem over one device.
 pub struct Target {
     driver: Driver,
-    /// Runs kernels: an engine on program slots the running device gives this target, made
-    /// at the first run.
-    engine: Box<dyn Fn() -> Option<(Engine, Keep)> + Send + Sync>,
-    /// `None` until the first run; then the engine, if it could be made.
-    engine_made: Mutex<Option<MadeEngine>>,
+    /// Attaches a session to the running device: its program slots and range sets are its
+    /// own, apart from a mount's and other sessions'.
+    session: Box<dyn Fn() -> Option<(Driver, Keep)> + Send + Sync>,
+    /// Runs the vendor-specific Execute Program: an engine on a session of its own, made at
+    /// the first run (`None` until then).
+    engine_made: Mutex<Option<Made<Arc<Engine>>>>,
+    /// Serves the Computational Programs commands: a session of its own, whose program
+    /// indices and range sets the subsystem's controllers share, made at the first of them.
+    programs_made: Mutex<Option<Made<Driver>>>,
     /// Whether zone-changing commands are refused now (a file system holds the zones).
     zones_held: Box<dyn Fn() -> bool + Send + Sync>,
     nqn: String,
@@ -144,14 +152,15 @@ impl Target {
     /// says so, commands that change zones complete with Access Denied (a file system on the
     /// running device owns them).
     ///
-    /// `engine` makes the engine kernels run on, with what must live as long as it (called
-    /// once, at the first run: the running device's sessions hand out program slots, so it is
-    /// an engine on a session's driver, and the session is kept).
+    /// `session` attaches a session to the running device (a driver, with what must live as
+    /// long as it): the running device's sessions hand out program slots, so kernels run on
+    /// sessions of their own, one for the vendor-specific commands' engine and one for the
+    /// Computational Programs commands, each attached at its first use.
     pub fn new(
         driver: Driver,
         nqn: &str,
         zones_held: impl Fn() -> bool + Send + Sync + 'static,
-        engine: impl Fn() -> Option<(Engine, Keep)> + Send + Sync + 'static,
+        session: impl Fn() -> Option<(Driver, Keep)> + Send + Sync + 'static,
     ) -> Arc<Self> {
         let serial = format!(
             "CSD{:08X}",
@@ -159,8 +168,9 @@ impl Target {
         );
         Arc::new(Target {
             driver,
-            engine: Box::new(engine),
+            session: Box::new(session),
             engine_made: Mutex::new(None),
+            programs_made: Mutex::new(None),
             zones_held: Box::new(zones_held),
             nqn: nqn.to_string(),
             serial,
@@ -170,16 +180,21 @@ impl Target {
         })
     }
 
-    /// Ends [`Target::serve`] and lets go of the engine's session (connections in progress
-    /// end with their hosts).
+    /// Ends [`Target::serve`] and lets go of its sessions (connections in progress end with
+    /// their hosts).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let made = self
+        let engine = self
             .engine_made
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        drop(made);
+        let programs = self
+            .programs_made
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop((engine, programs));
     }
 
     /// Accepts connections on `listener` until stopped, each on its own thread.
@@ -224,9 +239,23 @@ impl Target {
             return None;
         }
         let mut made = self.engine_made.lock().unwrap_or_else(|p| p.into_inner());
-        made.get_or_insert_with(|| (self.engine)().map(|(e, keep)| (Arc::new(e), keep)))
+        made.get_or_insert_with(|| {
+            (self.session)().map(|(driver, keep)| (Arc::new(Engine::new(driver)), keep))
+        })
+        .as_ref()
+        .map(|(engine, _)| Arc::clone(engine))
+    }
+
+    /// The driver of the Computational Programs commands' session (attached at the first
+    /// call), or `None` if it cannot be attached or the target stopped.
+    fn programs(&self) -> Option<Driver> {
+        if self.stop.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut made = self.programs_made.lock().unwrap_or_else(|p| p.into_inner());
+        made.get_or_insert_with(|| (self.session)())
             .as_ref()
-            .map(|(engine, _)| Arc::clone(engine))
+            .map(|(driver, _)| driver.clone())
     }
 
     fn with_controller<T>(&self, cntlid: u16, f: impl FnOnce(&mut Controller) -> T) -> Option<T> {

@@ -1,9 +1,11 @@
-//! This project's own program commands (see [`super::csd_opcode`]).
+//! The program commands: the Computational Programs command set's (see `common::nvme::cp`),
+//! and this project's own vendor-specific pair (see [`super::csd_opcode`]).
 
 use std::io;
 
 use common::{
-    nvme::Sqe,
+    command::{Command, CommandResult},
+    nvme::{self, cp, QueueType, Sqe},
     program::{ExecFault, ExecOutcome, Extent, ProgramOp},
     Status, LBA_BYTES,
 };
@@ -15,6 +17,79 @@ use super::{
 use crate::offload::{Job, Kernel};
 
 impl Queue<'_> {
+    /// A Computational Programs command: Load Program, Program Activation Management and
+    /// Memory Range Set Management on the admin queue, Execute Program (compute namespace)
+    /// and Memory Read (memory namespace) on an I/O queue. Each goes as it is to the device,
+    /// on the target's programs session; Execute Program's completion carries the kernel's
+    /// return value, a run's fault its status.
+    pub(super) fn program_command(
+        &mut self,
+        queue: QueueType,
+        sqe: &Sqe,
+        in_capsule: Vec<u8>,
+    ) -> io::Result<Option<Answer>> {
+        // What the host sends (a program's chunk, the extents, Execute Program's parameter
+        // data and input), refused past what one H2C transfer of this target takes.
+        let sends = match (queue, sqe.opcode) {
+            (QueueType::Admin, nvme::opcode::LOAD_PROGRAM | nvme::opcode::MEMORY_RANGE_SET) => true,
+            (QueueType::Io, cp::EXECUTE_PROGRAM) => sqe.nsid == cp::COMPUTE_NSID,
+            _ => false,
+        };
+        let len = sqe.dptr[1] as u32;
+        let data = if sends {
+            if in_capsule.is_empty() && len > MAX_H2C_DATA {
+                return Ok(self.done(sqe, Status::InvalidField));
+            }
+            match self.data_in(sqe.cid, len as usize, in_capsule)? {
+                Some(data) => data,
+                None => return Ok(self.transport_error(sqe)),
+            }
+        } else {
+            Vec::new()
+        };
+        let parameters = || data.get(..cp::EXECUTE_PARAMETER_BYTES)?.try_into().ok();
+        let command = match nvme::decode(queue, sqe, parameters) {
+            Ok(command) => command,
+            Err(e) => return Ok(self.done(sqe, e.status())),
+        };
+        let buffer = match command {
+            Command::ExecuteProgram(_) => data[cp::EXECUTE_PARAMETER_BYTES..].to_vec(),
+            Command::ReadOutput(read) if read.len > MAX_H2C_DATA => {
+                return Ok(self.done(sqe, Status::InvalidField))
+            }
+            Command::ReadOutput(read) => vec![0u8; read.len as usize],
+            Command::LoadProgram(_) | Command::MemoryRangeSet(_) => data,
+            Command::ActivateProgram(_) => Vec::new(),
+            // Everything else goes its own way (`decode` gives program commands only for
+            // these opcodes, but the admin queue's other commands are not for this path).
+            _ => return Ok(self.done(sqe, Status::InvalidOpcode)),
+        };
+        let Some(driver) = self.target.programs() else {
+            return Ok(self.done(sqe, Status::InternalError));
+        };
+        let done = match driver.exchange(command, buffer) {
+            Ok(done) => done,
+            Err(e) => {
+                crate::daemon::log(format_args!("NVMe/TCP: a program command failed: {e}"));
+                return Ok(self.done(sqe, Status::InternalError));
+            }
+        };
+        if let CommandResult::Rejected(reason) = done.completion.result {
+            crate::daemon::log(format_args!("NVMe/TCP: Load Program refused: {reason}"));
+        }
+        let (entry, _) = nvme::completion_entry(&done.completion);
+        let cqe = self.cqe(sqe.cid, entry.status, entry.dw0, entry.dw1);
+        let data = match (command, done.completion.result) {
+            (Command::ReadOutput(_), CommandResult::Transferred(n)) => {
+                let mut out = done.buffer;
+                out.truncate(n as usize);
+                out
+            }
+            _ => Vec::new(),
+        };
+        Ok(Some(Answer { cqe, data }))
+    }
+
     /// Load Program (this project's C1h): keeps the kernel under its program index.
     pub(super) fn load_program(
         &mut self,

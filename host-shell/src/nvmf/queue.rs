@@ -4,7 +4,7 @@ use std::{io, net::TcpStream, sync::atomic::Ordering};
 
 use common::{
     command::{Command, CommandId, CommandResult, Completion},
-    nvme::{self, Cqe, Sqe},
+    nvme::{self, cp, Cqe, Sqe},
     Status, LBA_BYTES,
 };
 
@@ -195,6 +195,9 @@ impl<'t> Queue<'t> {
         if sqe.opcode == csd_opcode::EXECUTE_PROGRAM {
             return Ok(self.execute_program(sqe));
         }
+        if [cp::COMPUTE_NSID, cp::MEMORY_NSID].contains(&sqe.nsid) {
+            return self.program_command(nvme::QueueType::Io, sqe, in_capsule);
+        }
         self.io(sqe, in_capsule)
     }
 
@@ -278,9 +281,6 @@ impl<'t> Queue<'t> {
     }
 
     fn io(&mut self, sqe: &Sqe, in_capsule: Vec<u8>) -> io::Result<Option<Answer>> {
-        if sqe.nsid != 1 && sqe.opcode != nvme::opcode::FLUSH {
-            return Ok(self.done(sqe, Status::InvalidField));
-        }
         let command = match nvme::io_command(sqe) {
             Ok(c) => c,
             Err(e) => return Ok(self.done(sqe, e.status())),

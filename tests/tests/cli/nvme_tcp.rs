@@ -318,3 +318,115 @@ fn digests_guard_headers_and_data() {
     drop((admin, io, headers_only));
     drop(device);
 }
+
+/// The Computational Programs commands, laid out by hand from the layouts docs/ARCHITECTURE.md
+/// gives ("Commands on the wire"): Load Program (admin 85h) of a linked image, Program
+/// Activation Management (88h), Memory Range Set Management (89h) over two written blocks,
+/// Execute Program on the compute namespace (2) with its parameter data, and Memory Read of
+/// the output on the memory namespace (3) give the entropy histogram of the two blocks.
+/// Refused: a run of a program never activated, a namespace the device does not have, an
+/// Execute Program without its parameter data, an image that is not one.
+#[test]
+fn computational_programs_commands_run_a_kernel() {
+    let (dir, device, port) = serving();
+    let linked = dir.path().join("entropy.img");
+    let object = tests::kernel_object("entropy");
+    tests::csd_ok([
+        "kernel",
+        "link",
+        object.to_str().expect("a UTF-8 path"),
+        "-o",
+        linked.to_str().expect("a UTF-8 path"),
+    ]);
+    let program = std::fs::read(&linked).expect("the linked image");
+
+    let mut admin = Host::connect(port);
+    let connected = admin.fabrics_connect(NQN, 0, 0xffff);
+    assert_eq!(connected.status, 0, "{connected:?}");
+    assert_eq!(admin.property(Some(1 | 6 << 16 | 4 << 20), 0x14).status, 0);
+    let mut io = Host::connect(port);
+    assert_eq!(io.fabrics_connect(NQN, 1, connected.dw0 as u16).status, 0);
+    let blocks = [vec![0x11u8; 4096], vec![0xeeu8; 4096]];
+    for block in &blocks {
+        let append = io_sqe(&mut io, 0x7d, 0, 1, SGL_IN_CAPSULE, 4096);
+        assert_eq!(io.call(&append, block).0.status, 0, "Zone Append");
+    }
+    let set_dw = |sqe: &mut [u8; 64], at: usize, v: u32| {
+        sqe[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    };
+
+    // Load Program: program index 1, program type C0h, Select 0 (load) in CDW10; the size
+    // in CDW11, the bytes of this command in CDW14, their offset in CDW15.
+    let len = program.len() as u32;
+    let mut load = admin.sqe(0x85, 0, SGL_IN_CAPSULE, len);
+    set_dw(&mut load, 40, 1 | 0xc0 << 16);
+    set_dw(&mut load, 44, len);
+    set_dw(&mut load, 56, len);
+    assert_eq!(admin.call(&load, &program).0.status, 0, "Load Program");
+    let mut corrupt = program.clone();
+    corrupt[..8].fill(0);
+    let mut bad_load = admin.sqe(0x85, 0, SGL_IN_CAPSULE, len);
+    set_dw(&mut bad_load, 40, 4 | 0xc0 << 16);
+    set_dw(&mut bad_load, 44, len);
+    set_dw(&mut bad_load, 56, len);
+    assert_eq!(
+        admin.call(&bad_load, &corrupt).0.status,
+        0x703,
+        "Program Rejected"
+    );
+    // Program Activation Management: index 1, Select 1 (activate) in bits 19:16.
+    let mut activate = admin.sqe(0x88, 0, SGL_IN_CAPSULE, 0);
+    set_dw(&mut activate, 40, 1 | 1 << 16);
+    assert_eq!(admin.call(&activate, &[]).0.status, 0, "activate");
+    // Memory Range Set Management: create (Select 0) range set 2 of one extent, LBA 0 and 2
+    // blocks (12 bytes of data), a file of 8 KiB, 2 KiB of output.
+    let mut extent = 0u64.to_le_bytes().to_vec();
+    extent.extend_from_slice(&2u32.to_le_bytes());
+    let mut set = admin.sqe(0x89, 0, SGL_IN_CAPSULE, 12);
+    set_dw(&mut set, 40, 2 << 16);
+    set_dw(&mut set, 44, 1);
+    set_dw(&mut set, 48, 8192);
+    set_dw(&mut set, 56, 2048);
+    assert_eq!(admin.call(&set, &extent).0.status, 0, "range set");
+
+    // Execute Program on namespace 2: program index and range set in CDW2; the parameter
+    // data: offset 0, length 8 KiB, a file job (1), four reserved bytes.
+    let mut parameters = 0u64.to_le_bytes().to_vec();
+    parameters.extend_from_slice(&8192u64.to_le_bytes());
+    parameters.extend_from_slice(&1u32.to_le_bytes());
+    parameters.extend_from_slice(&[0; 4]);
+    let mut exec = io.sqe(0x01, 2, SGL_IN_CAPSULE, 24);
+    set_dw(&mut exec, 8, 1 | 2 << 16);
+    let (cqe, _) = io.call(&exec, &parameters);
+    assert_eq!(cqe.status, 0, "Execute Program: {cqe:?}");
+    assert_eq!(cqe.dw0, 8192, "the kernel's return value: bytes it read");
+    // Memory Read on namespace 3: range set 2's output starts at byte 2 << 32.
+    let mut read = io.sqe(0x02, 3, SGL_TRANSPORT, 2048);
+    set_dw(&mut read, 44, 2);
+    set_dw(&mut read, 48, 2048);
+    let (cqe, output) = io.call(&read, &[]);
+    assert_eq!(cqe.status, 0, "Memory Read: {cqe:?}");
+    let both = blocks.concat();
+    let want = tests::reference::histogram_bytes(&tests::reference::entropy_histogram(&both));
+    assert_eq!(output, want, "the histogram of the two blocks");
+
+    let mut inactive = io.sqe(0x01, 2, SGL_IN_CAPSULE, 24);
+    set_dw(&mut inactive, 8, 5 | 2 << 16);
+    assert_eq!(
+        io.call(&inactive, &parameters).0.status,
+        0x702,
+        "Program Not Active"
+    );
+    let mut elsewhere = io.sqe(0x01, 9, SGL_IN_CAPSULE, 24);
+    set_dw(&mut elsewhere, 8, 1 | 2 << 16);
+    assert_eq!(
+        io.call(&elsewhere, &parameters).0.status,
+        0x00b,
+        "Invalid Namespace or Format"
+    );
+    let mut bare = io.sqe(0x01, 2, SGL_IN_CAPSULE, 0);
+    set_dw(&mut bare, 8, 1 | 2 << 16);
+    assert_eq!(io.call(&bare, &[]).0.status, 0x004, "Data Transfer Error");
+    drop((admin, io));
+    drop(device);
+}
