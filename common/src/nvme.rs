@@ -95,6 +95,7 @@ pub mod cns {
 pub mod csi {
     pub const NVM: u8 = 0x00;
     pub const ZONED: u8 = 0x02;
+    pub const SUBSYSTEM_LOCAL_MEMORY: u8 = 0x03;
     pub const COMPUTATIONAL_PROGRAMS: u8 = 0x04;
 }
 

@@ -16,8 +16,12 @@
 //! in flight; the zone report the guest reads
 //! after fio (`nvme zns report-zones`) matches `csd zone report` of the running device, zone
 //! by zone; and the entropy kernel, loaded and run with `nvme admin-passthru` and
-//! `io-passthru` (this project's vendor-specific Load and Execute Program), returns the same
-//! histogram of fio's 4 MiB as `csd kernel run` on the running device.
+//! `io-passthru`, returns the same histogram of fio's 4 MiB as `csd kernel run` on the running
+//! device twice: through this project's vendor-specific Load and Execute Program, and through
+//! the Computational Programs commands (Load Program, Program Activation Management, Memory
+//! Range Set Management, then Execute Program and Memory Read on the generic char devices Linux
+//! makes for the compute and memory namespaces), whose completion carries the kernel's return
+//! value.
 
 use std::{
     fs,
@@ -133,7 +137,9 @@ pub fn run() -> Result<()> {
         "guest: Linux's nvme-tcp driver attached the device (userland up {up} s after boot, \
          {:.1} s boot to power-off); host-managed zoned disk; fio zbd wrote and verified 4 MiB; \
          its zone report matches csd's; the entropy kernel run through nvme io-passthru gave \
-         csd kernel run's histogram; with header and data digests fio wrote and verified 4 MiB",
+         csd kernel run's histogram, with the vendor-specific commands and with the \
+         Computational Programs commands; with header and data digests fio wrote and verified \
+         4 MiB",
         took.as_secs_f64()
     );
     Ok(())
@@ -394,6 +400,10 @@ fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
         "GUEST: fio-qd16 0",
         "GUEST: load 0",
         "GUEST: execute 0",
+        "GUEST: cp-load 0",
+        "GUEST: cp-activate 0",
+        "GUEST: cp-range-set 0",
+        "GUEST: cp-read 0",
         "GUEST: connect-digests 0",
         "GUEST: fio-digests 0",
         "GUEST: done",
@@ -456,6 +466,27 @@ fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
         histogram.len() == 4096 && histogram == want,
         "the histogram through NVMe/TCP ({} hex digits) is not csd kernel run's",
         histogram.len()
+    );
+    // The Computational Programs commands ran the same kernel: its return value (the bytes
+    // it read, 4 MiB) in the completion, the same histogram in the memory namespace.
+    let executed = text
+        .lines()
+        .find_map(|l| l.split("GUEST: cp-execute ").nth(1))
+        .context("no GUEST: cp-execute line")?;
+    ensure!(
+        executed.starts_with("0 ") && executed.contains("00400000"),
+        "Execute Program through the compute namespace: {executed:?}"
+    );
+    let cp_histogram = text
+        .lines()
+        .find_map(|l| l.split("GUEST: cp-histogram ").nth(1))
+        .map(str::trim)
+        .unwrap_or("");
+    ensure!(
+        cp_histogram == want,
+        "the histogram through the Computational Programs commands ({} hex digits) is not csd \
+         kernel run's",
+        cp_histogram.len()
     );
     Ok(())
 }

@@ -14,6 +14,10 @@ use super::{
     IN_CAPSULE_BYTES, IO_QUEUES, QUEUE_ENTRIES,
 };
 
+/// The namespaces: the zoned one, and the program namespaces of the Computational Programs
+/// commands (`common::nvme::cp`).
+const NAMESPACES: [u32; 3] = [nvme::NSID, nvme::cp::COMPUTE_NSID, nvme::cp::MEMORY_NSID];
+
 /// Admin opcodes this target serves.
 pub(super) const GET_LOG_PAGE: u8 = 0x02;
 pub(super) const IDENTIFY: u8 = nvme::opcode::IDENTIFY;
@@ -41,25 +45,47 @@ impl Queue<'_> {
         Ok(match sqe.opcode {
             IDENTIFY => {
                 let (cns, csi) = nvme::identify_of(sqe);
-                let nsid_ok = sqe.nsid == 1;
+                let nsid_ok = sqe.nsid == nvme::NSID;
+                // The program namespaces' command sets: Computational Programs and Subsystem
+                // Local Memory.
+                let program_csi = match sqe.nsid {
+                    nvme::cp::COMPUTE_NSID => Some(nvme::csi::COMPUTATIONAL_PROGRAMS),
+                    nvme::cp::MEMORY_NSID => Some(nvme::csi::SUBSYSTEM_LOCAL_MEMORY),
+                    _ => None,
+                };
                 let mut data = match (cns, csi) {
                     (nvme::cns::NAMESPACE, _) if nsid_ok => nvme::identify_namespace(&id).to_vec(),
+                    // No logical blocks on the program namespaces.
+                    (nvme::cns::NAMESPACE, _) if program_csi.is_some() => {
+                        vec![0u8; nvme::IDENTIFY_BYTES]
+                    }
                     (nvme::cns::CONTROLLER, _) => {
                         self.controller_identity(&self.target.nqn, cntlid).to_vec()
                     }
-                    // Active namespace list: namespace 1, for any NSID below it.
+                    // Active namespace list: the namespaces above the NSID given.
                     (0x02, _) => {
                         let mut list = vec![0u8; nvme::IDENTIFY_BYTES];
-                        if sqe.nsid == 0 {
-                            list[0] = 1;
+                        let above = NAMESPACES.iter().filter(|&&n| n > sqe.nsid);
+                        for (i, nsid) in above.enumerate() {
+                            list[i * 4..i * 4 + 4].copy_from_slice(&nsid.to_le_bytes());
                         }
                         list
                     }
-                    // Namespace identification descriptors: the command set (CSI 02h).
-                    (0x03, _) if nsid_ok => {
+                    // Namespace identification descriptors: the command set (type 04h, one
+                    // byte).
+                    (0x03, _) if nsid_ok || program_csi.is_some() => {
                         let mut list = vec![0u8; nvme::IDENTIFY_BYTES];
-                        list[..5].copy_from_slice(&[0x04, 0x01, 0, 0, nvme::csi::ZONED]);
+                        let set = program_csi.unwrap_or(nvme::csi::ZONED);
+                        list[..5].copy_from_slice(&[0x04, 0x01, 0, 0, set]);
                         list
+                    }
+                    // I/O Command Set Independent Identify Namespace: NSTAT bit 0, the
+                    // namespace is ready (what a host reads for a command set it does not
+                    // know, before it offers the namespace to its users).
+                    (0x08, _) if nsid_ok || program_csi.is_some() => {
+                        let mut data = vec![0u8; nvme::IDENTIFY_BYTES];
+                        data[14] = 1;
+                        data
                     }
                     (nvme::cns::CSI_NAMESPACE, nvme::csi::ZONED) if nsid_ok => {
                         nvme::identify_zns_namespace(&id).to_vec()
@@ -71,10 +97,11 @@ impl Queue<'_> {
                         nvme::identify_zns_controller(&id).to_vec()
                     }
                     (nvme::cns::CSI_CONTROLLER, nvme::csi::NVM) => vec![0u8; nvme::IDENTIFY_BYTES],
-                    // I/O command set combinations: NVM and zoned (bits 0 and 2).
+                    // I/O command set combinations: NVM, zoned, Subsystem Local Memory and
+                    // Computational Programs (bits 0, 2, 3 and 4).
                     (0x1C, _) => {
                         let mut list = vec![0u8; nvme::IDENTIFY_BYTES];
-                        list[0] = 0x05;
+                        list[0] = 0x1d;
                         list
                     }
                     _ => return Ok(self.done(sqe, Status::InvalidField)),
@@ -251,6 +278,7 @@ fn commands_supported() -> Vec<u8> {
 
 /// Fills in what Identify Controller says of a controller over a fabric.
 fn fabrics_identity(data: &mut [u8; nvme::IDENTIFY_BYTES], cntlid: u16) {
+    data[516..520].copy_from_slice(&(NAMESPACES.len() as u32).to_le_bytes()); // NN
     data[78..80].copy_from_slice(&cntlid.to_le_bytes()); // CNTLID
     data[111] = 1; // CNTRLTYPE: I/O controller
     data[320..322].copy_from_slice(&10u16.to_le_bytes()); // KAS: 100 ms units

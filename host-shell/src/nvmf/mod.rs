@@ -55,8 +55,8 @@ mod queue;
 use queue::Queue;
 
 /// This project's own commands, in NVMe's vendor-specific opcode ranges (admin C0h-FFh, I/O
-/// 80h-FFh), for hosts that cannot reach the Computational Programs commands' compute
-/// namespace (Linux's passthrough refuses a namespace it has no device for): Load Program (admin C1h: program index in CDW10 bits 7:0, the kernel's ELF
+/// 80h-FFh), which need no program namespaces (hosts that give a namespace of an unknown
+/// command set no device, Linux before 6.0): Load Program (admin C1h: program index in CDW10 bits 7:0, the kernel's ELF
 /// object or linked image as data) and Execute Program (I/O C2h: program index in CDW10 bits
 /// 7:0, the first LBA in CDW12 and CDW13, the number of LBAs, 0's based, in CDW14, `param0` in
 /// CDW2 and CDW3, `param1` in CDW15; the kernel's output as data, its return value in

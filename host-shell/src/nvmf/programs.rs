@@ -67,6 +67,29 @@ impl Queue<'_> {
         let Some(driver) = self.target.programs() else {
             return Ok(self.done(sqe, Status::InternalError));
         };
+        // A kernel's ELF object, whole in one Load Program, is linked here as `csd kernel run`
+        // does (hosts without `csd` have no way to link one).
+        if let Command::LoadProgram(load) = command {
+            if buffer.starts_with(b"\x7fELF")
+                && load.offset == 0
+                && load.chunk_len == load.total_len
+            {
+                let status = match crate::loader::link(&buffer) {
+                    Ok(image) => match driver.load_program(load.slot, &image.to_bytes()) {
+                        Ok(()) => Status::Success,
+                        Err(e) => {
+                            crate::daemon::log(format_args!("NVMe/TCP: Load Program: {e}"));
+                            e.status().unwrap_or(Status::ProgramRejected)
+                        }
+                    },
+                    Err(e) => {
+                        crate::daemon::log(format_args!("NVMe/TCP: Load Program: {e}"));
+                        Status::ProgramRejected
+                    }
+                };
+                return Ok(self.done(sqe, status));
+            }
+        }
         let done = match driver.exchange(command, buffer) {
             Ok(done) => done,
             Err(e) => {

@@ -68,7 +68,11 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     assert_eq!(&ctrl[768..768 + NQN.len()], NQN.as_bytes());
     assert_eq!(ctrl[768 + NQN.len()], 0);
     assert_eq!((ctrl[512], ctrl[513]), (0x66, 0x44), "SQES and CQES");
-    assert_eq!(le32(&ctrl, 516), 1, "one namespace");
+    assert_eq!(
+        le32(&ctrl, 516),
+        3,
+        "three namespaces: zoned, compute, memory"
+    );
     let report = csd_json(["zone", "report", img, "--json"]);
     let zones = report.as_array().expect("zones");
     let zone_lbas = zones[1]["zslba"].as_u64().expect("zslba");
@@ -78,7 +82,29 @@ fn a_host_from_the_specifications_connects_and_does_io() {
     let zns = admin.identify(1, 0x05, 0x02);
     assert_eq!(le64(&zns, 2816), zone_lbas, "zone size");
     let list = admin.identify(0, 0x02, 0x00);
-    assert_eq!(le32(&list, 0), 1, "active namespace 1");
+    let active = [
+        le32(&list, 0),
+        le32(&list, 4),
+        le32(&list, 8),
+        le32(&list, 12),
+    ];
+    assert_eq!(active, [1, 2, 3, 0], "active namespaces");
+    assert_eq!(le32(&admin.identify(1, 0x02, 0x00), 0), 2, "active above 1");
+    // The program namespaces' command sets (namespace identification descriptor type 04h),
+    // and each is ready (NSTAT bit 0 of the command set independent Identify Namespace).
+    for (nsid, csi) in [(1, 0x02), (2, 0x04), (3, 0x03)] {
+        let descriptors = admin.identify(nsid, 0x03, 0x00);
+        assert_eq!(
+            descriptors[..5],
+            [0x04, 0x01, 0, 0, csi],
+            "namespace {nsid}"
+        );
+        assert_eq!(
+            admin.identify(nsid, 0x08, 0x00)[14] & 1,
+            1,
+            "namespace {nsid} ready"
+        );
+    }
     // An opcode the target does not know: Invalid Command Opcode, and the queue goes on.
     let unknown = admin.sqe(0xc5, 0, SGL_IN_CAPSULE, 0);
     let (cqe, _) = admin.call(&unknown, &[]);
