@@ -129,10 +129,7 @@ pub fn run() -> Result<()> {
             console.display()
         )
     })?;
-    let up = text
-        .lines()
-        .find_map(|l| l.split("GUEST: up ").nth(1))
-        .unwrap_or("?");
+    let up = guest_line(&text, "up").unwrap_or("?");
     eprintln!(
         "guest: Linux's nvme-tcp driver attached the device (userland up {up} s after boot, \
          {:.1} s boot to power-off); host-managed zoned disk; fio zbd wrote and verified 4 MiB; \
@@ -385,6 +382,12 @@ fn state_value(name: &str) -> Option<u8> {
     })
 }
 
+/// What follows `GUEST: KEY ` on the console's first line that has it.
+fn guest_line<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("GUEST: {key} ");
+    text.lines().find_map(|l| l.split(prefix.as_str()).nth(1))
+}
+
 fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
     let discovered = format!("GUEST: discover 0 subnqn: {NQN}");
     ensure!(
@@ -452,11 +455,7 @@ fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
         "fio's 4 MiB should fill 4 zones; {written} have data"
     );
     // The kernel's output through NVMe/TCP is csd's own run's.
-    let histogram = text
-        .lines()
-        .find_map(|l| l.split("GUEST: histogram ").nth(1))
-        .map(str::trim)
-        .unwrap_or("");
+    let histogram = guest_line(text, "histogram").map(str::trim).unwrap_or("");
     let want = host_run
         .split("\"output_hex\":")
         .nth(1)
@@ -469,17 +468,12 @@ fn check(text: &str, host_zones: &str, host_run: &str) -> Result<()> {
     );
     // The Computational Programs commands ran the same kernel: its return value (the bytes
     // it read, 4 MiB) in the completion, the same histogram in the memory namespace.
-    let executed = text
-        .lines()
-        .find_map(|l| l.split("GUEST: cp-execute ").nth(1))
-        .context("no GUEST: cp-execute line")?;
+    let executed = guest_line(text, "cp-execute").context("no GUEST: cp-execute line")?;
     ensure!(
         executed.starts_with("0 ") && executed.contains("00400000"),
         "Execute Program through the compute namespace: {executed:?}"
     );
-    let cp_histogram = text
-        .lines()
-        .find_map(|l| l.split("GUEST: cp-histogram ").nth(1))
+    let cp_histogram = guest_line(text, "cp-histogram")
         .map(str::trim)
         .unwrap_or("");
     ensure!(

@@ -381,25 +381,20 @@ fn computational_programs_commands_run_a_kernel() {
         sqe[at..at + 4].copy_from_slice(&v.to_le_bytes());
     };
 
-    // Load Program: program index 1, program type C0h, Select 0 (load) in CDW10; the size
-    // in CDW11, the bytes of this command in CDW14, their offset in CDW15.
-    let len = program.len() as u32;
-    let mut load = admin.sqe(0x85, 0, SGL_IN_CAPSULE, len);
-    set_dw(&mut load, 40, 1 | 0xc0 << 16);
-    set_dw(&mut load, 44, len);
-    set_dw(&mut load, 56, len);
-    assert_eq!(admin.call(&load, &program).0.status, 0, "Load Program");
+    // Load Program: the program index and program type C0h, Select 0 (load) in CDW10; the
+    // size in CDW11, the bytes of this command in CDW14, their offset in CDW15 (0).
+    let load = |admin: &mut Host, index: u32, image: &[u8]| {
+        let len = image.len() as u32;
+        let mut load = admin.sqe(0x85, 0, SGL_IN_CAPSULE, len);
+        set_dw(&mut load, 40, index | 0xc0 << 16);
+        set_dw(&mut load, 44, len);
+        set_dw(&mut load, 56, len);
+        admin.call(&load, image).0.status
+    };
+    assert_eq!(load(&mut admin, 1, &program), 0, "Load Program");
     let mut corrupt = program.clone();
     corrupt[..8].fill(0);
-    let mut bad_load = admin.sqe(0x85, 0, SGL_IN_CAPSULE, len);
-    set_dw(&mut bad_load, 40, 4 | 0xc0 << 16);
-    set_dw(&mut bad_load, 44, len);
-    set_dw(&mut bad_load, 56, len);
-    assert_eq!(
-        admin.call(&bad_load, &corrupt).0.status,
-        0x703,
-        "Program Rejected"
-    );
+    assert_eq!(load(&mut admin, 4, &corrupt), 0x703, "Program Rejected");
     // Program Activation Management: index 1, Select 1 (activate) in bits 19:16.
     let mut activate = admin.sqe(0x88, 0, SGL_IN_CAPSULE, 0);
     set_dw(&mut activate, 40, 1 | 1 << 16);
@@ -415,15 +410,18 @@ fn computational_programs_commands_run_a_kernel() {
     set_dw(&mut set, 56, 2048);
     assert_eq!(admin.call(&set, &extent).0.status, 0, "range set");
 
-    // Execute Program on namespace 2: program index and range set in CDW2; the parameter
-    // data: offset 0, length 8 KiB, a file job (1), four reserved bytes.
+    // Execute Program on namespace `nsid`: program index and range set 2 in CDW2; the
+    // parameter data: offset 0, length 8 KiB, a file job (1), four reserved bytes.
     let mut parameters = 0u64.to_le_bytes().to_vec();
     parameters.extend_from_slice(&8192u64.to_le_bytes());
     parameters.extend_from_slice(&1u32.to_le_bytes());
     parameters.extend_from_slice(&[0; 4]);
-    let mut exec = io.sqe(0x01, 2, SGL_IN_CAPSULE, 24);
-    set_dw(&mut exec, 8, 1 | 2 << 16);
-    let (cqe, _) = io.call(&exec, &parameters);
+    let execute = |io: &mut Host, nsid: u32, index: u32, parameters: &[u8]| {
+        let mut exec = io.sqe(0x01, nsid, SGL_IN_CAPSULE, parameters.len() as u32);
+        set_dw(&mut exec, 8, index | 2 << 16);
+        io.call(&exec, parameters).0
+    };
+    let cqe = execute(&mut io, 2, 1, &parameters);
     assert_eq!(cqe.status, 0, "Execute Program: {cqe:?}");
     assert_eq!(cqe.dw0, 8192, "the kernel's return value: bytes it read");
     // Memory Read on namespace 3: range set 2's output starts at byte 2 << 32.
@@ -436,23 +434,23 @@ fn computational_programs_commands_run_a_kernel() {
     let want = tests::reference::histogram_bytes(&tests::reference::entropy_histogram(&both));
     assert_eq!(output, want, "the histogram of the two blocks");
 
-    let mut inactive = io.sqe(0x01, 2, SGL_IN_CAPSULE, 24);
-    set_dw(&mut inactive, 8, 5 | 2 << 16);
-    assert_eq!(
-        io.call(&inactive, &parameters).0.status,
-        0x702,
-        "Program Not Active"
-    );
-    let mut elsewhere = io.sqe(0x01, 9, SGL_IN_CAPSULE, 24);
-    set_dw(&mut elsewhere, 8, 1 | 2 << 16);
-    assert_eq!(
-        io.call(&elsewhere, &parameters).0.status,
-        0x00b,
-        "Invalid Namespace or Format"
-    );
-    let mut bare = io.sqe(0x01, 2, SGL_IN_CAPSULE, 0);
-    set_dw(&mut bare, 8, 1 | 2 << 16);
-    assert_eq!(io.call(&bare, &[]).0.status, 0x004, "Data Transfer Error");
+    for (nsid, index, parameters, status, what) in [
+        (2, 5, &parameters[..], 0x702, "Program Not Active"),
+        (9, 1, &parameters[..], 0x00b, "Invalid Namespace or Format"),
+        (
+            2,
+            1,
+            &[][..],
+            0x004,
+            "Data Transfer Error: no parameter data",
+        ),
+    ] {
+        assert_eq!(
+            execute(&mut io, nsid, index, parameters).status,
+            status,
+            "{what}"
+        );
+    }
     drop((admin, io));
     drop(device);
 }
