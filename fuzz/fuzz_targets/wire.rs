@@ -102,8 +102,10 @@ fuzz_target!(|data: &[u8]| {
                 host_len: rest.len() as u32,
                 data: rest,
             };
-            let mut body = vec![0u8; rest.len() + 64];
-            let mut out = vec![0u8; 2 * rest.len() + 96];
+            // Room for the header, the message (its tag, the queue type, the 64-byte entry,
+            // two lengths) and the CRC; COBS adds a byte in 254 and the delimiters.
+            let mut body = vec![0u8; rest.len() + 128];
+            let mut out = vec![0u8; 2 * rest.len() + 192];
             let n = link::encode(7, &msg, &mut body, &mut out).expect("the frame fits");
             let mut reader = FrameReader::new(vec![0u8; out.len()]);
             let mut got = None;
