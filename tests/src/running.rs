@@ -20,24 +20,18 @@ pub struct RunningDevice {
 impl RunningDevice {
     /// `csd [global] device start IMAGE --json`; panics if it fails.
     pub fn start(global: &[&str], image: &Path) -> RunningDevice {
-        let mut args: Vec<OsString> = global.iter().map(OsString::from).collect();
-        args.extend([
-            "device".into(),
-            "start".into(),
-            image.into(),
-            "--json".into(),
-        ]);
-        let json = csd_json(&args);
-        let pid = json["pid"].as_u64().expect("device start reports its pid") as u32;
-        RunningDevice {
-            image: image.to_path_buf(),
-            pid,
-        }
+        RunningDevice::launch(global, image, &[])
     }
 
     /// `csd device start IMAGE ARGS --json`; panics if it fails.
     pub fn start_with(image: &Path, args: &[&str]) -> RunningDevice {
-        let mut argv: Vec<OsString> = vec!["device".into(), "start".into(), image.into()];
+        RunningDevice::launch(&[], image, args)
+    }
+
+    /// `csd GLOBAL device start IMAGE ARGS --json`.
+    fn launch(global: &[&str], image: &Path, args: &[&str]) -> RunningDevice {
+        let mut argv: Vec<OsString> = global.iter().map(OsString::from).collect();
+        argv.extend(["device".into(), "start".into(), image.into()]);
         argv.extend(args.iter().map(OsString::from));
         argv.push("--json".into());
         let json = csd_json(&argv);

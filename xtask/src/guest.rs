@@ -233,8 +233,8 @@ fn initramfs(dir: &Path, kernel: &Kernel, entropy: &Path) -> Result<PathBuf> {
             entropy.display()
         )
     })?;
-    // The init script and the kernel object it runs: rebuilt when either changed.
-    let made_from = format!("{INIT}\n{:?}", object);
+    // The init script, the modules and the kernel object it runs: rebuilt when one changed.
+    let made_from = format!("{INIT}\n{MODULES:?}\n{:?}", object);
     if out.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(made_from.as_str()) {
         return Ok(out);
     }
@@ -244,12 +244,16 @@ fn initramfs(dir: &Path, kernel: &Kernel, entropy: &Path) -> Result<PathBuf> {
         fs::create_dir_all(tree.join(sub))?;
     }
     copy(Path::new("/usr/bin/busybox"), &tree.join("bin/busybox"))?;
+    // The modules, and `modules/order`: their names in MODULES's order, which init loads.
+    let mut order = String::new();
     for module in MODULES {
         let name = Path::new(module).file_name().context("a module name")?;
         let mut to = tree.join("modules").join(name);
         to.set_extension("ko");
         copy(&kernel.modules.join(format!("{module}.ko")), &to)?;
+        order.push_str(&format!("{}\n", name.to_string_lossy()));
     }
+    fs::write(tree.join("modules/order"), order)?;
     for program in PROGRAMS {
         let program = Path::new(program);
         copy(

@@ -7,9 +7,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-# The modules in dependency order (the virtio network, then the NVMe/TCP host).
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci \
-         failover net_failover virtio_net nvme-fabrics nvme-tcp; do
+# The modules in dependency order (the virtio network, then the NVMe/TCP host), as
+# xtask/src/guest.rs lists them.
+for m in $(cat /modules/order); do
   insmod "/modules/$m.ko" || echo "GUEST: insmod $m failed"
 done
 # csd.port=... and csd.nqn=... from the kernel command line.
