@@ -1,11 +1,12 @@
-//! The command envelope: what a host submits to the device and what comes back.
+//! Commands and completions as both sides work with them: what a host submits to the device
+//! and what comes back.
 //!
 //! Shaped after NVMe: a submission carries a command id chosen by the host, a completion echoes
 //! it with a status and a small result. Bulk data (blocks, zone reports, program images, extent
 //! lists, kernel output) never travels inline: the runner moves it through the DMA-like
-//! interface, and the command says how many bytes. These are the typed forms both sides work
-//! with; the device receives every command as an NVMe submission queue entry
-//! ([`crate::nvme::encode`]) and a link carries completions as completion queue entries.
+//! interface, and the command says how many bytes. The device receives every command as an
+//! NVMe submission queue entry ([`crate::nvme::encode`]), and a link carries completions as
+//! completion queue entries ([`crate::link::CompletionEntry`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -40,7 +41,7 @@ impl Submission {
     }
 }
 
-/// The device's command set. Variants are append-only.
+/// The device's command set, decoded from (and encoded to) NVMe entries.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Command {
@@ -92,10 +93,11 @@ pub enum Command {
     /// Copy the `csd_log` messages of the last run over a range set to the host, oldest first:
     /// each one as its length (u16, little-endian) and its bytes.
     ReadLog(crate::program::RangeSetId),
-    /// NVMe's Identify (06h): the 4,096-byte data structure `cns` of command set `csi` goes
-    /// to the host by DMA: Namespace (CNS 00h), Controller (01h), and the Zoned Namespace
-    /// command set's (CSI 02h) Namespace (05h) and Controller (06h).
-    IdentifyStructure { cns: u8, csi: u8 },
+    /// NVMe's Identify (06h): the 4,096-byte data structure `cns` of command set `csi` (of
+    /// namespace `nsid` where it is one of a namespace) goes to the host by DMA: Namespace
+    /// (CNS 00h), Controller (01h), and the Zoned Namespace command set's (CSI 02h)
+    /// Namespace (05h) and Controller (06h).
+    IdentifyStructure { cns: u8, csi: u8, nsid: u32 },
 }
 
 impl Command {
@@ -143,7 +145,7 @@ pub enum CommandResult {
     Rejected(LoadError),
 }
 
-/// One completion queue entry.
+/// A completion, decoded: the command's id, its status and what it returned.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Completion {

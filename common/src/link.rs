@@ -157,7 +157,7 @@ pub enum ToHost<'a, C> {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct DeviceInfo {
-    /// The command envelope version (`crate::WIRE_VERSION`) the device speaks.
+    /// The wire version (`crate::WIRE_VERSION`) the device speaks.
     pub wire_version: u16,
     /// Most DMA bytes the device accepts or returns in one frame.
     pub max_data_bytes: u32,

@@ -21,9 +21,11 @@
 //!   bytes 7:0 count the zones, then 64-byte zone descriptors), and the I/O command set
 //!   specific Identify Namespace (CNS 05h) and Identify Controller (CNS 06h).
 //!
-//! The Computational Programs command set (identifier 04h; admin Load Program 85h, Program
-//! Activation Management 88h, Memory Range Set Management 89h) is not encoded here: its field
-//! layouts could not be checked against the specification's text (see docs/ARCHITECTURE.md).
+//! The program commands ([`cp`]) follow the Computational Programs (identifier 04h) and
+//! Subsystem Local Memory (03h) command sets where their layouts could be found, and are this
+//! project's own beyond that; [`encode`] and [`decode`] take every command of the device to
+//! and from its entry, with the device's own structures as vendor-specific log pages
+//! ([`log_page`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -57,25 +59,23 @@ pub mod opcode {
     /// Admin.
     pub const GET_LOG_PAGE: u8 = 0x02;
     pub const IDENTIFY: u8 = 0x06;
-    /// Computational Programs, admin (see [`super::cp`]).
+    /// Computational Programs, admin (see [`super::cp`]; its I/O opcodes are there).
     pub const LOAD_PROGRAM: u8 = 0x85;
     pub const PROGRAM_ACTIVATION: u8 = 0x88;
     pub const MEMORY_RANGE_SET: u8 = 0x89;
-    /// Computational Programs and this project, I/O (see [`super::cp`]).
-    pub const EXECUTE_PROGRAM: u8 = super::cp::EXECUTE_PROGRAM;
-    pub const READ_OUTPUT: u8 = super::cp::READ_OUTPUT;
 }
 
-/// The namespace every command of this device names: its one zoned namespace.
+/// The zoned namespace, where the NVM and zoned commands go (the program commands have
+/// namespaces of their own, [`cp::COMPUTE_NSID`] and [`cp::MEMORY_NSID`]).
 pub const NSID: u32 = 1;
 
 /// Log pages. C0h to FFh are vendor specific (NVMe Base Specification 2.1, Log Page
-/// Identifiers); this device keeps its own structures there, postcard-encoded.
+/// Identifiers); this device keeps its own structures there.
 pub mod log_page {
-    /// The device's summary ([`crate::zns::IdentifyZns`]): geometry, limits and program
-    /// resources.
+    /// The device's summary ([`crate::zns::IdentifyZns`], postcard-encoded): geometry,
+    /// limits and program resources.
     pub const DEVICE: u8 = 0xC0;
-    /// Wear and bad blocks ([`crate::command::DeviceHealth`]).
+    /// Wear and bad blocks ([`crate::command::DeviceHealth`], postcard-encoded).
     pub const HEALTH: u8 = 0xC1;
     /// The `csd_log` messages of the last run over the range set in the log specific
     /// identifier.
@@ -353,6 +353,8 @@ pub enum SqeError {
     Namespace,
     /// The command's parameter data is missing from its host memory (Data Transfer Error).
     Data,
+    /// A log page this device does not have (Invalid Log Page).
+    LogPage,
 }
 
 impl SqeError {
@@ -363,6 +365,7 @@ impl SqeError {
             SqeError::Field => Status::InvalidField,
             SqeError::Namespace => Status::InvalidNamespace,
             SqeError::Data => Status::DataTransferError,
+            SqeError::LogPage => Status::InvalidLogPage,
         }
     }
 }
@@ -504,8 +507,9 @@ pub fn encode(
             sqe.set_slba(slba);
             let bytes = u64::from(max_zones) * ZONE_DESCRIPTOR_BYTES as u64
                 + ZONE_REPORT_HEADER_BYTES as u64;
-            let dwords = u32::try_from(bytes / 4).map_err(|_| SqeError::Field)?;
-            sqe.set_cdw(12, dwords - 1);
+            // NUMD, 0's based.
+            let numd = u32::try_from(bytes / 4 - 1).map_err(|_| SqeError::Field)?;
+            sqe.set_cdw(12, numd);
             // Zone Receive Action 00h: Report Zones.
             sqe.set_cdw(
                 13,
@@ -517,8 +521,8 @@ pub fn encode(
             get_log_page(&mut sqe, log_page::DEVICE, 0, host_len);
             QueueType::Admin
         }
-        Command::IdentifyStructure { cns, csi } => {
-            sqe = identify_sqe(cid, NSID, cns, csi);
+        Command::IdentifyStructure { cns, csi, nsid } => {
+            sqe = identify_sqe(cid, nsid, cns, csi);
             QueueType::Admin
         }
         Command::GetHealth => {
@@ -624,11 +628,15 @@ pub fn decode(
             log_page::DEVICE => Command::Identify,
             log_page::HEALTH => Command::GetHealth,
             log_page::KERNEL_LOG => Command::ReadLog(RangeSetId((sqe.cdw(11) >> 16) as u16)),
-            _ => return Err(SqeError::Field),
+            _ => return Err(SqeError::LogPage),
         },
         (QueueType::Admin, opcode::IDENTIFY) => {
             let (cns, csi) = identify_of(sqe);
-            Command::IdentifyStructure { cns, csi }
+            Command::IdentifyStructure {
+                cns,
+                csi,
+                nsid: sqe.nsid,
+            }
         }
         (QueueType::Admin, opcode::LOAD_PROGRAM) => cp::load_program_of(sqe)?,
         (QueueType::Admin, opcode::PROGRAM_ACTIVATION) => cp::activate_of(sqe)?,
@@ -1058,7 +1066,8 @@ fn put_text(out: &mut [u8], at: usize, len: usize, text: &str, pad: u8) {
     field[..n].copy_from_slice(&text.as_bytes()[..n]);
 }
 
-/// The Identify Controller data structure (CNS 01h) of a controller with one namespace.
+/// The Identify Controller data structure (CNS 01h) of a controller whose one namespace is
+/// the zoned one (a fabric controller says how many it has: `host-shell/src/nvmf`).
 pub fn identify_controller(id: &IdentifyZns, names: &ControllerNames<'_>) -> [u8; IDENTIFY_BYTES] {
     let mut b = [0u8; IDENTIFY_BYTES];
     write_identify_controller(id, names, &mut b);
@@ -1128,6 +1137,7 @@ mod tests {
                 Command::IdentifyStructure {
                     cns: cns::CSI_NAMESPACE,
                     csi: csi::ZONED,
+                    nsid: NSID,
                 },
                 QueueType::Admin,
             ),
@@ -1180,6 +1190,24 @@ mod tests {
         assert_eq!(decode(q, &sqe, || None), Err(SqeError::Data));
     }
 
+    /// The largest zone report an entry can ask for (NUMD FFFFFFFFh, 0's based) decodes and
+    /// encodes back to the same entry.
+    #[test]
+    fn the_largest_zone_report_round_trips() {
+        let mut sqe = Sqe::new(opcode::ZONE_MANAGEMENT_RECEIVE, 3, NSID);
+        sqe.set_cdw(12, u32::MAX);
+        let command = decode(QueueType::Io, &sqe, || None).expect("a report");
+        assert!(matches!(
+            command,
+            Command::ZoneManagementReceive {
+                max_zones: 0x0fff_ffff,
+                ..
+            }
+        ));
+        let (_, again) = encode(CommandId(3), &command, 0).expect("it encodes");
+        assert_eq!(again, sqe);
+    }
+
     /// The vendor-specific log pages: Get Log Page (02h) with the log page identifier in
     /// CDW10 bits 7:0, the 0's based dword count in bits 31:16, the log specific identifier
     /// in CDW11 bits 31:16.
@@ -1200,8 +1228,9 @@ mod tests {
         unknown.cdw[0] = 0x03ff_0002; // the SMART log: not served here
         assert_eq!(
             decode(QueueType::Admin, &unknown, || None),
-            Err(SqeError::Field)
+            Err(SqeError::LogPage)
         );
+        assert_eq!(SqeError::LogPage.status().code(), 0x109, "Invalid Log Page");
     }
 
     /// The program commands in the layouts of [`cp`].

@@ -27,7 +27,8 @@ pub enum Status {
     CommandAborted,
     /// The LBA range goes past the end of the namespace.
     LbaOutOfRange,
-    /// The envelope's wire version is not the device's.
+    /// The wire version is not the device's. (No longer sent: a host and a device of
+    /// different wire versions refuse each other when a link session opens.)
     UnsupportedVersion,
 
     // Media and data integrity errors (SCT 2).
@@ -85,11 +86,16 @@ pub enum Status {
     /// Invalid Namespace or Format (generic 0Bh): the command names a namespace the device
     /// does not have, or one its opcode does not belong to.
     InvalidNamespace,
+
+    // Appended: command specific status (SCT 1).
+    /// Invalid Log Page (command specific 09h): a Get Log Page for a page the device does not
+    /// have.
+    InvalidLogPage,
 }
 
 impl Status {
     /// Every status, in declaration order (their postcard tags).
-    pub const ALL: [Status; 28] = [
+    pub const ALL: [Status; 29] = [
         Status::Success,
         Status::InvalidOpcode,
         Status::InvalidField,
@@ -118,6 +124,7 @@ impl Status {
         Status::AccessDenied,
         Status::CommandSequenceError,
         Status::InvalidNamespace,
+        Status::InvalidLogPage,
     ];
 
     /// The status whose `SCT << 8 | SC` is `code` (as a completion queue entry carries it),
@@ -157,6 +164,7 @@ impl Status {
             Status::AccessDenied => 0x286,
             Status::CommandSequenceError => 0x00C,
             Status::InvalidNamespace => 0x00B,
+            Status::InvalidLogPage => 0x109,
         }
     }
 
@@ -191,6 +199,7 @@ impl Status {
             Status::AccessDenied => "Access Denied",
             Status::CommandSequenceError => "Command Sequence Error",
             Status::InvalidNamespace => "Invalid Namespace or Format",
+            Status::InvalidLogPage => "Invalid Log Page",
         }
     }
 

@@ -30,7 +30,10 @@ fn submission(bytes: &[u8]) {
     let Ok((entry, _)) = postcard::take_from_bytes::<SubmissionEntry>(bytes) else {
         return;
     };
-    let params = |b: &[u8]| b.get(..16).and_then(|p| p.try_into().ok());
+    let params = |b: &[u8]| {
+        b.get(..nvme::cp::EXECUTE_PARAMETER_BYTES)
+            .and_then(|p| p.try_into().ok())
+    };
     if let Ok(command) = nvme::decode(entry.queue, &entry.sqe, || params(bytes)) {
         let (queue, sqe) =
             nvme::encode(CommandId(entry.sqe.cid), &command, 0).expect("a decoded command encodes");

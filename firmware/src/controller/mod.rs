@@ -2,14 +2,17 @@
 //!
 //! Sans-IO, as the whole firmware: the runner hands it an NVMe submission queue entry with the
 //! type of queue it came from, and a [`Dma`] window on the command's host memory, and gets a
-//! [`Completion`] back, or `None` when the command goes on in the background. Only Execute Program does: kernels run in fuel-bounded slices, one slice
-//! per [`Controller::poll`], so a runner that serves its queues between polls keeps regular I/O
-//! flowing while long kernels run; several runs take their slices in turn.
+//! [`Completion`] back, or `None` when the command goes on in the background. Only Execute
+//! Program does: kernels run in fuel-bounded slices, one slice per [`Controller::poll`], so a
+//! runner that serves its queues between polls keeps regular I/O flowing while long kernels
+//! run; several runs take their slices in turn.
 
 mod dma;
 mod programs;
 
-pub use dma::{Dma, DmaError, ParameterDma, SliceDma};
+pub use dma::{Dma, DmaError, SliceDma};
+
+use dma::ParameterDma;
 pub use programs::{ProgramConfig, LOG_MESSAGES};
 
 use alloc::vec;
@@ -99,7 +102,9 @@ impl<N: Nand, X: Executor> Controller<N, X> {
         };
         let result = match command {
             Command::Identify => self.send_identify(dma),
-            Command::IdentifyStructure { cns, csi } => self.identify_structure(cns, csi, dma),
+            Command::IdentifyStructure { cns, csi, nsid } => {
+                self.identify_structure(cns, csi, nsid, dma)
+            }
             Command::Read { slba, nlb } => self.read(slba, nlb, dma),
             Command::Write { slba, nlb } => self.write(slba, nlb, dma, false),
             Command::ZoneAppend { zslba, nlb } => self.write(zslba, nlb, dma, true),
@@ -205,17 +210,25 @@ impl<N: Nand, X: Executor> Controller<N, X> {
         encode_to_host(&self.identify(), dma)
     }
 
-    /// NVMe's Identify data structure `cns` of command set `csi`.
+    /// NVMe's Identify data structure `cns` of command set `csi` (of namespace `nsid`).
     fn identify_structure(
         &mut self,
         cns: u8,
         csi: u8,
+        nsid: u32,
         dma: &mut dyn Dma,
     ) -> Result<CommandResult, Status> {
+        // A namespace's structures are the zoned namespace's (the one Identify Controller
+        // counts).
+        let namespace = matches!(cns, nvme::cns::NAMESPACE | nvme::cns::CSI_NAMESPACE);
+        if namespace && nsid != nvme::NSID {
+            return Err(Status::InvalidNamespace);
+        }
         let id = self.identify();
+        // Short names: the board's image has little room for text.
         let names = nvme::ControllerNames {
             serial: "csd",
-            model: "csd computational storage device",
+            model: "csd",
             firmware: env!("CARGO_PKG_VERSION"),
             subnqn: "",
         };

@@ -75,11 +75,11 @@ fn health(dev: &mut Dev) -> DeviceHealth {
 fn identify_answers_the_specifications_structures() {
     let mut dev = dev();
     let id = dev.ctrl.identify();
-    let mut identify = |cns: u8, csi: u8| {
+    let mut identify_ns = |nsid: u8, cns: u8, csi: u8| {
         let mut b = [0u8; nvme::SQE_BYTES];
         b[0] = 0x06;
         b[2] = 0x42; // command identifier 42h
-        b[4] = 1; // namespace 1
+        b[4] = nsid;
         b[40] = cns;
         b[47] = csi;
         let mut data = vec![0u8; 4096];
@@ -95,6 +95,10 @@ fn identify_answers_the_specifications_structures() {
         assert_eq!(done.cid, CommandId(0x42));
         (done.status, data)
     };
+    // The zoned namespace's structures are namespace 1's only.
+    assert_eq!(identify_ns(2, 0x00, 0x00).0, Status::InvalidNamespace);
+    assert_eq!(identify_ns(0xff, 0x05, 0x02).0, Status::InvalidNamespace);
+    let mut identify = |cns: u8, csi: u8| identify_ns(1, cns, csi);
     let (status, ns) = identify(0x00, 0x00);
     assert_eq!(status, Status::Success);
     assert_eq!(ns[..8], id.nsze_lbas.to_le_bytes(), "NSZE");

@@ -151,8 +151,13 @@ fn data_bytes(command: &Command, completion: &Completion) -> (u64, u64) {
             u64::from(set.extent_count) * common::program::Extent::ENCODED_BYTES as u64,
             0,
         ),
-        Command::ExecuteProgram(exec) if exec.op == common::program::ProgramOp::WriteStream => {
-            (exec.len, 0)
+        // The parameter data (offset, length, why it runs), then a write stream's input.
+        Command::ExecuteProgram(exec) => {
+            let input = match exec.op {
+                common::program::ProgramOp::WriteStream => exec.len,
+                _ => 0,
+            };
+            (common::nvme::cp::EXECUTE_PARAMETER_BYTES as u64 + input, 0)
         }
         _ => (0, moved),
     }

@@ -57,6 +57,8 @@ fn link_failed(cid: CommandId, e: &LinkError) -> Completion {
     eprintln!("csd: {e}");
     let status = match e {
         LinkError::TooLarge { .. } => Status::DataTransferError,
+        // As the controller answers a command it cannot decode.
+        LinkError::Encode => Status::InvalidField,
         _ => Status::CommandAborted,
     };
     Completion::status(cid, status)

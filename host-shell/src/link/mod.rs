@@ -42,11 +42,14 @@ pub enum LinkError {
     Timeout(Duration),
     #[error("the command's {len} bytes of data exceed the link's {max} bytes per frame")]
     TooLarge { len: usize, max: u32 },
-    #[error("the board speaks command envelope version {device}, this host {host}")]
+    #[error("the device speaks wire version {device}, this host {host}")]
     WireVersion { device: u16, host: u16 },
     #[error("the board's QEMU exited ({0}); see its log")]
     Exited(String),
-    #[error("the command has a field NVMe cannot express (a transfer of no blocks, or more than 65,536)")]
+    #[error(
+        "the command has a field NVMe cannot express (a transfer of no blocks or of more than \
+         65,536, a zone report of more than 4 GiB)"
+    )]
     Encode,
 }
 
@@ -167,13 +170,6 @@ impl<P: Port + std::fmt::Debug> Link<P> {
         host_len: usize,
         data: &[u8],
     ) -> Result<Answer, LinkError> {
-        let max = self.info.map_or(MAX_DATA_BYTES, |i| i.max_data_bytes);
-        if host_len > max as usize || data.len() > max as usize {
-            return Err(LinkError::TooLarge {
-                len: host_len.max(data.len()),
-                max,
-            });
-        }
         let entry = SubmissionEntry::of(submission, host_len).map_err(|_| LinkError::Encode)?;
         // Execute Program's parameter data goes first in its host memory.
         let prefixed;
@@ -184,6 +180,13 @@ impl<P: Port + std::fmt::Debug> Link<P> {
             }
             None => (host_len, data),
         };
+        let max = self.info.map_or(MAX_DATA_BYTES, |i| i.max_data_bytes);
+        if host_len > max as usize || data.len() > max as usize {
+            return Err(LinkError::TooLarge {
+                len: host_len.max(data.len()),
+                max,
+            });
+        }
         self.seq = self.seq.wrapping_add(1);
         let msg = HostMessage::Request {
             submission: entry,

@@ -556,6 +556,11 @@ impl SessionServer {
                 if let Err(s) = self.map_resources(&mut command) {
                     return status(s);
                 }
+                // No more host memory than a frame of the link carries (a peer cannot make
+                // the server allocate gigabytes).
+                if host_len > link::MAX_DATA_BYTES {
+                    return status(Status::DataTransferError);
+                }
                 let mut buffer = vec![0u8; host_len as usize];
                 let n = data.len().min(buffer.len());
                 buffer[..n].copy_from_slice(&data[..n]);

@@ -1,6 +1,7 @@
 //! An NVMe over Fabrics target on the TCP transport: a running device served to any NVMe/TCP
 //! host (`csd device start IMAGE --nvme-tcp ADDR:PORT`), as one NVM subsystem with one
-//! controller per admin connection and one zoned namespace (NSID 1).
+//! controller per admin connection, the zoned namespace (NSID 1) and the program commands'
+//! compute and memory namespaces (NSID 2 and 3).
 //!
 //! From the NVMe/TCP Transport Specification 1.1: every PDU starts with an 8-byte common header
 //! (type, flags, header length, data offset, total length, little-endian); a connection opens
@@ -20,14 +21,16 @@
 //!
 //! Each connection (one queue) runs on its own thread; the commands go to the device through a
 //! [`Driver`], on the thread's own queue pair. Admin: Identify (controller, namespace, active
-//! namespace list, namespace identification descriptors, the zoned command set's structures,
-//! the I/O command set combinations), Get Log Page (pages of zeros), Set and Get Features
+//! namespace list, namespace identification descriptors, the command set independent
+//! namespace structure, the zoned command set's structures, the I/O command set
+//! combinations), Get Log Page (pages of zeros), Set and Get Features
 //! (the number of queues; the rest accepted), Keep Alive, Asynchronous Event Request (held, as
 //! no event is ever reported). I/O: Read, Write, Flush, Zone Append, Zone Management Send and
 //! Receive. The Computational Programs commands (`common::nvme::cp`: Load Program, Program
 //! Activation Management, Memory Range Set Management on the admin queue; Execute Program on
 //! namespace 2 and Memory Read on namespace 3) go to the device on a session of their own
-//! (`programs.rs`). Anything else completes with Invalid Command Opcode.
+//! (`programs.rs`). Another namespace completes with Invalid Namespace or Format, anything
+//! else with Invalid Command Opcode.
 
 use std::{
     collections::HashMap,
@@ -56,11 +59,11 @@ use queue::Queue;
 
 /// This project's own commands, in NVMe's vendor-specific opcode ranges (admin C0h-FFh, I/O
 /// 80h-FFh), which need no program namespaces (hosts that give a namespace of an unknown
-/// command set no device, Linux before 6.0): Load Program (admin C1h: program index in CDW10 bits 7:0, the kernel's ELF
-/// object or linked image as data) and Execute Program (I/O C2h: program index in CDW10 bits
-/// 7:0, the first LBA in CDW12 and CDW13, the number of LBAs, 0's based, in CDW14, `param0` in
-/// CDW2 and CDW3, `param1` in CDW15; the kernel's output as data, its return value in
-/// completion dwords 0 and 1).
+/// command set no device, Linux before 6.0): Load Program (admin C1h: program index in CDW10
+/// bits 7:0, the kernel's ELF object or linked image as data) and Execute Program (I/O C2h:
+/// program index in CDW10 bits 7:0, the first LBA in CDW12 and CDW13, the number of LBAs, 0's
+/// based, in CDW14, `param0` in CDW2 and CDW3, `param1` in CDW15; the kernel's output as data,
+/// its return value in completion dwords 0 and 1).
 pub mod csd_opcode {
     pub const LOAD_PROGRAM: u8 = 0xC1;
     pub const EXECUTE_PROGRAM: u8 = 0xC2;

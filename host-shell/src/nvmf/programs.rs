@@ -54,7 +54,8 @@ impl Queue<'_> {
         };
         let buffer = match command {
             Command::ExecuteProgram(_) => data[cp::EXECUTE_PARAMETER_BYTES..].to_vec(),
-            Command::ReadOutput(read) if read.len > MAX_H2C_DATA => {
+            // No more than the host's buffer (the SGL's length) or one transfer takes.
+            Command::ReadOutput(read) if read.len > MAX_H2C_DATA.min(sqe.dptr[1] as u32) => {
                 return Ok(self.done(sqe, Status::InvalidField))
             }
             Command::ReadOutput(read) => vec![0u8; read.len as usize],
