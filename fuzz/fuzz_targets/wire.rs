@@ -30,11 +30,7 @@ fn submission(bytes: &[u8]) {
     let Ok((entry, _)) = postcard::take_from_bytes::<SubmissionEntry>(bytes) else {
         return;
     };
-    let params = |b: &[u8]| {
-        b.get(..nvme::cp::EXECUTE_PARAMETER_BYTES)
-            .and_then(|p| p.try_into().ok())
-    };
-    if let Ok(command) = nvme::decode(entry.queue, &entry.sqe, || params(bytes)) {
+    if let Ok((command, _)) = nvme::decode_with_data(entry.queue, &entry.sqe, bytes) {
         let (queue, sqe) =
             nvme::encode(CommandId(entry.sqe.cid), &command, 0).expect("a decoded command encodes");
         let again = nvme::parameter_data(&command);

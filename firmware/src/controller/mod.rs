@@ -11,9 +11,9 @@ mod dma;
 mod programs;
 
 pub use dma::{Dma, DmaError, SliceDma};
+pub use programs::{ProgramConfig, LOG_MESSAGES};
 
 use dma::ParameterDma;
-pub use programs::{ProgramConfig, LOG_MESSAGES};
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -236,14 +236,10 @@ impl<N: Nand, X: Executor> Controller<N, X> {
         let b = <&mut [u8; nvme::IDENTIFY_BYTES]>::try_from(&mut data[..])
             .map_err(|_| Status::InternalError)?;
         match (cns, csi) {
-            (nvme::cns::NAMESPACE, _) => nvme::write_identify_namespace(&id, b),
-            (nvme::cns::CONTROLLER, _) => nvme::write_identify_controller(&id, &names, b),
-            (nvme::cns::CSI_NAMESPACE, nvme::csi::ZONED) => {
-                nvme::write_identify_zns_namespace(&id, b)
-            }
-            (nvme::cns::CSI_CONTROLLER, nvme::csi::ZONED) => {
-                nvme::write_identify_zns_controller(&id, b)
-            }
+            (nvme::cns::NAMESPACE, _) => nvme::identify_namespace(&id, b),
+            (nvme::cns::CONTROLLER, _) => nvme::identify_controller(&id, &names, b),
+            (nvme::cns::CSI_NAMESPACE, nvme::csi::ZONED) => nvme::identify_zns_namespace(&id, b),
+            (nvme::cns::CSI_CONTROLLER, nvme::csi::ZONED) => nvme::identify_zns_controller(&id, b),
             _ => return Err(Status::InvalidField),
         }
         dma.write_to_host(0, &data)

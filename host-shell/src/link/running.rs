@@ -32,7 +32,7 @@ use std::{
 use common::{
     command::{Command, CommandId, Completion, Submission},
     link::{self, CompletionEntry, DeviceInfo, DeviceMessage, FrameReader, HostMessage, NakReason},
-    nvme::{self, cp},
+    nvme,
     program::{ActivateProgram, ProgramSlot, RangeSetId},
     zns::IdentifyZns,
     Status, LBA_BYTES,
@@ -536,20 +536,14 @@ impl SessionServer {
             } => {
                 let cid = CommandId(submission.sqe.cid);
                 let status = |s| (Answer::Done(Completion::status(cid, s)), Vec::new());
-                let parameters = || data.get(..cp::EXECUTE_PARAMETER_BYTES)?.try_into().ok();
-                let mut command = match nvme::decode(submission.queue, &submission.sqe, parameters)
-                {
-                    Ok(command) => command,
-                    Err(e) => return status(e.status()),
-                };
+                let (mut command, rest) =
+                    match nvme::decode_with_data(submission.queue, &submission.sqe, data) {
+                        Ok(decoded) => decoded,
+                        Err(e) => return status(e.status()),
+                    };
                 // The host memory behind Execute Program's parameter data.
-                let (host_len, data) = match nvme::parameter_data(&command) {
-                    Some(p) => (
-                        host_len.saturating_sub(p.len() as u32),
-                        data.get(p.len()..).unwrap_or_default(),
-                    ),
-                    None => (host_len, data),
-                };
+                let host_len = host_len.saturating_sub((data.len() - rest.len()) as u32);
+                let data = rest;
                 if self.denied(&command) {
                     return status(Status::AccessDenied);
                 }

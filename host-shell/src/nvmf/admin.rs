@@ -54,7 +54,9 @@ impl Queue<'_> {
                     _ => None,
                 };
                 let mut data = match (cns, csi) {
-                    (nvme::cns::NAMESPACE, _) if nsid_ok => nvme::identify_namespace(&id).to_vec(),
+                    (nvme::cns::NAMESPACE, _) if nsid_ok => {
+                        nvme::identify_data(|b| nvme::identify_namespace(&id, b)).to_vec()
+                    }
                     // No logical blocks on the program namespaces.
                     (nvme::cns::NAMESPACE, _) if program_csi.is_some() => {
                         vec![0u8; nvme::IDENTIFY_BYTES]
@@ -88,13 +90,13 @@ impl Queue<'_> {
                         data
                     }
                     (nvme::cns::CSI_NAMESPACE, nvme::csi::ZONED) if nsid_ok => {
-                        nvme::identify_zns_namespace(&id).to_vec()
+                        nvme::identify_data(|b| nvme::identify_zns_namespace(&id, b)).to_vec()
                     }
                     (nvme::cns::CSI_NAMESPACE, nvme::csi::NVM) if nsid_ok => {
                         vec![0u8; nvme::IDENTIFY_BYTES]
                     }
                     (nvme::cns::CSI_CONTROLLER, nvme::csi::ZONED) => {
-                        nvme::identify_zns_controller(&id).to_vec()
+                        nvme::identify_data(|b| nvme::identify_zns_controller(&id, b)).to_vec()
                     }
                     (nvme::cns::CSI_CONTROLLER, nvme::csi::NVM) => vec![0u8; nvme::IDENTIFY_BYTES],
                     // I/O command set combinations: NVM, zoned, Subsystem Local Memory and
@@ -144,17 +146,16 @@ impl Queue<'_> {
 
     /// Identify Controller of this target's controller `cntlid` in subsystem `subnqn`.
     fn controller_identity(&self, subnqn: &str, cntlid: u16) -> [u8; nvme::IDENTIFY_BYTES] {
-        let mut data = nvme::identify_controller(
-            &self.target.identify(),
-            &nvme::ControllerNames {
-                serial: &self.target.serial,
-                model: "csd computational storage device",
-                firmware: env!("CARGO_PKG_VERSION"),
-                subnqn,
-            },
-        );
-        fabrics_identity(&mut data, cntlid);
-        data
+        let names = nvme::ControllerNames {
+            serial: &self.target.serial,
+            model: "csd computational storage device",
+            firmware: env!("CARGO_PKG_VERSION"),
+            subnqn,
+        };
+        nvme::identify_data(|b| {
+            nvme::identify_controller(&self.target.identify(), &names, b);
+            fabrics_identity(b, cntlid);
+        })
     }
 
     /// The part of `page` a Get Log Page asks for: the number of dwords, 0's based, in CDW10

@@ -5,7 +5,7 @@ use std::io;
 
 use common::{
     command::{Command, CommandResult},
-    nvme::{self, cp, QueueType, Sqe},
+    nvme::{self, QueueType, Sqe},
     program::{ExecFault, ExecOutcome, Extent, ProgramOp},
     Status, LBA_BYTES,
 };
@@ -30,13 +30,8 @@ impl Queue<'_> {
     ) -> io::Result<Option<Answer>> {
         // What the host sends (a program's chunk, the extents, Execute Program's parameter
         // data and input), refused past what one H2C transfer of this target takes.
-        let sends = match (queue, sqe.opcode) {
-            (QueueType::Admin, nvme::opcode::LOAD_PROGRAM | nvme::opcode::MEMORY_RANGE_SET) => true,
-            (QueueType::Io, cp::EXECUTE_PROGRAM) => sqe.nsid == cp::COMPUTE_NSID,
-            _ => false,
-        };
         let len = sqe.dptr[1] as u32;
-        let data = if sends {
+        let mut data = if nvme::sends_data(sqe.opcode) {
             if in_capsule.is_empty() && len > MAX_H2C_DATA {
                 return Ok(self.done(sqe, Status::InvalidField));
             }
@@ -47,20 +42,22 @@ impl Queue<'_> {
         } else {
             Vec::new()
         };
-        let parameters = || data.get(..cp::EXECUTE_PARAMETER_BYTES)?.try_into().ok();
-        let command = match nvme::decode(queue, sqe, parameters) {
-            Ok(command) => command,
+        let (command, parameter_bytes) = match nvme::decode_with_data(queue, sqe, &data) {
+            Ok((command, rest)) => (command, data.len() - rest.len()),
             Err(e) => return Ok(self.done(sqe, e.status())),
         };
+        // The command's host memory, behind Execute Program's parameter data.
+        data.drain(..parameter_bytes);
         let buffer = match command {
-            Command::ExecuteProgram(_) => data[cp::EXECUTE_PARAMETER_BYTES..].to_vec(),
             // No more than the host's buffer (the SGL's length) or one transfer takes.
             Command::ReadOutput(read) if read.len > MAX_H2C_DATA.min(sqe.dptr[1] as u32) => {
                 return Ok(self.done(sqe, Status::InvalidField))
             }
             Command::ReadOutput(read) => vec![0u8; read.len as usize],
-            Command::LoadProgram(_) | Command::MemoryRangeSet(_) => data,
-            Command::ActivateProgram(_) => Vec::new(),
+            Command::ExecuteProgram(_)
+            | Command::LoadProgram(_)
+            | Command::MemoryRangeSet(_)
+            | Command::ActivateProgram(_) => data,
             // Everything else goes its own way (`decode` gives program commands only for
             // these opcodes, but the admin queue's other commands are not for this path).
             _ => return Ok(self.done(sqe, Status::InvalidOpcode)),
@@ -68,25 +65,20 @@ impl Queue<'_> {
         let Some(driver) = self.target.programs() else {
             return Ok(self.done(sqe, Status::InternalError));
         };
-        // A kernel's ELF object, whole in one Load Program, is linked here as `csd kernel run`
-        // does (hosts without `csd` have no way to link one).
+        // A kernel's ELF object, whole in one Load Program, is linked here (hosts without
+        // `csd` have no way to link one).
         if let Command::LoadProgram(load) = command {
-            if buffer.starts_with(b"\x7fELF")
-                && load.offset == 0
-                && load.chunk_len == load.total_len
-            {
-                let status = match crate::loader::link(&buffer) {
-                    Ok(image) => match driver.load_program(load.slot, &image.to_bytes()) {
+            if is_object(&buffer) && load.offset == 0 && load.chunk_len == load.total_len {
+                let refused = |why: String, status: Option<Status>| {
+                    crate::daemon::log(format_args!("NVMe/TCP: Load Program: {why}"));
+                    status.unwrap_or(Status::ProgramRejected)
+                };
+                let status = match program_image(buffer) {
+                    Err(e) => refused(e.to_string(), None),
+                    Ok(image) => match driver.load_program(load.slot, &image) {
                         Ok(()) => Status::Success,
-                        Err(e) => {
-                            crate::daemon::log(format_args!("NVMe/TCP: Load Program: {e}"));
-                            e.status().unwrap_or(Status::ProgramRejected)
-                        }
+                        Err(e) => refused(e.to_string(), e.status()),
                     },
-                    Err(e) => {
-                        crate::daemon::log(format_args!("NVMe/TCP: Load Program: {e}"));
-                        Status::ProgramRejected
-                    }
                 };
                 return Ok(self.done(sqe, status));
             }
@@ -134,14 +126,8 @@ impl Queue<'_> {
         {
             return Ok(self.done(sqe, Status::InvalidField));
         }
-        // An ELF object is linked here, as `csd kernel run` does; a linked image goes as is.
-        let image = if bytes.starts_with(b"\x7fELF") {
-            match crate::loader::link(&bytes) {
-                Ok(image) => image.to_bytes(),
-                Err(_) => return Ok(self.done(sqe, Status::ProgramRejected)),
-            }
-        } else {
-            bytes
+        let Ok(image) = program_image(bytes) else {
+            return Ok(self.done(sqe, Status::ProgramRejected));
         };
         let kernel = Kernel::from_image(format!("NVMe/TCP program {index}"), image);
         self.target.with_controller(cntlid, |c| {
@@ -209,5 +195,20 @@ impl Queue<'_> {
             ExecOutcome::Faulted(_) => Status::ProgramFault,
         };
         self.done(sqe, status)
+    }
+}
+
+/// Whether `bytes` are an ELF object (a kernel as clang builds it) rather than a linked image.
+fn is_object(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x7fELF")
+}
+
+/// `bytes` as a program image: an ELF object linked as `csd kernel run` links it, a linked
+/// image as it is.
+fn program_image(bytes: Vec<u8>) -> Result<Vec<u8>, crate::loader::LoadError> {
+    if is_object(&bytes) {
+        Ok(crate::loader::link(&bytes)?.to_bytes())
+    } else {
+        Ok(bytes)
     }
 }
