@@ -4,7 +4,8 @@
 //! ([`zns_model`]), the generator of programs the eBPF differential tests run
 //! ([`ebpf_diff`]), with the feature `jit` the comparison of the two executors
 //! ([`executors`]) and, with the feature `host-shell`, the tiny file system the hostile-image
-//! tests damage (`tiny_fs`), and hex as csd's JSON prints it ([`hex`]).
+//! tests damage (`tiny_fs`), hex as csd's JSON prints it ([`hex`]), and the kernel runs
+//! tests submit ([`programs`]).
 //!
 //! It depends on the firmware and the file system only (the host shell behind its feature), so
 //! the file system's own tests use it without building the host shell. It never holds a test:
@@ -17,6 +18,7 @@ pub mod executors;
 pub mod fs;
 pub mod geometry;
 pub mod hex;
+pub mod programs;
 pub mod rng;
 #[cfg(feature = "host-shell")]
 pub mod tiny_fs;

@@ -2,7 +2,7 @@
 //! their compute from their instruction counts, and regular I/O waiting at most one slice.
 
 use common::{
-    program::{ExecResult, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
+    program::{ExecResult, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
 use firmware::controller::ProgramConfig;
@@ -48,19 +48,7 @@ fn prepare(driver: &Driver, turns: u32) {
 
 fn run(driver: &Driver, set: u16) -> ExecResult {
     driver
-        .execute(
-            ExecuteProgram {
-                slot: ProgramSlot(0),
-                range_set: RangeSetId(set),
-                op: ProgramOp::FileJob,
-                offset: 0,
-                len: 0,
-                param0: 0,
-                param1: 0,
-                fuel: 0,
-            },
-            Vec::new(),
-        )
+        .execute(testkit::programs::slot_0_file_job(set, 0), Vec::new())
         .expect("execute")
 }
 

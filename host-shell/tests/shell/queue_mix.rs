@@ -8,7 +8,7 @@ use std::{
 };
 
 use common::{
-    program::{ExecFault, ExecOutcome, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
+    program::{ExecFault, ExecOutcome, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
 use host_shell::device::{DeviceOptions, ExecutorKind, RamDevice};
@@ -48,16 +48,7 @@ fn io_runs_beside_a_long_kernel() {
         s.spawn(|| {
             let result = kernel
                 .execute(
-                    ExecuteProgram {
-                        slot: ProgramSlot(0),
-                        range_set: RangeSetId(0),
-                        op: ProgramOp::FileJob,
-                        offset: 0,
-                        len: 0,
-                        param0: 0,
-                        param1: 0,
-                        fuel: 100_000_000,
-                    },
+                    testkit::programs::slot_0_file_job(0, 100_000_000),
                     Vec::new(),
                 )
                 .unwrap();

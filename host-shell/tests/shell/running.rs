@@ -13,7 +13,7 @@ use std::{
 use common::{
     command::{Command, CommandId, Submission},
     link::{self, DeviceMessage, FrameReader, HostMessage, SubmissionEntry},
-    program::{ExecOutcome, ExecResult, ExecuteProgram, ProgramOp, ProgramSlot, RangeSetId},
+    program::{ExecOutcome, ExecResult, ProgramSlot, RangeSetId},
     LBA_BYTES,
 };
 use host_shell::{
@@ -43,19 +43,7 @@ fn load_returning(driver: &Driver, value: u32) {
 
 /// Runs slot 0 over range set 0, both of the session's numbering.
 fn execute_slot_0(driver: &Driver) -> Result<ExecResult, DriverError> {
-    driver.execute(
-        ExecuteProgram {
-            slot: ProgramSlot(0),
-            range_set: RangeSetId(0),
-            op: ProgramOp::FileJob,
-            offset: 0,
-            len: 0,
-            param0: 0,
-            param1: 0,
-            fuel: 1000,
-        },
-        Vec::new(),
-    )
+    driver.execute(testkit::programs::slot_0_file_job(0, 1000), Vec::new())
 }
 
 fn run_slot_0(driver: &Driver) -> u64 {

@@ -134,16 +134,7 @@ fn the_board_serves_io_between_kernel_slices() {
     let kernel_done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
-            let exec = ExecuteProgram {
-                slot: ProgramSlot(0),
-                range_set: RangeSetId(0),
-                op: ProgramOp::FileJob,
-                offset: 0,
-                len: 0,
-                param0: 0,
-                param1: 0,
-                fuel: 20_000_000,
-            };
+            let exec = testkit::programs::slot_0_file_job(0, 20_000_000);
             let result = kernel.execute(exec, Vec::new()).expect("kernel runs");
             kernel_done.store(true, std::sync::atomic::Ordering::SeqCst);
             assert_eq!(
