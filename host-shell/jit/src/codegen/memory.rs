@@ -55,7 +55,7 @@ impl Gen<'_, '_> {
             let stack = self.fixed_field(field::STACK);
             return self.b.ins().iadd(stack, at);
         }
-        let base = (base & 15).min(10);
+        let base = super::reg_index(base);
         let seen = self
             .checked
             .iter()

@@ -75,6 +75,12 @@ enum Bin {
     Arsh,
 }
 
+/// The register a field names, `r0` to `r10` (the verifier refuses any other, so nothing
+/// past `r10` is ever used).
+fn reg_index(i: u8) -> u8 {
+    (i & 15).min(10)
+}
+
 /// The memory flags of kernel memory: checked before every access (so no trap), maybe
 /// unaligned.
 fn kernel_mem() -> MemFlagsData {
@@ -414,11 +420,11 @@ impl<'a, 'f> Gen<'a, 'f> {
     }
 
     fn reg(&mut self, i: u8) -> Value {
-        self.b.use_var(self.r[usize::from(i & 15).min(10)])
+        self.b.use_var(self.r[usize::from(reg_index(i))])
     }
 
     fn set(&mut self, i: u8, v: Value) {
-        let i = (i & 15).min(10);
+        let i = reg_index(i);
         self.checked.retain(|c| c.base != i);
         self.b.def_var(self.r[usize::from(i)], v);
     }
