@@ -72,7 +72,12 @@ impl Timeline {
     /// returns when the booking starts.
     fn book(&mut self, at: u64, len: u64) -> u64 {
         let mut start = at;
-        let mut i = self.busy.partition_point(|&(_, end)| end <= at);
+        // The first interval that ends after `at` (ends are sorted): a search from the back,
+        // as new work mostly comes after what is booked already.
+        let mut i = self.busy.len();
+        while i > 0 && self.busy[i - 1].1 > at {
+            i -= 1;
+        }
         while let Some(&(s, e)) = self.busy.get(i) {
             if start + len <= s {
                 break;
