@@ -14,6 +14,13 @@
 //! A sync with nothing written since the last one costs nothing, so concurrent Flushes share
 //! one host sync.
 //!
+//! Reads: a reader going through a block page by page (a zone's sequential reader does, one
+//! page per block of its stripe in turn) gets the next [`READ_AHEAD_PAGES`] pages of that block
+//! from one read of the file, and the pages after the first from memory: a system call per
+//! page would cost more than copying the page. Programming a page forgets what was read ahead
+//! in its block, and a page's state always comes from the state bytes (an erased page is never
+//! read from the file).
+//!
 //! Host faults are device conditions, never panics: a write that finds the host disk full
 //! (ENOSPC, EDQUOT, or a write that makes no progress) answers [`NandErrorKind::StoreFull`],
 //! any other I/O error [`NandErrorKind::StoreFailed`], and the page's state stays as it was.
@@ -21,6 +28,7 @@
 //! once), so every later sync fails too, until the image is opened again.
 
 use std::{
+    cell::RefCell,
     fs::{File, OpenOptions},
     io,
     os::unix::fs::FileExt,
@@ -115,6 +123,76 @@ pub enum ImageError {
 
 const STATE_ERASED: u8 = 0;
 
+/// Pages of a block one read of the file brings in for a sequential reader.
+pub const READ_AHEAD_PAGES: u32 = 8;
+
+/// Blocks whose readers the store follows: a zone's stripe (32 blocks in the ZN540 preset) for
+/// a few readers at once.
+const READ_AHEAD_BLOCKS: usize = 256;
+
+/// One block a reader went through: where it would read next, and pages read ahead of it.
+#[derive(Debug)]
+struct Stream {
+    block: BlockId,
+    /// The page a sequential reader reads next.
+    next: u32,
+    /// The first page in `bytes`, and how many pages (data then spare, a file stride each).
+    first: u32,
+    pages: u32,
+    bytes: Vec<u8>,
+    /// When it was last used (for replacing the least recently used).
+    used: u64,
+}
+
+/// The blocks being read sequentially and the pages read ahead of their readers.
+#[derive(Debug, Default)]
+struct ReadAhead {
+    streams: Vec<Stream>,
+    clock: u64,
+}
+
+impl ReadAhead {
+    /// Forgets the pages read ahead in `block` (one of them is being programmed).
+    fn forget(&mut self, block: BlockId) {
+        for s in self.streams.iter_mut().filter(|s| s.block == block) {
+            s.pages = 0;
+        }
+    }
+
+    /// The stream of `block`, or a new one in place of the least recently used.
+    fn stream(&mut self, block: BlockId) -> &mut Stream {
+        self.clock += 1;
+        let i = match self.streams.iter().position(|s| s.block == block) {
+            Some(i) => i,
+            None if self.streams.len() < READ_AHEAD_BLOCKS => {
+                self.streams.push(Stream {
+                    block,
+                    next: u32::MAX,
+                    first: 0,
+                    pages: 0,
+                    bytes: Vec::new(),
+                    used: 0,
+                });
+                self.streams.len() - 1
+            }
+            None => {
+                let (i, _) = self
+                    .streams
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.used)
+                    .unwrap_or((0, &self.streams[0]));
+                let s = &mut self.streams[i];
+                (s.block, s.next, s.pages) = (block, u32::MAX, 0);
+                i
+            }
+        };
+        let s = &mut self.streams[i];
+        s.used = self.clock;
+        s
+    }
+}
+
 /// NAND pages in a file. See the module docs.
 #[derive(Debug)]
 pub struct FileStore<F: ImageFile = File> {
@@ -131,6 +209,8 @@ pub struct FileStore<F: ImageFile = File> {
     unsynced: bool,
     /// A sync failed: what it should have made durable may be gone.
     sync_failed: bool,
+    /// Pages read ahead for sequential readers (see the module docs).
+    ahead: RefCell<ReadAhead>,
 }
 
 impl FileStore {
@@ -224,6 +304,7 @@ impl<F: ImageFile> FileStore<F> {
             scratch: Vec::with_capacity(page),
             unsynced: false,
             sync_failed: false,
+            ahead: RefCell::default(),
         }
     }
 
@@ -335,14 +416,41 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             spare.fill(0xFF);
             return Ok(state);
         }
-        let at = self.page_offset(index);
-        self.file.read_pair_at(data, spare, at).map_err(|e| {
-            match self.fault("read a page", &e) {
-                // A read never needs room: whatever failed, it is the host disk failing.
-                NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
-                other => other,
+        let read_fault = |e: io::Error| match self.fault("read a page", &e) {
+            // A read never needs room: whatever failed, it is the host disk failing.
+            NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
+            other => other,
+        };
+        let mut ahead = self.ahead.borrow_mut();
+        let stream = ahead.stream(addr.block);
+        let sequential = stream.next == addr.page;
+        stream.next = addr.page + 1;
+        if !(stream.first..stream.first + stream.pages).contains(&addr.page) {
+            let rest = self.header.geometry.pages_per_block - addr.page;
+            if !sequential || rest < 2 {
+                drop(ahead);
+                let at = self.page_offset(index);
+                self.file
+                    .read_pair_at(data, spare, at)
+                    .map_err(read_fault)?;
+                return Ok(state);
             }
-        })?;
+            // A reader going through the block: read ahead of it.
+            let pages = rest.min(READ_AHEAD_PAGES);
+            stream
+                .bytes
+                .resize(pages as usize * self.stride as usize, 0);
+            stream.pages = 0;
+            self.file
+                .read_exact_at(&mut stream.bytes, self.page_offset(index))
+                .map_err(read_fault)?;
+            (stream.first, stream.pages) = (addr.page, pages);
+        }
+        let at = (addr.page - stream.first) as usize * self.stride as usize;
+        let page = &stream.bytes[at..at + data.len() + spare.len()];
+        let (d, sp) = page.split_at(data.len());
+        data.copy_from_slice(d);
+        spare.copy_from_slice(sp);
         Ok(state)
     }
 
@@ -358,6 +466,7 @@ impl<F: ImageFile> PageStore for FileStore<F> {
         state: PageState,
     ) -> Result<(), NandErrorKind> {
         let index = self.index(addr);
+        self.ahead.get_mut().forget(addr.block);
         if state != PageState::Erased {
             let at = self.page_offset(index);
             let mut page = std::mem::take(&mut self.scratch);
@@ -405,6 +514,112 @@ impl<F: ImageFile> PageStore for FileStore<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nand::hostcache::RamFile;
+    use firmware::{nand::image::ImageLayout, zns::ZoneConfig};
+
+    fn ram_store() -> FileStore<RamFile> {
+        let geometry = Geometry {
+            channels: 1,
+            dies_per_channel: 2,
+            blocks_per_die: 4,
+            pages_per_block: 32,
+            page_bytes: 4096,
+            spare_bytes: 64,
+        };
+        let header = Header {
+            geometry,
+            zones: ZoneConfig::for_geometry(&geometry),
+            timing_preset: 0,
+        };
+        let file = RamFile::new(ImageLayout::of(&geometry).len);
+        FileStore::create_in(file, Path::new("ram.img"), header).expect("an image in RAM")
+    }
+
+    fn page_bytes(block: u32, page: u32, round: u8) -> (Vec<u8>, Vec<u8>) {
+        let data = (0..4096u32)
+            .map(|i| (i as u8) ^ (block as u8) ^ (page as u8).rotate_left(3) ^ round)
+            .collect();
+        (data, vec![page as u8 ^ round; 64])
+    }
+
+    fn read(store: &FileStore<RamFile>, addr: PageAddr) -> (Vec<u8>, Vec<u8>, PageState) {
+        let (mut data, mut spare) = (vec![0; 4096], vec![0; 64]);
+        let state = store.load(addr, &mut data, &mut spare).expect("a load");
+        (data, spare, state)
+    }
+
+    /// Readers going through blocks page by page, interleaved as a zone's stripe reads them,
+    /// get every page's own bytes; programming a page or erasing the block is seen by the next
+    /// read, whatever was read ahead before.
+    #[test]
+    fn read_ahead_follows_programs_and_erases() {
+        let mut store = ram_store();
+        let blocks = [BlockId(1), BlockId(6)];
+        for block in blocks {
+            for page in 0..20 {
+                let (d, s) = page_bytes(block.0, page, 0);
+                let addr = PageAddr::new(block, page);
+                store
+                    .save(addr, &d, &s, PageState::Programmed)
+                    .expect("a program");
+            }
+        }
+        for page in 0..20 {
+            for block in blocks {
+                let (d, s) = page_bytes(block.0, page, 0);
+                let got = read(&store, PageAddr::new(block, page));
+                assert_eq!(got, (d, s, PageState::Programmed), "{block:?} page {page}");
+            }
+        }
+        let stream = |store: &FileStore<RamFile>, block: BlockId| {
+            let ahead = store.ahead.borrow();
+            let s = ahead
+                .streams
+                .iter()
+                .find(|s| s.block == block)
+                .map(|s| s.pages);
+            s.expect("a stream for the block")
+        };
+        assert!(
+            stream(&store, blocks[0]) > 1,
+            "sequential reads were read ahead"
+        );
+
+        // Pages 20 and 21 are still erased, though the last read ahead may cover them.
+        let addr = PageAddr::new(blocks[0], 20);
+        assert_eq!(
+            read(&store, addr),
+            (vec![0xFF; 4096], vec![0xFF; 64], PageState::Erased)
+        );
+        let (d, s) = page_bytes(blocks[0].0, 21, 7);
+        store
+            .save(PageAddr::new(blocks[0], 21), &d, &s, PageState::Programmed)
+            .expect("a program");
+        assert_eq!(
+            read(&store, PageAddr::new(blocks[0], 21)),
+            (d, s, PageState::Programmed)
+        );
+
+        store.erase(blocks[1]).expect("an erase");
+        for page in [0, 1, 2] {
+            let got = read(&store, PageAddr::new(blocks[1], page));
+            assert_eq!(got, (vec![0xFF; 4096], vec![0xFF; 64], PageState::Erased));
+        }
+        for page in 0..12 {
+            let (d, s) = page_bytes(blocks[1].0, page, 9);
+            let addr = PageAddr::new(blocks[1], page);
+            store
+                .save(addr, &d, &s, PageState::Programmed)
+                .expect("a program");
+        }
+        for page in 0..12 {
+            let (d, s) = page_bytes(blocks[1].0, page, 9);
+            assert_eq!(
+                read(&store, PageAddr::new(blocks[1], page)),
+                (d, s, PageState::Programmed)
+            );
+        }
+    }
 
     /// A page's data and spare come back from one read of a real file, whole, and a pair that
     /// runs past the end of the file is an error, not a short page.
