@@ -50,7 +50,7 @@ pub struct MountArgs {
     /// Fuel of each kernel run (instructions plus helper costs; 0: the device's default).
     #[arg(long, default_value_t = 1 << 32)]
     fuel: u64,
-    /// FUSE worker threads [default: the host's cores, at least 4]
+    /// FUSE worker threads [default: the host's cores, at least 2]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
     /// The daemon's log in the background [default: IMAGE.log].

@@ -23,8 +23,11 @@ pub struct MountConfig {
     pub permissions: bool,
     /// Fuel of each kernel run (0: the device's default).
     pub fuel: u64,
-    /// FUSE worker threads (by default the host's cores, at least 4: a worker waits for the
-    /// device, so more workers than cores keep the cores busy).
+    /// FUSE worker threads (by default the host's cores, at least 2). A kernel's run holds no
+    /// worker (offload keys are set in threads of their own), and each worker more than the
+    /// cores costs context switches: the kernel wakes a sleeping worker for every request. On two
+    /// cores four fio readers of 4 KiB blocks made 1.3 switches per read with four workers and
+    /// 0.4 with two, and read about 15% more.
     pub threads: usize,
     /// How often the background thread looks for cleaning to do.
     pub gc_interval: Duration,
@@ -36,7 +39,7 @@ impl Default for MountConfig {
             allow_other: false,
             permissions: true,
             fuel: 1 << 32,
-            threads: std::thread::available_parallelism().map_or(4, |n| n.get().max(4)),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             gc_interval: Duration::from_millis(500),
         }
     }
