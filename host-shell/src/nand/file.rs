@@ -29,6 +29,7 @@
 
 use std::{
     cell::RefCell,
+    collections::HashMap,
     fs::{File, OpenOptions},
     io,
     os::unix::fs::FileExt,
@@ -140,30 +141,32 @@ struct Stream {
     first: u32,
     pages: u32,
     bytes: Vec<u8>,
-    /// When it was last used (for replacing the least recently used).
-    used: u64,
+    /// Used since the replacement clock last passed it.
+    used: bool,
 }
 
-/// The blocks being read sequentially and the pages read ahead of their readers.
+/// The blocks being read sequentially and the pages read ahead of their readers, replaced by
+/// the clock algorithm (a stream used since the hand last passed is kept one more round).
 #[derive(Debug, Default)]
 struct ReadAhead {
     streams: Vec<Stream>,
-    clock: u64,
+    /// Where each block's stream is in `streams`.
+    index: HashMap<BlockId, usize>,
+    hand: usize,
 }
 
 impl ReadAhead {
     /// Forgets the pages read ahead in `block` (one of them is being programmed).
     fn forget(&mut self, block: BlockId) {
-        for s in self.streams.iter_mut().filter(|s| s.block == block) {
-            s.pages = 0;
+        if let Some(&i) = self.index.get(&block) {
+            self.streams[i].pages = 0;
         }
     }
 
-    /// The stream of `block`, or a new one in place of the least recently used.
+    /// The stream of `block`, or a new one in place of one not used lately.
     fn stream(&mut self, block: BlockId) -> &mut Stream {
-        self.clock += 1;
-        let i = match self.streams.iter().position(|s| s.block == block) {
-            Some(i) => i,
+        let i = match self.index.get(&block) {
+            Some(&i) => i,
             None if self.streams.len() < READ_AHEAD_BLOCKS => {
                 self.streams.push(Stream {
                     block,
@@ -171,24 +174,26 @@ impl ReadAhead {
                     first: 0,
                     pages: 0,
                     bytes: Vec::new(),
-                    used: 0,
+                    used: false,
                 });
+                self.index.insert(block, self.streams.len() - 1);
                 self.streams.len() - 1
             }
             None => {
-                let (i, _) = self
-                    .streams
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, s)| s.used)
-                    .unwrap_or((0, &self.streams[0]));
+                while std::mem::take(&mut self.streams[self.hand].used) {
+                    self.hand = (self.hand + 1) % self.streams.len();
+                }
+                let i = self.hand;
+                self.hand = (self.hand + 1) % self.streams.len();
                 let s = &mut self.streams[i];
+                self.index.remove(&s.block);
                 (s.block, s.next, s.pages) = (block, u32::MAX, 0);
+                self.index.insert(block, i);
                 i
             }
         };
         let s = &mut self.streams[i];
-        s.used = self.clock;
+        s.used = true;
         s
     }
 }
@@ -517,11 +522,11 @@ mod tests {
     use crate::nand::hostcache::RamFile;
     use firmware::{nand::image::ImageLayout, zns::ZoneConfig};
 
-    fn ram_store() -> FileStore<RamFile> {
+    fn ram_store(blocks_per_die: u32) -> FileStore<RamFile> {
         let geometry = Geometry {
             channels: 1,
             dies_per_channel: 2,
-            blocks_per_die: 4,
+            blocks_per_die,
             pages_per_block: 32,
             page_bytes: 4096,
             spare_bytes: 64,
@@ -553,7 +558,7 @@ mod tests {
     /// read, whatever was read ahead before.
     #[test]
     fn read_ahead_follows_programs_and_erases() {
-        let mut store = ram_store();
+        let mut store = ram_store(4);
         let blocks = [BlockId(1), BlockId(6)];
         for block in blocks {
             for page in 0..20 {
@@ -619,6 +624,39 @@ mod tests {
                 (d, s, PageState::Programmed)
             );
         }
+    }
+
+    /// More blocks read at once than the store follows: the streams it drops and reuses give
+    /// every page its own bytes.
+    #[test]
+    fn read_ahead_of_more_blocks_than_it_follows() {
+        let mut store = ram_store(READ_AHEAD_BLOCKS as u32);
+        let blocks = 2 * READ_AHEAD_BLOCKS as u32;
+        for block in 0..blocks {
+            for page in 0..3 {
+                let (d, s) = page_bytes(block, page, 1);
+                let addr = PageAddr::new(BlockId(block), page);
+                store
+                    .save(addr, &d, &s, PageState::Programmed)
+                    .expect("a program");
+            }
+        }
+        for round in 0..2 {
+            // Every other block, then the rest, each read through (and read ahead): streams
+            // are dropped and reused for other blocks, their bytes with them.
+            let order = (0..blocks).step_by(2).chain((1..blocks).step_by(2));
+            for block in order {
+                for page in 0..3 {
+                    let (d, s) = page_bytes(block, page, 1);
+                    let got = read(&store, PageAddr::new(BlockId(block), page));
+                    assert_eq!(got, (d, s, PageState::Programmed), "round {round}");
+                }
+                let ahead = store.ahead.borrow();
+                let stream = &ahead.streams[ahead.index[&BlockId(block)]];
+                assert!(stream.pages > 1, "block {block} was read ahead");
+            }
+        }
+        assert_eq!(store.ahead.borrow().streams.len(), READ_AHEAD_BLOCKS);
     }
 
     /// A page's data and spare come back from one read of a real file, whole, and a pair that
