@@ -7,7 +7,10 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::{Condvar, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Condvar, Mutex, MutexGuard,
+    },
 };
 
 use common::command::{CommandId, Completion, Submission};
@@ -31,6 +34,9 @@ pub struct Done {
 pub struct QueuePair {
     depth: usize,
     state: Mutex<PairState>,
+    /// Entries in the submission queue, for the controller to pass an empty queue without
+    /// taking its lock (it looks at every queue on every round).
+    queued: AtomicUsize,
     /// Signalled when the device takes an entry (room in the submission queue).
     sq_room: Condvar,
     /// Signalled when a completion is posted.
@@ -63,6 +69,7 @@ impl QueuePair {
         QueuePair {
             depth: depth.max(1),
             state: Mutex::new(PairState::default()),
+            queued: AtomicUsize::new(0),
             sq_room: Condvar::new(),
             cq_posted: Condvar::new(),
         }
@@ -103,6 +110,7 @@ impl QueuePair {
             submission: build(cid),
             buffer,
         });
+        self.queued.fetch_add(1, Ordering::SeqCst);
         Ok(cid)
     }
 
@@ -129,9 +137,18 @@ impl QueuePair {
         }
     }
 
-    /// Device side: takes the oldest submission, if any.
+    /// Device side: takes the oldest submission, if any. An entry being queued as this looks
+    /// may be missed: its submitter kicks the controller after queueing it (see
+    /// `runner::Port::kick`).
     pub fn take(&self) -> Option<Entry> {
-        self.lock().sq.pop_front()
+        if self.queued.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let entry = self.lock().sq.pop_front();
+        if entry.is_some() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+        }
+        entry
     }
 
     /// Device side: posts a completion.
