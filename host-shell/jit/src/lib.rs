@@ -8,11 +8,13 @@
 //! with: the JIT, or the interpreter, as the user chose.
 //!
 //! All `unsafe` is in the `native` module (executable memory, the call into it, the helper
-//! trampoline); the translation (`codegen`) and the block analysis (`blocks`) are safe code.
+//! trampoline); the translation (`codegen`), the block analysis (`blocks`) and the bounds of
+//! one-block loops (`loops`) are safe code.
 
 mod blocks;
 mod codegen;
 mod live;
+mod loops;
 mod native;
 
 use std::{fmt, str::FromStr, time::Instant};

@@ -25,6 +25,16 @@ pub(super) struct Checked {
     ptr: Value,
 }
 
+/// The index of an access of `len` bytes in the per-width scratch bounds.
+pub(super) fn width(len: i64) -> i32 {
+    match len {
+        1 => 0,
+        2 => 1,
+        4 => 2,
+        _ => 3,
+    }
+}
+
 impl Gen<'_, '_> {
     /// The host address of a checked access of `len` bytes at `r[base] + off`; branches to a
     /// fault exit when the access is not wholly inside a region (writable, if `write`).
@@ -55,6 +65,13 @@ impl Gen<'_, '_> {
             let stack = self.fixed_field(field::STACK);
             return self.b.ins().iadd(stack, at);
         }
+        if self.unchecked {
+            // A loop's copy whose guard proved the access inside scratch.
+            let addr = self.reg(base);
+            let addr = self.b.ins().iadd_imm_s(addr, off);
+            let bias = self.fixed_field(field::SCRATCH_BIAS);
+            return self.b.ins().iadd(addr, bias);
+        }
         let base = super::reg_index(base);
         let seen = self
             .checked
@@ -81,13 +98,7 @@ impl Gen<'_, '_> {
         let host = self.b.ins().iadd(addr, bias);
         let scratch = self.fixed_field(field::SCRATCH);
         let in_scratch = self.b.ins().isub(host, scratch);
-        let width = match len {
-            1 => 0,
-            2 => 1,
-            4 => 2,
-            _ => 3,
-        };
-        let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width);
+        let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width(len));
         let fits = self
             .b
             .ins()

@@ -17,6 +17,7 @@ use firmware::ebpf::{Insn, Op, FRAME_BYTES, MAX_FRAMES};
 
 use crate::blocks::{ends_block, is_jump, next_pc, Blocks};
 use crate::live::{self, Regs};
+use crate::loops;
 use crate::native::{classes, exit, field, STACK_REGION};
 
 mod memory;
@@ -131,6 +132,8 @@ struct Gen<'a, 'f> {
     state: Value,
     /// Checked accesses of the current basic block, for later accesses at the same address.
     checked: Vec<memory::Checked>,
+    /// Emitting a loop's unchecked copy: its guard proved every access inside scratch.
+    unchecked: bool,
     r: [Variable; 11],
     budget: Variable,
     /// Instruction classes, packed ([`classes`]).
@@ -184,6 +187,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             returns,
             state,
             checked: Vec::new(),
+            unchecked: false,
             r,
             budget,
             classes,
@@ -213,10 +217,16 @@ impl<'a, 'f> Gen<'a, 'f> {
         let mut stubs = Vec::with_capacity(self.block_of.len());
         for pc in 0..self.block_of.len() {
             stubs.push(self.body_of[pc].map(|body| {
-                // Entered from outside, any block checks its reach (the registers are still
-                // in the VM if it does not fit).
                 let stub = self.b.create_block();
                 self.b.switch_to_block(stub);
+                if self.blocks.head[pc] {
+                    // Through the head's own check (and a loop's guard after it).
+                    self.load_regs(self.live[pc]);
+                    self.b.ins().jump(self.block_of[pc].unwrap_or(body), &[]);
+                    return stub;
+                }
+                // Entered from outside, any other block checks its reach (the registers are
+                // still in the VM if it does not fit).
                 let loaded = self.b.create_block();
                 self.check_reach(pc, loaded, 0);
                 self.b.switch_to_block(loaded);
@@ -377,15 +387,29 @@ impl<'a, 'f> Gen<'a, 'f> {
         let body = self.body_of[start].unwrap_or(block);
         if self.blocks.head[start] {
             self.b.switch_to_block(block);
+            let last = self.insns[*pcs.last().unwrap_or(&start)];
+            let loops_here = is_jump(last.op) && last.op != Op::Ja && last.off as usize == start;
+            let accesses = loops_here
+                .then(|| loops::accesses(self.insns, &pcs))
+                .flatten();
+            if let Some(accesses) = accesses {
+                self.emit_loop(start, &pcs, total, &accesses, body);
+                return;
+            }
             self.check_reach(start, body, self.live[start]);
         }
+        self.emit_body(start, &pcs, total, body);
+    }
+
+    /// The instructions `pcs` of the block at `start` into `body`, charged `total`.
+    fn emit_body(&mut self, start: usize, pcs: &[usize], total: Classes, body: Block) {
         self.b.switch_to_block(body);
         self.checked.clear();
         self.add_var(self.budget, -total.insns);
         self.add_var(self.classes, total.packed());
 
         let mut done = Classes::default();
-        for &pc in &pcs {
+        for &pc in pcs {
             let op = self.insns[pc].op;
             done.add(op);
             // What the block charged for the instructions after this one.
@@ -401,6 +425,134 @@ impl<'a, 'f> Gen<'a, 'f> {
         if !ends_block(self.insns[last].op) {
             self.goto(next_pc(self.insns, last));
         }
+    }
+
+    /// A block that jumps back to its start, with `accesses` bounded ([`loops`]). The head
+    /// (`block`) checks the budget as any head does, then a guard works out how many
+    /// iterations from here on fit the budget and keep every access inside scratch; those
+    /// run in a copy of the block without checks, which charges the budget and the counters
+    /// for the iterations it ran when it leaves. The others, and any iteration after the
+    /// copy's count ran out and the guard found too few left, run the checked block, whose
+    /// jump back goes to a second head that checks the budget without the guard.
+    fn emit_loop(
+        &mut self,
+        start: usize,
+        pcs: &[usize],
+        total: Classes,
+        accesses: &[loops::Access],
+        body: Block,
+    ) {
+        let head = self.block_of[start].unwrap_or(body);
+        let guard = self.b.create_block();
+        self.check_reach(start, guard, self.live[start]);
+
+        self.b.switch_to_block(guard);
+        let count = self.iterations(start, total, accesses);
+        let enough = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, count, 2);
+        let fast = self.b.create_block();
+        self.b.append_block_param(fast, I64);
+        let zero = self.b.ins().iconst(I64, 0);
+        self.b
+            .ins()
+            .brif(enough, fast, &[BlockArg::Value(zero)], body, &[]);
+
+        // The copy: the same instructions without checks. `ran` counts the iterations before
+        // this one.
+        self.b.switch_to_block(fast);
+        let ran = self.b.block_params(fast)[0];
+        let (budget, classes) = (self.b.use_var(self.budget), self.b.use_var(self.classes));
+        self.unchecked = true;
+        self.checked.clear();
+        let (last, rest) = pcs.split_last().expect("a block has instructions");
+        for &pc in rest {
+            self.emit_insn(pc, Classes::default());
+        }
+        let taken = self.condition(self.insns[*last]);
+        self.unchecked = false;
+        let ran = self.b.ins().iadd_imm_s(ran, 1);
+        let again = self.b.create_block();
+        let out = self.b.create_block();
+        self.b.ins().brif(taken, again, &[], out, &[]);
+        self.b.switch_to_block(again);
+        let used_up = self.b.ins().icmp(IntCC::Equal, ran, count);
+        let spent = self.b.create_block();
+        self.b
+            .ins()
+            .brif(used_up, spent, &[], fast, &[BlockArg::Value(ran)]);
+
+        // Leaving the copy, after `ran` iterations: out of the loop, or back to the guard.
+        let charge = |g: &mut Self| {
+            let insns = g.b.ins().imul_imm_s(ran, total.insns);
+            let left = g.b.ins().isub(budget, insns);
+            g.b.def_var(g.budget, left);
+            let more = g.b.ins().imul_imm_s(ran, total.packed());
+            let counted = g.b.ins().iadd(classes, more);
+            g.b.def_var(g.classes, counted);
+        };
+        self.b.switch_to_block(spent);
+        charge(self);
+        self.b.ins().jump(head, &[]);
+        self.b.switch_to_block(out);
+        charge(self);
+        self.goto(*last + 1);
+
+        // The checked block, looping back through a head without the guard.
+        let checked_head = self.b.create_block();
+        self.b.switch_to_block(checked_head);
+        self.check_reach(start, body, self.live[start]);
+        self.block_of[start] = Some(checked_head);
+        self.emit_body(start, pcs, total, body);
+        self.block_of[start] = Some(head);
+    }
+
+    /// How many iterations of the loop at `start`, from the one about to begin, fit the budget
+    /// (each needs the head's reach and uses `total.insns`) and keep every access inside
+    /// scratch; 0 when this one would not.
+    fn iterations(&mut self, start: usize, total: Classes, accesses: &[loops::Access]) -> Value {
+        let reach = self.blocks.reach[start].min(i64::MAX as u64) as i64;
+        let budget = self.b.use_var(self.budget);
+        // The head checked `budget >= reach`; iteration j needs budget - j * insns >= reach.
+        let spare = self.b.ins().iadd_imm_s(budget, -reach);
+        let per = total.insns.max(1);
+        let mut count = self.b.ins().udiv_imm_u(spare, per);
+        count = self.b.ins().iadd_imm_s(count, 1);
+        for a in accesses {
+            let mut addr = self.b.ins().iconst(I64, a.k);
+            for r in (0..11u8).filter(|r| a.regs & (1 << r) != 0) {
+                let v = self.reg(r);
+                addr = self.b.ins().iadd(addr, v);
+            }
+            // The scratch offset of the access at x = 0, as the checked access computes it.
+            let bias = self.fixed_field(field::SCRATCH_BIAS);
+            let host = self.b.ins().iadd(addr, bias);
+            let scratch = self.fixed_field(field::SCRATCH);
+            let offset = self.b.ins().isub(host, scratch);
+            let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * memory::width(a.len));
+            // Offsets offset + x + j * step, x <= hi, must stay below the limit: room for
+            // `(limit - 1 - hi - offset) / step` more iterations after this one.
+            let inside = self.b.ins().icmp(IntCC::UnsignedLessThan, offset, limit);
+            let room = self.b.ins().isub(limit, offset);
+            let hi = a.hi as i64;
+            let fits = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThan, room, hi);
+            let ok = self.b.ins().band(inside, fits);
+            let allowed = if a.step == 0 {
+                self.b.ins().iconst(I64, i64::MAX)
+            } else {
+                let more = self.b.ins().iadd_imm_s(room, -1 - hi);
+                let more = self.b.ins().udiv_imm_u(more, a.step);
+                self.b.ins().iadd_imm_s(more, 1)
+            };
+            let zero = self.b.ins().iconst(I64, 0);
+            let allowed = self.b.ins().select(ok, allowed, zero);
+            count = self.b.ins().umin(count, allowed);
+        }
+        count
     }
 
     /// In the current block: goes on to `then` if the budget covers the reach of the block
@@ -665,7 +817,8 @@ impl<'a, 'f> Gen<'a, 'f> {
         }
     }
 
-    fn cond_jump(&mut self, pc: usize, i: Insn) {
+    /// Whether the conditional jump `i` is taken.
+    fn condition(&mut self, i: Insn) -> Value {
         use Op::*;
         let wide = (JeqImm as u8..=JsleReg as u8).contains(&(i.op as u8));
         let reg_src = matches!(
@@ -716,13 +869,17 @@ impl<'a, 'f> Gen<'a, 'f> {
             JsleImm | JsleReg | Jsle32Imm | Jsle32Reg => Some(IntCC::SignedLessThanOrEqual),
             _ => None, // jset
         };
-        let taken = match cc {
+        match cc {
             Some(cc) => self.b.ins().icmp(cc, a, b),
             None => {
                 let both = self.b.ins().band(a, b);
                 self.b.ins().icmp_imm_s(IntCC::NotEqual, both, 0)
             }
-        };
+        }
+    }
+
+    fn cond_jump(&mut self, pc: usize, i: Insn) {
+        let taken = self.condition(i);
         let target = self.block_at(i.off as usize);
         let next = pc + 1;
         match self.block_of.get(next).copied().flatten() {
