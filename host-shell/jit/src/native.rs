@@ -89,6 +89,8 @@ pub(crate) struct State {
     regs: *mut [u64; 16],
     frames: *mut Frame,
     stack: *mut u8,
+    /// The host address `r10` stands for (its frame's top), moved by calls and returns.
+    frame: *mut u8,
     depth: u64,
     budget: i64,
     pc: u64,
@@ -117,7 +119,7 @@ pub(crate) mod field {
 
     pub const REGS: i32 = offset_of!(State, regs) as i32;
     pub const FRAMES: i32 = offset_of!(State, frames) as i32;
-    pub const STACK: i32 = offset_of!(State, stack) as i32;
+    pub const FRAME: i32 = offset_of!(State, frame) as i32;
     pub const DEPTH: i32 = offset_of!(State, depth) as i32;
     pub const BUDGET: i32 = offset_of!(State, budget) as i32;
     pub const PC: i32 = offset_of!(State, pc) as i32;
@@ -304,6 +306,7 @@ impl Code {
             regs,
             frames: frames.as_mut_ptr(),
             stack: stack_ptr,
+            frame: stack_ptr.wrapping_add(regs[10].wrapping_sub(abi::region::STACK_BASE) as usize),
             depth: *depth as u64,
             budget,
             pc: *pc as u64,

@@ -6,7 +6,6 @@ use firmware::ebpf::{atomic, Insn, Op, FRAME_BYTES};
 
 use super::{host_mem, kernel_mem, Classes, Gen, I32, I64};
 use crate::native::{exit, field};
-use common::abi::region;
 
 /// An access the current basic block has checked: `len` bytes at `r[base] + off`.
 #[derive(Copy, Clone, Debug)]
@@ -57,13 +56,8 @@ impl Gen<'_, '_> {
         if base == 10 && off >= -(FRAME_BYTES as i64) && off + len <= 0 {
             // Inside the live frame below r10, which the verifier keeps read-only: always
             // in bounds, nothing to check.
-            let r10 = self.reg(10);
-            let at = self
-                .b
-                .ins()
-                .iadd_imm_s(r10, off - region::STACK_BASE as i64);
-            let stack = self.fixed_field(field::STACK);
-            return self.b.ins().iadd(stack, at);
+            let frame = self.b.ins().load(I64, host_mem(), self.state, field::FRAME);
+            return self.b.ins().iadd_imm_s(frame, off);
         }
         if self.unchecked {
             // A loop's copy whose guard proved the access inside scratch.

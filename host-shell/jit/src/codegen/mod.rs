@@ -82,6 +82,11 @@ fn reg_index(i: u8) -> u8 {
     (i & 15).min(10)
 }
 
+/// Where `r10` is in the VM's registers. Native code keeps `r10` there rather than in a
+/// value of its own: it changes only at calls and returns, and a value live everywhere would
+/// hold a machine register in every loop.
+const R10_AT: i32 = 8 * 10;
+
 /// The memory flags of kernel memory: checked before every access (so no trap), maybe
 /// unaligned.
 fn kernel_mem() -> MemFlagsData {
@@ -289,7 +294,7 @@ impl<'a, 'f> Gen<'a, 'f> {
     /// Reads the registers in `regs` from the VM.
     fn load_regs(&mut self, regs: Regs) {
         let base = self.fixed_field(field::REGS);
-        for i in 0..11 {
+        for i in 0..10 {
             if regs & (1 << i) != 0 {
                 let v = self.b.ins().load(I64, host_mem(), base, 8 * i as i32);
                 self.b.def_var(self.r[i], v);
@@ -303,7 +308,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             return;
         }
         let base = self.fixed_field(field::REGS);
-        for i in 0..11 {
+        for i in 0..10 {
             if regs & (1 << i) != 0 {
                 let v = self.b.use_var(self.r[i]);
                 self.b.ins().store(host_mem(), v, base, 8 * i as i32);
@@ -454,16 +459,16 @@ impl<'a, 'f> Gen<'a, 'f> {
             .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, count, 2);
         let fast = self.b.create_block();
         self.b.append_block_param(fast, I64);
-        let zero = self.b.ins().iconst(I64, 0);
+        // The copy leaves the budget and the counters alone; its exits charge them.
+        let (budget, classes) = (self.b.use_var(self.budget), self.b.use_var(self.classes));
         self.b
             .ins()
-            .brif(enough, fast, &[BlockArg::Value(zero)], body, &[]);
+            .brif(enough, fast, &[BlockArg::Value(count)], body, &[]);
 
-        // The copy: the same instructions without checks. `ran` counts the iterations before
-        // this one.
+        // The copy: the same instructions without checks. `left` counts down the iterations
+        // the guard allowed, this one included.
         self.b.switch_to_block(fast);
-        let ran = self.b.block_params(fast)[0];
-        let (budget, classes) = (self.b.use_var(self.budget), self.b.use_var(self.classes));
+        let left = self.b.block_params(fast)[0];
         self.unchecked = true;
         self.checked.clear();
         let (last, rest) = pcs.split_last().expect("a block has instructions");
@@ -472,19 +477,22 @@ impl<'a, 'f> Gen<'a, 'f> {
         }
         let taken = self.condition(self.insns[*last]);
         self.unchecked = false;
-        let ran = self.b.ins().iadd_imm_s(ran, 1);
+        let left = self.b.ins().iadd_imm_s(left, -1);
         let again = self.b.create_block();
         let out = self.b.create_block();
+        let spent = self.b.create_block();
+        self.b.set_cold_block(out);
+        self.b.set_cold_block(spent);
         self.b.ins().brif(taken, again, &[], out, &[]);
         self.b.switch_to_block(again);
-        let used_up = self.b.ins().icmp(IntCC::Equal, ran, count);
-        let spent = self.b.create_block();
         self.b
             .ins()
-            .brif(used_up, spent, &[], fast, &[BlockArg::Value(ran)]);
+            .brif(left, fast, &[BlockArg::Value(left)], spent, &[]);
 
-        // Leaving the copy, after `ran` iterations: out of the loop, or back to the guard.
+        // Leaving the copy, after `count - left` iterations: out of the loop, or back to the
+        // guard.
         let charge = |g: &mut Self| {
+            let ran = g.b.ins().isub(count, left);
             let insns = g.b.ins().imul_imm_s(ran, total.insns);
             let left = g.b.ins().isub(budget, insns);
             g.b.def_var(g.budget, left);
@@ -572,12 +580,22 @@ impl<'a, 'f> Gen<'a, 'f> {
     }
 
     fn reg(&mut self, i: u8) -> Value {
-        self.b.use_var(self.r[usize::from(reg_index(i))])
+        let i = reg_index(i);
+        if i == 10 {
+            let base = self.fixed_field(field::REGS);
+            return self.b.ins().load(I64, host_mem(), base, R10_AT);
+        }
+        self.b.use_var(self.r[usize::from(i)])
     }
 
     fn set(&mut self, i: u8, v: Value) {
         let i = reg_index(i);
         self.checked.retain(|c| c.base != i);
+        if i == 10 {
+            let base = self.fixed_field(field::REGS);
+            self.b.ins().store(host_mem(), v, base, R10_AT);
+            return;
+        }
         self.b.def_var(self.r[usize::from(i)], v);
     }
 
@@ -916,6 +934,11 @@ impl<'a, 'f> Gen<'a, 'f> {
         let r10 = self.reg(10);
         let r10 = self.b.ins().iadd_imm_s(r10, delta);
         self.set(10, r10);
+        let frame = self.b.ins().load(I64, host_mem(), self.state, field::FRAME);
+        let frame = self.b.ins().iadd_imm_s(frame, delta);
+        self.b
+            .ins()
+            .store(host_mem(), frame, self.state, field::FRAME);
     }
 
     /// The frame record of the caller at `depth` (frames[depth - 1]).
