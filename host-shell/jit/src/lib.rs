@@ -143,13 +143,32 @@ impl Jit {
         let func = module
             .declare_function("kernel", Linkage::Local, &sig)
             .map_err(|e| JitError::Compile(e.to_string()))?;
+        // Each one-block loop the JIT can run unchecked is a function of its own:
+        // `(state, count) -> (left, ended)`.
+        let loops = codegen::loops_of(insns, &blocks);
+        let mut loop_sig = module.make_signature();
+        loop_sig.params = vec![AbiParam::new(types::I64); 2];
+        loop_sig.returns = vec![AbiParam::new(types::I64); 2];
+        let mut loop_ids = Vec::with_capacity(loops.len());
+        for l in &loops {
+            let id = module
+                .declare_function(&format!("loop{}", l.start), Linkage::Local, &loop_sig)
+                .map_err(|e| JitError::Compile(e.to_string()))?;
+            loop_ids.push(id);
+        }
         let mut ctx = module.make_context();
         ctx.func = Function::with_name_signature(UserFuncName::user(0, func.as_u32()), sig);
+        let loop_fns = loops
+            .iter()
+            .zip(&loop_ids)
+            .map(|(l, &id)| (l.start, module.declare_func_in_func(id, &mut ctx.func)))
+            .collect();
         let mut fctx = FunctionBuilderContext::new();
         codegen::translate(
             FunctionBuilder::new(&mut ctx.func, &mut fctx),
             insns,
             &blocks,
+            loop_fns,
             &*self.isa,
         );
         module
@@ -161,6 +180,21 @@ impl Jit {
                 path.set_extension(insns.len().to_string());
                 let _ = std::fs::write(path, code.code_buffer());
             }
+        }
+        for (l, &id) in loops.iter().zip(&loop_ids) {
+            module.clear_context(&mut ctx);
+            ctx.func =
+                Function::with_name_signature(UserFuncName::user(0, id.as_u32()), loop_sig.clone());
+            codegen::translate_loop(
+                FunctionBuilder::new(&mut ctx.func, &mut fctx),
+                insns,
+                &blocks,
+                l,
+                &*self.isa,
+            );
+            module
+                .define_function(id, &mut ctx)
+                .map_err(|e| JitError::Compile(format!("{e:?}")))?;
         }
         module
             .finalize_definitions()

@@ -25,7 +25,7 @@ fn bit(r: u8) -> Regs {
 }
 
 /// (read, written) registers of one instruction.
-fn uses_defs(i: &Insn) -> (Regs, Regs) {
+pub(crate) fn uses_defs(i: &Insn) -> (Regs, Regs) {
     use Op::*;
     let (d, s) = (bit(i.dst), bit(i.src));
     match i.op {

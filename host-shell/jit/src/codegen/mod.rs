@@ -10,7 +10,8 @@
 //! fuel and counters match the interpreter's, which charges as it goes.
 
 use cranelift_codegen::ir::{
-    condcodes::IntCC, types, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, Type, Value,
+    condcodes::IntCC, types, Block, BlockArg, FuncRef, InstBuilder, JumpTableData, MemFlagsData,
+    Type, Value,
 };
 use cranelift_frontend::{FunctionBuilder, Variable};
 use firmware::ebpf::{Insn, Op, FRAME_BYTES, MAX_FRAMES};
@@ -82,6 +83,19 @@ fn reg_index(i: u8) -> u8 {
     (i & 15).min(10)
 }
 
+/// The fewest iterations a guard sends to a loop's unchecked copy (a call, and the loop's
+/// registers through the VM both ways, cost a few checked iterations).
+const MIN_UNCHECKED: i64 = 8;
+
+/// The registers the instructions `pcs` read or write, but `r10`.
+fn loop_regs(insns: &[Insn], pcs: &[usize]) -> Regs {
+    let all = pcs.iter().fold(0, |regs, &pc| {
+        let (uses, defs) = live::uses_defs(&insns[pc]);
+        regs | uses | defs
+    });
+    all & !(1 << 10)
+}
+
 /// Where `r10` is in the VM's registers. Native code keeps `r10` there rather than in a
 /// value of its own: it changes only at calls and returns, and a value live everywhere would
 /// hold a machine register in every loop.
@@ -103,15 +117,105 @@ fn fixed() -> MemFlagsData {
     MemFlagsData::trusted().with_readonly().with_can_move()
 }
 
-/// Builds the function body for `insns` into `b`, whose signature is `(ptr) -> i32`.
+/// Builds the function body for `insns` into `b`, whose signature is `(ptr) -> i32`;
+/// `loop_fns` are the functions [`translate_loop`] built for its [`Loop`]s.
 pub(crate) fn translate(
     b: FunctionBuilder<'_>,
     insns: &[Insn],
     blocks: &Blocks,
+    loop_fns: Vec<(usize, FuncRef)>,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
 ) {
-    let mut g = Gen::new(b, insns, blocks);
+    let mut g = Gen::new(b, insns, blocks, loop_fns);
     g.body();
+    g.b.seal_all_blocks();
+    g.b.finalize(isa.frontend_config());
+}
+
+/// A block that jumps back to its own start, with its accesses bounded ([`loops`]): its
+/// unchecked copy is a function of its own (so the registers its iterations use are its own
+/// to allocate, not shared with the whole kernel's).
+#[derive(Debug)]
+pub(crate) struct Loop {
+    pub start: usize,
+    pcs: Vec<usize>,
+}
+
+/// The one-block loops of `insns` whose accesses [`loops`] bounds.
+pub(crate) fn loops_of(insns: &[Insn], blocks: &Blocks) -> Vec<Loop> {
+    let mut found = Vec::new();
+    for start in (0..insns.len()).filter(|&pc| blocks.head[pc]) {
+        let pcs = block_pcs(insns, blocks, start);
+        let Some(&last) = pcs.last() else { continue };
+        let last = insns[last];
+        let back = is_jump(last.op) && last.op != Op::Ja && last.off as usize == start;
+        if back && loops::accesses(insns, &pcs).is_some() {
+            found.push(Loop { start, pcs });
+        }
+    }
+    found
+}
+
+/// The instructions of the block at `start`.
+fn block_pcs(insns: &[Insn], blocks: &Blocks, start: usize) -> Vec<usize> {
+    let mut pcs = Vec::new();
+    let mut pc = start;
+    loop {
+        let op = insns[pc].op;
+        pcs.push(pc);
+        let next = next_pc(insns, pc);
+        if ends_block(op) || next >= insns.len() || blocks.start[next] {
+            return pcs;
+        }
+        pc = next;
+    }
+}
+
+/// Builds the unchecked copy of `l` into `b`, a function `(state, count) -> (left, out)`: it
+/// takes the loop's registers from the VM, runs at most `count` iterations without checks
+/// (the caller's guard proved them inside scratch and the budget), puts the registers back
+/// and returns how many of the `count` are left and whether the loop ended (1) or the count
+/// ran out (0). The caller charges the budget and the counters.
+pub(crate) fn translate_loop(
+    mut b: FunctionBuilder<'_>,
+    insns: &[Insn],
+    blocks: &Blocks,
+    l: &Loop,
+    isa: &dyn cranelift_codegen::isa::TargetIsa,
+) {
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let (state, count) = (b.block_params(entry)[0], b.block_params(entry)[1]);
+    let mut g = Gen::parts(b, insns, blocks, state, Vec::new());
+    let regs = loop_regs(insns, &l.pcs);
+    g.load_regs(regs);
+    let fast = g.b.create_block();
+    g.b.append_block_param(fast, I64);
+    g.b.ins().jump(fast, &[BlockArg::Value(count)]);
+
+    g.b.switch_to_block(fast);
+    let left = g.b.block_params(fast)[0];
+    g.unchecked = true;
+    let (last, rest) = l.pcs.split_last().expect("a block has instructions");
+    for &pc in rest {
+        g.emit_insn(pc, Classes::default());
+    }
+    let taken = g.condition(g.insns[*last]);
+    let left = g.b.ins().iadd_imm_s(left, -1);
+    let again = g.b.create_block();
+    let out = g.b.create_block();
+    g.b.ins().brif(taken, again, &[], out, &[]);
+    g.b.switch_to_block(again);
+    let spent = g.b.create_block();
+    g.b.ins()
+        .brif(left, fast, &[BlockArg::Value(left)], spent, &[]);
+    for (block, ended) in [(out, 1), (spent, 0)] {
+        g.b.switch_to_block(block);
+        g.store_regs(regs);
+        let ended = g.b.ins().iconst(I64, ended);
+        g.b.ins().return_(&[left, ended]);
+    }
     g.b.seal_all_blocks();
     g.b.finalize(isa.frontend_config());
 }
@@ -139,6 +243,8 @@ struct Gen<'a, 'f> {
     checked: Vec<memory::Checked>,
     /// Emitting a loop's unchecked copy: its guard proved every access inside scratch.
     unchecked: bool,
+    /// The functions that run one-block loops unchecked, by the loop's start.
+    loop_fns: Vec<(usize, FuncRef)>,
     r: [Variable; 11],
     budget: Variable,
     /// Instruction classes, packed ([`classes`]).
@@ -146,26 +252,42 @@ struct Gen<'a, 'f> {
 }
 
 impl<'a, 'f> Gen<'a, 'f> {
-    fn new(mut b: FunctionBuilder<'f>, insns: &'a [Insn], blocks: &'a Blocks) -> Self {
+    /// The kernel's function: enters at the state's `pc` with its budget.
+    fn new(
+        mut b: FunctionBuilder<'f>,
+        insns: &'a [Insn],
+        blocks: &'a Blocks,
+        loop_fns: Vec<(usize, FuncRef)>,
+    ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         let state = b.block_params(entry)[0];
-        let load =
-            |b: &mut FunctionBuilder<'_>, off: i32| b.ins().load(I64, host_mem(), state, off);
+        let mut g = Gen::parts(b, insns, blocks, state, loop_fns);
+        let v = g.b.ins().load(I64, host_mem(), state, field::BUDGET);
+        g.b.def_var(g.budget, v);
+        let zero = g.b.ins().iconst(I64, 0);
+        g.b.def_var(g.classes, zero);
+        let pc = g.b.ins().load(I64, host_mem(), state, field::PC);
+        g.b.ins().jump(g.dispatch, &[BlockArg::Value(pc)]);
+        g
+    }
+
+    /// What code for `insns` is built with, in the current block of `b` (`state`: the
+    /// state pointer there).
+    fn parts(
+        mut b: FunctionBuilder<'f>,
+        insns: &'a [Insn],
+        blocks: &'a Blocks,
+        state: Value,
+        loop_fns: Vec<(usize, FuncRef)>,
+    ) -> Self {
         // Registers are loaded where the code is entered, each block its live ones.
         let r: [Variable; 11] = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
-        let v = load(&mut b, field::BUDGET);
-        b.def_var(budget, v);
         let classes = b.declare_var(I64);
-        let zero = b.ins().iconst(I64, 0);
-        b.def_var(classes, zero);
-        let pc = load(&mut b, field::PC);
-
         let dispatch = b.create_block();
         b.append_block_param(dispatch, I64);
-        b.ins().jump(dispatch, &[BlockArg::Value(pc)]);
         let returns = b.create_block();
         b.append_block_param(returns, I64);
         let nowhere = b.create_block();
@@ -193,6 +315,7 @@ impl<'a, 'f> Gen<'a, 'f> {
             state,
             checked: Vec::new(),
             unchecked: false,
+            loop_fns,
             r,
             budget,
             classes,
@@ -392,13 +515,10 @@ impl<'a, 'f> Gen<'a, 'f> {
         let body = self.body_of[start].unwrap_or(block);
         if self.blocks.head[start] {
             self.b.switch_to_block(block);
-            let last = self.insns[*pcs.last().unwrap_or(&start)];
-            let loops_here = is_jump(last.op) && last.op != Op::Ja && last.off as usize == start;
-            let accesses = loops_here
-                .then(|| loops::accesses(self.insns, &pcs))
-                .flatten();
-            if let Some(accesses) = accesses {
-                self.emit_loop(start, &pcs, total, &accesses, body);
+            let loop_fn = self.loop_fns.iter().find(|(s, _)| *s == start).map(|l| l.1);
+            let accesses = loop_fn.and_then(|_| loops::accesses(self.insns, &pcs));
+            if let (Some(loop_fn), Some(accesses)) = (loop_fn, accesses) {
+                self.emit_loop(start, &pcs, total, &accesses, body, loop_fn);
                 return;
             }
             self.check_reach(start, body, self.live[start]);
@@ -435,10 +555,10 @@ impl<'a, 'f> Gen<'a, 'f> {
     /// A block that jumps back to its start, with `accesses` bounded ([`loops`]). The head
     /// (`block`) checks the budget as any head does, then a guard works out how many
     /// iterations from here on fit the budget and keep every access inside scratch; those
-    /// run in a copy of the block without checks, which charges the budget and the counters
-    /// for the iterations it ran when it leaves. The others, and any iteration after the
-    /// copy's count ran out and the guard found too few left, run the checked block, whose
-    /// jump back goes to a second head that checks the budget without the guard.
+    /// run in `loop_fn` ([`translate_loop`]), the block without checks, and are charged to
+    /// the budget and the counters when it returns. The others, and any iteration after its
+    /// count ran out and the guard found too few left, run the checked block, whose jump back
+    /// goes to a second head that checks the budget without the guard.
     fn emit_loop(
         &mut self,
         start: usize,
@@ -446,6 +566,7 @@ impl<'a, 'f> Gen<'a, 'f> {
         total: Classes,
         accesses: &[loops::Access],
         body: Block,
+        loop_fn: FuncRef,
     ) {
         let head = self.block_of[start].unwrap_or(body);
         let guard = self.b.create_block();
@@ -453,59 +574,35 @@ impl<'a, 'f> Gen<'a, 'f> {
 
         self.b.switch_to_block(guard);
         let count = self.iterations(start, total, accesses);
-        let enough = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, count, 2);
+        let enough =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, count, MIN_UNCHECKED);
         let fast = self.b.create_block();
-        self.b.append_block_param(fast, I64);
-        // The copy leaves the budget and the counters alone; its exits charge them.
-        let (budget, classes) = (self.b.use_var(self.budget), self.b.use_var(self.classes));
-        self.b
-            .ins()
-            .brif(enough, fast, &[BlockArg::Value(count)], body, &[]);
+        self.b.ins().brif(enough, fast, &[], body, &[]);
 
-        // The copy: the same instructions without checks. `left` counts down the iterations
-        // the guard allowed, this one included.
         self.b.switch_to_block(fast);
-        let left = self.b.block_params(fast)[0];
-        self.unchecked = true;
-        self.checked.clear();
-        let (last, rest) = pcs.split_last().expect("a block has instructions");
-        for &pc in rest {
-            self.emit_insn(pc, Classes::default());
-        }
-        let taken = self.condition(self.insns[*last]);
-        self.unchecked = false;
-        let left = self.b.ins().iadd_imm_s(left, -1);
-        let again = self.b.create_block();
-        let out = self.b.create_block();
-        let spent = self.b.create_block();
-        self.b.set_cold_block(out);
-        self.b.set_cold_block(spent);
-        self.b.ins().brif(taken, again, &[], out, &[]);
-        self.b.switch_to_block(again);
-        self.b
-            .ins()
-            .brif(left, fast, &[BlockArg::Value(left)], spent, &[]);
-
-        // Leaving the copy, after `count - left` iterations: out of the loop, or back to the
-        // guard.
-        let charge = |g: &mut Self| {
-            let ran = g.b.ins().isub(count, left);
-            let insns = g.b.ins().imul_imm_s(ran, total.insns);
-            let left = g.b.ins().isub(budget, insns);
-            g.b.def_var(g.budget, left);
-            let more = g.b.ins().imul_imm_s(ran, total.packed());
-            let counted = g.b.ins().iadd(classes, more);
-            g.b.def_var(g.classes, counted);
+        let regs = loop_regs(self.insns, pcs);
+        self.store_regs(regs);
+        let call = self.b.ins().call(loop_fn, &[self.state, count]);
+        let (left, ended) = {
+            let results = self.b.inst_results(call);
+            (results[0], results[1])
         };
-        self.b.switch_to_block(spent);
-        charge(self);
-        self.b.ins().jump(head, &[]);
+        self.load_regs(regs);
+        let ran = self.b.ins().isub(count, left);
+        let insns = self.b.ins().imul_imm_s(ran, total.insns);
+        let budget = self.b.use_var(self.budget);
+        let budget = self.b.ins().isub(budget, insns);
+        self.b.def_var(self.budget, budget);
+        let more = self.b.ins().imul_imm_s(ran, total.packed());
+        let classes = self.b.use_var(self.classes);
+        let classes = self.b.ins().iadd(classes, more);
+        self.b.def_var(self.classes, classes);
+        let out = self.b.create_block();
+        self.b.ins().brif(ended, out, &[], head, &[]);
         self.b.switch_to_block(out);
-        charge(self);
-        self.goto(*last + 1);
+        self.goto(pcs.last().copied().unwrap_or(start) + 1);
 
         // The checked block, looping back through a head without the guard.
         let checked_head = self.b.create_block();
