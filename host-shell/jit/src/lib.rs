@@ -96,6 +96,17 @@ impl fmt::Debug for Jit {
     }
 }
 
+/// With `CSD_JIT_DUMP=PATH`, writes the machine code just compiled in `ctx` to
+/// `PATH.<name>` (for `objdump -D -b binary -m i386:x86-64`).
+fn dump(ctx: &cranelift_codegen::Context, name: &str) {
+    let (Some(path), Some(code)) = (std::env::var_os("CSD_JIT_DUMP"), ctx.compiled_code()) else {
+        return;
+    };
+    let mut path = std::path::PathBuf::from(path);
+    path.set_extension(name);
+    let _ = std::fs::write(path, code.code_buffer());
+}
+
 impl Jit {
     /// A JIT for this host, if Cranelift generates code for it (x86-64, aarch64, ...).
     pub fn new() -> Result<Jit, JitError> {
@@ -174,13 +185,7 @@ impl Jit {
         module
             .define_function(func, &mut ctx)
             .map_err(|e| JitError::Compile(format!("{e:?}")))?;
-        if let Some(path) = std::env::var_os("CSD_JIT_DUMP") {
-            if let Some(code) = ctx.compiled_code() {
-                let mut path = std::path::PathBuf::from(path);
-                path.set_extension(insns.len().to_string());
-                let _ = std::fs::write(path, code.code_buffer());
-            }
-        }
+        dump(&ctx, &insns.len().to_string());
         for (l, &id) in loops.iter().zip(&loop_ids) {
             module.clear_context(&mut ctx);
             ctx.func =
@@ -195,6 +200,7 @@ impl Jit {
             module
                 .define_function(id, &mut ctx)
                 .map_err(|e| JitError::Compile(format!("{e:?}")))?;
+            dump(&ctx, &format!("{}.loop{}", insns.len(), l.start));
         }
         module
             .finalize_definitions()
