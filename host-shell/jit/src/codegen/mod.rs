@@ -171,7 +171,7 @@ fn block_pcs(insns: &[Insn], blocks: &Blocks, start: usize) -> Vec<usize> {
     }
 }
 
-/// Builds the unchecked copy of `l` into `b`, a function `(state, count) -> (left, out)`: it
+/// Builds the unchecked copy of `l` into `b`, a function `(state, count) -> (left, ended)`: it
 /// takes the loop's registers from the VM, runs at most `count` iterations without checks
 /// (the caller's guard proved them inside scratch and the budget), puts the registers back
 /// and returns how many of the `count` are left and whether the loop ended (1) or the count
