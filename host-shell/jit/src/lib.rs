@@ -172,7 +172,7 @@ impl Jit {
         let loop_fns = loops
             .iter()
             .zip(&loop_ids)
-            .map(|(l, &id)| (l.start, module.declare_func_in_func(id, &mut ctx.func)))
+            .map(|(l, &id)| (l, module.declare_func_in_func(id, &mut ctx.func)))
             .collect();
         let mut fctx = FunctionBuilderContext::new();
         codegen::translate(

@@ -25,7 +25,7 @@ pub(super) struct Checked {
 }
 
 /// The index of an access of `len` bytes in the per-width scratch bounds.
-pub(super) fn width(len: i64) -> i32 {
+fn width(len: i64) -> i32 {
     match len {
         1 => 0,
         2 => 1,
@@ -86,13 +86,7 @@ impl Gen<'_, '_> {
         }
         let reg = self.reg(base);
         let addr = self.b.ins().iadd_imm_s(reg, off);
-        // The host address if it is in scratch, and its offset there: in scratch exactly when
-        // that offset is below the bound (both modulo 2^64, as `addr - SCRATCH_BASE` would be).
-        let bias = self.fixed_field(field::SCRATCH_BIAS);
-        let host = self.b.ins().iadd(addr, bias);
-        let scratch = self.fixed_field(field::SCRATCH);
-        let in_scratch = self.b.ins().isub(host, scratch);
-        let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width(len));
+        let (host, in_scratch, limit) = self.scratch_offset(addr, len);
         let fits = self
             .b
             .ins()
@@ -108,6 +102,18 @@ impl Gen<'_, '_> {
             ptr,
         });
         ptr
+    }
+
+    /// For an access of `len` bytes at kernel address `addr`: the host address if it is in
+    /// scratch, its offset there, and the bound it fits below: in scratch exactly when the
+    /// offset is below the bound (both modulo 2^64, as `addr - SCRATCH_BASE` would be).
+    pub(super) fn scratch_offset(&mut self, addr: Value, len: i64) -> (Value, Value, Value) {
+        let bias = self.fixed_field(field::SCRATCH_BIAS);
+        let host = self.b.ins().iadd(addr, bias);
+        let scratch = self.fixed_field(field::SCRATCH);
+        let offset = self.b.ins().isub(host, scratch);
+        let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * width(len));
+        (host, offset, limit)
     }
 
     /// `host` where `in_scratch` holds, else the region tables' check of `addr` (cold).

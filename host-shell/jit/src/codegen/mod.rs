@@ -18,10 +18,12 @@ use firmware::ebpf::{Insn, Op, FRAME_BYTES, MAX_FRAMES};
 
 use crate::blocks::{ends_block, is_jump, next_pc, Blocks};
 use crate::live::{self, Regs};
-use crate::loops;
 use crate::native::{classes, exit, field, STACK_REGION};
 
 mod memory;
+mod unchecked;
+
+pub(crate) use unchecked::{loops_of, translate_loop, Loop};
 
 const I8: Type = types::I8;
 const I16: Type = types::I16;
@@ -83,19 +85,6 @@ fn reg_index(i: u8) -> u8 {
     (i & 15).min(10)
 }
 
-/// The fewest iterations a guard sends to a loop's unchecked copy (a call, and the loop's
-/// registers through the VM both ways, cost a few checked iterations).
-const MIN_UNCHECKED: i64 = 8;
-
-/// The registers the instructions `pcs` read or write, but `r10`.
-fn loop_regs(insns: &[Insn], pcs: &[usize]) -> Regs {
-    let all = pcs.iter().fold(0, |regs, &pc| {
-        let (uses, defs) = live::uses_defs(&insns[pc]);
-        regs | uses | defs
-    });
-    all & !(1 << 10)
-}
-
 /// Where `r10` is in the VM's registers. Native code keeps `r10` there rather than in a
 /// value of its own: it changes only at calls and returns, and a value live everywhere would
 /// hold a machine register in every loop.
@@ -119,11 +108,11 @@ fn fixed() -> MemFlagsData {
 
 /// Builds the function body for `insns` into `b`, whose signature is `(ptr) -> i32`;
 /// `loop_fns` are the functions [`translate_loop`] built for its [`Loop`]s.
-pub(crate) fn translate(
+pub(crate) fn translate<'a>(
     b: FunctionBuilder<'_>,
-    insns: &[Insn],
-    blocks: &Blocks,
-    loop_fns: Vec<(usize, FuncRef)>,
+    insns: &'a [Insn],
+    blocks: &'a Blocks,
+    loop_fns: Vec<(&'a Loop, FuncRef)>,
     isa: &dyn cranelift_codegen::isa::TargetIsa,
 ) {
     let mut g = Gen::new(b, insns, blocks, loop_fns);
@@ -132,28 +121,13 @@ pub(crate) fn translate(
     g.b.finalize(isa.frontend_config());
 }
 
-/// A block that jumps back to its own start, with its accesses bounded ([`loops`]): its
-/// unchecked copy is a function of its own (so the registers its iterations use are its own
-/// to allocate, not shared with the whole kernel's).
-#[derive(Debug)]
-pub(crate) struct Loop {
-    pub start: usize,
-    pcs: Vec<usize>,
-}
-
-/// The one-block loops of `insns` whose accesses [`loops`] bounds.
-pub(crate) fn loops_of(insns: &[Insn], blocks: &Blocks) -> Vec<Loop> {
-    let mut found = Vec::new();
-    for start in (0..insns.len()).filter(|&pc| blocks.head[pc]) {
-        let pcs = block_pcs(insns, blocks, start);
-        let Some(&last) = pcs.last() else { continue };
-        let last = insns[last];
-        let back = is_jump(last.op) && last.op != Op::Ja && last.off as usize == start;
-        if back && loops::accesses(insns, &pcs).is_some() {
-            found.push(Loop { start, pcs });
-        }
+/// The instruction classes of `pcs`.
+fn classes_of(insns: &[Insn], pcs: &[usize]) -> Classes {
+    let mut total = Classes::default();
+    for &pc in pcs {
+        total.add(insns[pc].op);
     }
-    found
+    total
 }
 
 /// The instructions of the block at `start`.
@@ -169,55 +143,6 @@ fn block_pcs(insns: &[Insn], blocks: &Blocks, start: usize) -> Vec<usize> {
         }
         pc = next;
     }
-}
-
-/// Builds the unchecked copy of `l` into `b`, a function `(state, count) -> (left, ended)`: it
-/// takes the loop's registers from the VM, runs at most `count` iterations without checks
-/// (the caller's guard proved them inside scratch and the budget), puts the registers back
-/// and returns how many of the `count` are left and whether the loop ended (1) or the count
-/// ran out (0). The caller charges the budget and the counters.
-pub(crate) fn translate_loop(
-    mut b: FunctionBuilder<'_>,
-    insns: &[Insn],
-    blocks: &Blocks,
-    l: &Loop,
-    isa: &dyn cranelift_codegen::isa::TargetIsa,
-) {
-    let entry = b.create_block();
-    b.append_block_params_for_function_params(entry);
-    b.switch_to_block(entry);
-    let (state, count) = (b.block_params(entry)[0], b.block_params(entry)[1]);
-    let mut g = Gen::parts(b, insns, blocks, state, Vec::new());
-    let regs = loop_regs(insns, &l.pcs);
-    g.load_regs(regs);
-    let fast = g.b.create_block();
-    g.b.append_block_param(fast, I64);
-    g.b.ins().jump(fast, &[BlockArg::Value(count)]);
-
-    g.b.switch_to_block(fast);
-    let left = g.b.block_params(fast)[0];
-    g.unchecked = true;
-    let (last, rest) = l.pcs.split_last().expect("a block has instructions");
-    for &pc in rest {
-        g.emit_insn(pc, Classes::default());
-    }
-    let taken = g.condition(g.insns[*last]);
-    let left = g.b.ins().iadd_imm_s(left, -1);
-    let again = g.b.create_block();
-    let out = g.b.create_block();
-    g.b.ins().brif(taken, again, &[], out, &[]);
-    g.b.switch_to_block(again);
-    let spent = g.b.create_block();
-    g.b.ins()
-        .brif(left, fast, &[BlockArg::Value(left)], spent, &[]);
-    for (block, ended) in [(out, 1), (spent, 0)] {
-        g.b.switch_to_block(block);
-        g.store_regs(regs);
-        let ended = g.b.ins().iconst(I64, ended);
-        g.b.ins().return_(&[left, ended]);
-    }
-    g.b.seal_all_blocks();
-    g.b.finalize(isa.frontend_config());
 }
 
 struct Gen<'a, 'f> {
@@ -243,8 +168,8 @@ struct Gen<'a, 'f> {
     checked: Vec<memory::Checked>,
     /// Emitting a loop's unchecked copy: its guard proved every access inside scratch.
     unchecked: bool,
-    /// The functions that run one-block loops unchecked, by the loop's start.
-    loop_fns: Vec<(usize, FuncRef)>,
+    /// The one-block loops with functions that run them unchecked.
+    loop_fns: Vec<(&'a Loop, FuncRef)>,
     r: [Variable; 11],
     budget: Variable,
     /// Instruction classes, packed ([`classes`]).
@@ -257,7 +182,7 @@ impl<'a, 'f> Gen<'a, 'f> {
         mut b: FunctionBuilder<'f>,
         insns: &'a [Insn],
         blocks: &'a Blocks,
-        loop_fns: Vec<(usize, FuncRef)>,
+        loop_fns: Vec<(&'a Loop, FuncRef)>,
     ) -> Self {
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
@@ -280,7 +205,7 @@ impl<'a, 'f> Gen<'a, 'f> {
         insns: &'a [Insn],
         blocks: &'a Blocks,
         state: Value,
-        loop_fns: Vec<(usize, FuncRef)>,
+        loop_fns: Vec<(&'a Loop, FuncRef)>,
     ) -> Self {
         // Registers are loaded where the code is entered, each block its live ones.
         let r: [Variable; 11] = std::array::from_fn(|_| b.declare_var(I64));
@@ -497,28 +422,18 @@ impl<'a, 'f> Gen<'a, 'f> {
 
     /// Emits the basic block starting at `start`.
     fn emit_block(&mut self, start: usize, block: Block) {
-        // The slots of the block and its classes.
-        let mut pcs = Vec::new();
-        let mut total = Classes::default();
-        let mut pc = start;
-        loop {
-            let op = self.insns[pc].op;
-            pcs.push(pc);
-            total.add(op);
-            let next = next_pc(self.insns, pc);
-            if ends_block(op) || next >= self.insns.len() || self.blocks.start[next] {
-                break;
-            }
-            pc = next;
-        }
-
+        let pcs = block_pcs(self.insns, self.blocks, start);
+        let total = classes_of(self.insns, &pcs);
         let body = self.body_of[start].unwrap_or(block);
         if self.blocks.head[start] {
             self.b.switch_to_block(block);
-            let loop_fn = self.loop_fns.iter().find(|(s, _)| *s == start).map(|l| l.1);
-            let accesses = loop_fn.and_then(|_| loops::accesses(self.insns, &pcs));
-            if let (Some(loop_fn), Some(accesses)) = (loop_fn, accesses) {
-                self.emit_loop(start, &pcs, total, &accesses, body, loop_fn);
+            let found = self
+                .loop_fns
+                .iter()
+                .find(|(l, _)| l.start == start)
+                .copied();
+            if let Some((l, loop_fn)) = found {
+                self.emit_loop(l, total, body, loop_fn);
                 return;
             }
             self.check_reach(start, body, self.live[start]);
@@ -550,114 +465,6 @@ impl<'a, 'f> Gen<'a, 'f> {
         if !ends_block(self.insns[last].op) {
             self.goto(next_pc(self.insns, last));
         }
-    }
-
-    /// A block that jumps back to its start, with `accesses` bounded ([`loops`]). The head
-    /// (`block`) checks the budget as any head does, then a guard works out how many
-    /// iterations from here on fit the budget and keep every access inside scratch; those
-    /// run in `loop_fn` ([`translate_loop`]), the block without checks, and are charged to
-    /// the budget and the counters when it returns. The others, and any iteration after its
-    /// count ran out and the guard found too few left, run the checked block, whose jump back
-    /// goes to a second head that checks the budget without the guard.
-    fn emit_loop(
-        &mut self,
-        start: usize,
-        pcs: &[usize],
-        total: Classes,
-        accesses: &[loops::Access],
-        body: Block,
-        loop_fn: FuncRef,
-    ) {
-        let head = self.block_of[start].unwrap_or(body);
-        let guard = self.b.create_block();
-        self.check_reach(start, guard, self.live[start]);
-
-        self.b.switch_to_block(guard);
-        let count = self.iterations(start, total, accesses);
-        let enough =
-            self.b
-                .ins()
-                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, count, MIN_UNCHECKED);
-        let fast = self.b.create_block();
-        self.b.ins().brif(enough, fast, &[], body, &[]);
-
-        self.b.switch_to_block(fast);
-        let regs = loop_regs(self.insns, pcs);
-        self.store_regs(regs);
-        let call = self.b.ins().call(loop_fn, &[self.state, count]);
-        let (left, ended) = {
-            let results = self.b.inst_results(call);
-            (results[0], results[1])
-        };
-        self.load_regs(regs);
-        let ran = self.b.ins().isub(count, left);
-        let insns = self.b.ins().imul_imm_s(ran, total.insns);
-        let budget = self.b.use_var(self.budget);
-        let budget = self.b.ins().isub(budget, insns);
-        self.b.def_var(self.budget, budget);
-        let more = self.b.ins().imul_imm_s(ran, total.packed());
-        let classes = self.b.use_var(self.classes);
-        let classes = self.b.ins().iadd(classes, more);
-        self.b.def_var(self.classes, classes);
-        let out = self.b.create_block();
-        self.b.ins().brif(ended, out, &[], head, &[]);
-        self.b.switch_to_block(out);
-        self.goto(pcs.last().copied().unwrap_or(start) + 1);
-
-        // The checked block, looping back through a head without the guard.
-        let checked_head = self.b.create_block();
-        self.b.switch_to_block(checked_head);
-        self.check_reach(start, body, self.live[start]);
-        self.block_of[start] = Some(checked_head);
-        self.emit_body(start, pcs, total, body);
-        self.block_of[start] = Some(head);
-    }
-
-    /// How many iterations of the loop at `start`, from the one about to begin, fit the budget
-    /// (each needs the head's reach and uses `total.insns`) and keep every access inside
-    /// scratch; 0 when this one would not.
-    fn iterations(&mut self, start: usize, total: Classes, accesses: &[loops::Access]) -> Value {
-        let reach = self.blocks.reach[start].min(i64::MAX as u64) as i64;
-        let budget = self.b.use_var(self.budget);
-        // The head checked `budget >= reach`; iteration j needs budget - j * insns >= reach.
-        let spare = self.b.ins().iadd_imm_s(budget, -reach);
-        let per = total.insns.max(1);
-        let mut count = self.b.ins().udiv_imm_u(spare, per);
-        count = self.b.ins().iadd_imm_s(count, 1);
-        for a in accesses {
-            let mut addr = self.b.ins().iconst(I64, a.k);
-            for r in (0..11u8).filter(|r| a.regs & (1 << r) != 0) {
-                let v = self.reg(r);
-                addr = self.b.ins().iadd(addr, v);
-            }
-            // The scratch offset of the access at x = 0, as the checked access computes it.
-            let bias = self.fixed_field(field::SCRATCH_BIAS);
-            let host = self.b.ins().iadd(addr, bias);
-            let scratch = self.fixed_field(field::SCRATCH);
-            let offset = self.b.ins().isub(host, scratch);
-            let limit = self.fixed_field(field::SCRATCH_LIMIT + 8 * memory::width(a.len));
-            // Offsets offset + x + j * step, x <= hi, must stay below the limit: room for
-            // `(limit - 1 - hi - offset) / step` more iterations after this one.
-            let inside = self.b.ins().icmp(IntCC::UnsignedLessThan, offset, limit);
-            let room = self.b.ins().isub(limit, offset);
-            let hi = a.hi as i64;
-            let fits = self
-                .b
-                .ins()
-                .icmp_imm_s(IntCC::UnsignedGreaterThan, room, hi);
-            let ok = self.b.ins().band(inside, fits);
-            let allowed = if a.step == 0 {
-                self.b.ins().iconst(I64, i64::MAX)
-            } else {
-                let more = self.b.ins().iadd_imm_s(room, -1 - hi);
-                let more = self.b.ins().udiv_imm_u(more, a.step);
-                self.b.ins().iadd_imm_s(more, 1)
-            };
-            let zero = self.b.ins().iconst(I64, 0);
-            let allowed = self.b.ins().select(ok, allowed, zero);
-            count = self.b.ins().umin(count, allowed);
-        }
-        count
     }
 
     /// In the current block: goes on to `then` if the budget covers the reach of the block
