@@ -120,7 +120,7 @@ pub fn build() -> Result<PathBuf> {
     let dir = crate::root().join(BOARD);
     let target_dir = dir.join("target");
     cmd::run(
-        cmd::cross_cargo(&dir)
+        board_cargo(&dir)?
             .args(["build", "--locked", "--release", "--bins", "--target-dir"])
             .arg(&target_dir),
     )?;
@@ -171,13 +171,47 @@ fn link_kernels() -> Result<()> {
     Ok(())
 }
 
+/// [`cmd::cross_cargo`] for the board's images, with source paths named from fixed prefixes:
+/// `/csd` for this checkout, `/cargo` for the crates' sources and `/rust` for the standard
+/// library's. Panic locations carry their file's path, so without this the images' size (and
+/// their bytes) would depend on where those directories are: a clone at a longer path once
+/// made the link device 24 bytes bigger.
+fn board_cargo(dir: &Path) -> Result<Command> {
+    let sysroot = cmd::output(
+        Command::new("rustc")
+            .arg(format!("+{}", crate::deps::CROSS_TOOLCHAIN))
+            .args(["--print", "sysroot"]),
+    )?;
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let remaps = [
+        (
+            PathBuf::from(sysroot.trim()).join("lib/rustlib/src/rust"),
+            "/rust",
+        ),
+        (cargo_home, "/cargo"),
+        (crate::root(), "/csd"),
+    ];
+    let flags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .collect();
+    let mut cargo = cmd::cross_cargo(dir);
+    // The board's link scripts come from its build script, not from rustflags, so these flags
+    // replace nothing.
+    cargo.env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"));
+    Ok(cargo)
+}
+
 /// Builds the self-test for the Cortex-R5F (after [`build`], which links its kernels); returns
 /// its ELF's path.
 pub fn build_r5f() -> Result<PathBuf> {
     let dir = crate::root().join(BOARD);
     let target_dir = dir.join("target");
     cmd::run(
-        cmd::cross_cargo(&dir)
+        board_cargo(&dir)?
             .args(["build", "--locked", "--release", "--bin", SELFTEST])
             .args(["--target", R5F.target, "--target-dir"])
             .arg(&target_dir),
