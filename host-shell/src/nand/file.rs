@@ -15,10 +15,9 @@
 //! one host sync.
 //!
 //! Reads: a reader going through a block page by page (a zone's sequential reader does, one
-//! page per block of its stripe in turn) gets the next [`READ_AHEAD_PAGES`] pages of that block
-//! from one read of the file, and the pages after the first from memory: a system call per
-//! page would cost more than copying the page. Programming a page forgets what was read ahead
-//! in its block, and a page's state always comes from the state bytes (an erased page is never
+//! page per block of its stripe in turn) gets its pages from chunks read ahead of it, by itself
+//! or by a helper thread ([`super::ahead`]). Programming a page forgets what was read ahead in
+//! its block, and a page's state always comes from the state bytes (an erased page is never
 //! read from the file).
 //!
 //! Host faults are device conditions, never panics: a write that finds the host disk full
@@ -28,14 +27,13 @@
 //! once), so every later sync fails too, until the image is opened again.
 
 use std::{
-    cell::RefCell,
-    collections::HashMap,
     fs::{File, OpenOptions},
     io,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
 
+use super::ahead::{Layout, Loaded, ReadAhead};
 use firmware::nand::{
     image::{decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES},
     sim::{PageState, PageStore},
@@ -58,6 +56,11 @@ pub trait ImageFile: Send + std::fmt::Debug + 'static {
     fn sync_data(&mut self) -> io::Result<()>;
     /// The file's length in bytes.
     fn len_bytes(&self) -> io::Result<u64>;
+    /// Another handle that reads the same bytes, for the read-ahead's helper thread, if the
+    /// file has one (a file whose reads must go through this handle has none).
+    fn reader(&self) -> Option<File> {
+        None
+    }
 }
 
 impl ImageFile for File {
@@ -96,6 +99,10 @@ impl ImageFile for File {
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
+
+    fn reader(&self) -> Option<File> {
+        self.try_clone().ok()
+    }
 }
 
 /// Why an image could not be created or opened.
@@ -124,80 +131,6 @@ pub enum ImageError {
 
 const STATE_ERASED: u8 = 0;
 
-/// Pages of a block one read of the file brings in for a sequential reader.
-pub const READ_AHEAD_PAGES: u32 = 8;
-
-/// Blocks whose readers the store follows: a zone's stripe (32 blocks in the ZN540 preset) for
-/// a few readers at once.
-const READ_AHEAD_BLOCKS: usize = 256;
-
-/// One block a reader went through: where it would read next, and pages read ahead of it.
-#[derive(Debug)]
-struct Stream {
-    block: BlockId,
-    /// The page a sequential reader reads next.
-    next: u32,
-    /// The first page in `bytes`, and how many pages (data then spare, a file stride each).
-    first: u32,
-    pages: u32,
-    bytes: Vec<u8>,
-    /// Used since the replacement clock last passed it.
-    used: bool,
-}
-
-/// The blocks being read sequentially and the pages read ahead of their readers, replaced by
-/// the clock algorithm (a stream used since the hand last passed is kept one more round).
-#[derive(Debug, Default)]
-struct ReadAhead {
-    streams: Vec<Stream>,
-    /// Where each block's stream is in `streams`.
-    index: HashMap<BlockId, usize>,
-    hand: usize,
-}
-
-impl ReadAhead {
-    /// Forgets the pages read ahead in `block` (one of them is being programmed).
-    fn forget(&mut self, block: BlockId) {
-        if let Some(&i) = self.index.get(&block) {
-            self.streams[i].pages = 0;
-        }
-    }
-
-    /// The stream of `block`, or a new one in place of one not used lately.
-    fn stream(&mut self, block: BlockId) -> &mut Stream {
-        let i = match self.index.get(&block) {
-            Some(&i) => i,
-            None if self.streams.len() < READ_AHEAD_BLOCKS => {
-                self.streams.push(Stream {
-                    block,
-                    next: u32::MAX,
-                    first: 0,
-                    pages: 0,
-                    bytes: Vec::new(),
-                    used: false,
-                });
-                self.index.insert(block, self.streams.len() - 1);
-                self.streams.len() - 1
-            }
-            None => {
-                while std::mem::take(&mut self.streams[self.hand].used) {
-                    self.hand = (self.hand + 1) % self.streams.len();
-                }
-                let i = self.hand;
-                self.hand = (self.hand + 1) % self.streams.len();
-                let s = &mut self.streams[i];
-                self.index.remove(&s.block);
-                (s.block, s.next, s.pages) = (block, u32::MAX, 0);
-                self.index.insert(block, i);
-                i
-            }
-        };
-        let s = &mut self.streams[i];
-        s.used = true;
-        s
-    }
-}
-
 /// NAND pages in a file. See the module docs.
 #[derive(Debug)]
 pub struct FileStore<F: ImageFile = File> {
@@ -215,7 +148,7 @@ pub struct FileStore<F: ImageFile = File> {
     /// A sync failed: what it should have made durable may be gone.
     sync_failed: bool,
     /// Pages read ahead for sequential readers (see the module docs).
-    ahead: RefCell<ReadAhead>,
+    ahead: ReadAhead,
 }
 
 impl FileStore {
@@ -299,6 +232,7 @@ impl<F: ImageFile> FileStore<F> {
     fn assemble(file: F, path: &Path, header: Header, states: Vec<u8>) -> Self {
         let lay = ImageLayout::of(&header.geometry);
         let page = header.geometry.page_bytes as usize + header.geometry.spare_bytes as usize;
+        let helper_file = file.reader();
         FileStore {
             file,
             path: path.into(),
@@ -309,7 +243,14 @@ impl<F: ImageFile> FileStore<F> {
             scratch: Vec::with_capacity(page),
             unsynced: false,
             sync_failed: false,
-            ahead: RefCell::default(),
+            ahead: ReadAhead::new(
+                Layout {
+                    pages_per_block: header.geometry.pages_per_block,
+                    stride: lay.stride,
+                    pages_at: lay.pages_at,
+                },
+                helper_file,
+            ),
         }
     }
 
@@ -426,36 +367,18 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
             other => other,
         };
-        let mut ahead = self.ahead.borrow_mut();
-        let stream = ahead.stream(addr.block);
-        let sequential = stream.next == addr.page;
-        stream.next = addr.page + 1;
-        if !(stream.first..stream.first + stream.pages).contains(&addr.page) {
-            let rest = self.header.geometry.pages_per_block - addr.page;
-            if !sequential || rest < 2 {
-                drop(ahead);
-                let at = self.page_offset(index);
-                self.file
-                    .read_pair_at(data, spare, at)
-                    .map_err(read_fault)?;
-                return Ok(state);
-            }
-            // A reader going through the block: read ahead of it.
-            let pages = rest.min(READ_AHEAD_PAGES);
-            stream
-                .bytes
-                .resize(pages as usize * self.stride as usize, 0);
-            stream.pages = 0;
+        let at = self.page_offset(index);
+        let loaded = self
+            .ahead
+            .load(addr, data, spare, |chunk, at| {
+                self.file.read_exact_at(chunk, at)
+            })
+            .map_err(read_fault)?;
+        if loaded == Loaded::Yours {
             self.file
-                .read_exact_at(&mut stream.bytes, self.page_offset(index))
+                .read_pair_at(data, spare, at)
                 .map_err(read_fault)?;
-            (stream.first, stream.pages) = (addr.page, pages);
         }
-        let at = (addr.page - stream.first) as usize * self.stride as usize;
-        let page = &stream.bytes[at..at + data.len() + spare.len()];
-        let (d, sp) = page.split_at(data.len());
-        data.copy_from_slice(d);
-        spare.copy_from_slice(sp);
         Ok(state)
     }
 
@@ -471,7 +394,7 @@ impl<F: ImageFile> PageStore for FileStore<F> {
         state: PageState,
     ) -> Result<(), NandErrorKind> {
         let index = self.index(addr);
-        self.ahead.get_mut().forget(addr.block);
+        self.ahead.forget(addr.block);
         if state != PageState::Erased {
             let at = self.page_offset(index);
             let mut page = std::mem::take(&mut self.scratch);
@@ -519,10 +442,13 @@ impl<F: ImageFile> PageStore for FileStore<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nand::hostcache::RamFile;
+    use crate::nand::{
+        ahead::{READ_AHEAD_BLOCKS, READ_AHEAD_PAGES},
+        hostcache::RamFile,
+    };
     use firmware::{nand::image::ImageLayout, zns::ZoneConfig};
 
-    fn ram_store(blocks_per_die: u32) -> FileStore<RamFile> {
+    fn header(blocks_per_die: u32) -> Header {
         let geometry = Geometry {
             channels: 1,
             dies_per_channel: 2,
@@ -531,12 +457,16 @@ mod tests {
             page_bytes: 4096,
             spare_bytes: 64,
         };
-        let header = Header {
+        Header {
             geometry,
             zones: ZoneConfig::for_geometry(&geometry),
             timing_preset: 0,
-        };
-        let file = RamFile::new(ImageLayout::of(&geometry).len);
+        }
+    }
+
+    fn ram_store(blocks_per_die: u32) -> FileStore<RamFile> {
+        let header = header(blocks_per_die);
+        let file = RamFile::new(ImageLayout::of(&header.geometry).len);
         FileStore::create_in(file, Path::new("ram.img"), header).expect("an image in RAM")
     }
 
@@ -547,7 +477,7 @@ mod tests {
         (data, vec![page as u8 ^ round; 64])
     }
 
-    fn read(store: &FileStore<RamFile>, addr: PageAddr) -> (Vec<u8>, Vec<u8>, PageState) {
+    fn read<F: ImageFile>(store: &FileStore<F>, addr: PageAddr) -> (Vec<u8>, Vec<u8>, PageState) {
         let (mut data, mut spare) = (vec![0; 4096], vec![0; 64]);
         let state = store.load(addr, &mut data, &mut spare).expect("a load");
         (data, spare, state)
@@ -576,19 +506,8 @@ mod tests {
                 assert_eq!(got, (d, s, PageState::Programmed), "{block:?} page {page}");
             }
         }
-        let stream = |store: &FileStore<RamFile>, block: BlockId| {
-            let ahead = store.ahead.borrow();
-            let s = ahead
-                .streams
-                .iter()
-                .find(|s| s.block == block)
-                .map(|s| s.pages);
-            s.expect("a stream for the block")
-        };
-        assert!(
-            stream(&store, blocks[0]) > 1,
-            "sequential reads were read ahead"
-        );
+        let (chunk, _) = store.ahead.pages_ahead(blocks[0]).expect("a stream");
+        assert!(chunk > 1, "sequential reads were read ahead");
 
         // Pages 20 and 21 are still erased, though the last read ahead may cover them.
         let addr = PageAddr::new(blocks[0], 20);
@@ -651,12 +570,92 @@ mod tests {
                     let got = read(&store, PageAddr::new(BlockId(block), page));
                     assert_eq!(got, (d, s, PageState::Programmed), "round {round}");
                 }
-                let ahead = store.ahead.borrow();
-                let stream = &ahead.streams[ahead.index[&BlockId(block)]];
-                assert!(stream.pages > 1, "block {block} was read ahead");
+                let (chunk, _) = store.ahead.pages_ahead(BlockId(block)).expect("a stream");
+                assert!(chunk > 1, "block {block} was read ahead");
             }
         }
-        assert_eq!(store.ahead.borrow().streams.len(), READ_AHEAD_BLOCKS);
+        assert_eq!(store.ahead.followed(), READ_AHEAD_BLOCKS);
+    }
+
+    /// With a real file, the helper thread reads the next chunk of a sequential reader's block.
+    /// A chunk it read while pages of it were still erased is dropped when they are
+    /// programmed: the reader gets the programmed bytes.
+    #[test]
+    fn the_helper_reads_ahead_and_programs_win() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut store = FileStore::create(&dir.path().join("image"), header(2)).expect("image");
+        assert!(store.ahead.helped(), "a real file has a helper");
+        let block = BlockId(1);
+        let program = |store: &mut FileStore, pages: std::ops::Range<u32>, round: u8| {
+            for page in pages {
+                let (d, s) = page_bytes(block.0, page, round);
+                let addr = PageAddr::new(block, page);
+                store
+                    .save(addr, &d, &s, PageState::Programmed)
+                    .expect("a program");
+            }
+        };
+        let chunk = READ_AHEAD_PAGES;
+        program(&mut store, 0..2 * chunk + 3, 0);
+        // Page 1 starts a chunk (page 0 could be a lone read), and page chunk + 1 goes on
+        // into the next, so the helper is asked for the one after that: most of it still
+        // erased in the file.
+        for page in 0..chunk + 2 {
+            let (d, s) = page_bytes(block.0, page, 0);
+            assert_eq!(
+                read(&store, PageAddr::new(block, page)),
+                (d, s, PageState::Programmed)
+            );
+        }
+        let waited = std::time::Instant::now();
+        while store.ahead.pages_ahead(block) != Some((chunk, chunk)) {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(10),
+                "the helper read the next chunk: {:?}",
+                store.ahead.pages_ahead(block)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        program(&mut store, 2 * chunk + 3..4 * chunk, 0);
+        for page in chunk + 2..4 * chunk {
+            let (d, s) = page_bytes(block.0, page, 0);
+            assert_eq!(
+                read(&store, PageAddr::new(block, page)),
+                (d, s, PageState::Programmed),
+                "page {page}"
+            );
+        }
+    }
+
+    /// Readers going through blocks that are erased and programmed again between their reads,
+    /// with the helper reading ahead all along: every page reads as last programmed.
+    #[test]
+    fn the_helper_races_programs_and_erases() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut store = FileStore::create(&dir.path().join("image"), header(4)).expect("image");
+        let blocks = [BlockId(0), BlockId(3), BlockId(5)];
+        let pages = 32;
+        for round in 0..20u8 {
+            for &block in &blocks {
+                store.erase(block).expect("an erase");
+                for page in 0..pages {
+                    let (d, s) = page_bytes(block.0, page, round);
+                    let addr = PageAddr::new(block, page);
+                    store
+                        .save(addr, &d, &s, PageState::Programmed)
+                        .expect("a program");
+                    // Read the pages below as the stripe's reader would, so the helper is
+                    // asked for chunks that the next programs change.
+                    if page % 5 == 4 {
+                        for below in 0..=page {
+                            let (d, s) = page_bytes(block.0, below, round);
+                            let got = read(&store, PageAddr::new(block, below));
+                            assert_eq!(got, (d, s, PageState::Programmed), "round {round}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// A page's data and spare come back from one read of a real file, whole, and a pair that
