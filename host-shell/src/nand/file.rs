@@ -627,6 +627,36 @@ mod tests {
         }
     }
 
+    /// Background work's reads ask nothing of the helper; the same reader outside it does.
+    #[test]
+    fn unhelped_reads_ask_nothing() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut store = FileStore::create(&dir.path().join("image"), header(2)).expect("image");
+        let block = BlockId(0);
+        for page in 0..32 {
+            let (d, s) = page_bytes(block.0, page, 0);
+            let addr = PageAddr::new(block, page);
+            store
+                .save(addr, &d, &s, PageState::Programmed)
+                .expect("a program");
+        }
+        let chunk = READ_AHEAD_PAGES;
+        let read_to = |store: &FileStore, pages: std::ops::Range<u32>| {
+            for page in pages {
+                let (d, s) = page_bytes(block.0, page, 0);
+                assert_eq!(
+                    read(store, PageAddr::new(block, page)),
+                    (d, s, PageState::Programmed)
+                );
+            }
+        };
+        crate::nand::ahead::unhelped(|| read_to(&store, 0..chunk + 2));
+        assert_eq!(store.ahead.asked(block), None);
+        assert_eq!(store.ahead.pages_ahead(block), Some((chunk, 0)));
+        read_to(&store, chunk + 2..2 * chunk + 2);
+        assert_eq!(store.ahead.asked(block), Some(3 * chunk + 1));
+    }
+
     /// Readers going through blocks that are erased and programmed again between their reads,
     /// with the helper reading ahead all along: every page reads as last programmed.
     #[test]
