@@ -182,6 +182,12 @@ pub struct SetAttr {
     pub size: Option<u64>,
     pub atime: Option<Time>,
     pub mtime: Option<Time>,
+    /// The caller may keep set-ID bits (Linux's `CAP_FSETID`). Without it, a size change
+    /// clears set-user-ID, and set-group-ID when group execute is set; an owner or group
+    /// change clears them whoever asks (not on a directory). A mode given in the same change
+    /// is kept as given. (Linux's rules, which a FUSE file system that kills set-ID bits
+    /// itself applies: see `FUSE_HANDLE_KILLPRIV_V2` in the mount.)
+    pub fsetid: bool,
 }
 
 /// Access mask bits, as `access(2)` has them.

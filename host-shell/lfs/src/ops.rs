@@ -228,9 +228,15 @@ impl State {
             }
         }
         let now = Time::now();
+        let chown = set.uid.is_some() || set.gid.is_some();
+        let kill = set.mode.is_none()
+            && ((chown && attr.kind != FileKind::Dir) || (set.size.is_some() && !set.fsetid));
         let records = self.touch(ino, |a| {
             if let Some(mode) = set.mode {
                 a.perm = (mode & 0o7777) as u16;
+            }
+            if kill {
+                a.kill_suid_sgid();
             }
             if let Some(uid) = set.uid {
                 a.uid = uid;

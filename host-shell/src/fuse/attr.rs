@@ -65,3 +65,17 @@ pub(super) fn caller(req: &Request) -> Caller {
         gid: req.gid(),
     }
 }
+
+/// Whether the thread behind `req` has `CAP_FSETID` (it may keep set-ID bits when it
+/// truncates), from its effective capabilities in `/proc`; a thread that cannot be looked at
+/// any more has not.
+pub(super) fn has_fsetid(req: &Request) -> bool {
+    const CAP_FSETID: u32 = 4;
+    std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
+        .ok()
+        .and_then(|status| {
+            let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(caps.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0)
+}

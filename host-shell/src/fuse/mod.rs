@@ -50,7 +50,7 @@ use fuser::{
 
 use crate::lfs::{FileKind, Lfs, RenameFlags, SetAttr};
 use crate::offload::keys::{Offload, ReadPath};
-use attr::{caller, file_attr, file_type, ino, time};
+use attr::{caller, file_attr, file_type, has_fsetid, ino, time};
 use reply::{lfs_errno, offload_errno, reply_empty, reply_entry};
 
 /// How long the kernel may cache attributes and names (this mount is their only writer).
@@ -96,6 +96,12 @@ impl fuser::Filesystem for CsdFs {
         let _ = config.set_max_write(MAX_IO_BYTES);
         let _ = config.set_max_readahead(MAX_IO_BYTES);
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
+        // Set-ID bits are cleared here, on writes (the kernel flags writers without
+        // CAP_FSETID), truncations and owner changes (`SetAttr::fsetid`). Otherwise the kernel
+        // asks for `security.capability` before every write, to see whether it must clear
+        // privileges: one more round trip per write. (This file system stores no
+        // `security.` attributes, so there are no file capabilities to clear.)
+        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
         Ok(())
     }
 
@@ -112,7 +118,7 @@ impl fuser::Filesystem for CsdFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         i: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -135,6 +141,7 @@ impl fuser::Filesystem for CsdFs {
             size,
             atime: atime.map(time),
             mtime: mtime.map(time),
+            fsetid: size.is_some() && has_fsetid(req),
         };
         match self.lfs.setattr(ino(i), set) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),

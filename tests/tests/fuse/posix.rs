@@ -554,8 +554,10 @@ fn fifos_sockets_and_device_nodes() {
 }
 
 /// A write by another user (no CAP_FSETID) to a root-owned 04777 file leaves it 0777, and
-/// 02777 becomes 0777; a write by root keeps set-user-ID; truncation by another user and
-/// chown by root clear the bits too, as on Linux's own file systems; the modes persist.
+/// 02777 becomes 0777; a write by root keeps set-user-ID; truncation (and `O_TRUNC`) by
+/// another user and chown by root clear the bits too, truncation by root does not, as on
+/// Linux's own file systems; the modes persist. (The mount clears the bits itself: the kernel
+/// leaves it to the file system, `FUSE_HANDLE_KILLPRIV_V2`.)
 #[test]
 fn writes_by_other_users_clear_set_id_bits() {
     let mut m = Mount::new(&[], &["--allow-other"]);
@@ -564,7 +566,7 @@ fn writes_by_other_users_clear_set_id_bits() {
         fs::write(m.path(name), b"data").expect("write");
         fs::set_permissions(m.path(name), fs::Permissions::from_mode(mode)).expect("chmod");
     }
-    for name in ["trunc", "chown"] {
+    for name in ["trunc", "otrunc", "rtrunc", "chown"] {
         fs::write(m.path(name), b"data").expect("write");
         fs::set_permissions(m.path(name), fs::Permissions::from_mode(0o6777)).expect("chmod");
     }
@@ -575,6 +577,13 @@ fn writes_by_other_users_clear_set_id_bits() {
     }
     let out = as_nobody(&format!("truncate -s 2 {}", path("trunc")));
     assert!(out.status.success(), "{out:?}");
+    let out = as_nobody(&format!(": > {}", path("otrunc")));
+    assert!(out.status.success(), "{out:?}");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("rtrunc"))
+        .and_then(|f| f.set_len(3))
+        .expect("root truncates");
     fs::OpenOptions::new()
         .append(true)
         .open(m.path("root"))
@@ -587,6 +596,8 @@ fn writes_by_other_users_clear_set_id_bits() {
         ("sgid", 0o777, 8),
         ("root", 0o4777, 8),
         ("trunc", 0o777, 2),
+        ("otrunc", 0o777, 0),
+        ("rtrunc", 0o6777, 3),
         ("chown", 0o777, 4),
     ];
     let check = |m: &Mount| {

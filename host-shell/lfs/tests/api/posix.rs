@@ -167,6 +167,93 @@ fn truncate_and_sparse() {
     assert!(matches!(lfs.write(d.ino, 0, b"x"), Err(LfsError::IsDir)));
 }
 
+/// Set-ID bits, as Linux clears them: an owner change clears set-user-ID (and set-group-ID
+/// with group execute) whoever asks, but not on a directory; a size change clears them unless
+/// the caller may keep them; a mode given in the same change is kept as given.
+#[test]
+fn setattr_clears_set_id_bits() {
+    let (lfs, _device) = mounted();
+    let cases = [
+        (
+            "chown",
+            SetAttr {
+                uid: Some(7),
+                ..SetAttr::default()
+            },
+            0o6777,
+            0o777,
+        ),
+        (
+            "chgrp no gexec",
+            SetAttr {
+                gid: Some(7),
+                ..SetAttr::default()
+            },
+            0o6767,
+            0o2767,
+        ),
+        (
+            "truncate",
+            SetAttr {
+                size: Some(1),
+                ..SetAttr::default()
+            },
+            0o6777,
+            0o777,
+        ),
+        (
+            "truncate, CAP_FSETID",
+            SetAttr {
+                size: Some(1),
+                fsetid: true,
+                ..SetAttr::default()
+            },
+            0o6777,
+            0o6777,
+        ),
+        (
+            "chown and chmod",
+            SetAttr {
+                uid: Some(7),
+                mode: Some(0o4755),
+                ..SetAttr::default()
+            },
+            0o6777,
+            0o4755,
+        ),
+        (
+            "utimes",
+            SetAttr {
+                mtime: Some(Time { sec: 1, nsec: 0 }),
+                ..SetAttr::default()
+            },
+            0o6777,
+            0o6777,
+        ),
+    ];
+    for (i, (what, set, before, after)) in cases.into_iter().enumerate() {
+        let name = format!("f{i}");
+        let f = lfs
+            .create(ROOT, name.as_bytes(), 0o644, 0, 0)
+            .expect("create");
+        let chmod = SetAttr {
+            mode: Some(before),
+            ..SetAttr::default()
+        };
+        lfs.setattr(f.ino, chmod).expect("chmod");
+        assert_eq!(lfs.setattr(f.ino, set).expect(what).perm, after, "{what}");
+    }
+    let d = lfs.mkdir(ROOT, b"d", 0o6777, 0, 0).expect("mkdir");
+    let chown = SetAttr {
+        uid: Some(7),
+        ..SetAttr::default()
+    };
+    assert_eq!(
+        lfs.setattr(d.ino, chown).expect("chown a directory").perm,
+        0o6777
+    );
+}
+
 /// setattr changes mode, owner and times; they persist.
 #[test]
 fn setattr_persists() {
@@ -183,6 +270,7 @@ fn setattr_persists() {
         atime: Some(t),
         mtime: Some(t),
         size: None,
+        fsetid: false,
     };
     let a = lfs.setattr(f.ino, set).expect("setattr");
     assert_eq!(
