@@ -477,6 +477,22 @@ mod tests {
         (data, vec![page as u8 ^ round; 64])
     }
 
+    /// Programs `pages` of `block` with [`page_bytes`] of `round`.
+    fn program<F: ImageFile>(
+        store: &mut FileStore<F>,
+        block: BlockId,
+        pages: std::ops::Range<u32>,
+        round: u8,
+    ) {
+        for page in pages {
+            let (d, s) = page_bytes(block.0, page, round);
+            let addr = PageAddr::new(block, page);
+            store
+                .save(addr, &d, &s, PageState::Programmed)
+                .expect("a program");
+        }
+    }
+
     fn read<F: ImageFile>(store: &FileStore<F>, addr: PageAddr) -> (Vec<u8>, Vec<u8>, PageState) {
         let (mut data, mut spare) = (vec![0; 4096], vec![0; 64]);
         let state = store.load(addr, &mut data, &mut spare).expect("a load");
@@ -491,13 +507,7 @@ mod tests {
         let mut store = ram_store(4);
         let blocks = [BlockId(1), BlockId(6)];
         for block in blocks {
-            for page in 0..20 {
-                let (d, s) = page_bytes(block.0, page, 0);
-                let addr = PageAddr::new(block, page);
-                store
-                    .save(addr, &d, &s, PageState::Programmed)
-                    .expect("a program");
-            }
+            program(&mut store, block, 0..20, 0);
         }
         for page in 0..20 {
             for block in blocks {
@@ -529,13 +539,7 @@ mod tests {
             let got = read(&store, PageAddr::new(blocks[1], page));
             assert_eq!(got, (vec![0xFF; 4096], vec![0xFF; 64], PageState::Erased));
         }
-        for page in 0..12 {
-            let (d, s) = page_bytes(blocks[1].0, page, 9);
-            let addr = PageAddr::new(blocks[1], page);
-            store
-                .save(addr, &d, &s, PageState::Programmed)
-                .expect("a program");
-        }
+        program(&mut store, blocks[1], 0..12, 9);
         for page in 0..12 {
             let (d, s) = page_bytes(blocks[1].0, page, 9);
             assert_eq!(
@@ -552,13 +556,7 @@ mod tests {
         let mut store = ram_store(READ_AHEAD_BLOCKS as u32);
         let blocks = 2 * READ_AHEAD_BLOCKS as u32;
         for block in 0..blocks {
-            for page in 0..3 {
-                let (d, s) = page_bytes(block, page, 1);
-                let addr = PageAddr::new(BlockId(block), page);
-                store
-                    .save(addr, &d, &s, PageState::Programmed)
-                    .expect("a program");
-            }
+            program(&mut store, BlockId(block), 0..3, 1);
         }
         for round in 0..2 {
             // Every other block, then the rest, each read through (and read ahead): streams
@@ -586,17 +584,8 @@ mod tests {
         let mut store = FileStore::create(&dir.path().join("image"), header(2)).expect("image");
         assert!(store.ahead.helped(), "a real file has a helper");
         let block = BlockId(1);
-        let program = |store: &mut FileStore, pages: std::ops::Range<u32>, round: u8| {
-            for page in pages {
-                let (d, s) = page_bytes(block.0, page, round);
-                let addr = PageAddr::new(block, page);
-                store
-                    .save(addr, &d, &s, PageState::Programmed)
-                    .expect("a program");
-            }
-        };
         let chunk = READ_AHEAD_PAGES;
-        program(&mut store, 0..2 * chunk + 3, 0);
+        program(&mut store, block, 0..2 * chunk + 3, 0);
         // Page 1 starts a chunk (page 0 could be a lone read), and page chunk + 1 goes on
         // into the next, so the helper is asked for the one after that: most of it still
         // erased in the file.
@@ -616,7 +605,7 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        program(&mut store, 2 * chunk + 3..4 * chunk, 0);
+        program(&mut store, block, 2 * chunk + 3..4 * chunk, 0);
         for page in chunk + 2..4 * chunk {
             let (d, s) = page_bytes(block.0, page, 0);
             assert_eq!(
@@ -633,13 +622,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut store = FileStore::create(&dir.path().join("image"), header(2)).expect("image");
         let block = BlockId(0);
-        for page in 0..32 {
-            let (d, s) = page_bytes(block.0, page, 0);
-            let addr = PageAddr::new(block, page);
-            store
-                .save(addr, &d, &s, PageState::Programmed)
-                .expect("a program");
-        }
+        program(&mut store, block, 0..32, 0);
         let chunk = READ_AHEAD_PAGES;
         let read_to = |store: &FileStore, pages: std::ops::Range<u32>| {
             for page in pages {
@@ -669,11 +652,7 @@ mod tests {
             for &block in &blocks {
                 store.erase(block).expect("an erase");
                 for page in 0..pages {
-                    let (d, s) = page_bytes(block.0, page, round);
-                    let addr = PageAddr::new(block, page);
-                    store
-                        .save(addr, &d, &s, PageState::Programmed)
-                        .expect("a program");
+                    program(&mut store, block, page..page + 1, round);
                     // Read the pages below as the stripe's reader would, so the helper is
                     // asked for chunks that the next programs change.
                     if page % 5 == 4 {
