@@ -67,15 +67,20 @@ pub(super) fn caller(req: &Request) -> Caller {
 }
 
 /// Whether the thread behind `req` has `CAP_FSETID` (it may keep set-ID bits when it
-/// truncates), from its effective capabilities in `/proc`; a thread that cannot be looked at
-/// any more has not.
+/// truncates), from its effective capabilities in `/proc`. The kernel asks about the initial
+/// user namespace: a caller in another namespace than this process's (root in a rootless
+/// container) has not, nor has a thread that cannot be looked at any more.
 pub(super) fn has_fsetid(req: &Request) -> bool {
     const CAP_FSETID: u32 = 4;
-    std::fs::read_to_string(format!("/proc/{}/status", req.pid()))
-        .ok()
-        .and_then(|status| {
-            let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(caps.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0)
+    let proc = format!("/proc/{}", req.pid());
+    let namespace = |dir: &str| std::fs::read_link(format!("{dir}/ns/user")).ok();
+    let same_namespace = namespace(&proc).is_some_and(|ns| Some(ns) == namespace("/proc/self"));
+    same_namespace
+        && std::fs::read_to_string(format!("{proc}/status"))
+            .ok()
+            .and_then(|status| {
+                let caps = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+                u64::from_str_radix(caps.trim(), 16).ok()
+            })
+            .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0)
 }

@@ -9,7 +9,8 @@
 //! reading the image is most of a sequential read's work on the device, and this moves it off
 //! the thread that holds the controller, onto a core that would otherwise idle. The helper runs
 //! at the lowest priority (nice 19): with every core busy it mostly does not run, and readers
-//! read their chunks themselves, taking back what the helper has not started. Readers never
+//! read their chunks themselves, taking back (when they can lock them) the asks the helper has
+//! not started; at most 64 asks wait for it. Readers never
 //! wait for the helper: they only *try* the locks they share with it, and skip asking it, or
 //! taking its chunks, when one is held.
 //!
@@ -41,10 +42,10 @@ thread_local! {
     static UNHELPED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `f` with no reads asked of the helper: the device thread runs a kernel's slices so, as
-/// the helper's core belongs to regular I/O. (Read ahead for a kernel, its file's reads went
-/// on on a second core, and 4 KiB reads of other processes waited: their p99 went from 0.8x
-/// to 2.9x of the idle one.)
+/// Runs `f` with no reads asked of the helper. The device thread runs kernels' slices this way:
+/// the helper's core is left to regular I/O. (With the helper reading ahead for kernels, the
+/// p99 of other processes' 4 KiB reads while two kernels ran rose from 0.8x to 2.9x of the
+/// idle p99.)
 pub fn unhelped<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
@@ -101,18 +102,20 @@ struct Stream {
     /// The first page of the chunk asked of the helper and not delivered yet.
     asked: Option<u32>,
     /// Changes whenever what was read of the block may be stale, or the stream moves to
-    /// another block: the helper's chunks of an older generation are dropped.
+    /// another block: the helper's chunks of an older generation are dropped. Generations
+    /// come from one counter for all streams, so a block that comes back in another stream
+    /// never meets a chunk asked before it left.
     generation: u64,
     /// Used since the replacement clock last passed it.
     used: bool,
 }
 
 impl Stream {
-    fn forget(&mut self) {
+    fn forget(&mut self, generation: u64) {
         self.chunk.pages = 0;
         self.ahead = None;
         self.asked = None;
-        self.generation += 1;
+        self.generation = generation;
     }
 }
 
@@ -126,12 +129,28 @@ struct Streams {
     hand: usize,
     /// Buffers of chunks used up, for the next asks (they need no zeroing).
     free: Vec<Vec<u8>>,
+    /// The last generation handed out.
+    generations: u64,
 }
 
 /// Buffers kept for asks.
 const FREE_BUFFERS: usize = 64;
 
+/// Asks waiting for the helper at most: two zones' stripes.
+const MAX_ASKS: usize = 64;
+
 impl Streams {
+    fn next_generation(&mut self) -> u64 {
+        self.generations += 1;
+        self.generations
+    }
+
+    /// Forgets what was read for stream `i`.
+    fn forget(&mut self, i: usize) {
+        let generation = self.next_generation();
+        self.streams[i].forget(generation);
+    }
+
     fn recycle(&mut self, bytes: Vec<u8>) {
         if self.free.len() < FREE_BUFFERS && !bytes.is_empty() {
             self.free.push(bytes);
@@ -143,13 +162,14 @@ impl Streams {
         let i = match self.index.get(&block) {
             Some(&i) => i,
             None if self.streams.len() < READ_AHEAD_BLOCKS => {
+                let generation = self.next_generation();
                 self.streams.push(Stream {
                     block,
                     next: u32::MAX,
                     chunk: Chunk::default(),
                     ahead: None,
                     asked: None,
-                    generation: 0,
+                    generation,
                     used: false,
                 });
                 self.index.insert(block, self.streams.len() - 1);
@@ -161,9 +181,9 @@ impl Streams {
                 }
                 let i = self.hand;
                 self.hand = (self.hand + 1) % self.streams.len();
+                self.index.remove(&self.streams[i].block);
+                self.forget(i);
                 let s = &mut self.streams[i];
-                self.index.remove(&s.block);
-                s.forget();
                 (s.block, s.next) = (block, u32::MAX);
                 self.index.insert(block, i);
                 i
@@ -308,7 +328,8 @@ impl ReadAhead {
     pub fn forget(&self, block: BlockId) {
         let mut streams = self.streams.borrow_mut();
         if let Some(&i) = streams.index.get(&block) {
-            streams.streams[i].forget();
+            self.cancel(&mut streams.streams[i]);
+            streams.forget(i);
         }
     }
 
@@ -410,6 +431,11 @@ impl ReadAhead {
         let Some(mut asks) = try_lock(&helper.mailbox.asks) else {
             return;
         };
+        if asks.list.len() >= MAX_ASKS {
+            // The helper is behind (it runs only on a core nobody else wants): readers read
+            // for themselves until it catches up.
+            return;
+        }
         let pages = rest.min(READ_AHEAD_PAGES);
         let mut bytes = streams.free.pop().unwrap_or_default();
         bytes.resize(pages as usize * self.layout.stride as usize, 0);
@@ -483,5 +509,69 @@ fn help(file: &File, mailbox: &Mailbox) {
         };
         let read = file.read_exact_at(&mut ask.bytes, ask.at).is_ok();
         lock(&mailbox.delivered).push(Delivered { ask, read });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every stream a block is given, and every forget, has a generation never handed out
+    /// before: a chunk asked for a block that then left the table (or was programmed) can
+    /// never pass for one asked later, in whatever stream the block comes back to.
+    #[test]
+    fn generations_are_never_reused() {
+        let mut streams = Streams::default();
+        let mut seen = std::collections::HashSet::new();
+        for round in 0..3u32 {
+            for block in 0..READ_AHEAD_BLOCKS as u32 + 40 {
+                let i = streams.find(BlockId(block * 3 + round));
+                if block % 7 == 0 {
+                    streams.forget(i);
+                }
+                let generation = streams.streams[i].generation;
+                assert!(
+                    seen.insert(generation),
+                    "generation {generation} handed out twice"
+                );
+            }
+        }
+    }
+
+    /// A chunk delivered for a generation its stream no longer has is dropped, its buffer
+    /// kept for later asks; one for the current generation becomes the stream's next chunk.
+    #[test]
+    fn deliveries_of_an_old_generation_are_dropped() {
+        let mut streams = Streams::default();
+        let block = BlockId(5);
+        let i = streams.find(block);
+        let ask = |streams: &Streams| Ask {
+            block,
+            generation: streams.streams[i].generation,
+            first: 9,
+            pages: 1,
+            at: 0,
+            bytes: vec![7; 16],
+        };
+        streams.streams[i].asked = Some(9);
+        let stale = ask(&streams);
+        streams.forget(i);
+        streams.streams[i].asked = Some(9);
+        let fresh = ask(&streams);
+        let mut delivered = vec![Delivered {
+            ask: stale,
+            read: true,
+        }];
+        streams.take_delivered(&mut delivered);
+        assert!(streams.streams[i].ahead.is_none());
+        assert_eq!(streams.free.len(), 1);
+        delivered.push(Delivered {
+            ask: fresh,
+            read: true,
+        });
+        streams.take_delivered(&mut delivered);
+        let ahead = streams.streams[i].ahead.as_ref().expect("the fresh chunk");
+        assert_eq!((ahead.first, ahead.pages), (9, 1));
+        assert_eq!(streams.streams[i].asked, None);
     }
 }
