@@ -198,47 +198,38 @@ fn repeated_addresses_in_a_block() {
     );
 }
 
+/// `dst = a + b` (mov64, add64), then `access`: an address a loop body builds and uses.
+fn at_sum(dst: u8, a: u8, b: u8, access: Vec<u8>) -> Vec<u8> {
+    [raw(0xbf, dst, a, 0, 0), raw(0x0f, dst, b, 0, 0), access].concat()
+}
+
 /// One piece of a generated loop body (no jumps: the loop stays one block).
 fn loop_piece() -> impl Strategy<Value = Vec<u8>> {
     let k = -9i16..9;
     prop_oneof![
         // A byte at r2 + r4 (r4 steps), into r5.
-        k.clone().prop_map(|k| [
-            raw(0xbf, 5, 2, 0, 0),
-            raw(0x0f, 5, 4, 0, 0),
-            raw(0x71, 5, 5, k, 0)
-        ]
-        .concat()),
+        k.clone()
+            .prop_map(|k| at_sum(5, 2, 4, raw(0x71, 5, 5, k, 0))),
         (0i32..5).prop_map(|s| raw(0x67, 5, 0, 0, s)),
         prop::sample::select(vec![0i32, 7, 255, 4095, -1]).prop_map(|m| raw(0x57, 5, 0, 0, m)),
         // counts[r5]++ at r1 + r5, by a load and a store or by an atomic add.
-        k.clone().prop_map(|k| [
-            raw(0xbf, 0, 1, 0, 0),
-            raw(0x0f, 0, 5, 0, 0),
-            raw(0x79, 7, 0, k, 0),
-            raw(0x07, 7, 0, 0, 1),
-            raw(0x7b, 0, 7, k, 0),
-        ]
-        .concat()),
-        k.clone().prop_map(|k| [
-            raw(0xbf, 0, 1, 0, 0),
-            raw(0x0f, 0, 5, 0, 0),
-            raw(0xdb, 0, 9, k, 0)
-        ]
-        .concat()),
+        k.clone().prop_map(|k| at_sum(
+            0,
+            1,
+            5,
+            [
+                raw(0x79, 7, 0, k, 0),
+                raw(0x07, 7, 0, 0, 1),
+                raw(0x7b, 0, 7, k, 0)
+            ]
+            .concat()
+        )),
+        k.clone()
+            .prop_map(|k| at_sum(0, 1, 5, raw(0xdb, 0, 9, k, 0))),
         // A store of a byte and a 32-bit load at r2 + r4.
-        (k.clone(), any::<i32>()).prop_map(|(k, v)| [
-            raw(0xbf, 8, 2, 0, 0),
-            raw(0x0f, 8, 4, 0, 0),
-            raw(0x72, 8, 0, k, v)
-        ]
-        .concat()),
-        k.clone().prop_map(|k| [
-            raw(0xbf, 8, 2, 0, 0),
-            raw(0x0f, 8, 4, 0, 0),
-            raw(0x61, 7, 8, k, 0)
-        ]
-        .concat()),
+        (k.clone(), any::<i32>()).prop_map(|(k, v)| at_sum(8, 2, 4, raw(0x72, 8, 0, k, v))),
+        k.clone()
+            .prop_map(|k| at_sum(8, 2, 4, raw(0x61, 7, 8, k, 0))),
         // Addresses the guard cannot bound: a loaded pointer, a scaled induction variable.
         k.clone().prop_map(|k| raw(0x79, 5, 1, k, 0)),
         Just(

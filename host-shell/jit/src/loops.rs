@@ -221,11 +221,12 @@ pub(crate) fn accesses(insns: &[Insn], pcs: &[usize]) -> Option<Vec<Access>> {
         .collect()
 }
 
+/// Instructions for the tests here and in `codegen`.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use firmware::ebpf::{Insn, Op};
 
-    fn insn(op: Op, dst: u8, src: u8, off: i32, imm: u64) -> Insn {
+    pub fn insn(op: Op, dst: u8, src: u8, off: i32, imm: u64) -> Insn {
         Insn {
             op,
             dst,
@@ -235,8 +236,9 @@ mod tests {
         }
     }
 
-    /// entropy.c's byte loop: `counts[p[i]]++` for i from r4 on.
-    fn byte_loop() -> Vec<Insn> {
+    /// entropy.c's byte loop, `counts[p[i]]++` for i from r4 on, placed at pc `start` (its
+    /// last instruction jumps back there).
+    pub fn byte_loop(start: usize) -> Vec<Insn> {
         use Op::*;
         vec![
             insn(Mov64Reg, 5, 2, 0, 0),
@@ -249,13 +251,19 @@ mod tests {
             insn(Add64Imm, 5, 0, 0, 1),
             insn(Stx64, 0, 5, 0, 0),
             insn(Add64Imm, 4, 0, 0, 1),
-            insn(JgtReg, 3, 4, 0, 0),
+            insn(JgtReg, 3, 4, start as i32, 0),
         ]
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{byte_loop, insn};
+    use super::*;
 
     #[test]
     fn the_byte_loop_is_bounded() {
-        let insns = byte_loop();
+        let insns = byte_loop(0);
         let pcs: Vec<usize> = (0..insns.len()).collect();
         let got = accesses(&insns, &pcs).expect("bounded");
         // p[i]: r2 + r4, stepping by 1 (r4 += 1); counts[b]: r1 + 8 * b, b a byte.

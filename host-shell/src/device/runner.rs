@@ -28,7 +28,6 @@ use std::{
 use common::command::{CommandId, Completion, Submission};
 
 use super::queue::{Closed, Done, Entry, QueuePair};
-use crate::nand::ahead::unhelped;
 
 /// What the controller drives: the firmware's controller in-process, or a board over a link.
 pub trait Backend: Send + 'static {
@@ -128,8 +127,7 @@ impl<B: Backend> Shared<B> {
         let Some(c) = core.as_mut() else {
             return;
         };
-        // Background work gets no read-ahead help (see `nand::ahead::unhelped`).
-        match catch_unwind(AssertUnwindSafe(|| unhelped(|| c.backend.poll()))) {
+        match catch_unwind(AssertUnwindSafe(|| c.backend.poll())) {
             Ok(Some((sqid, completion))) => {
                 let buffer = c.parked.remove(&(sqid, completion.cid)).unwrap_or_default();
                 if let Some(q) = self.queues.get(usize::from(sqid)) {

@@ -28,7 +28,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use firmware::nand::{BlockId, PageAddr};
+use firmware::nand::{image::ImageLayout, BlockId, PageAddr};
 
 /// Pages of a block one read of the file brings in for a sequential reader.
 pub const READ_AHEAD_PAGES: u32 = 8;
@@ -55,24 +55,6 @@ pub fn unhelped<R>(f: impl FnOnce() -> R) -> R {
     }
     let _reset = Reset(UNHELPED.replace(true));
     f()
-}
-
-/// Where a block's pages are in the image file.
-#[derive(Debug, Clone, Copy)]
-pub struct Layout {
-    pub pages_per_block: u32,
-    /// Bytes of one page in the file: data then spare.
-    pub stride: u64,
-    /// The file offset of the first page.
-    pub pages_at: u64,
-}
-
-impl Layout {
-    fn page_at(&self, addr: PageAddr) -> u64 {
-        self.pages_at
-            + (u64::from(addr.block.0) * u64::from(self.pages_per_block) + u64::from(addr.page))
-                * self.stride
-    }
 }
 
 /// Pages `first..first + pages` of a block, data then spare, a file stride each.
@@ -286,7 +268,8 @@ fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
 /// The read-ahead of one image (see the module docs).
 #[derive(Debug)]
 pub struct ReadAhead {
-    layout: Layout,
+    layout: ImageLayout,
+    pages_per_block: u32,
     streams: RefCell<Streams>,
     helper: Option<Helper>,
 }
@@ -301,10 +284,10 @@ pub enum Loaded {
 }
 
 impl ReadAhead {
-    /// Read-ahead over an image of `layout`; `helper_file`, another handle on the image, lets
-    /// a helper thread read ahead of the readers (without it, or without a thread to be had,
-    /// readers read each chunk themselves).
-    pub fn new(layout: Layout, helper_file: Option<File>) -> Self {
+    /// Read-ahead over an image of `layout` with blocks of `pages_per_block`; `helper_file`,
+    /// another handle on the image, lets a helper thread read ahead of the readers (without
+    /// it, or without a thread to be had, readers read each chunk themselves).
+    pub fn new(layout: ImageLayout, pages_per_block: u32, helper_file: Option<File>) -> Self {
         let helper = helper_file.and_then(|file| {
             let mailbox = Arc::new(Mailbox::default());
             let theirs = Arc::clone(&mailbox);
@@ -319,9 +302,16 @@ impl ReadAhead {
         });
         ReadAhead {
             layout,
+            pages_per_block,
             streams: RefCell::default(),
             helper,
         }
+    }
+
+    /// Where page `addr` is in the file.
+    fn page_at(&self, addr: PageAddr) -> u64 {
+        let index = u64::from(addr.block.0) * u64::from(self.pages_per_block);
+        self.layout.page_offset(index + u64::from(addr.page))
     }
 
     /// Forgets what was read of `block` (one of its pages is being programmed).
@@ -346,7 +336,10 @@ impl ReadAhead {
         let mut guard = self.streams.borrow_mut();
         let streams = &mut *guard;
         let i = streams.find(addr.block);
-        if !streams.streams[i].chunk.has(addr.page) {
+        let waits = &streams.streams[i];
+        // Deliveries are taken (all of them) when a reader with an ask outstanding leaves its
+        // chunk: a random reader, which never asks, never locks the mailbox.
+        if waits.asked.is_some() && !waits.chunk.has(addr.page) {
             if let Some(mut delivered) = self
                 .helper
                 .as_ref()
@@ -371,7 +364,7 @@ impl ReadAhead {
                 }
                 other => {
                     stream.ahead = other;
-                    let rest = self.layout.pages_per_block - addr.page;
+                    let rest = self.pages_per_block - addr.page;
                     if !sequential || rest < 2 {
                         return Ok(Loaded::Yours);
                     }
@@ -384,7 +377,7 @@ impl ReadAhead {
                     chunk
                         .bytes
                         .resize(pages as usize * self.layout.stride as usize, 0);
-                    read(&mut chunk.bytes, self.layout.page_at(addr))?;
+                    read(&mut chunk.bytes, self.page_at(addr))?;
                     (chunk.first, chunk.pages) = (addr.page, pages);
                 }
             }
@@ -424,7 +417,7 @@ impl ReadAhead {
         };
         let stream = &streams.streams[i];
         let first = stream.chunk.first + stream.chunk.pages;
-        let rest = self.layout.pages_per_block.saturating_sub(first);
+        let rest = self.pages_per_block.saturating_sub(first);
         if rest == 0 || stream.asked == Some(first) {
             return;
         }
@@ -446,7 +439,7 @@ impl ReadAhead {
             generation: stream.generation,
             first,
             pages,
-            at: self.layout.page_at(PageAddr::new(stream.block, first)),
+            at: self.page_at(PageAddr::new(stream.block, first)),
             bytes,
         });
         if std::mem::take(&mut asks.waiting) {

@@ -33,7 +33,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::ahead::{Layout, Loaded, ReadAhead};
+use super::ahead::{Loaded, ReadAhead};
 use firmware::nand::{
     image::{decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES},
     sim::{PageState, PageStore},
@@ -243,14 +243,7 @@ impl<F: ImageFile> FileStore<F> {
             scratch: Vec::with_capacity(page),
             unsynced: false,
             sync_failed: false,
-            ahead: ReadAhead::new(
-                Layout {
-                    pages_per_block: header.geometry.pages_per_block,
-                    stride: lay.stride,
-                    pages_at: lay.pages_at,
-                },
-                helper_file,
-            ),
+            ahead: ReadAhead::new(lay, header.geometry.pages_per_block, helper_file),
         }
     }
 
@@ -367,7 +360,6 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
             other => other,
         };
-        let at = self.page_offset(index);
         let loaded = self
             .ahead
             .load(addr, data, spare, |chunk, at| {
@@ -376,7 +368,7 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             .map_err(read_fault)?;
         if loaded == Loaded::Yours {
             self.file
-                .read_pair_at(data, spare, at)
+                .read_pair_at(data, spare, self.page_offset(index))
                 .map_err(read_fault)?;
         }
         Ok(state)

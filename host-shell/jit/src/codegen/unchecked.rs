@@ -204,37 +204,15 @@ impl Gen<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn insn(op: Op, dst: u8, src: u8, off: i32, imm: u64) -> Insn {
-        Insn {
-            op,
-            dst,
-            src,
-            off,
-            imm,
-        }
-    }
+    use crate::loops::fixtures::{byte_loop, insn};
 
     /// A kernel with entropy's byte loop at 1..=11 gets that loop, with its three accesses;
     /// the same loop chasing a loaded pointer gets none.
     #[test]
     fn the_byte_loop_gets_a_function() {
-        use Op::*;
-        let mut insns = vec![
-            insn(Mov64Imm, 4, 0, 0, 0),
-            insn(Mov64Reg, 5, 2, 0, 0),
-            insn(Add64Reg, 5, 4, 0, 0),
-            insn(Ldx8, 5, 5, 0, 0),
-            insn(Lsh64Imm, 5, 0, 0, 3),
-            insn(Mov64Reg, 0, 1, 0, 0),
-            insn(Add64Reg, 0, 5, 0, 0),
-            insn(Ldx64, 5, 0, 0, 0),
-            insn(Add64Imm, 5, 0, 0, 1),
-            insn(Stx64, 0, 5, 0, 0),
-            insn(Add64Imm, 4, 0, 0, 1),
-            insn(JgtReg, 3, 4, 1, 0),
-            insn(Exit, 0, 0, 0, 0),
-        ];
+        let mut insns = vec![insn(Op::Mov64Imm, 4, 0, 0, 0)];
+        insns.extend(byte_loop(1));
+        insns.push(insn(Op::Exit, 0, 0, 0, 0));
         let found = loops_of(&insns, &Blocks::of(&insns));
         assert_eq!(found.len(), 1);
         assert_eq!(
@@ -242,7 +220,7 @@ mod tests {
             (1, 11, 3)
         );
 
-        insns[5] = insn(Ldx64, 0, 1, 0, 0);
+        insns[5] = insn(Op::Ldx64, 0, 1, 0, 0);
         assert!(loops_of(&insns, &Blocks::of(&insns)).is_empty());
     }
 }
