@@ -14,7 +14,7 @@ use firmware::{
 use jit::HostExecutor;
 
 use super::{clock::Clock, queue::Entry, runner::Backend};
-use crate::nand::{ahead::unhelped, timing::Timed};
+use crate::nand::timing::Timed;
 
 /// The NAND stack under an in-process device: the strict emulator over `S`, timed.
 pub type DeviceNand<S> = Timed<SimNand<S>>;
@@ -262,8 +262,7 @@ impl<S: PageStore + Send + 'static> Backend for InProcess<S> {
         let (sqid, cid) = self.controller.next_run()?;
         let slice = self.clock.slice_start(sqid, cid);
         self.nand().start_at(slice.start_ns);
-        // A kernel's reads get no read-ahead help: the helper's core is regular I/O's.
-        let done = unhelped(|| self.controller.poll());
+        let done = self.controller.poll();
         if let Some((q, c, stats)) = self.controller.last_slice() {
             let nand_end = self.nand().finished_ns();
             self.clock.slice_end(q, c, slice, nand_end, &stats);

@@ -14,11 +14,10 @@
 //! A sync with nothing written since the last one costs nothing, so concurrent Flushes share
 //! one host sync.
 //!
-//! Reads: a reader going through a block page by page (a zone's sequential reader does, one
-//! page per block of its stripe in turn) gets its pages from chunks read ahead of it, by itself
-//! or by a helper thread ([`super::ahead`]). Programming a page forgets what was read ahead in
-//! its block, and a page's state always comes from the state bytes (an erased page is never
-//! read from the file).
+//! Reads: a real file is mapped into memory ([`super::mapped`]), and a page is copied from the
+//! mapping; a file that cannot be mapped (and the test seams) is read with one `preadv` per
+//! page. A page's state always comes from the state bytes: an erased page is never read from
+//! the file.
 //!
 //! Host faults are device conditions, never panics: a write that finds the host disk full
 //! (ENOSPC, EDQUOT, or a write that makes no progress) answers [`NandErrorKind::StoreFull`],
@@ -33,7 +32,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::ahead::{Loaded, ReadAhead};
+use super::mapped::Mapped;
 use firmware::nand::{
     image::{decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES},
     sim::{PageState, PageStore},
@@ -56,9 +55,9 @@ pub trait ImageFile: Send + std::fmt::Debug + 'static {
     fn sync_data(&mut self) -> io::Result<()>;
     /// The file's length in bytes.
     fn len_bytes(&self) -> io::Result<u64>;
-    /// Another handle that reads the same bytes, for the read-ahead's helper thread, if the
-    /// file has one (a file whose reads must go through this handle has none).
-    fn reader(&self) -> Option<File> {
+    /// The file mapped into memory for reads, if it can be (a file whose reads must go
+    /// through this handle cannot).
+    fn map(&self) -> Option<Mapped> {
         None
     }
 }
@@ -100,8 +99,8 @@ impl ImageFile for File {
         Ok(self.metadata()?.len())
     }
 
-    fn reader(&self) -> Option<File> {
-        self.try_clone().ok()
+    fn map(&self) -> Option<Mapped> {
+        Mapped::new(self).ok()
     }
 }
 
@@ -147,8 +146,8 @@ pub struct FileStore<F: ImageFile = File> {
     unsynced: bool,
     /// A sync failed: what it should have made durable may be gone.
     sync_failed: bool,
-    /// Pages read ahead for sequential readers (see the module docs).
-    ahead: ReadAhead,
+    /// The file mapped for reads, when it could be.
+    map: Option<Mapped>,
 }
 
 impl FileStore {
@@ -232,7 +231,7 @@ impl<F: ImageFile> FileStore<F> {
     fn assemble(file: F, path: &Path, header: Header, states: Vec<u8>) -> Self {
         let lay = ImageLayout::of(&header.geometry);
         let page = header.geometry.page_bytes as usize + header.geometry.spare_bytes as usize;
-        let helper_file = file.reader();
+        let map = file.map();
         FileStore {
             file,
             path: path.into(),
@@ -243,7 +242,7 @@ impl<F: ImageFile> FileStore<F> {
             scratch: Vec::with_capacity(page),
             unsynced: false,
             sync_failed: false,
-            ahead: ReadAhead::new(lay, header.geometry.pages_per_block, helper_file),
+            map,
         }
     }
 
@@ -360,16 +359,18 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
             other => other,
         };
-        let loaded = self
-            .ahead
-            .load(addr, data, spare, |chunk, at| {
-                self.file.read_exact_at(chunk, at)
-            })
-            .map_err(read_fault)?;
-        if loaded == Loaded::Yours {
-            self.file
-                .read_pair_at(data, spare, self.page_offset(index))
-                .map_err(read_fault)?;
+        let at = self.page_offset(index);
+        match &self.map {
+            Some(map) => map.read_pair(at, data, spare).ok_or_else(|| {
+                read_fault(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the page is past the end of the mapped image",
+                ))
+            })?,
+            None => self
+                .file
+                .read_pair_at(data, spare, at)
+                .map_err(read_fault)?,
         }
         Ok(state)
     }
@@ -386,7 +387,6 @@ impl<F: ImageFile> PageStore for FileStore<F> {
         state: PageState,
     ) -> Result<(), NandErrorKind> {
         let index = self.index(addr);
-        self.ahead.forget(addr.block);
         if state != PageState::Erased {
             let at = self.page_offset(index);
             let mut page = std::mem::take(&mut self.scratch);
@@ -434,10 +434,7 @@ impl<F: ImageFile> PageStore for FileStore<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nand::{
-        ahead::{READ_AHEAD_BLOCKS, READ_AHEAD_PAGES},
-        hostcache::RamFile,
-    };
+    use crate::nand::hostcache::RamFile;
     use firmware::{nand::image::ImageLayout, zns::ZoneConfig};
 
     fn header(blocks_per_die: u32) -> Header {
@@ -491,12 +488,9 @@ mod tests {
         (data, spare, state)
     }
 
-    /// Readers going through blocks page by page, interleaved as a zone's stripe reads them,
-    /// get every page's own bytes; programming a page or erasing the block is seen by the next
-    /// read, whatever was read ahead before.
-    #[test]
-    fn read_ahead_follows_programs_and_erases() {
-        let mut store = ram_store(4);
+    /// Pages read back as programmed, interleaved across blocks as a zone's stripe reads them;
+    /// programming a page or erasing its block is seen by the next read.
+    fn reads_follow_programs_and_erases<F: ImageFile>(mut store: FileStore<F>) {
         let blocks = [BlockId(1), BlockId(6)];
         for block in blocks {
             program(&mut store, block, 0..20, 0);
@@ -508,10 +502,6 @@ mod tests {
                 assert_eq!(got, (d, s, PageState::Programmed), "{block:?} page {page}");
             }
         }
-        let (chunk, _) = store.ahead.pages_ahead(blocks[0]).expect("a stream");
-        assert!(chunk > 1, "sequential reads were read ahead");
-
-        // Pages 20 and 21 are still erased, though the last read ahead may cover them.
         let addr = PageAddr::new(blocks[0], 20);
         assert_eq!(
             read(&store, addr),
@@ -526,137 +516,45 @@ mod tests {
             (d, s, PageState::Programmed)
         );
 
-        store.erase(blocks[1]).expect("an erase");
-        for page in [0, 1, 2] {
-            let got = read(&store, PageAddr::new(blocks[1], page));
-            assert_eq!(got, (vec![0xFF; 4096], vec![0xFF; 64], PageState::Erased));
-        }
-        program(&mut store, blocks[1], 0..12, 9);
-        for page in 0..12 {
-            let (d, s) = page_bytes(blocks[1].0, page, 9);
-            assert_eq!(
-                read(&store, PageAddr::new(blocks[1], page)),
-                (d, s, PageState::Programmed)
-            );
-        }
-    }
-
-    /// More blocks read at once than the store follows: the streams it drops and reuses give
-    /// every page its own bytes.
-    #[test]
-    fn read_ahead_of_more_blocks_than_it_follows() {
-        let mut store = ram_store(READ_AHEAD_BLOCKS as u32);
-        let blocks = 2 * READ_AHEAD_BLOCKS as u32;
-        for block in 0..blocks {
-            program(&mut store, BlockId(block), 0..3, 1);
-        }
-        for round in 0..2 {
-            // Every other block, then the rest, each read through (and read ahead): streams
-            // are dropped and reused for other blocks, their bytes with them.
-            let order = (0..blocks).step_by(2).chain((1..blocks).step_by(2));
-            for block in order {
-                for page in 0..3 {
-                    let (d, s) = page_bytes(block, page, 1);
-                    let got = read(&store, PageAddr::new(BlockId(block), page));
-                    assert_eq!(got, (d, s, PageState::Programmed), "round {round}");
-                }
-                let (chunk, _) = store.ahead.pages_ahead(BlockId(block)).expect("a stream");
-                assert!(chunk > 1, "block {block} was read ahead");
+        for round in 1..4u8 {
+            store.erase(blocks[1]).expect("an erase");
+            for page in [0, 1, 2] {
+                let got = read(&store, PageAddr::new(blocks[1], page));
+                assert_eq!(got, (vec![0xFF; 4096], vec![0xFF; 64], PageState::Erased));
             }
-        }
-        assert_eq!(store.ahead.followed(), READ_AHEAD_BLOCKS);
-    }
-
-    /// With a real file, the helper thread reads the next chunk of a sequential reader's block.
-    /// A chunk it read while pages of it were still erased is dropped when they are
-    /// programmed: the reader gets the programmed bytes.
-    #[test]
-    fn the_helper_reads_ahead_and_programs_win() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut store = FileStore::create(&dir.path().join("image"), header(2)).expect("image");
-        assert!(store.ahead.helped(), "a real file has a helper");
-        let block = BlockId(1);
-        let chunk = READ_AHEAD_PAGES;
-        program(&mut store, block, 0..2 * chunk + 3, 0);
-        // Page 1 starts a chunk (page 0 could be a lone read), and page chunk + 1 goes on
-        // into the next, so the helper is asked for the one after that: most of it still
-        // erased in the file.
-        for page in 0..chunk + 2 {
-            let (d, s) = page_bytes(block.0, page, 0);
-            assert_eq!(
-                read(&store, PageAddr::new(block, page)),
-                (d, s, PageState::Programmed)
-            );
-        }
-        let waited = std::time::Instant::now();
-        while store.ahead.pages_ahead(block) != Some((chunk, chunk)) {
-            assert!(
-                waited.elapsed() < std::time::Duration::from_secs(10),
-                "the helper read the next chunk: {:?}",
-                store.ahead.pages_ahead(block)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        program(&mut store, block, 2 * chunk + 3..4 * chunk, 0);
-        for page in chunk + 2..4 * chunk {
-            let (d, s) = page_bytes(block.0, page, 0);
-            assert_eq!(
-                read(&store, PageAddr::new(block, page)),
-                (d, s, PageState::Programmed),
-                "page {page}"
-            );
-        }
-    }
-
-    /// Background work's reads ask nothing of the helper; the same reader outside it does.
-    #[test]
-    fn unhelped_reads_ask_nothing() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut store = FileStore::create(&dir.path().join("image"), header(2)).expect("image");
-        let block = BlockId(0);
-        program(&mut store, block, 0..32, 0);
-        let chunk = READ_AHEAD_PAGES;
-        let read_to = |store: &FileStore, pages: std::ops::Range<u32>| {
-            for page in pages {
-                let (d, s) = page_bytes(block.0, page, 0);
-                assert_eq!(
-                    read(store, PageAddr::new(block, page)),
-                    (d, s, PageState::Programmed)
-                );
-            }
-        };
-        crate::nand::ahead::unhelped(|| read_to(&store, 0..chunk + 2));
-        assert_eq!(store.ahead.asked(block), None);
-        assert_eq!(store.ahead.pages_ahead(block), Some((chunk, 0)));
-        read_to(&store, chunk + 2..2 * chunk + 2);
-        assert_eq!(store.ahead.asked(block), Some(3 * chunk + 1));
-    }
-
-    /// Readers going through blocks that are erased and programmed again between their reads,
-    /// with the helper reading ahead all along: every page reads as last programmed.
-    #[test]
-    fn the_helper_races_programs_and_erases() {
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut store = FileStore::create(&dir.path().join("image"), header(4)).expect("image");
-        let blocks = [BlockId(0), BlockId(3), BlockId(5)];
-        let pages = 32;
-        for round in 0..20u8 {
-            for &block in &blocks {
-                store.erase(block).expect("an erase");
-                for page in 0..pages {
-                    program(&mut store, block, page..page + 1, round);
-                    // Read the pages below as the stripe's reader would, so the helper is
-                    // asked for chunks that the next programs change.
-                    if page % 5 == 4 {
-                        for below in 0..=page {
-                            let (d, s) = page_bytes(block.0, below, round);
-                            let got = read(&store, PageAddr::new(block, below));
-                            assert_eq!(got, (d, s, PageState::Programmed), "round {round}");
-                        }
-                    }
+            for page in 0..12 {
+                program(&mut store, blocks[1], page..page + 1, round);
+                for below in 0..=page {
+                    let (d, s) = page_bytes(blocks[1].0, below, round);
+                    assert_eq!(
+                        read(&store, PageAddr::new(blocks[1], below)),
+                        (d, s, PageState::Programmed),
+                        "round {round} page {below}"
+                    );
                 }
             }
         }
+    }
+
+    #[test]
+    fn reads_of_a_file_in_ram_follow_programs_and_erases() {
+        reads_follow_programs_and_erases(ram_store(4));
+    }
+
+    /// The same through a real file's mapping, and the store reopened reads the same.
+    #[test]
+    fn mapped_reads_follow_programs_and_erases() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("image");
+        let store = FileStore::create(&path, header(4)).expect("image");
+        assert!(store.map.is_some(), "a real file is mapped");
+        reads_follow_programs_and_erases(store);
+        let store = FileStore::open(&path).expect("the image reopened");
+        let (d, s) = page_bytes(6, 11, 3);
+        assert_eq!(
+            read(&store, PageAddr::new(BlockId(6), 11)),
+            (d, s, PageState::Programmed)
+        );
     }
 
     /// A page's data and spare come back from one read of a real file, whole, and a pair that
