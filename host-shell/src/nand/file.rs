@@ -397,6 +397,9 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             let written = self.file.write_all_at(&page, at);
             self.scratch = page;
             written.map_err(|e| self.fault("write a page", &e))?;
+            if let Some(map) = &self.map {
+                map.written(at, data.len() + spare.len());
+            }
         }
         // The state byte last: a kill (or a refusal) before it leaves the page as it was.
         self.write_state(index, &[encode_state(state)])
