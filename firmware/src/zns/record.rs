@@ -27,8 +27,10 @@ pub const RECORD_BYTES: usize = 32;
 
 // Slice-by-16 tables (16 KiB of read-only data): every page program and read checksums 4 KiB,
 // and the byte-at-a-time table held the zone manager to about 400 MB/s. In the host's process
-// the CPU's CRC32C instruction does it (feature `host-crc`): the tables still cost a fifth of
-// the host CPU of a sequential read through the mount.
+// the CPU does it (feature `host-crc`): the tables still cost a fifth of the host CPU of a
+// sequential read through the mount. `crc-fast` folds with carry-less multiplies (AVX-512
+// VPCLMULQDQ here): 16.5 us per MiB of 4 KiB pages, against 37 with the `crc32c` crate's
+// CRC32C instructions, out of about 300 us of daemon CPU per MiB read through the mount.
 #[cfg(not(feature = "host-crc"))]
 const CRC32C: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
@@ -49,7 +51,7 @@ const RECORD_VERSION: u8 = 1;
 /// The CRC-32C (Castagnoli) of `bytes`.
 pub fn crc32c(bytes: &[u8]) -> u32 {
     #[cfg(feature = "host-crc")]
-    return ::crc32c::crc32c(bytes);
+    return crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32;
     #[cfg(not(feature = "host-crc"))]
     CRC32C.checksum(bytes)
 }

@@ -102,7 +102,7 @@ pub(super) struct Wire {
 }
 
 fn digest(bytes: &[u8]) -> [u8; 4] {
-    crc32c::crc32c(bytes).to_le_bytes()
+    (crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, bytes) as u32).to_le_bytes()
 }
 
 /// Whether PDUs of `kind` carry digests at all.
@@ -155,8 +155,10 @@ impl Wire {
             return Err(fatal("a PDU too short for its header digest".into()));
         }
         if hdgst {
-            let crc = crc32c::crc32c_append(crc32c::crc32c(&ch), &rest[..hlen - 8]);
-            if crc.to_le_bytes() != rest[hlen - 8..hlen - 4] {
+            let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+            crc.update(&ch);
+            crc.update(&rest[..hlen - 8]);
+            if (crc.finalize() as u32).to_le_bytes() != rest[hlen - 8..hlen - 4] {
                 return Err(ReadError::Fatal {
                     fes: fes::HEADER_DIGEST,
                     why: "a PDU header's digest is wrong".into(),
