@@ -140,6 +140,14 @@ impl State {
             .filter(|&e| e <= MAX_FILE_BYTES)
             .ok_or(LfsError::FileTooBig)?;
         if data.is_empty() {
+            // Nothing to store (a write stream's kernel may keep none of a write), but the
+            // caller did write: its set-ID bits go as they would with bytes.
+            let mut cleared = attr;
+            if kill_suid_sgid && cleared.kill_suid_sgid() {
+                let d = self.dirty_entry(ino)?;
+                d.attr.kill_suid_sgid();
+                d.attr.ctime = Time::now();
+            }
             return Ok(0);
         }
         let (first, last) = (offset / BLOCK_BYTES as u64, (end - 1) / BLOCK_BYTES as u64);

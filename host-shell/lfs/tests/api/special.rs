@@ -215,8 +215,9 @@ fn special_files_hold_no_data() {
 }
 
 /// A write by a writer without CAP_FSETID clears set-user-ID, and set-group-ID when group
-/// execute is set, in the same change as the data (it persists); a privileged write keeps
-/// them, and set-group-ID without group execute stays.
+/// execute is set, in the same change as the data (it persists); so does one that stores no
+/// bytes (a write stream's kernel may keep none of a write). A privileged write keeps them,
+/// and set-group-ID without group execute stays.
 #[test]
 fn unprivileged_write_clears_set_id_bits() {
     let (lfs, device) = mounted();
@@ -224,11 +225,14 @@ fn unprivileged_write_clears_set_id_bits() {
     let both = lfs.create(ROOT, b"both", 0o6755, 0, 0).expect("create");
     let lock = lfs.create(ROOT, b"lock", 0o2745, 0, 0).expect("create");
     let kept = lfs.create(ROOT, b"kept", 0o4755, 0, 0).expect("create");
+    let none = lfs.create(ROOT, b"none", 0o6777, 0, 0).expect("create");
     for f in [&suid, &both, &lock] {
         assert_eq!(lfs.write_as(f.ino, 0, b"x", true).expect("write"), 1);
     }
     lfs.write(kept.ino, 0, b"x").expect("privileged write");
     let perm = |lfs: &Lfs, name: &[u8]| lfs.lookup(ROOT, name).expect("lookup").perm;
+    assert_eq!(lfs.write_as(none.ino, 0, b"", true).expect("write"), 0);
+    assert_eq!(perm(&lfs, b"none"), 0o777, "a write that stored nothing");
     let want = [
         (&b"suid"[..], 0o777),
         (b"both", 0o755),
