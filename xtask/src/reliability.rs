@@ -266,8 +266,9 @@ fn ensure_cargo_fuzz(root: &Path) -> Result<()> {
 }
 
 /// `cargo +nightly fuzz` without the host build's target directory or flags (the fuzz crate
-/// builds in `fuzz/target` with libFuzzer's instrumentation). No sanitizer: the fuzzed crates
-/// forbid `unsafe`, and without ASan the build and the runs are several times faster.
+/// builds in `fuzz/target` with libFuzzer's instrumentation). No sanitizer: the fuzzed code's
+/// only `unsafe` is the image mapping (`host_shell::nand::mapped`: bounds-checked copies), and
+/// without ASan the build and the runs are several times faster.
 fn cargo_fuzz(root: &Path) -> Command {
     let mut c = Command::new("cargo");
     c.arg("+nightly").arg("fuzz").current_dir(root);

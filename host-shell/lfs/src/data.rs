@@ -142,10 +142,10 @@ impl State {
         if data.is_empty() {
             // Nothing to store (a write stream's kernel may keep none of a write), but the
             // caller did write: its set-ID bits go as they would with bytes.
-            let mut cleared = attr;
-            if kill_suid_sgid && cleared.kill_suid_sgid() {
+            let mut after = attr;
+            if kill_suid_sgid && after.kill_suid_sgid() {
                 let d = self.dirty_entry(ino)?;
-                d.attr.kill_suid_sgid();
+                d.attr.perm = after.perm;
                 d.attr.ctime = Time::now();
             }
             return Ok(0);

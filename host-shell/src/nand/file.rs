@@ -19,11 +19,14 @@
 //! page. A page's state always comes from the state bytes: an erased page is never read from
 //! the file.
 //!
-//! Host faults are device conditions, never panics: a write that finds the host disk full
-//! (ENOSPC, EDQUOT, or a write that makes no progress) answers [`NandErrorKind::StoreFull`],
-//! any other I/O error [`NandErrorKind::StoreFailed`], and the page's state stays as it was.
-//! A failed sync may have dropped cached pages (Linux forgets the error after reporting it
-//! once), so every later sync fails too, until the image is opened again.
+//! Host faults on writes and syncs are device conditions, never panics: a write that finds the
+//! host disk full (ENOSPC, EDQUOT, or a write that makes no progress) answers
+//! [`NandErrorKind::StoreFull`], any other I/O error [`NandErrorKind::StoreFailed`], and the
+//! page's state stays as it was. A failed sync may have dropped cached pages (Linux forgets the
+//! error after reporting it once), so every later sync fails too, until the image is opened
+//! again. A read the host fails is [`NandErrorKind::StoreFailed`] too when the file is read
+//! with `preadv`; through the mapping it is a `SIGBUS` that stops the device, with a line in
+//! its log ([`super::mapped`]).
 
 use std::{
     fs::{File, OpenOptions},
@@ -100,7 +103,13 @@ impl ImageFile for File {
     }
 
     fn map(&self) -> Option<Mapped> {
-        Mapped::new(self).ok()
+        Mapped::new(self)
+            .inspect_err(|e| {
+                eprintln!(
+                    "csd device: the image cannot be mapped ({e}): pages are read with preadv"
+                )
+            })
+            .ok()
     }
 }
 

@@ -24,16 +24,16 @@ use std::{
     io,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Once, OnceLock,
+        OnceLock,
     },
 };
 
-use memmap2::Mmap;
+use memmap2::{MmapOptions, MmapRaw};
 
 /// An image file mapped read-only.
 #[derive(Debug)]
 pub struct Mapped {
-    map: Mmap,
+    map: MmapRaw,
     /// Its place in [`RANGES`], cleared when the mapping goes.
     slot: Option<usize>,
 }
@@ -42,14 +42,7 @@ impl Mapped {
     /// Maps all of `file` for reading.
     pub fn new(file: &File) -> io::Result<Mapped> {
         install_handler();
-        // SAFETY: `Mmap` hands out the file's bytes as a `&[u8]`, which is sound only while
-        // nothing changes them. Here they do change: the store writes pages with `pwrite`.
-        // Every read of the mapping is a copy into the caller's buffer (`read`), made by the
-        // thread that holds the store, which is also the only writer, so no write overlaps a
-        // read of this process. A change by another process (which the device's lock keeps
-        // away, unless that process ignores it) can only change the copied bytes, which the
-        // firmware checks; a truncation is the SIGBUS the module docs describe.
-        let map = unsafe { Mmap::map(file)? };
+        let map = MmapOptions::new().map_raw_read_only(file)?;
         let slot = remember(map.as_ptr() as usize, map.len());
         Ok(Mapped { map, slot })
     }
@@ -59,26 +52,44 @@ impl Mapped {
     pub fn read_pair(&self, offset: u64, data: &mut [u8], spare: &mut [u8]) -> Option<()> {
         let at = usize::try_from(offset).ok()?;
         let mid = at.checked_add(data.len())?;
-        let end = mid.checked_add(spare.len())?;
-        data.copy_from_slice(self.map.get(at..mid)?);
-        spare.copy_from_slice(self.map.get(mid..end)?);
+        mid.checked_add(spare.len())
+            .filter(|&end| end <= self.map.len())?;
+        // SAFETY: `at..end` is inside the mapping, which lives as long as `self`, and the
+        // destinations are the caller's own buffers, so the ranges do not overlap. The bytes
+        // are copied through raw pointers, never referenced: the file under them changes (the
+        // store `pwrite`s pages, other processes may write the file), and a copy racing such a
+        // write gets some mix of old and new bytes, which the firmware's page checksum
+        // catches, not undefined behaviour. (The store takes `&mut self` to write, so its own
+        // writes never race its reads.) A page the host cannot supply is the SIGBUS the module
+        // docs describe.
+        unsafe {
+            let from = self.map.as_ptr().add(at);
+            std::ptr::copy_nonoverlapping(from, data.as_mut_ptr(), data.len());
+            std::ptr::copy_nonoverlapping(from.add(data.len()), spare.as_mut_ptr(), spare.len());
+        }
         Some(())
     }
-}
 
-impl Mapped {
-    /// Called after each write of `len` bytes at `offset`: when the write finishes a 64 KiB
-    /// window of the file, maps that window into the process now, as a read of it would (one
-    /// fault, around which the host maps the window's pages). A NAND block's pages are written
-    /// in order, so the window is whole. Without it, a 1 MiB sequential read of fresh data
-    /// spent about 14% of the daemon's time faulting pages in; faulting each page as it was
-    /// written cost 4 KiB random writes 8%.
+    /// Called after each write of `len` bytes at `offset`: when the write reaches the end of a
+    /// 64 KiB window of the file, maps that window into the process now, as a read of it would
+    /// (one fault, around which the host maps the window's pages that are in its cache). The
+    /// pages of a NAND block are written in order, so every page of the block in the window
+    /// is there by then. Without it, a 1 MiB sequential read of fresh data spent about 14% of
+    /// the daemon's time faulting pages in; faulting each page as it was written cost 4 KiB
+    /// random writes 8%.
     pub fn written(&self, offset: u64, len: usize) {
         const WINDOW: u64 = 64 << 10;
         let end = offset.saturating_add(len as u64);
-        if end / WINDOW != offset / WINDOW {
-            let last = usize::try_from(end / WINDOW * WINDOW - 1).unwrap_or(usize::MAX);
-            std::hint::black_box(self.map.get(last).copied());
+        if end / WINDOW == offset / WINDOW {
+            return;
+        }
+        let Ok(last) = usize::try_from(end / WINDOW * WINDOW - 1) else {
+            return;
+        };
+        if last < self.map.len() {
+            // SAFETY: `last` is inside the mapping, which lives as long as `self`; the byte is
+            // read through a raw pointer (volatile, so the read is made) and dropped.
+            unsafe { std::ptr::read_volatile(self.map.as_ptr().add(last)) };
         }
     }
 }
@@ -98,7 +109,7 @@ static RANGES: [(AtomicUsize, AtomicUsize); 64] =
     [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 64];
 
 /// Notes a mapping in a free slot of [`RANGES`] (with every slot taken, a `SIGBUS` in it is
-/// reported as an unknown one).
+/// passed on without a line in the log).
 fn remember(start: usize, len: usize) -> Option<usize> {
     let slot = RANGES.iter().position(|(s, _)| {
         s.compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire)
@@ -115,36 +126,43 @@ fn in_an_image(addr: usize) -> bool {
     })
 }
 
-/// What `SIGBUS` did before [`install_handler`]: what the handler gives the signal back to.
+/// What `SIGBUS` did before [`install_handler`] (Rust's own handler, in a Rust program): what
+/// the handler passes the signal on to. Set before the handler is installed.
 static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
 
 fn install_handler() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
+    PREVIOUS.get_or_init(|| {
         // SAFETY: a zeroed `sigaction` is a valid value of the C struct (no handler, no
-        // flags, an empty mask), filled in below before use.
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        // flags, an empty mask); the kernel fills `previous` in, and `action` is filled in
+        // below before use.
+        let (mut previous, mut action): (libc::sigaction, libc::sigaction) =
+            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: reads the current action into a live struct, changing nothing.
+        unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous) };
         action.sa_sigaction = on_sigbus as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO;
-        // SAFETY: as above, for the old action the kernel writes into.
-        let mut previous: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are to live structs; `on_sigbus` only makes async-signal-safe
-        // calls (`write`, `sigaction`) and reads atomics.
-        let installed = unsafe { libc::sigaction(libc::SIGBUS, &action, &mut previous) } == 0;
-        if installed {
-            let _ = PREVIOUS.set(previous);
-        }
+        // On the alternate signal stack where a thread has one, as Rust's own handler is.
+        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        // SAFETY: `action` is a live, filled-in struct; `on_sigbus` only makes
+        // async-signal-safe calls (`write`, `sigaction`, `raise`) and reads atomics. It runs
+        // only once `PREVIOUS` is set: this closure returns before `get_or_init` stores it,
+        // but a SIGBUS in between finds `PREVIOUS` empty and gives the signal its default.
+        unsafe { libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) };
+        previous
     });
 }
 
-/// Says in the log that an image could not be read, then gives `SIGBUS` back to what handled
-/// it before (by default, the end of the process): on return the faulting read runs again
-/// and meets that.
+/// For a fault in an image's mapping, says in the log that the image could not be read; then
+/// gives `SIGBUS` back to what handled it before (by default, the end of the process). For a
+/// fault that re-runs the faulting access, which meets that handler; for a `SIGBUS` another
+/// process sent, by raising it again.
 extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: with `SA_SIGINFO` the kernel passes a valid `siginfo_t`, whose address field
-    // `SIGBUS` fills.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if in_an_image(addr) {
+    // SAFETY: `errno` is this thread's; it is put back before returning, so the interrupted
+    // code never sees what `write` left in it.
+    let errno = unsafe { *libc::__errno_location() };
+    // SAFETY: with `SA_SIGINFO` the kernel passes a valid `siginfo_t`; its address field is
+    // the fault's for a fault (`si_code` > 0) and meaningless otherwise.
+    let (fault, addr) = unsafe { ((*info).si_code > 0, (*info).si_addr() as usize) };
+    if fault && in_an_image(addr) {
         let mut line = Line::default();
         line.push(b"csd device: SIGBUS reading the image at address ");
         line.push_hex(addr);
@@ -155,11 +173,23 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         // SAFETY: writes bytes of a live buffer to standard error (the device's log).
         unsafe { libc::write(2, line.bytes.as_ptr().cast(), line.len) };
     }
-    if let Some(previous) = PREVIOUS.get() {
-        // SAFETY: `previous` is the action the kernel gave back when the handler was
-        // installed.
-        unsafe { libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()) };
+    let default = {
+        // SAFETY: as in `install_handler`: a zeroed `sigaction` is `SIG_DFL`, no flags.
+        let mut d: libc::sigaction = unsafe { std::mem::zeroed() };
+        d.sa_sigaction = libc::SIG_DFL;
+        d
+    };
+    let previous = PREVIOUS.get().unwrap_or(&default);
+    // SAFETY: `previous` is the action the kernel gave back before the handler was installed
+    // (or the default), a live struct.
+    unsafe { libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()) };
+    if !fault {
+        // SAFETY: raising a signal is async-signal-safe; it is blocked until this returns,
+        // then goes to `previous`.
+        unsafe { libc::raise(libc::SIGBUS) };
     }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
 }
 
 /// A line built without allocating (a signal handler may not).
@@ -185,10 +215,11 @@ impl Line {
     }
 
     fn push_hex(&mut self, value: usize) {
-        let mut digits = [0u8; 18];
+        const NIBBLES: usize = usize::BITS as usize / 4;
+        let mut digits = [0u8; 2 + NIBBLES];
         digits[..2].copy_from_slice(b"0x");
         for (i, d) in digits[2..].iter_mut().enumerate() {
-            let nibble = (value >> (4 * (15 - i))) & 0xF;
+            let nibble = (value >> (4 * (NIBBLES - 1 - i))) & 0xF;
             *d = b"0123456789abcdef"[nibble];
         }
         self.push(&digits);
@@ -220,9 +251,13 @@ mod tests {
     /// An image truncated behind its mapping kills the process with `SIGBUS`, and the log says
     /// why. (Run in a child process: the child is this test binary, running the test again.)
     #[test]
+    #[cfg_attr(miri, ignore)]
     fn a_truncated_image_is_reported_then_kills() {
         const CHILD: &str = "CSD_MAPPED_TEST_CHILD";
         if let Some(path) = std::env::var_os(CHILD) {
+            // No core dump of the child.
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+                .expect("not dumpable");
             let file = File::open(&path).expect("open");
             let mapped = Mapped::new(&file).expect("a mapping");
             std::fs::OpenOptions::new()

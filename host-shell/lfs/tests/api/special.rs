@@ -253,4 +253,5 @@ fn unprivileged_write_clears_set_id_bits() {
         let ino = lfs.lookup(ROOT, name).expect("lookup").ino;
         assert_eq!(read_all(&lfs, ino), b"x");
     }
+    assert_eq!(perm(&lfs, b"none"), 0o777, "a write that stored nothing");
 }
