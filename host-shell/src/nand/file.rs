@@ -14,10 +14,10 @@
 //! A sync with nothing written since the last one costs nothing, so concurrent Flushes share
 //! one host sync.
 //!
-//! Reads: a real file is mapped into memory ([`super::mapped`]), and a page is copied from the
-//! mapping; a file that cannot be mapped (and the test seams) is read with one `preadv` per
-//! page. A page's state always comes from the state bytes: an erased page is never read from
-//! the file.
+//! Reads: one `preadv` of a page's data and spare ([`ImageFile::read_pair_at`]); an image the
+//! store creates or opens itself is a [`MappedFile`], which copies pages out of a mapping of
+//! the file instead. A page's state always comes from the state bytes: an erased page is never
+//! read from the file.
 //!
 //! Host faults on writes and syncs are device conditions, never panics: a write that finds the
 //! host disk full (ENOSPC, EDQUOT, or a write that makes no progress) answers
@@ -35,7 +35,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::mapped::Mapped;
+use super::mapped::MappedFile;
 use firmware::nand::{
     image::{decode_state, encode_state, Header, HeaderError, ImageLayout, HEADER_BYTES},
     sim::{PageState, PageStore},
@@ -58,11 +58,6 @@ pub trait ImageFile: Send + std::fmt::Debug + 'static {
     fn sync_data(&mut self) -> io::Result<()>;
     /// The file's length in bytes.
     fn len_bytes(&self) -> io::Result<u64>;
-    /// The file mapped into memory for reads, if it can be (a file whose reads must go
-    /// through this handle cannot).
-    fn map(&self) -> Option<Mapped> {
-        None
-    }
 }
 
 impl ImageFile for File {
@@ -101,16 +96,6 @@ impl ImageFile for File {
     fn len_bytes(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
-
-    fn map(&self) -> Option<Mapped> {
-        Mapped::new(self)
-            .inspect_err(|e| {
-                eprintln!(
-                    "csd device: the image cannot be mapped ({e}): pages are read with preadv"
-                )
-            })
-            .ok()
-    }
 }
 
 /// Why an image could not be created or opened.
@@ -141,7 +126,7 @@ const STATE_ERASED: u8 = 0;
 
 /// NAND pages in a file. See the module docs.
 #[derive(Debug)]
-pub struct FileStore<F: ImageFile = File> {
+pub struct FileStore<F: ImageFile = MappedFile> {
     file: F,
     path: PathBuf,
     header: Header,
@@ -155,8 +140,6 @@ pub struct FileStore<F: ImageFile = File> {
     unsynced: bool,
     /// A sync failed: what it should have made durable may be gone.
     sync_failed: bool,
-    /// The file mapped for reads, when it could be.
-    map: Option<Mapped>,
 }
 
 impl FileStore {
@@ -192,7 +175,7 @@ impl FileStore {
             return Err(io(e));
         }
         Ok(FileStore::assemble(
-            file,
+            MappedFile::new(file),
             path,
             header,
             vec![STATE_ERASED; lay.pages as usize],
@@ -209,7 +192,7 @@ impl FileStore {
                 path: path.into(),
                 source,
             })?;
-        FileStore::open_file(file, path)
+        FileStore::open_file(MappedFile::new(file), path)
     }
 }
 
@@ -240,7 +223,6 @@ impl<F: ImageFile> FileStore<F> {
     fn assemble(file: F, path: &Path, header: Header, states: Vec<u8>) -> Self {
         let lay = ImageLayout::of(&header.geometry);
         let page = header.geometry.page_bytes as usize + header.geometry.spare_bytes as usize;
-        let map = file.map();
         FileStore {
             file,
             path: path.into(),
@@ -251,7 +233,6 @@ impl<F: ImageFile> FileStore<F> {
             scratch: Vec::with_capacity(page),
             unsynced: false,
             sync_failed: false,
-            map,
         }
     }
 
@@ -368,19 +349,9 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             NandErrorKind::StoreFull => NandErrorKind::StoreFailed,
             other => other,
         };
-        let at = self.page_offset(index);
-        match &self.map {
-            Some(map) => map.read_pair(at, data, spare).ok_or_else(|| {
-                read_fault(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the page is past the end of the mapped image",
-                ))
-            })?,
-            None => self
-                .file
-                .read_pair_at(data, spare, at)
-                .map_err(read_fault)?,
-        }
+        self.file
+            .read_pair_at(data, spare, self.page_offset(index))
+            .map_err(read_fault)?;
         Ok(state)
     }
 
@@ -406,9 +377,6 @@ impl<F: ImageFile> PageStore for FileStore<F> {
             let written = self.file.write_all_at(&page, at);
             self.scratch = page;
             written.map_err(|e| self.fault("write a page", &e))?;
-            if let Some(map) = &self.map {
-                map.written(at, data.len() + spare.len());
-            }
         }
         // The state byte last: a kill (or a refusal) before it leaves the page as it was.
         self.write_state(index, &[encode_state(state)])
@@ -559,7 +527,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("image");
         let store = FileStore::create(&path, header(4)).expect("image");
-        assert!(store.map.is_some(), "a real file is mapped");
+        assert!(store.file.is_mapped(), "a real file is mapped");
         reads_follow_programs_and_erases(store);
         let store = FileStore::open(&path).expect("the image reopened");
         let (d, s) = page_bytes(6, 11, 3);

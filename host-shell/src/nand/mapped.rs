@@ -15,8 +15,11 @@
 //! what happened to the device's log and lets the signal kill the process: the device stops as
 //! on a power loss, and everything it synced is on the image.
 //!
-//! This module and the JIT's are the only places in the host that hold `unsafe` code: mapping a
-//! file, and installing a signal handler, have no safe interface.
+//! [`MappedFile`] is the [`ImageFile`] of an image the store opens itself: a `File` for writes
+//! and syncs, its mapping for page reads.
+//!
+//! This module and the JIT's are the only places in the host that hold `unsafe` code: copying
+//! out of a mapping, and installing a signal handler, have no safe interface.
 #![allow(unsafe_code)]
 
 use std::{
@@ -29,18 +32,86 @@ use std::{
 };
 
 use memmap2::{MmapOptions, MmapRaw};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-/// An image file mapped read-only.
+use super::file::ImageFile;
+
+/// An image file whose pages are read through a read-only mapping of it (or with `preadv`
+/// where it cannot be mapped, as the log says).
 #[derive(Debug)]
-pub struct Mapped {
+pub struct MappedFile {
+    file: File,
+    map: Option<Mapped>,
+}
+
+impl MappedFile {
+    /// `file`, mapped as long as it is now.
+    pub fn new(file: File) -> MappedFile {
+        let map = match Mapped::new(&file) {
+            Ok(map) => Some(map),
+            // An empty file is no image: opening it fails on its length, not here.
+            Err(_) if file.metadata().is_ok_and(|m| m.len() == 0) => None,
+            Err(e) => {
+                eprintln!(
+                    "csd device: the image cannot be mapped ({e}): pages are read with preadv"
+                );
+                None
+            }
+        };
+        MappedFile { file, map }
+    }
+
+    /// Whether pages are read through the mapping.
+    #[cfg(test)]
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.map.is_some()
+    }
+}
+
+impl ImageFile for MappedFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    fn read_pair_at(&self, first: &mut [u8], second: &mut [u8], offset: u64) -> io::Result<()> {
+        match &self.map {
+            Some(map) => map.read_pair(offset, first, second).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the page is past the end of the mapped image",
+                )
+            }),
+            None => self.file.read_pair_at(first, second, offset),
+        }
+    }
+
+    fn write_all_at(&mut self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.file.write_all_at(buf, offset)?;
+        if let Some(map) = &self.map {
+            map.written(offset, buf.len());
+        }
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len_bytes(&self) -> io::Result<u64> {
+        self.file.len_bytes()
+    }
+}
+
+/// A file mapped read-only.
+#[derive(Debug)]
+struct Mapped {
     map: MmapRaw,
     /// Its place in [`RANGES`], cleared when the mapping goes.
     slot: Option<usize>,
 }
 
 impl Mapped {
-    /// Maps all of `file` for reading.
-    pub fn new(file: &File) -> io::Result<Mapped> {
+    fn new(file: &File) -> io::Result<Mapped> {
         install_handler();
         let map = MmapOptions::new().map_raw_read_only(file)?;
         let slot = remember(map.as_ptr() as usize, map.len());
@@ -49,10 +120,9 @@ impl Mapped {
 
     /// Copies `data.len()` bytes at `offset` into `data` and the bytes right after them into
     /// `spare` (a page's data and its spare area); `None` past the end of the mapping.
-    pub fn read_pair(&self, offset: u64, data: &mut [u8], spare: &mut [u8]) -> Option<()> {
+    fn read_pair(&self, offset: u64, data: &mut [u8], spare: &mut [u8]) -> Option<()> {
         let at = usize::try_from(offset).ok()?;
-        let mid = at.checked_add(data.len())?;
-        mid.checked_add(spare.len())
+        at.checked_add(data.len() + spare.len())
             .filter(|&end| end <= self.map.len())?;
         // SAFETY: `at..end` is inside the mapping, which lives as long as `self`, and the
         // destinations are the caller's own buffers, so the ranges do not overlap. The bytes
@@ -77,15 +147,13 @@ impl Mapped {
     /// is there by then. Without it, a 1 MiB sequential read of fresh data spent about 14% of
     /// the daemon's time faulting pages in; faulting each page as it was written cost 4 KiB
     /// random writes 8%.
-    pub fn written(&self, offset: u64, len: usize) {
+    fn written(&self, offset: u64, len: usize) {
         const WINDOW: u64 = 64 << 10;
         let end = offset.saturating_add(len as u64);
         if end / WINDOW == offset / WINDOW {
             return;
         }
-        let Ok(last) = usize::try_from(end / WINDOW * WINDOW - 1) else {
-            return;
-        };
+        let last = usize::try_from(end / WINDOW * WINDOW - 1).unwrap_or(usize::MAX);
         if last < self.map.len() {
             // SAFETY: `last` is inside the mapping, which lives as long as `self`; the byte is
             // read through a raw pointer (volatile, so the read is made) and dropped.
@@ -127,28 +195,26 @@ fn in_an_image(addr: usize) -> bool {
 }
 
 /// What `SIGBUS` did before [`install_handler`] (Rust's own handler, in a Rust program): what
-/// the handler passes the signal on to. Set before the handler is installed.
-static PREVIOUS: OnceLock<libc::sigaction> = OnceLock::new();
+/// the handler passes the signal on to.
+static PREVIOUS: OnceLock<SigAction> = OnceLock::new();
 
 fn install_handler() {
     PREVIOUS.get_or_init(|| {
-        // SAFETY: a zeroed `sigaction` is a valid value of the C struct (no handler, no
-        // flags, an empty mask); the kernel fills `previous` in, and `action` is filled in
-        // below before use.
-        let (mut previous, mut action): (libc::sigaction, libc::sigaction) =
-            unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-        // SAFETY: reads the current action into a live struct, changing nothing.
-        unsafe { libc::sigaction(libc::SIGBUS, std::ptr::null(), &mut previous) };
-        action.sa_sigaction = on_sigbus as *const () as usize;
         // On the alternate signal stack where a thread has one, as Rust's own handler is.
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: `action` is a live, filled-in struct; `on_sigbus` only makes
-        // async-signal-safe calls (`write`, `sigaction`, `raise`) and reads atomics. It runs
-        // only once `PREVIOUS` is set: this closure returns before `get_or_init` stores it,
-        // but a SIGBUS in between finds `PREVIOUS` empty and gives the signal its default.
-        unsafe { libc::sigaction(libc::SIGBUS, &action, std::ptr::null_mut()) };
-        previous
+        let action = SigAction::new(
+            SigHandler::SigAction(on_sigbus),
+            SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK,
+            SigSet::empty(),
+        );
+        // SAFETY: `on_sigbus` only makes async-signal-safe calls (`write`, `sigaction`,
+        // `raise`) and reads atomics. A SIGBUS before `PREVIOUS` is set gives the signal its
+        // default action.
+        unsafe { signal::sigaction(Signal::SIGBUS, &action) }.unwrap_or_else(|_| default())
     });
+}
+
+fn default() -> SigAction {
+    SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty())
 }
 
 /// For a fault in an image's mapping, says in the log that the image could not be read; then
@@ -156,9 +222,7 @@ fn install_handler() {
 /// fault that re-runs the faulting access, which meets that handler; for a `SIGBUS` another
 /// process sent, by raising it again.
 extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // SAFETY: `errno` is this thread's; it is put back before returning, so the interrupted
-    // code never sees what `write` left in it.
-    let errno = unsafe { *libc::__errno_location() };
+    let errno = nix::errno::Errno::last_raw();
     // SAFETY: with `SA_SIGINFO` the kernel passes a valid `siginfo_t`; its address field is
     // the fault's for a fault (`si_code` > 0) and meaningless otherwise.
     let (fault, addr) = unsafe { ((*info).si_code > 0, (*info).si_addr() as usize) };
@@ -170,26 +234,18 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
             b": the host could not read the image file (its disk failed, or another process \
               truncated it); the device stops, and what it synced is on the image\n",
         );
-        // SAFETY: writes bytes of a live buffer to standard error (the device's log).
-        unsafe { libc::write(2, line.bytes.as_ptr().cast(), line.len) };
+        // Standard error is the device's log (`as_fd` takes no lock).
+        let _ = nix::unistd::write(std::io::stderr(), &line.bytes[..line.len]);
     }
-    let default = {
-        // SAFETY: as in `install_handler`: a zeroed `sigaction` is `SIG_DFL`, no flags.
-        let mut d: libc::sigaction = unsafe { std::mem::zeroed() };
-        d.sa_sigaction = libc::SIG_DFL;
-        d
-    };
-    let previous = PREVIOUS.get().unwrap_or(&default);
-    // SAFETY: `previous` is the action the kernel gave back before the handler was installed
-    // (or the default), a live struct.
-    unsafe { libc::sigaction(libc::SIGBUS, previous, std::ptr::null_mut()) };
+    let previous = PREVIOUS.get().copied().unwrap_or_else(default);
+    // SAFETY: `previous` is the action the kernel gave back when the handler was installed,
+    // or the default.
+    let _ = unsafe { signal::sigaction(Signal::SIGBUS, &previous) };
     if !fault {
-        // SAFETY: raising a signal is async-signal-safe; it is blocked until this returns,
-        // then goes to `previous`.
-        unsafe { libc::raise(libc::SIGBUS) };
+        // Blocked until this returns, then it goes to `previous`.
+        let _ = signal::raise(Signal::SIGBUS);
     }
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = errno };
+    nix::errno::Errno::set_raw(errno);
 }
 
 /// A line built without allocating (a signal handler may not).
@@ -246,6 +302,44 @@ mod tests {
         assert_eq!((data, spare), ([9u8; 96], [9, 9, 9, 9, 1, 1, 1, 1]));
         assert!(mapped.read_pair(8100, &mut data, &mut spare).is_none());
         assert!(mapped.read_pair(u64::MAX, &mut data, &mut spare).is_none());
+    }
+
+    /// A write that finishes a 64 KiB window maps it into the process: reading the windows
+    /// back through the same file takes fewer page faults than through a new mapping of it,
+    /// which faults each window in.
+    #[test]
+    fn written_windows_are_mapped_before_they_are_read() {
+        use nix::sys::resource::{getrusage, UsageWho};
+        let faults = || {
+            getrusage(UsageWho::RUSAGE_THREAD)
+                .expect("this thread's usage")
+                .minor_page_faults()
+        };
+        let file = tempfile::tempfile().expect("a file");
+        file.set_len(1 << 20).expect("a length");
+        let mut written = MappedFile::new(file.try_clone().expect("a handle"));
+        let page = [7u8; 4160];
+        for i in 0..200u64 {
+            written.write_all_at(&page, i * 4160).expect("a write");
+        }
+        // Windows 0..12 are whole (200 pages end at 832,000 bytes).
+        let read_windows = |f: &MappedFile| {
+            let (mut data, mut spare) = ([0u8; 4096], [0u8; 64]);
+            let before = faults();
+            for i in 0..(12 * 65536 / 4160) {
+                f.read_pair_at(&mut data, &mut spare, i * 4160)
+                    .expect("a page");
+                assert_eq!((data[0], spare[63]), (7, 7));
+            }
+            faults() - before
+        };
+        let after_writes = read_windows(&written);
+        let fresh = read_windows(&MappedFile::new(file));
+        assert!(fresh > 0, "a new mapping faults its pages in");
+        assert!(
+            after_writes < fresh,
+            "{after_writes} faults, against {fresh} fresh"
+        );
     }
 
     /// An image truncated behind its mapping kills the process with `SIGBUS`, and the log says
