@@ -141,23 +141,32 @@ impl Mapped {
     }
 
     /// Called after each write of `len` bytes at `offset`: when the write reaches the end of a
-    /// 64 KiB window of the file, maps that window into the process now, as a read of it would
-    /// (one fault, around which the host maps the window's pages that are in its cache). The
-    /// pages of a NAND block are written in order, so every page of the block in the window
-    /// is there by then. Without it, a 1 MiB sequential read of fresh data spent about 14% of
-    /// the daemon's time faulting pages in; faulting each page as it was written cost 4 KiB
-    /// random writes 8%.
+    /// 64 KiB window of the mapping, maps that window into the process now, as a read of it
+    /// would (one fault, around which the host maps the window's pages that are in its cache).
+    /// The windows are the host's, aligned in the address space, not in the file: the mapping
+    /// need not start on a 64 KiB boundary. The pages of a NAND block are written in order, so
+    /// every page of the block in the window is there by then. Without it, a 1 MiB sequential
+    /// read of fresh data spent about 14% of the daemon's time faulting pages in; faulting each
+    /// page as it was written cost 4 KiB random writes 8%.
     fn written(&self, offset: u64, len: usize) {
-        const WINDOW: u64 = 64 << 10;
-        let end = offset.saturating_add(len as u64);
-        if end / WINDOW == offset / WINDOW {
+        const WINDOW: usize = 64 << 10;
+        let base = self.map.as_ptr() as usize;
+        let Some(start) = usize::try_from(offset)
+            .ok()
+            .and_then(|o| base.checked_add(o))
+        else {
+            return;
+        };
+        let end = start.saturating_add(len);
+        if end / WINDOW == start / WINDOW {
             return;
         }
-        let last = usize::try_from(end / WINDOW * WINDOW - 1).unwrap_or(usize::MAX);
-        if last < self.map.len() {
-            // SAFETY: `last` is inside the mapping, which lives as long as `self`; the byte is
-            // read through a raw pointer (volatile, so the read is made) and dropped.
-            unsafe { std::ptr::read_volatile(self.map.as_ptr().add(last)) };
+        let last = end / WINDOW * WINDOW - 1;
+        if (base..base + self.map.len()).contains(&last) {
+            // SAFETY: `last` is an address inside the mapping, which lives as long as `self`;
+            // the byte is read through a raw pointer (volatile, so the read is made) and
+            // dropped.
+            unsafe { std::ptr::read_volatile(self.map.as_ptr().add(last - base)) };
         }
     }
 }
