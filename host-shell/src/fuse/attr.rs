@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo, Request, TimeOrNow};
 
-use crate::lfs::{Attr, FileKind, InodeNo, Time};
+use crate::lfs::{Attr, FileKind, Time};
 use crate::offload::keys::Caller;
 
 pub(super) fn system_time(t: Time) -> SystemTime {
@@ -54,10 +54,6 @@ pub(super) fn time(t: TimeOrNow) -> Time {
     }
 }
 
-pub(super) fn ino(i: INodeNo) -> InodeNo {
-    InodeNo(i.0)
-}
-
 pub(super) fn caller(req: &Request) -> Caller {
     Caller {
         tid: req.pid(),
@@ -66,13 +62,13 @@ pub(super) fn caller(req: &Request) -> Caller {
     }
 }
 
-/// Whether the thread behind `req` has `CAP_FSETID` (it may keep set-ID bits when it
-/// truncates), from its effective capabilities in `/proc`. The kernel asks about the initial
-/// user namespace: a caller in another namespace than this process's (root in a rootless
-/// container) has not, nor has a thread that cannot be looked at any more.
-pub(super) fn has_fsetid(req: &Request) -> bool {
+/// Whether thread `tid` (a FUSE request's caller) has `CAP_FSETID` (it may keep set-ID bits
+/// when it truncates), from its effective capabilities in `/proc`. The kernel asks about the
+/// initial user namespace: a caller in another namespace than this process's (root in a
+/// rootless container) has not, nor has a thread that cannot be looked at any more.
+pub(super) fn has_fsetid(tid: u32) -> bool {
     const CAP_FSETID: u32 = 4;
-    let proc = format!("/proc/{}", req.pid());
+    let proc = format!("/proc/{tid}");
     let namespace = |dir: &str| std::fs::read_link(format!("{dir}/ns/user")).ok();
     let same_namespace = namespace(&proc).is_some_and(|ns| Some(ns) == namespace("/proc/self"));
     same_namespace

@@ -29,6 +29,7 @@
 
 mod attr;
 mod cache;
+mod dev;
 mod reply;
 mod serve;
 mod xattr;
@@ -36,22 +37,15 @@ mod xattr;
 pub use serve::{mount, Background, MountConfig, Mounted, ServeError, StopSignals};
 
 use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use fuser::{
-    Errno, FileHandle, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
-};
+use fuser::{Errno, FopenFlags};
 
-use crate::lfs::{FileKind, Lfs, RenameFlags, SetAttr};
-use crate::offload::keys::{Offload, ReadPath};
-use attr::{caller, file_attr, file_type, has_fsetid, ino, time};
-use reply::{lfs_errno, offload_errno, reply_empty, reply_entry};
+use crate::lfs::{Attr, DirEntry, FileKind, InodeNo, Lfs, RenameFlags, SetAttr, StatFs};
+use crate::offload::keys::{Caller, Offload, ReadPath};
+use attr::has_fsetid;
+use reply::{lfs_errno, offload_errno};
 
 /// How long the kernel may cache attributes and names (this mount is their only writer).
 const TTL: Duration = Duration::from_secs(1);
@@ -59,11 +53,41 @@ const TTL: Duration = Duration::from_secs(1);
 const MAX_IO_BYTES: u32 = 1 << 20;
 
 /// The handle of an open on which the process's streams apply (see the module's rules).
-const OFFLOAD_HANDLE: FileHandle = FileHandle(1);
+const OFFLOAD_HANDLE: u64 = 1;
 /// The handle of every other open.
-const REGULAR_HANDLE: FileHandle = FileHandle(0);
+const REGULAR_HANDLE: u64 = 0;
 
-/// The file system FUSE calls.
+/// What an operation answers the kernel: a value, or the error number it fails with.
+type Answer<T> = Result<T, Errno>;
+
+/// An open: the handle and how the kernel serves it.
+#[derive(Debug, Clone, Copy)]
+struct Opened {
+    fh: u64,
+    flags: FopenFlags,
+}
+
+/// An extended attribute's value, or only its size when the caller asked with size 0.
+#[derive(Debug)]
+enum Xattr {
+    Size(u32),
+    Value(Vec<u8>),
+}
+
+/// A change of attributes as the kernel asks for it (`SetAttr` before the caller's
+/// capabilities are known).
+#[derive(Debug, Default)]
+struct Change {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<crate::lfs::Time>,
+    mtime: Option<crate::lfs::Time>,
+}
+
+/// The file system FUSE calls. Its methods are the operations, whichever way the kernel's
+/// requests arrive (`dev`: `/dev/fuse` through fuser).
 #[derive(Debug)]
 pub struct CsdFs {
     lfs: Arc<Lfs>,
@@ -89,447 +113,271 @@ impl CsdFs {
     fn uncached(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
         self.uncached.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl fuser::Filesystem for CsdFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_write(MAX_IO_BYTES);
-        let _ = config.set_max_readahead(MAX_IO_BYTES);
-        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
-        // Set-ID bits are cleared here, on writes (the kernel flags writers without
-        // CAP_FSETID), truncations and owner changes (`SetAttr::fsetid`). Otherwise the kernel
-        // asks for `security.capability` before every write, to see whether it must clear
-        // privileges: one more round trip per write. (This file system stores no
-        // `security.` attributes, so there are no file capabilities to clear.)
-        let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
-        Ok(())
+    fn lookup(&self, parent: u64, name: &[u8]) -> Answer<Attr> {
+        self.lfs
+            .lookup(InodeNo(parent), name)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, self.lfs.lookup(ino(parent), name.as_bytes()));
+    fn getattr(&self, i: u64) -> Answer<Attr> {
+        self.lfs.getattr(InodeNo(i)).map_err(|e| lfs_errno(&e))
     }
 
-    fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.lfs.getattr(ino(i)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(lfs_errno(&e)),
-        }
-    }
-
-    fn setattr(
-        &self,
-        req: &Request,
-        i: INodeNo,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<TimeOrNow>,
-        mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
-        _crtime: Option<SystemTime>,
-        _chgtime: Option<SystemTime>,
-        _bkuptime: Option<SystemTime>,
-        _flags: Option<fuser::BsdFileFlags>,
-        reply: ReplyAttr,
-    ) {
+    fn setattr(&self, caller: Caller, i: u64, change: Change) -> Answer<Attr> {
         let set = SetAttr {
-            mode,
-            uid,
-            gid,
-            size,
-            atime: atime.map(time),
-            mtime: mtime.map(time),
-            fsetid: size.is_some() && has_fsetid(req),
+            mode: change.mode,
+            uid: change.uid,
+            gid: change.gid,
+            size: change.size,
+            atime: change.atime,
+            mtime: change.mtime,
+            fsetid: change.size.is_some() && has_fsetid(caller.tid),
         };
-        match self.lfs.setattr(ino(i), set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(lfs_errno(&e)),
-        }
+        self.lfs.setattr(InodeNo(i), set).map_err(|e| lfs_errno(&e))
     }
 
-    fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        match self.lfs.readlink(ino(i)) {
-            Ok(t) => reply.data(&t),
-            Err(e) => reply.error(lfs_errno(&e)),
-        }
+    fn readlink(&self, i: u64) -> Answer<Vec<u8>> {
+        self.lfs.readlink(InodeNo(i)).map_err(|e| lfs_errno(&e))
     }
 
     // The kernel opens FIFOs, sockets and device nodes itself (its pipe, socket and device
     // code): no open, read or write of one reaches this file system.
     fn mknod(
         &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
         mode: u32,
-        umask: u32,
         rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        let made = self.lfs.mknod(
-            ino(parent),
-            name.as_bytes(),
-            mode & !umask,
-            rdev,
-            req.uid(),
-            req.gid(),
-        );
-        reply_entry(reply, made);
+    ) -> Answer<Attr> {
+        self.lfs
+            .mknod(InodeNo(parent), name, mode, rdev, caller.uid, caller.gid)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn mkdir(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        mode: u32,
-        umask: u32,
-        reply: ReplyEntry,
-    ) {
-        let made = self.lfs.mkdir(
-            ino(parent),
-            name.as_bytes(),
-            mode & !umask,
-            req.uid(),
-            req.gid(),
-        );
-        reply_entry(reply, made);
+    fn mkdir(&self, caller: Caller, parent: u64, name: &[u8], mode: u32) -> Answer<Attr> {
+        self.lfs
+            .mkdir(InodeNo(parent), name, mode, caller.uid, caller.gid)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            self.lfs.unlink(ino(parent), name.as_bytes()),
-            lfs_errno,
-        );
+    fn unlink(&self, parent: u64, name: &[u8]) -> Answer<()> {
+        self.lfs
+            .unlink(InodeNo(parent), name)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(
-            reply,
-            self.lfs.rmdir(ino(parent), name.as_bytes()),
-            lfs_errno,
-        );
+    fn rmdir(&self, parent: u64, name: &[u8]) -> Answer<()> {
+        self.lfs
+            .rmdir(InodeNo(parent), name)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn symlink(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        link_name: &OsStr,
-        target: &Path,
-        reply: ReplyEntry,
-    ) {
-        let made = self.lfs.symlink(
-            ino(parent),
-            link_name.as_bytes(),
-            target.as_os_str().as_bytes(),
-            req.uid(),
-            req.gid(),
-        );
-        reply_entry(reply, made);
+    fn symlink(&self, caller: Caller, parent: u64, name: &[u8], target: &[u8]) -> Answer<Attr> {
+        self.lfs
+            .symlink(InodeNo(parent), name, target, caller.uid, caller.gid)
+            .map_err(|e| lfs_errno(&e))
     }
 
+    /// `flags`: `renameat2`'s.
     fn rename(
         &self,
-        _req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: fuser::RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        if flags.contains(fuser::RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(Errno::EINVAL);
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Answer<()> {
+        if flags & libc::RENAME_WHITEOUT != 0 {
+            return Err(Errno::EINVAL);
         }
         let flags = RenameFlags {
-            noreplace: flags.contains(fuser::RenameFlags::RENAME_NOREPLACE),
-            exchange: flags.contains(fuser::RenameFlags::RENAME_EXCHANGE),
+            noreplace: flags & libc::RENAME_NOREPLACE != 0,
+            exchange: flags & libc::RENAME_EXCHANGE != 0,
         };
-        let renamed = self.lfs.rename(
-            ino(parent),
-            name.as_bytes(),
-            ino(newparent),
-            newname.as_bytes(),
-            flags,
-        );
-        reply_empty(reply, renamed, lfs_errno);
+        self.lfs
+            .rename(InodeNo(parent), name, InodeNo(newparent), newname, flags)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn link(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply_entry(
-            reply,
-            self.lfs.link(ino(i), ino(newparent), newname.as_bytes()),
-        );
+    fn link(&self, i: u64, newparent: u64, newname: &[u8]) -> Answer<Attr> {
+        self.lfs
+            .link(InodeNo(i), InodeNo(newparent), newname)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn open(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if let Err(e) = self.lfs.open(ino(i)) {
-            return reply.error(lfs_errno(&e));
+    fn open(&self, caller: Caller, i: u64) -> Answer<Opened> {
+        self.lfs.open(InodeNo(i)).map_err(|e| lfs_errno(&e))?;
+        if self.offload.streams(caller, InodeNo(i)) {
+            return Ok(Opened {
+                fh: OFFLOAD_HANDLE,
+                flags: FopenFlags::FOPEN_DIRECT_IO,
+            });
         }
-        if self.offload.streams(caller(req), ino(i)) {
-            return reply.opened(OFFLOAD_HANDLE, FopenFlags::FOPEN_DIRECT_IO);
-        }
-        if self.uncached().remove(&i.0) {
-            reply.opened(REGULAR_HANDLE, FopenFlags::empty())
+        let flags = if self.uncached().remove(&i) {
+            FopenFlags::empty()
         } else {
-            reply.opened(REGULAR_HANDLE, FopenFlags::FOPEN_KEEP_CACHE)
-        }
+            FopenFlags::FOPEN_KEEP_CACHE
+        };
+        Ok(Opened {
+            fh: REGULAR_HANDLE,
+            flags,
+        })
     }
 
     fn create(
         &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
         mode: u32,
-        umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        let made = self.lfs.create_open(
-            ino(parent),
-            name.as_bytes(),
-            mode & !umask,
-            req.uid(),
-            req.gid(),
-        );
-        match made {
-            // A new file: no process has a stream on it yet.
-            Ok(a) => reply.created(
-                &TTL,
-                &file_attr(&a),
-                Generation(0),
-                REGULAR_HANDLE,
-                FopenFlags::empty(),
-            ),
-            Err(e) => reply.error(lfs_errno(&e)),
-        }
+    ) -> Answer<(Attr, Opened)> {
+        let attr = self
+            .lfs
+            .create_open(InodeNo(parent), name, mode, caller.uid, caller.gid)
+            .map_err(|e| lfs_errno(&e))?;
+        // A new file: no process has a stream on it yet.
+        let opened = Opened {
+            fh: REGULAR_HANDLE,
+            flags: FopenFlags::empty(),
+        };
+        Ok((attr, opened))
     }
 
+    /// `direct`: the kernel named a lock owner (`FUSE_READ_LOCKOWNER`), which it does on every
+    /// direct read and on no read for the page cache (a mapping's page fault, readahead).
     fn read(
         &self,
-        req: &Request,
-        i: INodeNo,
-        fh: FileHandle,
+        caller: Caller,
+        i: u64,
+        fh: u64,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
-        lock_owner: Option<LockOwner>,
-        reply: ReplyData,
-    ) {
+        direct: bool,
+    ) -> Answer<Vec<u8>> {
         if fh != OFFLOAD_HANDLE {
-            return match self.lfs.read(ino(i), offset, size) {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(lfs_errno(&e)),
-            };
+            return self
+                .lfs
+                .read(InodeNo(i), offset, size)
+                .map_err(|e| lfs_errno(&e));
         }
-        // The kernel names a lock owner (FUSE_READ_LOCKOWNER) on every direct read and on no
-        // read for the page cache (a mapping's page fault, readahead).
-        let path = if lock_owner.is_some() {
+        let path = if direct {
             ReadPath::Direct
         } else {
             ReadPath::PageCache
         };
-        match self.offload.read(caller(req), ino(i), offset, size, path) {
-            Ok(data) => reply.data(&data),
-            Err(e) => reply.error(offload_errno("read", &e)),
-        }
+        self.offload
+            .read(caller, InodeNo(i), offset, size, path)
+            .map_err(|e| offload_errno("read", &e))
     }
 
+    /// `kill`: the writer has no `CAP_FSETID` (`FUSE_WRITE_KILL_SUIDGID`). Direct I/O writes
+    /// do not strip set-id bits in the kernel: it asks us to, for every such writer, whatever
+    /// was negotiated at init.
     fn write(
         &self,
-        req: &Request,
-        i: INodeNo,
-        fh: FileHandle,
+        caller: Caller,
+        i: u64,
+        fh: u64,
         offset: u64,
         data: &[u8],
-        write_flags: WriteFlags,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        reply: ReplyWrite,
-    ) {
-        // Direct I/O writes do not strip set-id bits in the kernel: it asks us to, for every
-        // writer without CAP_FSETID, whatever was negotiated at init.
-        let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
+        kill: bool,
+    ) -> Answer<u32> {
         let written = if fh == OFFLOAD_HANDLE {
             // Before and after: a regular open while the kernel runs may fill the cache with
             // the bytes as they were.
-            self.uncached().insert(i.0);
-            let written = self.offload.write(caller(req), ino(i), offset, data, kill);
-            self.uncached().insert(i.0);
+            self.uncached().insert(i);
+            let written = self.offload.write(caller, InodeNo(i), offset, data, kill);
+            self.uncached().insert(i);
             // The kernel's output may be longer than the write: from the offset on.
-            self.invalidate.from(i.0, offset);
+            self.invalidate.from(i, offset);
             written
         } else {
             self.lfs
-                .write_as(ino(i), offset, data, kill)
+                .write_as(InodeNo(i), offset, data, kill)
                 .map_err(Into::into)
         };
-        match written {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(offload_errno("write", &e)),
-        }
+        written.map_err(|e| offload_errno("write", &e))
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
-        // close(2): the file's buffer goes to the device (not durable: that is fsync's), so a
-        // write that fails there is the closing process's error, not lost in release. A
-        // buffer that failed stays and is tried again, so the next fsync reports it too.
-        reply_empty(reply, self.lfs.flush(ino(i)), lfs_errno);
+    /// close(2): the file's buffer goes to the device (not durable: that is fsync's), so a
+    /// write that fails there is the closing process's error, not lost in release. A buffer
+    /// that failed stays and is tried again, so the next fsync reports it too.
+    fn flush(&self, i: u64) -> Answer<()> {
+        self.lfs.flush(InodeNo(i)).map_err(|e| lfs_errno(&e))
     }
 
-    fn release(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
-        _flush: bool,
-        reply: ReplyEmpty,
-    ) {
+    fn release(&self, i: u64) -> Answer<()> {
         self.offload.sweep();
-        reply_empty(reply, self.lfs.release(ino(i)), lfs_errno);
+        self.lfs.release(InodeNo(i)).map_err(|e| lfs_errno(&e))
     }
 
-    fn fsync(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply_empty(reply, self.lfs.fsync(ino(i), datasync), lfs_errno);
+    fn fsync(&self, i: u64, datasync: bool) -> Answer<()> {
+        self.lfs
+            .fsync(InodeNo(i), datasync)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.lfs.getattr(ino(i)) {
-            Ok(a) if a.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::ENOTDIR),
-            Err(e) => reply.error(lfs_errno(&e)),
+    fn opendir(&self, i: u64) -> Answer<Opened> {
+        match self.getattr(i)? {
+            a if a.kind == FileKind::Dir => Ok(Opened {
+                fh: 0,
+                flags: FopenFlags::empty(),
+            }),
+            _ => Err(Errno::ENOTDIR),
         }
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        i: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
-        match self.lfs.readdir(ino(i), offset) {
-            Ok(entries) => {
-                for e in entries {
-                    if reply.add(
-                        INodeNo(e.ino.0),
-                        e.offset,
-                        file_type(e.kind),
-                        OsStr::from_bytes(&e.name),
-                    ) {
-                        break;
-                    }
-                }
-                reply.ok();
-            }
-            Err(e) => reply.error(lfs_errno(&e)),
-        }
+    fn readdir(&self, i: u64, offset: u64) -> Answer<Vec<DirEntry>> {
+        self.lfs
+            .readdir(InodeNo(i), offset)
+            .map_err(|e| lfs_errno(&e))
     }
 
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply_empty(reply, self.lfs.sync(), lfs_errno);
+    fn fsyncdir(&self) -> Answer<()> {
+        self.lfs.sync().map_err(|e| lfs_errno(&e))
     }
 
-    fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        match self.lfs.statfs() {
-            Ok(s) => reply.statfs(
-                s.blocks,
-                s.bfree,
-                s.bavail,
-                s.files,
-                s.ffree,
-                s.block_bytes,
-                s.name_max,
-                s.block_bytes,
-            ),
-            Err(e) => reply.error(lfs_errno(&e)),
-        }
+    fn statfs(&self) -> Answer<StatFs> {
+        self.lfs.statfs().map_err(|e| lfs_errno(&e))
     }
 
+    /// Answers through `done`, maybe from another thread: an offload key is set in a thread
+    /// of its own (see [`xattr::set`]).
     fn setxattr(
         &self,
-        req: &Request,
-        i: INodeNo,
-        name: &OsStr,
-        value: &[u8],
-        flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
+        caller: Caller,
+        i: u64,
+        set: xattr::Set<'_>,
+        done: impl FnOnce(Answer<()>) + Send + 'static,
     ) {
-        let set = xattr::Set {
-            name: name.as_bytes(),
-            value,
-            flags,
-        };
-        xattr::set(&self.lfs, &self.offload, caller(req), i, set, reply);
+        xattr::set(&self.lfs, &self.offload, caller, InodeNo(i), set, done);
     }
 
-    fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let got = xattr::get(&self.lfs, &self.offload, caller(req), i, name.as_bytes());
-        xattr::reply(reply, size, got);
+    fn getxattr(&self, caller: Caller, i: u64, name: &[u8], size: u32) -> Answer<Xattr> {
+        xattr::sized(
+            size,
+            xattr::get(&self.lfs, &self.offload, caller, InodeNo(i), name),
+        )
     }
 
-    fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr::reply(reply, size, xattr::list(&self.lfs, i));
+    fn listxattr(&self, i: u64, size: u32) -> Answer<Xattr> {
+        xattr::sized(size, xattr::list(&self.lfs, InodeNo(i)))
     }
 
-    fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let removed = xattr::remove(&self.lfs, &self.offload, caller(req), i, name.as_bytes());
-        reply_empty(reply, removed, |e| *e);
+    fn removexattr(&self, caller: Caller, i: u64, name: &[u8]) -> Answer<()> {
+        xattr::remove(&self.lfs, &self.offload, caller, InodeNo(i), name)
     }
 
-    fn access(&self, _req: &Request, i: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // Only asked without default_permissions (`--no-permissions`), where access(2) always
-        // succeeds on a file that exists: with it, the kernel checks access(2) itself.
-        reply_empty(reply, self.lfs.getattr(ino(i)).map(|_| ()), lfs_errno);
+    /// Only asked without default_permissions (`--no-permissions`), where access(2) always
+    /// succeeds on a file that exists: with it, the kernel checks access(2) itself.
+    fn access(&self, i: u64) -> Answer<()> {
+        self.getattr(i).map(|_| ())
     }
 
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _i: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+    /// A log-structured file system cannot reserve blocks in place (see the module's rules).
+    fn fallocate(&self) -> Answer<()> {
+        Err(Errno::from_i32(libc::EOPNOTSUPP))
     }
 }

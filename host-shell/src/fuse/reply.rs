@@ -1,11 +1,9 @@
-//! Replies and the one error conversion each method makes.
+//! The one error conversion each operation makes.
 
-use fuser::{Errno, Generation, ReplyEmpty, ReplyEntry};
+use fuser::Errno;
 
-use super::attr::file_attr;
-use super::TTL;
 use crate::daemon::log;
-use crate::lfs::{Attr, LfsError};
+use crate::lfs::LfsError;
 use crate::offload::keys::OffloadError;
 
 fn errno(code: i32) -> Errno {
@@ -27,22 +25,4 @@ pub(super) fn offload_errno(what: &str, e: &OffloadError) -> Errno {
         log(format_args!("{what}: {e} (errno {})", e.errno()));
     }
     errno(e.errno())
-}
-
-pub(super) fn reply_entry(reply: ReplyEntry, result: Result<Attr, LfsError>) {
-    match result {
-        Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-        Err(e) => reply.error(lfs_errno(&e)),
-    }
-}
-
-pub(super) fn reply_empty<E>(
-    reply: ReplyEmpty,
-    result: Result<(), E>,
-    conv: impl FnOnce(&E) -> Errno,
-) {
-    match result {
-        Ok(()) => reply.ok(),
-        Err(e) => reply.error(conv(&e)),
-    }
 }

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use fuser::{Errno, INodeNo, ReplyEmpty, ReplyXattr};
+use fuser::Errno;
 
-use super::attr::ino;
-use super::reply::{lfs_errno, offload_errno, reply_empty};
+use super::reply::{lfs_errno, offload_errno};
+use super::{Answer, Xattr};
 use crate::daemon::log;
-use crate::lfs::{Lfs, XattrMode};
+use crate::lfs::{InodeNo, Lfs, XattrMode};
 use crate::offload::keys::{Caller, Offload, PREFIX};
 
 fn is_offload_key(name: &[u8]) -> bool {
@@ -29,20 +29,21 @@ pub(super) struct Set<'a> {
     pub(super) flags: i32,
 }
 
+/// Sets an attribute and answers through `done`: for an offload key from a thread of its own.
 pub(super) fn set(
     lfs: &Lfs,
     offload: &Arc<Offload>,
     caller: Caller,
-    i: INodeNo,
+    i: InodeNo,
     set: Set<'_>,
-    reply: ReplyEmpty,
+    done: impl FnOnce(Answer<()>) + Send + 'static,
 ) {
     let Set { name, value, flags } = set;
     if is_offload_key(name) {
         // Setting `user.csd.file_job` runs a kernel over the whole file, which may take
         // seconds: every offload key is set in a thread of its own, so no FUSE worker waits
         // for a kernel and regular operations never queue behind one. (The caller waits for
-        // the reply, so its thread is still there to name the key's process.)
+        // the answer, so its thread is still there to name the key's process.)
         let (offload, name, value) = (Arc::clone(offload), name.to_vec(), value.to_vec());
         let what = format!(
             "setxattr {} on inode {}",
@@ -50,20 +51,20 @@ pub(super) fn set(
             i.0
         );
         let set_key = move || {
-            let done = offload.setxattr(caller, ino(i), &name, &value);
-            reply_empty(reply, done, |e| offload_errno(&what, e));
+            let set = offload.setxattr(caller, i, &name, &value);
+            done(set.map_err(|e| offload_errno(&what, &e)));
         };
         if let Err(e) = std::thread::Builder::new()
             .name("csd-offload".into())
             .spawn(set_key)
         {
-            // The request was dropped with the closure: FUSE answers it with EIO.
+            // The answer was dropped with the closure: the transport answers EIO.
             log(format_args!("no thread to set an offload key in: {e}"));
         }
         return;
     }
     if !is_user_xattr(name) {
-        return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        return done(Err(Errno::from_i32(libc::EOPNOTSUPP)));
     }
     let mode = if flags & libc::XATTR_CREATE != 0 {
         XattrMode::Create
@@ -72,30 +73,33 @@ pub(super) fn set(
     } else {
         XattrMode::Any
     };
-    reply_empty(reply, lfs.setxattr(ino(i), name, value, mode), lfs_errno);
+    done(
+        lfs.setxattr(i, name, value, mode)
+            .map_err(|e| lfs_errno(&e)),
+    );
 }
 
 pub(super) fn get(
     lfs: &Lfs,
     offload: &Offload,
     caller: Caller,
-    i: INodeNo,
+    i: InodeNo,
     name: &[u8],
-) -> Result<Vec<u8>, Errno> {
+) -> Answer<Vec<u8>> {
     if is_offload_key(name) {
         return offload
-            .getxattr(caller, ino(i), name)
+            .getxattr(caller, i, name)
             .map_err(|e| offload_errno("getxattr", &e));
     }
     if !is_user_xattr(name) {
         return Err(Errno::from_i32(libc::ENODATA));
     }
-    lfs.getxattr(ino(i), name).map_err(|e| lfs_errno(&e))
+    lfs.getxattr(i, name).map_err(|e| lfs_errno(&e))
 }
 
 /// The names, each ending in a NUL.
-pub(super) fn list(lfs: &Lfs, i: INodeNo) -> Result<Vec<u8>, Errno> {
-    let names = lfs.listxattr(ino(i)).map_err(|e| lfs_errno(&e))?;
+pub(super) fn list(lfs: &Lfs, i: InodeNo) -> Answer<Vec<u8>> {
+    let names = lfs.listxattr(i).map_err(|e| lfs_errno(&e))?;
     Ok(names
         .into_iter()
         .flat_map(|mut n| {
@@ -109,26 +113,25 @@ pub(super) fn remove(
     lfs: &Lfs,
     offload: &Offload,
     caller: Caller,
-    i: INodeNo,
+    i: InodeNo,
     name: &[u8],
-) -> Result<(), Errno> {
+) -> Answer<()> {
     if is_offload_key(name) {
         return offload
-            .removexattr(caller, ino(i), name)
+            .removexattr(caller, i, name)
             .map_err(|e| offload_errno("removexattr", &e));
     }
     if !is_user_xattr(name) {
         return Err(Errno::from_i32(libc::ENODATA));
     }
-    lfs.removexattr(ino(i), name).map_err(|e| lfs_errno(&e))
+    lfs.removexattr(i, name).map_err(|e| lfs_errno(&e))
 }
 
 /// A value, or its size when the caller asks with `size` 0.
-pub(super) fn reply(reply: ReplyXattr, size: u32, result: Result<Vec<u8>, Errno>) {
-    match result {
-        Ok(v) if size == 0 => reply.size(v.len() as u32),
-        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-        Ok(v) => reply.data(&v),
-        Err(e) => reply.error(e),
+pub(super) fn sized(size: u32, result: Answer<Vec<u8>>) -> Answer<Xattr> {
+    match result? {
+        v if size == 0 => Ok(Xattr::Size(v.len() as u32)),
+        v if v.len() > size as usize => Err(Errno::ERANGE),
+        v => Ok(Xattr::Value(v)),
     }
 }
