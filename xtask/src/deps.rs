@@ -150,6 +150,7 @@ pub fn run() -> Result<()> {
         && cross_toolchain_linked()?
     {
         check_fuse_device()?;
+        enable_fuse_uring();
         eprintln!("deps: everything is installed");
         return Ok(());
     }
@@ -219,6 +220,7 @@ pub fn run() -> Result<()> {
         }
     }
     check_fuse_device()?;
+    enable_fuse_uring();
     eprintln!("deps: everything is installed");
     Ok(())
 }
@@ -461,6 +463,24 @@ fn check_fuse_device() -> Result<()> {
         bail!("/dev/fuse does not exist: load the fuse kernel module (modprobe fuse) or give the container the device");
     }
     Ok(())
+}
+
+/// The `fuse` module's switch for FUSE over io_uring (Linux 6.14 and later).
+const FUSE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Turns on FUSE over io_uring, which the mount then takes its requests through (a kernel
+/// setting: it lasts until the next boot). Without it, or on an older kernel, mounts take
+/// them through `/dev/fuse`, only slower: so this only says what it could not do.
+fn enable_fuse_uring() {
+    match fs::read_to_string(FUSE_URING) {
+        Ok(on) if on.trim() == "Y" => {}
+        Ok(_) if is_root() => match fs::write(FUSE_URING, "Y") {
+            Ok(()) => eprintln!("deps: turned on FUSE over io_uring ({FUSE_URING})"),
+            Err(e) => eprintln!("deps: could not turn on FUSE over io_uring ({FUSE_URING}: {e}); mounts use /dev/fuse"),
+        },
+        Ok(_) => eprintln!("deps: FUSE over io_uring is off; as root, `echo Y > {FUSE_URING}` turns it on (mounts use /dev/fuse meanwhile)"),
+        Err(_) => eprintln!("deps: this kernel has no FUSE over io_uring (Linux 6.14 and later); mounts use /dev/fuse"),
+    }
 }
 
 /// Every apt source file, as (path, text).

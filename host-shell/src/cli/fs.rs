@@ -53,6 +53,10 @@ pub struct MountArgs {
     /// FUSE worker threads [default: the host's cores, at least 2]
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: Option<u16>,
+    /// Take every request through /dev/fuse, also when the kernel offers FUSE over io_uring
+    /// (the `fuse` module's `enable_uring`, Linux 6.14 and later).
+    #[arg(long)]
+    no_io_uring: bool,
     /// The daemon's log in the background [default: IMAGE.log].
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
@@ -176,6 +180,7 @@ fn serve(args: &MountArgs) -> anyhow::Result<()> {
         threads: args
             .threads
             .map_or(MountConfig::default().threads, usize::from),
+        io_uring: !args.no_io_uring,
         ..MountConfig::default()
     };
     super::open::use_file_system(format!(
@@ -273,6 +278,7 @@ fn daemonize(args: &MountArgs) -> anyhow::Result<()> {
     for (on, flag) in [
         (args.allow_other, "--allow-other"),
         (args.no_permissions, "--no-permissions"),
+        (args.no_io_uring, "--no-io-uring"),
         (args.emulate_host_cache, "--emulate-host-cache"),
     ] {
         if on {

@@ -27,6 +27,19 @@ pub(super) fn file_type(kind: FileKind) -> FileType {
     }
 }
 
+/// The file type bits of a mode (`S_IFREG`, ...).
+pub(super) fn kind_bits(kind: FileKind) -> u32 {
+    match kind {
+        FileKind::File => libc::S_IFREG,
+        FileKind::Dir => libc::S_IFDIR,
+        FileKind::Symlink => libc::S_IFLNK,
+        FileKind::Fifo => libc::S_IFIFO,
+        FileKind::CharDevice => libc::S_IFCHR,
+        FileKind::BlockDevice => libc::S_IFBLK,
+        FileKind::Socket => libc::S_IFSOCK,
+    }
+}
+
 pub(super) fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino.0),

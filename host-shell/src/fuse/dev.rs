@@ -1,9 +1,12 @@
 //! Requests read from `/dev/fuse` by fuser's workers: each method takes fuser's arguments,
-//! runs the operation of [`CsdFs`] and replies.
+//! runs the operation of [`CsdFs`] and replies. Init is here too, whichever way the other
+//! requests then arrive.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
@@ -59,8 +62,29 @@ fn xattr(reply: ReplyXattr, answer: Answer<Xattr>) {
     }
 }
 
-impl fuser::Filesystem for CsdFs {
+/// The file system as fuser serves it.
+#[derive(Debug)]
+pub(super) struct Dev {
+    pub(super) fs: Arc<CsdFs>,
+    /// Ask for FUSE over io_uring at init, if the kernel offers it.
+    pub(super) want_ring: bool,
+    /// Set at init when the kernel agreed: its requests then wait for the ring's queues.
+    pub(super) ring: Arc<AtomicBool>,
+}
+
+impl fuser::Filesystem for Dev {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if self.want_ring
+            && config
+                .capabilities()
+                .contains(InitFlags::FUSE_OVER_IO_URING)
+            && super::ring::available()
+            && config
+                .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
+                .is_ok()
+        {
+            self.ring.store(true, Ordering::Release);
+        }
         let _ = config.set_max_write(MAX_IO_BYTES);
         let _ = config.set_max_readahead(MAX_IO_BYTES);
         let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
@@ -74,11 +98,11 @@ impl fuser::Filesystem for CsdFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, CsdFs::lookup(self, parent.0, name.as_bytes()));
+        entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, i: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        attr(reply, CsdFs::getattr(self, i.0));
+        attr(reply, self.fs.getattr(i.0));
     }
 
     fn setattr(
@@ -107,11 +131,11 @@ impl fuser::Filesystem for CsdFs {
             atime: atime.map(time),
             mtime: mtime.map(time),
         };
-        attr(reply, CsdFs::setattr(self, caller(req), i.0, change));
+        attr(reply, self.fs.setattr(caller(req), i.0, change));
     }
 
     fn readlink(&self, _req: &Request, i: INodeNo, reply: ReplyData) {
-        data(reply, CsdFs::readlink(self, i.0));
+        data(reply, self.fs.readlink(i.0));
     }
 
     fn mknod(
@@ -124,14 +148,9 @@ impl fuser::Filesystem for CsdFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let made = CsdFs::mknod(
-            self,
-            caller(req),
-            parent.0,
-            name.as_bytes(),
-            mode & !umask,
-            rdev,
-        );
+        let made = self
+            .fs
+            .mknod(caller(req), parent.0, name.as_bytes(), mode & !umask, rdev);
         entry(reply, made);
     }
 
@@ -144,16 +163,18 @@ impl fuser::Filesystem for CsdFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let made = CsdFs::mkdir(self, caller(req), parent.0, name.as_bytes(), mode & !umask);
+        let made = self
+            .fs
+            .mkdir(caller(req), parent.0, name.as_bytes(), mode & !umask);
         entry(reply, made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, CsdFs::unlink(self, parent.0, name.as_bytes()));
+        empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, CsdFs::rmdir(self, parent.0, name.as_bytes()));
+        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
     }
 
     fn symlink(
@@ -164,8 +185,7 @@ impl fuser::Filesystem for CsdFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let made = CsdFs::symlink(
-            self,
+        let made = self.fs.symlink(
             caller(req),
             parent.0,
             link_name.as_bytes(),
@@ -184,8 +204,7 @@ impl fuser::Filesystem for CsdFs {
         flags: fuser::RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let renamed = CsdFs::rename(
-            self,
+        let renamed = self.fs.rename(
             parent.0,
             name.as_bytes(),
             newparent.0,
@@ -203,14 +222,11 @@ impl fuser::Filesystem for CsdFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(
-            reply,
-            CsdFs::link(self, i.0, newparent.0, newname.as_bytes()),
-        );
+        entry(reply, self.fs.link(i.0, newparent.0, newname.as_bytes()));
     }
 
     fn open(&self, req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        opened(reply, CsdFs::open(self, caller(req), i.0));
+        opened(reply, self.fs.open(caller(req), i.0));
     }
 
     fn create(
@@ -223,7 +239,10 @@ impl fuser::Filesystem for CsdFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match CsdFs::create(self, caller(req), parent.0, name.as_bytes(), mode & !umask) {
+        match self
+            .fs
+            .create(caller(req), parent.0, name.as_bytes(), mode & !umask)
+        {
             Ok((a, o)) => reply.created(
                 &TTL,
                 &file_attr(&a),
@@ -249,7 +268,7 @@ impl fuser::Filesystem for CsdFs {
         let direct = lock_owner.is_some();
         data(
             reply,
-            CsdFs::read(self, caller(req), i.0, fh.0, offset, size, direct),
+            self.fs.read(caller(req), i.0, fh.0, offset, size, direct),
         );
     }
 
@@ -266,7 +285,7 @@ impl fuser::Filesystem for CsdFs {
         reply: ReplyWrite,
     ) {
         let kill = write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID);
-        match CsdFs::write(self, caller(req), i.0, fh.0, offset, data, kill) {
+        match self.fs.write(caller(req), i.0, fh.0, offset, data, kill) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -280,7 +299,7 @@ impl fuser::Filesystem for CsdFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(reply, CsdFs::flush(self, i.0));
+        empty(reply, self.fs.flush(i.0));
     }
 
     fn release(
@@ -293,7 +312,7 @@ impl fuser::Filesystem for CsdFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, CsdFs::release(self, i.0));
+        empty(reply, self.fs.release(i.0));
     }
 
     fn fsync(
@@ -304,11 +323,11 @@ impl fuser::Filesystem for CsdFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, CsdFs::fsync(self, i.0, datasync));
+        empty(reply, self.fs.fsync(i.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, i: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        opened(reply, CsdFs::opendir(self, i.0));
+        opened(reply, self.fs.opendir(i.0));
     }
 
     fn readdir(
@@ -319,7 +338,7 @@ impl fuser::Filesystem for CsdFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        match CsdFs::readdir(self, i.0, offset) {
+        match self.fs.readdir(i.0, offset) {
             Ok(entries) => {
                 for e in entries {
                     if reply.add(
@@ -345,11 +364,11 @@ impl fuser::Filesystem for CsdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, CsdFs::fsyncdir(self));
+        empty(reply, self.fs.fsyncdir());
     }
 
     fn statfs(&self, _req: &Request, _i: INodeNo, reply: ReplyStatfs) {
-        match CsdFs::statfs(self) {
+        match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks,
                 s.bfree,
@@ -380,31 +399,30 @@ impl fuser::Filesystem for CsdFs {
             flags,
         };
         // A reply dropped unsent (no thread for an offload key) is answered EIO by fuser.
-        CsdFs::setxattr(self, caller(req), i.0, set, move |answer| {
-            empty(reply, answer)
-        });
+        self.fs
+            .setxattr(caller(req), i.0, set, move |answer| empty(reply, answer));
     }
 
     fn getxattr(&self, req: &Request, i: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         xattr(
             reply,
-            CsdFs::getxattr(self, caller(req), i.0, name.as_bytes(), size),
+            self.fs.getxattr(caller(req), i.0, name.as_bytes(), size),
         );
     }
 
     fn listxattr(&self, _req: &Request, i: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr(reply, CsdFs::listxattr(self, i.0, size));
+        xattr(reply, self.fs.listxattr(i.0, size));
     }
 
     fn removexattr(&self, req: &Request, i: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            CsdFs::removexattr(self, caller(req), i.0, name.as_bytes()),
+            self.fs.removexattr(caller(req), i.0, name.as_bytes()),
         );
     }
 
     fn access(&self, _req: &Request, i: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        empty(reply, CsdFs::access(self, i.0));
+        empty(reply, self.fs.access(i.0));
     }
 
     fn fallocate(
@@ -417,6 +435,6 @@ impl fuser::Filesystem for CsdFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, CsdFs::fallocate(self));
+        empty(reply, self.fs.fallocate());
     }
 }

@@ -31,6 +31,7 @@ mod attr;
 mod cache;
 mod dev;
 mod reply;
+mod ring;
 mod serve;
 mod xattr;
 

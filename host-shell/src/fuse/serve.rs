@@ -1,12 +1,16 @@
 //! The session around the FUSE adapter: mounting, the cleaner thread, stop signals, and the
 //! end of a mount (offloads ended, counters logged, the file system unmounted).
 
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
 
+use super::dev::Dev;
+use super::ring::Ring;
 use super::CsdFs;
 use crate::daemon::log;
 use crate::driver::Driver;
@@ -31,6 +35,12 @@ pub struct MountConfig {
     pub threads: usize,
     /// How often the background thread looks for cleaning to do.
     pub gc_interval: Duration,
+    /// Take requests through FUSE over io_uring when the kernel offers it (Linux 6.14 and
+    /// later, with `fuse.enable_uring` set), through `/dev/fuse` otherwise. With it, each
+    /// CPU's requests are served by threads of their own on that CPU
+    /// ([`super::ring::THREADS_PER_QUEUE`]), and `threads` serve what still comes through
+    /// `/dev/fuse` (forgets, interrupts).
+    pub io_uring: bool,
 }
 
 impl Default for MountConfig {
@@ -41,6 +51,7 @@ impl Default for MountConfig {
             fuel: 1 << 32,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
             gc_interval: Duration::from_millis(500),
+            io_uring: true,
         }
     }
 }
@@ -65,6 +76,8 @@ pub enum ServeError {
     SignalThread(std::io::Error),
     #[error("the file system did not unmount cleanly: {0}")]
     Unmount(LfsError),
+    #[error("could not start the FUSE io_uring queues (the mount was undone): {0}")]
+    Ring(std::io::Error),
     #[error("the thread serving the mount panicked")]
     Panicked,
 }
@@ -141,7 +154,9 @@ impl StopSignals {
 
 /// A mounted session, running until it is unmounted.
 pub struct Mounted {
-    session: fuser::Session<CsdFs>,
+    session: fuser::Session<Dev>,
+    /// The io_uring queues, when the kernel takes requests through them.
+    ring: Option<Ring>,
     lfs: Arc<Lfs>,
     offload: Arc<Offload>,
     gc_interval: Duration,
@@ -171,8 +186,14 @@ pub fn mount(
         config.permissions,
         device,
     ));
-    let fs = CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload));
+    let fs = Arc::new(CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload)));
     let invalidate = Arc::clone(&fs.invalidate);
+    let ring = Arc::new(AtomicBool::new(false));
+    let dev = Dev {
+        fs: Arc::clone(&fs),
+        want_ring: config.io_uring,
+        ring: Arc::clone(&ring),
+    };
     let mut options = vec![
         fuser::MountOption::FSName("csd".into()),
         fuser::MountOption::Subtype("csd".into()),
@@ -188,13 +209,13 @@ pub fn mount(
     } else {
         fuser::SessionACL::Owner
     };
-    let session = match fuser::Session::new(fs, mountpoint, &fuse_config) {
+    let mut session = match fuser::Session::new(dev, mountpoint, &fuse_config) {
         Ok(s) => s,
         Err(source) => {
             // Nothing was served: give the device back as it was. (The offload keys hold the
             // file system too: without dropping them first it stayed shared and was never
             // unmounted here.)
-            drop(offload);
+            drop((fs, offload));
             let unmounted = Arc::try_unwrap(lfs).map(Lfs::unmount);
             if let Ok(Err(e)) = unmounted {
                 log(format_args!("unmounting after a failed mount: {e}"));
@@ -210,8 +231,26 @@ pub fn mount(
     if let Err(e) = invalidate.start(session.notifier()) {
         log(format_args!("no thread to drop cached pages from: {e}"));
     }
+    // The kernel holds every request until each CPU's queue has an entry.
+    let ring = if ring.load(Ordering::Acquire) {
+        match Ring::start(session.as_fd(), &fs) {
+            Ok(ring) => {
+                log(format_args!("requests through FUSE over io_uring: {ring}"));
+                Some(ring)
+            }
+            Err(e) => {
+                let _ = session.unmount_callable().unmount();
+                return Err(ServeError::Ring(e));
+            }
+        }
+    } else {
+        log("requests through /dev/fuse");
+        None
+    };
+    drop(fs);
     Ok(Mounted {
         session,
+        ring,
         lfs,
         offload,
         gc_interval: config.gc_interval,
@@ -261,6 +300,10 @@ impl Mounted {
             .spawn(move || cleaner(&gc_lfs, &gc_offload, interval, &stopped))
             .map_err(ServeError::Thread)?;
         let served = self.session.run();
+        // The connection has ended: the queues' entries are the kernel's no more.
+        if let Some(ring) = self.ring {
+            ring.stop();
+        }
         drop(stop);
         if cleaner.join().is_err() {
             log("the cleaner thread panicked");
