@@ -12,3 +12,4 @@ mod offload;
 mod offload_edges;
 mod posix;
 mod python;
+mod transport;

@@ -20,8 +20,8 @@ fn check_tree(m: &Mount, model: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
-fn run(seed: u64, ops: usize, remount_every: usize) {
-    let mut m = Mount::new(&[], &[]);
+fn run(seed: u64, ops: usize, remount_every: usize, mount_args: &[&str]) {
+    let mut m = Mount::new(&[], mount_args);
     fs::create_dir(m.path("d")).expect("mkdir d");
     let mut rng = Rng::new(seed);
     let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -122,7 +122,13 @@ fn run(seed: u64, ops: usize, remount_every: usize) {
 /// 400 random operations with a remount every 100.
 #[test]
 fn random_operations_match_the_model() {
-    run(0x5EED_0001, 400, 100);
+    run(0x5EED_0001, 400, 100, &[]);
+}
+
+/// The same over `/dev/fuse`, when the others run over FUSE over io_uring.
+#[test]
+fn random_operations_match_the_model_over_dev_fuse() {
+    run(0x5EED_0001, 400, 100, &["--no-io-uring"]);
 }
 
 /// 6000 random operations with a remount every 250 (cleaning included: the data written is
@@ -130,5 +136,5 @@ fn random_operations_match_the_model() {
 #[test]
 #[ignore = "long: run with --ignored"]
 fn random_operations_match_the_model_long() {
-    run(0x5EED_0002, 6000, 250);
+    run(0x5EED_0002, 6000, 250, &[]);
 }
