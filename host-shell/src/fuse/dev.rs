@@ -67,14 +67,14 @@ fn xattr(reply: ReplyXattr, answer: Answer<Xattr>) {
 pub(super) struct Dev {
     pub(super) fs: Arc<CsdFs>,
     /// Ask for FUSE over io_uring at init, if the kernel offers it.
-    pub(super) want_ring: bool,
-    /// Set at init when the kernel agreed: its requests then wait for the ring's queues.
-    pub(super) ring: Arc<AtomicBool>,
+    pub(super) want_io_uring: bool,
+    /// Set at init when the kernel agreed: its requests then wait for the io_uring queues.
+    pub(super) io_uring_agreed: Arc<AtomicBool>,
 }
 
 impl fuser::Filesystem for Dev {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        if self.want_ring
+        if self.want_io_uring
             && config
                 .capabilities()
                 .contains(InitFlags::FUSE_OVER_IO_URING)
@@ -83,7 +83,7 @@ impl fuser::Filesystem for Dev {
                 .add_capabilities(InitFlags::FUSE_OVER_IO_URING)
                 .is_ok()
         {
-            self.ring.store(true, Ordering::Release);
+            self.io_uring_agreed.store(true, Ordering::Release);
         }
         let _ = config.set_max_write(MAX_IO_BYTES);
         let _ = config.set_max_readahead(MAX_IO_BYTES);

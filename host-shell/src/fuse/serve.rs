@@ -10,7 +10,7 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal};
 
 use super::dev::Dev;
-use super::ring::Ring;
+use super::ring::Queues;
 use super::CsdFs;
 use crate::daemon::log;
 use crate::driver::Driver;
@@ -76,8 +76,8 @@ pub enum ServeError {
     SignalThread(std::io::Error),
     #[error("the file system did not unmount cleanly: {0}")]
     Unmount(LfsError),
-    #[error("could not start the FUSE io_uring queues (the mount was undone): {0}")]
-    Ring(std::io::Error),
+    #[error("could not start the FUSE io_uring queues, so the mount was undone ({0}); mount with --no-io-uring to take requests through /dev/fuse")]
+    Queues(std::io::Error),
     #[error("the thread serving the mount panicked")]
     Panicked,
 }
@@ -156,7 +156,7 @@ impl StopSignals {
 pub struct Mounted {
     session: fuser::Session<Dev>,
     /// The io_uring queues, when the kernel takes requests through them.
-    ring: Option<Ring>,
+    queues: Option<Queues>,
     lfs: Arc<Lfs>,
     offload: Arc<Offload>,
     gc_interval: Duration,
@@ -188,11 +188,11 @@ pub fn mount(
     ));
     let fs = Arc::new(CsdFs::new(Arc::clone(&lfs), Arc::clone(&offload)));
     let invalidate = Arc::clone(&fs.invalidate);
-    let ring = Arc::new(AtomicBool::new(false));
+    let uring_agreed = Arc::new(AtomicBool::new(false));
     let dev = Dev {
         fs: Arc::clone(&fs),
-        want_ring: config.io_uring,
-        ring: Arc::clone(&ring),
+        want_io_uring: config.io_uring,
+        io_uring_agreed: Arc::clone(&uring_agreed),
     };
     let mut options = vec![
         fuser::MountOption::FSName("csd".into()),
@@ -209,7 +209,7 @@ pub fn mount(
     } else {
         fuser::SessionACL::Owner
     };
-    let mut session = match fuser::Session::new(dev, mountpoint, &fuse_config) {
+    let session = match fuser::Session::new(dev, mountpoint, &fuse_config) {
         Ok(s) => s,
         Err(source) => {
             // Nothing was served: give the device back as it was. (The offload keys hold the
@@ -232,25 +232,35 @@ pub fn mount(
         log(format_args!("no thread to drop cached pages from: {e}"));
     }
     // The kernel holds every request until each CPU's queue has an entry.
-    let ring = if ring.load(Ordering::Acquire) {
-        match Ring::start(session.as_fd(), &fs) {
-            Ok(ring) => {
-                log(format_args!("requests through FUSE over io_uring: {ring}"));
-                Some(ring)
-            }
-            Err(e) => {
-                let _ = session.unmount_callable().unmount();
-                return Err(ServeError::Ring(e));
-            }
-        }
+    let started = if uring_agreed.load(Ordering::Acquire) {
+        Queues::start(session.as_fd(), &fs).map_err(ServeError::Queues)
     } else {
-        log("requests through /dev/fuse");
-        None
+        Ok(None)
     };
+    let queues = match started {
+        Ok(queues) => queues,
+        Err(e) => {
+            // Undo the mount (the session unmounts when dropped) and give the device back as
+            // it was.
+            drop((session, fs, offload));
+            if let Ok(Err(unmounting)) = Arc::try_unwrap(lfs).map(Lfs::unmount) {
+                log(format_args!(
+                    "unmounting after a failed mount: {unmounting}"
+                ));
+            }
+            return Err(e);
+        }
+    };
+    match &queues {
+        Some(queues) => log(format_args!(
+            "requests through FUSE over io_uring: {queues}"
+        )),
+        None => log("requests through /dev/fuse"),
+    }
     drop(fs);
     Ok(Mounted {
         session,
-        ring,
+        queues,
         lfs,
         offload,
         gc_interval: config.gc_interval,
@@ -301,9 +311,7 @@ impl Mounted {
             .map_err(ServeError::Thread)?;
         let served = self.session.run();
         // The connection has ended: the queues' entries are the kernel's no more.
-        if let Some(ring) = self.ring {
-            ring.stop();
-        }
+        drop(self.queues);
         drop(stop);
         if cleaner.join().is_err() {
             log("the cleaner thread panicked");

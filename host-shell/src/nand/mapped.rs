@@ -18,8 +18,8 @@
 //! [`MappedFile`] is the [`ImageFile`] of an image the store opens itself: a `File` for writes
 //! and syncs, its mapping for page reads.
 //!
-//! This module and the JIT's are the only places in the host that hold `unsafe` code: copying
-//! out of a mapping, and installing a signal handler, have no safe interface.
+//! Copying out of a mapping, and installing a signal handler, have no safe interface: this is
+//! one of the few modules that hold `unsafe` code (docs/ARCHITECTURE.md lists them).
 #![allow(unsafe_code)]
 
 use std::{

@@ -190,8 +190,10 @@ impl Model {
                 }
                 (Some("err"), Some(seq), Some((s, op))) if s == seq => {
                     let errno: i32 = words.next().and_then(|e| e.parse().ok()).unwrap_or(0);
-                    // ENOTCONN or ECONNABORTED: the daemon is gone.
-                    if errno != 107 && errno != 103 {
+                    // ENOTCONN or ECONNABORTED: the daemon is gone. Over FUSE over io_uring
+                    // the kernel also fails with ECANCELED the requests the killed daemon's
+                    // threads had taken (the daemon never answers ECANCELED itself).
+                    if ![107, 103, 125].contains(&errno) {
                         findings.push(format!(
                             "the writer's `{op}` failed with {}",
                             std::io::Error::from_raw_os_error(errno)

@@ -1,4 +1,5 @@
-//! A FUSE request as it arrives in a ring entry, and the reply written back into the entry.
+//! A FUSE request as it arrives in a ring entry, served by the operations of `CsdFs`; its reply
+//! goes back into the entry through [`super::reply`].
 //!
 //! An entry is two buffers the kernel was given at registration (Linux's
 //! `fs/fuse/dev_uring.c`, `include/uapi/linux/fuse.h`):
@@ -17,14 +18,15 @@ use fuser::Errno;
 
 use super::super::attr::kind_bits;
 use super::super::xattr::Set;
-use super::super::{Answer, Change, CsdFs, Opened, Xattr, TTL};
+use super::super::{Answer, Change, CsdFs, Opened, Xattr};
+use super::reply::{finish, Out};
 use crate::lfs::{Attr, StatFs, Time};
 use crate::offload::keys::Caller;
 
 /// Bytes of an entry's header.
 pub(crate) const HEADER_BYTES: usize = 128 + 128 + 32;
 const OP_IN: usize = 128;
-const ENT_IN_OUT: usize = 256;
+pub(super) const ENT_IN_OUT: usize = 256;
 
 mod opcode {
     pub const LOOKUP: u32 = 1;
@@ -100,7 +102,7 @@ pub(super) fn commit_id(header: &[u8]) -> u64 {
 pub(super) enum Outcome {
     /// The reply is in the entry: commit it.
     Replied,
-    /// The operation answers later, through the `later` it was given.
+    /// The operation answers later, through what `later` made for it.
     Later,
 }
 
@@ -112,114 +114,6 @@ const LARGE_READ_BYTES: u32 = 128 << 10;
 /// Whether the request in `header` is a read of at least [`LARGE_READ_BYTES`].
 pub(super) fn is_large_read(header: &[u8]) -> bool {
     u32_at(header, 4) == opcode::READ && u32_at(header, OP_IN + 16) >= LARGE_READ_BYTES
-}
-
-/// A reply's arguments, written into the payload.
-struct Out<'a> {
-    payload: &'a mut [u8],
-    len: usize,
-}
-
-impl Out<'_> {
-    fn put(&mut self, bytes: &[u8]) -> Answer<()> {
-        let end = self.len + bytes.len();
-        self.payload
-            .get_mut(self.len..end)
-            .ok_or(Errno::EIO)?
-            .copy_from_slice(bytes);
-        self.len = end;
-        Ok(())
-    }
-
-    fn u32(&mut self, v: u32) -> Answer<()> {
-        self.put(&v.to_le_bytes())
-    }
-
-    fn u64(&mut self, v: u64) -> Answer<()> {
-        self.put(&v.to_le_bytes())
-    }
-
-    /// `struct fuse_attr`.
-    fn attr(&mut self, a: &Attr) -> Answer<()> {
-        for v in [a.ino.0, a.size, a.size.div_ceil(512)] {
-            self.u64(v)?;
-        }
-        // Seconds as the kernel's signed 64 bits.
-        for t in [a.atime, a.mtime, a.ctime] {
-            self.u64(t.sec as u64)?;
-        }
-        for v in [
-            a.atime.nsec,
-            a.mtime.nsec,
-            a.ctime.nsec,
-            kind_bits(a.kind) | u32::from(a.perm),
-            a.nlink,
-            a.uid,
-            a.gid,
-            a.rdev,
-            4096,
-            0,
-        ] {
-            self.u32(v)?;
-        }
-        Ok(())
-    }
-
-    /// `struct fuse_entry_out`.
-    fn entry(&mut self, a: &Attr) -> Answer<()> {
-        let ttl = TTL.as_secs();
-        for v in [a.ino.0, 0, ttl, ttl] {
-            self.u64(v)?;
-        }
-        self.u64(0)?;
-        self.attr(a)
-    }
-
-    /// `struct fuse_attr_out`.
-    fn attr_out(&mut self, a: &Attr) -> Answer<()> {
-        self.u64(TTL.as_secs())?;
-        self.u64(0)?;
-        self.attr(a)
-    }
-
-    /// `struct fuse_open_out`.
-    fn open(&mut self, o: Opened) -> Answer<()> {
-        self.u64(o.fh)?;
-        self.u32(o.flags.bits())?;
-        self.u32(0)
-    }
-
-    /// `struct fuse_kstatfs`.
-    fn statfs(&mut self, s: &StatFs) -> Answer<()> {
-        for v in [s.blocks, s.bfree, s.bavail, s.files, s.ffree] {
-            self.u64(v)?;
-        }
-        for v in [
-            s.block_bytes,
-            s.name_max,
-            s.block_bytes,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-        ] {
-            self.u32(v)?;
-        }
-        Ok(())
-    }
-
-    fn xattr(&mut self, x: &Xattr) -> Answer<()> {
-        match x {
-            Xattr::Size(n) => {
-                self.u32(*n)?;
-                self.u32(0)
-            }
-            Xattr::Value(v) => self.put(v),
-        }
-    }
 }
 
 /// The NUL-terminated names at the start of `payload`.
@@ -248,13 +142,13 @@ fn time(sec: u64, nsec: u32, now: bool) -> Time {
 }
 
 /// Serves the request in an entry (`header`, and the first `payload_sz` bytes of `payload`)
-/// and writes its reply there. `later` answers an operation that answers later (a
-/// setxattr: offload keys are set in threads of their own); it is dropped unused otherwise.
-pub(super) fn serve(
+/// and writes its reply there. `later` makes the answer of an operation that answers later
+/// (a setxattr: offload keys are set in threads of their own); it is called for no other.
+pub(super) fn serve<L: FnOnce(Answer<()>) + Send + 'static>(
     fs: &CsdFs,
     header: &mut [u8],
     payload: &mut [u8],
-    later: impl FnOnce(Answer<()>) + Send + 'static,
+    later: impl FnOnce() -> L,
 ) -> Outcome {
     let opcode = u32_at(header, 4);
     let node = u64_at(header, 16);
@@ -279,7 +173,7 @@ pub(super) fn serve(
             value,
             flags,
         };
-        fs.setxattr(caller, node, set, later);
+        fs.setxattr(caller, node, set, later());
         return Outcome::Later;
     }
     let answer = answer(fs, opcode, node, caller, op, args);
@@ -300,19 +194,6 @@ pub(super) fn serve(
     let len = out.len;
     finish(header, replied.map(|()| len));
     Outcome::Replied
-}
-
-/// Writes the `fuse_out_header` (the request's unique id is already in place) and the
-/// payload's length.
-pub(super) fn finish(header: &mut [u8], replied: Answer<usize>) {
-    let (error, len) = match replied {
-        Ok(len) => (0, len),
-        Err(e) => (-e.code(), 0),
-    };
-    let len32 = u32::try_from(len).unwrap_or(u32::MAX);
-    header[0..4].copy_from_slice(&(16 + len32).to_le_bytes());
-    header[4..8].copy_from_slice(&error.to_le_bytes());
-    header[ENT_IN_OUT + 16..ENT_IN_OUT + 20].copy_from_slice(&len32.to_le_bytes());
 }
 
 /// An operation's answer before it is written into the payload.
