@@ -16,8 +16,8 @@ use fuser::{
 };
 
 use super::attr::{caller, file_attr, file_type, time};
-use super::{Answer, Change, CsdFs, Opened, Xattr, MAX_IO_BYTES, TTL};
-use crate::lfs::Attr;
+use super::{Answer, CsdFs, Opened, Xattr, MAX_IO_BYTES, TTL};
+use crate::lfs::{Attr, SetAttr};
 
 fn entry(reply: ReplyEntry, answer: Answer<Attr>) {
     match answer {
@@ -123,13 +123,14 @@ impl fuser::Filesystem for Dev {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let change = Change {
+        let change = SetAttr {
             mode,
             uid,
             gid,
             size,
             atime: atime.map(time),
             mtime: mtime.map(time),
+            fsetid: false,
         };
         attr(reply, self.fs.setattr(caller(req), i.0, change));
     }

@@ -75,18 +75,6 @@ enum Xattr {
     Value(Vec<u8>),
 }
 
-/// A change of attributes as the kernel asks for it (`SetAttr` before the caller's
-/// capabilities are known).
-#[derive(Debug, Default)]
-struct Change {
-    mode: Option<u32>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    size: Option<u64>,
-    atime: Option<crate::lfs::Time>,
-    mtime: Option<crate::lfs::Time>,
-}
-
 /// The file system FUSE calls. Its methods are the operations, whichever way the kernel's
 /// requests arrive (`dev`: `/dev/fuse` through fuser).
 #[derive(Debug)]
@@ -125,16 +113,9 @@ impl CsdFs {
         self.lfs.getattr(InodeNo(i)).map_err(|e| lfs_errno(&e))
     }
 
-    fn setattr(&self, caller: Caller, i: u64, change: Change) -> Answer<Attr> {
-        let set = SetAttr {
-            mode: change.mode,
-            uid: change.uid,
-            gid: change.gid,
-            size: change.size,
-            atime: change.atime,
-            mtime: change.mtime,
-            fsetid: change.size.is_some() && has_fsetid(caller.tid),
-        };
+    /// `set.fsetid` is filled in here, from the caller's capabilities, when the size changes.
+    fn setattr(&self, caller: Caller, i: u64, mut set: SetAttr) -> Answer<Attr> {
+        set.fsetid = set.size.is_some() && has_fsetid(caller.tid);
         self.lfs.setattr(InodeNo(i), set).map_err(|e| lfs_errno(&e))
     }
 

@@ -1,6 +1,7 @@
 //! What the checker makes of a journal: every state each file and each name may be in after
 //! the daemon was killed.
 
+use nix::errno::Errno;
 use std::collections::{BTreeMap, HashMap};
 
 use super::op::Op;
@@ -193,7 +194,8 @@ impl Model {
                     // ENOTCONN or ECONNABORTED: the daemon is gone. Over FUSE over io_uring
                     // the kernel also fails with ECANCELED the requests the killed daemon's
                     // threads had taken (the daemon never answers ECANCELED itself).
-                    if ![107, 103, 125].contains(&errno) {
+                    use nix::errno::Errno::{ECANCELED, ECONNABORTED, ENOTCONN};
+                    if ![ENOTCONN, ECONNABORTED, ECANCELED].contains(&Errno::from_raw(errno)) {
                         findings.push(format!(
                             "the writer's `{op}` failed with {}",
                             std::io::Error::from_raw_os_error(errno)

@@ -18,9 +18,9 @@ use fuser::Errno;
 
 use super::super::attr::kind_bits;
 use super::super::xattr::Set;
-use super::super::{Answer, Change, CsdFs, Opened, Xattr};
+use super::super::{Answer, CsdFs, Opened, Xattr};
 use super::reply::{finish, Out};
-use crate::lfs::{Attr, StatFs, Time};
+use crate::lfs::{Attr, DirEntry, SetAttr, StatFs, Time};
 use crate::offload::keys::Caller;
 
 /// Bytes of an entry's header.
@@ -188,7 +188,7 @@ pub(super) fn serve<L: FnOnce(Answer<()>) + Send + 'static>(
         Ok(Reply::Written(n)) => out.u32(n).and_then(|()| out.u32(0)),
         Ok(Reply::Statfs(s)) => out.statfs(&s),
         Ok(Reply::Xattr(x)) => out.xattr(&x),
-        Ok(Reply::Dir(size)) => dirents(fs, node, op, size, &mut out),
+        Ok(Reply::Dir(entries, size)) => dirents(&entries, size, &mut out),
         Err(e) => Err(e),
     };
     let len = out.len;
@@ -207,8 +207,8 @@ enum Reply {
     Written(u32),
     Statfs(StatFs),
     Xattr(Xattr),
-    /// A directory listing of at most this many bytes.
-    Dir(usize),
+    /// A directory's entries from the listing's offset, as many as fit in this many bytes.
+    Dir(Vec<DirEntry>, usize),
 }
 
 fn answer(
@@ -298,7 +298,8 @@ fn answer(
             Reply::Empty
         }
         OPENDIR => Reply::Open(fs.opendir(node)?),
-        READDIR => Reply::Dir(u32_at(op, 16) as usize),
+        // `fuse_read_in`: offset, size.
+        READDIR => Reply::Dir(fs.readdir(node, u64_at(op, 8))?, u32_at(op, 16) as usize),
         RELEASEDIR | DESTROY => Reply::Empty,
         FSYNCDIR => {
             fs.fsyncdir()?;
@@ -325,10 +326,10 @@ fn answer(
 
 /// `fuse_setattr_in`: valid, padding, fh, size, lock_owner, atime, mtime, ctime, atimensec,
 /// mtimensec, ctimensec, mode, unused, uid, gid.
-fn change(op: &[u8]) -> Change {
+fn change(op: &[u8]) -> SetAttr {
     let valid = u32_at(op, 0);
     let has = |bit: u32| valid & bit != 0;
-    Change {
+    SetAttr {
         mode: has(fattr::MODE).then(|| u32_at(op, 68)),
         uid: has(fattr::UID).then(|| u32_at(op, 76)),
         gid: has(fattr::GID).then(|| u32_at(op, 80)),
@@ -337,13 +338,14 @@ fn change(op: &[u8]) -> Change {
             .then(|| time(u64_at(op, 32), u32_at(op, 56), has(fattr::ATIME_NOW))),
         mtime: has(fattr::MTIME)
             .then(|| time(u64_at(op, 40), u32_at(op, 60), has(fattr::MTIME_NOW))),
+        // The operation decides from the caller's capabilities.
+        fsetid: false,
     }
 }
 
-/// `struct fuse_dirent`s of the directory from `fuse_read_in`'s offset, as many as fit in
-/// `size` bytes.
-fn dirents(fs: &CsdFs, node: u64, op: &[u8], size: usize, out: &mut Out<'_>) -> Answer<()> {
-    for e in fs.readdir(node, u64_at(op, 8))? {
+/// `struct fuse_dirent`s of `entries`, as many as fit in `size` bytes.
+fn dirents(entries: &[DirEntry], size: usize, out: &mut Out<'_>) -> Answer<()> {
+    for e in entries {
         let bytes = (24 + e.name.len()).next_multiple_of(8);
         if out.len + bytes > size {
             break;

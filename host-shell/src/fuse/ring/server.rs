@@ -137,18 +137,21 @@ impl Server {
             held.insert(e.id, e);
         }
         loop {
-            for sqe in queued.drain(..) {
-                // SAFETY: every command names a held entry's `iov` and buffers, or `bell`,
-                // all of which outlive the ring (declared before it); the kernel uses them
-                // until the command completes, and the thread hands an entry on or touches
-                // it only after that.
-                unsafe { ring.submission().push(&sqe) }
-                    .map_err(|_| io::Error::other("the ring's submission queue is full"))?;
+            if !queued.is_empty() {
+                for sqe in queued.drain(..) {
+                    // SAFETY: every command names a held entry's `iov` and buffers, or
+                    // `bell`, all of which outlive the ring (declared before it); the kernel
+                    // uses them until the command completes, and the thread hands an entry
+                    // on or touches it only after that.
+                    unsafe { ring.submission().push(&sqe) }
+                        .map_err(|_| io::Error::other("the ring's submission queue is full"))?;
+                }
+                // Each reply goes at once, not after the rest of the completions waiting.
+                ring.submit()?;
             }
             if let Some(sender) = report.take() {
                 // Without waiting, only the registration's own failure can complete: the
                 // kernel's requests for this thread come in its waits.
-                ring.submit()?;
                 let refused = ring
                     .completion()
                     .find(|c| c.user_data() != BELL && c.result() < 0)
@@ -159,48 +162,39 @@ impl Server {
                     return Ok(());
                 }
             }
-            match ring.submit_and_wait(1) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-                Err(e) => return Err(e),
-            }
-            let done: Vec<(u64, i32)> = ring
-                .completion()
-                .map(|c| (c.user_data(), c.result()))
-                .collect();
-            for (id, result) in done {
-                if id == BELL {
-                    if self.mailbox.stop.load(Ordering::Acquire) {
-                        return Ok(());
-                    }
-                    for mail in self.mailbox.take() {
-                        let commands = self.mail(&mut held, mail, in_kernel);
-                        in_kernel += commands.len();
-                        queued.extend(commands);
-                    }
-                    queued.push(read_bell.clone());
-                } else if result < 0 {
-                    // The connection ended (ENOTCONN): the entry is the kernel's no more.
-                    in_kernel = in_kernel.saturating_sub(1);
-                    held.remove(&id);
-                    if result != -libc::ENOTCONN {
-                        let e = io::Error::from_raw_os_error(-result);
-                        log(format_args!("FUSE ring entry {id}: {e}"));
-                    }
-                } else {
-                    in_kernel = in_kernel.saturating_sub(1);
-                    let commands = self.request(&mut held, id, in_kernel);
+            let next = ring.completion().next();
+            let Some((id, result)) = next.map(|c| (c.user_data(), c.result())) else {
+                match ring.submit_and_wait(1) {
+                    Ok(_) => continue,
+                    Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if id == BELL {
+                if self.mailbox.stop.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                for mail in self.mailbox.take() {
+                    let commands = self.mail(&mut held, mail, in_kernel);
                     in_kernel += commands.len();
                     queued.extend(commands);
                 }
-                // Each reply goes at once, not after the rest of this batch.
-                for sqe in queued.drain(..) {
-                    // SAFETY: as above.
-                    unsafe { ring.submission().push(&sqe) }
-                        .map_err(|_| io::Error::other("the ring's submission queue is full"))?;
-                }
-                ring.submit()?;
+                queued.push(read_bell.clone());
+                continue;
             }
+            in_kernel = in_kernel.saturating_sub(1);
+            if result < 0 {
+                // The connection ended (ENOTCONN): the entry is the kernel's no more.
+                held.remove(&id);
+                if result != -libc::ENOTCONN {
+                    let e = io::Error::from_raw_os_error(-result);
+                    log(format_args!("FUSE ring entry {id}: {e}"));
+                }
+                continue;
+            }
+            let commands = self.request(&mut held, id, in_kernel);
+            in_kernel += commands.len();
+            queued.extend(commands);
         }
     }
 
@@ -238,7 +232,7 @@ impl Server {
         id: u64,
         in_kernel: usize,
     ) -> Vec<squeue::Entry128> {
-        let Some(e) = held.get(&id) else {
+        let Some(e) = held.get_mut(&id) else {
             return Vec::new();
         };
         if let Some(to) = self.elsewhere(e) {
@@ -247,9 +241,6 @@ impl Server {
             }
             return Vec::new();
         }
-        let Some(e) = held.get_mut(&id) else {
-            return Vec::new();
-        };
         let later = || {
             let unanswered = Unanswered {
                 mailbox: Some(Arc::clone(&self.mailbox)),
