@@ -45,6 +45,49 @@ fn threads(m: &Mount) -> Vec<String> {
     names
 }
 
+/// Completions the daemon's io_uring instances have taken so far (`CqHead` in each one's
+/// `/proc/PID/fdinfo`): each request served through them is one.
+fn ring_completions(m: &Mount) -> u64 {
+    let pid = m.daemon().expect("mounted");
+    let mut completions = 0;
+    for fd in fs::read_dir(format!("/proc/{pid}/fd")).expect("the daemon's files") {
+        let fd = fd.expect("a file").path();
+        if fs::read_link(&fd).is_ok_and(|l| l.to_string_lossy() == "anon_inode:[io_uring]") {
+            let name = fd
+                .file_name()
+                .expect("a number")
+                .to_string_lossy()
+                .into_owned();
+            let info = fs::read_to_string(format!("/proc/{pid}/fdinfo/{name}")).unwrap_or_default();
+            completions += info
+                .lines()
+                .find_map(|l| l.strip_prefix("CqHead:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    completions
+}
+
+/// CPU time, in ns, of the daemon's threads whose names start with `prefix` (`schedstat`).
+fn thread_cpu_ns(m: &Mount, prefix: &str) -> u64 {
+    let pid = m.daemon().expect("mounted");
+    let mut ns = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("the daemon's threads") {
+        let task = task.expect("a thread").path();
+        let named = fs::read_to_string(task.join("comm")).is_ok_and(|n| n.starts_with(prefix));
+        if named {
+            let stat = fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns
+}
+
 /// Work that takes every kind of request the two ways differ on: small and large reads (the
 /// ring hands the large ones to helpers), writes, a setxattr (answered later through the
 /// ring thread's mailbox), names, a listing, a fsync and a truncation.
@@ -54,11 +97,12 @@ fn work(m: &Mount) {
         .collect();
     let path = m.path("data");
     fs::write(&path, &data).expect("write 3 MiB");
-    // A fresh open reads through the page cache in readahead-sized requests.
+    // The write left its pages in the page cache: drop them, so the reads below reach the
+    // daemon, in readahead-sized requests.
+    let mut file = fs::File::open(&path).expect("open");
+    rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).expect("fadvise");
     let mut read = Vec::new();
-    fs::File::open(&path)
-        .and_then(|mut f| f.read_to_end(&mut read))
-        .expect("read it back");
+    file.read_to_end(&mut read).expect("read it back");
     assert!(read == data, "the 3 MiB read back differ");
     let f = fs::OpenOptions::new()
         .read(true)
@@ -127,11 +171,20 @@ fn requests_come_the_way_the_kernel_offers() {
             "{ring_threads} ring threads: {:?}",
             threads(&m)
         );
+        let (before, helpers) = (ring_completions(&m), thread_cpu_ns(&m, "csd-ring-read-"));
+        work(&m);
+        // The requests came through the rings, and the large reads through the helpers.
+        let served = ring_completions(&m) - before;
+        assert!(served >= 20, "{served} requests through the rings");
+        assert!(
+            thread_cpu_ns(&m, "csd-ring-read-") > helpers,
+            "the read helpers never ran"
+        );
     } else {
         assert!(line.contains("requests through /dev/fuse"), "{line}");
         assert_eq!(ring_threads, 0, "{:?}", threads(&m));
+        work(&m);
     }
-    work(&m);
     m.unmount_and_fsck();
 }
 
@@ -148,5 +201,6 @@ fn no_io_uring_keeps_dev_fuse() {
         .count();
     assert_eq!(ring_threads, 0, "{:?}", threads(&m));
     work(&m);
+    assert_eq!(ring_completions(&m), 0, "requests through an io_uring");
     m.unmount_and_fsck();
 }
