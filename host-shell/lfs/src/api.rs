@@ -44,7 +44,8 @@ impl Lfs {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        self.lock_for_change()?.create(parent, name, mode, uid, gid)
+        self.change_taking_space(|s| s.create(parent, name, mode, uid, gid))
+            .map(|(_, attr)| attr)
     }
 
     /// Creates a regular file and opens a handle on it in one step (FUSE's create), so no
@@ -57,8 +58,7 @@ impl Lfs {
         uid: u32,
         gid: u32,
     ) -> Result<Attr> {
-        let mut s = self.lock_for_change()?;
-        let attr = s.create(parent, name, mode, uid, gid)?;
+        let (mut s, attr) = self.change_taking_space(|s| s.create(parent, name, mode, uid, gid))?;
         s.open(attr.ino)?;
         Ok(attr)
     }
@@ -192,8 +192,8 @@ impl Lfs {
         data: &[u8],
         kill_suid_sgid: bool,
     ) -> Result<u32> {
-        let mut s = self.lock_for_change()?;
-        let n = s.write_with(ino, offset, data, kill_suid_sgid)?;
+        let (mut s, n) =
+            self.change_taking_space(|s| s.write_with(ino, offset, data, kill_suid_sgid))?;
         s.maybe_checkpoint()?;
         Ok(n)
     }

@@ -158,6 +158,11 @@ impl Buffers {
         self.open.get(&ino).copied().unwrap_or(0)
     }
 
+    /// The inodes with handles open.
+    pub fn opened(&self) -> impl Iterator<Item = InodeNo> + '_ {
+        self.open.keys().copied()
+    }
+
     /// One more handle on `ino`.
     pub fn open(&mut self, ino: InodeNo) {
         *self.open.entry(ino).or_insert(0) += 1;

@@ -61,6 +61,14 @@ impl ReadPlan {
 }
 
 impl State {
+    /// Whether a file with no name left still has handles open: its blocks are freed at its
+    /// last close ([`State::drop_link`]).
+    pub(super) fn unlinked_but_open(&self) -> bool {
+        self.buffers
+            .opened()
+            .any(|ino| self.attr(ino).is_ok_and(|a| a.nlink == 0))
+    }
+
     /// The current attributes of `ino`, buffered changes included.
     pub(super) fn attr(&self, ino: InodeNo) -> Result<Attr> {
         if let Some(attr) = self.buffers.attr(ino) {

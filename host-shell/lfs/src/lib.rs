@@ -238,4 +238,36 @@ impl Lfs {
         self.durable.check()?;
         self.lock()
     }
+
+    /// Runs a change that takes space, under the lock. One that finds the device full while
+    /// unlinked files still have handles open is tried again, with the lock let go between
+    /// tries, for up to [`RELEASE_WAIT`]: FUSE closes handles asynchronously (a process's
+    /// close may reach the file system after its next unlink and write), and the last close of
+    /// an unlinked file frees its blocks. (So a file system that frees deleted files in the
+    /// background waits for that before it says it is full.) A change that fails with
+    /// `NoSpace` has changed nothing, so trying it again is safe.
+    /// Returns the lock still held, with the change's value.
+    fn change_taking_space<T>(
+        &self,
+        mut change: impl FnMut(&mut State) -> Result<T>,
+    ) -> Result<(MutexGuard<'_, State>, T)> {
+        let deadline = std::time::Instant::now() + RELEASE_WAIT;
+        loop {
+            let mut s = self.lock_for_change()?;
+            match change(&mut s) {
+                Ok(value) => return Ok((s, value)),
+                Err(LfsError::NoSpace)
+                    if s.unlinked_but_open() && std::time::Instant::now() < deadline =>
+                {
+                    drop(s);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
+
+/// How long a change that finds the device full waits for the last closes of unlinked files
+/// ([`Lfs::change_taking_space`]).
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);

@@ -469,3 +469,37 @@ fn the_cleaner_never_moves_a_block_rewritten_under_it() {
     );
     assert_clean(&lfs);
 }
+
+/// A full device whose space is held by an unlinked file with a handle still open: a write
+/// waits for that handle's close (FUSE sends it asynchronously, so it may come after the
+/// unlink and the next write of the process that closed it) and then gets the space.
+#[test]
+fn a_full_device_write_waits_for_the_last_close_of_an_unlinked_file() {
+    let device = fresh(geometry::tiny());
+    let lfs = std::sync::Arc::new(Lfs::mount(&device).expect("mount"));
+    let chunk = pattern(11, 64 * 1024);
+    let big = lfs.create_open(ROOT, b"big", 0o644, 0, 0).expect("create");
+    let mut size = 0u64;
+    loop {
+        match lfs.write(big.ino, size, &chunk) {
+            Ok(_) => size += chunk.len() as u64,
+            Err(LfsError::NoSpace) => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(size >= 4 * chunk.len() as u64, "only {size} bytes fit");
+    lfs.unlink(ROOT, b"big").expect("unlink");
+    // The close comes late, from another thread, while the write below waits for room.
+    let closer = {
+        let lfs = std::sync::Arc::clone(&lfs);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            lfs.release(big.ino).expect("release");
+        })
+    };
+    let after = lfs.create(ROOT, b"after", 0o644, 0, 0).expect("create");
+    lfs.write(after.ino, 0, &chunk)
+        .expect("room after the unlinked file's last close");
+    lfs.fsync(after.ino, false).expect("fsync");
+    closer.join().expect("the closing thread");
+}
